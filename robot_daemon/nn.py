@@ -1,0 +1,546 @@
+"""The user's multi-label MLP, forward and backward written by hand in NumPy.
+
+Architecture (``SPEC.md``), for a batch of ``n`` readings::
+
+    X (n, d) -> Linear -> ScaledReLU -> (n, h) -> Linear -> ScaledReLU -> (n, h)
+             -> Linear -> logits (n, c) -> Sigmoid -> Y_hat (n, c)
+
+Every layer follows the contract that the user's ``MLP.single_step_sgd`` relies on:
+
+* ``forward(X) -> out`` keeps exactly what ``backward`` needs, nothing more;
+* ``backward(grad_out) -> (grad_in, *param_grads)``, always a tuple (a 1-tuple for a layer
+  without parameters), and lets go of what ``forward`` kept;
+* ``update_params_(*param_grads, lr)`` takes exactly the gradients ``backward`` returned,
+  so a bare array returned by mistake fails loudly instead of being split into rows.
+
+Each layer also has ``predict(X)``: the same computation keeping nothing, for serving.
+
+Activation checkpointing, i.e. what a training step holds at its peak (``U = n*h`` floats):
+
+* A ``Linear`` keeps a reference to its input (shared with the previous layer's output,
+  never copied): ``dW = X.T @ grad_out`` needs it. It drops it as soon as ``dW`` is made,
+  before allocating ``grad_in``, so the activation and its gradient never coexist.
+* A ``ScaledReLU`` owned by the ``MLP`` works in place on the pre-activation (which nothing
+  else holds) and keeps only a boolean mask, ``U/8`` bytes-per-float of the activation.
+  It does not keep its output: that would keep the activation alive while the next
+  ``Linear`` allocates the gradient of the same size.
+* A ``Sigmoid`` keeps its output ``p``: its derivative is ``p (1 - p)``.
+* With ``recompute=True`` the ``ScaledReLU`` keeps no mask at all: its backward recomputes
+  the pre-activation from the preceding ``Linear``'s kept input, a block of rows at a
+  time. Peak memory drops to the two hidden activations; each training step pays one extra
+  forward matmul through the first two ``Linear`` layers.
+
+Every matrix multiplication goes through :func:`matmul`, which counts FLOPs while a
+:func:`count_flops` block is active: the FLOP figures in ``docs/flops.md`` are measured on
+the very code that trains.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from robot_daemon.errors import ShapeError
+
+Array = npt.NDArray[np.floating[Any]]
+Seed = int | np.random.Generator | None
+DTypeLike = npt.DTypeLike
+
+#: Rows per block when ``recompute=True`` rebuilds a pre-activation: a few MB per block.
+RECOMPUTE_BLOCK_ELEMENTS = 1 << 18
+
+
+# --------------------------------------------------------------------------------------
+# Instrumented matrix multiplication
+# --------------------------------------------------------------------------------------
+
+
+class FlopCounter:
+    """Running total of the FLOPs of the matrix multiplications executed in a block.
+
+    A product of an ``(m, k)`` and a ``(k, p)`` matrix costs ``2*m*k*p`` FLOPs (one
+    multiply and one add per term), the usual convention.
+    """
+
+    def __init__(self) -> None:
+        self.flops = 0
+        self.matmuls = 0
+
+
+_counter: FlopCounter | None = None
+
+
+@contextmanager
+def count_flops() -> Iterator[FlopCounter]:
+    """Count the FLOPs of every :func:`matmul` executed inside the ``with`` block."""
+    global _counter
+    outer, _counter = _counter, FlopCounter()
+    try:
+        yield _counter
+    finally:
+        _counter = outer
+
+
+def matmul(a: Array, b: Array, out: Array | None = None) -> Array:
+    """``a @ b`` for ``a`` of shape ``(m, k)`` and ``b`` of shape ``(k, p)``, counted.
+
+    Returns an array of shape ``(m, p)`` (``out`` when given).
+    """
+    if _counter is not None:
+        _counter.flops += 2 * a.shape[0] * a.shape[1] * b.shape[1]
+        _counter.matmuls += 1
+    # np.dot and np.matmul call the same BLAS gemm on 2-D arrays; np.dot has the smaller
+    # per-call overhead, which is most of the cost of a single-reading forward pass.
+    return np.dot(a, b, out=out)
+
+
+# --------------------------------------------------------------------------------------
+# Plain functions: activations and loss
+# --------------------------------------------------------------------------------------
+
+
+def _exp_limit(dtype: np.dtype[Any]) -> float:
+    """Largest whole ``z`` with ``exp(z)`` finite and ``exp(-z)`` normal in ``dtype``."""
+    return float(math.floor(math.log(float(np.finfo(dtype).max)))) - 1.0
+
+
+# Per-dtype constants, looked up on every call of the hot path (np.finfo is slow).
+_EXP_LIMIT = {np.dtype(t): _exp_limit(np.dtype(t)) for t in (np.float32, np.float64)}
+_EPS = {np.dtype(t): float(np.finfo(t).eps) for t in (np.float32, np.float64)}
+
+
+def sigmoid(Z: Array, out: Array | None = None) -> Array:
+    """Logistic function ``exp(z) / (1 + exp(z))``, elementwise, with no overflow or underflow.
+
+    ``Z`` is first clipped to ``[-L, L]`` (``L = 708`` in float64, ``87`` in float32) so
+    that ``exp`` neither overflows nor underflows; beyond it the true sigmoid is 1, or
+    below the smallest normal number, to working precision. For negative ``Z`` the result
+    is ``exp(z)`` to full relative accuracy, which keeps ``log(p)`` meaningful.
+
+    Z : ndarray of shape (n, c), float32 or float64. ``out`` may be ``Z`` itself.
+    Returns an ndarray of the same shape and dtype.
+    """
+    limit = _EXP_LIMIT[Z.dtype]
+    E: Array = np.minimum(Z, limit, out=out)  # two ufuncs: np.clip costs 3x more per call
+    np.maximum(E, -limit, out=E)
+    np.exp(E, out=E)
+    np.divide(E, E + 1, out=E)
+    return E
+
+
+def scaled_relu_(Z: Array) -> Array:
+    """ScaledReLU in place, keeping nothing: ``Z = 2 Z`` where ``Z > 1``, else 0.
+
+    Z : ndarray of shape (n, h), overwritten and returned.
+    """
+    Z *= Z > 1  # multiplying by the boolean mask beats np.where 6x on random masks
+    Z *= 2
+    return Z
+
+
+def _sigmoid_slope(P: Array) -> Array:
+    """``P (1 - P)``, the sigmoid's derivative from its output, floored at machine epsilon.
+
+    Where the sigmoid has saturated (``P`` rounded to 0 or 1) the slope is 0 and the loss
+    gradient ``(P - Y) / (P (1 - P))`` is infinite. Both :func:`get_grad_log_loss` and
+    :meth:`Sigmoid.backward` use this same floored slope, so their product stays exactly
+    ``(P - Y) / n``: a unit saturated on the wrong side still gets its full gradient.
+    The floor only acts where ``P (1 - P) < eps``, far outside ``[1e-6, 1 - 1e-6]``.
+
+    P : ndarray of shape (n, c). Returns a new ndarray of the same shape and dtype.
+    """
+    slope = 1 - P
+    slope *= P
+    return np.maximum(slope, _EPS[P.dtype], out=slope)
+
+
+def log_loss(Y: npt.ArrayLike, Y_hat: Array) -> float:
+    """Mean negative log-likelihood: binary cross-entropy summed over classes, mean over n.
+
+    ``L = -(1/n) sum_i sum_j [Y_ij log P_ij + (1 - Y_ij) log(1 - P_ij)]``, with ``P``
+    clipped to ``[eps, 1 - eps]`` so that a saturated prediction costs a large finite
+    amount rather than infinity. Its gradient is :func:`get_grad_log_loss`.
+
+    Y : array_like of shape (n, c), 0/1 labels (any numeric dtype).
+    Y_hat : ndarray of shape (n, c), probabilities.
+    Returns a Python float.
+    """
+    P = np.asarray(Y_hat)
+    Y = np.asarray(Y, dtype=P.dtype)
+    _check_pair(Y, P)
+    eps = _EPS[P.dtype]
+    P = np.clip(P, eps, 1 - eps)
+    nll = Y * np.log(P)
+    nll += (1 - Y) * np.log1p(-P)
+    return float(-nll.sum(dtype=np.float64) / P.shape[0])
+
+
+def get_grad_log_loss(Y: npt.ArrayLike, Y_hat: Array) -> Array:
+    """Gradient of :func:`log_loss` with respect to ``Y_hat``.
+
+    ``dL/dP = (P - Y) / (P (1 - P)) / n``, with the slope ``P (1 - P)`` floored as in
+    :func:`_sigmoid_slope`. ``Y`` is cast to ``Y_hat``'s dtype, so float32 stays float32.
+
+    Y : array_like of shape (n, c), 0/1 labels (bool, uint8, float, ...).
+    Y_hat : ndarray of shape (n, c), the sigmoid outputs.
+    Returns a new ndarray of shape (n, c) and ``Y_hat``'s dtype.
+    """
+    P: Array = np.asarray(Y_hat)
+    Y = np.asarray(Y, dtype=P.dtype)
+    _check_pair(Y, P)
+    grad: Array = P - Y
+    slope = _sigmoid_slope(P)
+    slope *= P.shape[0]
+    grad /= slope
+    return grad
+
+
+def _check_pair(Y: Array, P: Array) -> None:
+    if P.ndim != 2 or Y.shape != P.shape:
+        raise ShapeError(
+            f"labels and predictions must both have shape (n, c); got {Y.shape} and {P.shape}"
+        )
+
+
+# --------------------------------------------------------------------------------------
+# Layers
+# --------------------------------------------------------------------------------------
+
+
+class Linear:
+    """Fully connected layer ``out = X @ W + b``.
+
+    W : ndarray of shape (d_in, d_out), Kaiming normal, std ``sqrt(2 / d_in)``.
+    b : ndarray of shape (d_out,), zeros.
+
+    ``input_grad=False`` makes ``backward`` return ``None`` as its input gradient and skip
+    that matmul; only right for a first layer, whose input is data.
+    """
+
+    def __init__(
+        self,
+        d_in: int,
+        d_out: int,
+        *,
+        rng: Seed = None,
+        dtype: DTypeLike = np.float64,
+        input_grad: bool = True,
+    ) -> None:
+        dtype = _float_dtype(dtype)
+        rng = np.random.default_rng(rng)
+        self.W: Array = rng.standard_normal((d_in, d_out), dtype=dtype)
+        self.W *= dtype.type(math.sqrt(2.0 / d_in))
+        self.b: Array = np.zeros(d_out, dtype=dtype)
+        self.input_grad = input_grad
+        self.X: Array | None = None  # forward's input, kept for dW = X.T @ grad_out
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(d_in, d_out)``."""
+        d_in, d_out = self.W.shape
+        return d_in, d_out
+
+    def _input(self, X: npt.ArrayLike) -> Array:
+        """X as a 2-D array of this layer's dtype (a copy only if the dtype differs)."""
+        X = np.asarray(X, dtype=self.W.dtype)
+        if X.ndim != 2 or X.shape[1] != self.W.shape[0]:
+            raise ShapeError(
+                f"Linear{self.shape} expects X of shape (n, {self.W.shape[0]}), got {X.shape}"
+            )
+        return X
+
+    def predict(self, X: npt.ArrayLike) -> Array:
+        """X : (n, d_in) -> (n, d_out), a new array; keeps nothing."""
+        out = matmul(self._input(X), self.W)
+        out += self.b
+        return out
+
+    def forward(self, X: npt.ArrayLike) -> Array:
+        """X : (n, d_in) -> (n, d_out), a new array; keeps X (shared, not copied)."""
+        X = self._input(X)
+        self.X = X
+        out = matmul(X, self.W)
+        out += self.b
+        return out
+
+    def backward(self, grad_out: Array) -> tuple[Array | None, Array, Array]:
+        """grad_out : (n, d_out) -> (grad_in (n, d_in) or None, dW (d_in, d_out), db (d_out,)).
+
+        Releases the kept input right after ``dW``, before ``grad_in`` is allocated.
+        """
+        X = self._take_input()
+        dW = matmul(X.T, grad_out)
+        del X  # the last reference to the activation, in an MLP: free it now
+        db = grad_out.sum(axis=0)
+        grad_in = matmul(grad_out, self.W.T) if self.input_grad else None
+        return grad_in, dW, db
+
+    def update_params_(self, dW: Array, db: Array, *, lr: float) -> None:
+        """``W -= lr * dW; b -= lr * db`` in place (``lr`` scales the gradient in place)."""
+        dW *= lr
+        self.W -= dW
+        db *= lr
+        self.b -= db
+
+    def _take_input(self) -> Array:
+        X = self.X
+        if X is None:
+            raise RuntimeError("Linear.backward called without a forward pass before it")
+        self.X = None
+        return X
+
+
+class ScaledReLU:
+    """``2 x`` where ``x > 1``, ``0`` elsewhere (at ``x = 1`` exactly: 0).
+
+    The derivative is 2 where ``x > 1`` and 0 elsewhere (taken as 0 at the jump ``x = 1``,
+    like ReLU's at 0). Backward needs only where ``x > 1``: forward keeps that as a boolean
+    mask of shape (n, h), one byte per value instead of eight.
+
+    ``inplace=True`` overwrites the input with the output, and ``grad_out`` with
+    ``grad_in``; the ``MLP`` sets it because the arrays it passes here are fresh outputs of
+    a ``Linear`` that nothing else holds. ``recompute_from`` (set by ``MLP(recompute=True)``)
+    is the ``Linear`` whose output this layer receives: the mask is then not kept but
+    recomputed in backward from that layer's kept input.
+    """
+
+    def __init__(
+        self, h: int, *, inplace: bool = False, recompute_from: Linear | None = None
+    ) -> None:
+        self.h = h
+        self.inplace = inplace
+        self.recompute_from = recompute_from
+        self.mask: npt.NDArray[np.bool_] | None = None
+
+    def predict(self, X: Array) -> Array:
+        """X : (n, h) -> (n, h); keeps nothing. In place when ``inplace``."""
+        return scaled_relu_(X if self.inplace else X.copy())
+
+    def forward(self, X: Array) -> Array:
+        """X : (n, h) -> (n, h); keeps the mask ``X > 1`` (bool), unless recomputing."""
+        if self.recompute_from is not None:
+            out = X if self.inplace else X.copy()
+            for rows in _row_blocks(out):
+                scaled_relu_(out[rows])  # a mask of one block at a time, never the batch's
+            return out
+        mask = X > 1
+        out = X if self.inplace else np.empty_like(X)
+        np.multiply(X, mask, out=out)
+        out *= 2
+        self.mask = mask
+        return out
+
+    def backward(self, grad_out: Array) -> tuple[Array]:
+        """grad_out : (n, h) -> (grad_in (n, h),) with ``grad_in = 2 * grad_out * (x > 1)``."""
+        out = grad_out if self.inplace else None
+        if self.recompute_from is None:
+            mask = self.mask
+            if mask is None:
+                raise RuntimeError("ScaledReLU.backward called without a forward pass before it")
+            self.mask = None
+            grad_in = np.multiply(grad_out, mask, out=out)
+        else:
+            grad_in = grad_out if out is not None else grad_out.copy()
+            self._recompute_and_gate(grad_in)
+        grad_in *= 2
+        return (grad_in,)
+
+    def _recompute_and_gate(self, grad: Array) -> None:
+        """Zero ``grad`` (n, h) where the recomputed pre-activation is ``<= 1``, in place."""
+        linear = self.recompute_from
+        if linear is None or linear.X is None:
+            raise RuntimeError("ScaledReLU cannot recompute: the preceding Linear kept no input")
+        X, W, b = linear.X, linear.W, linear.b
+        for rows in _row_blocks(grad):
+            Z = matmul(X[rows], W)
+            Z += b
+            grad[rows] *= Z > 1
+
+    def update_params_(self, *, lr: float) -> None:
+        """No parameters: nothing to update."""
+
+
+class Sigmoid:
+    """Logistic function on the logits, one independent probability per class.
+
+    Keeps its output ``P`` (n, c): the derivative ``P (1 - P)`` needs nothing else.
+    ``inplace=True`` writes the probabilities over the logits.
+    """
+
+    def __init__(self, c: int, *, inplace: bool = False) -> None:
+        self.c = c
+        self.inplace = inplace
+        self.P: Array | None = None
+
+    def predict(self, Z: Array) -> Array:
+        """Z : (n, c) logits -> (n, c) probabilities; keeps nothing."""
+        return sigmoid(Z, out=Z if self.inplace else None)
+
+    def forward(self, Z: Array) -> Array:
+        """Z : (n, c) logits -> (n, c) probabilities; keeps them."""
+        self.P = self.predict(Z)
+        return self.P
+
+    def backward(self, grad_out: Array) -> tuple[Array]:
+        """grad_out : (n, c) -> (grad_in (n, c),) with ``grad_in = grad_out * P (1 - P)``.
+
+        After :func:`get_grad_log_loss` this is ``(P - Y) / n``: the slope divided out
+        there is multiplied back here (the same floored value, see ``_sigmoid_slope``).
+        """
+        P = self.P
+        if P is None:
+            raise RuntimeError("Sigmoid.backward called without a forward pass before it")
+        self.P = None
+        grad_in = _sigmoid_slope(P)
+        grad_in *= grad_out
+        return (grad_in,)
+
+    def update_params_(self, *, lr: float) -> None:
+        """No parameters: nothing to update."""
+
+
+Layer = Linear | ScaledReLU | Sigmoid
+
+
+def _float_dtype(dtype: DTypeLike) -> np.dtype[Any]:
+    dt = np.dtype(dtype)
+    if dt not in (np.float32, np.float64):
+        raise ShapeError(f"dtype must be float32 or float64, got {dt}")
+    return dt
+
+
+def _row_blocks(A: Array) -> Iterator[slice]:
+    """Slices of consecutive rows of ``A`` (n, h), about ``RECOMPUTE_BLOCK_ELEMENTS`` each."""
+    n, h = A.shape
+    step = max(1, RECOMPUTE_BLOCK_ELEMENTS // max(h, 1))
+    for start in range(0, n, step):
+        yield slice(start, min(start + step, n))
+
+
+# --------------------------------------------------------------------------------------
+# The user's MLP
+# --------------------------------------------------------------------------------------
+
+
+class MLP:
+    """The user's network (``SPEC.md``), with optional seed, dtype and memory modes.
+
+    ``MLP(d, h, c)`` behaves exactly as the user's class; the keyword-only additions are:
+
+    rng : int seed or ``np.random.Generator`` for the Kaiming initialisation (and the
+        default shuffling generator of :meth:`sgd`); ``None`` draws fresh entropy.
+    dtype : float64 (default) or float32, used for parameters, activations and gradients.
+    recompute : keep no ScaledReLU masks; recompute them in backward (lower peak memory,
+        one more forward matmul per hidden layer and step).
+    input_grad : ``False`` lets the first layer skip the gradient of its input, which the
+        user's loop computes and throws away (``True``, the default, is the user's text).
+    """
+
+    def __init__(
+        self,
+        d: int,
+        h: int,
+        c: int,
+        *,
+        rng: Seed = None,
+        dtype: DTypeLike = np.float64,
+        recompute: bool = False,
+        input_grad: bool = True,
+    ) -> None:
+        rng = np.random.default_rng(rng)
+        self.rng = rng
+        self.dtype = _float_dtype(dtype)
+        self.d, self.h, self.c = d, h, c
+        l1 = Linear(d, h, rng=rng, dtype=dtype, input_grad=input_grad)
+        l2 = Linear(h, h, rng=rng, dtype=dtype)
+        l3 = Linear(h, c, rng=rng, dtype=dtype)
+        r1, r2 = (l1, l2) if recompute else (None, None)
+        self.layers: list[Layer] = [
+            l1, ScaledReLU(h, inplace=True, recompute_from=r1),  # input_layer
+            l2, ScaledReLU(h, inplace=True, recompute_from=r2),  # hidden_layer
+            l3, Sigmoid(c, inplace=True),  # output_layer
+        ]  # fmt: skip
+
+    @property
+    def linears(self) -> tuple[Linear, Linear, Linear]:
+        """The three ``Linear`` layers, input to output."""
+        l1, _, l2, _, l3, _ = self.layers
+        if not (isinstance(l1, Linear) and isinstance(l2, Linear) and isinstance(l3, Linear)):
+            raise TypeError("MLP.layers no longer has Linear layers at positions 0, 2 and 4")
+        return l1, l2, l3
+
+    def forward(self, X: Array) -> Array:
+        """Predict classes for a batch of n examples"""
+        out = X  # in R^{n x d}
+        for layer in self.layers:
+            out = layer.forward(out)
+        return out
+
+    def predict_proba(self, X: npt.ArrayLike) -> Array:
+        """Probabilities (n, c) for readings X (n, d); keeps no activation anywhere.
+
+        This is the serving path: nothing is cached, so the daemon can call it many
+        times a second without holding training memory.
+        """
+        # The layers' predict() in a row, flattened: at one reading per call, the per-layer
+        # dispatch and input checks cost as much as the arithmetic.
+        Z = np.asarray(X, dtype=self.dtype)
+        if Z.ndim != 2 or Z.shape[1] != self.d:
+            raise ShapeError(f"MLP expects readings of shape (n, {self.d}), got {Z.shape}")
+        (W1, b1), (W2, b2), (W3, b3) = [(lin.W, lin.b) for lin in self.linears]
+        Z = matmul(Z, W1)
+        Z += b1
+        Z = matmul(scaled_relu_(Z), W2)
+        Z += b2
+        Z = matmul(scaled_relu_(Z), W3)
+        Z += b3
+        return sigmoid(Z, out=Z)
+
+    def loss(self, X: npt.ArrayLike, Y: npt.ArrayLike) -> float:
+        """Mean negative log-likelihood of labels Y (n, c) given readings X (n, d)."""
+        return log_loss(Y, self.predict_proba(X))
+
+    def sgd(
+        self,
+        X_train: Array,
+        Y_train: npt.NDArray[Any],
+        *,
+        epochs: int = 10,
+        bs: int = 100,
+        lr: float = 0.1,
+        shuffle: bool = False,
+    ) -> None:
+        # Train each layer of the MLP with SGD
+        """Train with minibatch SGD: ``epochs`` passes over the data in batches of ``bs``.
+
+        The defaults are the user's (10 epochs, batch 100, lr 0.1, data in order).
+        ``shuffle=True`` visits the examples in a new order each epoch, drawn from
+        ``self.rng``. X_train : (n, d); Y_train : (n, c).
+        """
+        n_train = len(X_train)
+        for _ in range(epochs):
+            order = self.rng.permutation(n_train) if shuffle else None
+            for b_idx in range(0, n_train, bs):
+                if order is None:
+                    X_batch = X_train[b_idx:b_idx + bs]
+                    Y_batch = Y_train[b_idx:b_idx + bs]
+                else:
+                    rows = order[b_idx:b_idx + bs]
+                    X_batch, Y_batch = X_train[rows], Y_train[rows]
+                # update all parameters
+                self.single_step_sgd(X_batch, Y_batch, lr=lr)
+
+    def single_step_sgd(self, X: Array, Y: npt.ArrayLike, *, lr: float = 0.1) -> None:
+        # X in R^{n x d}, Y in R^{n x c}
+        """Train the MLP with a single step of batched SGD."""
+        loss_nabla_O: Any  # an (n, .) array; None below a first layer with input_grad=False
+        Y_hat = self.forward(X)  # in R^{n x c}
+        loss_nabla_O = get_grad_log_loss(Y, Y_hat)
+        for layer in self.layers[::-1]:  # backward pass reverses layers
+            loss_nabla_O, *param_grads = layer.backward(loss_nabla_O)
+            layer.update_params_(*param_grads, lr=lr)

@@ -1,0 +1,313 @@
+#!/usr/bin/env python3
+"""Speed and memory of the numerical core, beside baselines measured in the same run.
+
+    .venv/bin/python scripts/bench_nn.py            # everything, BLAS at 1 and 2 threads
+    .venv/bin/python scripts/bench_nn.py --quick    # 2 epochs at the large size, 1 thread
+
+Prints, per BLAS thread count (1 thread is the headline: 2-thread timings on these shared
+2-core machines swing 3-30x from run to run):
+- the user's ``sgd`` (n = 10,000, 10 epochs, batch 100) at three sizes and both dtypes:
+  ours as specified, ours with the first layer skipping its input gradient (what PyTorch
+  does), and PyTorch CPU with identical initial weights when it is installed, with the
+  relative difference of the trained weights;
+- inference on 10,000 readings; single-reading and 32-reading forward latency beside a
+  plain NumPy forward written the obvious way;
+- the time of one training step on 10,000 readings over one inference on them, beside
+  the FLOP ratio of the same two;
+- the peak memory of one training step (tracemalloc) for our default and recompute
+  modes and for the textbook design (every layer keeps its input, pre-activation and a
+  float mask, nothing in place).
+
+Needs threadpoolctl (``pip install -e '.[bench]'``); PyTorch is optional
+(``pip install torch==2.13.0``) and never imported by the package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+import timeit
+import tracemalloc
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from threadpoolctl import threadpool_info, threadpool_limits
+
+from robot_daemon import flops
+from robot_daemon.nn import MLP
+
+try:
+    import torch
+except ImportError:  # optional baseline
+    torch = None
+
+N = 10_000
+SIZES = [(16, 64, 8), (16, 256, 8), (64, 1024, 16)]
+DTYPES = [np.float64, np.float32]
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    blas = ", ".join(
+        f"{i['internal_api']} {i['version']} ({i.get('architecture', '?')})"
+        for i in threadpool_info()
+        if i["user_api"] == "blas"
+    )
+    lines = [
+        f"machine: {cpu}, {_cores()} cores, Python {platform.python_version()}",
+        f"numpy {np.__version__}, BLAS: {blas}",
+        f"torch {torch.__version__}" if torch else "torch: not installed (baseline skipped)",
+    ]
+    return "\n".join(lines)
+
+
+def _cores() -> int:
+    import os
+
+    return os.cpu_count() or 1
+
+
+def data(d: int, c: int, dtype: Any, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((N, d)).astype(dtype)
+    Y = (rng.random((N, c)) < 0.3).astype(dtype)
+    return X, Y
+
+
+# ---- PyTorch baseline -------------------------------------------------------------------
+
+
+def torch_sgd(mlp: MLP, X: np.ndarray, Y: np.ndarray, epochs: int) -> tuple[float, list]:
+    """The user's loop in PyTorch from ``mlp``'s weights; returns (seconds, [W1, W2, W3])."""
+    dtype = torch.float64 if X.dtype == np.float64 else torch.float32
+    layers = []
+    for lin in mlp.linears:
+        layer = torch.nn.Linear(*lin.W.shape, dtype=dtype)
+        with torch.no_grad():
+            layer.weight.copy_(torch.from_numpy(lin.W.T.copy()))
+            layer.bias.copy_(torch.from_numpy(lin.b.copy()))
+        layers.append(layer)
+    params = [p for layer in layers for p in layer.parameters()]
+    opt = torch.optim.SGD(params, lr=0.1)
+    loss_fn = torch.nn.BCEWithLogitsLoss(reduction="sum")
+    Xt, Yt = torch.from_numpy(X), torch.from_numpy(Y)
+
+    def srelu(z: Any) -> Any:
+        return 2 * z * (z > 1)
+
+    start = time.perf_counter()
+    for _ in range(epochs):
+        for i in range(0, len(Xt), 100):
+            xb, yb = Xt[i : i + 100], Yt[i : i + 100]
+            opt.zero_grad(set_to_none=True)
+            logits = layers[2](srelu(layers[1](srelu(layers[0](xb)))))
+            loss = loss_fn(logits, yb) / len(xb)
+            loss.backward()
+            opt.step()
+    seconds = time.perf_counter() - start
+    return seconds, [layer.weight.detach().numpy().T for layer in layers]
+
+
+def torch_forward(mlp: MLP) -> Callable[[np.ndarray], Any]:
+    Ws = [torch.from_numpy(lin.W.copy()) for lin in mlp.linears]
+    bs = [torch.from_numpy(lin.b.copy()) for lin in mlp.linears]
+
+    def forward(X: np.ndarray) -> Any:
+        with torch.inference_mode():
+            z = torch.from_numpy(X)
+            for i in range(2):
+                z = z @ Ws[i] + bs[i]
+                z = 2 * z * (z > 1)
+            return torch.sigmoid(z @ Ws[2] + bs[2])
+
+    return forward
+
+
+# ---- plain NumPy reference: the obvious forward pass ---------------------------------------
+
+
+def plain_forward(mlp: MLP) -> Callable[[np.ndarray], np.ndarray]:
+    (W1, b1), (W2, b2), (W3, b3) = [(lin.W, lin.b) for lin in mlp.linears]
+
+    def forward(X: np.ndarray) -> np.ndarray:
+        Z = X @ W1 + b1
+        A = np.where(Z > 1, 2 * Z, 0.0)
+        Z = A @ W2 + b2
+        A = np.where(Z > 1, 2 * Z, 0.0)
+        return 1 / (1 + np.exp(-(A @ W3 + b3)))
+
+    return forward
+
+
+# ---- the textbook design, for the memory comparison -----------------------------------------
+
+
+class TextbookMLP:
+    """Every layer keeps its input, its pre-activation and a float mask; nothing in place."""
+
+    def __init__(self, mlp: MLP) -> None:
+        self.params = [(lin.W.copy(), lin.b.copy()) for lin in mlp.linears]
+
+    def single_step_sgd(self, X: np.ndarray, Y: np.ndarray, lr: float = 0.1) -> None:
+        cache = []
+        A = X
+        for i, (W, b) in enumerate(self.params):
+            Z = A @ W + b
+            if i < 2:
+                mask = (Z > 1).astype(Z.dtype)
+                cache.append((A, Z, mask))
+                A = 2 * Z * mask
+            else:
+                cache.append((A, Z, None))
+                A = 1 / (1 + np.exp(-Z))
+        P = A
+        G = (P - Y) / (P * (1 - P)) / len(X)
+        G = G * P * (1 - P)
+        for i in reversed(range(3)):
+            A_in, Z, mask = cache[i]
+            W, b = self.params[i]
+            if mask is not None:
+                G = G * 2 * mask
+            dW, db = A_in.T @ G, G.sum(axis=0)
+            G = G @ W.T
+            self.params[i] = (W - lr * dW, b - lr * db)
+
+
+def peak_ratio(step: Callable[[], None], n: int, h: int) -> float:
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        step()
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    return peak / (2 * n * h * 8)
+
+
+# ---- sections ---------------------------------------------------------------------------------
+
+
+def bench_training(epochs_large: int) -> None:
+    print(f"\nuser's sgd, n={N}, batch 100 ({'10' if epochs_large == 10 else 'see'} epochs)")
+    head = f"{'(d,h,c)':>14} {'dtype':>7} {'ep':>3} {'ours':>9} {'ours*':>9}"
+    if torch:
+        head += f" {'torch':>9} {'ours*/torch':>11} {'max |dW|/|W|':>13}"
+    print(head)
+    for d, h, c in SIZES:
+        epochs = 10 if h < 1024 else epochs_large
+        for dtype in DTYPES:
+            X, Y = data(d, c, dtype)
+            times = []
+            for input_grad in (True, False):
+                mlp = MLP(d, h, c, rng=0, dtype=dtype, input_grad=input_grad)
+                start = time.perf_counter()
+                mlp.sgd(X, Y, epochs=epochs)
+                times.append(time.perf_counter() - start)
+            row = f"{(d, h, c)!s:>14} {np.dtype(dtype).name:>7} {epochs:>3}"
+            row += f" {times[0]:>8.3f}s {times[1]:>8.3f}s"
+            if torch:
+                ref = MLP(d, h, c, rng=0, dtype=dtype)
+                t_torch, Ws = torch_sgd(ref, X, Y, epochs)
+                diff = max(
+                    float(np.abs(lin.W - W).max() / np.abs(W).max())
+                    for lin, W in zip(mlp.linears, Ws, strict=True)
+                )
+                row += f" {t_torch:>8.3f}s {times[1] / t_torch:>11.2f} {diff:>13.1e}"
+            print(row)
+    print("ours = MLP as specified (every layer computes its input gradient);")
+    print("ours* = input_grad=False, the first layer skips it, as PyTorch does for data.")
+
+
+def bench_inference() -> None:
+    print(f"\ninference, predict_proba on {N} readings")
+    for d, h, c in SIZES:
+        for dtype in DTYPES:
+            mlp = MLP(d, h, c, rng=0, dtype=dtype)
+            X, _ = data(d, c, dtype)
+            ours = min(timeit.repeat(lambda: mlp.predict_proba(X), number=1, repeat=5))
+            row = f"{(d, h, c)!s:>14} {np.dtype(dtype).name:>7} ours {ours * 1e3:8.2f} ms"
+            if torch:
+                fwd = torch_forward(mlp)
+                theirs = min(timeit.repeat(lambda: fwd(X), number=1, repeat=5))
+                row += f"   torch {theirs * 1e3:8.2f} ms   ours/torch {ours / theirs:5.2f}"
+            print(row)
+
+
+def bench_latency() -> None:
+    d, h, c = SIZES[0]
+    mlp = MLP(d, h, c, rng=0)
+    plain = plain_forward(mlp)
+    fwd = torch_forward(mlp) if torch else None
+    print(f"\nforward latency at {(d, h, c)}, float64 (best of 7 x 2000 calls)")
+    for n in (1, 32):
+        X = np.random.default_rng(1).standard_normal((n, d))
+
+        def best(f: Callable[[np.ndarray], Any], X: np.ndarray = X) -> float:
+            return min(timeit.repeat(lambda: f(X), number=2000, repeat=7)) / 2000 * 1e6
+
+        ours, ref = best(mlp.predict_proba), best(plain)
+        row = f"  n={n:>2}: ours {ours:6.1f} us   plain numpy {ref:6.1f} us   ours/plain {ours / ref:4.2f}"
+        if fwd:
+            theirs = best(fwd)
+            row += f"   torch {theirs:6.1f} us   ours/torch {ours / theirs:4.2f}"
+        print(row)
+
+
+def bench_step_ratio() -> None:
+    d, h, c = SIZES[-1]
+    X, Y = data(d, c, np.float64)
+    print(f"\none training step on {N} readings / one inference on them, {(d, h, c)}, float64")
+    for input_grad in (True, False):
+        mlp = MLP(d, h, c, rng=0, input_grad=input_grad)
+        infer = min(timeit.repeat(lambda: mlp.predict_proba(X), number=1, repeat=3))
+        train = min(timeit.repeat(lambda: mlp.single_step_sgd(X, Y, lr=0.0), number=1, repeat=3))
+        count = flops.closed_form(N, d, h, c, epochs=1, input_grad=input_grad)
+        print(
+            f"  input_grad={input_grad!s:>5}: train {train:.3f} s / infer {infer:.3f} s ="
+            f" {train / infer:.2f}   FLOP ratio {count.ratio:.2f}"
+        )
+
+
+def bench_memory() -> None:
+    d, h, c = SIZES[-1]
+    X, Y = data(d, c, np.float64)
+    print(f"\npeak memory of one training step, n={N}, {(d, h, c)}, float64,")
+    print(f"  in units of the two hidden activations (2*n*h floats = {2 * N * h * 8 / 1e6:.0f} MB)")
+    for name, model in [
+        ("ours, default", MLP(d, h, c, rng=0)),
+        ("ours, recompute=True", MLP(d, h, c, rng=0, recompute=True)),
+    ]:
+        print(f"  {name:<22} {peak_ratio(lambda m=model: m.single_step_sgd(X, Y), N, h):.3f}x")
+    book = TextbookMLP(MLP(d, h, c, rng=0))
+    print(f"  {'textbook design':<22} {peak_ratio(lambda: book.single_step_sgd(X, Y), N, h):.3f}x")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="2 epochs at the large size, 1 thread")
+    parser.add_argument("--threads", type=int, nargs="+", default=None, help="BLAS threads")
+    args = parser.parse_args()
+    threads = args.threads or ([1] if args.quick else [1, 2])
+    print(machine())
+    bench_memory()
+    for n_threads in threads:
+        print(f"\n===== BLAS threads: {n_threads} =====")
+        with threadpool_limits(n_threads):
+            if torch:
+                torch.set_num_threads(n_threads)
+            bench_latency()
+            bench_inference()
+            bench_step_ratio()
+            bench_training(2 if args.quick else 10)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
