@@ -30,6 +30,7 @@ import time
 import timeit
 import tracemalloc
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -231,11 +232,11 @@ def bench_inference() -> None:
         for dtype in DTYPES:
             mlp = MLP(d, h, c, rng=0, dtype=dtype)
             X, _ = data(d, c, dtype)
-            ours = min(timeit.repeat(lambda: mlp.predict_proba(X), number=1, repeat=5))
+            ours = min(timeit.repeat(partial(mlp.predict_proba, X), number=1, repeat=5))
             row = f"{(d, h, c)!s:>14} {np.dtype(dtype).name:>7} ours {ours * 1e3:8.2f} ms"
             if torch:
                 fwd = torch_forward(mlp)
-                theirs = min(timeit.repeat(lambda: fwd(X), number=1, repeat=5))
+                theirs = min(timeit.repeat(partial(fwd, X), number=1, repeat=5))
                 row += f"   torch {theirs * 1e3:8.2f} ms   ours/torch {ours / theirs:5.2f}"
             print(row)
 
@@ -253,7 +254,8 @@ def bench_latency() -> None:
             return min(timeit.repeat(lambda: f(X), number=2000, repeat=7)) / 2000 * 1e6
 
         ours, ref = best(mlp.predict_proba), best(plain)
-        row = f"  n={n:>2}: ours {ours:6.1f} us   plain numpy {ref:6.1f} us   ours/plain {ours / ref:4.2f}"
+        row = f"  n={n:>2}: ours {ours:6.1f} us   plain numpy {ref:6.1f} us"
+        row += f"   ours/plain {ours / ref:4.2f}"
         if fwd:
             theirs = best(fwd)
             row += f"   torch {theirs:6.1f} us   ours/torch {ours / theirs:4.2f}"
@@ -266,8 +268,8 @@ def bench_step_ratio() -> None:
     print(f"\none training step on {N} readings / one inference on them, {(d, h, c)}, float64")
     for input_grad in (True, False):
         mlp = MLP(d, h, c, rng=0, input_grad=input_grad)
-        infer = min(timeit.repeat(lambda: mlp.predict_proba(X), number=1, repeat=3))
-        train = min(timeit.repeat(lambda: mlp.single_step_sgd(X, Y, lr=0.0), number=1, repeat=3))
+        infer = min(timeit.repeat(partial(mlp.predict_proba, X), number=1, repeat=3))
+        train = min(timeit.repeat(partial(mlp.single_step_sgd, X, Y, lr=0.0), number=1, repeat=3))
         count = flops.closed_form(N, d, h, c, epochs=1, input_grad=input_grad)
         print(
             f"  input_grad={input_grad!s:>5}: train {train:.3f} s / infer {infer:.3f} s ="

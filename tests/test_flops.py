@@ -54,7 +54,8 @@ def test_cli_json(capsys: pytest.CaptureFixture[str]) -> None:
     out = json.loads(capsys.readouterr().out)
     assert {"inference_flops", "training_flops", "ratio", "answer"} <= out.keys()
     assert out["inference_flops"] == 2 * 1000 * (8 * 16 + 16 * 16 + 16 * 4)
-    assert out["ratio"] == 30.0 and out["answer"] == 30
+    assert out["ratio"] == 30.0
+    assert out["answer"] == 30
     assert out["matches_closed_form"] is True
 
 

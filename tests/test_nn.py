@@ -161,7 +161,8 @@ def test_loss_then_sigmoid_gradient_is_p_minus_y_over_n() -> None:
     Y = _labels(rng, n, c)
     sig = Sigmoid(c)
     P = sig.forward(Z)
-    assert P.min() >= 1e-6 and P.max() <= 1 - 1e-6
+    assert P.min() >= 1e-6
+    assert P.max() <= 1 - 1e-6
     (grad,) = sig.backward(get_grad_log_loss(Y, P))
     np.testing.assert_allclose(grad, (P - Y) / n, rtol=1e-6)
 
@@ -188,11 +189,13 @@ def test_network_saturated_on_the_wrong_side_recovers() -> None:
     out.W[:] = 0.0
     out.b[:] = [-50.0, 50.0]  # logits pushed to -+50 against the labels
     before = mlp.predict_proba(X)
-    assert before[:, 0].max() < 1e-20 and before[:, 1].min() > 1 - 1e-15
+    assert before[:, 0].max() < 1e-20
+    assert before[:, 1].min() > 1 - 1e-15
     with np.errstate(all="raise"):
         mlp.sgd(X, Y, epochs=300)
     after = mlp.predict_proba(X)
-    assert (after[:, 0] > 0.5).all() and (after[:, 1] < 0.5).all()
+    assert (after[:, 0] > 0.5).all()
+    assert (after[:, 1] < 0.5).all()
     assert log_loss(Y, after) < 0.1 * log_loss(Y, before)
 
 
@@ -203,8 +206,10 @@ def test_network_saturated_on_the_wrong_side_recovers() -> None:
 def test_kaiming_statistics_on_a_large_layer(dtype: type) -> None:
     d_in, d_out = 1000, 2000
     layer = Linear(d_in, d_out, rng=0, dtype=dtype)
-    assert layer.W.shape == (d_in, d_out) and layer.b.shape == (d_out,)
-    assert layer.W.dtype == dtype and layer.b.dtype == dtype
+    assert layer.W.shape == (d_in, d_out)
+    assert layer.b.shape == (d_out,)
+    assert layer.W.dtype == dtype
+    assert layer.b.dtype == dtype
     std = np.sqrt(2 / d_in)
     # 2e6 samples: the sample std is within 0.2 % of the true one, the mean within 0.1 std.
     assert abs(layer.W.std() / std - 1) < 0.005
