@@ -1,0 +1,379 @@
+"""The deployable model file: one ``.npz`` that loads without pickle and is validated.
+
+A :class:`Model` is the user's :class:`~robot_daemon.nn.MLP` plus what it needs to face
+raw sensor readings: the input normalisation fitted on the training data (the readings
+come in wildly different units), the feature and class names, per-class decision
+thresholds and the training metadata.
+
+File layout (format version 1), every member a plain array so that
+``np.load(allow_pickle=False)`` reads it:
+
+=================  ==========================  ============================================
+member             dtype, shape                meaning
+=================  ==========================  ============================================
+``W1 b1 W2 b2``    float32 or float64          the three Linear layers: W ``(d_in, d_out)``,
+``W3 b3``                                      b ``(d_out,)``
+``mean scale``     float64 ``(d,)``            ``x_norm = (x_raw - mean) / scale``
+``thresholds``     float64 ``(c,)``            ``predict = predict_proba >= threshold``
+``feature_names``  unicode ``(d,)``            one name per reading component
+``class_names``    unicode ``(c,)``            one name per obstacle class
+``meta``           unicode ``()``              JSON: format_version, d, h, c, dtype and
+                                               ``training`` (data, epochs, lr, seed, ...)
+=================  ==========================  ============================================
+
+:meth:`Model.save` writes atomically (temporary file in the same directory, fsync,
+rename, fsync of the directory): a crash at any moment leaves the old file or the new
+one. :func:`load` treats the file as hostile: it bounds the decompressed size before
+reading anything, refuses object arrays and pickles, and checks every shape, dtype,
+value and name, raising :class:`~robot_daemon.errors.ModelError` that names the problem.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+import numpy.typing as npt
+
+from robot_daemon.errors import ModelError
+from robot_daemon.nn import MLP, Array
+
+FORMAT_VERSION = 1
+#: Refuse files whose members would decompress to more than this (zip bombs).
+MAX_UNCOMPRESSED_BYTES = 1 << 30
+#: Longest feature or class name accepted.
+MAX_NAME_LENGTH = 64
+
+_PARAMS = ("W1", "b1", "W2", "b2", "W3", "b3")
+_MEMBERS = frozenset(
+    (*_PARAMS, "mean", "scale", "thresholds", "feature_names", "class_names", "meta")
+)
+
+
+@dataclass
+class Model:
+    """An MLP with its input normalisation, names, thresholds and training metadata.
+
+    mlp : the network, trained on normalised readings.
+    mean, scale : ndarray (d,) float64; ``x_norm = (x_raw - mean) / scale``, scale > 0.
+    feature_names : d names; class_names : c names.
+    thresholds : ndarray (c,) float64 in [0, 1], per-class decision thresholds.
+    training : JSON-serialisable description of how the model was made.
+    """
+
+    mlp: MLP
+    mean: npt.NDArray[np.float64]
+    scale: npt.NDArray[np.float64]
+    feature_names: list[str]
+    class_names: list[str]
+    thresholds: npt.NDArray[np.float64]
+    training: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    @property
+    def d(self) -> int:
+        return self.mlp.d
+
+    @property
+    def h(self) -> int:
+        return self.mlp.h
+
+    @property
+    def c(self) -> int:
+        return self.mlp.c
+
+    def normalize(self, X_raw: npt.ArrayLike) -> Array:
+        """Raw readings (n, d) -> normalised readings (n, d) in the model's dtype."""
+        # Subtract in float64: raw readings with large offsets (a temperature in kelvin)
+        # would lose their significant digits in float32 before the mean is removed.
+        X = np.asarray(X_raw, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != self.d:
+            raise ModelError(f"the model expects readings of shape (n, {self.d}), got {X.shape}")
+        X_norm: Array = (X - self.mean) / self.scale
+        return X_norm.astype(self.mlp.dtype, copy=False)
+
+    def predict_proba(self, X_raw: npt.ArrayLike) -> Array:
+        """Raw readings (n, d) -> probabilities (n, c); keeps no activation."""
+        return self.mlp.predict_proba(self.normalize(X_raw))
+
+    def predict(self, X_raw: npt.ArrayLike) -> npt.NDArray[np.bool_]:
+        """Raw readings (n, d) -> obstacle present (n, c) bool, per-class thresholds."""
+        return self.predict_proba(X_raw) >= self.thresholds
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the model to ``path`` atomically: the old file or the new one, never half."""
+        _validate(self)
+        arrays: dict[str, Any] = _to_arrays(self)
+        write_atomically(Path(path), lambda f: np.savez(f, **arrays))
+
+
+def write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Call ``write(file)`` on a temporary file beside ``path``, then rename it over ``path``.
+
+    The temporary file is fsynced before the rename and the directory after it, so that
+    after a crash (power loss included) ``path`` holds either its old or its new content.
+    On any exception the temporary file is removed and ``path`` is untouched.
+    """
+    directory = path.parent
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_name)
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def from_mlp(
+    mlp: MLP,
+    *,
+    mean: npt.ArrayLike | None = None,
+    scale: npt.ArrayLike | None = None,
+    feature_names: Sequence[str] | None = None,
+    class_names: Sequence[str] | None = None,
+    thresholds: npt.ArrayLike | None = None,
+    training: Mapping[str, Any] | None = None,
+) -> Model:
+    """A :class:`Model` around ``mlp`` with defaults: identity normalisation, names
+    ``feature_0 ...`` and ``class_0 ...``, thresholds 0.5."""
+    d, c = mlp.d, mlp.c
+    return Model(
+        mlp=mlp,
+        mean=np.zeros(d) if mean is None else np.array(mean, dtype=np.float64),
+        scale=np.ones(d) if scale is None else np.array(scale, dtype=np.float64),
+        feature_names=list(feature_names or [f"feature_{i}" for i in range(d)]),
+        class_names=list(class_names or [f"class_{j}" for j in range(c)]),
+        thresholds=np.full(c, 0.5) if thresholds is None else np.array(thresholds, float),
+        training=dict(training or {}),
+    )
+
+
+# ---- loading ------------------------------------------------------------------------------
+
+
+def load(path: str | os.PathLike[str]) -> Model:
+    """Read and validate a model file; raise :class:`ModelError` naming any problem."""
+    path = Path(path)
+    try:
+        _check_archive(path)
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+    except ModelError:
+        raise
+    except FileNotFoundError:
+        raise ModelError(f"model file {path} does not exist") from None
+    except Exception as exc:
+        # A damaged archive surfaces as whatever the layer that trips over it raises
+        # (zipfile: BadZipFile, NotImplementedError, UnicodeDecodeError; zlib.error;
+        # numpy: ValueError, also for an object array, which would need pickle): all of
+        # them mean the same thing here.
+        raise ModelError(
+            f"model file {path} is unreadable or corrupt ({type(exc).__name__}: {exc})"
+        ) from None
+    try:
+        return _from_arrays(arrays)
+    except ModelError as exc:
+        raise ModelError(f"model file {path}: {exc}") from None
+
+
+def _check_archive(path: Path) -> None:
+    """Refuse anything but a zip of the expected ``.npy`` members of bounded size."""
+    if not path.exists():
+        raise FileNotFoundError(path)
+    if not zipfile.is_zipfile(path):
+        raise ModelError(f"model file {path} is not an .npz archive (truncated or not a model)")
+    with zipfile.ZipFile(path) as archive:
+        infos = archive.infolist()
+    names = {info.filename.removesuffix(".npy") for info in infos}
+    if len(names) != len(infos):
+        raise ModelError(f"model file {path} has duplicate members: refused")
+    missing = sorted(_MEMBERS - names)
+    unknown = sorted(names - _MEMBERS)
+    if missing or unknown:
+        raise ModelError(
+            f"model file {path} has the wrong members (missing {missing}, unexpected {unknown});"
+            " is it a robot_daemon model of format version 1?"
+        )
+    total = sum(info.file_size for info in infos)
+    if total > MAX_UNCOMPRESSED_BYTES:
+        raise ModelError(
+            f"model file {path} would decompress to {total:,} bytes, over the limit of"
+            f" {MAX_UNCOMPRESSED_BYTES:,}: refused"
+        )
+
+
+def _from_arrays(arrays: Mapping[str, np.ndarray]) -> Model:
+    meta = _parse_meta(arrays["meta"])
+    d, h, c, dtype = meta["d"], meta["h"], meta["c"], np.dtype(meta["dtype"])
+    mlp = MLP(d, h, c, rng=0, dtype=dtype)
+    shapes = {"W1": (d, h), "b1": (h,), "W2": (h, h), "b2": (h,), "W3": (h, c), "b3": (c,)}
+    for lin, (w_name, b_name) in zip(mlp.linears, [("W1", "b1"), ("W2", "b2"), ("W3", "b3")],
+                                     strict=True):
+        lin.W = _float_array(arrays, w_name, shapes[w_name], dtype)
+        lin.b = _float_array(arrays, b_name, shapes[b_name], dtype)
+    return Model(
+        mlp=mlp,
+        mean=_float_array(arrays, "mean", (d,), np.dtype(np.float64)),
+        scale=_float_array(arrays, "scale", (d,), np.dtype(np.float64)),
+        feature_names=_names(arrays, "feature_names", d),
+        class_names=_names(arrays, "class_names", c),
+        thresholds=_float_array(arrays, "thresholds", (c,), np.dtype(np.float64)),
+        training=meta["training"],
+    )
+
+
+def _parse_meta(raw: np.ndarray) -> dict[str, Any]:
+    if raw.dtype.kind != "U" or raw.shape != ():
+        raise ModelError("member 'meta' must be a JSON string")
+    try:
+        meta = json.loads(str(raw))
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"member 'meta' is not valid JSON: {exc}") from None
+    if not isinstance(meta, dict):
+        raise ModelError("member 'meta' must be a JSON object")
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ModelError(
+            f"format version {version!r} is not supported (this robot_daemon reads version"
+            f" {FORMAT_VERSION}); retrain or convert the model"
+        )
+    for key in ("d", "h", "c"):
+        value = meta.get(key)
+        if type(value) is not int or not 1 <= value <= 1 << 16:
+            raise ModelError(f"meta '{key}' must be an integer in [1, 65536], got {value!r}")
+    if meta.get("dtype") not in ("float32", "float64"):
+        raise ModelError(f"meta 'dtype' must be float32 or float64, got {meta.get('dtype')!r}")
+    if not isinstance(meta.get("training", {}), dict):
+        raise ModelError("meta 'training' must be a JSON object")
+    meta.setdefault("training", {})
+    return meta
+
+
+def _float_array(
+    arrays: Mapping[str, np.ndarray], name: str, shape: tuple[int, ...], dtype: np.dtype[Any]
+) -> Any:
+    a = arrays[name]
+    if a.dtype != dtype:
+        raise ModelError(f"member '{name}' has dtype {a.dtype}, expected {dtype}")
+    if a.shape != shape:
+        raise ModelError(f"member '{name}' has shape {a.shape}, expected {shape}")
+    if not np.isfinite(a).all():
+        raise ModelError(f"member '{name}' contains NaN or infinite values")
+    return np.ascontiguousarray(a)
+
+
+def _names(arrays: Mapping[str, np.ndarray], name: str, count: int) -> list[str]:
+    a = arrays[name]
+    if a.dtype.kind != "U" or a.shape != (count,):
+        raise ModelError(f"member '{name}' must be {count} strings, got {a.dtype} {a.shape}")
+    return [str(s) for s in a]
+
+
+# ---- validation and writing -------------------------------------------------------------------
+
+
+def _validate(model: Model) -> None:
+    """Raise ModelError unless every part of ``model`` is consistent and finite."""
+    d, c = model.mlp.d, model.mlp.c
+    for name, a, size in (("mean", model.mean, d), ("scale", model.scale, d),
+                          ("thresholds", model.thresholds, c)):
+        if not isinstance(a, np.ndarray) or a.shape != (size,) or a.dtype != np.float64:
+            raise ModelError(f"'{name}' must be a float64 array of shape ({size},)")
+        if not np.isfinite(a).all():
+            raise ModelError(f"'{name}' contains NaN or infinite values")
+    if not (model.scale > 0).all():
+        raise ModelError("'scale' must be positive: a zero scale would divide by zero")
+    if not ((model.thresholds >= 0) & (model.thresholds <= 1)).all():
+        raise ModelError("'thresholds' must lie in [0, 1]")
+    for lin in model.mlp.linears:
+        if not (np.isfinite(lin.W).all() and np.isfinite(lin.b).all()):
+            raise ModelError("the network's weights contain NaN or infinite values")
+    _validate_names("feature_names", model.feature_names, d)
+    _validate_names("class_names", model.class_names, c)
+    try:
+        json.dumps(model.training, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ModelError(f"'training' metadata is not JSON-serialisable: {exc}") from None
+
+
+def _validate_names(kind: str, names: Sequence[str], count: int) -> None:
+    if len(names) != count:
+        raise ModelError(f"{kind}: expected {count} names, got {len(names)}")
+    for name in names:
+        if not isinstance(name, str) or not name or len(name) > MAX_NAME_LENGTH:
+            raise ModelError(f"{kind}: {name!r} is not a name of 1 to {MAX_NAME_LENGTH} chars")
+        if not name.isprintable():
+            raise ModelError(f"{kind}: {name!r} contains unprintable characters")
+    if len(set(names)) != len(names):
+        raise ModelError(f"{kind}: names must be unique")
+
+
+def _to_arrays(model: Model) -> dict[str, np.ndarray]:
+    l1, l2, l3 = model.mlp.linears
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "d": model.d,
+        "h": model.h,
+        "c": model.c,
+        "dtype": model.mlp.dtype.name,
+        "training": model.training,
+    }
+    return {
+        "W1": l1.W, "b1": l1.b, "W2": l2.W, "b2": l2.b, "W3": l3.W, "b3": l3.b,
+        "mean": model.mean,
+        "scale": model.scale,
+        "thresholds": model.thresholds,
+        "feature_names": np.array(model.feature_names, dtype=str),
+        "class_names": np.array(model.class_names, dtype=str),
+        "meta": np.array(json.dumps(meta, allow_nan=False, sort_keys=True)),
+    }  # fmt: skip
+
+
+def fit_normalization(
+    X: npt.ArrayLike,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Per-feature mean and scale of raw readings X (n, d), both float64 (d,).
+
+    The scale is the standard deviation, floored so that a constant feature (a sensor
+    stuck during the whole recording) maps to 0 instead of dividing by zero.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2 or len(X) == 0:
+        raise ModelError("need readings of shape (n >= 1, d) to fit a normalisation,"
+            f" got {X.shape}")
+    mean = X.mean(axis=0)
+    std = X.std(axis=0)
+    floor = 1e-6 * max(1.0, float(np.abs(mean).max()))
+    scale = np.where(std > floor, std, 1.0)
+    if not (np.isfinite(mean).all() and np.isfinite(scale).all()):
+        raise ModelError("readings contain NaN or infinite values: cannot fit a normalisation")
+    return mean, scale
+
+
+__all__ = [
+    "FORMAT_VERSION",
+    "Model",
+    "fit_normalization",
+    "from_mlp",
+    "load",
+    "write_atomically",
+]

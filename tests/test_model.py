@@ -1,0 +1,267 @@
+"""Model files: round trips, atomic saves that survive SIGKILL, hostile files refused."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from robot_daemon import model as model_mod
+from robot_daemon.errors import ModelError
+from robot_daemon.model import Model, fit_normalization, from_mlp, load
+from robot_daemon.nn import MLP
+
+
+def _model(seed: int = 0, dtype: type = np.float64, h: int = 8) -> Model:
+    rng = np.random.default_rng(seed)
+    X = rng.normal(300.0, 20.0, size=(50, 4))  # raw readings far from zero
+    mean, scale = fit_normalization(X)
+    return from_mlp(
+        MLP(4, h, 3, rng=seed, dtype=dtype),
+        mean=mean,
+        scale=scale,
+        feature_names=["range_m", "speed_mps", "temp_k", "noise_db"],
+        class_names=["pedestrian", "bicycle", "dog"],
+        thresholds=[0.5, 0.3, 0.7],
+        training={"epochs": 10, "lr": 0.1, "seed": seed, "data": ["a.mcap"]},
+    )
+
+
+def _rewrite(path: Path, **changes: object) -> None:
+    """Re-save the npz at ``path`` with some members replaced (None deletes)."""
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    for key, value in changes.items():
+        if value is None:
+            del arrays[key]
+        else:
+            arrays[key] = value  # type: ignore[assignment]
+    np.savez(path, **arrays)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_round_trip(tmp_path: Path, dtype: type) -> None:
+    original = _model(dtype=dtype)
+    path = tmp_path / "m.npz"
+    original.save(path)
+    loaded = load(path)
+    for a, b in zip(original.mlp.linears, loaded.mlp.linears, strict=True):
+        np.testing.assert_array_equal(a.W, b.W)
+        np.testing.assert_array_equal(a.b, b.b)
+        assert b.W.dtype == dtype
+    assert loaded.feature_names == original.feature_names
+    assert loaded.class_names == original.class_names
+    np.testing.assert_array_equal(loaded.thresholds, original.thresholds)
+    assert loaded.training == original.training
+    X = np.random.default_rng(1).normal(300.0, 20.0, size=(7, 4))
+    np.testing.assert_array_equal(loaded.predict_proba(X), original.predict_proba(X))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npz"]  # no temporary left
+
+
+def test_predict_uses_normalisation_and_per_class_thresholds() -> None:
+    m = _model()
+    X = np.random.default_rng(2).normal(300.0, 20.0, size=(20, 4))
+    P = m.mlp.predict_proba((X - m.mean) / m.scale)
+    np.testing.assert_allclose(m.predict_proba(X), P, rtol=1e-12)
+    thresholds = np.array([0.5, 0.3, 0.7])
+    np.testing.assert_array_equal(m.predict(X), thresholds <= P)
+
+
+def test_wrong_reading_width_is_a_model_error() -> None:
+    with pytest.raises(ModelError, match=r"shape \(n, 4\), got \(2, 5\)"):
+        _model().predict_proba(np.zeros((2, 5)))
+
+
+def test_constant_feature_gets_a_unit_scale() -> None:
+    X = np.column_stack([np.full(10, 7.0), np.arange(10.0)])
+    mean, scale = fit_normalization(X)
+    assert scale[0] == 1.0
+    assert mean[0] == 7.0
+
+
+# ---- atomic saves -----------------------------------------------------------------------------
+
+
+def test_failed_save_leaves_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "m.npz"
+    _model(seed=1).save(path)
+    before = path.read_bytes()
+
+    def explode(f: object, **arrays: object) -> None:
+        f.write(b"PK half a zip")  # type: ignore[attr-defined]
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", explode)
+    with pytest.raises(OSError, match="disk full"):
+        _model(seed=2).save(path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npz"]
+
+
+_SAVER = """
+import sys
+import numpy as np
+from robot_daemon.model import from_mlp
+from robot_daemon.nn import MLP
+models = [from_mlp(MLP(16, 256, 8, rng=s), training={"seed": s}) for s in (1, 2)]
+print("ready", flush=True)
+i = 0
+while True:
+    models[i % 2].save(sys.argv[1])
+    i += 1
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_never_breaks_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "m.npz"
+    from_mlp(MLP(16, 256, 8, rng=1), training={"seed": 1}).save(path)
+    rng = np.random.default_rng(0)
+    for _ in range(15):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _SAVER, str(path)], stdout=subprocess.PIPE, text=True
+        )
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.readline().strip() == "ready"
+            time.sleep(float(rng.uniform(0.0, 0.05)))
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=10)
+        finally:
+            proc.kill()
+            proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
+        assert load(path).training["seed"] in (1, 2)
+
+
+# ---- hostile and broken files ------------------------------------------------------------------
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="does not exist"):
+        load(tmp_path / "nope.npz")
+
+
+def test_truncated_file_at_many_offsets(tmp_path: Path) -> None:
+    good = tmp_path / "good.npz"
+    _model().save(good)
+    data = good.read_bytes()
+    cut = tmp_path / "cut.npz"
+    for offset in range(0, len(data), max(1, len(data) // 60)):
+        cut.write_bytes(data[:offset])
+        with pytest.raises(ModelError):
+            load(cut)
+
+
+def test_corrupted_bytes(tmp_path: Path) -> None:
+    path = tmp_path / "m.npz"
+    _model().save(path)
+    data = bytearray(path.read_bytes())
+    rng = np.random.default_rng(3)
+    failures = 0
+    for _ in range(40):
+        broken = bytearray(data)
+        for i in rng.integers(0, len(data), size=8):
+            broken[i] ^= 0xFF
+        path.write_bytes(bytes(broken))
+        try:
+            load(path)
+        except ModelError:
+            failures += 1
+    # The zip's CRCs cover every member and its headers are parsed strictly, so eight
+    # flipped bytes anywhere are always caught.
+    assert failures == 40
+
+
+def test_a_pickle_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "m.npz"
+    path.write_bytes(pickle.dumps({"W1": np.zeros((4, 8))}))
+    with pytest.raises(ModelError, match=r"not an \.npz archive"):
+        load(path)
+
+
+def test_an_object_array_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "m.npz"
+    _model().save(path)
+    _rewrite(path, class_names=np.array(["a", 1, None], dtype=object))
+    with pytest.raises(ModelError, match="unreadable or corrupt"):
+        load(path)
+
+
+def test_a_zip_bomb_is_refused_before_decompression(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    good, path = tmp_path / "good.npz", tmp_path / "bomb.npz"
+    _model().save(good)
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename == "W2.npy":
+                data = b"\0" * 5_000_000  # deflates to a few kB
+            z.writestr(info.filename, data)
+    assert path.stat().st_size < 100_000
+    monkeypatch.setattr(model_mod, "MAX_UNCOMPRESSED_BYTES", 1_000_000)
+    with pytest.raises(ModelError, match="would decompress to"):
+        load(path)
+
+
+def test_duplicate_members_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "m.npz"
+    _model().save(path)
+    with (
+        pytest.warns(UserWarning, match="Duplicate name"),
+        zipfile.ZipFile(path, "a") as z,
+    ):
+        z.writestr("W2.npy", b"shadow")
+    with pytest.raises(ModelError, match="duplicate members"):
+        load(path)
+
+
+def test_wrong_version(tmp_path: Path) -> None:
+    path = tmp_path / "m.npz"
+    _model().save(path)
+    meta = json.loads(str(np.load(path)["meta"]))
+    meta["format_version"] = 2
+    _rewrite(path, meta=np.array(json.dumps(meta)))
+    with pytest.raises(ModelError, match="format version 2 is not supported"):
+        load(path)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"W2": np.full((8, 8), np.nan)}, "'W2' contains NaN"),
+        ({"W1": np.zeros((5, 8))}, r"'W1' has shape \(5, 8\), expected \(4, 8\)"),
+        ({"b3": np.zeros(3, dtype=np.float32)}, "'b3' has dtype float32, expected float64"),
+        ({"scale": np.zeros(4)}, "'scale' must be positive"),
+        ({"thresholds": np.array([0.5, 1.5, 0.5])}, r"'thresholds' must lie in \[0, 1\]"),
+        ({"class_names": np.array(["a", "b"])}, "'class_names' must be 3 strings"),
+        ({"class_names": np.array(["a", "a", "b"])}, "names must be unique"),
+        ({"meta": np.array("{not json")}, "'meta' is not valid JSON"),
+        ({"thresholds": None}, r"missing \['thresholds'\]"),
+        ({"extra": np.zeros(1)}, r"unexpected \['extra'\]"),
+    ],
+)
+def test_invalid_members_are_named(tmp_path: Path, changes: dict, message: str) -> None:
+    path = tmp_path / "m.npz"
+    _model().save(path)
+    _rewrite(path, **changes)
+    with pytest.raises(ModelError, match=message):
+        load(path)
+
+
+def test_invalid_model_cannot_be_saved(tmp_path: Path) -> None:
+    m = _model()
+    m.mlp.linears[0].W[0, 0] = np.inf
+    with pytest.raises(ModelError, match="weights contain NaN or infinite"):
+        m.save(tmp_path / "m.npz")
+    assert not list(tmp_path.iterdir())
