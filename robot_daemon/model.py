@@ -113,8 +113,21 @@ class Model:
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the model to ``path`` atomically: the old file or the new one, never half."""
         _validate(self)
-        arrays: dict[str, Any] = _to_arrays(self)
-        write_atomically(Path(path), lambda f: np.savez(f, **arrays))
+        arrays = _to_arrays(self)
+        write_atomically(Path(path), lambda f: _write_npz(f, arrays))
+
+
+def _write_npz(f: BinaryIO, arrays: Mapping[str, np.ndarray]) -> None:
+    """``np.savez`` made byte-for-byte reproducible: fixed member timestamps and order.
+
+    ``np.savez`` stamps every member with the current time, so two saves of the same
+    model differ; the default model must regenerate bit for bit.
+    """
+    with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as archive:
+        for name in sorted(arrays):
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with archive.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, arrays[name], allow_pickle=False)
 
 
 def write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:

@@ -66,6 +66,15 @@ def test_round_trip(tmp_path: Path, dtype: type) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npz"]  # no temporary left
 
 
+def test_saving_twice_gives_identical_bytes(tmp_path: Path) -> None:
+    _model().save(tmp_path / "a.npz")
+    _model().save(tmp_path / "b.npz")
+    assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
+    # np.savez would stamp the current time into each member (2 s resolution).
+    with zipfile.ZipFile(tmp_path / "a.npz") as z:
+        assert {info.date_time for info in z.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+
+
 def test_predict_uses_normalisation_and_per_class_thresholds() -> None:
     m = _model()
     X = np.random.default_rng(2).normal(300.0, 20.0, size=(20, 4))
@@ -95,11 +104,11 @@ def test_failed_save_leaves_the_old_file(tmp_path: Path, monkeypatch: pytest.Mon
     _model(seed=1).save(path)
     before = path.read_bytes()
 
-    def explode(f: object, **arrays: object) -> None:
+    def explode(f: object, arrays: object) -> None:
         f.write(b"PK half a zip")  # type: ignore[attr-defined]
         raise OSError("disk full")
 
-    monkeypatch.setattr(np, "savez", explode)
+    monkeypatch.setattr(model_mod, "_write_npz", explode)
     with pytest.raises(OSError, match="disk full"):
         _model(seed=2).save(path)
     assert path.read_bytes() == before
