@@ -8,9 +8,13 @@ work, where tests can reach it. Every subcommand registers itself through one
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 
 from robot_daemon import __version__
 from robot_daemon.errors import RobotDaemonError
@@ -71,6 +75,242 @@ def _run_flops(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_bag(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "bag",
+        help="record, play, inspect and export sensor bags (MCAP files)",
+        description=(
+            "Sensor bags are MCAP files of wire payloads, one channel per topic "
+            "(docs/bags.md). Needs the bag extra: pip install 'robot-daemon[bag]'."
+        ),
+    )
+    bag = p.add_subparsers(dest="bag_command", metavar="BAG_COMMAND")
+    bag.required = True
+
+    rec = bag.add_parser(
+        "record",
+        help="subscribe to publishers and write what arrives into a bag",
+        description=(
+            "Connects a SUB socket to every --connect endpoint and writes each message "
+            "byte for byte with its receive time (wall clock) and sensor time (the "
+            "payload's t). Flushes a chunk every --flush-interval; Ctrl-C or SIGTERM "
+            "finishes the file (exit 0); a crash loses at most the last interval."
+        ),
+    )
+    rec.add_argument("out", metavar="OUT", help="bag to write (overwritten)")
+    rec.add_argument(
+        "--connect",
+        action="append",
+        required=True,
+        metavar="ENDPOINT",
+        help="publisher endpoint, e.g. tcp://127.0.0.1:5556 (repeatable)",
+    )
+    rec.add_argument("--topics", nargs="+", metavar="TOPIC", help="topics (default: all)")
+    rec.add_argument("--duration", type=_positive_float, metavar="S", help="stop after S seconds")
+    rec.add_argument(
+        "--flush-interval",
+        type=_positive_float,
+        default=0.25,
+        metavar="S",
+        help="write the chunk in progress every S seconds (default 0.25)",
+    )
+    rec.set_defaults(handler=_run_bag_record)
+
+    play = bag.add_parser(
+        "play",
+        help="publish a bag's payloads with the recorded timing",
+        description=(
+            "Binds a publisher and sends the bag's payloads byte-identical, with the "
+            "recorded receive-time gaps divided by --rate. Subscribers connect to it."
+        ),
+    )
+    play.add_argument("bag_in", metavar="IN", help="bag to play")
+    play.add_argument(
+        "--bind", required=True, metavar="ENDPOINT", help="e.g. tcp://127.0.0.1:5556"
+    )
+    play.add_argument(
+        "--rate",
+        type=_non_negative_float,
+        default=1.0,
+        metavar="R",
+        help="speed factor (default 1; 2 = twice as fast; 0 = as fast as possible, lossless)",
+    )
+    play.add_argument("--loop", action="store_true", help="play again from the start, forever")
+    play.add_argument(
+        "--start-offset",
+        type=_non_negative_float,
+        default=0.0,
+        metavar="S",
+        help="skip the first S seconds of the bag",
+    )
+    play.add_argument("--topics", nargs="+", metavar="TOPIC", help="topics (default: all)")
+    play.add_argument(
+        "--wait-subscribers",
+        type=_positive_int,
+        default=0,
+        metavar="N",
+        help="start once N subscriptions to the played topics arrived (avoids losing the "
+        "first messages to a subscriber that is still connecting)",
+    )
+    play.add_argument(
+        "--drain",
+        type=_non_negative_float,
+        default=1.0,
+        metavar="S",
+        help="keep the socket open S seconds after the last message, so that "
+        "subscribers that are behind get the tail (default 1)",
+    )
+    play.set_defaults(handler=_run_bag_play)
+
+    info = bag.add_parser("info", help="duration, topics, rates, d and c, integrity")
+    info.add_argument("bag_in", metavar="IN", help="bag to inspect")
+    info.add_argument("--json", action="store_true", help="print one JSON object")
+    info.set_defaults(handler=_run_bag_info)
+
+    export = bag.add_parser(
+        "export",
+        help="write a JSON-encoded copy that Foxglove can plot",
+        description="Decodes every payload and writes an MCAP copy with JSON messages and "
+        "JSON schemas; payloads that do not decode are counted and left out.",
+    )
+    export.add_argument("bag_in", metavar="IN", help="bag to export")
+    export.add_argument("out", metavar="OUT", help="MCAP file to write (overwritten)")
+    export.add_argument(
+        "--json", action="store_true", required=True, help="JSON encoding (the only format)"
+    )
+    export.set_defaults(handler=_run_bag_export)
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return value
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """An event that SIGINT and SIGTERM set, so that loops finish their files cleanly."""
+    stop = threading.Event()
+
+    def handler(signum: int, frame: object) -> None:
+        stop.set()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _run_bag_record(args: argparse.Namespace) -> int:
+    from robot_daemon import bagrecord
+
+    where = ", ".join(args.connect)
+    print(f"recording {where} to {args.out} (Ctrl-C to stop)", file=sys.stderr)
+    with _stop_on_signals() as stop:
+        summary = bagrecord.record(
+            args.out,
+            args.connect,
+            topics=args.topics,
+            duration_s=args.duration,
+            stop=stop,
+            flush_interval_ns=round(args.flush_interval * 1e9),
+        )
+    print(summary.describe())
+    return 0
+
+
+def _run_bag_play(args: argparse.Namespace) -> int:
+    from robot_daemon import bagplay
+
+    options = bagplay.PlayOptions(
+        rate=args.rate,
+        loop=args.loop,
+        start_offset_s=args.start_offset,
+        topics=args.topics,
+        wait_subscribers=args.wait_subscribers,
+        drain_s=args.drain,
+    )
+    waiting = f", waiting for {args.wait_subscribers} subscription(s)" * (args.wait_subscribers > 0)
+    print(f"playing {args.bag_in} on {args.bind}{waiting}", file=sys.stderr)
+    with _stop_on_signals() as stop:
+        summary = bagplay.play(args.bag_in, args.bind, options, stop=stop)
+    print(summary.describe())
+    return 0
+
+
+def _run_bag_info(args: argparse.Namespace) -> int:
+    from robot_daemon.bag import BagReader
+
+    with BagReader(args.bag_in) as bag:
+        report = bag.info()
+    print(json.dumps(report.as_dict(), indent=2) if args.json else report.describe())
+    return 0
+
+
+def _run_bag_export(args: argparse.Namespace) -> int:
+    from robot_daemon import bagexport
+
+    print(bagexport.export_json(args.bag_in, args.out).describe())
+    return 0
+
+
+def _add_sim(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "sim",
+        help="simulate sidewalk driving and write a bag of frame and label messages",
+        description=(
+            "Runs the sidewalk simulator (docs/simulator.md) and writes an MCAP bag with one "
+            "'frame' and one 'label' message per reading, with matching seq numbers. "
+            "Deterministic: the same seed, duration and rate give the same bag contents."
+        ),
+    )
+    p.add_argument("out", metavar="OUT", help="bag file to write (.mcap)")
+    p.add_argument(
+        "--duration", type=_positive_float, required=True, metavar="S", help="seconds to simulate"
+    )
+    p.add_argument(
+        "--rate", type=_positive_float, default=50.0, metavar="HZ", help="readings/s (default 50)"
+    )
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="random seed (default 0)")
+    p.add_argument(
+        "--calibration-drift",
+        type=_finite_float,
+        default=0.0,
+        metavar="K",
+        help="systematic sensor miscalibration, 0 = calibrated (default 0)",
+    )
+    p.set_defaults(handler=_run_sim)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+def _run_sim(args: argparse.Namespace) -> int:
+    from robot_daemon import sim
+
+    data = sim.simulate(
+        args.duration, args.rate, args.seed, calibration_drift=args.calibration_drift
+    )
+    sim.write_bag(args.out, data)
+    print(f"wrote {args.out}")
+    print(sim.describe(data))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="robot-daemon",
@@ -80,6 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     _add_flops(sub)
+    _add_bag(sub)
+    _add_sim(sub)
     return parser
 
 

@@ -1,0 +1,382 @@
+"""Tests of bag record / play / info / export over real ZeroMQ sockets and processes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zmq
+from mcap.reader import make_reader
+
+from robot_daemon import bagplay, bagrecord, wire
+from robot_daemon.bag import BagMessage, BagMeta, BagReader, BagWriter, seconds_to_ns
+from robot_daemon.bagexport import export_json
+from robot_daemon.bagplay import PlayOptions, play
+from robot_daemon.cli import main
+from robot_daemon.errors import BagError
+
+T0_NS = 1_764_000_000_000_000_000
+TIMEOUT_S = 20
+
+
+@contextlib.contextmanager
+def _spawn(*args: str) -> Iterator[subprocess.Popen[str]]:
+    """``python -m robot_daemon bag ARGS``, killed and reaped whatever the test does."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "robot_daemon", "bag", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(TIMEOUT_S)
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+@contextlib.contextmanager
+def _socket(kind: int, endpoint: str, *, bind: bool) -> Iterator[zmq.Socket[bytes]]:
+    with zmq.Context() as ctx, ctx.socket(kind) as sock:
+        sock.setsockopt(zmq.LINGER, 0)
+        if kind == zmq.SUB:
+            sock.setsockopt(zmq.SUBSCRIBE, b"")
+        if bind:
+            sock.bind(endpoint)
+        else:
+            sock.connect(endpoint)
+        yield sock
+
+
+def _count(path: Path) -> int:
+    """Messages readable now from a bag that may still be being written."""
+    if not path.exists() or path.stat().st_size < 8:
+        return 0
+    with BagReader(path) as bag:
+        return sum(1 for _ in bag.messages())
+
+
+def _frame(seq: int) -> bytes:
+    return wire.encode_frame(seq, 100.0 + seq / 1000, np.full(4, seq, np.float32))
+
+
+def _publish_until_recorded(pub: zmq.Socket[bytes], bag: Path, at_least: int) -> list[bytes]:
+    """Publish frames until the recorder's bag holds ``at_least`` messages."""
+    sent: list[bytes] = []
+    deadline = time.monotonic() + TIMEOUT_S
+    while _count(bag) < at_least:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the recorder wrote fewer than {at_least} messages")
+        for _ in range(20):
+            payload = _frame(len(sent))
+            pub.send_multipart([b"frame", payload])
+            sent.append(payload)
+            time.sleep(0.001)
+    return sent
+
+
+def _assert_contiguous_run(recorded: list[BagMessage], sent: list[bytes]) -> None:
+    """What a late-joining recorder got is one unbroken run of what was published."""
+    assert recorded
+    first = sent.index(recorded[0].payload)
+    assert [m.payload for m in recorded] == sent[first : first + len(recorded)]
+    assert all(m.topic == "frame" for m in recorded)
+    assert all(m.sensor_ns is not None for m in recorded)
+
+
+def test_sigterm_finishes_the_bag_and_exits_0(tmp_path: Path) -> None:
+    endpoint, out = f"ipc://{tmp_path}/s.ipc", tmp_path / "rec.mcap"
+    with _socket(zmq.PUB, endpoint, bind=True) as pub, _spawn(
+        "record", str(out), "--connect", endpoint, "--flush-interval", "0.05"
+    ) as rec:
+        sent = _publish_until_recorded(pub, out, at_least=20)
+        time.sleep(0.2)  # let the last published frames reach the bag
+        rec.send_signal(signal.SIGTERM)
+        stdout, stderr = rec.communicate(timeout=TIMEOUT_S)
+    assert rec.returncode == 0, stderr
+    assert "recorded" in stdout
+    with BagReader(out) as bag:
+        recorded = list(bag.messages())
+        assert not bag.damaged
+        assert bag.meta.d == 4  # learned from the first frame
+    _assert_contiguous_run(recorded, sent)
+    assert recorded[-1].payload == sent[-1]
+
+
+def test_sigkill_leaves_a_bag_that_still_reads(tmp_path: Path) -> None:
+    endpoint, out = f"ipc://{tmp_path}/s.ipc", tmp_path / "rec.mcap"
+    with _socket(zmq.PUB, endpoint, bind=True) as pub, _spawn(
+        "record", str(out), "--connect", endpoint, "--flush-interval", "0.05"
+    ) as rec:
+        sent = _publish_until_recorded(pub, out, at_least=20)
+        seen = _count(out)
+        rec.kill()
+        rec.wait(TIMEOUT_S)
+    with BagReader(out) as bag:
+        recorded = list(bag.messages())
+        assert bag.damaged
+        assert bag.warning is not None
+    assert len(recorded) >= seen
+    _assert_contiguous_run(recorded, sent)
+
+
+def _source_bag(path: Path, n: int = 60, gap_ns: int = 20_000_000) -> list[BagMessage]:
+    """Frames, labels, a status and a malformed payload: every kind a bag may hold."""
+    messages = []
+    for i in range(n):
+        recv = T0_NS + i * gap_ns
+        if i % 3 == 1:
+            y = np.array([i % 2, 1, 0], np.uint8)
+            payload = wire.encode_label(i, 100.0 + i / 50, np.full(4, i, np.float32), y)
+            messages.append(BagMessage("label", payload, recv, seconds_to_ns(100.0 + i / 50)))
+        else:
+            messages.append(BagMessage("frame", _frame(i), recv, seconds_to_ns(100.0 + i / 1000)))
+    end = T0_NS + n * gap_ns
+    messages.append(BagMessage("status", wire.encode_status({"ticks": 3}), end, None))
+    messages.append(BagMessage("frame", b"\x92 not a v1 payload", end + gap_ns, None))
+    with BagWriter(path, meta=BagMeta(d=4, c=3, class_names=["dog", "pole", "bike"])) as bag:
+        for m in messages:
+            bag.write(m.topic, m.payload, m.recv_ns, m.sensor_ns)
+    return messages
+
+
+def test_record_play_record_gives_identical_payloads(tmp_path: Path) -> None:
+    source = tmp_path / "a.mcap"
+    messages = _source_bag(source)
+    endpoint, out = f"ipc://{tmp_path}/p.ipc", tmp_path / "b.mcap"
+    with _spawn("record", str(out), "--connect", endpoint) as rec:
+        with _spawn(
+            "play", str(source), "--bind", endpoint, "--rate", "0", "--wait-subscribers", "1"
+        ) as player:
+            stdout, stderr = player.communicate(timeout=TIMEOUT_S)
+            assert player.returncode == 0, stderr
+            assert f"published {len(messages)} messages" in stdout
+        time.sleep(0.3)
+        rec.send_signal(signal.SIGTERM)
+        _, stderr = rec.communicate(timeout=TIMEOUT_S)
+        assert rec.returncode == 0, stderr
+    with BagReader(out) as bag:
+        again = list(bag.messages())
+    assert [(m.topic, m.payload) for m in again] == [(m.topic, m.payload) for m in messages]
+    assert [m.sensor_ns for m in again] == [m.sensor_ns for m in messages]
+
+
+def _receive(
+    endpoint: str, count: int, *, delay_s: float = 0.0, rcvhwm: int = 1000, slow: bool = False
+) -> tuple[list[tuple[bytes, bytes]], list[int]]:
+    """Connect a SUB, stall ``delay_s``, then take ``count`` messages and their arrival times.
+
+    ``slow`` makes it a subscriber that keeps pausing. Stops early when nothing arrives
+    for TIMEOUT_S.
+    """
+    got: list[tuple[bytes, bytes]] = []
+    times: list[int] = []
+    with zmq.Context() as ctx, ctx.socket(zmq.SUB) as sub:
+        sub.setsockopt(zmq.LINGER, 0)
+        sub.setsockopt(zmq.RCVHWM, rcvhwm)
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        sub.setsockopt(zmq.RCVTIMEO, TIMEOUT_S * 1000)
+        sub.connect(endpoint)
+        time.sleep(delay_s)
+        with contextlib.suppress(zmq.Again):  # a timeout: the caller's asserts say more
+            while len(got) < count:
+                topic, payload = sub.recv_multipart()
+                times.append(time.monotonic_ns())
+                got.append((topic, payload))
+                if slow and len(got) % 250 == 0:
+                    time.sleep(0.01)  # behind the player all along, and at the end
+    return got, times
+
+
+def test_play_honours_rate(tmp_path: Path) -> None:
+    source = tmp_path / "a.mcap"
+    gap_ns, n = 40_000_000, 25
+    messages = _source_bag(source, n=n, gap_ns=gap_ns)[:n]
+    endpoint = f"ipc://{tmp_path}/p.ipc"
+    with _spawn(
+        "play", str(source), "--bind", endpoint, "--rate", "2", "--wait-subscribers", "1"
+    ) as player:
+        got, times = _receive(endpoint, n)
+        player.communicate(timeout=TIMEOUT_S)
+    assert [p for _, p in got] == [m.payload for m in messages]
+    error_ms = (np.array(times) - times[0]) / 1e6 - np.arange(n) * gap_ns / 2 / 1e6
+    # Robust to a loaded machine, which may delay any one message by tens of ms: never
+    # early, typically on time, and the whole bag in half its recorded time.
+    assert error_ms.min() > -5.0, error_ms
+    assert np.median(np.abs(error_ms)) < 5.0, error_ms
+    assert abs(error_ms[-1]) < 100.0, error_ms
+
+
+def _play_in_thread(
+    path: Path, endpoint: str, options: PlayOptions, stop: threading.Event | None = None
+) -> tuple[threading.Thread, list[bagplay.PlaySummary]]:
+    result: list[bagplay.PlaySummary] = []
+    thread = threading.Thread(
+        target=lambda: result.append(play(path, endpoint, options, stop=stop)), daemon=True
+    )
+    thread.start()
+    return thread, result
+
+
+def test_rate_0_loses_nothing_to_a_slow_subscriber(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Small queues on both sides, so that a dropping publisher would certainly drop.
+    monkeypatch.setattr(bagplay, "SNDHWM_NODROP", 50)
+    source = tmp_path / "a.mcap"
+    n = 5000
+    with BagWriter(source) as bag:
+        for i in range(n):
+            bag.write("frame", _frame(i), T0_NS + i)
+    endpoint = f"ipc://{tmp_path}/p.ipc"
+    thread, result = _play_in_thread(source, endpoint, PlayOptions(rate=0, wait_subscribers=1))
+    got, _ = _receive(endpoint, n, delay_s=0.5, rcvhwm=50, slow=True)
+    thread.join(TIMEOUT_S)
+    assert result, "the player did not finish"
+    assert result[0].counts["frame"] == n
+    seqs = [wire.decode_frame(p).seq for _, p in got]
+    missing = sorted(set(range(n)) - set(seqs))
+    assert not missing, f"received {len(got)} of {n}; missing {missing[:3]}..{missing[-3:]}"
+    assert [p for _, p in got] == [_frame(i) for i in range(n)]
+
+
+def test_loop_and_start_offset(tmp_path: Path) -> None:
+    source = tmp_path / "a.mcap"
+    messages = _source_bag(source, n=30)  # 20 ms apart, then a status and a bad frame
+    endpoint = f"ipc://{tmp_path}/p.ipc"
+    stop = threading.Event()
+    options = PlayOptions(
+        rate=0, loop=True, start_offset_s=0.5, topics=["frame", "label"], wait_subscribers=1
+    )
+    thread, result = _play_in_thread(source, endpoint, options, stop)
+    try:
+        got, _ = _receive(endpoint, 12)
+    finally:
+        stop.set()
+        thread.join(TIMEOUT_S)
+    played = [m.payload for m in messages[25:] if m.topic != "status"]  # from 0.5 s on
+    assert len(played) == 6
+    assert [p for _, p in got] == (played * 2)
+    assert result[0].loops >= 2
+
+
+def test_play_warns_on_a_damaged_bag_and_plays_what_is_complete(tmp_path: Path) -> None:
+    full, cut = tmp_path / "a.mcap", tmp_path / "cut.mcap"
+    with BagWriter(full) as bag:
+        for i in range(40):
+            bag.write("frame", _frame(i), T0_NS + i)
+            if i % 10 == 9:
+                bag.flush()
+    cut.write_bytes(full.read_bytes()[:-200])  # into the summary: every chunk survives
+    endpoint = f"ipc://{tmp_path}/p.ipc"
+    thread, result = _play_in_thread(cut, endpoint, PlayOptions(rate=0, wait_subscribers=1))
+    got, _ = _receive(endpoint, 40)
+    thread.join(TIMEOUT_S)
+    assert [p for _, p in got] == [_frame(i) for i in range(40)]
+    assert result[0].warning is not None
+    assert "damaged" in result[0].warning
+
+
+def test_info_json_and_text(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = tmp_path / "a.mcap"
+    _source_bag(source)
+    assert main(["bag", "info", str(source), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["integrity"] == "complete"
+    assert (info["d"], info["c"]) == (4, 3)
+    assert info["topics"]["frame"]["count"] == 41
+    assert info["topics"]["label"]["rate_hz"] == pytest.approx(50 / 3)
+    assert main(["bag", "info", str(source)]) == 0
+    assert "integrity:  complete" in capsys.readouterr().out
+
+
+def test_cli_reports_bag_errors_with_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "x.mcap").write_text("hello")
+    assert main(["bag", "info", str(tmp_path / "x.mcap")]) == 2
+    assert "is not an MCAP bag" in capsys.readouterr().err
+
+
+def test_export_writes_json_that_mcap_tools_decode(tmp_path: Path) -> None:
+    source, out = tmp_path / "a.mcap", tmp_path / "a.json.mcap"
+    messages = _source_bag(source)
+    summary = export_json(source, out)
+    assert summary.skipped["frame"] == 1  # the malformed payload
+    with open(out, "rb") as f:
+        records = list(make_reader(f).iter_messages())
+    assert len(records) == len(messages) - 1
+    schema, channel, message = records[1]
+    assert schema is not None
+    assert channel.message_encoding == "json"
+    assert schema.encoding == "jsonschema"
+    assert json.loads(schema.data)["title"] == "robot_daemon.label"
+    obj = json.loads(message.data)
+    assert obj["y"] == [1, 1, 0]
+    assert obj["classes"] == {"dog": 1, "pole": 1, "bike": 0}
+    assert obj["x"] == [1.0] * 4
+    assert message.log_time == messages[1].recv_ns
+
+
+def test_cli_says_how_to_install_mcap_when_missing(tmp_path: Path) -> None:
+    code = (
+        "import sys; sys.modules['mcap'] = None; "
+        "from robot_daemon.cli import main; sys.exit(main(['bag', 'info', 'x.mcap']))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT_S
+    )
+    assert proc.returncode == 2
+    assert "pip install 'robot-daemon[bag]'" in proc.stderr
+
+
+def test_play_options_are_checked() -> None:
+    with pytest.raises(BagError, match="--rate must be a finite number >= 0"):
+        PlayOptions(rate=-1)
+    with pytest.raises(BagError, match="--start-offset must be >= 0"):
+        PlayOptions(start_offset_s=float("nan"))
+
+
+def test_record_skips_what_mcap_cannot_hold_and_learns_d_and_c(tmp_path: Path) -> None:
+    endpoint, out = f"ipc://{tmp_path}/s.ipc", tmp_path / "rec.mcap"
+    stop = threading.Event()
+    result: list[bagrecord.RecordSummary] = []
+    label = wire.encode_label(0, 1.0, np.zeros(4, np.float32), np.array([0, 1, 1], np.uint8))
+    with _socket(zmq.PUB, endpoint, bind=True) as pub:
+        thread = threading.Thread(
+            target=lambda: result.append(
+                bagrecord.record(out, [endpoint], stop=stop, flush_interval_ns=10_000_000)
+            ),
+            daemon=True,
+        )
+        thread.start()
+        try:
+            deadline = time.monotonic() + TIMEOUT_S
+            while _count(out) < 5 and time.monotonic() < deadline:
+                pub.send_multipart([b"frame", b"1", b"2"])  # three parts
+                pub.send_multipart([b"\xff\xfe", b"payload"])  # topic not UTF-8
+                pub.send_multipart([b"label", label])
+                time.sleep(0.005)
+        finally:
+            stop.set()
+            thread.join(TIMEOUT_S)
+    summary = result[0]
+    assert summary.skipped >= 2
+    assert set(summary.counts) == {"label"}
+    assert "skipped" in summary.describe()
+    with BagReader(out) as bag:
+        assert bag.meta == BagMeta(d=4, c=3)
+        assert {m.topic for m in bag.messages()} == {"label"}
