@@ -138,8 +138,10 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
     On any exception the temporary file is removed and ``path`` is untouched.
     """
     directory = path.parent
+    mode = _file_mode(path)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
+        os.fchmod(fd, mode)  # mkstemp makes 0600: the daemon's user could not read it
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -154,6 +156,16 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _file_mode(path: Path) -> int:
+    """The permissions a replaced file keeps, or those ``open()`` would give a new one."""
+    try:
+        return path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def from_mlp(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -33,3 +34,59 @@ def test_a_subcommand_is_required(capsys: pytest.CaptureFixture[str]) -> None:
         main([])
     assert exc.value.code == 2
     assert "COMMAND" in capsys.readouterr().err
+
+
+def test_sim_train_eval_replay_end_to_end(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["sim", "train.mcap", "--duration", "60", "--seed", "1"]) == 0
+    assert main(["sim", "test.mcap", "--duration", "30", "--seed", "2"]) == 0
+    capsys.readouterr()
+
+    assert main(["train", "train.mcap", "--out", "m.npz", "--epochs", "2", "--h", "16"]) == 0
+    out = capsys.readouterr().out
+    assert "epoch   2/2" in out
+    assert "examples/s" in out
+    assert "wrote m.npz" in out
+
+    assert main(["eval", "m.npz", "test.mcap", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report) == {"mlp", "logistic_regression", "baseline_note"}
+    assert report["baseline_note"] is None
+    for name in ("mlp", "logistic_regression"):
+        assert report[name]["n"] == 1500
+        assert 0 <= report[name]["macro_f1"] <= 1
+        assert set(report[name]["per_class"]["pedestrian"]) == {
+            "precision", "recall", "f1", "average_precision", "support"}
+
+    assert main(["eval", "m.npz", "test.mcap"]) == 0
+    text = capsys.readouterr().out
+    assert "macro F1" in text
+    assert "logistic_regression" in text
+
+    assert main(["replay", "m.npz", "test.mcap", "--out", "pred.mcap"]) == 0
+    assert "frames in 1500, answered 1500" in capsys.readouterr().out
+    assert (tmp_path / "pred.mcap").stat().st_size > 0
+
+
+def test_eval_without_the_training_bags_skips_the_baseline(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["sim", "a.mcap", "--duration", "20", "--seed", "1"]) == 0
+    assert main(["train", "a.mcap", "--out", "m.npz", "--epochs", "1", "--h", "8"]) == 0
+    (tmp_path / "a.mcap").rename(tmp_path / "b.mcap")
+    capsys.readouterr()
+    assert main(["eval", "m.npz", "b.mcap"]) == 0
+    assert "baseline skipped: the model's training bags are not here" in capsys.readouterr().out
+
+
+def test_errors_are_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "junk.npz").write_bytes(b"not a model")
+    assert main(["replay", str(tmp_path / "junk.npz"), "x.mcap", "--out", "y.mcap"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("robot-daemon replay: error: model file")
+    assert "Traceback" not in err

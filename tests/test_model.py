@@ -99,6 +99,23 @@ def test_constant_feature_gets_a_unit_scale() -> None:
 # ---- atomic saves -----------------------------------------------------------------------------
 
 
+def test_save_keeps_the_permissions_of_the_file_it_replaces(tmp_path: Path) -> None:
+    path = tmp_path / "m.npz"
+    _model().save(path)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~_umask()  # like a plain open()
+    path.chmod(0o640)
+    _model(seed=3).save(path)
+    assert path.stat().st_mode & 0o777 == 0o640
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def test_failed_save_leaves_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "m.npz"
     _model(seed=1).save(path)

@@ -1,0 +1,271 @@
+"""Offline training from recorded bags: labelled frames in, a validated model file out.
+
+``robot-daemon train BAG... --out MODEL`` reads every ``label`` message of the bags
+(:func:`read_labelled`), keeps the last ``val_fraction`` of each bag for validation
+(:func:`split_tail`; a random split would leak, since neighbouring readings of a time
+series are nearly identical), fits the input normalisation on the training part, trains
+the user's MLP with the user's SGD (10 epochs, batch 100, lr 0.1 by default), tunes one
+decision threshold per class on the validation part and returns a
+:class:`~robot_daemon.model.Model`. Everything that goes into the file is determined by
+the data and the seed, so the same command writes the same bytes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from robot_daemon import __version__, metrics, wire
+from robot_daemon.errors import BagError, RobotDaemonError, WireError
+from robot_daemon.model import Model, fit_normalization
+from robot_daemon.nn import MLP
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """Labelled readings gathered from bags.
+
+    X : ndarray (n, d) float32, raw readings as they came off the wire.
+    Y : ndarray (n, c) uint8, 0/1 labels.
+    bag : ndarray (n,) int32, index into ``sources`` of the bag each row came from.
+    """
+
+    X: npt.NDArray[np.float32]
+    Y: npt.NDArray[np.uint8]
+    bag: npt.NDArray[np.int32]
+    feature_names: list[str]
+    class_names: list[str]
+    sources: list[str]
+    rejected: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def n(self) -> int:
+        return len(self.X)
+
+    def subset(self, rows: npt.NDArray[np.intp]) -> tuple[npt.NDArray[np.float32],
+                                                            npt.NDArray[np.uint8]]:
+        return self.X[rows], self.Y[rows]
+
+
+def read_labelled(paths: Sequence[str | os.PathLike[str]]) -> Dataset:
+    """Every valid ``label`` message of the bags, in file order.
+
+    Bags written by other tools (plain MCAP with protocol-v1 payloads, no metadata of
+    ours) are read too: d and c then come from the first valid label and the names
+    default to ``feature_0 ...`` and ``class_0 ...``. Labels the wire decoder rejects, or
+    whose d or c disagree with the rest, are counted in ``rejected``; a damaged bag gives
+    what it holds before the damage and a line in ``warnings``.
+    """
+    from robot_daemon.bag import BagReader  # needs the optional mcap package
+
+    xs: list[npt.NDArray[np.float32]] = []
+    ys: list[npt.NDArray[np.uint8]] = []
+    bags: list[int] = []
+    d: int | None = None
+    c: int | None = None
+    feature_names: list[str] | None = None
+    class_names: list[str] | None = None
+    rejected = 0
+    warnings: list[str] = []
+    for index, path in enumerate(paths):
+        with BagReader(path) as reader:
+            meta = reader.meta
+            d, feature_names = _agree("d", d, meta.d, path), feature_names or meta.feature_names
+            c, class_names = _agree("c", c, meta.c, path), class_names or meta.class_names
+            for message in reader.messages([wire.TOPIC_LABEL.decode()]):
+                try:
+                    label = wire.decode_label(message.payload, d=d, c=c)
+                except WireError:
+                    rejected += 1
+                    continue
+                d, c = len(label.x), len(label.y)
+                xs.append(label.x)
+                ys.append(label.y)
+                bags.append(index)
+            if reader.damaged:
+                warnings.append(f"{path}: {reader.warning}")
+    if not xs or d is None or c is None:
+        raise BagError(
+            f"no valid labelled frames ('label' topic) in {', '.join(map(str, paths))}"
+            f" ({rejected} rejected)"
+        )
+    return Dataset(
+        X=np.stack(xs),
+        Y=np.stack(ys),
+        bag=np.asarray(bags, dtype=np.int32),
+        feature_names=_names(feature_names, d, "feature"),
+        class_names=_names(class_names, c, "class"),
+        sources=[str(p) for p in paths],
+        rejected=rejected,
+        warnings=warnings,
+    )
+
+
+def _agree(what: str, known: int | None, declared: int | None, path: object) -> int | None:
+    if known is not None and declared is not None and known != declared:
+        raise BagError(f"{path} has {what} = {declared}, the bags before it {what} = {known}")
+    return known if known is not None else declared
+
+
+def _names(names: list[str] | None, count: int, kind: str) -> list[str]:
+    if names is not None and len(names) == count:
+        return list(names)
+    return [f"{kind}_{i}" for i in range(count)]
+
+
+def split_tail(
+    bag: npt.NDArray[np.int32], val_fraction: float
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """Row indices (train, validation): the last ``val_fraction`` of each bag validates.
+
+    bag : ndarray (n,) of bag indices, rows of one bag in time order.
+    """
+    if not 0 <= val_fraction < 1:
+        raise RobotDaemonError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    train: list[npt.NDArray[np.intp]] = []
+    val: list[npt.NDArray[np.intp]] = []
+    for b in np.unique(bag):
+        rows = np.flatnonzero(bag == b)
+        n_val = math.ceil(val_fraction * len(rows)) if val_fraction > 0 else 0
+        train.append(rows[: len(rows) - n_val])
+        val.append(rows[len(rows) - n_val :])
+    return np.concatenate(train), np.concatenate(val)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training settings; the defaults are the user's (SPEC.md): 10 epochs, batch 100, lr 0.1."""
+
+    h: int = 64
+    epochs: int = 10
+    batch_size: int = 100
+    lr: float = 0.1
+    seed: int = 0
+    val_fraction: float = 0.2
+    shuffle: bool = False
+    dtype: str = "float64"
+
+    def check(self) -> None:
+        for name in ("h", "epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise RobotDaemonError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise RobotDaemonError(f"lr must be a positive number, got {self.lr}")
+        if self.dtype not in ("float32", "float64"):
+            raise RobotDaemonError(f"dtype must be float32 or float64, got {self.dtype}")
+
+
+@dataclass(frozen=True)
+class EpochReport:
+    """Progress after one epoch: training loss, validation macro-F1, throughput."""
+
+    epoch: int
+    epochs: int
+    train_loss: float
+    val_macro_f1: float | None
+    examples_per_s: float
+
+    def describe(self) -> str:
+        f1 = "n/a" if self.val_macro_f1 is None else f"{self.val_macro_f1:.3f}"
+        return (
+            f"epoch {self.epoch:>3}/{self.epochs}  loss {self.train_loss:.4f}"
+            f"  val macro-F1 {f1} (thresholds 0.5)  {self.examples_per_s:,.0f} examples/s"
+        )
+
+
+def train(
+    data: Dataset,
+    config: TrainConfig = TrainConfig(),
+    progress: Callable[[EpochReport], None] | None = None,
+) -> Model:
+    """Train a model on ``data``; call ``progress`` after every epoch."""
+    config.check()
+    train_rows, val_rows = split_tail(data.bag, config.val_fraction)
+    if len(train_rows) == 0:
+        raise RobotDaemonError("no training examples left after the validation split")
+    X_raw, Y = data.subset(train_rows)
+    mean, scale = fit_normalization(X_raw)
+    dtype = np.dtype(config.dtype)
+    X = ((X_raw - mean) / scale).astype(dtype)
+    Yf = Y.astype(dtype)
+    X_val_raw, Y_val = data.subset(val_rows)
+    X_val = ((X_val_raw - mean) / scale).astype(dtype)
+
+    mlp = MLP(data.X.shape[1], config.h, data.Y.shape[1], rng=config.seed, dtype=dtype)
+    history: list[dict[str, Any]] = []
+    for epoch in range(1, config.epochs + 1):
+        start = time.perf_counter()
+        try:
+            # An overflow means the weights are running away: stop with a clear error
+            # rather than print warnings and save a network of NaNs.
+            with np.errstate(over="raise", invalid="raise", divide="raise"):
+                mlp.sgd(X, Yf, epochs=1, bs=config.batch_size, lr=config.lr,
+                        shuffle=config.shuffle)
+                elapsed = time.perf_counter() - start
+                loss = mlp.loss(X, Yf)
+        except FloatingPointError as exc:
+            raise RobotDaemonError(
+                f"training diverged in epoch {epoch} ({exc}); try a smaller --lr"
+            ) from None
+        report = EpochReport(
+            epoch=epoch,
+            epochs=config.epochs,
+            train_loss=loss,
+            val_macro_f1=metrics.macro_f1(Y_val, mlp.predict_proba(X_val) >= 0.5)
+            if len(val_rows) else None,
+            examples_per_s=len(X) / max(elapsed, 1e-9),
+        )
+        history.append({"epoch": epoch, "train_loss": report.train_loss,
+                        "val_macro_f1": report.val_macro_f1})
+        if progress is not None:
+            progress(report)
+
+    if len(val_rows):
+        P_val = mlp.predict_proba(X_val)
+        thresholds = metrics.tune_thresholds(Y_val, P_val)
+        scores = metrics.per_class_scores(Y_val, P_val >= thresholds)
+        validation = {
+            "n": len(val_rows),
+            "macro_f1": scores.macro_f1,
+            "f1": dict(zip(data.class_names, scores.f1.tolist(), strict=True)),
+        }
+    else:
+        thresholds = np.full(data.Y.shape[1], 0.5)
+        validation = {"n": 0}
+    return Model(
+        mlp=mlp,
+        mean=mean,
+        scale=scale,
+        feature_names=data.feature_names,
+        class_names=data.class_names,
+        thresholds=thresholds,
+        training={
+            "data": data.sources,  # as given: eval finds them again from the same place
+            "n_train": len(train_rows),
+            "rejected_labels": data.rejected,
+            "config": asdict(config),
+            "history": history,
+            "validation": validation,
+            "date": _build_date(),
+            "robot_daemon": __version__,
+        },
+    )
+
+
+def _build_date() -> str:
+    """UTC date of the build: ``$SOURCE_DATE_EPOCH`` when set (reproducible builds), else now."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    when = (
+        dt.datetime.fromtimestamp(int(epoch), dt.UTC) if epoch and epoch.isdigit()
+        else dt.datetime.now(dt.UTC)
+    )
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
