@@ -241,39 +241,58 @@ def bench_inference() -> None:
             print(row)
 
 
+def interleaved(fns: dict[str, Callable[[], object]], rounds: int, number: int) -> dict[str, float]:
+    """Best time per call of each function, the functions taking turns round by round.
+
+    On a shared VM the speed drifts over seconds; taking turns exposes every function to
+    the same drift, so their ratio means something even when the absolute figures swing.
+    """
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            best[name] = min(best[name], timeit.timeit(fn, number=number) / number)
+    return best
+
+
 def bench_latency() -> None:
     d, h, c = SIZES[0]
     mlp = MLP(d, h, c, rng=0)
-    plain = plain_forward(mlp)
-    fwd = torch_forward(mlp) if torch else None
-    print(f"\nforward latency at {(d, h, c)}, float64 (best of 7 x 2000 calls)")
+    print(f"\nforward latency at {(d, h, c)}, float64 (best of 15 interleaved rounds of 2000)")
     for n in (1, 32):
         X = np.random.default_rng(1).standard_normal((n, d))
-
-        def best(f: Callable[[np.ndarray], Any], X: np.ndarray = X) -> float:
-            return min(timeit.repeat(lambda: f(X), number=2000, repeat=7)) / 2000 * 1e6
-
-        ours, ref = best(mlp.predict_proba), best(plain)
-        row = f"  n={n:>2}: ours {ours:6.1f} us   plain numpy {ref:6.1f} us"
-        row += f"   ours/plain {ours / ref:4.2f}"
-        if fwd:
-            theirs = best(fwd)
-            row += f"   torch {theirs:6.1f} us   ours/torch {ours / theirs:4.2f}"
+        fns: dict[str, Callable[[], object]] = {
+            "ours": partial(mlp.predict_proba, X),
+            "plain numpy": partial(plain_forward(mlp), X),
+        }
+        if torch:
+            fns["torch"] = partial(torch_forward(mlp), X)
+        best = {k: v * 1e6 for k, v in interleaved(fns, rounds=15, number=2000).items()}
+        row = f"  n={n:>2}: " + "   ".join(f"{k} {v:6.1f} us" for k, v in best.items())
+        row += "   ours/" + "   ours/".join(
+            f"{k.split()[0]} {best['ours'] / v:4.2f}" for k, v in best.items() if k != "ours")
         print(row)
 
 
 def bench_step_ratio() -> None:
     d, h, c = SIZES[-1]
     X, Y = data(d, c, np.float64)
-    print(f"\none training step on {N} readings / one inference on them, {(d, h, c)}, float64")
+    print(f"\none training step on {N} readings / one inference on them, {(d, h, c)}, float64"
+          " (best of 5 interleaved)")
     for input_grad in (True, False):
         mlp = MLP(d, h, c, rng=0, input_grad=input_grad)
-        infer = min(timeit.repeat(partial(mlp.predict_proba, X), number=1, repeat=3))
-        train = min(timeit.repeat(partial(mlp.single_step_sgd, X, Y, lr=0.0), number=1, repeat=3))
+        best = interleaved(
+            {
+                "infer": partial(mlp.predict_proba, X),
+                "train": partial(mlp.single_step_sgd, X, Y, lr=0.0),
+            },
+            rounds=5,
+            number=1,
+        )
         count = flops.closed_form(N, d, h, c, epochs=1, input_grad=input_grad)
         print(
-            f"  input_grad={input_grad!s:>5}: train {train:.3f} s / infer {infer:.3f} s ="
-            f" {train / infer:.2f}   FLOP ratio {count.ratio:.2f}"
+            f"  input_grad={input_grad!s:>5}: train {best['train']:.3f} s / infer"
+            f" {best['infer']:.3f} s = {best['train'] / best['infer']:.2f}"
+            f"   FLOP ratio {count.ratio:.2f}"
         )
 
 

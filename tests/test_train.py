@@ -127,3 +127,17 @@ def test_divergence_is_reported_not_saved(sim_bag: Path) -> None:
     data = read_labelled([sim_bag])
     with pytest.raises(RobotDaemonError, match="training diverged"):
         train.train(data, TrainConfig(h=16, epochs=1, lr=1e30))
+
+
+def test_a_cut_bag_still_trains_on_what_it_holds(sim_bag: Path, tmp_path: Path) -> None:
+    data = sim_bag.read_bytes()
+    cut = tmp_path / "cut.mcap"
+    cut.write_bytes(data[: len(data) // 2])  # a recorder killed half-way
+    partial = read_labelled([cut])
+    assert 0 < partial.n < 3000
+    assert partial.warnings
+    assert "cut.mcap" in partial.warnings[0]
+    full = read_labelled([sim_bag])
+    np.testing.assert_array_equal(partial.X, full.X[: partial.n])  # a prefix, never garbage
+    model = train.train(partial, TrainConfig(h=8, epochs=1))
+    assert model.training["n_train"] > 0
