@@ -15,15 +15,15 @@ Every layer follows the contract that the user's ``MLP.single_step_sgd`` relies 
 
 Each layer also has ``predict(X)``: the same computation keeping nothing, for serving.
 
-Activation checkpointing, i.e. what a training step holds at its peak (``U = n*h`` floats):
+Activation checkpointing: what a training step keeps, and for how long.
 
 * A ``Linear`` keeps a reference to its input (shared with the previous layer's output,
   never copied): ``dW = X.T @ grad_out`` needs it. It drops it as soon as ``dW`` is made,
-  before allocating ``grad_in``, so the activation and its gradient never coexist.
+  before allocating ``grad_in``, so an activation and its gradient never coexist.
 * A ``ScaledReLU`` owned by the ``MLP`` works in place on the pre-activation (which nothing
-  else holds) and keeps only a boolean mask, ``U/8`` bytes-per-float of the activation.
-  It does not keep its output: that would keep the activation alive while the next
-  ``Linear`` allocates the gradient of the same size.
+  else holds) and keeps only a boolean mask, one byte per value where a float mask would
+  take eight. It does not keep its output: that would keep the activation alive while
+  the next ``Linear`` allocates the gradient of the same size.
 * A ``Sigmoid`` keeps its output ``p``: its derivative is ``p (1 - p)``.
 * With ``recompute=True`` the ``ScaledReLU`` keeps no mask at all: its backward recomputes
   the pre-activation from the preceding ``Linear``'s kept input, a block of rows at a
