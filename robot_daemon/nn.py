@@ -474,6 +474,16 @@ class MLP:
             raise TypeError("MLP.layers no longer has Linear layers at positions 0, 2 and 4")
         return l1, l2, l3
 
+    def clear_caches(self) -> None:
+        """Drop what a forward pass kept, e.g. after a training step abandoned half-way."""
+        for layer in self.layers:
+            if isinstance(layer, Linear):
+                layer.X = None
+            elif isinstance(layer, ScaledReLU):
+                layer.mask = None
+            else:
+                layer.P = None
+
     def forward(self, X: Array) -> Array:
         """Predict classes for a batch of n examples"""
         out = X  # in R^{n x d}

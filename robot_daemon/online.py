@@ -1,0 +1,280 @@
+"""Online learning with guard rails: labelled frames fine-tune a serving model, safely.
+
+An :class:`OnlineLearner` owns the serving :class:`~robot_daemon.model.Model`. The daemon
+feeds it labelled frames as they arrive and, between ticks, asks it for one step
+whenever ``batch_size`` new frames are waiting. A step:
+
+1. **Screens the new batch**, which is discarded and never trained on if it fails:
+   a reading more than ``max_abs_z`` standard deviations from the training mean
+   (``outlier``: a sensor fault that still passed the wire's finiteness check would
+   otherwise produce enormous gradients); a loss, from a forward pass that keeps nothing,
+   that is not finite (``non_finite_loss``) or far above its running average
+   (``loss_jump``: a batch of flipped labels).
+2. **Trains on a replay batch**: the screened frames join a bounded ring of recent
+   frames, and the user's ``single_step_sgd`` runs on ``batch_size`` frames drawn from
+   the whole ring. Consecutive frames of one scene are nearly identical: stepping on
+   them in arrival order drags the model from scene to scene (measured: held-out
+   macro-F1 fell from 0.54 to 0.47 under drifted calibration, where drawing from the
+   ring raised it to 0.61).
+3. **Runs with overflow raising**: an overflow, or weights that come out non-finite,
+   restore the weights saved before the step (``rollback``).
+4. **Checks the holdout** (optional): every ``holdout_every``-th frame is kept aside,
+   never trained on; a step that makes the holdout loss clearly worse is undone
+   (``holdout_worse``).
+
+Predictions stay consistent because the daemon is single-threaded: a step happens between
+two ticks, never during one, and ``version`` (carried by every ``pred`` message) counts
+the accepted steps. Every rejection and rollback is counted for ``status``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+from robot_daemon import nn, wire
+from robot_daemon.errors import ConfigError
+from robot_daemon.model import Model
+
+#: Why a step did not change the model (keys of ``OnlineLearner.rejected``).
+REJECTIONS: Final = ("outlier", "non_finite_loss", "loss_jump", "rollback", "holdout_worse")
+
+
+@dataclass(frozen=True)
+class OnlineConfig:
+    """Online-learning settings; batch size and learning rate default to the user's.
+
+    batch_size, lr: one step per ``batch_size`` new labelled frames.
+    buffer_max: recent frames kept in the replay ring that steps draw from.
+    loss_jump: reject a new batch whose loss exceeds this multiple of the running
+        average (after ``warmup_steps`` accepted batches: the average needs a few).
+        Measured on simulated runs with the default model: natural batches reach 3.5-4x
+        the mean loss when the scene turns hard, batches of flipped labels 15-23x.
+    ema: weight of the newest batch in the running average of the loss.
+    holdout_size: frames kept aside to judge each step (0: no holdout check).
+    holdout_every: every n-th labelled frame goes to the holdout instead of training.
+    holdout_tolerance: undo a step that raises the holdout loss above this multiple.
+    max_abs_z: refuse a batch with a normalised reading beyond this many standard
+        deviations (the simulator's readings stay within about 10).
+    seed: the generator that draws replay batches.
+    """
+
+    batch_size: int = 100
+    lr: float = 0.1
+    buffer_max: int = 5_000
+    loss_jump: float = 8.0
+    ema: float = 0.1
+    warmup_steps: int = 3
+    holdout_size: int = 200
+    holdout_every: int = 10
+    holdout_tolerance: float = 1.10
+    max_abs_z: float = 100.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.buffer_max < self.batch_size:
+            raise ConfigError("online: need 1 <= batch_size <= buffer_max")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"online: lr must be a positive number, got {self.lr}")
+        if not self.loss_jump > 1 or not self.holdout_tolerance >= 1 or not 0 < self.ema <= 1:
+            raise ConfigError("online: need loss_jump > 1, holdout_tolerance >= 1, 0 < ema <= 1")
+        if not self.max_abs_z > 0:
+            raise ConfigError(f"online: max_abs_z must be positive, got {self.max_abs_z}")
+        if self.holdout_size < 0 or self.holdout_every < 2 or self.warmup_steps < 0:
+            raise ConfigError("online: need holdout_size >= 0, holdout_every >= 2, warmup >= 0")
+
+
+@dataclass
+class StepResult:
+    """What one call of :meth:`OnlineLearner.step` did."""
+
+    accepted: bool
+    reason: str | None  # one of REJECTIONS when not accepted
+    loss: float  # the new batch's loss before the step
+    duration_ns: int = 0
+
+
+class _Ring:
+    """The newest ``size`` labelled frames as arrays: X (size, d) float32, Y (size, c) uint8."""
+
+    def __init__(self, size: int, d: int, c: int) -> None:
+        self.X = np.empty((size, d), dtype=np.float32)
+        self.Y = np.empty((size, c), dtype=np.uint8)
+        self.count = 0  # frames ever added; the newest sit before count % size
+
+    def __len__(self) -> int:
+        return min(self.count, len(self.X))
+
+    def extend(self, X: npt.NDArray[np.float32], Y: npt.NDArray[np.uint8]) -> None:
+        for x, y in zip(X, Y, strict=True):
+            i = self.count % len(self.X)
+            self.X[i], self.Y[i] = x, y
+            self.count += 1
+
+
+class OnlineLearner:
+    """Fine-tunes ``model`` in place from labelled frames, behind the guards above."""
+
+    def __init__(self, model: Model, config: OnlineConfig | None = None) -> None:
+        self.model = model
+        self.config = config or OnlineConfig()
+        self.version = 0
+        self.steps = 0
+        self.rejected: Counter[str] = Counter()
+        self.labels_in = 0
+        self.labels_not_trained = 0
+        self.loss_average: float | None = None
+        self.step_ns_average = 0.0
+        self._rng = np.random.default_rng(self.config.seed)
+        self._staged: list[wire.Label] = []
+        self._ring = _Ring(self.config.buffer_max, model.d, model.c)
+        self._holdout = _Ring(max(1, self.config.holdout_size), model.d, model.c)
+        self._holdout_loss: float | None = None
+
+    # ---- feeding -------------------------------------------------------------------------
+
+    def add(self, label: wire.Label) -> None:
+        """Take one labelled frame (d and c already checked by the wire decoder).
+
+        At most ``batch_size`` frames wait for a step: beyond that (the daemon had no
+        time to train) the oldest waiting frame is dropped, so memory stays bounded.
+        """
+        self.labels_in += 1
+        if self.config.holdout_size and self.labels_in % self.config.holdout_every == 0:
+            self._holdout.extend(label.x[None], label.y[None])
+            self._holdout_loss = None  # the holdout changed: measure it again
+            return
+        if len(self._staged) == self.config.batch_size:
+            self._staged.pop(0)
+            self.labels_not_trained += 1
+        self._staged.append(label)
+
+    def ready(self) -> bool:
+        """Whether ``batch_size`` new frames wait for a step."""
+        return len(self._staged) >= self.config.batch_size
+
+    # ---- stepping ------------------------------------------------------------------------
+
+    def step(self) -> StepResult:
+        """Screen the waiting batch and take one guarded step (call when ready())."""
+        start = time.monotonic_ns()
+        batch, self._staged = self._staged, []
+        X_new = np.stack([lab.x for lab in batch])
+        Y_new = np.stack([lab.y for lab in batch])
+        result = self._guarded_step(X_new, Y_new)
+        result.duration_ns = time.monotonic_ns() - start
+        # Running estimate of a step's cost: the daemon only starts one if it fits.
+        self.step_ns_average = 0.8 * self.step_ns_average + 0.2 * result.duration_ns
+        if result.accepted:
+            self.version += 1
+            self.steps += 1
+        else:
+            self.rejected[result.reason or "unknown"] += 1
+        return result
+
+    def _guarded_step(
+        self, X_new: npt.NDArray[np.float32], Y_new: npt.NDArray[np.uint8]
+    ) -> StepResult:
+        X_norm, _ = self._normalized(X_new, Y_new)
+        # Compared as Python floats: NaN and inf fail, and no float32 cast can overflow.
+        if not float(np.abs(X_norm).max()) <= self.config.max_abs_z:
+            return StepResult(False, "outlier", math.nan)
+        loss = self._loss(X_new, Y_new)
+        if not math.isfinite(loss):
+            return StepResult(False, "non_finite_loss", loss)
+        average = self.loss_average
+        if (average is not None and self.steps >= self.config.warmup_steps
+                and loss > self.config.loss_jump * max(average, 1e-3)):
+            return StepResult(False, "loss_jump", loss)
+        e = self.config.ema
+        self.loss_average = loss if average is None else (1 - e) * average + e * loss
+        self._ring.extend(X_new, Y_new)
+        rows = self._rng.choice(len(self._ring), self.config.batch_size, replace=False)
+        X, Y = self._normalized(self._ring.X[rows], self._ring.Y[rows])
+        holdout_before = self._holdout_before()
+        snapshot = self._snapshot()
+        try:
+            with np.errstate(over="raise", invalid="raise", divide="raise"):
+                self.model.mlp.single_step_sgd(X, Y, lr=self.config.lr)
+        except FloatingPointError:
+            self._restore(snapshot)
+            return StepResult(False, "rollback", loss)
+        if not self._weights_finite():
+            self._restore(snapshot)
+            return StepResult(False, "rollback", loss)
+        if holdout_before is not None:
+            after = self._holdout_loss_now()
+            if not after <= self.config.holdout_tolerance * holdout_before:
+                self._restore(snapshot)
+                return StepResult(False, "holdout_worse", loss)
+            self._holdout_loss = after
+        return StepResult(True, None, loss)
+
+    # ---- helpers -------------------------------------------------------------------------
+
+    def _normalized(
+        self, X_raw: npt.NDArray[np.float32], Y: npt.NDArray[Any]
+    ) -> tuple[npt.NDArray[np.floating], npt.NDArray[np.floating]]:
+        """Normalised readings (n, d) and float labels (n, c), in the model's dtype."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            # A reading of 3e38 passes the wire's finiteness check but overflows once
+            # normalised: keep the inf, the loss check rejects the batch.
+            X = self.model.normalize(X_raw)
+        return X, Y.astype(self.model.mlp.dtype)
+
+    def _loss(self, X_raw: npt.NDArray[np.float32], Y: npt.NDArray[Any]) -> float:
+        X, Yf = self._normalized(X_raw, Y)
+        if not (np.isfinite(X).all() and np.isfinite(Yf).all()):
+            return math.inf
+        try:
+            with np.errstate(over="raise", invalid="raise", divide="raise"):
+                return nn.log_loss(Yf, self.model.mlp.predict_proba(X))
+        except FloatingPointError:
+            return math.inf
+
+    def _holdout_before(self) -> float | None:
+        if len(self._holdout) < max(1, self.config.holdout_size // 2):
+            return None  # too few frames yet for a judgement worth its noise
+        if self._holdout_loss is None:
+            self._holdout_loss = self._holdout_loss_now()
+        return self._holdout_loss
+
+    def _holdout_loss_now(self) -> float:
+        n = len(self._holdout)
+        return self._loss(self._holdout.X[:n], self._holdout.Y[:n])
+
+    def _snapshot(self) -> list[npt.NDArray[np.floating]]:
+        """Copies of every parameter (W1, b1, W2, b2, W3, b3), to undo a bad step."""
+        return [a.copy() for lin in self.model.mlp.linears for a in (lin.W, lin.b)]
+
+    def _restore(self, snapshot: list[npt.NDArray[np.floating]]) -> None:
+        params = iter(snapshot)
+        for lin in self.model.mlp.linears:
+            lin.W[...] = next(params)
+            lin.b[...] = next(params)
+        self.model.mlp.clear_caches()  # a step that failed half-way left them behind
+
+    def _weights_finite(self) -> bool:
+        return all(np.isfinite(lin.W).all() and np.isfinite(lin.b).all()
+                   for lin in self.model.mlp.linears)
+
+    def counters(self) -> dict[str, object]:
+        """The learner's counters and gauges, for the daemon's ``status`` message."""
+        return {
+            "online_version": self.version,
+            "online_steps": self.steps,
+            "online_rejected": {r: self.rejected.get(r, 0) for r in REJECTIONS},
+            "labels_in": self.labels_in,
+            "labels_not_trained": self.labels_not_trained,
+            "labels_waiting": len(self._staged),
+            "replay_size": len(self._ring),
+            "holdout_size": len(self._holdout) if self.config.holdout_size else 0,
+            "online_loss_avg": self.loss_average,
+            "online_step_ms_avg": self.step_ns_average / 1e6,
+        }

@@ -1,0 +1,37 @@
+"""Key generation: standard ZeroMQ certificates, private secret keys, no overwrites."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import zmq.auth
+
+from robot_daemon import keys
+from robot_daemon.errors import ConfigError
+
+
+def test_generates_a_pair_zmq_auth_reads(tmp_path: Path) -> None:
+    pair = keys.generate(tmp_path / "keys", "labeller")
+    assert pair.public == tmp_path / "keys" / "labeller.key"
+    public, secret = zmq.auth.load_certificate(pair.secret)
+    assert secret is not None
+    assert len(public) == 40  # Z85 of 32 bytes
+    assert zmq.auth.load_certificate(pair.public) == (public, None)
+    assert pair.secret.stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in (tmp_path / "keys").iterdir()) == [
+        "labeller.key", "labeller.key_secret"]  # no temporary directory left
+
+
+def test_an_existing_pair_is_never_replaced(tmp_path: Path) -> None:
+    pair = keys.generate(tmp_path, "robot")
+    before = pair.secret.read_bytes()
+    with pytest.raises(ConfigError, match="already exists"):
+        keys.generate(tmp_path, "robot")
+    assert pair.secret.read_bytes() == before
+
+
+@pytest.mark.parametrize("name", ["", "../escape", "a/b", ".hidden", "x" * 65])
+def test_names_that_are_not_file_names_are_refused(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ConfigError, match="key name"):
+        keys.generate(tmp_path, name)
