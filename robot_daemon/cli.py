@@ -451,6 +451,55 @@ def _run_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "run",
+        help="the on-robot daemon: serve predictions for live ZeroMQ frames",
+        description=(
+            "Connects to the sensor publishers, answers every frame with the model's "
+            "per-class probabilities in one 'pred' message per tick, publishes 'status' "
+            "every second, reloads the model on SIGHUP and exits 0 on SIGTERM. Settings "
+            "come from --config (TOML, see docs/deploy.md), then from these flags."
+        ),
+    )
+    p.add_argument("--config", metavar="FILE.toml", help="settings file (flags override it)")
+    p.add_argument("--model", metavar="PATH", help="model file (default models/default.npz)")
+    p.add_argument("--frames", action="append", metavar="ENDPOINT",
+                   help="sensor publisher to connect to, repeatable "
+                   "(default tcp://127.0.0.1:5556)")
+    p.add_argument("--labels", metavar="ENDPOINT",
+                   help="labelled-frame publisher (online learning: not implemented, ignored)")
+    p.add_argument("--pred", metavar="ENDPOINT",
+                   help="endpoint to bind for pred and status (default tcp://127.0.0.1:5557)")
+    p.add_argument("--interval-ms", type=_positive_float, metavar="N",
+                   help="tick interval (default 20)")
+    p.add_argument("--max-batch", type=_positive_int, metavar="N",
+                   help="frames answered per tick; older ones are dropped (default 256)")
+    p.add_argument("--status-interval", type=_positive_float, metavar="S",
+                   help="seconds between status messages (default 1)")
+    p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.set_defaults(handler=_run_daemon)
+
+
+def _run_daemon(args: argparse.Namespace) -> int:
+    import logging
+    import os
+
+    from robot_daemon import config, daemon
+
+    cfg = config.load(args.config, {
+        "model": args.model, "frames": args.frames, "labels": args.labels,
+        "pred": args.pred, "interval_ms": args.interval_ms, "max_batch": args.max_batch,
+        "status_interval_s": args.status_interval, "log_level": args.log_level,
+    })
+    # journald stamps every line itself (JOURNAL_STREAM is set when stderr goes there).
+    stamp = "" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s "
+    logging.basicConfig(stream=sys.stderr, level=cfg.log_level,
+                        format=stamp + "%(levelname)s %(message)s")
+    logging.getLogger("robot_daemon").info("settings: %s", config.describe(cfg))
+    return daemon.run(cfg)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="robot-daemon",
@@ -465,6 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_eval(sub)
     _add_replay(sub)
+    _add_run(sub)
     return parser
 
 

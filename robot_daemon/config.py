@@ -1,0 +1,235 @@
+"""The daemon's settings: one frozen dataclass, read from TOML, overridden by flags.
+
+``robot-daemon run --config daemon.toml`` reads a flat TOML table whose keys are the field
+names of :class:`DaemonConfig` (``docs/deploy.md`` lists them with their defaults)::
+
+    model = "/var/lib/robot-daemon/models/default.npz"
+    frames = ["tcp://127.0.0.1:5556"]
+    pred = "tcp://127.0.0.1:5557"
+    interval_ms = 20
+    max_batch = 256
+
+Validation is strict, because a typo in a config file on a robot must stop the service
+with a message rather than silently serve with a default: an unknown key, a value of the
+wrong type, an endpoint that is not ``tcp://``, ``ipc://`` or ``inproc://`` and a number
+out of range all raise :class:`~robot_daemon.errors.ConfigError`. The daemon *binds* only
+its ``pred`` endpoint; binding it to anything but loopback (``tcp://*:5557``,
+``tcp://0.0.0.0:5557``, a LAN address) would publish the robot's perception to the
+network, so it needs ``allow_remote_bind = true``.
+
+A relative ``model`` path in a file is taken relative to the file's directory (so a config
+works wherever it is started from); on the command line, relative to the working
+directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from robot_daemon.errors import ConfigError
+
+DEFAULT_MODEL: Final = Path("models/default.npz")
+DEFAULT_FRAMES: Final = ("tcp://127.0.0.1:5556",)
+DEFAULT_PRED: Final = "tcp://127.0.0.1:5557"
+# ZeroMQ's default receive high-water mark (1000) lost a third of a burst in our
+# measurements; 100,000 frames of ~90 bytes cost under 10 MB at worst.
+DEFAULT_RCVHWM: Final = 100_000
+
+_SCHEMES: Final = ("tcp://", "ipc://", "inproc://")
+_LOOPBACK_NAMES: Final = frozenset({"localhost", "ip6-localhost", "ip6-loopback"})
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    """Everything ``robot-daemon run`` needs; every field has a documented default.
+
+    model : the model file (``.npz``) served and reloaded on SIGHUP.
+    frames : endpoints of the sensor publishers; the daemon's SUB socket connects to each.
+    labels : endpoint of a labelled-frame publisher for online learning (accepted, not yet
+        used: online learning is a separate issue).
+    pred : endpoint the daemon's PUB socket binds for ``pred`` and ``status``.
+    interval_ms : the tick interval in milliseconds.
+    max_batch : most frames answered per tick; older ones are dropped and counted.
+    status_interval_s : seconds between ``status`` messages and summary log lines.
+    rcvhwm : the SUB socket's receive high-water mark, in messages.
+    allow_remote_bind : permit ``pred`` to bind a non-loopback address.
+    log_level : ``DEBUG``, ``INFO``, ``WARNING`` or ``ERROR``.
+    """
+
+    model: Path = DEFAULT_MODEL
+    frames: tuple[str, ...] = DEFAULT_FRAMES
+    labels: str | None = None
+    pred: str = DEFAULT_PRED
+    interval_ms: float = 20.0
+    max_batch: int = 256
+    status_interval_s: float = 1.0
+    rcvhwm: int = DEFAULT_RCVHWM
+    allow_remote_bind: bool = False
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    @property
+    def interval_ns(self) -> int:
+        """The tick interval in integer nanoseconds."""
+        return round(self.interval_ms * 1e6)
+
+    @property
+    def status_interval_ns(self) -> int:
+        """The status interval in integer nanoseconds."""
+        return round(self.status_interval_s * 1e9)
+
+
+# Field name -> accepted Python types of its TOML value (bool is not an int here).
+_TOML_TYPES: Final[Mapping[str, tuple[type, ...]]] = {
+    "model": (str,),
+    "frames": (list, str),
+    "labels": (str,),
+    "pred": (str,),
+    "interval_ms": (int, float),
+    "max_batch": (int,),
+    "status_interval_s": (int, float),
+    "rcvhwm": (int,),
+    "allow_remote_bind": (bool,),
+    "log_level": (str,),
+}
+LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def load(
+    path: str | os.PathLike[str] | None = None, overrides: Mapping[str, Any] | None = None
+) -> DaemonConfig:
+    """The defaults, updated by the TOML file at ``path``, then by ``overrides`` (flags).
+
+    ``overrides`` maps field names to values; ``None`` values are ignored, so that argparse
+    results can be passed as they are.
+
+    Raises:
+        ConfigError: the file is missing, not TOML, or holds an invalid setting.
+    """
+    values: dict[str, Any] = {}
+    if path is not None:
+        values.update(read_toml(Path(path)))
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    unknown = sorted(values.keys() - _TOML_TYPES.keys())
+    if unknown:  # only reachable from a programming error in the caller
+        raise ConfigError(f"unknown setting(s) {unknown}")
+    if "model" in values:
+        values["model"] = Path(values["model"])
+    if "frames" in values:
+        values["frames"] = tuple(values["frames"])
+    return DaemonConfig(**values)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """The settings of a TOML config file, type-checked; relative ``model`` made absolute."""
+    try:
+        with path.open("rb") as f:
+            raw = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in _TOML_TYPES:
+            raise ConfigError(
+                f"config file {path}: unknown key {key!r}; known keys: "
+                f"{', '.join(sorted(_TOML_TYPES))}"
+            )
+        if type(value) not in _TOML_TYPES[key]:
+            wanted = " or ".join(t.__name__ for t in _TOML_TYPES[key])
+            raise ConfigError(
+                f"config file {path}: {key} must be {wanted}, got {type(value).__name__}"
+                f" {value!r}"
+            )
+        values[key] = [value] if key == "frames" and isinstance(value, str) else value
+    if "model" in values:
+        values["model"] = path.parent / values["model"]
+    return values
+
+
+def validate(config: DaemonConfig) -> None:
+    """Raise :class:`ConfigError` naming the first invalid setting of ``config``."""
+    if not isinstance(config.model, Path) or not str(config.model):
+        raise ConfigError("model must be a path to a model file (.npz)")
+    if not config.frames:
+        raise ConfigError("frames needs at least one publisher endpoint to connect to")
+    for endpoint in config.frames:
+        check_endpoint(endpoint, "frames")
+    if len(set(config.frames)) != len(config.frames):
+        raise ConfigError(f"frames lists an endpoint twice: {list(config.frames)}")
+    if config.labels is not None:
+        check_endpoint(config.labels, "labels")
+    check_endpoint(config.pred, "pred")
+    if not config.allow_remote_bind and not is_local_endpoint(config.pred):
+        raise ConfigError(
+            f"pred {config.pred!r} would publish on the network; bind a loopback address "
+            "(tcp://127.0.0.1:PORT) or ipc://, or set allow_remote_bind = true"
+        )
+    _check_number("interval_ms", config.interval_ms, 1.0, 60_000.0)
+    _check_number("status_interval_s", config.status_interval_s, 0.01, 3600.0)
+    _check_int("max_batch", config.max_batch, 1, 65_536)
+    _check_int("rcvhwm", config.rcvhwm, 1, 10_000_000)
+    if type(config.allow_remote_bind) is not bool:
+        raise ConfigError("allow_remote_bind must be true or false")
+    if config.log_level not in LOG_LEVELS:
+        raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
+
+
+def check_endpoint(endpoint: object, name: str) -> None:
+    """Refuse anything but ``tcp://HOST:PORT``, ``ipc://PATH`` or ``inproc://NAME``."""
+    if not isinstance(endpoint, str) or not endpoint.startswith(_SCHEMES):
+        raise ConfigError(
+            f"{name}: {endpoint!r} is not a ZeroMQ endpoint; use tcp://HOST:PORT, "
+            "ipc:///path/to/socket or inproc://name"
+        )
+    rest = endpoint.split("://", 1)[1]
+    if not rest:
+        raise ConfigError(f"{name}: {endpoint!r} lacks an address after '://'")
+    if endpoint.startswith("tcp://"):
+        host, _, port = rest.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65_536:
+            raise ConfigError(f"{name}: {endpoint!r} needs a host and a port 1-65535")
+
+
+def is_local_endpoint(endpoint: str) -> bool:
+    """Whether binding ``endpoint`` stays on this machine (ipc, inproc, loopback tcp)."""
+    if not endpoint.startswith("tcp://"):
+        return True
+    host = endpoint[len("tcp://"):].rpartition(":")[0].strip("[]")
+    if host in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # '*', an interface name or a host name: not provably loopback
+
+
+def _check_number(name: str, value: object, low: float, high: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise ConfigError(f"{name} must be a number from {low:g} to {high:g}, got {value!r}")
+
+
+def _check_int(name: str, value: object, low: int, high: int) -> None:
+    if type(value) is not int or not low <= value <= high:
+        raise ConfigError(f"{name} must be an integer from {low} to {high}, got {value!r}")
+
+
+def describe(config: DaemonConfig) -> str:
+    """One line with every setting, for the start-up log."""
+    parts = [
+        f"{f.name}={getattr(config, f.name)}"
+        for f in dataclasses.fields(config)
+    ]
+    return " ".join(parts)

@@ -1,0 +1,521 @@
+"""``robot-daemon run``: fixed-rate streaming inference over ZeroMQ, under systemd.
+
+The loop (one thread, one :class:`zmq.Poller`):
+
+* **Ticks** fall on a drift-free schedule on ``time.monotonic_ns()``: tick ``k`` is due at
+  ``start + k * interval``. A tick that runs late does not move the ones after it; the
+  deadlines it overran are counted in ``ticks_missed`` and skipped, not replayed.
+* **Waiting**: the poller's timeout is the time left to the next deadline (tick, status
+  or watchdog). ZeroMQ's poll takes whole milliseconds, so the loop polls to the last
+  whole millisecond and sleeps the rest: polling alone wakes up to 1 ms late or spins.
+  The wake-up lateness is measured (``wake_late_ms_*`` in ``status``).
+* **Between ticks** it drains the ``frame`` SUB socket and decodes each payload
+  (:func:`robot_daemon.wire.decode_frame` with the model's ``d``). Rejected payloads are
+  counted by reason and logged at a bounded rate; gaps in each publisher's ``seq`` count
+  as lost frames (ZeroMQ drops silently at its high-water marks). The pending batch keeps
+  the newest ``max_batch`` frames (:func:`robot_daemon.replay.newest`'s rule) and counts
+  the others as dropped, so memory stays bounded whatever arrives.
+* **At each tick** one ``predict_proba`` over the whole batch and one ``pred`` message
+  with every frame's probabilities, its sensor time (``t_frame``) and source (``src``).
+* **Every status interval** a ``status`` message on the same PUB socket, a one-line
+  summary in the log and ``STATUS=`` for ``systemctl status``.
+* **Signals** set flags and wake the poller through a self-pipe
+  (:func:`signal.set_wakeup_fd`): SIGHUP reloads the model after the current tick
+  (validated first; a bad file is refused and the old model keeps serving); SIGTERM and
+  SIGINT serve the frames already received, close the sockets and return 0.
+
+``status`` keys beyond ``docs/protocol.md``'s table: ``ticks_missed``, ``preds``,
+``tick_ms_p50/p99/max`` (tick processing: batch, forward pass, encode, send),
+``wake_late_ms_p50/p99/max`` (tick start minus its deadline), ``frames_seq_resets``,
+``sources``, ``reloads``, ``reload_failures``, ``tick_errors``; rejection reasons beyond
+the wire protocol's: ``bad_envelope`` (not a two-part ``[b"frame", payload]`` message) and
+``non_finite_output`` (a frame whose probabilities came out NaN).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import hashlib
+import logging
+import signal
+import socket
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any, Final
+
+import numpy as np
+import zmq
+
+from robot_daemon import model as model_file
+from robot_daemon import wire
+from robot_daemon.batch import Batch, PendingFrames
+from robot_daemon.config import DaemonConfig
+from robot_daemon.errors import ModelError, RobotDaemonError, WireError
+from robot_daemon.notify import Notifier
+from robot_daemon.stats import RateLimiter, SeqTracker, Window
+
+log = logging.getLogger("robot_daemon")
+
+#: A tick that starts more than this fraction of the interval after its deadline is late
+#: (2 ms at 20 ms ticks): scheduling noise on a busy robot is not lateness.
+LATE_FRACTION: Final = 0.1
+#: How often the log may repeat a rejection reason (the count of the others follows).
+REJECT_LOG_PERIOD_NS: Final = 10_000_000_000
+#: Closing the PUB socket waits at most this long for the last messages to leave.
+LINGER_MS: Final = 200
+#: One message above this disconnects its publisher (libzmq's only way to refuse it), so
+#: it sits far above the largest valid frame (64 KiB): no protocol-conforming publisher
+#: can be cut off, while a runaway one cannot make the daemon buffer gigabytes per message.
+MAX_MESSAGE_BYTES: Final = 1 << 20
+#: The PUB socket's send high-water mark, in messages (a slow consumer loses the excess).
+SNDHWM: Final = 10_000
+#: Samples kept per status period for each percentile.
+WINDOW: Final = 65_536
+#: Drained messages between two looks at the clock, so that a flood cannot delay a tick.
+DRAIN_CHUNK: Final = 64
+#: After a drain the frames socket rests for interval / DRAIN_GAP (2.5 ms at 20 ms ticks).
+DRAIN_GAP: Final = 8
+
+
+@dataclass(frozen=True, eq=False)
+class ServedModel:
+    """A loaded model with the version string every ``pred`` carries."""
+
+    model: model_file.Model
+    version: str
+    path: Path
+
+
+def load_model(path: Path) -> ServedModel:
+    """Load and validate the model at ``path``, and check that it predicts finite values.
+
+    Raises:
+        ModelError: the file is missing, corrupt or fails validation.
+    """
+    loaded = model_file.load(path)
+    with np.errstate(all="ignore"):
+        probe = loaded.predict_proba(loaded.mean[np.newaxis, :])
+    if not np.all(np.isfinite(probe)):
+        raise ModelError(f"model file {path} predicts NaN or infinity on its mean reading")
+    return ServedModel(loaded, model_version(loaded, path), path)
+
+
+def model_version(loaded: model_file.Model, path: Path) -> str:
+    """``<file stem>-<12 hex digits>``: a hash of the parameters and normalisation served.
+
+    Hashing what was loaded (not the file) names exactly what produced a prediction, even
+    when the file is replaced while it is being read.
+    """
+    digest = hashlib.sha256()
+    for lin in loaded.mlp.linears:
+        digest.update(np.ascontiguousarray(lin.W).tobytes())
+        digest.update(np.ascontiguousarray(lin.b).tobytes())
+    digest.update(loaded.mean.tobytes())
+    digest.update(loaded.scale.tobytes())
+    return f"{path.stem}-{digest.hexdigest()[:12]}"
+
+
+@dataclass
+class Counters:
+    """Cumulative counters since start (the ``status`` message's integers)."""
+
+    frames_in: int = 0
+    frames_accepted: int = 0
+    frames_rejected: Counter[str] = field(default_factory=Counter)
+    frames_dropped: int = 0
+    ticks: int = 0
+    ticks_late: int = 0
+    ticks_missed: int = 0
+    preds: int = 0
+    reloads: int = 0
+    reload_failures: int = 0
+    tick_errors: int = 0
+
+
+@dataclass
+class Windows:
+    """Samples of the current status period, for its percentiles (all in ns but batch)."""
+
+    batch: Window = field(default_factory=lambda: Window(WINDOW))
+    latency_ns: Window = field(default_factory=lambda: Window(WINDOW))
+    tick_ns: Window = field(default_factory=lambda: Window(WINDOW))
+    wake_late_ns: Window = field(default_factory=lambda: Window(WINDOW))
+
+    def clear(self) -> None:
+        for window in (self.batch, self.latency_ns, self.tick_ns, self.wake_late_ns):
+            window.clear()
+
+
+class _Signals:
+    """SIGTERM/SIGINT/SIGHUP as flags, plus a socket the poller watches to wake up at once.
+
+    Python runs signal handlers between bytecodes of the main thread; a blocking poll
+    would only notice them at its timeout. :func:`signal.set_wakeup_fd` writes a byte to
+    ``self.read_end``'s peer on every signal, so the poller returns immediately.
+    """
+
+    def __init__(self) -> None:
+        self.stop = False
+        self.reload = False
+        self.read_end, self._write_end = socket.socketpair()
+        self.read_end.setblocking(False)
+        self._write_end.setblocking(False)
+        self.poller = zmq.Poller()  # signals only: for the waits that leave frames queued
+        self.poller.register(self.read_end, zmq.POLLIN)
+        self._previous_fd = signal.set_wakeup_fd(
+            self._write_end.fileno(), warn_on_full_buffer=False
+        )
+        handled = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+        self._previous = {s: signal.signal(s, self._handle) for s in handled}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGHUP:
+            self.reload = True
+        else:
+            self.stop = True
+
+    def drain(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while self.read_end.recv(256):
+                pass
+
+    def close(self) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        signal.set_wakeup_fd(self._previous_fd)
+        self.read_end.close()
+        self._write_end.close()
+
+
+@contextlib.contextmanager
+def _signals() -> Iterator[_Signals]:
+    sigs = _Signals()
+    try:
+        yield sigs
+    finally:
+        sigs.close()
+
+
+class Daemon:
+    """The serving loop; :meth:`run` until SIGTERM/SIGINT. See the module docstring."""
+
+    def __init__(self, config: DaemonConfig, notifier: Notifier | None = None) -> None:
+        self.config = config
+        self.notifier = notifier if notifier is not None else Notifier({})
+        self.served = load_model(config.model)
+        self.counters = Counters()
+        self.windows = Windows()
+        self.seqs = SeqTracker()
+        self._pending = PendingFrames(config.max_batch, self.served.model.d)
+        self._reject_log = RateLimiter(REJECT_LOG_PERIOD_NS)
+        self._start_ns = time.monotonic_ns()
+        self._next_drain_ns = 0  # the frames socket is watched again from then on
+
+    # ---------------------------------------------------------------- the loop
+
+    def run(self) -> int:
+        """Serve until SIGTERM or SIGINT; return the exit code (0).
+
+        Raises:
+            RobotDaemonError: an endpoint cannot be bound or connected.
+        """
+        cfg = self.config
+        with (
+            zmq.Context() as ctx,
+            ctx.socket(zmq.SUB) as sub,
+            ctx.socket(zmq.PUB) as pub,
+            _signals() as sigs,
+        ):
+            self._open(sub, pub)
+            poller = zmq.Poller()
+            poller.register(sub, zmq.POLLIN)
+            poller.register(sigs.read_end, zmq.POLLIN)
+            if cfg.labels is not None:
+                log.warning("labels %s ignored: online learning is not implemented yet",
+                            cfg.labels)
+            log.info("serving model %s (d=%d, c=%d) from %s; frames from %s; pred on %s",
+                     self.served.version, self.served.model.d, self.served.model.c,
+                     self.served.path, ", ".join(cfg.frames), cfg.pred)
+            # Everything allocated so far (modules, the model) lives as long as the process:
+            # moved out of the collector's sight, a full collection no longer walks it and
+            # stops taking milliseconds in the middle of a tick.
+            gc.collect()
+            gc.freeze()
+            self.notifier.ready(f"serving model {self.served.version}")
+            tick = self._loop(sub, pub, poller, sigs)
+            # "Finish the current tick": the frames already received are answered.
+            now = time.monotonic_ns()
+            self._tick(pub, tick, now, now)
+            self._publish_status(pub)
+            self.notifier.stopping()
+            log.info("stopped after %d ticks", self.counters.ticks)
+        return 0
+
+    def _open(self, sub: zmq.Socket[bytes], pub: zmq.Socket[bytes]) -> None:
+        cfg = self.config
+        sub.setsockopt(zmq.RCVHWM, cfg.rcvhwm)
+        sub.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+        sub.setsockopt(zmq.LINGER, 0)
+        sub.subscribe(wire.TOPIC_FRAME)
+        pub.setsockopt(zmq.SNDHWM, SNDHWM)
+        pub.setsockopt(zmq.LINGER, LINGER_MS)
+        for endpoint in cfg.frames:
+            try:
+                sub.connect(endpoint)
+            except zmq.ZMQError as exc:
+                raise RobotDaemonError(f"cannot connect to frames {endpoint!r}: {exc}") from None
+        try:
+            pub.bind(cfg.pred)
+        except zmq.ZMQError as exc:
+            raise RobotDaemonError(
+                f"cannot bind pred {cfg.pred!r}: {exc}; is another daemon running there?"
+            ) from None
+
+    def _loop(
+        self, sub: zmq.Socket[bytes], pub: zmq.Socket[bytes], poller: zmq.Poller,
+        sigs: _Signals,
+    ) -> int:
+        """Tick until a stop signal; return the number of the tick that would be next."""
+        interval = self.config.interval_ns
+        start = time.monotonic_ns()
+        tick = 1  # tick k is due at start + k * interval
+        # Half an interval off the tick schedule: a status (about 1 ms of percentiles and
+        # logging) never competes with a tick for the same instant.
+        next_status = start + self.config.status_interval_ns + interval // 2
+        watchdog_period = (self.notifier.watchdog_ns or 0) // 2
+        next_watchdog = start + watchdog_period if watchdog_period else None
+        while not sigs.stop:
+            deadline = start + tick * interval
+            now = time.monotonic_ns()
+            if now >= deadline:
+                self._drain(sub, now + interval // 4)  # what arrived since the last drain
+                self._tick(pub, tick, deadline, now)
+                # Skip, and count, the deadlines this tick overran: never a burst of
+                # catch-up ticks.
+                following = (time.monotonic_ns() - start) // interval + 1
+                self.counters.ticks_missed += max(0, following - tick - 1)
+                tick = max(tick + 1, following)
+                if sigs.reload:
+                    sigs.reload = False
+                    self.reload()
+                continue
+            if now >= next_status:
+                self._publish_status(pub)
+                next_status += self.config.status_interval_ns * max(
+                    1, (now - next_status) // self.config.status_interval_ns + 1
+                )
+            if next_watchdog is not None and now >= next_watchdog:
+                self.notifier.watchdog()
+                next_watchdog = now + watchdog_period
+            wake = min(deadline, next_status, next_watchdog or deadline)
+            self._wait(sub, poller, sigs, wake)
+        return tick
+
+    def _wait(
+        self, sub: zmq.Socket[bytes], poller: zmq.Poller, sigs: _Signals, wake_ns: int
+    ) -> None:
+        """Handle input until ``wake_ns`` or the first batch of events, whichever is first.
+
+        Polls whole milliseconds, then sleeps the sub-millisecond rest: a poll timeout is
+        rounded to milliseconds by libzmq, so polling alone wakes up to 1 ms late.
+        """
+        now = time.monotonic_ns()
+        # Coalesce: after a drain, leave the frames socket alone for DRAIN_GAP of the
+        # interval, so that a stream costs a few wake-ups per tick instead of one per frame
+        # (measured: at 1,000 frames/s, one per frame took 18-20 % of a core). Frames wait
+        # in ZeroMQ's queue meanwhile; the tick drains it before serving.
+        watch = poller
+        if now < self._next_drain_ns:
+            watch, wake_ns = sigs.poller, min(wake_ns, self._next_drain_ns)
+        remaining = wake_ns - now
+        timeout_ms = remaining // 1_000_000
+        if timeout_ms >= 1:
+            events = dict(watch.poll(timeout_ms))
+            if sigs.read_end in events:
+                sigs.drain()
+            if sub in events:
+                self._drain(sub, wake_ns)
+                self._next_drain_ns = time.monotonic_ns() + self.config.interval_ns // DRAIN_GAP
+        elif remaining > 0:
+            time.sleep(remaining / 1e9)
+
+    # ---------------------------------------------------------------- frames
+
+    def _drain(self, sub: zmq.Socket[bytes], until_ns: int) -> None:
+        """Receive every waiting message, looking at the clock every DRAIN_CHUNK."""
+        while True:
+            for _ in range(DRAIN_CHUNK):
+                try:
+                    parts = sub.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    return
+                self._on_message(parts, time.monotonic_ns())
+            if time.monotonic_ns() >= until_ns:
+                return
+
+    def _on_message(self, parts: list[bytes], now_ns: int) -> None:
+        self.counters.frames_in += 1
+        if len(parts) != 2 or parts[0] != wire.TOPIC_FRAME:
+            self._reject("bad_envelope", f"expected [b'frame', payload], got {len(parts)} "
+                         f"part(s) with topic {parts[0][:16]!r}", now_ns)
+            return
+        try:
+            frame = wire.decode_frame(parts[1], d=self.served.model.d)
+        except WireError as exc:
+            self._reject(exc.reason, str(exc), now_ns)
+            return
+        self.counters.frames_accepted += 1
+        self.seqs.observe(frame.src, frame.seq)
+        # Keep the newest (the planner wants the present) and count the oldest dropped.
+        self.counters.frames_dropped += self._pending.add(frame, now_ns)
+
+    def _reject(self, reason: str, message: str, now_ns: int) -> None:
+        self.counters.frames_rejected[reason] += 1
+        suppressed = self._reject_log.allow(reason, now_ns)
+        if suppressed is not None:
+            more = f" ({suppressed} more since the last report)" if suppressed else ""
+            log.warning("rejected frame: %s%s", message, more)
+
+    # ---------------------------------------------------------------- ticks
+
+    def _tick(self, pub: zmq.Socket[bytes], tick: int, deadline_ns: int, start_ns: int) -> None:
+        """Serve the pending batch: one forward pass, one ``pred`` message."""
+        late = start_ns - deadline_ns
+        self.windows.wake_late_ns.add(late)
+        self.counters.ticks += 1
+        self.counters.ticks_late += late > LATE_FRACTION * self.config.interval_ns
+        if not self._pending:
+            return
+        wall = time.time()  # the pred's t: when the tick started serving
+        batch = self._pending.take()
+        try:
+            self._serve(pub, tick, wall, batch)
+        except Exception:  # a bug must not stop the robot seeing: count, log, go on
+            self.counters.tick_errors += 1
+            log.exception("tick %d failed; its %d frame(s) are not answered", tick, len(batch))
+        done = time.monotonic_ns()
+        self.windows.tick_ns.add(done - start_ns)
+        self.windows.batch.add(len(batch))
+        self.windows.latency_ns.extend((done - batch.arrival_ns).astype(np.float64))
+
+    def _serve(
+        self, pub: zmq.Socket[bytes], tick: int, wall: float, batch: Batch
+    ) -> None:
+        with np.errstate(all="ignore"):  # extreme readings: caught by the check below
+            P = self.served.model.predict_proba(batch.X).astype(np.float32)
+        seq, t, src = batch.seq, batch.t, batch.src
+        try:
+            payload = wire.encode_pred(tick, wall, seq, P, self.served.version,
+                                       t_frame=t, src=src)
+        except WireError:
+            # Readings at the edge of float32 can overflow the forward pass. Rare: so the
+            # check runs only when the encoder refused, and the other frames are served.
+            keep = np.flatnonzero(np.isfinite(P).all(axis=1))
+            for _ in range(len(batch) - keep.size):
+                self._reject("non_finite_output", "the model gave NaN for a frame",
+                             time.monotonic_ns())
+            if keep.size == 0:
+                return
+            payload = wire.encode_pred(
+                tick, wall, [seq[i] for i in keep], P[keep], self.served.version,
+                t_frame=[t[i] for i in keep], src=[src[i] for i in keep],
+            )
+        pub.send_multipart([wire.TOPIC_PRED, payload])
+        self.counters.preds += 1
+
+    # ---------------------------------------------------------------- reload, status
+
+    def reload(self) -> bool:
+        """Load the model file again; keep serving the old model if it is refused."""
+        path = self.config.model
+        self.notifier.reloading()
+        try:
+            candidate = load_model(path)
+        except ModelError as exc:
+            self.counters.reload_failures += 1
+            log.error("reload refused, still serving %s: %s", self.served.version, exc)
+            self.notifier.ready(f"reload refused; serving model {self.served.version}")
+            return False
+        old = self.served
+        self.served = candidate
+        if candidate.model.d != self._pending.d:  # empty: reloads run right after a tick
+            self._pending = PendingFrames(self.config.max_batch, candidate.model.d)
+        self.counters.reloads += 1
+        shape_note = ""
+        if (old.model.d, old.model.c) != (candidate.model.d, candidate.model.c):
+            shape_note = (f"; d, c changed from {old.model.d}, {old.model.c} to"
+                          f" {candidate.model.d}, {candidate.model.c}")
+        log.info("reloaded %s: serving %s (was %s)%s", path, candidate.version, old.version,
+                 shape_note)
+        self.notifier.ready(f"serving model {candidate.version}")
+        return True
+
+    def status(self) -> dict[str, Any]:
+        """The ``status`` message's map; percentiles cover the period since the last one."""
+        c, w = self.counters, self.windows
+        ms = 1e-6
+        return {
+            "t": time.time(),
+            "uptime_s": (time.monotonic_ns() - self._start_ns) / 1e9,
+            "model_version": self.served.version,
+            "frames_in": c.frames_in,
+            "frames_accepted": c.frames_accepted,
+            "frames_rejected": dict(c.frames_rejected),
+            "frames_dropped": c.frames_dropped,
+            "frames_lost": self.seqs.lost,
+            "frames_seq_resets": self.seqs.resets,
+            "sources": len(self.seqs),
+            "ticks": c.ticks,
+            "ticks_late": c.ticks_late,
+            "ticks_missed": c.ticks_missed,
+            "preds": c.preds,
+            "batch_p50": round(w.batch.percentile(50)),
+            "batch_p99": round(w.batch.percentile(99)),
+            "latency_ms_p50": w.latency_ns.percentile(50) * ms,
+            "latency_ms_p99": w.latency_ns.percentile(99) * ms,
+            "tick_ms_p50": w.tick_ns.percentile(50) * ms,
+            "tick_ms_p99": w.tick_ns.percentile(99) * ms,
+            "tick_ms_max": w.tick_ns.max() * ms,
+            "wake_late_ms_p50": w.wake_late_ns.percentile(50) * ms,
+            "wake_late_ms_p99": w.wake_late_ns.percentile(99) * ms,
+            "wake_late_ms_max": w.wake_late_ns.max() * ms,
+            "reloads": c.reloads,
+            "reload_failures": c.reload_failures,
+            "tick_errors": c.tick_errors,
+        }
+
+    def _publish_status(self, pub: zmq.Socket[bytes]) -> None:
+        status = self.status()
+        self.windows.clear()
+        pub.send_multipart([wire.TOPIC_STATUS, wire.encode_status(status)])
+        line = summary(status)
+        log.info("%s", line)
+        self.notifier.status(line)
+
+
+def summary(status: dict[str, Any]) -> str:
+    """The one-line log summary of a ``status`` map."""
+    rejected = sum(status["frames_rejected"].values())
+    return (
+        f"frames in {status['frames_in']} ok {status['frames_accepted']} rejected {rejected}"
+        f" dropped {status['frames_dropped']} lost {status['frames_lost']};"
+        f" ticks {status['ticks']} late {status['ticks_late']} missed {status['ticks_missed']};"
+        f" batch p50 {status['batch_p50']} p99 {status['batch_p99']};"
+        f" tick p99 {status['tick_ms_p99']:.2f} ms;"
+        f" latency p50 {status['latency_ms_p50']:.1f} p99 {status['latency_ms_p99']:.1f} ms;"
+        f" model {status['model_version']}"
+    )
+
+
+def run(config: DaemonConfig, notifier: Notifier | None = None) -> int:
+    """Load the model, serve until SIGTERM/SIGINT, return the exit code."""
+    if notifier is not None:
+        return Daemon(config, notifier).run()
+    with Notifier() as from_environment:
+        return Daemon(config, from_environment).run()
+

@@ -1,0 +1,113 @@
+"""The daemon's bookkeeping: bounded sample windows, per-source sequence gaps, rate limits.
+
+Everything here has a fixed memory bound whatever the input, because the daemon runs for
+months: a window keeps at most ``capacity`` samples, the sequence tracker at most
+``max_sources`` publishers, the log limiter one entry per rejection reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+#: A jump in ``seq`` larger than this is a publisher restarting with a new counter, not
+#: a billion lost frames.
+MAX_SEQ_GAP: Final = 1 << 20
+
+
+class Window:
+    """The most recent ``capacity`` samples of a quantity, for percentiles over a period.
+
+    Samples are float64 in a preallocated ring: adding never allocates, and a burst larger
+    than the ring keeps its newest samples.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self._ring = np.zeros(capacity, dtype=np.float64)
+        self._next = 0
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def add(self, value: float) -> None:
+        self._ring[self._next] = value
+        self._next = (self._next + 1) % self._ring.size
+        self._count = min(self._count + 1, self._ring.size)
+
+    def extend(self, values: npt.NDArray[np.float64]) -> None:
+        """Add the samples of ``values`` (shape ``(k,)``) in order."""
+        values = values[-self._ring.size:]
+        end = self._next + values.size
+        first = min(end, self._ring.size) - self._next
+        self._ring[self._next:self._next + first] = values[:first]
+        self._ring[: values.size - first] = values[first:]
+        self._next = end % self._ring.size
+        self._count = min(self._count + values.size, self._ring.size)
+
+    def percentile(self, q: float) -> float:
+        """The ``q``-th percentile (0-100) of the samples; 0.0 when there are none."""
+        if self._count == 0:
+            return 0.0
+        return float(np.percentile(self._ring[: self._count], q))
+
+    def max(self) -> float:
+        return float(self._ring[: self._count].max()) if self._count else 0.0
+
+    def clear(self) -> None:
+        self._next = self._count = 0
+
+
+class SeqTracker:
+    """Frames lost between publishers and the daemon, from gaps in each source's ``seq``.
+
+    A source is a frame's ``src`` (``None`` for publishers that send none). A ``seq`` that
+    goes backwards or jumps by more than :data:`MAX_SEQ_GAP` is a publisher that restarted
+    with a new counter: it is counted as a reset and tracking starts again from it.
+    """
+
+    def __init__(self, max_sources: int = 1024) -> None:
+        self._last: dict[str | None, int] = {}
+        self._max_sources = max_sources
+        self.lost = 0
+        self.resets = 0
+
+    def __len__(self) -> int:
+        return len(self._last)
+
+    def observe(self, src: str | None, seq: int) -> None:
+        last = self._last.pop(src, None)  # re-inserted below: dict order = recency
+        if last is not None:
+            gap = seq - last - 1
+            if 0 <= gap <= MAX_SEQ_GAP:
+                self.lost += gap
+            else:
+                self.resets += 1
+        elif len(self._last) >= self._max_sources:
+            # Forget the source heard from least recently; memory stays bounded even when
+            # a broken publisher invents a new src for every frame.
+            del self._last[next(iter(self._last))]
+        self._last[src] = seq
+
+
+class RateLimiter:
+    """At most one event per key every ``period_ns``; counts what it suppressed."""
+
+    def __init__(self, period_ns: int, max_keys: int = 64) -> None:
+        self._period_ns = period_ns
+        self._max_keys = max_keys
+        self._next_ns: dict[Hashable, int] = {}
+        self._suppressed: dict[Hashable, int] = {}
+
+    def allow(self, key: Hashable, now_ns: int) -> int | None:
+        """``None`` to stay quiet, else how many events of ``key`` were suppressed before."""
+        if now_ns < self._next_ns.get(key, now_ns):
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return None
+        if key not in self._next_ns and len(self._next_ns) >= self._max_keys:
+            return None
+        self._next_ns[key] = now_ns + self._period_ns
+        return self._suppressed.pop(key, 0)

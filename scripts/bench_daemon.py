@@ -1,0 +1,311 @@
+"""Benchmark ``robot-daemon run`` over loopback, beside the bare ZeroMQ + msgpack transport.
+
+    .venv/bin/python scripts/bench_daemon.py [--duration 3] [--model models/default.npz]
+
+Prints, on this machine and in this run:
+
+1. **transport**: the rate at which a publisher process moves the same frames to a
+   subscriber that only receives and decodes them (``wire.decode_frame``): the limit any
+   subscriber written in Python on this machine runs into;
+2. **sustained**: the highest frame rate (doubling, then bisecting) at which the real
+   daemon, at 20 ms ticks, answers every frame with no drop, loss, late or missed tick;
+3. at 1,000 frames/s and at the sustained rate: tick processing p50/p99/max (from the
+   daemon's ``status``), frame-to-publish latency minus the wait for the tick (``pred``
+   received by us minus the tick's start, ``pred.t``) and in total (minus the frame's send
+   time, carried as its sensor time ``t``), the wake-up lateness of ticks, and the
+   daemon's CPU time per 1,000 frames (from ``/proc``).
+
+The publisher is a separate process pacing frames on a drift-free 1 ms schedule; the
+frames carry 16 features and the model has 8 classes and h = 64 (the default model).
+``--max-batch`` is raised so that the batch cap, which drops frames on purpose, does not
+bound the rate being measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import numpy as np
+import zmq
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from robot_daemon import wire  # noqa: E402
+
+D = 16
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def publish(endpoint: str, rate: float, n: int, ready: Any, go: Any) -> None:
+    """Publisher process: bind, wait for a subscriber, send ``n`` frames at ``rate``/s.
+
+    ``rate == 0``: as fast as possible, lossless (XPUB_NODROP). The sensor time ``t`` of
+    each frame is its wall-clock send time, so a receiver can measure latency.
+    """
+    rng = np.random.default_rng(0)
+    xs = [rng.standard_normal(D).astype("<f4").tobytes() for _ in range(256)]
+    with zmq.Context() as ctx, ctx.socket(zmq.XPUB) as pub:
+        pub.setsockopt(zmq.SNDHWM, 1_000_000)
+        if rate == 0:
+            pub.setsockopt(zmq.XPUB_NODROP, 1)
+        pub.bind(endpoint)
+        pub.recv()  # the subscription
+        ready.set()
+        go.wait()
+        start = time.monotonic_ns()
+        per_ms = rate / 1000
+        for seq in range(n):
+            if rate:
+                due = start + int(seq / per_ms * 1e6)
+                # Sleep most of the wait, spin the rest: sleep overshoots by ~60 us.
+                while (wait := due - time.monotonic_ns()) > 0:
+                    if wait > 200_000:
+                        time.sleep((wait - 100_000) / 1e9)
+            payload = msgpack.packb({"seq": seq, "t": time.time(), "x": xs[seq & 255]})
+            pub.send_multipart([wire.TOPIC_FRAME, payload])
+        time.sleep(0.5)  # let the tail leave before closing
+
+
+def bare_transport(workdir: Path, n: int) -> float:
+    """Frames/s from a publisher process to a subscriber that only decodes them."""
+    endpoint = f"ipc://{workdir}/bare"
+    ready, go = mp.Event(), mp.Event()
+    proc = mp.Process(target=publish, args=(endpoint, 0, n, ready, go))
+    proc.start()
+    try:
+        with zmq.Context() as ctx, ctx.socket(zmq.SUB) as sub:
+            sub.setsockopt(zmq.RCVHWM, 1_000_000)
+            sub.connect(endpoint)
+            sub.subscribe(wire.TOPIC_FRAME)
+            ready.wait(10)
+            go.set()
+            _, payload = sub.recv_multipart()
+            wire.decode_frame(payload, d=D)
+            start = time.perf_counter()
+            for _ in range(n - 1):
+                _, payload = sub.recv_multipart()
+                wire.decode_frame(payload, d=D)
+            elapsed = time.perf_counter() - start
+    finally:
+        proc.join(10)
+        if proc.is_alive():
+            proc.kill()
+    return (n - 1) / elapsed
+
+
+@dataclass
+class Trial:
+    rate: float
+    sent: int
+    answered: int
+    counters: dict[str, int]
+    tick_ms: tuple[float, float, float]
+    wake_ms: tuple[float, float, float]
+    after_tick_ms: tuple[float, float, float]
+    total_ms: tuple[float, float, float]
+    cpu_ms_per_1000: float
+
+    @property
+    def clean(self) -> bool:
+        return self.answered == self.sent and not any(self.counters.values())
+
+    def describe(self) -> str:
+        def f(t: tuple[float, float, float]) -> str:
+            return f"{t[0]:.3f}/{t[1]:.3f}/{t[2]:.3f}"
+        bad = ", ".join(f"{k} {v}" for k, v in self.counters.items() if v) or "none"
+        return (
+            f"{self.rate:>9,.0f} frames/s: answered {self.answered}/{self.sent}, problems: "
+            f"{bad}\n"
+            f"    tick processing ms p50/p99/max      {f(self.tick_ms)}\n"
+            f"    tick start after deadline ms        {f(self.wake_ms)}\n"
+            f"    latency minus tick wait ms          {f(self.after_tick_ms)}\n"
+            f"    frame-to-publish latency (total) ms {f(self.total_ms)}\n"
+            f"    daemon CPU per 1,000 frames         {self.cpu_ms_per_1000:.1f} ms"
+        )
+
+
+class Daemon:
+    """The real daemon as a subprocess, with our SUB on its pred endpoint."""
+
+    def __init__(self, workdir: Path, model: Path) -> None:
+        self.frames_ep = f"ipc://{workdir}/frames"
+        pred_ep = f"ipc://{workdir}/pred"
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+        self.log = (workdir / "daemon.log").open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "robot_daemon", "run", "--model", str(model),
+             "--frames", self.frames_ep, "--pred", pred_ep, "--interval-ms", "20",
+             "--max-batch", "65536", "--status-interval", "0.5", "--log-level", "WARNING"],
+            stderr=self.log, env=env, cwd=ROOT,
+        )
+        self.ctx = zmq.Context()
+        self.sub = self.ctx.socket(zmq.SUB)
+        self.sub.setsockopt(zmq.RCVHWM, 1_000_000)
+        self.sub.connect(pred_ep)
+        self.sub.subscribe(b"")
+        self.status()
+
+    def cpu_s(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+    def status(self) -> dict[str, Any]:
+        while True:
+            if not self.sub.poll(10_000):
+                raise RuntimeError("no status from the daemon")
+            topic, payload = self.sub.recv_multipart()
+            if topic == wire.TOPIC_STATUS:
+                return wire.decode_status(payload)
+
+    def trial(self, rate: float, duration: float) -> Trial:
+        n = max(1, round(rate * duration))
+        ready, go = mp.Event(), mp.Event()
+        proc = mp.Process(target=publish, args=(self.frames_ep, rate, n, ready, go))
+        proc.start()
+        try:
+            if not ready.wait(10):
+                raise RuntimeError("the daemon did not subscribe")
+            while self.sub.poll(0):  # stale messages of the previous trial
+                self.sub.recv_multipart()
+            before, cpu0 = self.status(), self.cpu_s()
+            go.set()
+            answered, after_tick, total, statuses = self._collect(n, duration + 2.0)
+            after = self.status()
+            cpu = self.cpu_s() - cpu0
+        finally:
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+        keys = ("frames_dropped", "frames_lost", "ticks_late", "ticks_missed", "tick_errors")
+        counters = {k: after[k] - before[k] for k in keys}
+        counters["rejected"] = (sum(after["frames_rejected"].values())
+                                - sum(before["frames_rejected"].values()))
+        busy = [s for s in statuses if s["preds"]] or statuses
+        return Trial(
+            rate, n, answered, counters,
+            (float(np.median([s["tick_ms_p50"] for s in busy])),
+             max(s["tick_ms_p99"] for s in busy), max(s["tick_ms_max"] for s in busy)),
+            (float(np.median([s["wake_late_ms_p50"] for s in busy])),
+             max(s["wake_late_ms_p99"] for s in busy), max(s["wake_late_ms_max"] for s in busy)),
+            _pcts(after_tick), _pcts(total), cpu / n * 1e6,
+        )
+
+    def _collect(
+        self, n: int, timeout: float
+    ) -> tuple[int, np.ndarray, np.ndarray, list[dict[str, Any]]]:
+        answered = 0
+        after_tick: list[np.ndarray] = []
+        total: list[np.ndarray] = []
+        statuses: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout
+        while answered < n and time.monotonic() < deadline:
+            if not self.sub.poll(100):
+                continue
+            topic, payload = self.sub.recv_multipart()
+            now = time.time()
+            if topic == wire.TOPIC_STATUS:
+                statuses.append(wire.decode_status(payload))
+                continue
+            pred = wire.decode_pred(payload)
+            answered += len(pred.seq)
+            after_tick.append(np.full(len(pred.seq), now - pred.t))
+            total.append(now - np.asarray(pred.extra["t_frame"]))
+        statuses.append(self.status())
+        return answered, np.concatenate(after_tick), np.concatenate(total), statuses
+
+    def close(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.sub.close()
+            self.ctx.term()
+            self.log.close()
+
+
+def _pcts(seconds: np.ndarray) -> tuple[float, float, float]:
+    ms = seconds * 1e3
+    return float(np.percentile(ms, 50)), float(np.percentile(ms, 99)), float(ms.max())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds per trial")
+    parser.add_argument("--model", type=Path, default=ROOT / "models" / "default.npz")
+    parser.add_argument("--bare-frames", type=int, default=200_000)
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="rd-bench-", dir="/tmp"))
+    try:
+        transport = bare_transport(workdir, args.bare_frames)
+        print(f"bare transport (publisher process -> SUB + decode_frame): "
+              f"{transport:,.0f} frames/s")
+        daemon = Daemon(workdir, args.model)
+        try:
+            for _ in range(3):
+                print(daemon.trial(1000, args.duration).describe(), flush=True)
+            best, failed = _search(daemon, args.duration, transport)
+            print(f"sustained without drop/loss/late tick: {best.rate:,.0f} frames/s "
+                  f"({best.rate / transport:.0%} of bare transport); first failing rate "
+                  f"tried: {failed:,.0f}")
+            print(best.describe())
+        finally:
+            daemon.close()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+def _attempt(daemon: Daemon, rate: float, duration: float) -> Trial:
+    """A trial at ``rate``, run a second time if the first is not clean.
+
+    On a shared 2-core machine a single late tick happens now and then whatever the rate
+    (it is printed); a rate counts as sustained when one of two runs is clean.
+    """
+    for _ in range(2):
+        trial = daemon.trial(rate, duration)
+        print(f"  try {rate:>9,.0f}/s: {'clean' if trial.clean else 'FAILED'}", flush=True)
+        if trial.clean:
+            return trial
+        print(trial.describe(), flush=True)
+    return trial
+
+
+def _search(daemon: Daemon, duration: float, transport: float) -> tuple[Trial, float]:
+    """Double the rate from 2,000/s until a rate fails, then bisect 3 times."""
+    best: Trial | None = None
+    rate = 2000.0
+    while rate < 2 * transport:
+        trial = _attempt(daemon, rate, duration)
+        if not trial.clean:
+            break
+        best, rate = trial, rate * 2
+    low, high = (best.rate if best else 0.0), rate
+    for _ in range(3):
+        mid = (low + high) / 2
+        trial = _attempt(daemon, mid, duration)
+        if trial.clean:
+            best, low = trial, mid
+        else:
+            high = mid
+    if best is None:
+        raise RuntimeError("not even 2,000 frames/s ran clean")
+    return best, high
+
+
+if __name__ == "__main__":
+    sys.exit(main())

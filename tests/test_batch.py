@@ -1,0 +1,40 @@
+"""The pending batch: arrival order, the newest kept, memory fixed."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from robot_daemon.batch import PendingFrames
+from robot_daemon.replay import newest
+from robot_daemon.wire import Frame
+
+
+def _frame(seq: int, d: int = 3) -> Frame:
+    return Frame(seq=seq, t=seq / 10, x=np.full(d, seq, dtype=np.float32), src=f"s{seq % 2}")
+
+
+def test_frames_come_out_oldest_first() -> None:
+    pending = PendingFrames(max_batch=4, d=3)
+    assert not pending
+    assert [pending.add(_frame(i), 100 + i) for i in range(3)] == [False] * 3
+    batch = pending.take()
+    assert batch.seq == [0, 1, 2]
+    assert batch.t == [0.0, 0.1, 0.2]
+    assert batch.src == ["s0", "s1", "s0"]
+    np.testing.assert_array_equal(batch.X[:, 0], [0, 1, 2])
+    np.testing.assert_array_equal(batch.arrival_ns, [100, 101, 102])
+    assert len(pending) == 0
+
+
+def test_a_full_batch_keeps_the_newest_like_replay() -> None:
+    pending = PendingFrames(max_batch=4, d=3)
+    frames = [_frame(i) for i in range(11)]
+    dropped = sum(pending.add(f, f.seq) for f in frames)
+    kept, expected_dropped = newest(frames, 4)
+    batch = pending.take()
+    assert dropped == expected_dropped == 7
+    assert batch.seq == [f.seq for f in kept] == [7, 8, 9, 10]
+    np.testing.assert_array_equal(batch.X[:, 0], [7, 8, 9, 10])
+    np.testing.assert_array_equal(batch.arrival_ns, [7, 8, 9, 10])
+    pending.add(_frame(20), 20)  # the ring starts over after a take
+    assert pending.take().seq == [20]

@@ -1,0 +1,414 @@
+"""``robot-daemon run`` end to end: the real daemon in a subprocess, real ZeroMQ sockets.
+
+The test binds the sensor publisher (an XPUB, so it hears the daemon's subscription) and
+connects a SUB to the daemon's ``pred`` endpoint. Slow joiners are handled by waiting for
+both directions before sending: the daemon's subscription on the XPUB, and the first
+``status`` message on our SUB.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import numpy as np
+import pytest
+import zmq
+
+from robot_daemon import model as model_file
+from robot_daemon import wire
+from robot_daemon.nn import MLP
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_MODEL = ROOT / "models" / "default.npz"
+STATUS_S = 0.1  # status every 100 ms: tests wait on it
+
+
+class Harness:
+    """One daemon subprocess with the test's publisher and subscriber around it."""
+
+    def __init__(self, workdir: Path, model: Path, env: dict[str, str] | None = None,
+                 args: tuple[str, ...] = ()) -> None:
+        self.workdir = workdir
+        self.frames_ep = f"ipc://{workdir}/frames"
+        self.pred_ep = f"ipc://{workdir}/pred"
+        self.model = model
+        self.env = env
+        self.args = args
+        self.log = workdir / "daemon.log"
+        self.ctx = zmq.Context()
+        self.pub = self._publisher()
+        self.sub = self.ctx.socket(zmq.SUB)
+        self.sub.setsockopt(zmq.LINGER, 0)
+        self.sub.connect(self.pred_ep)
+        self.sub.subscribe(b"")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def _publisher(self) -> zmq.Socket[bytes]:
+        pub = self.ctx.socket(zmq.XPUB)
+        pub.setsockopt(zmq.LINGER, 0)
+        pub.setsockopt(zmq.SNDHWM, 100_000)
+        pub.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscription, also a repeated one
+        pub.bind(self.frames_ep)
+        return pub
+
+    def start(self) -> None:
+        cmd = [sys.executable, "-m", "robot_daemon", "run", "--model", str(self.model),
+               "--frames", self.frames_ep, "--pred", self.pred_ep,
+               "--status-interval", str(STATUS_S), *self.args]
+        env = {**os.environ, **(self.env or {})}
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(cmd, stderr=log, env=env, cwd=ROOT)
+        self.wait_subscribed()
+        while self.sub.poll(0):  # what a daemon that ran before left in our queue
+            self.sub.recv_multipart()
+        self.status()  # our SUB is connected once a status arrives
+
+    def wait_subscribed(self, timeout: float = 10.0) -> None:
+        """Until the daemon's SUB subscribed to our XPUB (no frame is lost to joining)."""
+        deadline = time.monotonic() + timeout
+        # Skip the unsubscription of a daemon that stopped before.
+        while self.pub.poll(max(1, round((deadline - time.monotonic()) * 1000))):
+            if self.pub.recv() == b"\x01" + wire.TOPIC_FRAME:
+                return
+        raise AssertionError(f"daemon never subscribed; log:\n{self.log_text()}")
+
+    def restart_publisher(self) -> None:
+        self.pub.close()
+        self.pub = self._publisher()
+        self.wait_subscribed()
+
+    def send(self, seq: int, x: np.ndarray, src: str = "lidar", t: float | None = None) -> None:
+        t = seq * 0.01 if t is None else t
+        self.pub.send_multipart([wire.TOPIC_FRAME, wire.encode_frame(seq, t, x, src=src)])
+
+    def send_raw(self, *parts: bytes) -> None:
+        self.pub.send_multipart(list(parts))
+
+    def _recv(self, timeout: float) -> tuple[bytes, bytes]:
+        if not self.sub.poll(round(timeout * 1000)):
+            raise AssertionError(f"nothing from the daemon in {timeout} s; log:\n"
+                                 f"{self.log_text()}")
+        topic, payload = self.sub.recv_multipart()
+        return topic, payload
+
+    def preds(self, n_frames: int, timeout: float = 10.0) -> list[wire.Pred]:
+        """Pred messages until they answered ``n_frames`` frames in all."""
+        preds: list[wire.Pred] = []
+        deadline = time.monotonic() + timeout
+        while sum(len(p.seq) for p in preds) < n_frames:
+            topic, payload = self._recv(max(0.01, deadline - time.monotonic()))
+            if topic == wire.TOPIC_PRED:
+                preds.append(wire.decode_pred(payload))
+        return preds
+
+    def status(self, until: Callable[[dict[str, Any]], bool] = lambda s: True,
+               timeout: float = 10.0) -> dict[str, Any]:
+        """The first status message that satisfies ``until``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            topic, payload = self._recv(max(0.01, deadline - time.monotonic()))
+            if topic == wire.TOPIC_STATUS:
+                status = wire.decode_status(payload)
+                if until(status):
+                    return status
+
+    def stop(self) -> tuple[int, float]:
+        """SIGTERM; the exit code and the seconds it took."""
+        assert self.proc is not None
+        start = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=10)
+        return code, time.monotonic() - start
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.pub.close()
+        self.sub.close()
+        self.ctx.term()
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    # ipc:// paths are limited to ~107 bytes: pytest's tmp_path can be longer.
+    path = Path(tempfile.mkdtemp(prefix="rd-", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def harness(workdir: Path) -> Iterator[Harness]:
+    h = Harness(workdir, DEFAULT_MODEL)
+    try:
+        h.start()
+        yield h
+    finally:
+        h.close()
+
+
+def _readings(n: int, d: int = 16, seed: int = 0) -> np.ndarray:
+    """Raw readings on the scale of the default model's normalisation."""
+    loaded = model_file.load(DEFAULT_MODEL)
+    rng = np.random.default_rng(seed)
+    return (loaded.mean + loaded.scale * rng.standard_normal((n, d))).astype(np.float32)
+
+
+def _answers(preds: list[wire.Pred]) -> dict[int, np.ndarray]:
+    """seq -> probabilities; fails if a frame was answered twice."""
+    out: dict[int, np.ndarray] = {}
+    for pred in preds:
+        for seq, row in zip(pred.seq.tolist(), pred.p, strict=True):
+            assert seq not in out, f"frame {seq} answered twice"
+            out[seq] = row
+    return out
+
+
+def test_every_valid_frame_answered_once_and_malformed_ones_only_counted(
+    harness: Harness,
+) -> None:
+    loaded = model_file.load(DEFAULT_MODEL)
+    X = _readings(400)
+    nan_x = np.ones(loaded.d, dtype=np.float32)
+    nan_x[3] = np.nan
+    malformed = {
+        "bad_msgpack": [wire.TOPIC_FRAME, b"\xc1"],
+        "wrong_d": [wire.TOPIC_FRAME, wire.encode_frame(1, 0.0, np.ones(loaded.d + 1))],
+        "non_finite": [wire.TOPIC_FRAME,
+                       msgpack.packb({"seq": 1, "t": 0.0, "x": nan_x.tobytes()})],
+        "unknown_key": [wire.TOPIC_FRAME, msgpack.packb({"sq": 1, "t": 0.0, "x": b""})],
+        "oversized": [wire.TOPIC_FRAME, b"\x00" * 70_000],
+        "bad_envelope": [wire.TOPIC_FRAME, b"a", b"b"],
+    }
+    for i in range(len(X)):
+        harness.send(i, X[i])
+        if i % 20 == 0:
+            for parts in malformed.values():
+                harness.send_raw(*parts)
+        if i % 100 == 99:
+            time.sleep(0.03)  # spread over several ticks
+    preds = harness.preds(len(X))
+    answers = _answers(preds)
+    assert sorted(answers) == list(range(len(X)))
+    P = np.array([answers[i] for i in range(len(X))])
+    expected = loaded.predict_proba(X).astype(np.float32)
+    np.testing.assert_allclose(P, expected, rtol=1e-6, atol=1e-7)
+    assert len(preds) > 1
+    for pred in preds:
+        assert pred.model.startswith("default-")
+        assert pred.extra["src"] == ["lidar"] * len(pred.seq)
+        np.testing.assert_allclose(pred.extra["t_frame"], pred.seq * 0.01)
+
+    sends = len(X) // 20
+    status = harness.status(lambda s: s["frames_in"] >= len(X) + sends * len(malformed))
+    assert status["frames_accepted"] == len(X)
+    assert status["frames_rejected"] == dict.fromkeys(malformed, sends)
+    assert (status["frames_dropped"], status["frames_lost"]) == (0, 0)
+    assert status["model_version"] == preds[0].model
+    code, elapsed = harness.stop()
+    assert code == 0
+    assert elapsed < 1.0
+    assert "rejected frame" in harness.log_text()
+
+
+def test_lost_frames_are_counted_from_seq_gaps_and_the_batch_is_capped(
+    workdir: Path,
+) -> None:
+    h = Harness(workdir, DEFAULT_MODEL, args=("--max-batch", "10", "--interval-ms", "300"))
+    try:
+        h.start()
+        X = _readings(70)
+        sent = [*range(10), *range(20, 70)]  # seq 10-19 never sent: lost
+        for seq in sent:
+            h.send(seq, X[seq], src="radar")
+        status = h.status(lambda s: s["frames_accepted"] == len(sent))
+        status = h.status(lambda s: s["ticks"] >= status["ticks"] + 2)  # all served
+        assert status["frames_lost"] == 10
+        answered = status["frames_accepted"] - status["frames_dropped"]
+        assert status["preds"] * 10 >= answered >= 10  # at most 10 frames per tick
+        assert status["batch_p99"] <= 10
+    finally:
+        h.close()
+
+
+def test_a_publisher_that_dies_and_restarts_is_picked_up(harness: Harness) -> None:
+    X = _readings(20)
+    for i in range(10):
+        harness.send(i, X[i])
+    assert sorted(_answers(harness.preds(10))) == list(range(10))
+    harness.restart_publisher()
+    for i in range(10):  # a restarted publisher counts from 0 again
+        harness.send(i, X[10 + i])
+    assert sorted(_answers(harness.preds(10))) == list(range(10))
+    status = harness.status(lambda s: s["frames_accepted"] == 20)
+    assert status["frames_seq_resets"] == 1
+    assert status["frames_lost"] == 0
+
+
+def _other_model(seed: int) -> model_file.Model:
+    default = model_file.load(DEFAULT_MODEL)
+    mlp = MLP(default.d, 16, default.c, rng=seed)
+    return model_file.from_mlp(mlp, mean=default.mean, scale=default.scale)
+
+
+def test_sighup_reloads_a_good_model_and_refuses_a_corrupt_one(workdir: Path) -> None:
+    path = workdir / "model.npz"
+    shutil.copy(DEFAULT_MODEL, path)
+    h = Harness(workdir, path)
+    try:
+        h.start()
+        assert h.proc is not None
+        X = _readings(30)
+        h.send(0, X[0])
+        first = h.preds(1)[0].model
+
+        new = _other_model(seed=3)
+        new.save(path)
+        h.proc.send_signal(signal.SIGHUP)
+        status = h.status(lambda s: s["reloads"] == 1)
+        assert status["model_version"] != first
+        for i in range(1, 11):
+            h.send(i, X[i])
+        preds = h.preds(10)
+        assert {p.model for p in preds} == {status["model_version"]}
+        P = np.array([_answers(preds)[i] for i in range(1, 11)])
+        np.testing.assert_allclose(P, new.predict_proba(X[1:11]).astype(np.float32),
+                                   rtol=1e-6, atol=1e-7)
+
+        path.write_bytes(path.read_bytes()[:500])  # a truncated copy
+        h.proc.send_signal(signal.SIGHUP)
+        refused = h.status(lambda s: s["reload_failures"] == 1)
+        assert refused["model_version"] == status["model_version"]
+        for i in range(11, 21):
+            h.send(i, X[i])
+        assert {p.model for p in h.preds(10)} == {status["model_version"]}
+        assert "reload refused, still serving" in h.log_text()
+        code, _ = h.stop()
+        assert code == 0
+    finally:
+        h.close()
+
+
+def test_systemd_notify_sigterm_and_a_restart_of_the_daemon(workdir: Path) -> None:
+    notify_path = str(workdir / "notify")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(notify_path)
+        notify.settimeout(5.0)
+        env = {"NOTIFY_SOCKET": notify_path, "WATCHDOG_USEC": "200000"}
+        h = Harness(workdir, DEFAULT_MODEL, env=env)
+        try:
+            for run in range(2):  # the second run: the daemon itself restarted
+                h.start()
+                assert notify.recv(4096).decode().split("\n")[0] == "READY=1"
+                X = _readings(5, seed=run)
+                for i in range(5):
+                    h.send(i, X[i])
+                assert sorted(_answers(h.preds(5))) == list(range(5))
+                code, elapsed = h.stop()
+                assert code == 0
+                assert elapsed < 1.0
+                messages: list[str] = []
+                while "STOPPING=1" not in messages:
+                    messages += notify.recv(4096).decode().split("\n")
+                assert "WATCHDOG=1" in messages
+                assert any(m.startswith("STATUS=frames in") for m in messages)
+        finally:
+            h.close()
+
+
+def test_a_bad_model_or_config_stops_the_start_with_exit_2(workdir: Path) -> None:
+    bad = workdir / "bad.npz"
+    bad.write_bytes(b"not a model")
+    run = [sys.executable, "-m", "robot_daemon", "run", "--pred", f"ipc://{workdir}/p",
+           "--frames", f"ipc://{workdir}/f"]
+    result = subprocess.run([*run, "--model", str(bad)], capture_output=True, text=True,
+                            timeout=30, check=False, cwd=ROOT)
+    assert result.returncode == 2
+    assert "is not an .npz archive" in result.stderr
+    config = workdir / "daemon.toml"
+    config.write_text("max_bacth = 3\n")
+    result = subprocess.run([*run, "--config", str(config)], capture_output=True, text=True,
+                            timeout=30, check=False, cwd=ROOT)
+    assert result.returncode == 2
+    assert "unknown key 'max_bacth'" in result.stderr
+
+
+def test_a_slow_tick_skips_and_counts_the_deadlines_it_overran(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In-process: tick 5 stalls 3.5 intervals; ticks 6-8 are missed, not replayed."""
+    from robot_daemon import config, daemon
+
+    cfg = config.load(None, {"model": str(DEFAULT_MODEL), "frames": [f"ipc://{workdir}/f"],
+                             "pred": f"ipc://{workdir}/p", "interval_ms": 10})
+    served: list[int] = []
+    original = daemon.Daemon._tick
+
+    def slow_tick(self: daemon.Daemon, pub: zmq.Socket[bytes], tick: int, deadline: int,
+                  start: int) -> None:
+        served.append(tick)
+        if tick == 5:
+            time.sleep(0.035)
+        original(self, pub, tick, deadline, start)
+
+    monkeypatch.setattr(daemon.Daemon, "_tick", slow_tick)
+    d = daemon.Daemon(cfg)
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    try:
+        assert d.run() == 0
+    finally:
+        timer.cancel()
+    assert served[:6] == [1, 2, 3, 4, 5, 9]
+    assert d.counters.ticks_missed == 3
+    assert served[5:-1] == list(range(9, 9 + len(served) - 6))  # on schedule afterwards
+
+
+def test_a_frame_the_model_answers_with_nan_is_left_out_and_counted(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In-process: the other frames of the tick are still served."""
+    from robot_daemon import config, daemon
+    from robot_daemon.batch import PendingFrames
+
+    cfg = config.load(None, {"model": str(DEFAULT_MODEL), "frames": [f"ipc://{workdir}/f"],
+                             "pred": f"ipc://{workdir}/p"})
+    d = daemon.Daemon(cfg)
+    pending = PendingFrames(4, d.served.model.d)
+    X = _readings(3)
+    for seq in range(3):
+        pending.add(wire.Frame(seq=seq, t=0.0, x=X[seq]), 0)
+
+    def nan_for_row_1(X_raw: np.ndarray) -> np.ndarray:
+        P = np.full((len(X_raw), d.served.model.c), 0.5)
+        P[1, 2] = np.nan
+        return P
+
+    monkeypatch.setattr(d.served.model, "predict_proba", nan_for_row_1)
+    sent: list[list[bytes]] = []
+
+    class Pub:
+        def send_multipart(self, parts: list[bytes]) -> None:
+            sent.append(parts)
+
+    d._serve(Pub(), 7, 1.0, pending.take())  # type: ignore[arg-type]
+    pred = wire.decode_pred(sent[0][1])
+    assert pred.seq.tolist() == [0, 2]
+    assert d.counters.frames_rejected == {"non_finite_output": 1}
