@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from robot_daemon import __version__, metrics, wire
-from robot_daemon.errors import BagError, RobotDaemonError, WireError
+from robot_daemon.errors import BagError, ConfigError, RobotDaemonError, WireError
 from robot_daemon.model import Model, fit_normalization
 from robot_daemon.nn import MLP
 
@@ -157,11 +157,11 @@ class TrainConfig:
     def check(self) -> None:
         for name in ("h", "epochs", "batch_size"):
             if getattr(self, name) < 1:
-                raise RobotDaemonError(f"{name} must be at least 1, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not (math.isfinite(self.lr) and self.lr > 0):
-            raise RobotDaemonError(f"lr must be a positive number, got {self.lr}")
+            raise ConfigError(f"lr must be a positive number, got {self.lr}")
         if self.dtype not in ("float32", "float64"):
-            raise RobotDaemonError(f"dtype must be float32 or float64, got {self.dtype}")
+            raise ConfigError(f"dtype must be float32 or float64, got {self.dtype}")
 
 
 @dataclass(frozen=True)
