@@ -468,7 +468,7 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="sensor publisher to connect to, repeatable "
                    "(default tcp://127.0.0.1:5556)")
     p.add_argument("--labels", metavar="ENDPOINT",
-                   help="labelled-frame publisher (online learning: not implemented, ignored)")
+                   help="labelled-frame publisher to connect to (used with --online)")
     p.add_argument("--pred", metavar="ENDPOINT",
                    help="endpoint to bind for pred and status (default tcp://127.0.0.1:5557)")
     p.add_argument("--interval-ms", type=_positive_float, metavar="N",
@@ -478,7 +478,32 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--status-interval", type=_positive_float, metavar="S",
                    help="seconds between status messages (default 1)")
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    _add_online_flags(p)
     p.set_defaults(handler=_run_daemon)
+
+
+def _add_online_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("online learning (docs/deploy.md, docs/security.md)")
+    g.add_argument("--online", action="store_true", default=None,
+                   help="fine-tune the model from --labels between ticks")
+    g.add_argument("--online-batch", type=_positive_int, metavar="N",
+                   help="labelled frames per SGD step (default 100)")
+    g.add_argument("--online-lr", type=_positive_float, metavar="LR",
+                   help="SGD learning rate (default 0.1)")
+    g.add_argument("--checkpoint-dir", metavar="DIR",
+                   help="save checkpoints here and resume the newest on start")
+    g.add_argument("--checkpoint-every-steps", type=_positive_int, metavar="N",
+                   help="save after N accepted steps (default 100)")
+    g.add_argument("--checkpoint-every-s", type=_positive_float, metavar="S",
+                   help="save S seconds after the last save if the model changed (default 60)")
+    g.add_argument("--checkpoint-keep", type=_positive_int, metavar="K",
+                   help="checkpoints kept (default 5)")
+    g.add_argument("--curve-secret-key", metavar="FILE",
+                   help="the daemon's CURVE key pair (NAME.key_secret): labels need CURVE")
+    g.add_argument("--curve-allow", metavar="DIR",
+                   help="directory of the allowed label publishers' public keys (*.key)")
+    g.add_argument("--insecure-labels", action="store_true", default=None,
+                   help="learn from a non-loopback labels endpoint without CURVE")
 
 
 def _run_daemon(args: argparse.Namespace) -> int:
@@ -491,6 +516,12 @@ def _run_daemon(args: argparse.Namespace) -> int:
         "model": args.model, "frames": args.frames, "labels": args.labels,
         "pred": args.pred, "interval_ms": args.interval_ms, "max_batch": args.max_batch,
         "status_interval_s": args.status_interval, "log_level": args.log_level,
+        "online": args.online, "online_batch": args.online_batch, "online_lr": args.online_lr,
+        "checkpoint_dir": args.checkpoint_dir,
+        "checkpoint_every_steps": args.checkpoint_every_steps,
+        "checkpoint_every_s": args.checkpoint_every_s, "checkpoint_keep": args.checkpoint_keep,
+        "curve_secret_key": args.curve_secret_key, "curve_allow": args.curve_allow,
+        "insecure_labels": args.insecure_labels,
     })
     # journald stamps every line itself (JOURNAL_STREAM is set when stderr goes there).
     stamp = "" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s "
@@ -498,6 +529,31 @@ def _run_daemon(args: argparse.Namespace) -> int:
                         format=stamp + "%(levelname)s %(message)s")
     logging.getLogger("robot_daemon").info("settings: %s", config.describe(cfg))
     return daemon.run(cfg)
+
+
+def _add_keys(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("keys", help="CurveZMQ key pairs for the label channel",
+                       description="See docs/security.md for installing and rotating keys.")
+    keys = p.add_subparsers(dest="keys_command", metavar="KEYS_COMMAND")
+    keys.required = True
+    gen = keys.add_parser(
+        "generate",
+        help="write DIR/NAME.key (public) and DIR/NAME.key_secret (mode 0600)",
+        description="Creates a CURVE key pair in ZeroMQ's certificate format. Refuses to "
+        "overwrite an existing pair.",
+    )
+    gen.add_argument("directory", metavar="DIR", help="where to write the pair")
+    gen.add_argument("name", metavar="NAME", help="the pair's name, e.g. robot-17 or labeller")
+    gen.set_defaults(handler=_run_keys_generate)
+
+
+def _run_keys_generate(args: argparse.Namespace) -> int:
+    from robot_daemon import keys
+
+    pair = keys.generate(args.directory, args.name)
+    print(f"public key (give to the other side): {pair.public}")
+    print(f"secret key (keep on this machine):  {pair.secret}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -515,6 +571,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(sub)
     _add_replay(sub)
     _add_run(sub)
+    _add_keys(sub)
     return parser
 
 

@@ -17,9 +17,14 @@ its ``pred`` endpoint; binding it to anything but loopback (``tcp://*:5557``,
 ``tcp://0.0.0.0:5557``, a LAN address) would publish the robot's perception to the
 network, so it needs ``allow_remote_bind = true``.
 
-A relative ``model`` path in a file is taken relative to the file's directory (so a config
-works wherever it is started from); on the command line, relative to the working
-directory.
+Online learning (``online = true``) needs a ``labels`` endpoint. Labels change the
+model, so a ``labels`` endpoint that is not loopback (or ``ipc://``) is refused unless
+CURVE protects it (``curve_secret_key`` and ``curve_allow``, both or neither) or
+``insecure_labels = true`` says that the network is trusted (``docs/security.md``).
+
+Relative paths in a file (``model``, ``checkpoint_dir``, ``curve_secret_key``,
+``curve_allow``) are taken relative to the file's directory (so a config works wherever
+it is started from); on the command line, relative to the working directory.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ DEFAULT_PRED: Final = "tcp://127.0.0.1:5557"
 # measurements; 100,000 frames of ~90 bytes cost under 10 MB at worst.
 DEFAULT_RCVHWM: Final = 100_000
 
+#: Settings that name files or directories (made Path; relative to a config file's dir).
+_PATHS: Final = ("model", "checkpoint_dir", "curve_secret_key", "curve_allow")
 _SCHEMES: Final = ("tcp://", "ipc://", "inproc://")
 _LOOPBACK_NAMES: Final = frozenset({"localhost", "ip6-localhost", "ip6-loopback"})
 
@@ -52,8 +59,17 @@ class DaemonConfig:
 
     model : the model file (``.npz``) served and reloaded on SIGHUP.
     frames : endpoints of the sensor publishers; the daemon's SUB socket connects to each.
-    labels : endpoint of a labelled-frame publisher for online learning (accepted, not yet
-        used: online learning is a separate issue).
+    labels : endpoint of the labelled-frame publisher; the daemon's label SUB connects.
+    online : fine-tune the model from ``labels`` between ticks (:mod:`robot_daemon.learning`).
+    online_batch, online_lr : labelled frames per SGD step and its learning rate.
+    checkpoint_dir : where online learning saves checkpoints (none: learning is lost at exit).
+    checkpoint_every_steps, checkpoint_every_s : save after this many accepted steps, or
+        this many seconds after the last save if the model changed since (whichever first).
+    checkpoint_keep : checkpoints kept (the newest ones).
+    curve_secret_key : the daemon's CURVE key pair (a ``.key_secret`` file): the label
+        socket becomes a CURVE server.
+    curve_allow : directory of the public keys (``.key``) of allowed label publishers.
+    insecure_labels : allow online learning from a non-loopback endpoint without CURVE.
     pred : endpoint the daemon's PUB socket binds for ``pred`` and ``status``.
     interval_ms : the tick interval in milliseconds.
     max_batch : most frames answered per tick; older ones are dropped and counted.
@@ -66,6 +82,16 @@ class DaemonConfig:
     model: Path = DEFAULT_MODEL
     frames: tuple[str, ...] = DEFAULT_FRAMES
     labels: str | None = None
+    online: bool = False
+    online_batch: int = 100
+    online_lr: float = 0.1
+    checkpoint_dir: Path | None = None
+    checkpoint_every_steps: int = 100
+    checkpoint_every_s: float = 60.0
+    checkpoint_keep: int = 5
+    curve_secret_key: Path | None = None
+    curve_allow: Path | None = None
+    insecure_labels: bool = False
     pred: str = DEFAULT_PRED
     interval_ms: float = 20.0
     max_batch: int = 256
@@ -93,6 +119,16 @@ _TOML_TYPES: Final[Mapping[str, tuple[type, ...]]] = {
     "model": (str,),
     "frames": (list, str),
     "labels": (str,),
+    "online": (bool,),
+    "online_batch": (int,),
+    "online_lr": (int, float),
+    "checkpoint_dir": (str,),
+    "checkpoint_every_steps": (int,),
+    "checkpoint_every_s": (int, float),
+    "checkpoint_keep": (int,),
+    "curve_secret_key": (str,),
+    "curve_allow": (str,),
+    "insecure_labels": (bool,),
     "pred": (str,),
     "interval_ms": (int, float),
     "max_batch": (int,),
@@ -122,8 +158,9 @@ def load(
     unknown = sorted(values.keys() - _TOML_TYPES.keys())
     if unknown:  # only reachable from a programming error in the caller
         raise ConfigError(f"unknown setting(s) {unknown}")
-    if "model" in values:
-        values["model"] = Path(values["model"])
+    for key in _PATHS:
+        if key in values:
+            values[key] = Path(values[key])
     if "frames" in values:
         values["frames"] = tuple(values["frames"])
     return DaemonConfig(**values)
@@ -154,8 +191,9 @@ def read_toml(path: Path) -> dict[str, Any]:
                 f" {value!r}"
             )
         values[key] = [value] if key == "frames" and isinstance(value, str) else value
-    if "model" in values:
-        values["model"] = path.parent / values["model"]
+    for key in _PATHS:
+        if key in values:
+            values[key] = path.parent / values[key]
     return values
 
 
@@ -177,6 +215,7 @@ def validate(config: DaemonConfig) -> None:
             f"pred {config.pred!r} would publish on the network; bind a loopback address "
             "(tcp://127.0.0.1:PORT) or ipc://, or set allow_remote_bind = true"
         )
+    _validate_online(config)
     _check_number("interval_ms", config.interval_ms, 1.0, 60_000.0)
     _check_number("status_interval_s", config.status_interval_s, 0.01, 3600.0)
     _check_int("max_batch", config.max_batch, 1, 65_536)
@@ -185,6 +224,35 @@ def validate(config: DaemonConfig) -> None:
         raise ConfigError("allow_remote_bind must be true or false")
     if config.log_level not in LOG_LEVELS:
         raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
+
+
+def _validate_online(config: DaemonConfig) -> None:
+    """The online-learning settings: numbers in range, and no unprotected remote labels."""
+    _check_int("online_batch", config.online_batch, 1, 10_000)
+    _check_number("online_lr", config.online_lr, 1e-9, 10.0)
+    _check_int("checkpoint_every_steps", config.checkpoint_every_steps, 1, 10_000_000)
+    _check_number("checkpoint_every_s", config.checkpoint_every_s, 0.1, 86_400.0)
+    _check_int("checkpoint_keep", config.checkpoint_keep, 1, 1_000)
+    for name in ("online", "insecure_labels"):
+        if type(getattr(config, name)) is not bool:
+            raise ConfigError(f"{name} must be true or false")
+    if (config.curve_secret_key is None) != (config.curve_allow is None):
+        raise ConfigError(
+            "curve_secret_key and curve_allow go together: the daemon's key pair and the "
+            "directory of the publishers it accepts (docs/security.md)"
+        )
+    if not config.online:
+        return
+    if config.labels is None:
+        raise ConfigError("online learning needs a labels endpoint (--labels ENDPOINT)")
+    if (config.curve_secret_key is None and not config.insecure_labels
+            and not is_local_endpoint(config.labels)):
+        raise ConfigError(
+            f"labels {config.labels!r} is not on this machine, and labels change the model: "
+            "anyone who can reach it could retrain the robot's perception. Protect it with "
+            "CURVE (curve_secret_key + curve_allow, see docs/security.md), or set "
+            "insecure_labels = true if that network is trusted"
+        )
 
 
 def check_endpoint(endpoint: object, name: str) -> None:

@@ -19,17 +19,24 @@ The loop (one thread, one :class:`zmq.Poller`):
   with every frame's probabilities, its sensor time (``t_frame``) and source (``src``).
 * **Every status interval** a ``status`` message on the same PUB socket, a one-line
   summary in the log and ``STATUS=`` for ``systemctl status``.
+* **Online learning** (``--online``, :mod:`robot_daemon.learning`): a second SUB socket
+  receives ``label`` messages; between ticks, where the time left to the next deadline
+  allows, the model takes one guarded SGD step or saves a checkpoint. ``pred`` then
+  carries ``<base version>+<steps>``. Ticks and steps share the one thread, so a tick
+  never sees weights half-way through a step.
 * **Signals** set flags and wake the poller through a self-pipe
   (:func:`signal.set_wakeup_fd`): SIGHUP reloads the model after the current tick
-  (validated first; a bad file is refused and the old model keeps serving); SIGTERM and
-  SIGINT serve the frames already received, close the sockets and return 0.
+  (validated first; a bad file is refused and the old model keeps serving; in online mode
+  an unchanged file keeps the learned weights); SIGTERM and SIGINT serve the frames
+  already received, save a last checkpoint, close the sockets and return 0.
 
 ``status`` keys beyond ``docs/protocol.md``'s table: ``ticks_missed``, ``preds``,
 ``tick_ms_p50/p99/max`` (tick processing: batch, forward pass, encode, send),
 ``wake_late_ms_p50/p99/max`` (tick start minus its deadline), ``frames_seq_resets``,
 ``sources``, ``reloads``, ``reload_failures``, ``tick_errors``; rejection reasons beyond
 the wire protocol's: ``bad_envelope`` (not a two-part ``[b"frame", payload]`` message) and
-``non_finite_output`` (a frame whose probabilities came out NaN).
+``non_finite_output`` (a frame whose probabilities came out NaN). Online learning adds
+:meth:`robot_daemon.learning.OnlineSession.status`'s keys.
 """
 
 from __future__ import annotations
@@ -56,6 +63,7 @@ from robot_daemon import wire
 from robot_daemon.batch import Batch, PendingFrames
 from robot_daemon.config import DaemonConfig
 from robot_daemon.errors import ModelError, RobotDaemonError, WireError
+from robot_daemon.learning import OnlineSession, resume
 from robot_daemon.notify import Notifier
 from robot_daemon.stats import RateLimiter, SeqTracker, Window
 
@@ -208,6 +216,12 @@ class Daemon:
         self.config = config
         self.notifier = notifier if notifier is not None else Notifier({})
         self.served = load_model(config.model)
+        self.online: OnlineSession | None = None
+        if config.online:
+            learned, steps = resume(config, self.served.model, self.served.version)
+            self.served = ServedModel(learned, self.served.version, self.served.path)
+            self.online = OnlineSession(config, learned, self.served.version, steps)
+        self._labels: zmq.Socket[bytes] | None = None  # the label socket while running
         self.counters = Counters()
         self.windows = Windows()
         self.seqs = SeqTracker()
@@ -215,6 +229,11 @@ class Daemon:
         self._reject_log = RateLimiter(REJECT_LOG_PERIOD_NS)
         self._start_ns = time.monotonic_ns()
         self._next_drain_ns = 0  # the frames socket is watched again from then on
+
+    @property
+    def version(self) -> str:
+        """The version of the weights serving now (``pred``'s and ``status``'s)."""
+        return self.online.version if self.online is not None else self.served.version
 
     # ---------------------------------------------------------------- the loop
 
@@ -227,30 +246,38 @@ class Daemon:
         cfg = self.config
         with (
             zmq.Context() as ctx,
-            ctx.socket(zmq.SUB) as sub,
-            ctx.socket(zmq.PUB) as pub,
-            _signals() as sigs,
+            contextlib.ExitStack() as stack,
         ):
+            sub = stack.enter_context(ctx.socket(zmq.SUB))
+            pub = stack.enter_context(ctx.socket(zmq.PUB))
+            sigs = stack.enter_context(_signals())
             self._open(sub, pub)
             poller = zmq.Poller()
             poller.register(sub, zmq.POLLIN)
             poller.register(sigs.read_end, zmq.POLLIN)
-            if cfg.labels is not None:
-                log.warning("labels %s ignored: online learning is not implemented yet",
+            if self.online is not None:
+                self._labels = stack.enter_context(self.online.open(ctx))
+                poller.register(self._labels, zmq.POLLIN)
+                log.info("online learning from %s; checkpoints in %s", cfg.labels,
+                         cfg.checkpoint_dir or "nowhere (learning is lost at exit)")
+            elif cfg.labels is not None:
+                log.warning("labels %s ignored: start with --online to learn from them",
                             cfg.labels)
             log.info("serving model %s (d=%d, c=%d) from %s; frames from %s; pred on %s",
-                     self.served.version, self.served.model.d, self.served.model.c,
+                     self.version, self.served.model.d, self.served.model.c,
                      self.served.path, ", ".join(cfg.frames), cfg.pred)
             # Everything allocated so far (modules, the model) lives as long as the process:
             # moved out of the collector's sight, a full collection no longer walks it and
             # stops taking milliseconds in the middle of a tick.
             gc.collect()
             gc.freeze()
-            self.notifier.ready(f"serving model {self.served.version}")
+            self.notifier.ready(f"serving model {self.version}")
             tick = self._loop(sub, pub, poller, sigs)
             # "Finish the current tick": the frames already received are answered.
             now = time.monotonic_ns()
             self._tick(pub, tick, now, now)
+            if self.online is not None:
+                self.online.checkpoint()  # what was learned since the last save
             self._publish_status(pub)
             self.notifier.stopping()
             log.info("stopped after %d ticks", self.counters.ticks)
@@ -304,6 +331,8 @@ class Daemon:
                     sigs.reload = False
                     self.reload()
                 continue
+            if self._labels is not None:
+                self._learn(self._labels, deadline)
             if now >= next_status:
                 self._publish_status(pub)
                 next_status += self.config.status_interval_ns * max(
@@ -330,6 +359,10 @@ class Daemon:
         # (measured: at 1,000 frames/s, one per frame took 18-20 % of a core). Frames wait
         # in ZeroMQ's queue meanwhile; the tick drains it before serving.
         watch = poller
+        if self._labels is not None and self.online is not None:
+            # A full batch that waits for room to step leaves the rest queued: not watched,
+            # else a readable socket nobody reads would spin the poll until the tick.
+            poller.register(self._labels, zmq.POLLIN if self.online.wants_labels() else 0)
         if now < self._next_drain_ns:
             watch, wake_ns = sigs.poller, min(wake_ns, self._next_drain_ns)
         remaining = wake_ns - now
@@ -341,8 +374,22 @@ class Daemon:
             if sub in events:
                 self._drain(sub, wake_ns)
                 self._next_drain_ns = time.monotonic_ns() + self.config.interval_ns // DRAIN_GAP
+            if self._labels is not None and self._labels in events and self.online is not None:
+                self.online.drain(self._labels, wake_ns)
         elif remaining > 0:
             time.sleep(remaining / 1e9)
+
+    def _learn(self, labels: zmq.Socket[bytes], deadline_ns: int) -> None:
+        """Between ticks: stage the waiting labels, then step or save where it fits."""
+        if self.online is None:
+            return
+        try:
+            self.online.drain(labels, deadline_ns)
+            self.online.watch_connection(labels)
+            self.online.between_ticks(deadline_ns)
+        except Exception:  # a learning bug must not stop the robot seeing: count, log, go on
+            self.online.counters.errors += 1
+            log.exception("online learning failed between ticks")
 
     # ---------------------------------------------------------------- frames
 
@@ -410,7 +457,7 @@ class Daemon:
             P = self.served.model.predict_proba(batch.X).astype(np.float32)
         seq, t, src = batch.seq, batch.t, batch.src
         try:
-            payload = wire.encode_pred(tick, wall, seq, P, self.served.version,
+            payload = wire.encode_pred(tick, wall, seq, P, self.version,
                                        t_frame=t, src=src)
         except WireError:
             # Readings at the edge of float32 can overflow the forward pass. Rare: so the
@@ -422,7 +469,7 @@ class Daemon:
             if keep.size == 0:
                 return
             payload = wire.encode_pred(
-                tick, wall, [seq[i] for i in keep], P[keep], self.served.version,
+                tick, wall, [seq[i] for i in keep], P[keep], self.version,
                 t_frame=[t[i] for i in keep], src=[src[i] for i in keep],
             )
         pub.send_multipart([wire.TOPIC_PRED, payload])
@@ -438,11 +485,18 @@ class Daemon:
             candidate = load_model(path)
         except ModelError as exc:
             self.counters.reload_failures += 1
-            log.error("reload refused, still serving %s: %s", self.served.version, exc)
-            self.notifier.ready(f"reload refused; serving model {self.served.version}")
+            log.error("reload refused, still serving %s: %s", self.version, exc)
+            self.notifier.ready(f"reload refused; serving model {self.version}")
             return False
         old = self.served
+        if self.online is not None and candidate.version == old.version:
+            # The same file: going back to its weights would throw away what was learned.
+            log.info("reload: %s is unchanged; learning goes on from %s", path, self.version)
+            self.notifier.ready(f"serving model {self.version}")
+            return True
         self.served = candidate
+        if self.online is not None:  # a new model file: learning starts again from it
+            self.online.reset(candidate.model, candidate.version, self.online.learner.version)
         if candidate.model.d != self._pending.d:  # empty: reloads run right after a tick
             self._pending = PendingFrames(self.config.max_batch, candidate.model.d)
         self.counters.reloads += 1
@@ -452,17 +506,17 @@ class Daemon:
                           f" {candidate.model.d}, {candidate.model.c}")
         log.info("reloaded %s: serving %s (was %s)%s", path, candidate.version, old.version,
                  shape_note)
-        self.notifier.ready(f"serving model {candidate.version}")
+        self.notifier.ready(f"serving model {self.version}")
         return True
 
     def status(self) -> dict[str, Any]:
         """The ``status`` message's map; percentiles cover the period since the last one."""
         c, w = self.counters, self.windows
         ms = 1e-6
-        return {
+        status: dict[str, Any] = {
             "t": time.time(),
             "uptime_s": (time.monotonic_ns() - self._start_ns) / 1e9,
-            "model_version": self.served.version,
+            "model_version": self.version,
             "frames_in": c.frames_in,
             "frames_accepted": c.frames_accepted,
             "frames_rejected": dict(c.frames_rejected),
@@ -488,6 +542,9 @@ class Daemon:
             "reload_failures": c.reload_failures,
             "tick_errors": c.tick_errors,
         }
+        if self.online is not None:
+            status.update(self.online.status())
+        return status
 
     def _publish_status(self, pub: zmq.Socket[bytes]) -> None:
         status = self.status()

@@ -117,3 +117,56 @@ def test_describe_names_every_setting() -> None:
     line = config.describe(DaemonConfig())
     for name in ("model=", "frames=", "pred=", "interval_ms=", "max_batch=", "rcvhwm="):
         assert name in line
+
+
+def test_online_settings_from_toml_with_paths_relative_to_the_file(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        'labels = "tcp://10.0.0.7:5558"\n'
+        "online = true\n"
+        'checkpoint_dir = "ckpt"\n'
+        "checkpoint_every_steps = 20\n"
+        'curve_secret_key = "keys/robot.key_secret"\n'
+        'curve_allow = "allow"\n',
+    )
+    cfg = config.load(path)
+    assert cfg.online
+    assert cfg.checkpoint_dir == tmp_path / "ckpt"
+    assert cfg.curve_secret_key == tmp_path / "keys" / "robot.key_secret"
+    assert cfg.curve_allow == tmp_path / "allow"
+    assert (cfg.checkpoint_every_steps, cfg.checkpoint_every_s, cfg.checkpoint_keep) == (
+        20, 60.0, 5)
+
+
+def test_online_learning_needs_a_labels_endpoint() -> None:
+    with pytest.raises(ConfigError, match="needs a labels endpoint"):
+        config.load(overrides={"online": True})
+
+
+@pytest.mark.parametrize("labels", ["tcp://10.0.0.7:5558", "tcp://labeller.local:5558",
+                                    "tcp://*:5558"])
+def test_remote_labels_need_curve_or_the_explicit_setting(labels: str) -> None:
+    with pytest.raises(ConfigError, match="anyone who can reach it could retrain"):
+        config.load(overrides={"online": True, "labels": labels})
+    assert config.load(overrides={"online": True, "labels": labels, "insecure_labels": True})
+    assert config.load(overrides={"online": True, "labels": labels,
+                                  "curve_secret_key": "k.key_secret", "curve_allow": "allow"})
+
+
+@pytest.mark.parametrize("labels", ["tcp://127.0.0.1:5558", "ipc:///run/labels"])
+def test_local_labels_need_no_curve(labels: str) -> None:
+    assert config.load(overrides={"online": True, "labels": labels}).online
+
+
+def test_curve_settings_go_together() -> None:
+    with pytest.raises(ConfigError, match="go together"):
+        config.load(overrides={"curve_secret_key": "k.key_secret"})
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("online_batch", 0), ("online_lr", 0.0), ("checkpoint_every_steps", 0),
+    ("checkpoint_every_s", 0.0), ("checkpoint_keep", 0), ("online", 1),
+])
+def test_online_numbers_out_of_range_are_refused(key: str, value: object) -> None:
+    with pytest.raises(ConfigError, match=key):
+        config.load(overrides={key: value})

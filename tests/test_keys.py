@@ -35,3 +35,23 @@ def test_an_existing_pair_is_never_replaced(tmp_path: Path) -> None:
 def test_names_that_are_not_file_names_are_refused(tmp_path: Path, name: str) -> None:
     with pytest.raises(ConfigError, match="key name"):
         keys.generate(tmp_path, name)
+
+
+def test_cli_generates_a_pair(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from robot_daemon.cli import main
+
+    assert main(["keys", "generate", str(tmp_path), "labeller"]) == 0
+    assert "labeller.key_secret" in capsys.readouterr().out
+    assert main(["keys", "generate", str(tmp_path), "labeller"]) == 2  # never overwrites
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_a_public_key_is_not_a_server_key_pair(tmp_path: Path) -> None:
+    import zmq
+
+    pair = keys.generate(tmp_path, "robot")
+    with zmq.Context() as ctx, ctx.socket(zmq.SUB) as sock:
+        with pytest.raises(ConfigError, match="only a public key"):
+            keys.curve_server(sock, pair.public)
+        assert len(keys.curve_server(sock, pair.secret)) == 40
+        assert sock.curve_server

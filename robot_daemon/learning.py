@@ -1,0 +1,387 @@
+"""``robot-daemon run --online``: the label channel, learning between ticks, checkpoints.
+
+The daemon's loop stays in :mod:`robot_daemon.daemon`; this module owns what online
+learning adds to it, so that the serving loop reads the same with it or without it:
+
+* **Label channel**: a SUB socket that *connects* to the label publisher (which binds)
+  and subscribes to ``label``. With ``curve_secret_key`` it is a CURVE server and a ZAP
+  handler admits only the publishers whose public keys are in ``curve_allow``
+  (:mod:`robot_daemon.keys`): an unknown key, a plain-text publisher or replayed bytes
+  never complete a handshake, so their messages never reach :meth:`OnlineSession.drain`.
+  Payloads are decoded with the model's ``d`` and ``c``; rejections are counted by reason.
+  A failed handshake (``labels_handshake_failed`` in ``status``: a wrong key, a
+  plain-text peer, replayed bytes) makes libzmq give up the connection for good, so a
+  monitor socket watches for it and the daemon connects again after
+  ``RECONNECT_AFTER_FAILURE_NS``: the real publisher can always come back.
+* **Learning between ticks**: :meth:`OnlineSession.between_ticks` takes one guarded step
+  (:class:`robot_daemon.online.OnlineLearner`) when a batch is ready *and* the time left
+  to the next tick exceeds the expected step time plus a margin; otherwise the step is
+  deferred (counted once per tick) to a later gap. The loop is single-threaded, so a tick
+  always predicts with one consistent set of weights.
+* **Versions**: ``pred`` and ``status`` carry ``<base>+<n>``, ``base`` the version of
+  the ``--model`` file and ``n`` a step number that grows by one with each accepted step
+  and never goes back in one checkpoint directory (it also names the checkpoints), so
+  that ``<base>+<n>`` names one set of weights, across restarts and redeployments.
+* **Checkpoints**: every ``checkpoint_every_steps`` accepted steps, or
+  ``checkpoint_every_s`` after the last save if the model changed, again only where the
+  save fits before the next tick, and at shutdown. On start the newest checkpoint that
+  validates and was learned from the same ``--model`` is resumed; a new model file
+  (another base version) starts afresh, since its checkpoints describe another model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import numpy as np
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from robot_daemon import keys, wire
+from robot_daemon.checkpoints import CheckpointStore
+from robot_daemon.config import DaemonConfig
+from robot_daemon.errors import ModelError, RobotDaemonError, WireError
+from robot_daemon.model import Model
+from robot_daemon.online import OnlineConfig, OnlineLearner
+from robot_daemon.stats import RateLimiter
+
+log = logging.getLogger("robot_daemon.learning")
+
+#: Key of a checkpoint's ``training`` metadata naming the model file it learned from.
+BASE_KEY: Final = "online_base"
+#: Until a step (or save) has been timed, assume it costs this much.
+PRIOR_NS: Final = 2_000_000
+#: Durations kept to estimate the next one, and for how long they count.
+TIMING_SAMPLES: Final = 9
+TIMING_MEMORY_NS: Final = 10_000_000_000
+#: Start a step or a save only if it leaves this much slack before the next tick, plus
+#: half its expected time again (its duration varies with the cache and the collector).
+MARGIN_NS: Final = 1_000_000
+#: Labelled frames waiting in ZeroMQ before the publisher's excess is dropped.
+LABEL_RCVHWM: Final = 10_000
+#: A label is at most a frame plus c bytes: anything near this is not a label.
+MAX_LABEL_BYTES: Final = 1 << 20
+#: Labels received per look at the clock while draining.
+DRAIN_CHUNK: Final = 64
+REJECT_LOG_PERIOD_NS: Final = 10_000_000_000
+#: After a failed handshake, connect again this much later: soon enough for a publisher
+#: that restarts with the right key, slow enough that a wrong one costs nothing.
+RECONNECT_AFTER_FAILURE_NS: Final = 1_000_000_000
+#: Handshake failures, by the name ``status`` counts them under.
+_HANDSHAKE_FAILURES: Final[dict[int, str]] = {
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "no_detail",
+    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "protocol",  # e.g. plain text against CURVE
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH: "auth",  # a key not in curve_allow
+}
+
+
+def resume(config: DaemonConfig, model: Model, base: str) -> tuple[Model, int]:
+    """The model to serve and its step number: the newest checkpoint of ``base``, if any.
+
+    Otherwise ``model`` (loaded from ``--model``) serves, numbered after the newest
+    checkpoint on disk (0 if none), so that its own saves sort after those of an older
+    model file instead of being pruned as the oldest; ``(base, number)`` stays unique.
+    """
+    if config.checkpoint_dir is None:
+        return model, 0
+    store = CheckpointStore(config.checkpoint_dir, keep=config.checkpoint_keep)
+    on_disk = store.versions()
+    last = on_disk[-1][0] if on_disk else 0
+    newest = store.newest()
+    if newest is None:
+        return model, last
+    learned_from = newest.model.training.get(BASE_KEY)
+    if learned_from != base or (newest.model.d, newest.model.c) != (model.d, model.c):
+        log.warning("checkpoint %s was learned from %s, not %s: starting from the model file",
+                    newest.path, learned_from, base)
+        return model, last
+    with np.errstate(all="ignore"):
+        probe = newest.model.predict_proba(newest.model.mean[np.newaxis, :])
+    if not np.all(np.isfinite(probe)):
+        log.warning("checkpoint %s predicts NaN: starting from the model file", newest.path)
+        return model, last
+    log.info("resuming checkpoint %s (step %d on %s)", newest.path, newest.version, base)
+    return newest.model, newest.version
+
+
+@dataclass
+class LabelCounters:
+    """The label channel's and the scheduler's counters, for ``status``."""
+
+    labels_received: int = 0
+    labels_accepted: int = 0
+    labels_rejected: Counter[str] = field(default_factory=Counter)
+    handshakes: int = 0
+    handshakes_failed: Counter[str] = field(default_factory=Counter)
+    reconnects: int = 0
+    steps_deferred: int = 0
+    checkpoints_saved: int = 0
+    checkpoints_deferred: int = 0
+    checkpoint_failures: int = 0
+    errors: int = 0  # unexpected exceptions between ticks (logged with a traceback)
+
+
+class _Timing:
+    """How long something takes: the median of its recent durations (PRIOR_NS if none).
+
+    A median, so that one slow step (a page fault, the collector) does not defer the
+    next ones; samples expire after TIMING_MEMORY_NS, so that a burst of load cannot
+    stop learning for good (if steps really do not fit, one retry every TIMING_MEMORY_NS
+    re-measures them).
+    """
+
+    def __init__(self) -> None:
+        self._samples: deque[tuple[int, int]] = deque(maxlen=TIMING_SAMPLES)  # (when, ns)
+
+    def expected_ns(self) -> float:
+        now = time.monotonic_ns()
+        while self._samples and now - self._samples[0][0] > TIMING_MEMORY_NS:
+            self._samples.popleft()
+        if not self._samples:
+            return PRIOR_NS
+        return float(np.median([duration for _, duration in self._samples]))
+
+    def fits(self, time_left_ns: int) -> bool:
+        return time_left_ns > self.expected_ns() * 1.5 + MARGIN_NS
+
+    def add(self, duration_ns: int) -> None:
+        self._samples.append((time.monotonic_ns(), duration_ns))
+
+
+class OnlineSession:
+    """Labels in, guarded steps and checkpoints between ticks (see the module docstring).
+
+    Build it with the served model (``resume``'s), then :meth:`open` the label socket.
+    """
+
+    def __init__(self, config: DaemonConfig, model: Model, base: str, steps: int) -> None:
+        self.config = config
+        self.counters = LabelCounters()
+        self.store = (CheckpointStore(config.checkpoint_dir, keep=config.checkpoint_keep)
+                      if config.checkpoint_dir is not None else None)
+        self._reject_log = RateLimiter(REJECT_LOG_PERIOD_NS)
+        self._step_timing = _Timing()
+        self._save_timing = _Timing()
+        self._deferred: dict[str, int] = {}  # what -> the tick deadline it was deferred at
+        self._monitor: zmq.Socket[bytes] | None = None
+        self._reconnect_at: int | None = None
+        self.reset(model, base, steps)
+
+    def reset(self, model: Model, base: str, steps: int) -> None:
+        """Learn on ``model``, numbered from ``steps`` (start, or a new model file on SIGHUP)."""
+        self.base = base
+        self.learner = OnlineLearner(model, OnlineConfig(
+            batch_size=self.config.online_batch, lr=self.config.online_lr))
+        # Versions continue from the checkpoint: "+n" names the same weights across restarts.
+        self.learner.version = steps
+        self._saved_version = steps
+        self._saved_ns = time.monotonic_ns()
+
+    @property
+    def version(self) -> str:
+        """What ``pred`` messages carry: ``<base>+<step number>``."""
+        return f"{self.base}+{self.learner.version}"
+
+    # ---------------------------------------------------------------- the socket
+
+    @contextlib.contextmanager
+    def open(self, ctx: zmq.Context[zmq.Socket[bytes]]) -> Iterator[zmq.Socket[bytes]]:
+        """The label SUB socket, connected (CURVE server behind a ZAP handler if set)."""
+        cfg = self.config
+        with contextlib.ExitStack() as stack:
+            if cfg.curve_allow is not None:
+                stack.enter_context(keys.authenticator(ctx, cfg.curve_allow))
+            sock = stack.enter_context(ctx.socket(zmq.SUB))
+            sock.setsockopt(zmq.RCVHWM, LABEL_RCVHWM)
+            sock.setsockopt(zmq.MAXMSGSIZE, MAX_LABEL_BYTES)
+            sock.setsockopt(zmq.LINGER, 0)
+            if cfg.curve_secret_key is not None:
+                public = keys.curve_server(sock, cfg.curve_secret_key)
+                log.info("labels: CURVE server %s, publishers allowed from %s", public,
+                         cfg.curve_allow)
+            elif cfg.labels is not None and cfg.insecure_labels:
+                log.warning("labels from %s WITHOUT CURVE (insecure_labels): anyone who "
+                            "reaches it can retrain the model", cfg.labels)
+            sock.subscribe(wire.TOPIC_LABEL)
+            self._monitor = sock.get_monitor_socket(
+                zmq.EVENT_HANDSHAKE_SUCCEEDED | sum(_HANDSHAKE_FAILURES))
+            stack.callback(self._close_monitor, sock)
+            try:
+                sock.connect(str(cfg.labels))
+            except zmq.ZMQError as exc:
+                raise RobotDaemonError(f"cannot connect to labels {cfg.labels!r}: {exc}") from None
+            yield sock
+
+    def _close_monitor(self, sock: zmq.Socket[bytes]) -> None:
+        if self._monitor is not None:
+            sock.disable_monitor()
+            self._monitor.close()
+            self._monitor = None
+
+    def watch_connection(self, sock: zmq.Socket[bytes]) -> None:
+        """Count handshakes; connect again a while after one failed (libzmq gives up)."""
+        while self._monitor is not None and self._monitor.poll(0):
+            event = recv_monitor_message(self._monitor)["event"]
+            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self.counters.handshakes += 1
+                self._reconnect_at = None  # libzmq retried by itself: leave the good link be
+                continue
+            reason = _HANDSHAKE_FAILURES.get(int(event), "other")
+            self.counters.handshakes_failed[reason] += 1
+            log.warning("label publisher at %s failed the handshake (%s)%s", self.config.labels,
+                        reason, ": its key is not in curve_allow" if reason == "auth" else "")
+            if self._reconnect_at is None:
+                self._reconnect_at = time.monotonic_ns() + RECONNECT_AFTER_FAILURE_NS
+        if self._reconnect_at is not None and time.monotonic_ns() >= self._reconnect_at:
+            self._reconnect_at = None
+            endpoint = str(self.config.labels)
+            with contextlib.suppress(zmq.ZMQError):  # libzmq may have dropped it already
+                sock.disconnect(endpoint)
+            sock.connect(endpoint)
+            self.counters.reconnects += 1
+
+    def wants_labels(self) -> bool:
+        """Whether to read labels now: not while a full batch waits for its step.
+
+        The learner keeps only one batch waiting (it drops the oldest beyond that); the
+        rest wait in ZeroMQ's queue (LABEL_RCVHWM), so a burst is trained on, not lost.
+        """
+        return not self.learner.ready()
+
+    def drain(self, sock: zmq.Socket[bytes], until_ns: int) -> None:
+        """Receive and stage labels until a batch is ready, the queue is empty or ``until_ns``."""
+        while True:
+            for _ in range(DRAIN_CHUNK):
+                if not self.wants_labels():
+                    return
+                try:
+                    parts = sock.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    return
+                self._on_label(parts)
+            if time.monotonic_ns() >= until_ns:
+                return
+
+    def _on_label(self, parts: list[bytes]) -> None:
+        self.counters.labels_received += 1
+        if len(parts) != 2 or parts[0] != wire.TOPIC_LABEL:
+            self._reject("bad_envelope", f"expected [b'label', payload], got {len(parts)} part(s)")
+            return
+        model = self.learner.model
+        try:
+            label = wire.decode_label(parts[1], d=model.d, c=model.c)
+        except WireError as exc:
+            self._reject(exc.reason, str(exc))
+            return
+        self.counters.labels_accepted += 1
+        self.learner.add(label)
+
+    def _reject(self, reason: str, message: str) -> None:
+        self.counters.labels_rejected[reason] += 1
+        suppressed = self._reject_log.allow(reason, time.monotonic_ns())
+        if suppressed is not None:
+            more = f" ({suppressed} more since the last report)" if suppressed else ""
+            log.warning("rejected label: %s%s", message, more)
+
+    # ---------------------------------------------------------------- between ticks
+
+    def between_ticks(self, deadline_ns: int) -> bool:
+        """One step and/or one checkpoint save, each only if it fits before ``deadline_ns``.
+
+        Returns whether the weights changed (the served version then did too).
+        """
+        stepped = False
+        # A save that is due comes before any further step: otherwise, on a loaded
+        # machine where a save (slower than a step) rarely fits, learning would run on
+        # unsaved and a crash would lose more than one checkpoint interval.
+        if self.learner.ready() and not self._checkpoint_overdue():
+            if self._step_timing.fits(deadline_ns - time.monotonic_ns()):
+                stepped = self._step()
+            elif self._defer("step", deadline_ns):
+                self.counters.steps_deferred += 1
+        if self._checkpoint_due():
+            if self._save_timing.fits(deadline_ns - time.monotonic_ns()):
+                self.checkpoint()
+            elif self._defer("save", deadline_ns):
+                self.counters.checkpoints_deferred += 1
+        return stepped
+
+    def _defer(self, what: str, deadline_ns: int) -> bool:
+        """Whether this is the first deferral of ``what`` before this tick (count it once)."""
+        first = self._deferred.get(what) != deadline_ns
+        self._deferred[what] = deadline_ns
+        return first
+
+    def _step(self) -> bool:
+        result = self.learner.step()
+        self._step_timing.add(result.duration_ns)
+        if not result.accepted:
+            log.warning("online step refused (%s): batch loss %.3g", result.reason, result.loss)
+        return result.accepted
+
+    def _checkpoint_overdue(self) -> bool:
+        """Whether a step-count checkpoint is due: no step may be taken before it is saved."""
+        return (self.store is not None and self.learner.version - self._saved_version
+                >= self.config.checkpoint_every_steps)
+
+    def _checkpoint_due(self) -> bool:
+        if self.store is None or self.learner.version == self._saved_version:
+            return False
+        if self.learner.version - self._saved_version >= self.config.checkpoint_every_steps:
+            return True
+        elapsed = time.monotonic_ns() - self._saved_ns
+        return elapsed >= round(self.config.checkpoint_every_s * 1e9)
+
+    def checkpoint(self) -> bool:
+        """Save the current weights now if they changed since the last save; whether saved.
+
+        A failed save (disk full, permissions) is logged and counted; serving goes on and
+        the next due save tries again.
+        """
+        if self.store is None or self.learner.version == self._saved_version:
+            return False
+        start = time.monotonic_ns()
+        model = self.learner.model
+        model.training[BASE_KEY] = self.base
+        try:
+            self.store.save(model, self.learner.version)
+        except (OSError, ModelError) as exc:
+            self.counters.checkpoint_failures += 1
+            self._saved_ns = start  # retry after another interval, not at every wake-up
+            log.error("checkpoint of %s failed: %s", self.version, exc)
+            return False
+        self._save_timing.add(time.monotonic_ns() - start)
+        self._saved_version = self.learner.version
+        self._saved_ns = start
+        self.counters.checkpoints_saved += 1
+        return True
+
+    # ---------------------------------------------------------------- status
+
+    def status(self) -> dict[str, Any]:
+        """The keys online learning adds to ``status``."""
+        c = self.counters
+        out: dict[str, Any] = {
+            "labels_received": c.labels_received,
+            "labels_accepted": c.labels_accepted,
+            "labels_rejected": dict(c.labels_rejected),
+            "labels_handshakes": c.handshakes,
+            "labels_handshake_failed": dict(c.handshakes_failed),
+            "labels_reconnects": c.reconnects,
+            "online_steps_deferred": c.steps_deferred,
+            "checkpoints_saved": c.checkpoints_saved,
+            "checkpoints_deferred": c.checkpoints_deferred,
+            "checkpoint_failures": c.checkpoint_failures,
+            "online_errors": c.errors,
+            "checkpoint_version": self._saved_version,
+            "online_step_ms_expected": self._step_timing.expected_ns() / 1e6,
+            "checkpoint_ms_expected": self._save_timing.expected_ns() / 1e6,
+        }
+        out.update(self.learner.counters())
+        return out
