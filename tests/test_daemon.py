@@ -14,7 +14,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -142,16 +141,6 @@ class Harness:
         self.pub.close()
         self.sub.close()
         self.ctx.term()
-
-
-@pytest.fixture
-def workdir() -> Iterator[Path]:
-    # ipc:// paths are limited to ~107 bytes: pytest's tmp_path can be longer.
-    path = Path(tempfile.mkdtemp(prefix="rd-", dir="/tmp"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

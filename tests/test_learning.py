@@ -14,7 +14,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -41,16 +40,6 @@ FAST = ("--online-batch", "10", "--checkpoint-every-steps", "5", "--checkpoint-e
 @pytest.fixture(scope="module")
 def data() -> sim.SimData:
     return sim.simulate(120.0, 20.0, seed=5)
-
-
-@pytest.fixture
-def workdir() -> Iterator[Path]:
-    # ipc:// paths are limited to ~107 bytes: pytest's tmp_path can be longer.
-    path = Path(tempfile.mkdtemp(prefix="rdl-", dir="/tmp"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def _free_port() -> int:
