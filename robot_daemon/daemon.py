@@ -59,21 +59,19 @@ import numpy as np
 import zmq
 
 from robot_daemon import model as model_file
-from robot_daemon import wire
+from robot_daemon import receive, wire
 from robot_daemon.batch import Batch, PendingFrames
 from robot_daemon.config import DaemonConfig
 from robot_daemon.errors import ModelError, RobotDaemonError, WireError
 from robot_daemon.learning import OnlineSession, resume
 from robot_daemon.notify import Notifier
-from robot_daemon.stats import RateLimiter, SeqTracker, Window
+from robot_daemon.stats import REJECT_LOG_PERIOD_NS, RateLimiter, SeqTracker, Window
 
 log = logging.getLogger("robot_daemon")
 
 #: A tick that starts more than this fraction of the interval after its deadline is late
 #: (2 ms at 20 ms ticks): scheduling noise on a busy robot is not lateness.
 LATE_FRACTION: Final = 0.1
-#: How often the log may repeat a rejection reason (the count of the others follows).
-REJECT_LOG_PERIOD_NS: Final = 10_000_000_000
 #: Closing the PUB socket waits at most this long for the last messages to leave.
 LINGER_MS: Final = 200
 #: One message above this disconnects its publisher (libzmq's only way to refuse it), so
@@ -84,8 +82,6 @@ MAX_MESSAGE_BYTES: Final = 1 << 20
 SNDHWM: Final = 10_000
 #: Samples kept per status period for each percentile.
 WINDOW: Final = 65_536
-#: Drained messages between two looks at the clock, so that a flood cannot delay a tick.
-DRAIN_CHUNK: Final = 64
 #: After a drain the frames socket rests for interval / DRAIN_GAP (2.5 ms at 20 ms ticks).
 DRAIN_GAP: Final = 8
 
@@ -394,16 +390,8 @@ class Daemon:
     # ---------------------------------------------------------------- frames
 
     def _drain(self, sub: zmq.Socket[bytes], until_ns: int) -> None:
-        """Receive every waiting message, looking at the clock every DRAIN_CHUNK."""
-        while True:
-            for _ in range(DRAIN_CHUNK):
-                try:
-                    parts = sub.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    return
-                self._on_message(parts, time.monotonic_ns())
-            if time.monotonic_ns() >= until_ns:
-                return
+        """Receive every waiting frame message (see :func:`robot_daemon.receive.drain`)."""
+        receive.drain(sub, until_ns, lambda parts: self._on_message(parts, time.monotonic_ns()))
 
     def _on_message(self, parts: list[bytes], now_ns: int) -> None:
         self.counters.frames_in += 1

@@ -43,13 +43,13 @@ import numpy as np
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from robot_daemon import keys, wire
+from robot_daemon import keys, receive, wire
 from robot_daemon.checkpoints import CheckpointStore
 from robot_daemon.config import DaemonConfig
 from robot_daemon.errors import ModelError, RobotDaemonError, WireError
 from robot_daemon.model import Model
 from robot_daemon.online import OnlineConfig, OnlineLearner
-from robot_daemon.stats import RateLimiter
+from robot_daemon.stats import REJECT_LOG_PERIOD_NS, RateLimiter
 
 log = logging.getLogger("robot_daemon.learning")
 
@@ -67,9 +67,6 @@ MARGIN_NS: Final = 1_000_000
 LABEL_RCVHWM: Final = 10_000
 #: A label is at most a frame plus c bytes: anything near this is not a label.
 MAX_LABEL_BYTES: Final = 1 << 20
-#: Labels received per look at the clock while draining.
-DRAIN_CHUNK: Final = 64
-REJECT_LOG_PERIOD_NS: Final = 10_000_000_000
 #: After a failed handshake, connect again this much later: soon enough for a publisher
 #: that restarts with the right key, slow enough that a wrong one costs nothing.
 RECONNECT_AFTER_FAILURE_NS: Final = 1_000_000_000
@@ -256,17 +253,7 @@ class OnlineSession:
 
     def drain(self, sock: zmq.Socket[bytes], until_ns: int) -> None:
         """Receive and stage labels until a batch is ready, the queue is empty or ``until_ns``."""
-        while True:
-            for _ in range(DRAIN_CHUNK):
-                if not self.wants_labels():
-                    return
-                try:
-                    parts = sock.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    return
-                self._on_label(parts)
-            if time.monotonic_ns() >= until_ns:
-                return
+        receive.drain(sock, until_ns, self._on_label, keep_going=self.wants_labels)
 
     def _on_label(self, parts: list[bytes]) -> None:
         self.counters.labels_received += 1

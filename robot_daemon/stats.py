@@ -93,6 +93,10 @@ class SeqTracker:
         self._last[src] = seq
 
 
+#: How often the log may repeat one rejection reason (the count of the others follows).
+REJECT_LOG_PERIOD_NS: Final = 10_000_000_000
+
+
 class RateLimiter:
     """At most one event per key every ``period_ns``; counts what it suppressed."""
 
