@@ -15,7 +15,9 @@ Prints, on this machine and in this run:
    time, carried as its sensor time ``t``), the wake-up lateness of ticks, and the
    daemon's CPU time per 1,000 frames (from ``/proc``).
 
-The publisher is a separate process pacing frames on a drift-free 1 ms schedule; the
+The publisher is a separate process pacing frames on a drift-free schedule (sleeping, in
+bursts of at most 0.5 ms, never spinning: on 2 cores a spinning publisher takes the core
+the daemon needs); the
 frames carry 16 features and the model has 8 classes and h = 64 (the default model).
 ``--max-batch`` is raised so that the batch cap, which drops frames on purpose, does not
 bound the rate being measured.
@@ -24,6 +26,7 @@ bound the rate being measured.
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing as mp
 import os
 import shutil
@@ -47,6 +50,9 @@ from robot_daemon import wire  # noqa: E402
 
 D = 16
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+#: The publisher's shortest sleep: frames due within it leave together, as from a
+#: sensor driver that wakes once a millisecond.
+PUBLISH_NAP_NS = 500_000
 
 
 def publish(endpoint: str, rate: float, n: int, ready: Any, go: Any) -> None:
@@ -66,14 +72,13 @@ def publish(endpoint: str, rate: float, n: int, ready: Any, go: Any) -> None:
         ready.set()
         go.wait()
         start = time.monotonic_ns()
-        per_ms = rate / 1000
         for seq in range(n):
             if rate:
-                due = start + int(seq / per_ms * 1e6)
-                # Sleep most of the wait, spin the rest: sleep overshoots by ~60 us.
-                while (wait := due - time.monotonic_ns()) > 0:
-                    if wait > 200_000:
-                        time.sleep((wait - 100_000) / 1e9)
+                # Send what is due, then sleep until the next frame is due, at least
+                # PUBLISH_NAP: a spinning publisher would take a core the daemon needs.
+                due = start + int(seq / rate * 1e9)
+                if (wait := due - time.monotonic_ns()) > 0:
+                    time.sleep(max(wait, PUBLISH_NAP_NS) / 1e9)
             payload = msgpack.packb({"seq": seq, "t": time.time(), "x": xs[seq & 255]})
             pub.send_multipart([wire.TOPIC_FRAME, payload])
         time.sleep(0.5)  # let the tail leave before closing
@@ -112,6 +117,7 @@ class Trial:
     sent: int
     answered: int
     counters: dict[str, int]
+    ticks: int
     tick_ms: tuple[float, float, float]
     wake_ms: tuple[float, float, float]
     after_tick_ms: tuple[float, float, float]
@@ -120,6 +126,19 @@ class Trial:
 
     @property
     def clean(self) -> bool:
+        """Every frame answered, and nothing dropped, lost, rejected, missed or overrun.
+
+        A tick the OS woke late (``ticks_woken_late``: the daemon was idle, waiting for
+        the deadline) is the machine's doing, not the daemon's: it is printed, not held
+        against the rate. :attr:`strict` holds it against the rate too.
+        """
+        own = {k: v for k, v in self.counters.items() if k != "ticks_woken_late"}
+        own["ticks_late"] -= self.counters["ticks_woken_late"]
+        return self.answered == self.sent and not any(own.values())
+
+    @property
+    def strict(self) -> bool:
+        """:attr:`clean`, and not a single late tick whatever its cause."""
         return self.answered == self.sent and not any(self.counters.values())
 
     def describe(self) -> str:
@@ -151,6 +170,7 @@ class Daemon:
              "--max-batch", "65536", "--status-interval", "0.5", "--log-level", "WARNING"],
             stderr=self.log, env=env, cwd=ROOT,
         )
+        self.trials: list[Trial] = []
         self.ctx = zmq.Context()
         self.sub = self.ctx.socket(zmq.SUB)
         self.sub.setsockopt(zmq.RCVHWM, 1_000_000)
@@ -171,6 +191,12 @@ class Daemon:
                 return wire.decode_status(payload)
 
     def trial(self, rate: float, duration: float) -> Trial:
+        """Publish ``rate`` frames/s for ``duration`` s; kept in :attr:`trials` too."""
+        trial = self._trial(rate, duration)
+        self.trials.append(trial)
+        return trial
+
+    def _trial(self, rate: float, duration: float) -> Trial:
         n = max(1, round(rate * duration))
         ready, go = mp.Event(), mp.Event()
         proc = mp.Process(target=publish, args=(self.frames_ep, rate, n, ready, go))
@@ -189,13 +215,14 @@ class Daemon:
             proc.join(10)
             if proc.is_alive():
                 proc.kill()
-        keys = ("frames_dropped", "frames_lost", "ticks_late", "ticks_missed", "tick_errors")
+        keys = ("frames_dropped", "frames_lost", "ticks_late", "ticks_woken_late",
+                "ticks_missed", "tick_errors")
         counters = {k: after[k] - before[k] for k in keys}
         counters["rejected"] = (sum(after["frames_rejected"].values())
                                 - sum(before["frames_rejected"].values()))
         busy = [s for s in statuses if s["preds"]] or statuses
         return Trial(
-            rate, n, answered, counters,
+            rate, n, answered, counters, after["ticks"] - before["ticks"],
             (float(np.median([s["tick_ms_p50"] for s in busy])),
              max(s["tick_ms_p99"] for s in busy), max(s["tick_ms_max"] for s in busy)),
             (float(np.median([s["wake_late_ms_p50"] for s in busy])),
@@ -248,6 +275,7 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per trial")
     parser.add_argument("--model", type=Path, default=ROOT / "models" / "default.npz")
     parser.add_argument("--bare-frames", type=int, default=200_000)
+    parser.add_argument("--json", type=Path, help="also write the headline figures here")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="rd-bench-", dir="/tmp"))
     try:
@@ -256,18 +284,60 @@ def main() -> int:
               f"{transport:,.0f} frames/s")
         daemon = Daemon(workdir, args.model)
         try:
-            for _ in range(3):
-                print(daemon.trial(1000, args.duration).describe(), flush=True)
+            at_1000 = [daemon.trial(1000, args.duration) for _ in range(3)]
+            for trial in at_1000:
+                print(trial.describe(), flush=True)
             best, failed = _search(daemon, args.duration, transport)
-            print(f"sustained without drop/loss/late tick: {best.rate:,.0f} frames/s "
-                  f"({best.rate / transport:.0%} of bare transport); first failing rate "
-                  f"tried: {failed:,.0f}")
             print(best.describe())
         finally:
             daemon.close()
+        strict = max((t.rate for t in daemon.trials if t.strict), default=0.0)
+        woken = sum(t.counters["ticks_woken_late"] for t in daemon.trials)
+        ticks = sum(t.ticks for t in daemon.trials)
+        print(f"sustained with every frame answered, nothing dropped or lost and no tick "
+              f"overrun: {best.rate:,.0f} frames/s = {best.rate / transport:.2f} x bare "
+              f"transport; first failing rate tried: {failed:,.0f}")
+        print(f"highest rate tried with not a single late tick of any cause: "
+              f"{strict:,.0f} frames/s = {strict / transport:.2f} x bare transport")
+        print(f"ticks the OS woke more than 2 ms late (the daemon idle, waiting): "
+              f"{woken} of {ticks} in all trials")
+        print(f"at 1,000 frames/s, tick processing p99 (3 runs): "
+              f"{', '.join(f'{t.tick_ms[1]:.2f}' for t in at_1000)} ms")
+        if args.json:
+            _write_json(args.json, transport, best, strict, at_1000)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
+
+
+def _write_json(
+    path: Path, transport: float, best: Trial, strict: float, at_1000: list[Trial]
+) -> None:
+    """The headline figures, each beside its same-run baseline (scripts/bench reads them)."""
+    bare = "bare ZeroMQ + msgpack transport"
+    worst = max(at_1000, key=lambda t: t.tick_ms[1])
+    figures = [
+        {"figure": "daemon sustained rate (no drop, loss or overrun)", "value": best.rate,
+         "unit": "frames/s", "baseline": bare, "baseline_value": transport,
+         "ratio": best.rate / transport, "note": "goal: ratio >= 0.5"},
+        {"figure": "daemon rate with not a single late tick of any cause", "value": strict,
+         "unit": "frames/s", "baseline": bare, "baseline_value": transport,
+         "ratio": strict / transport, "note": "late wake-ups are the machine's"},
+        {"figure": "tick processing p99 at 1,000 frames/s (worst of 3)",
+         "value": worst.tick_ms[1], "unit": "ms", "baseline": "the 20 ms tick interval",
+         "baseline_value": 20.0, "ratio": worst.tick_ms[1] / 20.0, "note": "goal: < 1 ms"},
+        {"figure": "frame-to-publish latency p50 / p99 at 1,000 frames/s",
+         "value": worst.total_ms[0], "unit": "ms", "baseline": "p99",
+         "baseline_value": worst.total_ms[1], "ratio": None,
+         "note": "includes the wait for the tick (up to 20 ms)"},
+        {"figure": "latency minus the wait for the tick, p99, at 1,000 frames/s",
+         "value": worst.after_tick_ms[1], "unit": "ms", "baseline": None,
+         "baseline_value": None, "ratio": None, "note": ""},
+        {"figure": "daemon CPU per 1,000 frames at the sustained rate",
+         "value": best.cpu_ms_per_1000, "unit": "ms", "baseline": None,
+         "baseline_value": None, "ratio": None, "note": ""},
+    ]
+    path.write_text(json.dumps({"script": "bench_daemon", "figures": figures}, indent=2))
 
 
 def _attempt(daemon: Daemon, rate: float, duration: float) -> Trial:

@@ -374,6 +374,49 @@ def test_a_slow_tick_skips_and_counts_the_deadlines_it_overran(
     assert served[5:-1] == list(range(9, 9 + len(served) - 6))  # on schedule afterwards
 
 
+def test_a_late_tick_is_told_apart_as_woken_late_or_overrun(workdir: Path) -> None:
+    """In-process: late after a wait that ended late is the OS's; otherwise it is ours."""
+    from robot_daemon import config, daemon
+
+    cfg = config.load(None, {"model": str(DEFAULT_MODEL), "frames": [f"ipc://{workdir}/f"],
+                             "pred": f"ipc://{workdir}/p", "interval_ms": 20})
+    d = daemon.Daemon(cfg)  # late: more than 2 ms after the deadline
+    ms = 1_000_000
+    d._woke_ns = 95 * ms  # woke before the deadline, then worked past it: an overrun
+    d._tick(None, 5, 100 * ms, 103 * ms)  # no frames: pub unused
+    d._woke_ns = 123 * ms  # still waiting 3 ms after the deadline: woken late
+    d._tick(None, 6, 120 * ms, 123 * ms)
+    d._woke_ns = 141 * ms
+    d._tick(None, 7, 140 * ms, 141 * ms)  # 1 ms: not late
+    c = d.counters
+    assert (c.ticks, c.ticks_late, c.ticks_woken_late) == (3, 2, 1)
+    status = d.status()
+    assert (status["ticks_late"], status["ticks_woken_late"]) == (2, 1)
+    assert "late 2 (woken late 1)" in daemon.summary(status)
+
+
+def test_a_machine_that_wakes_the_loop_late_counts_woken_late_ticks(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In-process: every sleep oversleeps by 4 ms, as on a busy host; no frames, no work."""
+    from robot_daemon import config, daemon
+
+    cfg = config.load(None, {"model": str(DEFAULT_MODEL), "frames": [f"ipc://{workdir}/f"],
+                             "pred": f"ipc://{workdir}/p", "interval_ms": 20})
+    real_sleep = time.sleep
+    monkeypatch.setattr(daemon.time, "sleep", lambda s: real_sleep(s + 0.004))
+    d = daemon.Daemon(cfg)
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    try:
+        assert d.run() == 0
+    finally:
+        timer.cancel()
+    c = d.counters
+    assert c.ticks_late >= 5
+    assert c.ticks_woken_late == c.ticks_late
+
+
 def test_a_frame_the_model_answers_with_nan_is_left_out_and_counted(
     workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
