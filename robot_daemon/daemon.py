@@ -8,11 +8,12 @@ The loop (one thread, one :class:`zmq.Poller`):
 * **Waiting**: the poller's timeout is the time left to the next deadline (tick, status
   or watchdog). ZeroMQ's poll takes whole milliseconds, so the loop polls to the last
   whole millisecond and sleeps the rest: polling alone wakes up to 1 ms late or spins.
-  The wake-up lateness is measured (``wake_late_ms_*`` in ``status``). A late tick is
-  one of two things, counted apart: ``ticks_woken_late``, the loop was waiting for the
-  deadline and the OS gave it the CPU back too late (a busy or virtualised machine:
-  isolate a core, raise the priority); or, the rest of ``ticks_late``, the daemon's own
-  work ran past the deadline (fewer frames per tick, a smaller model).
+  The wake-up lateness is measured (``wake_late_ms_*`` in ``status``). A late tick has
+  one of two causes, counted apart: ``ticks_late_os``, the OS kept the CPU from the
+  loop (it woke the loop late, or took the CPU away after waking it: the loop's own CPU
+  time since the wake-up would not have reached the lateness; a busy or virtualised
+  machine: give the daemon a core and a priority); or, the rest of ``ticks_late``, the
+  daemon's own work ran past the deadline (fewer frames per tick, a smaller model).
 * **Between ticks** it drains the ``frame`` SUB socket and decodes each payload
   (:func:`robot_daemon.wire.decode_frame` with the model's ``d``). Rejected payloads are
   counted by reason and logged at a bounded rate; gaps in each publisher's ``seq`` count
@@ -34,7 +35,7 @@ The loop (one thread, one :class:`zmq.Poller`):
   an unchanged file keeps the learned weights); SIGTERM and SIGINT serve the frames
   already received, save a last checkpoint, close the sockets and return 0.
 
-``status`` keys beyond ``docs/protocol.md``'s table: ``ticks_missed``, ``ticks_woken_late``,
+``status`` keys beyond ``docs/protocol.md``'s table: ``ticks_missed``, ``ticks_late_os``,
 ``preds``,
 ``tick_ms_p50/p99/max`` (tick processing: batch, forward pass, encode, send),
 ``wake_late_ms_p50/p99/max`` (tick start minus its deadline), ``frames_seq_resets``,
@@ -139,7 +140,7 @@ class Counters:
     frames_dropped: int = 0
     ticks: int = 0
     ticks_late: int = 0
-    ticks_woken_late: int = 0  # of ticks_late: waiting at the deadline, woken too late
+    ticks_late_os: int = 0  # of ticks_late: the OS, not our work, held the loop up
     ticks_missed: int = 0
     preds: int = 0
     reloads: int = 0
@@ -231,7 +232,8 @@ class Daemon:
         self._reject_log = RateLimiter(REJECT_LOG_PERIOD_NS)
         self._start_ns = time.monotonic_ns()
         self._next_drain_ns = 0  # the frames socket is watched again from then on
-        self._woke_ns = 0  # when the last poll or sleep returned
+        self._woke_ns = 0  # when the last poll or sleep returned (monotonic)
+        self._woke_cpu_ns = 0  # and this thread's CPU time then
 
     @property
     def version(self) -> str:
@@ -323,6 +325,7 @@ class Daemon:
             deadline = start + tick * interval
             now = time.monotonic_ns()
             if now >= deadline:
+                self._count_lateness(deadline, now)
                 self._drain(sub, now + interval // 4)  # what arrived since the last drain
                 self._tick(pub, tick, deadline, now)
                 # Skip, and count, the deadlines this tick overran: never a burst of
@@ -372,7 +375,7 @@ class Daemon:
         timeout_ms = remaining // 1_000_000
         if timeout_ms >= 1:
             events = dict(watch.poll(timeout_ms))
-            self._woke_ns = time.monotonic_ns()
+            self._woke()
             if sigs.read_end in events:
                 sigs.drain()
             if sub in events:
@@ -382,7 +385,11 @@ class Daemon:
                 self.online.drain(self._labels, wake_ns)
         elif remaining > 0:
             time.sleep(remaining / 1e9)
-            self._woke_ns = time.monotonic_ns()
+            self._woke()
+
+    def _woke(self) -> None:
+        self._woke_ns = time.monotonic_ns()
+        self._woke_cpu_ns = time.thread_time_ns()
 
     def _learn(self, labels: zmq.Socket[bytes], deadline_ns: int) -> None:
         """Between ticks: stage the waiting labels, then step or save where it fits."""
@@ -427,16 +434,25 @@ class Daemon:
 
     # ---------------------------------------------------------------- ticks
 
-    def _tick(self, pub: zmq.Socket[bytes], tick: int, deadline_ns: int, start_ns: int) -> None:
-        """Serve the pending batch: one forward pass, one ``pred`` message."""
+    def _count_lateness(self, deadline_ns: int, start_ns: int) -> None:
+        """Measure how late the tick due at ``deadline_ns`` starts, and who made it late."""
         late = start_ns - deadline_ns
         self.windows.wake_late_ns.add(late)
-        self.counters.ticks += 1
         threshold = LATE_FRACTION * self.config.interval_ns
-        if late > threshold:
-            self.counters.ticks_late += 1
-            # Blocked in poll or sleep until past the threshold: the OS, not our work.
-            self.counters.ticks_woken_late += self._woke_ns - deadline_ns > threshold
+        if late <= threshold:
+            return
+        self.counters.ticks_late += 1
+        if self._woke_ns - deadline_ns > threshold:  # blocked in poll or sleep until then
+            self.counters.ticks_late_os += 1
+            return
+        # Had our work since the wake-up run without a break, would it have crossed the
+        # threshold? If not, the OS took the CPU away in between.
+        worked = time.thread_time_ns() - self._woke_cpu_ns
+        self.counters.ticks_late_os += worked <= deadline_ns + threshold - self._woke_ns
+
+    def _tick(self, pub: zmq.Socket[bytes], tick: int, deadline_ns: int, start_ns: int) -> None:
+        """Serve the pending batch: one forward pass, one ``pred`` message."""
+        self.counters.ticks += 1
         if not self._pending:
             return
         wall = time.time()  # the pred's t: when the tick started serving
@@ -527,7 +543,7 @@ class Daemon:
             "sources": len(self.seqs),
             "ticks": c.ticks,
             "ticks_late": c.ticks_late,
-            "ticks_woken_late": c.ticks_woken_late,
+            "ticks_late_os": c.ticks_late_os,
             "ticks_missed": c.ticks_missed,
             "preds": c.preds,
             "batch_p50": round(w.batch.percentile(50)),
@@ -564,7 +580,7 @@ def summary(status: dict[str, Any]) -> str:
         f"frames in {status['frames_in']} ok {status['frames_accepted']} rejected {rejected}"
         f" dropped {status['frames_dropped']} lost {status['frames_lost']};"
         f" ticks {status['ticks']} late {status['ticks_late']}"
-        f" (woken late {status['ticks_woken_late']}) missed {status['ticks_missed']};"
+        f" (os {status['ticks_late_os']}) missed {status['ticks_missed']};"
         f" batch p50 {status['batch_p50']} p99 {status['batch_p99']};"
         f" tick p99 {status['tick_ms_p99']:.2f} ms;"
         f" latency p50 {status['latency_ms_p50']:.1f} p99 {status['latency_ms_p99']:.1f} ms;"
