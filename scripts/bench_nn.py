@@ -2,7 +2,8 @@
 """Speed and memory of the numerical core, beside baselines measured in the same run.
 
     .venv/bin/python scripts/bench_nn.py            # everything, BLAS at 1 and 2 threads
-    .venv/bin/python scripts/bench_nn.py --quick    # 2 epochs at the large size, 1 thread
+    .venv/bin/python scripts/bench_nn.py --quick    # smoke run: 1 epoch, few repeats, 1 thread
+    .venv/bin/python scripts/bench_nn.py --json F   # also the headline figures (benchlib.py)
 
 Prints, per BLAS thread count (1 thread is the headline: 2-thread timings on these shared
 2-core machines swing 3-30x from run to run):
@@ -30,10 +31,13 @@ import time
 import timeit
 import tracemalloc
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+from benchlib import Figure, cpu_model, write_json
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from robot_daemon import flops
@@ -50,12 +54,7 @@ DTYPES = [np.float64, np.float32]
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_model()
     blas = ", ".join(
         f"{i['internal_api']} {i['version']} ({i.get('architecture', '?')})"
         for i in threadpool_info()
@@ -192,17 +191,22 @@ def peak_ratio(step: Callable[[], None], n: int, h: int) -> float:
     return peak / (2 * n * h * 8)
 
 
-# ---- sections ---------------------------------------------------------------------------------
+# ---- sections: each prints its table and returns its headline figures ---------------------------
 
 
-def bench_training(epochs_large: int) -> None:
-    print(f"\nuser's sgd, n={N}, batch 100 ({'10' if epochs_large == 10 else 'see'} epochs)")
+def _torch_name() -> str:
+    return f"PyTorch {torch.__version__}"
+
+
+def bench_training(epochs: int) -> list[Figure]:
+    per = f"{epochs} epoch{'s' if epochs > 1 else ''}"
+    print(f"\nuser's sgd, n={N}, batch 100, {per}")
     head = f"{'(d,h,c)':>14} {'dtype':>7} {'ep':>3} {'ours':>9} {'ours*':>9}"
     if torch:
         head += f" {'torch':>9} {'ours*/torch':>11} {'max |dW|/|W|':>13}"
     print(head)
+    figures = []
     for d, h, c in SIZES:
-        epochs = 10 if h < 1024 else epochs_large
         for dtype in DTYPES:
             X, Y = data(d, c, dtype)
             times = []
@@ -213,6 +217,9 @@ def bench_training(epochs_large: int) -> None:
                 times.append(time.perf_counter() - start)
             row = f"{(d, h, c)!s:>14} {np.dtype(dtype).name:>7} {epochs:>3}"
             row += f" {times[0]:>8.3f}s {times[1]:>8.3f}s"
+            figure = (f"user's sgd, n={N:,}, {per}, {(d, h, c)} {np.dtype(dtype).name},"
+                      " first layer without input gradient")
+            note = f"as specified, with the input gradient: {times[0]:.3f} s"
             if torch:
                 ref = MLP(d, h, c, rng=0, dtype=dtype)
                 t_torch, Ws = torch_sgd(ref, X, Y, epochs)
@@ -221,24 +228,38 @@ def bench_training(epochs_large: int) -> None:
                     for lin, W in zip(mlp.linears, Ws, strict=True)
                 )
                 row += f" {t_torch:>8.3f}s {times[1] / t_torch:>11.2f} {diff:>13.1e}"
+                figures.append(Figure.compare(
+                    figure, times[1], "s", f"{_torch_name()}, same initial weights", t_torch,
+                    f"{note}; trained weights differ by {diff:.0e}, relative"))
+            else:
+                figures.append(Figure.compare(figure, times[1], "s", note=note))
             print(row)
     print("ours = MLP as specified (every layer computes its input gradient);")
     print("ours* = input_grad=False, the first layer skips it, as PyTorch does for data.")
+    return figures
 
 
-def bench_inference() -> None:
-    print(f"\ninference, predict_proba on {N} readings")
+def bench_inference(repeat: int) -> list[Figure]:
+    print(f"\ninference, predict_proba on {N} readings (best of {repeat})")
+    figures = []
     for d, h, c in SIZES:
         for dtype in DTYPES:
             mlp = MLP(d, h, c, rng=0, dtype=dtype)
             X, _ = data(d, c, dtype)
-            ours = min(timeit.repeat(partial(mlp.predict_proba, X), number=1, repeat=5))
+            ours = min(timeit.repeat(partial(mlp.predict_proba, X), number=1, repeat=repeat))
             row = f"{(d, h, c)!s:>14} {np.dtype(dtype).name:>7} ours {ours * 1e3:8.2f} ms"
+            theirs = None
             if torch:
                 fwd = torch_forward(mlp)
-                theirs = min(timeit.repeat(partial(fwd, X), number=1, repeat=5))
+                theirs = min(timeit.repeat(partial(fwd, X), number=1, repeat=repeat))
                 row += f"   torch {theirs * 1e3:8.2f} ms   ours/torch {ours / theirs:5.2f}"
             print(row)
+            if (d, h, c) == SIZES[-1]:
+                figures.append(Figure.compare(
+                    f"inference on {N:,} readings, {(d, h, c)} {np.dtype(dtype).name}",
+                    ours * 1e3, "ms", _torch_name() if torch else None,
+                    None if theirs is None else theirs * 1e3))
+    return figures
 
 
 def interleaved(fns: dict[str, Callable[[], object]], rounds: int, number: int) -> dict[str, float]:
@@ -254,10 +275,12 @@ def interleaved(fns: dict[str, Callable[[], object]], rounds: int, number: int) 
     return best
 
 
-def bench_latency() -> None:
+def bench_latency(rounds: int) -> list[Figure]:
     d, h, c = SIZES[0]
     mlp = MLP(d, h, c, rng=0)
-    print(f"\nforward latency at {(d, h, c)}, float64 (best of 15 interleaved rounds of 2000)")
+    print(f"\nforward latency at {(d, h, c)}, float64"
+          f" (best of {rounds} interleaved rounds of 2000)")
+    figures = []
     for n in (1, 32):
         X = np.random.default_rng(1).standard_normal((n, d))
         fns: dict[str, Callable[[], object]] = {
@@ -266,18 +289,25 @@ def bench_latency() -> None:
         }
         if torch:
             fns["torch"] = partial(torch_forward(mlp), X)
-        best = {k: v * 1e6 for k, v in interleaved(fns, rounds=15, number=2000).items()}
+        best = {k: v * 1e6 for k, v in interleaved(fns, rounds=rounds, number=2000).items()}
         row = f"  n={n:>2}: " + "   ".join(f"{k} {v:6.1f} us" for k, v in best.items())
         row += "   ours/" + "   ours/".join(
             f"{k.split()[0]} {best['ours'] / v:4.2f}" for k, v in best.items() if k != "ours")
         print(row)
+        note = f"{_torch_name()}: {best['torch']:.1f} us" if torch else ""
+        figures.append(Figure.compare(
+            f"forward latency, {n} reading{'s' if n > 1 else ''}, {(d, h, c)} float64",
+            best["ours"], "us", "plain NumPy forward written the obvious way",
+            best["plain numpy"], note))
+    return figures
 
 
-def bench_step_ratio() -> None:
+def bench_step_ratio(rounds: int) -> list[Figure]:
     d, h, c = SIZES[-1]
     X, Y = data(d, c, np.float64)
     print(f"\none training step on {N} readings / one inference on them, {(d, h, c)}, float64"
-          " (best of 5 interleaved)")
+          f" (best of {rounds} interleaved)")
+    figures = []
     for input_grad in (True, False):
         mlp = MLP(d, h, c, rng=0, input_grad=input_grad)
         best = interleaved(
@@ -285,7 +315,7 @@ def bench_step_ratio() -> None:
                 "infer": partial(mlp.predict_proba, X),
                 "train": partial(mlp.single_step_sgd, X, Y, lr=0.0),
             },
-            rounds=5,
+            rounds=rounds,
             number=1,
         )
         count = flops.closed_form(N, d, h, c, epochs=1, input_grad=input_grad)
@@ -294,39 +324,67 @@ def bench_step_ratio() -> None:
             f" {best['infer']:.3f} s = {best['train'] / best['infer']:.2f}"
             f"   FLOP ratio {count.ratio:.2f}"
         )
+        figures.append(Figure.compare(
+            f"time of one training step / one inference, n={N:,}, {(d, h, c)} float64"
+            + ("" if input_grad else ", first layer without input gradient"),
+            best["train"] / best["infer"], "x", "the same ratio in matmul FLOPs", count.ratio,
+            f"train {best['train']:.3f} s, infer {best['infer']:.3f} s"))
+    return figures
 
 
-def bench_memory() -> None:
+def bench_memory() -> list[Figure]:
     d, h, c = SIZES[-1]
     X, Y = data(d, c, np.float64)
     print(f"\npeak memory of one training step, n={N}, {(d, h, c)}, float64,")
     print(f"  in units of the two hidden activations (2*n*h floats = {2 * N * h * 8 / 1e6:.0f} MB)")
+    peaks = {}
     for name, model in [
         ("ours, default", MLP(d, h, c, rng=0)),
         ("ours, recompute=True", MLP(d, h, c, rng=0, recompute=True)),
     ]:
-        print(f"  {name:<22} {peak_ratio(lambda m=model: m.single_step_sgd(X, Y), N, h):.3f}x")
+        peaks[name] = peak_ratio(lambda m=model: m.single_step_sgd(X, Y), N, h)
+        print(f"  {name:<22} {peaks[name]:.3f}x")
     book = TextbookMLP(MLP(d, h, c, rng=0))
-    print(f"  {'textbook design':<22} {peak_ratio(lambda: book.single_step_sgd(X, Y), N, h):.3f}x")
+    textbook = peak_ratio(lambda: book.single_step_sgd(X, Y), N, h)
+    print(f"  {'textbook design':<22} {textbook:.3f}x")
+    return [
+        Figure.compare(
+            f"peak memory of one training step, n={N:,}, {(d, h, c)} float64, {name}",
+            peak, "x two hidden activations",
+            "textbook design (keeps input, pre-activation, float mask)", textbook,
+            "tracemalloc")
+        for name, peak in peaks.items()
+    ]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="2 epochs at the large size, 1 thread")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: 1 epoch, fewer repeats, 1 thread")
     parser.add_argument("--threads", type=int, nargs="+", default=None, help="BLAS threads")
+    parser.add_argument("--json", type=Path, help="also write the headline figures here")
     args = parser.parse_args()
     threads = args.threads or ([1] if args.quick else [1, 2])
     print(machine())
-    bench_memory()
+    figures = bench_memory()
+    by_threads = []
     for n_threads in threads:
         print(f"\n===== BLAS threads: {n_threads} =====")
         with threadpool_limits(n_threads):
             if torch:
                 torch.set_num_threads(n_threads)
-            bench_latency()
-            bench_inference()
-            bench_step_ratio()
-            bench_training(2 if args.quick else 10)
+            measured = [
+                *bench_latency(5 if args.quick else 15),
+                *bench_inference(2 if args.quick else 5),
+                *bench_step_ratio(2 if args.quick else 5),
+                *bench_training(1 if args.quick else 10),
+            ]
+        suffix = f", BLAS {n_threads} thread{'s' if n_threads > 1 else ''}"
+        by_threads.append([replace(f, figure=f.figure + suffix) for f in measured])
+    # Each figure at every thread count, side by side: the first count is the headline.
+    figures += [f for same in zip(*by_threads, strict=True) for f in same]
+    if args.json:
+        write_json(args.json, "bench_nn", figures)
     return 0
 
 

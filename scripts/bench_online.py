@@ -1,7 +1,7 @@
 """Benchmark online learning: the guarded step, a checkpoint save, and late ticks under load.
 
     .venv/bin/python scripts/bench_online.py [--duration 10] [--frame-rate 1000]
-        [--label-rate 100] [--online-batch 100]
+        [--label-rate 100] [--online-batch 100] [--steps 300] [--labels 50000] [--json PATH]
 
 Prints, on this machine and in this run:
 
@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import zmq
+from benchlib import Figure, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -47,7 +48,12 @@ def _ms(ns: list[int]) -> str:
     return f"p50 {np.percentile(a, 50):.3f} ms, p99 {np.percentile(a, 99):.3f} ms"
 
 
-def in_process(batch: int, steps: int) -> None:
+def _p50_ms(ns: list[int]) -> float:
+    return float(np.percentile(ns, 50)) / 1e6
+
+
+def in_process(batch: int, steps: int) -> dict[str, float]:
+    """Prints the in-process timings; returns the p50s in ms (``guarded``, ``bare``, ``save``)."""
     data = sim.simulate(steps * batch * 1.2 / 20.0, 20.0, seed=7, calibration_drift=1.0)
     learner = OnlineLearner(model_file.load(DEFAULT_MODEL), OnlineConfig(batch_size=batch))
     durations, reasons = [], []
@@ -79,6 +85,7 @@ def in_process(batch: int, steps: int) -> None:
             store.save(learner.model, version)
             saves.append(time.monotonic_ns() - start)
     print(f"checkpoint save (atomic, fsync):              {_ms(saves)}")
+    return {"guarded": _p50_ms(durations), "bare": _p50_ms(bare), "save": _p50_ms(saves)}
 
 
 def label_throughput(n: int, curve: bool) -> float:
@@ -196,19 +203,39 @@ def main() -> int:
     parser.add_argument("--frame-rate", type=float, default=1000.0)
     parser.add_argument("--label-rate", type=float, default=100.0)
     parser.add_argument("--online-batch", type=int, default=100)
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=300, help="guarded steps timed")
+    parser.add_argument("--labels", type=int, default=50_000, help="labels sent per channel")
+    parser.add_argument("--json", type=Path, help="also write the headline figures here")
     args = parser.parse_args()
-    in_process(args.online_batch, args.steps)
-    plain, secured = label_throughput(50_000, False), label_throughput(50_000, True)
+    p50 = in_process(args.online_batch, args.steps)
+    plain, secured = label_throughput(args.labels, False), label_throughput(args.labels, True)
     print(f"label channel, one process, loopback TCP: plain {plain:,.0f}/s, CURVE"
           f" {secured:,.0f}/s (CURVE / plain = {secured / plain:.2f})")
     workdir = Path(tempfile.mkdtemp(prefix="rdb-", dir="/tmp"))
     try:
+        runs = {}
         for online in (False, True):
-            status = daemon_run(workdir, args, online)
-            print(describe("online " if online else "serving", status))
+            runs[online] = daemon_run(workdir, args, online)
+            print(describe("online " if online else "serving", runs[online]))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    if args.json:
+        serving, learning = runs[False], runs[True]
+        load = f"{args.frame_rate:,.0f} frames/s, {args.label_rate:,.0f} labels/s"
+        write_json(args.json, "bench_online", [
+            Figure.compare(f"guarded online step, batch {args.online_batch}, h=64, p50",
+                           p50["guarded"], "ms", "bare single_step_sgd on the same batch",
+                           p50["bare"], "screening, replay draw, holdout check"),
+            Figure.compare("checkpoint save (atomic, fsync), p50", p50["save"], "ms",
+                           "the daemon's 20 ms tick", 20.0),
+            Figure.compare("label channel throughput with CURVE", secured, "labels/s",
+                           "the same channel in plain TCP", plain),
+            Figure.compare(
+                f"daemon with --online at {load}: worst tick p99", learning["worst_tick_ms_p99"],
+                "ms", "the same daemon serving only", serving["worst_tick_ms_p99"],
+                f"late ticks {learning['ticks_late']} (serving only {serving['ticks_late']}),"
+                f" {learning['online_steps']} steps, {learning['online_steps_deferred']} deferred"),
+        ])
     return 0
 
 

@@ -1,6 +1,7 @@
 """MLP vs logistic regression on the sidewalk simulator (the figures of docs/simulator.md).
 
 Run: .venv/bin/python scripts/sim_baselines.py [--train-s 7200] [--test-s 1200] [--rate 5]
+         [--epochs 30] [--json PATH]
 
 Trains on one simulated run (seed 1) and evaluates on another (seed 2: a different day,
 street and set of obstacles), on inputs standardised with the training statistics.
@@ -12,6 +13,9 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
+
+from benchlib import Figure, write_json
 
 from robot_daemon import metrics, nn, sim
 from robot_daemon.logreg import LogisticRegression
@@ -25,6 +29,7 @@ def main() -> None:
     parser.add_argument("--h", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0, help="seed of both models")
+    parser.add_argument("--json", type=Path, help="also write the headline figures here")
     args = parser.parse_args()
 
     t0 = time.perf_counter()
@@ -61,6 +66,15 @@ def main() -> None:
     for k, name in enumerate(sim.CLASSES):
         print(f"{name:12s} {test.Y[:, k].mean():7.1%} {rows['mlp'][1].f1[k]:7.3f} "
               f"{rows['logreg'][1].f1[k]:7.3f}")
+    if args.json:
+        setup = (f"trained on {train.n:,} simulated readings, tested on {test.n:,} of another"
+                 f" day, {args.epochs} epochs")
+        write_json(args.json, "sim_baselines", [
+            Figure.compare(f"MLP(h={args.h}) held-out macro-F1, {how}", rows["mlp"][i].macro_f1,
+                           "macro-F1", f"logistic regression, {how}",
+                           rows["logreg"][i].macro_f1, setup)
+            for i, how in enumerate(("threshold 0.5", "tuned thresholds"))
+        ])
 
 
 if __name__ == "__main__":
