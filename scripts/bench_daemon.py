@@ -1,6 +1,7 @@
 """Benchmark ``robot-daemon run`` over loopback, beside the bare ZeroMQ + msgpack transport.
 
     .venv/bin/python scripts/bench_daemon.py [--duration 3] [--model models/default.npz]
+                                             [--json FIGURES.json]
 
 Prints, on this machine and in this run:
 
@@ -8,19 +9,23 @@ Prints, on this machine and in this run:
    subscriber that only receives and decodes them (``wire.decode_frame``): the limit any
    subscriber written in Python on this machine runs into;
 2. **sustained**: the highest frame rate (doubling, then bisecting) at which the real
-   daemon, at 20 ms ticks, answers every frame with no drop, loss, late or missed tick;
-3. at 1,000 frames/s and at the sustained rate: tick processing p50/p99/max (from the
-   daemon's ``status``), frame-to-publish latency minus the wait for the tick (``pred``
-   received by us minus the tick's start, ``pred.t``) and in total (minus the frame's send
-   time, carried as its sensor time ``t``), the wake-up lateness of ticks, and the
-   daemon's CPU time per 1,000 frames (from ``/proc``).
+   daemon, at 20 ms ticks, keeps pace (99 % of frames answered within two ticks of being
+   sent; the publisher reaching 95 % of the rate) and answers every frame with no drop,
+   loss, missed tick or tick its own work made late. Ticks the OS made late
+   (``ticks_late_os``: it woke the idle daemon late, or took its CPU) are the machine's
+   and are printed; the highest rate with not a single late tick of any cause is
+   printed beside it;
+3. at 1,000 frames/s (3 runs) and at the sustained rate: tick processing p50/p99/max
+   (from the daemon's ``status``, per status period), the time from each tick's start to
+   its ``pred`` received by us (p99 over every tick of the 3 runs), frame-to-publish
+   latency in total (from the frame's send time, carried as its sensor time ``t``), the
+   wake-up lateness of ticks, and the daemon's CPU time per 1,000 frames (``/proc``).
 
 The publisher is a separate process pacing frames on a drift-free schedule (sleeping, in
 bursts of at most 0.5 ms, never spinning: on 2 cores a spinning publisher takes the core
-the daemon needs); the
-frames carry 16 features and the model has 8 classes and h = 64 (the default model).
-``--max-batch`` is raised so that the batch cap, which drops frames on purpose, does not
-bound the rate being measured.
+the daemon needs); the frames carry 16 features and the model has 8 classes and h = 64
+(the default model). ``--max-batch`` is raised so that the batch cap, which drops frames
+on purpose, does not bound the rate being measured.
 """
 
 from __future__ import annotations
@@ -131,6 +136,7 @@ class Trial:
     tick_ms: tuple[float, float, float]
     wake_ms: tuple[float, float, float]
     after_tick_ms: tuple[float, float, float]
+    pred_after_tick_ms: np.ndarray  # per pred: its tick's start -> received by us
     total_ms: tuple[float, float, float]
     cpu_ms_per_1000: float
 
@@ -233,7 +239,7 @@ class Daemon:
                 self.sub.recv_multipart()
             before, cpu0 = self.status(), self.cpu_s()
             go.set()
-            answered, after_tick, total, statuses = self._collect(n, duration + 2.0)
+            answered, per_pred, total, statuses = self._collect(n, duration + 2.0)
             after = self.status()
             cpu = self.cpu_s() - cpu0
         finally:
@@ -253,14 +259,17 @@ class Daemon:
              max(s["tick_ms_p99"] for s in busy), max(s["tick_ms_max"] for s in busy)),
             (float(np.median([s["wake_late_ms_p50"] for s in busy])),
              max(s["wake_late_ms_p99"] for s in busy), max(s["wake_late_ms_max"] for s in busy)),
-            _pcts(after_tick), _pcts(total), cpu / n * 1e6,
+            _pcts(np.repeat(per_pred, [len(p) for p in total])), per_pred * 1e3,
+            _pcts(np.concatenate(total)), cpu / n * 1e6,
         )
 
     def _collect(
         self, n: int, timeout: float
-    ) -> tuple[int, np.ndarray, np.ndarray, list[dict[str, Any]]]:
+    ) -> tuple[int, np.ndarray, list[np.ndarray], list[dict[str, Any]]]:
+        """Answered frames; per pred, s from its tick's start to us; per pred, each
+        frame's s from its send to us; the statuses seen."""
         answered = 0
-        after_tick: list[np.ndarray] = []
+        after_tick: list[float] = []
         total: list[np.ndarray] = []
         statuses: list[dict[str, Any]] = []
         deadline = time.monotonic() + timeout
@@ -274,10 +283,10 @@ class Daemon:
                 continue
             pred = wire.decode_pred(payload)
             answered += len(pred.seq)
-            after_tick.append(np.full(len(pred.seq), now - pred.t))
+            after_tick.append(now - pred.t)
             total.append(now - np.asarray(pred.extra["t_frame"]))
         statuses.append(self.status())
-        return answered, np.concatenate(after_tick), np.concatenate(total), statuses
+        return answered, np.array(after_tick), total, statuses
 
     def close(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
@@ -327,13 +336,20 @@ def main() -> int:
               f"{strict:,.0f} frames/s = {strict / transport:.2f} x bare transport")
         print(f"ticks the OS made more than 2 ms late (woke the daemon late or took its "
               f"CPU): {os_late} of {ticks} in all trials")
-        print(f"at 1,000 frames/s, tick processing p99 (3 runs): "
-              f"{', '.join(f'{t.tick_ms[1]:.2f}' for t in at_1000)} ms")
+        print(f"at 1,000 frames/s, 3 runs: tick start to pred received p99 over all "
+              f"{sum(len(t.pred_after_tick_ms) for t in at_1000)} ticks "
+              f"{_tick_p99(at_1000):.2f} ms; the daemon's tick processing p99 of its "
+              f"worst status period: {', '.join(f'{t.tick_ms[1]:.2f}' for t in at_1000)} ms")
         if args.json:
             _write_json(args.json, transport, best, strict, at_1000)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
+
+
+def _tick_p99(trials: list[Trial]) -> float:
+    """p99 over every tick of ``trials`` of the time from tick start to pred received."""
+    return float(np.percentile(np.concatenate([t.pred_after_tick_ms for t in trials]), 99))
 
 
 def _write_json(
@@ -342,14 +358,19 @@ def _write_json(
     """The headline figures, each beside its same-run baseline (scripts/bench reads them)."""
     bare = "bare ZeroMQ + msgpack transport"
     worst = max(at_1000, key=lambda t: t.tick_ms[1])
+    pooled = _tick_p99(at_1000)
     write_json(path, "bench_daemon", [
         Figure.compare("daemon sustained rate: no drop, loss or overrun", best.rate,
                        "frames/s", bare, transport, "goal: ratio >= 0.5"),
         Figure.compare("daemon rate with not a single late tick, the OS's included", strict,
                        "frames/s", bare, transport, "on this shared VM: see ticks_late_os"),
-        Figure.compare("tick processing p99 at 1,000 frames/s (worst of 3 runs)",
-                       worst.tick_ms[1], "ms", "the 20 ms tick interval", 20.0,
-                       "goal: < 1 ms"),
+        Figure.compare("tick start to pred received, p99 over every tick of 3 runs at "
+                       "1,000 frames/s", pooled, "ms", "the 20 ms tick interval", 20.0,
+                       "goal: tick processing < 1 ms; this adds the delivery to us"),
+        Figure.compare("tick processing p99 at 1,000 frames/s, the daemon's, worst "
+                       "status period of 3 runs", worst.tick_ms[1], "ms",
+                       "the 20 ms tick interval", 20.0,
+                       "a period has 25 ticks: its p99 is its slowest tick"),
         Figure.compare("frame-to-publish latency p50 at 1,000 frames/s", worst.total_ms[0],
                        "ms", note="a frame waits up to 20 ms for its tick"),
         Figure.compare("frame-to-publish latency p99 at 1,000 frames/s", worst.total_ms[1],
