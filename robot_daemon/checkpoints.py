@@ -1,8 +1,8 @@
 """Checkpoints of a model that learns while it serves: atomic, versioned, pruned.
 
 A :class:`CheckpointStore` keeps the last ``keep`` versions of a model in one directory
-as ``model-v<version>.npz``, each written atomically by :meth:`Model.save` (temporary
-file, fsync, rename), so that a crash at any moment leaves every checkpoint either
+as ``model-v<version>.npz``, each written atomically (temporary file, fsync, rename, as
+:meth:`Model.save`), so that a crash at any moment leaves every checkpoint either
 complete or absent. On start, :meth:`CheckpointStore.newest` returns the newest
 checkpoint that loads and validates, skipping (and reporting) any that do not.
 """
@@ -74,8 +74,15 @@ class CheckpointStore:
 
     def save(self, model: model_file.Model, version: int) -> Path:
         """Write ``model`` as ``version`` atomically, then drop all but the newest ``keep``."""
+        return self.write(model.to_bytes(), version)
+
+    def write(self, data: bytes, version: int) -> Path:
+        """Write a model file's bytes (:meth:`Model.to_bytes`) as ``version``, like :meth:`save`.
+
+        Touches only the directory: safe in a thread of its own while the model learns on.
+        """
         path = self.path(version)
-        model.save(path)
+        model_file.write_atomically(path, lambda f: f.write(data))
         for _, old in self.versions()[: -self.keep]:
             try:
                 old.unlink()

@@ -283,6 +283,7 @@ class Daemon:
             self._tick(pub, tick, now, now)
             if self.online is not None:
                 self.online.checkpoint()  # what was learned since the last save
+                self.online.close()
             self._publish_status(pub)
             self.notifier.stopping()
             log.info("stopped after %d ticks", self.counters.ticks)

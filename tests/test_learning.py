@@ -224,6 +224,41 @@ def test_a_step_that_would_make_the_tick_late_is_deferred(data: sim.SimData,
     assert session.version == "default-x+1"
 
 
+def test_a_checkpoint_slower_than_a_tick_gap_holds_up_neither_ticks_nor_learning(
+    data: sim.SimData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every file write takes 60 ms (three 20 ms ticks); steps and saves still go on."""
+    config = DaemonConfig(online=True, labels="ipc://labels", online_batch=10,
+                          checkpoint_dir=tmp_path, checkpoint_every_steps=2)
+    session = learning.OnlineSession(config, model_file.load(DEFAULT_MODEL), "default-x", 0)
+    assert session.store is not None
+    write = session.store.write
+
+    def slow_write(data: bytes, version: int) -> Path:
+        time.sleep(0.060)
+        return write(data, version)
+
+    monkeypatch.setattr(session.store, "write", slow_write)
+    longest = 0
+    deadline = time.monotonic_ns()
+    for i in range(400):  # labels for 40 steps, 20 ms ticks for 2 s
+        session.learner.add(wire.Label(i, 0.0, data.X[i], data.Y[i]))
+        if i % 4 == 0:
+            deadline += 20_000_000
+            time.sleep(max(0.0, (deadline - time.monotonic_ns()) / 1e9 - 0.015))
+            start = time.monotonic_ns()
+            session.between_ticks(deadline)
+            longest = max(longest, time.monotonic_ns() - start)
+    session.close()
+    assert longest < 15_000_000  # never the write's 60 ms
+    assert session.learner.version >= 10
+    assert session.counters.checkpoints_saved >= 3
+    # Never more than checkpoint_every_steps steps unsaved: steps wait for the write.
+    newest = CheckpointStore(tmp_path).newest()
+    assert newest is not None
+    assert session.learner.version - newest.version <= 2
+
+
 def test_checkpoints_of_another_model_file_are_not_resumed(tmp_path: Path) -> None:
     model = model_file.load(DEFAULT_MODEL)
     model.training[learning.BASE_KEY] = "older-0123456789ab"
