@@ -730,8 +730,10 @@ def _absent_classes_note(evaluation: evaluate.Evaluation) -> list[str]:
     absent = [name for name, p in zip(evaluation.class_names, present, strict=True) if not p]
     if not present.any():
         return ["no obstacle in these frames: F1 is 0 by convention for every class"]
+    n = int(present.sum())
+    over = "the 1 class" if n == 1 else f"the {n} classes"
     return [f"not in these frames: {', '.join(absent)} (F1 0 by convention); macro F1 over"
-            f" the {int(present.sum())} classes present: {evaluation.f1[present].mean():.4f}"]
+            f" {over} present: {evaluation.f1[present].mean():.4f}"]
 
 
 def _unanswered_note(stream: Stream) -> str:

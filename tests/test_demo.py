@@ -63,7 +63,7 @@ def test_the_demo_answers_every_frame_and_scores_like_the_offline_model(
     assert pedestrian is not None
     assert int(pedestrian.group(1)) == offline.support[0] > 0
     assert float(pedestrian.group(4)) == pytest.approx(offline.f1[0], abs=1e-3)
-    assert "macro F1 over the 1 classes present" in out
+    assert "macro F1 over the 1 class present" in out
 
     png = workdir / "demo.png"
     assert f"timeline: {png}" in out
