@@ -339,6 +339,25 @@ def test_a_bad_model_or_config_stops_the_start_with_exit_2(workdir: Path) -> Non
     assert "unknown key 'max_bacth'" in result.stderr
 
 
+def _in_process(workdir: Path, **settings: Any) -> Any:
+    """A Daemon built in this process on the default model, with ipc endpoints in workdir."""
+    from robot_daemon import config, daemon
+
+    return daemon.Daemon(config.load(None, {
+        "model": str(DEFAULT_MODEL), "frames": [f"ipc://{workdir}/f"],
+        "pred": f"ipc://{workdir}/p", **settings}))
+
+
+def _run_for(d: Any, seconds: float) -> None:
+    """Run the in-process daemon ``d`` until a SIGTERM ``seconds`` from now; it exits 0."""
+    timer = threading.Timer(seconds, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    try:
+        assert d.run() == 0
+    finally:
+        timer.cancel()
+
+
 def test_a_slow_tick_skips_and_counts_the_deadlines_it_overran(
     workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -347,10 +366,8 @@ def test_a_slow_tick_skips_and_counts_the_deadlines_it_overran(
     50 ms ticks leave 25 ms of slack either side, so scheduling noise on a loaded CI
     machine cannot shift a deadline across the stall's end.
     """
-    from robot_daemon import config, daemon
+    from robot_daemon import daemon
 
-    cfg = config.load(None, {"model": str(DEFAULT_MODEL), "frames": [f"ipc://{workdir}/f"],
-                             "pred": f"ipc://{workdir}/p", "interval_ms": 50})
     served: list[int] = []
     original = daemon.Daemon._tick
 
@@ -362,13 +379,8 @@ def test_a_slow_tick_skips_and_counts_the_deadlines_it_overran(
         original(self, pub, tick, deadline, start)
 
     monkeypatch.setattr(daemon.Daemon, "_tick", slow_tick)
-    d = daemon.Daemon(cfg)
-    timer = threading.Timer(0.9, os.kill, (os.getpid(), signal.SIGTERM))
-    timer.start()
-    try:
-        assert d.run() == 0
-    finally:
-        timer.cancel()
+    d = _in_process(workdir, interval_ms=50)
+    _run_for(d, 0.9)
     assert served[:6] == [1, 2, 3, 4, 5, 9]
     assert d.counters.ticks_missed == 3
     assert served[5:-1] == list(range(9, 9 + len(served) - 6))  # on schedule afterwards
@@ -378,11 +390,9 @@ def test_a_late_tick_is_told_apart_as_the_os_or_our_own_work(
     workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """In-process: woken late, or preempted after the wake-up, is the OS; else it is ours."""
-    from robot_daemon import config, daemon
+    from robot_daemon import daemon
 
-    cfg = config.load(None, {"model": str(DEFAULT_MODEL), "frames": [f"ipc://{workdir}/f"],
-                             "pred": f"ipc://{workdir}/p", "interval_ms": 20})
-    d = daemon.Daemon(cfg)  # late: more than 2 ms after the deadline
+    d = _in_process(workdir, interval_ms=20)  # late: more than 2 ms after the deadline
     ms = 1_000_000
     cpu = iter([10 * ms, 11 * ms])  # the thread's CPU time at each late tick
     monkeypatch.setattr(daemon.time, "thread_time_ns", lambda: next(cpu))
@@ -404,19 +414,12 @@ def test_a_machine_that_wakes_the_loop_late_counts_os_late_ticks(
     workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """In-process: every sleep oversleeps by 4 ms, as on a busy host; no frames, no work."""
-    from robot_daemon import config, daemon
+    from robot_daemon import daemon
 
-    cfg = config.load(None, {"model": str(DEFAULT_MODEL), "frames": [f"ipc://{workdir}/f"],
-                             "pred": f"ipc://{workdir}/p", "interval_ms": 20})
     real_sleep = time.sleep
     monkeypatch.setattr(daemon.time, "sleep", lambda s: real_sleep(s + 0.004))
-    d = daemon.Daemon(cfg)
-    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM))
-    timer.start()
-    try:
-        assert d.run() == 0
-    finally:
-        timer.cancel()
+    d = _in_process(workdir, interval_ms=20)
+    _run_for(d, 0.5)
     c = d.counters
     assert c.ticks_late >= 5
     assert c.ticks_late_os == c.ticks_late
@@ -426,12 +429,9 @@ def test_a_frame_the_model_answers_with_nan_is_left_out_and_counted(
     workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """In-process: the other frames of the tick are still served."""
-    from robot_daemon import config, daemon
     from robot_daemon.batch import PendingFrames
 
-    cfg = config.load(None, {"model": str(DEFAULT_MODEL), "frames": [f"ipc://{workdir}/f"],
-                             "pred": f"ipc://{workdir}/p"})
-    d = daemon.Daemon(cfg)
+    d = _in_process(workdir)
     pending = PendingFrames(4, d.served.model.d)
     X = _readings(3)
     for seq in range(3):
