@@ -42,8 +42,9 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import Any, Final, TextIO
@@ -52,7 +53,7 @@ import numpy as np
 import numpy.typing as npt
 import zmq
 
-from robot_daemon import bagplay, evaluate, sim, wire
+from robot_daemon import bagplay, evaluate, receive, sim, wire
 from robot_daemon.bag import BagReader
 from robot_daemon.daemon import ServedModel, load_model
 from robot_daemon.demoview import LiveView, PlainView, TerminalView, daemon_counts, write_timeline
@@ -475,10 +476,11 @@ class Sockets:
     def pump(self, stream: Stream, timeout_ms: int) -> None:
         """Wait up to ``timeout_ms`` for messages, then hand every waiting one to ``stream``."""
         events = dict(self.poller.poll(max(0, timeout_ms)))
+        # No deadline: after the daemon stops, its last answers must all be read.
         if self.tap in events:
-            _drain(self.tap, lambda topic, payload, now: stream.on_frame(payload, now))
+            receive.drain(self.tap, None, partial(_dispatch, stream))
         if self.pred in events:
-            _drain(self.pred, lambda topic, payload, now: _dispatch(stream, topic, payload, now))
+            receive.drain(self.pred, None, partial(_dispatch, stream))
 
     def close(self) -> None:
         self.tap.close()
@@ -486,19 +488,15 @@ class Sockets:
         self.ctx.term()
 
 
-def _drain(sub: zmq.Socket[bytes], handle: Callable[[bytes, bytes, int], None]) -> None:
-    while True:
-        try:
-            parts = sub.recv_multipart(zmq.NOBLOCK)
-        except zmq.Again:
-            return
-        if len(parts) == 2:
-            handle(parts[0], parts[1], time.monotonic_ns())
-
-
-def _dispatch(stream: Stream, topic: bytes, payload: bytes, now_ns: int) -> None:
-    if topic == wire.TOPIC_PRED:
-        stream.on_pred(payload, now_ns)
+def _dispatch(stream: Stream, parts: list[bytes]) -> None:
+    """A two-part message from the tap or the daemon, to ``stream`` by its topic."""
+    if len(parts) != 2:
+        return
+    topic, payload = parts
+    if topic == wire.TOPIC_FRAME:
+        stream.on_frame(payload, time.monotonic_ns())
+    elif topic == wire.TOPIC_PRED:
+        stream.on_pred(payload, time.monotonic_ns())
     elif topic == wire.TOPIC_STATUS:
         stream.on_status(payload)
 

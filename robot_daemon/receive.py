@@ -22,12 +22,13 @@ _NOBLOCK: Final = int(zmq.NOBLOCK)
 
 def drain(
     sock: zmq.Socket[bytes],
-    until_ns: int,
+    until_ns: int | None,
     handle: Callable[[list[bytes]], None],
     keep_going: Callable[[], bool] | None = None,
 ) -> None:
     """Pass each waiting multipart message to ``handle`` until the queue is empty,
-    ``time.monotonic_ns()`` reaches ``until_ns`` or ``keep_going()`` turns false."""
+    ``time.monotonic_ns()`` reaches ``until_ns`` (``None``: no deadline) or
+    ``keep_going()`` turns false."""
     while True:
         for _ in range(DRAIN_CHUNK):
             if keep_going is not None and not keep_going():
@@ -44,5 +45,5 @@ def drain(
                 part = sock.recv(_NOBLOCK, copy=False)
                 parts.append(part.bytes)
             handle(parts)
-        if time.monotonic_ns() >= until_ns:
+        if until_ns is not None and time.monotonic_ns() >= until_ns:
             return
