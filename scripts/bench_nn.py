@@ -26,7 +26,6 @@ Needs threadpoolctl (``pip install -e '.[bench]'``); PyTorch is optional
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 import timeit
 import tracemalloc
@@ -37,8 +36,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from benchlib import Figure, cpu_model, write_json
-from threadpoolctl import threadpool_info, threadpool_limits
+from benchlib import Figure, machine, write_json
+from threadpoolctl import threadpool_limits
 
 from robot_daemon import flops
 from robot_daemon.nn import MLP
@@ -51,27 +50,6 @@ except ImportError:  # optional baseline
 N = 10_000
 SIZES = [(16, 64, 8), (16, 256, 8), (64, 1024, 16)]
 DTYPES = [np.float64, np.float32]
-
-
-def machine() -> str:
-    cpu = cpu_model()
-    blas = ", ".join(
-        f"{i['internal_api']} {i['version']} ({i.get('architecture', '?')})"
-        for i in threadpool_info()
-        if i["user_api"] == "blas"
-    )
-    lines = [
-        f"machine: {cpu}, {_cores()} cores, Python {platform.python_version()}",
-        f"numpy {np.__version__}, BLAS: {blas}",
-        f"torch {torch.__version__}" if torch else "torch: not installed (baseline skipped)",
-    ]
-    return "\n".join(lines)
-
-
-def _cores() -> int:
-    import os
-
-    return os.cpu_count() or 1
 
 
 def data(d: int, c: int, dtype: Any, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -365,7 +343,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the headline figures here")
     args = parser.parse_args()
     threads = args.threads or ([1] if args.quick else [1, 2])
-    print(machine())
+    print("\n".join(f"{label}: {text}" for label, text in machine().items()))
     figures = bench_memory()
     by_threads = []
     for n_threads in threads:
