@@ -44,7 +44,11 @@ class PendingFrames:
 
     def __init__(self, max_batch: int, d: int) -> None:
         self.max_batch = max_batch
-        self._X = np.empty((max_batch, d), dtype=np.float32)
+        self._X = np.empty((max_batch, d), dtype="<f4")  # the wire's byte order
+        # The ring as flat bytes: a frame's readings go in as one slice assignment of its
+        # payload bytes, about 4x cheaper than assigning a NumPy row.
+        self._bytes = self._X.data.cast("B")
+        self._width = 4 * d
         self._arrival = np.empty(max_batch, dtype=np.int64)
         self._seq: list[int] = [0] * max_batch
         self._t: list[float] = [0.0] * max_batch
@@ -58,10 +62,12 @@ class PendingFrames:
     def d(self) -> int:
         return self._X.shape[1]
 
-    def add(self, frame: wire.Frame, arrival_ns: int) -> bool:
-        """Store ``frame``; ``True`` if the oldest pending frame was dropped for it."""
+    def add(self, frame: wire.RawFrame, arrival_ns: int) -> bool:
+        """Store ``frame`` (its ``x`` of ``4 d`` bytes); ``True`` if the oldest pending
+        frame was dropped for it."""
         i = self._count % self.max_batch
-        self._X[i] = frame.x
+        start = i * self._width
+        self._bytes[start:start + self._width] = frame.x
         self._arrival[i] = arrival_ns
         self._seq[i], self._t[i], self._src[i] = frame.seq, frame.t, frame.src
         self._count += 1

@@ -15,11 +15,13 @@ The loop (one thread, one :class:`zmq.Poller`):
   machine: give the daemon a core and a priority); or, the rest of ``ticks_late``, the
   daemon's own work ran past the deadline (fewer frames per tick, a smaller model).
 * **Between ticks** it drains the ``frame`` SUB socket and decodes each payload
-  (:func:`robot_daemon.wire.decode_frame` with the model's ``d``). Rejected payloads are
-  counted by reason and logged at a bounded rate; gaps in each publisher's ``seq`` count
-  as lost frames (ZeroMQ drops silently at its high-water marks). The pending batch keeps
-  the newest ``max_batch`` frames (:func:`robot_daemon.replay.newest`'s rule) and counts
-  the others as dropped, so memory stays bounded whatever arrives.
+  (:func:`robot_daemon.wire.decode_frame_raw` with the model's ``d``) into the batch,
+  the last millisecond before a tick included, so that the tick decodes little itself.
+  Rejected payloads are counted by reason and logged at a bounded rate; gaps in each
+  publisher's ``seq`` count as lost frames (ZeroMQ drops silently at its high-water
+  marks). The pending batch keeps the newest ``max_batch`` frames
+  (:func:`robot_daemon.replay.newest`'s rule) and counts the others as dropped, so memory
+  stays bounded whatever arrives.
 * **At each tick** one ``predict_proba`` over the whole batch and one ``pred`` message
   with every frame's probabilities, its sensor time (``t_frame``) and source (``src``).
 * **Every status interval** a ``status`` message on the same PUB socket, a one-line
@@ -38,6 +40,7 @@ The loop (one thread, one :class:`zmq.Poller`):
 ``status`` keys beyond ``docs/protocol.md``'s table: ``ticks_missed``, ``ticks_late_os``,
 ``preds``,
 ``tick_ms_p50/p99/max`` (tick processing: batch, forward pass, encode, send),
+``tick_ms_edges``/``tick_ms_counts`` (ticks since the start per processing-time bucket),
 ``wake_late_ms_p50/p99/max`` (tick start minus its deadline), ``frames_seq_resets``,
 ``sources``, ``reloads``, ``reload_failures``, ``tick_errors``; rejection reasons beyond
 the wire protocol's: ``bad_envelope`` (not a two-part ``[b"frame", payload]`` message) and
@@ -71,7 +74,13 @@ from robot_daemon.config import DaemonConfig
 from robot_daemon.errors import ModelError, RobotDaemonError, WireError
 from robot_daemon.learning import OnlineSession, resume
 from robot_daemon.notify import Notifier
-from robot_daemon.stats import REJECT_LOG_PERIOD_NS, RateLimiter, SeqTracker, Window
+from robot_daemon.stats import (
+    REJECT_LOG_PERIOD_NS,
+    Histogram,
+    RateLimiter,
+    SeqTracker,
+    Window,
+)
 
 log = logging.getLogger("robot_daemon")
 
@@ -88,8 +97,14 @@ MAX_MESSAGE_BYTES: Final = 1 << 20
 SNDHWM: Final = 10_000
 #: Samples kept per status period for each percentile.
 WINDOW: Final = 65_536
+#: Bucket edges, in ms, of the status's tick processing histogram (``tick_ms_counts``).
+TICK_MS_EDGES: Final = (0.1, 0.2, 0.3, 0.5, 0.7, 1, 1.5, 2, 3, 5, 7, 10, 15, 20, 30, 50, 100)
 #: After a drain the frames socket rests for interval / DRAIN_GAP (2.5 ms at 20 ms ticks).
 DRAIN_GAP: Final = 8
+#: The rest never runs into the last interval / TICK_LEAD before a tick (1 ms at 20 ms
+#: ticks), and the frames queued then are drained before the last sleep: the tick itself
+#: decodes only what arrived in its last millisecond, not up to a whole rest's worth.
+TICK_LEAD: Final = 20
 
 
 @dataclass(frozen=True, eq=False)
@@ -156,6 +171,8 @@ class Windows:
     latency_ns: Window = field(default_factory=lambda: Window(WINDOW))
     tick_ns: Window = field(default_factory=lambda: Window(WINDOW))
     wake_late_ns: Window = field(default_factory=lambda: Window(WINDOW))
+    #: Tick processing in ms since the start: not cleared with the period.
+    tick_ms: Histogram = field(default_factory=lambda: Histogram(TICK_MS_EDGES))
 
     def clear(self) -> None:
         for window in (self.batch, self.latency_ns, self.tick_ns, self.wake_late_ns):
@@ -349,11 +366,12 @@ class Daemon:
                 self.notifier.watchdog()
                 next_watchdog = now + watchdog_period
             wake = min(deadline, next_status, next_watchdog or deadline)
-            self._wait(sub, poller, sigs, wake)
+            self._wait(sub, poller, sigs, wake, deadline)
         return tick
 
     def _wait(
-        self, sub: zmq.Socket[bytes], poller: zmq.Poller, sigs: _Signals, wake_ns: int
+        self, sub: zmq.Socket[bytes], poller: zmq.Poller, sigs: _Signals, wake_ns: int,
+        deadline_ns: int,
     ) -> None:
         """Handle input until ``wake_ns`` or the first batch of events, whichever is first.
 
@@ -370,8 +388,9 @@ class Daemon:
             # A full batch that waits for room to step leaves the rest queued: not watched,
             # else a readable socket nobody reads would spin the poll until the tick.
             poller.register(self._labels, zmq.POLLIN if self.online.wants_labels() else 0)
-        if now < self._next_drain_ns:
-            watch, wake_ns = sigs.poller, min(wake_ns, self._next_drain_ns)
+        rest_until = min(self._next_drain_ns, deadline_ns - self.config.interval_ns // TICK_LEAD)
+        if now < rest_until:
+            watch, wake_ns = sigs.poller, min(wake_ns, rest_until)
         remaining = wake_ns - now
         timeout_ms = remaining // 1_000_000
         if timeout_ms >= 1:
@@ -385,8 +404,12 @@ class Daemon:
             if self._labels is not None and self._labels in events and self.online is not None:
                 self.online.drain(self._labels, wake_ns)
         elif remaining > 0:
-            time.sleep(remaining / 1e9)
-            self._woke()
+            if watch is poller:  # the last stretch: decode what waits now, not in the tick
+                self._drain(sub, wake_ns)
+                remaining = wake_ns - time.monotonic_ns()
+            if remaining > 0:
+                time.sleep(remaining / 1e9)
+                self._woke()
 
     def _woke(self) -> None:
         self._woke_ns = time.monotonic_ns()
@@ -417,7 +440,7 @@ class Daemon:
                          f"part(s) with topic {parts[0][:16]!r}", now_ns)
             return
         try:
-            frame = wire.decode_frame(parts[1], d=self.served.model.d)
+            frame = wire.decode_frame_raw(parts[1], d=self.served.model.d)
         except WireError as exc:
             self._reject(exc.reason, str(exc), now_ns)
             return
@@ -465,14 +488,15 @@ class Daemon:
             log.exception("tick %d failed; its %d frame(s) are not answered", tick, len(batch))
         done = time.monotonic_ns()
         self.windows.tick_ns.add(done - start_ns)
+        self.windows.tick_ms.add((done - start_ns) / 1e6)
         self.windows.batch.add(len(batch))
-        self.windows.latency_ns.extend((done - batch.arrival_ns).astype(np.float64))
+        self.windows.latency_ns.extend(np.subtract(done, batch.arrival_ns, dtype=np.float64))
 
     def _serve(
         self, pub: zmq.Socket[bytes], tick: int, wall: float, batch: Batch
     ) -> None:
         with np.errstate(all="ignore"):  # extreme readings: caught by the check below
-            P = self.served.model.predict_proba(batch.X).astype(np.float32)
+            P = self.served.model.predict_proba(batch.X).astype(np.float32, copy=False)
         seq, t, src = batch.seq, batch.t, batch.src
         try:
             payload = wire.encode_pred(tick, wall, seq, P, self.version,
@@ -554,6 +578,8 @@ class Daemon:
             "tick_ms_p50": w.tick_ns.percentile(50) * ms,
             "tick_ms_p99": w.tick_ns.percentile(99) * ms,
             "tick_ms_max": w.tick_ns.max() * ms,
+            "tick_ms_edges": list(TICK_MS_EDGES),
+            "tick_ms_counts": list(w.tick_ms.counts),
             "wake_late_ms_p50": w.wake_late_ns.percentile(50) * ms,
             "wake_late_ms_p99": w.wake_late_ns.percentile(99) * ms,
             "wake_late_ms_max": w.wake_late_ns.max() * ms,

@@ -7,7 +7,8 @@ months: a window keeps at most ``capacity`` samples, the sequence tracker at mos
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+import bisect
+from collections.abc import Hashable, Sequence
 from typing import Final
 
 import numpy as np
@@ -40,6 +41,12 @@ class Window:
 
     def extend(self, values: npt.NDArray[np.float64]) -> None:
         """Add the samples of ``values`` (shape ``(k,)``) in order."""
+        end = self._next + values.size
+        if end < self._ring.size:  # the usual case, one copy (a tick's latencies)
+            self._ring[self._next:end] = values
+            self._next = end
+            self._count = min(self._count + values.size, self._ring.size)
+            return
         values = values[-self._ring.size:]
         end = self._next + values.size
         first = min(end, self._ring.size) - self._next
@@ -59,6 +66,25 @@ class Window:
 
     def clear(self) -> None:
         self._next = self._count = 0
+
+
+class Histogram:
+    """Counts of a quantity in fixed buckets, since the start (never cleared).
+
+    Bucket ``i`` counts the values ``v`` with ``edges[i-1] < v <= edges[i]``; the last
+    bucket, one past the edges, counts those above the last edge. Cumulative counts let
+    a reader take two readings and pool any span: the share of ticks over a budget over
+    an hour, say, which per-period percentiles cannot give.
+    """
+
+    def __init__(self, edges: Sequence[float]) -> None:
+        if list(edges) != sorted(set(edges)):
+            raise ValueError(f"histogram edges must increase strictly, got {edges}")
+        self.edges = tuple(edges)
+        self.counts = [0] * (len(self.edges) + 1)
+
+    def add(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.edges, value)] += 1
 
 
 class SeqTracker:

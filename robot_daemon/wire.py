@@ -29,11 +29,13 @@ a caller that wants to write into an array copies it (``frame.x.copy()``).
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 import operator
+import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, NoReturn
+from typing import Any, Final, NamedTuple, NoReturn
 
 import msgpack
 import numpy as np
@@ -116,6 +118,20 @@ class Frame:
     t: float
     x: NDArray[np.float32]
     src: str | None = None
+
+
+class RawFrame(NamedTuple):
+    """One decoded sensor reading as :func:`decode_frame_raw` returns it.
+
+    Attributes:
+        seq, t, src: as in :class:`Frame`.
+        x: the readings as ``4 * d`` bytes of little-endian float32, all finite.
+    """
+
+    seq: int
+    t: float
+    x: bytes
+    src: str | None
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -330,10 +346,15 @@ def _readonly(a: NDArray[Any]) -> None:
 
 def _x_field(value: Any, d: int | None) -> NDArray[np.float32]:
     """Decode ``x`` (bin of float32 LE, or an array of numbers) to a (d,) float32 array."""
+    return np.frombuffer(_x_bytes(value, d), dtype=_F32)  # read-only, msgpack's own copy
+
+
+def _x_bytes(value: Any, d: int | None) -> bytes:
+    """Check ``x`` (bin of float32 LE, or an array of numbers): its d float32 LE bytes."""
     if type(value) is bytes:
         if len(value) % 4:
             _fail("wrong_d", f"x has {len(value)} bytes, not a whole number of float32")
-        x = np.frombuffer(value, dtype=_F32)  # read-only view of msgpack's own copy
+        raw = value
     elif type(value) is list:
         if not all(type(v) is float or type(v) is int for v in value):
             _fail("wrong_type", "x must hold only numbers (no bool, nil or strings)")
@@ -342,19 +363,32 @@ def _x_field(value: Any, d: int | None) -> NDArray[np.float32]:
         # with an overflow warning instead of a clear rejection.
         if not _all_finite(x64) or (x64.size and np.abs(x64).max() > np.finfo(np.float32).max):
             _fail("non_finite", "x must hold finite float32 values")
-        x = x64.astype(_F32)
-        _readonly(x)
+        raw = x64.astype(_F32).tobytes()
     else:
         _fail("wrong_type", f"x must be bin or an array, got {type(value).__name__}")
-    n = x.shape[0]
+    n = len(raw) // 4
     if d is None:
         if not 1 <= n <= MAX_D:
             _fail("wrong_d", f"x has {n} features, expected 1..{MAX_D}")
     elif n != d:
         _fail("wrong_d", f"x has {n} features, expected d={d}")
-    if not _all_finite(x):
+    if not _f32_bytes_finite(raw, n):
         _fail("non_finite", "x holds NaN or infinity (a dropout must be sent as a finite value)")
-    return x
+    return raw
+
+
+@functools.lru_cache(maxsize=64)
+def _f32_struct(n: int) -> struct.Struct:
+    return struct.Struct(f"<{n}f")
+
+
+def _f32_bytes_finite(raw: bytes, n: int) -> bool:
+    """Whether the ``n`` float32 LE values in ``raw`` are all finite (see _all_finite)."""
+    # For a frame, struct's tuple of Python floats is 3x cheaper than a NumPy array and
+    # its reduction; from 64 values on, NumPy wins.
+    if n <= 64:
+        return math.isfinite(sum(_f32_struct(n).unpack(raw)))
+    return bool(np.isfinite(np.frombuffer(raw, dtype=_F32)).all())
 
 
 def _y_field(value: Any, c: int | None) -> NDArray[np.uint8]:
@@ -408,14 +442,23 @@ def decode_frame(payload: bytes | bytearray | memoryview, d: int | None = None) 
     Raises:
         WireError: the payload is not a valid v1 frame (see ``reason``).
     """
+    seq, t, x, src = decode_frame_raw(payload, d)
+    return Frame(seq, t, np.frombuffer(x, dtype=_F32), src)
+
+
+def decode_frame_raw(payload: bytes | bytearray | memoryview, d: int | None = None) -> RawFrame:
+    """:func:`decode_frame`, checked alike, with ``x`` left as its float32 LE bytes.
+
+    For a receiver that copies the readings straight into a batch (the daemon): a NumPy
+    array per frame would cost more than the rest of the decode.
+    """
     _check_d(d)
     obj = _unpack_map(payload, _FRAME_LIMITS, "frame")
     _check_keys(obj, _FRAME_REQUIRED, _FRAME_KEYS, "frame")
-    # Positional: a frozen dataclass's keyword call costs 1.3 us, positional 0.8 us.
-    return Frame(
+    return RawFrame(
         _int_field(obj["seq"], "seq", "negative_seq"),
         _time_field(obj["t"]),
-        _x_field(obj["x"], d),
+        _x_bytes(obj["x"], d),
         _src_field(obj),
     )
 
@@ -491,6 +534,8 @@ def _encode_x(x: ArrayLike) -> bytes:
 
 
 def _to_float32(a: ArrayLike, name: str) -> NDArray[np.float32]:
+    if type(a) is np.ndarray and a.dtype == _F32:
+        return a  # the daemon's case: no cast, so no error state to set up
     try:
         # A float64 above float32's range becomes inf, which the finiteness check rejects;
         # the overflow warning of the cast would only be noise.
@@ -621,9 +666,11 @@ def _check_probs(p: NDArray[np.float32]) -> None:
     c = p.shape[1]
     if not 1 <= c <= MAX_C:
         _fail("wrong_c", f"p must have 1..{MAX_C} classes, got {c}")
-    if not _all_finite(p):
-        _fail("non_finite", "p holds NaN or infinity")
-    if p.min() < 0.0 or p.max() > 1.0:
+    # Two reductions where most payloads pass: a NaN makes min() NaN and an infinity lies
+    # outside [0, 1], so the finiteness check runs only to name the reason.
+    if not (p.min() >= 0.0 and p.max() <= 1.0):
+        if not _all_finite(p):
+            _fail("non_finite", "p holds NaN or infinity")
         _fail("out_of_range", "p must hold probabilities in [0, 1]")
 
 

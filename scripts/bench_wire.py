@@ -50,6 +50,7 @@ def main() -> None:
     cases: list[tuple[str, Callable[[], object]]] = [
         ("encode_frame (bin x)", lambda: wire.encode_frame(12345, 1_700_000_000.25, x)),
         ("decode_frame (bin x)", lambda: wire.decode_frame(frame, d)),
+        ("decode_frame_raw (bin x)", lambda: wire.decode_frame_raw(frame, d)),
         ("decode_frame (array x)", lambda: wire.decode_frame(frame_list, d)),
         ("encode+decode frame", lambda: wire.decode_frame(wire.encode_frame(1, 2.0, x), d)),
         ("encode_label", lambda: wire.encode_label(12345, 1_700_000_000.25, x, y)),
@@ -74,6 +75,10 @@ def main() -> None:
                            "msgpack.packb of the same map", us["msgpack.packb alone"],
                            "the rest is checking and converting x"),
             Figure.compare(f"decode one frame (d={d}, bin x)", us["decode_frame (bin x)"], "us",
+                           "msgpack.unpackb of the same payload", us["msgpack.unpackb alone"],
+                           "the rest is validation"),
+            Figure.compare(f"decode one frame as the daemon does (d={d}, bin x, x left as "
+                           "bytes)", us["decode_frame_raw (bin x)"], "us",
                            "msgpack.unpackb of the same payload", us["msgpack.unpackb alone"],
                            "the rest is validation"),
             Figure.compare(f"decode one frame (d={d}, array x)", us["decode_frame (array x)"],

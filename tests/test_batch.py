@@ -6,11 +6,12 @@ import numpy as np
 
 from robot_daemon.batch import PendingFrames
 from robot_daemon.replay import newest
-from robot_daemon.wire import Frame
+from robot_daemon.wire import RawFrame
 
 
-def _frame(seq: int, d: int = 3) -> Frame:
-    return Frame(seq=seq, t=seq / 10, x=np.full(d, seq, dtype=np.float32), src=f"s{seq % 2}")
+def _frame(seq: int, d: int = 3) -> RawFrame:
+    x = np.full(d, seq, dtype="<f4").tobytes()
+    return RawFrame(seq=seq, t=seq / 10, x=x, src=f"s{seq % 2}")
 
 
 def test_frames_come_out_oldest_first() -> None:

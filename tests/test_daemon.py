@@ -211,6 +211,9 @@ def test_every_valid_frame_answered_once_and_malformed_ones_only_counted(
     assert status["frames_rejected"] == dict.fromkeys(malformed, sends)
     assert (status["frames_dropped"], status["frames_lost"]) == (0, 0)
     assert status["model_version"] == preds[0].model
+    # Every tick that served frames is in the histogram, which is never cleared.
+    assert len(status["tick_ms_counts"]) == len(status["tick_ms_edges"]) + 1
+    assert sum(status["tick_ms_counts"]) == status["preds"] >= len(preds)
     code, elapsed = harness.stop()
     assert code == 0
     assert elapsed < 1.0
@@ -435,7 +438,7 @@ def test_a_frame_the_model_answers_with_nan_is_left_out_and_counted(
     pending = PendingFrames(4, d.served.model.d)
     X = _readings(3)
     for seq in range(3):
-        pending.add(wire.Frame(seq=seq, t=0.0, x=X[seq]), 0)
+        pending.add(wire.RawFrame(seq, 0.0, X[seq].astype("<f4").tobytes(), None), 0)
 
     def nan_for_row_1(X_raw: np.ndarray) -> np.ndarray:
         P = np.full((len(X_raw), d.served.model.c), 0.5)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from robot_daemon.stats import MAX_SEQ_GAP, RateLimiter, SeqTracker, Window
+from robot_daemon.stats import MAX_SEQ_GAP, Histogram, RateLimiter, SeqTracker, Window
 
 
 def test_window_percentiles_match_numpy_and_keep_the_newest_samples() -> None:
@@ -25,6 +26,25 @@ def test_window_percentiles_match_numpy_and_keep_the_newest_samples() -> None:
     w.clear()
     w.extend(samples)
     assert w.percentile(99) == np.percentile(samples, 99)
+    w.clear()
+    w.extend(samples[:3])  # room left: the one-copy path
+    w.extend(samples[3:6])
+    assert len(w) == 6
+    assert w.percentile(99) == np.percentile(samples[:6], 99)
+    w.extend(samples[6:])  # exactly fills the ring, then wraps
+    w.add(7.0)
+    assert len(w) == 8
+    assert w.max() == 7.0
+    assert w.percentile(0) == samples[1:].min()
+
+
+def test_histogram_buckets_include_their_upper_edge() -> None:
+    h = Histogram((0.5, 1, 2))
+    for v in (0.0, 0.5, 0.50001, 1.0, 1.5, 2.0, 2.5, 1e9):
+        h.add(v)
+    assert h.counts == [2, 2, 2, 2]  # <= 0.5, (0.5, 1], (1, 2], > 2
+    with pytest.raises(ValueError, match="increase strictly"):
+        Histogram((1, 1, 2))
 
 
 def test_seq_gaps_count_lost_frames_per_source() -> None:

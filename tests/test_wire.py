@@ -81,6 +81,27 @@ def test_frame_x_as_msgpack_array_of_numbers() -> None:
     np.testing.assert_array_equal(frame.x, np.array([1.0, 2.5, -3.0], dtype=np.float32))
 
 
+@pytest.mark.parametrize("x", [X.tobytes(), X.tolist()], ids=["bin", "array"])
+def test_raw_frame_carries_the_readings_as_float32_le_bytes(x: object) -> None:
+    payload = pack(frame_map(x=x))
+    raw, frame = wire.decode_frame_raw(payload, d=D), wire.decode_frame(payload, d=D)
+    assert (raw.seq, raw.t, raw.src) == (frame.seq, frame.t, frame.src)
+    assert raw.x == frame.x.astype("<f4").tobytes() == X.astype("<f4").tobytes()
+
+
+@pytest.mark.parametrize("d", [3, 64, 65, 300])  # both sides of the struct/NumPy switch
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_non_finite_reading_anywhere_is_refused(d: int, bad: float) -> None:
+    x = np.ones(d, dtype="<f4")
+    assert wire.decode_frame_raw(pack(frame_map(x=x.tobytes())), d=d).x == x.tobytes()
+    for i in (0, d - 1):
+        x_bad = x.copy()
+        x_bad[i] = bad
+        with pytest.raises(WireError) as info:
+            wire.decode_frame_raw(pack(frame_map(x=x_bad.tobytes())), d=d)
+        assert info.value.reason == "non_finite"
+
+
 def test_integer_time_is_accepted_as_seconds() -> None:
     assert wire.decode_frame(pack(frame_map(t=12))).t == 12.0
 
