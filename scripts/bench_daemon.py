@@ -20,7 +20,12 @@ Prints, on this machine and in this run:
    (from the status's histogram, to its bucket edges), the time from each tick's start to
    its ``pred`` received by us (p99 over every tick of the 3 runs), frame-to-publish
    latency in total (from the frame's send time, carried as its sensor time ``t``), the
-   wake-up lateness of ticks, and the daemon's CPU time per 1,000 frames (``/proc``).
+   wake-up lateness of ticks, and the daemon's CPU time per 1,000 frames (``/proc``);
+4. beside each 1,000 frames/s run, the **reference ticks**: another process doing a tick's
+   forward pass and ``pred`` encoding for 20 frames every 20 ms, alone (no sockets), timed.
+   On a shared VM the same code runs several times slower after 20 ms away than back to
+   back, and slower still when a neighbour takes the core: the reference shows what the
+   machine did to that work at that moment, the floor under the daemon's tick times.
 
 The publisher is a separate process pacing frames on a drift-free schedule (sleeping, in
 bursts of at most 0.5 ms, never spinning: on 2 cores a spinning publisher takes the core
@@ -99,6 +104,35 @@ def publish(
         time.sleep(0.5)  # let the tail leave before closing
 
 
+def reference_ticks(model_path: Path, n: int, ms: Any, ready: Any, go: Any) -> None:
+    """Reference process: a tick's forward pass and ``pred`` encoding, alone, timed.
+
+    Every 20 ms on the daemon's kind of schedule, ``predict_proba`` over 20 frames and
+    ``encode_pred`` of the answer, in a plain loop with no sockets; the milliseconds of
+    each go to ``ms``. Run beside a trial, it shows what this machine does to the same
+    work at the same moment: the floor under the daemon's tick times.
+    """
+    from threadpoolctl import threadpool_limits
+
+    from robot_daemon import model as model_file
+
+    threadpool_limits(1)  # as the daemon's OPENBLAS_NUM_THREADS=1
+    model = model_file.load(model_path)
+    X = np.random.default_rng(1).standard_normal((20, D)).astype(np.float32)
+    seq, t, src = list(range(20)), [0.5] * 20, [None] * 20
+    ready.set()
+    go.wait()
+    start = time.monotonic_ns()
+    for k in range(n):
+        if (wait := start + k * 20_000_000 - time.monotonic_ns()) > 0:
+            time.sleep(wait / 1e9)
+        t0 = time.perf_counter_ns()
+        with np.errstate(all="ignore"):
+            P = model.predict_proba(X).astype(np.float32, copy=False)
+        wire.encode_pred(k, 0.0, seq, P, "reference", t_frame=t, src=src)
+        ms[k] = (time.perf_counter_ns() - t0) / 1e6
+
+
 def bare_transport(workdir: Path, n: int) -> float:
     """Frames/s from a publisher process to a subscriber that only decodes them."""
     endpoint = f"ipc://{workdir}/bare"
@@ -142,6 +176,7 @@ class Trial:
     cpu_ms_per_1000: float
     tick_edges_ms: tuple[float, ...]  # the daemon's tick histogram: bucket upper edges
     tick_counts: np.ndarray  # ticks of this trial per bucket (one more than the edges)
+    reference_ms: np.ndarray | None = None  # reference_ticks beside the trial, if run
 
     @property
     def clean(self) -> bool:
@@ -184,6 +219,8 @@ class Trial:
             f"    tick processing ms p50/p99/max      {f(self.tick_ms)}  (worst status period)\n"
             f"    tick processing, all ticks          "
             f"{_hist_line(self.tick_edges_ms, self.tick_counts)}\n"
+            + (f"    reference ticks beside it (ms)      {_ref_line(self.reference_ms)}\n"
+               if self.reference_ms is not None else "") +
             f"    tick start after deadline ms        {f(self.wake_ms)}\n"
             f"    latency minus tick wait ms          {f(self.after_tick_ms)}\n"
             f"    frame-to-publish latency (total) ms {f(self.total_ms)}\n"
@@ -196,6 +233,7 @@ class Daemon:
 
     def __init__(self, workdir: Path, model: Path) -> None:
         self.frames_ep = f"ipc://{workdir}/frames"
+        self.model = model
         pred_ep = f"ipc://{workdir}/pred"
         env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
         self.log = (workdir / "daemon.log").open("wb")
@@ -225,20 +263,29 @@ class Daemon:
             if topic == wire.TOPIC_STATUS:
                 return wire.decode_status(payload)
 
-    def trial(self, rate: float, duration: float) -> Trial:
-        """Publish ``rate`` frames/s for ``duration`` s; kept in :attr:`trials` too."""
-        trial = self._trial(rate, duration)
+    def trial(self, rate: float, duration: float, reference: bool = False) -> Trial:
+        """Publish ``rate`` frames/s for ``duration`` s; kept in :attr:`trials` too.
+
+        ``reference``: run :func:`reference_ticks` beside it, in a process of its own.
+        """
+        trial = self._trial(rate, duration, reference)
         self.trials.append(trial)
         return trial
 
-    def _trial(self, rate: float, duration: float) -> Trial:
+    def _trial(self, rate: float, duration: float, reference: bool) -> Trial:
         n = max(1, round(rate * duration))
         ready, go = mp.Event(), mp.Event()
         elapsed = mp.Value("d", 0.0)
         proc = mp.Process(target=publish, args=(self.frames_ep, rate, n, ready, go, elapsed))
         proc.start()
+        ref_ready = mp.Event()
+        ref_ms = mp.Array("d", int(duration / 0.02) if reference else 0, lock=False)
+        ref = mp.Process(target=reference_ticks,
+                         args=(self.model, len(ref_ms), ref_ms, ref_ready, go))
+        if reference:
+            ref.start()
         try:
-            if not ready.wait(10):
+            if not ready.wait(10) or (reference and not ref_ready.wait(30)):
                 raise RuntimeError("the daemon did not subscribe")
             while self.sub.poll(0):  # stale messages of the previous trial
                 self.sub.recv_multipart()
@@ -248,9 +295,10 @@ class Daemon:
             after = self.status()
             cpu = self.cpu_s() - cpu0
         finally:
-            proc.join(10)
-            if proc.is_alive():
-                proc.kill()
+            for p in (proc, ref) if reference else (proc,):
+                p.join(10)
+                if p.is_alive():
+                    p.kill()
         keys = ("frames_dropped", "frames_lost", "ticks_late", "ticks_late_os",
                 "ticks_missed", "tick_errors")
         counters = {k: after[k] - before[k] for k in keys}
@@ -268,6 +316,7 @@ class Daemon:
             _pcts(np.concatenate(total)), cpu / n * 1e6,
             tuple(after["tick_ms_edges"]),
             np.subtract(after["tick_ms_counts"], before["tick_ms_counts"]),
+            np.array(ref_ms) if reference else None,
         )
 
     def _collect(
@@ -320,6 +369,11 @@ def _hist_line(edges: tuple[float, ...], counts: np.ndarray) -> str:
             f"{_hist_quantile(edges, counts, 0.99)} ms; {over} of {counts.sum()} over 1 ms")
 
 
+def _ref_line(ms: np.ndarray) -> str:
+    return (f"p50 {np.percentile(ms, 50):.3f}, p99 {np.percentile(ms, 99):.3f}, max "
+            f"{ms.max():.3f}; {int((ms > 1).sum())} of {ms.size} over 1 ms")
+
+
 def _pcts(seconds: np.ndarray) -> tuple[float, float, float]:
     ms = seconds * 1e3
     return float(np.percentile(ms, 50)), float(np.percentile(ms, 99)), float(ms.max())
@@ -339,7 +393,7 @@ def main() -> int:
               f"{transport:,.0f} frames/s")
         daemon = Daemon(workdir, args.model)
         try:
-            at_1000 = [daemon.trial(1000, args.duration) for _ in range(3)]
+            at_1000 = [daemon.trial(1000, args.duration, reference=True) for _ in range(3)]
             for trial in at_1000:
                 print(trial.describe(), flush=True)
             best, failed = _search(daemon, args.duration, transport)
@@ -361,6 +415,8 @@ def main() -> int:
               f"{_hist_line(edges, _pooled_counts(at_1000))}; p99 of its worst status "
               f"period: {', '.join(f'{t.tick_ms[1]:.2f}' for t in at_1000)} ms; tick start "
               f"to pred received p99 {_tick_p99(at_1000):.2f} ms")
+        print(f"the reference ticks beside them (forward pass and encoding alone, same "
+              f"schedule, no sockets): {_ref_line(_reference_ms(at_1000))}")
         if args.json:
             _write_json(args.json, transport, best, strict, at_1000)
     finally:
@@ -370,7 +426,11 @@ def main() -> int:
 
 def _pooled_counts(trials: list[Trial]) -> np.ndarray:
     """The tick histogram over every tick of ``trials``."""
-    return np.sum([t.tick_counts for t in trials], axis=0)
+    return np.asarray(np.sum([t.tick_counts for t in trials], axis=0))
+
+
+def _reference_ms(trials: list[Trial]) -> np.ndarray:
+    return np.concatenate([t.reference_ms for t in trials if t.reference_ms is not None])
 
 
 def _tick_p99(trials: list[Trial]) -> float:
@@ -387,6 +447,7 @@ def _write_json(
     pooled = _tick_p99(at_1000)
     edges, counts = at_1000[0].tick_edges_ms, _pooled_counts(at_1000)
     over = int(counts[edges.index(1) + 1:].sum())
+    ref = _reference_ms(at_1000)
     write_json(path, "bench_daemon", [
         Figure.compare("daemon sustained rate: no drop, loss or overrun", best.rate,
                        "frames/s", bare, transport, "goal: ratio >= 0.5"),
@@ -396,6 +457,10 @@ def _write_json(
                        "(the daemon's histogram: a bucket's upper edge)",
                        _hist_quantile(edges, counts, 0.99), "ms", "the 20 ms tick interval",
                        20.0, f"goal: < 1 ms; {over} of {counts.sum()} ticks over 1 ms"),
+        Figure.compare("ticks over 1 ms at 1,000 frames/s, 3 runs", 100 * over / counts.sum(),
+                       "%", "reference ticks beside them (forward pass and encoding alone, "
+                       "same schedule, no sockets)", 100 * float((ref > 1).mean()),
+                       "what this machine did to the same work at the same moment"),
         Figure.compare("tick start to pred received, p99 over every tick of 3 runs at "
                        "1,000 frames/s", pooled, "ms", "the 20 ms tick interval", 20.0,
                        "tick processing plus the delivery to us"),
