@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import subprocess
 import sys
 from importlib.machinery import SourceFileLoader
@@ -102,3 +103,28 @@ def test_an_unknown_benchmark_is_refused_by_name(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "invalid choice: 'nope'" in done.stderr
     assert not (tmp_path / "page.md").exists()
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_the_page_names_the_commit_and_ignores_its_own_last_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bench = load_bench(monkeypatch)
+    page = tmp_path / "docs" / "benchmarks.md"
+    page.parent.mkdir()
+    page.write_text("old page\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                              cwd=tmp_path, check=True, capture_output=True, text=True).stdout
+
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "first")
+    head = git("rev-parse", "--short", "HEAD").strip()
+    monkeypatch.setattr(bench, "ROOT", tmp_path)
+    page.write_text("the last run's page, not committed\n")
+    assert bench._commit(page) == f"commit {head}"
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert bench._commit(page) == f"commit {head}, with uncommitted changes"
