@@ -84,6 +84,11 @@ from robot_daemon.stats import (
 
 log = logging.getLogger("robot_daemon")
 
+#: The environment to start the daemon in, as deploy/robot-daemon.service sets it: a tick's
+#: batch is too small for BLAS threads to pay, and they would compete for the cores the
+#: sensor publishers need.
+SERVING_ENV: Final = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
+                      "MKL_NUM_THREADS": "1"}
 #: A tick that starts more than this fraction of the interval after its deadline is late
 #: (2 ms at 20 ms ticks): scheduling noise on a busy robot is not lateness.
 LATE_FRACTION: Final = 0.1

@@ -55,16 +55,12 @@ import zmq
 
 from robot_daemon import bagplay, evaluate, receive, sim, wire
 from robot_daemon.bag import BagReader
-from robot_daemon.daemon import ServedModel, load_model
+from robot_daemon.daemon import SERVING_ENV, ServedModel, load_model
 from robot_daemon.demoview import LiveView, PlainView, TerminalView, daemon_counts, write_timeline
 from robot_daemon.errors import BagError, ModelError, RobotDaemonError, WireError
 from robot_daemon.model import Model
 
 SIM_RATE_HZ: Final = 50.0
-#: The daemon's environment, as in deploy/robot-daemon.service: a tick's batch is too small
-#: for BLAS threads to pay, and on 2 cores they would compete with the player for a core.
-SERVING_ENV: Final = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
-                      "MKL_NUM_THREADS": "1"}
 #: The daemon's first status: interpreter start, imports, model load, then 1 s.
 READY_TIMEOUT_S: Final = 20.0
 #: From the start of playback to the first frame going out (both subscriptions in).

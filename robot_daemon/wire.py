@@ -372,7 +372,7 @@ def _x_bytes(value: Any, d: int | None) -> bytes:
             _fail("wrong_d", f"x has {n} features, expected 1..{MAX_D}")
     elif n != d:
         _fail("wrong_d", f"x has {n} features, expected d={d}")
-    if not _f32_bytes_finite(raw, n):
+    if raw is value and not _f32_bytes_finite(raw, n):  # a list was checked in float64
         _fail("non_finite", "x holds NaN or infinity (a dropout must be sent as a finite value)")
     return raw
 

@@ -61,6 +61,7 @@ sys.path.insert(0, str(ROOT))
 from benchlib import Figure, write_json  # noqa: E402
 
 from robot_daemon import wire  # noqa: E402
+from robot_daemon.daemon import SERVING_ENV  # noqa: E402
 
 D = 16
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -118,7 +119,7 @@ def reference_ticks(model_path: Path, n: int, ms: Any, ready: Any, go: Any) -> N
 
     from robot_daemon import model as model_file
 
-    threadpool_limits(1)  # as the daemon's OPENBLAS_NUM_THREADS=1
+    threadpool_limits(1)  # as SERVING_ENV does for the daemon
     model = model_file.load(model_path)
     X = np.random.default_rng(1).standard_normal((20, D)).astype(np.float32)
     seq, t, src = list(range(20)), [0.5] * 20, [None] * 20
@@ -237,7 +238,7 @@ class Daemon:
         self.frames_ep = f"ipc://{workdir}/frames"
         self.model = model
         pred_ep = f"ipc://{workdir}/pred"
-        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+        env = {**os.environ, **SERVING_ENV}
         self.log = (workdir / "daemon.log").open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "robot_daemon", "run", "--model", str(model),
@@ -280,15 +281,18 @@ class Daemon:
         elapsed = mp.Value("d", 0.0)
         proc = mp.Process(target=publish, args=(self.frames_ep, rate, n, ready, go, elapsed))
         proc.start()
+        procs = [proc]
         ref_ready = mp.Event()
         ref_ms = mp.Array("d", int(duration / 0.02) if reference else 0, lock=False)
-        ref = mp.Process(target=reference_ticks,
-                         args=(self.model, len(ref_ms), ref_ms, ref_ready, go))
         if reference:
-            ref.start()
+            procs.append(mp.Process(target=reference_ticks,
+                                    args=(self.model, len(ref_ms), ref_ms, ref_ready, go)))
+            procs[-1].start()
         try:
-            if not ready.wait(10) or (reference and not ref_ready.wait(30)):
+            if not ready.wait(10):
                 raise RuntimeError("the daemon did not subscribe")
+            if reference and not ref_ready.wait(30):
+                raise RuntimeError("the reference process did not load the model")
             while self.sub.poll(0):  # stale messages of the previous trial
                 self.sub.recv_multipart()
             before, cpu0 = self.status(), self.cpu_s()
@@ -297,7 +301,7 @@ class Daemon:
             after = self.status()
             cpu = self.cpu_s() - cpu0
         finally:
-            for p in (proc, ref) if reference else (proc,):
+            for p in procs:
                 p.join(10)
                 if p.is_alive():
                     p.kill()
@@ -365,8 +369,13 @@ def _hist_quantile(edges: tuple[float, ...], counts: np.ndarray, q: float) -> fl
     return edges[i] if i < len(edges) else float("inf")
 
 
+def _over_1ms(edges: tuple[float, ...], counts: np.ndarray) -> int:
+    """Ticks in the buckets above the 1 ms edge."""
+    return int(counts[edges.index(1) + 1:].sum())
+
+
 def _hist_line(edges: tuple[float, ...], counts: np.ndarray) -> str:
-    over = int(counts[edges.index(1) + 1:].sum())
+    over = _over_1ms(edges, counts)
     return (f"p50 <= {_hist_quantile(edges, counts, 0.5)} ms, p99 <= "
             f"{_hist_quantile(edges, counts, 0.99)} ms; {over} of {counts.sum()} over 1 ms")
 
@@ -457,7 +466,7 @@ def _write_json(
     worst = max(at_1000, key=lambda t: t.tick_ms[1])
     pooled = _tick_p99(at_1000)
     edges, counts = at_1000[0].tick_edges_ms, _pooled_counts(at_1000)
-    over = int(counts[edges.index(1) + 1:].sum())
+    over = _over_1ms(edges, counts)
     ref = _reference_ms(at_1000)
     write_json(path, "bench_daemon", [
         Figure.compare("daemon sustained rate: no drop, loss or overrun", best.rate,
