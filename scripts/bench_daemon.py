@@ -61,7 +61,7 @@ sys.path.insert(0, str(ROOT))
 from benchlib import Figure, write_json  # noqa: E402
 
 from robot_daemon import wire  # noqa: E402
-from robot_daemon.daemon import SERVING_ENV  # noqa: E402
+from robot_daemon.serve.daemon import SERVING_ENV  # noqa: E402
 
 D = 16
 CLK_TCK = os.sysconf("SC_CLK_TCK")

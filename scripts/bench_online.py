@@ -37,8 +37,8 @@ sys.path.insert(0, str(ROOT))
 
 from robot_daemon import model as model_file  # noqa: E402
 from robot_daemon import sim, wire  # noqa: E402
-from robot_daemon.checkpoints import CheckpointStore  # noqa: E402
-from robot_daemon.online import OnlineConfig, OnlineLearner  # noqa: E402
+from robot_daemon.learn.checkpoints import CheckpointStore  # noqa: E402
+from robot_daemon.learn.learner import OnlineConfig, OnlineLearner  # noqa: E402
 
 DEFAULT_MODEL = ROOT / "models" / "default.npz"
 
@@ -92,7 +92,7 @@ def label_throughput(n: int, curve: bool) -> float:
     """Labels/s through one PUB -> SUB pair over loopback TCP, decoded, with or without CURVE."""
     import zmq.auth
 
-    from robot_daemon import keys
+    from robot_daemon.learn import keys
 
     data = sim.simulate(n / 20.0, 20.0, seed=1)
     payloads = [wire.encode_label(i, float(data.t[i]), data.X[i], data.Y[i]) for i in range(n)]

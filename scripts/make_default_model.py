@@ -27,8 +27,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from robot_daemon import evaluate, sim, train
+from robot_daemon import sim
 from robot_daemon.model import Model
+from robot_daemon.offline import evaluate, train
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path("models/data")  # relative: the model file records these paths
@@ -111,7 +112,7 @@ Validation macro-F1 with tuned thresholds: {t["validation"]["macro_f1"]:.3f}.
 
 ## Held-out metrics (seed {HELDOUT_SEED})
 Beside a multi-label logistic regression trained on the same frames, thresholds tuned
-the same way (`robot_daemon/logreg.py`).
+the same way (`robot_daemon/offline/logreg.py`).
 
 | metric | MLP | logistic regression |
 |---|---|---|

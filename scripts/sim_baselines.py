@@ -17,8 +17,9 @@ from pathlib import Path
 
 from benchlib import Figure, write_json
 
-from robot_daemon import metrics, nn, sim
-from robot_daemon.logreg import LogisticRegression
+from robot_daemon import nn, sim
+from robot_daemon.offline import metrics
+from robot_daemon.offline.logreg import LogisticRegression
 
 
 def main() -> None:

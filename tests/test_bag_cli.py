@@ -17,10 +17,12 @@ import pytest
 import zmq
 from mcap.reader import make_reader
 
-from robot_daemon import bagplay, bagrecord, wire
+from robot_daemon import wire
 from robot_daemon.bag import BagMessage, BagMeta, BagReader, BagWriter, seconds_to_ns
-from robot_daemon.bagexport import export_json
-from robot_daemon.bagplay import PlayOptions, play
+from robot_daemon.bag import play as bagplay
+from robot_daemon.bag import record as bagrecord
+from robot_daemon.bag.export import export_json
+from robot_daemon.bag.play import PlayOptions, play
 from robot_daemon.cli import main
 from robot_daemon.errors import BagError
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from robot_daemon.batch import PendingFrames
-from robot_daemon.replay import newest
+from robot_daemon.offline.replay import newest
+from robot_daemon.serve.batch import PendingFrames
 from robot_daemon.wire import RawFrame
 
 

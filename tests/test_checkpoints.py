@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from robot_daemon.checkpoints import CheckpointStore
 from robot_daemon.errors import ConfigError
+from robot_daemon.learn.checkpoints import CheckpointStore
 from robot_daemon.model import Model, from_mlp
 from robot_daemon.nn import MLP
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from robot_daemon import config
-from robot_daemon.config import DaemonConfig
 from robot_daemon.errors import ConfigError
+from robot_daemon.serve import config
+from robot_daemon.serve.config import DaemonConfig
 
 
 def _write(tmp_path: Path, text: str) -> Path:

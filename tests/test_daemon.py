@@ -344,7 +344,7 @@ def test_a_bad_model_or_config_stops_the_start_with_exit_2(workdir: Path) -> Non
 
 def _in_process(workdir: Path, **settings: Any) -> Any:
     """A Daemon built in this process on the default model, with ipc endpoints in workdir."""
-    from robot_daemon import config, daemon
+    from robot_daemon.serve import config, daemon
 
     return daemon.Daemon(config.load(None, {
         "model": str(DEFAULT_MODEL), "frames": [f"ipc://{workdir}/f"],
@@ -369,7 +369,7 @@ def test_a_slow_tick_skips_and_counts_the_deadlines_it_overran(
     50 ms ticks leave 25 ms of slack either side, so scheduling noise on a loaded CI
     machine cannot shift a deadline across the stall's end.
     """
-    from robot_daemon import daemon
+    from robot_daemon.serve import daemon
 
     served: list[int] = []
     original = daemon.Daemon._tick
@@ -393,7 +393,7 @@ def test_a_late_tick_is_told_apart_as_the_os_or_our_own_work(
     workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """In-process: woken late, or preempted after the wake-up, is the OS; else it is ours."""
-    from robot_daemon import daemon
+    from robot_daemon.serve import daemon
 
     d = _in_process(workdir, interval_ms=20)  # late: more than 2 ms after the deadline
     ms = 1_000_000
@@ -417,7 +417,7 @@ def test_a_machine_that_wakes_the_loop_late_counts_os_late_ticks(
     workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """In-process: every sleep oversleeps by 4 ms, as on a busy host; no frames, no work."""
-    from robot_daemon import daemon
+    from robot_daemon.serve import daemon
 
     real_sleep = time.sleep
     monkeypatch.setattr(daemon.time, "sleep", lambda s: real_sleep(s + 0.004))
@@ -432,7 +432,7 @@ def test_a_frame_the_model_answers_with_nan_is_left_out_and_counted(
     workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """In-process: the other frames of the tick are still served."""
-    from robot_daemon.batch import PendingFrames
+    from robot_daemon.serve.batch import PendingFrames
 
     d = _in_process(workdir)
     pending = PendingFrames(4, d.served.model.d)

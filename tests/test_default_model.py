@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from robot_daemon import evaluate, metrics, sim
+from robot_daemon import sim
 from robot_daemon.model import load
+from robot_daemon.offline import evaluate, metrics
 
 DEFAULT = Path(__file__).resolve().parent.parent / "models" / "default.npz"
 

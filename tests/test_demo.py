@@ -22,10 +22,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from robot_daemon import demo, evaluate, train
 from robot_daemon import model as model_file
 from robot_daemon.cli import main
-from robot_daemon.demoview import LiveView, TerminalView, progress_line, render
+from robot_daemon.demo import run as demo
+from robot_daemon.demo.view import LiveView, TerminalView, progress_line, render
+from robot_daemon.offline import evaluate, train
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = ROOT / "models" / "default.npz"

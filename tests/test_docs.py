@@ -13,14 +13,14 @@ language, further words are attributes.
   of work), or a transcript: ``$ command`` lines, each followed by its output.
   ``console run``: a transcript the test runs, requiring exactly the output shown.
 * ``text``, ``toml``, ``json``, ``ini``: not run. ``toml`` blocks are daemon settings
-  files: each must load with :func:`robot_daemon.config.load`.
+  files: each must load with :func:`robot_daemon.serve.config.load`.
 
 Indented (unfenced) blocks are treated as ``console``. Every ``robot-daemon`` command of
 a ``sh``, ``console`` or indented block (also ``.venv/bin/robot-daemon ...`` and
 ``python -m robot_daemon ...``) is parsed by the real argument parser, and every flag of
 an inline code span that names a subcommand (a synopsis such as
 ``bag play IN --bind EP [--rate R]``) must exist, so that renaming a flag in
-``robot_daemon/cli.py`` breaks this test at the doc's line. A few pages show what the
+``robot_daemon/cli/`` breaks this test at the doc's line. A few pages show what the
 code prints or writes; those examples are compared with the code at the end.
 """
 
@@ -47,9 +47,10 @@ from typing import Any
 
 import pytest
 
-from robot_daemon import config, daemon, wire
+from robot_daemon import wire
 from robot_daemon.cli import build_parser
 from robot_daemon.errors import ConfigError
+from robot_daemon.serve import config, daemon
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "models/README.md"]

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import zmq.auth
 
-from robot_daemon import keys
 from robot_daemon.errors import ConfigError
+from robot_daemon.learn import keys
 
 
 def test_generates_a_pair_zmq_auth_reads(tmp_path: Path) -> None:

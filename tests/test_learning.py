@@ -26,10 +26,12 @@ import pytest
 import zmq
 import zmq.auth
 
-from robot_daemon import keys, learning, sim, wire
 from robot_daemon import model as model_file
-from robot_daemon.checkpoints import CheckpointStore
-from robot_daemon.config import DaemonConfig
+from robot_daemon import sim, wire
+from robot_daemon.learn import keys
+from robot_daemon.learn import session as learning
+from robot_daemon.learn.checkpoints import CheckpointStore
+from robot_daemon.serve.config import DaemonConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = ROOT / "models" / "default.npz"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from robot_daemon import metrics
 from robot_daemon.errors import ShapeError
+from robot_daemon.offline import metrics
 
 # Four examples, three classes. Worked by hand:
 #   class 0: true 1 1 0 0, pred 1 0 0 1 -> tp 1, fp 1, fn 1 -> P 1/2, R 1/2, F1 1/2

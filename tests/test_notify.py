@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from robot_daemon.notify import Notifier
+from robot_daemon.serve.notify import Notifier
 
 
 @pytest.fixture

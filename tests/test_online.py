@@ -7,11 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from robot_daemon import metrics, sim, wire
+from robot_daemon import sim, wire
 from robot_daemon.errors import ConfigError
+from robot_daemon.learn.learner import OnlineConfig, OnlineLearner
 from robot_daemon.model import Model, from_mlp, load
 from robot_daemon.nn import MLP
-from robot_daemon.online import OnlineConfig, OnlineLearner
+from robot_daemon.offline import metrics
 
 DEFAULT = Path(__file__).resolve().parent.parent / "models" / "default.npz"
 

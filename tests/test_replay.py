@@ -11,7 +11,7 @@ from robot_daemon import sim, wire
 from robot_daemon.bag import BagMeta, BagReader, BagWriter
 from robot_daemon.model import from_mlp
 from robot_daemon.nn import MLP
-from robot_daemon.replay import replay, tick_batches
+from robot_daemon.offline.replay import replay, tick_batches
 
 
 def _frame(seq: int, t: float) -> wire.Frame:

@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from robot_daemon import metrics, nn, sim, wire
+from robot_daemon import nn, sim, wire
 from robot_daemon.cli import main
-from robot_daemon.logreg import LogisticRegression
+from robot_daemon.offline import metrics
+from robot_daemon.offline.logreg import LogisticRegression
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from robot_daemon.stats import MAX_SEQ_GAP, Histogram, RateLimiter, SeqTracker, Window
+from robot_daemon.serve.stats import MAX_SEQ_GAP, Histogram, RateLimiter, SeqTracker, Window
 
 
 def test_window_percentiles_match_numpy_and_keep_the_newest_samples() -> None:

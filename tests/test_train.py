@@ -7,11 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from robot_daemon import sim, train, wire
+from robot_daemon import sim, wire
 from robot_daemon.bag import BagMeta, BagWriter
 from robot_daemon.errors import BagError, RobotDaemonError
 from robot_daemon.model import load
-from robot_daemon.train import TrainConfig, read_labelled, split_tail
+from robot_daemon.offline import train
+from robot_daemon.offline.train import TrainConfig, read_labelled, split_tail
 
 
 @pytest.fixture(scope="module")

@@ -23,10 +23,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from robot_daemon import __version__, metrics, wire
+from robot_daemon import __version__, wire
 from robot_daemon.errors import BagError, ConfigError, RobotDaemonError, WireError
 from robot_daemon.model import Model, fit_normalization
 from robot_daemon.nn import MLP
+from robot_daemon.offline import metrics
 
 
 @dataclass(frozen=True, eq=False)

@@ -1,7 +1,7 @@
 """How ``robot-daemon demo`` shows itself: the live terminal view and the timeline PNG.
 
 Everything here is presentation, apart from the demo's processes and sockets
-(:mod:`robot_daemon.demo`): :func:`render` is a pure function of a :class:`LiveView`
+(:mod:`robot_daemon.demo.run`): :func:`render` is a pure function of a :class:`LiveView`
 snapshot, so that tests can read what a person would see. The terminal view redraws in
 place with plain ANSI escape codes (no curses: nothing to install, and a terminal that
 does not understand them gets :class:`PlainView` instead, via ``--no-live`` or a pipe).

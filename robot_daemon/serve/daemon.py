@@ -20,13 +20,13 @@ The loop (one thread, one :class:`zmq.Poller`):
   Rejected payloads are counted by reason and logged at a bounded rate; gaps in each
   publisher's ``seq`` count as lost frames (ZeroMQ drops silently at its high-water
   marks). The pending batch keeps the newest ``max_batch`` frames
-  (:func:`robot_daemon.replay.newest`'s rule) and counts the others as dropped, so memory
+  (:func:`robot_daemon.offline.replay.newest`'s rule) and counts the others as dropped, so memory
   stays bounded whatever arrives.
 * **At each tick** one ``predict_proba`` over the whole batch and one ``pred`` message
   with every frame's probabilities, its sensor time (``t_frame``) and source (``src``).
 * **Every status interval** a ``status`` message on the same PUB socket, a one-line
   summary in the log and ``STATUS=`` for ``systemctl status``.
-* **Online learning** (``--online``, :mod:`robot_daemon.learning`): a second SUB socket
+* **Online learning** (``--online``, :mod:`robot_daemon.learn.session`): a second SUB socket
   receives ``label`` messages; between ticks, where the time left to the next deadline
   allows, the model takes one guarded SGD step or saves a checkpoint. ``pred`` then
   carries ``<base version>+<steps>``. Ticks and steps share the one thread, so a tick
@@ -45,7 +45,7 @@ The loop (one thread, one :class:`zmq.Poller`):
 ``sources``, ``reloads``, ``reload_failures``, ``tick_errors``; rejection reasons beyond
 the wire protocol's: ``bad_envelope`` (not a two-part ``[b"frame", payload]`` message) and
 ``non_finite_output`` (a frame whose probabilities came out NaN). Online learning adds
-:meth:`robot_daemon.learning.OnlineSession.status`'s keys.
+:meth:`robot_daemon.learn.session.OnlineSession.status`'s keys.
 """
 
 from __future__ import annotations
@@ -68,13 +68,14 @@ import numpy as np
 import zmq
 
 from robot_daemon import model as model_file
-from robot_daemon import receive, wire
-from robot_daemon.batch import Batch, PendingFrames
-from robot_daemon.config import DaemonConfig
+from robot_daemon import wire
 from robot_daemon.errors import ModelError, RobotDaemonError, WireError
-from robot_daemon.learning import OnlineSession, resume
-from robot_daemon.notify import Notifier
-from robot_daemon.stats import (
+from robot_daemon.learn.session import OnlineSession, resume
+from robot_daemon.serve import receive
+from robot_daemon.serve.batch import Batch, PendingFrames
+from robot_daemon.serve.config import DaemonConfig
+from robot_daemon.serve.notify import Notifier
+from robot_daemon.serve.stats import (
     REJECT_LOG_PERIOD_NS,
     Histogram,
     RateLimiter,
@@ -435,7 +436,7 @@ class Daemon:
     # ---------------------------------------------------------------- frames
 
     def _drain(self, sub: zmq.Socket[bytes], until_ns: int) -> None:
-        """Receive every waiting frame message (see :func:`robot_daemon.receive.drain`)."""
+        """Receive every waiting frame message (see :func:`robot_daemon.serve.receive.drain`)."""
         receive.drain(sub, until_ns, lambda parts: self._on_message(parts, time.monotonic_ns()))
 
     def _on_message(self, parts: list[bytes], now_ns: int) -> None:

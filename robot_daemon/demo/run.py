@@ -7,17 +7,17 @@
    endpoints in a private directory, in its own process group: a terminal's Ctrl-C
    reaches only the demo, which then stops the player and the daemon in that order. The
    daemon is ready once its first ``status`` arrives.
-3. **Playback.** :func:`robot_daemon.bagplay.play` in a thread publishes the bag's
+3. **Playback.** :func:`robot_daemon.bag.play.play` in a thread publishes the bag's
    ``frame`` messages with their recorded timing sped up ``rate`` times. It starts once
    two subscriptions arrived: the daemon's, and the demo's *tap*, a SUB on the same
    endpoint that stamps when each frame went out.
-4. **Live view** (:mod:`robot_daemon.demoview`) redrawn five times a second, or one plain
+4. **Live view** (:mod:`robot_daemon.demo.view`) redrawn five times a second, or one plain
    line every few seconds when stdout is not a terminal or with ``--no-live``.
 5. **Summary** (:func:`summary_lines`): frames sent and answered, latency, the daemon's
    drop/reject/loss counters, per-class scores of the streamed probabilities against the
    bag's ``label`` messages (matched by ``seq``; thresholds from the model file, which
    always stores them) and a check against the offline ``Model.predict_proba``.
-6. **Timeline PNG** (:func:`robot_daemon.demoview.write_timeline`) when matplotlib (the
+6. **Timeline PNG** (:func:`robot_daemon.demo.view.write_timeline`) when matplotlib (the
    ``plot`` extra) is there; otherwise how to get it.
 
 Latency is measured in this process, on ``time.monotonic_ns()``: a ``pred``'s arrival
@@ -53,12 +53,15 @@ import numpy as np
 import numpy.typing as npt
 import zmq
 
-from robot_daemon import bagplay, evaluate, receive, sim, wire
+from robot_daemon import sim, wire
 from robot_daemon.bag import BagReader
-from robot_daemon.daemon import SERVING_ENV, ServedModel, load_model
-from robot_daemon.demoview import LiveView, PlainView, TerminalView, daemon_counts, write_timeline
+from robot_daemon.bag import play as bagplay
+from robot_daemon.demo.view import LiveView, PlainView, TerminalView, daemon_counts, write_timeline
 from robot_daemon.errors import BagError, ModelError, RobotDaemonError, WireError
 from robot_daemon.model import Model
+from robot_daemon.offline import evaluate
+from robot_daemon.serve import receive
+from robot_daemon.serve.daemon import SERVING_ENV, ServedModel, load_model
 
 SIM_RATE_HZ: Final = 50.0
 #: The daemon's first status: interpreter start, imports, model load, then 1 s.
@@ -498,7 +501,7 @@ def _dispatch(stream: Stream, parts: list[bytes]) -> None:
 
 
 class Player:
-    """:func:`robot_daemon.bagplay.play` in a thread; afterwards its summary or error."""
+    """:func:`robot_daemon.bag.play.play` in a thread; afterwards its summary or error."""
 
     def __init__(self, path: Path, endpoint: str, rate: float) -> None:
         self.stop = threading.Event()  # set by the main thread only, never by a handler

@@ -19,7 +19,7 @@ from typing import Final
 from robot_daemon import model as model_file
 from robot_daemon.errors import ConfigError, ModelError
 
-log = logging.getLogger("robot_daemon.checkpoints")
+log = logging.getLogger("robot_daemon.learn.checkpoints")
 
 _NAME: Final = re.compile(r"^model-v(\d{1,18})\.npz$")
 #: What Model.save leaves behind when the process dies between creating and renaming.

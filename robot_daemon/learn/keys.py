@@ -30,7 +30,7 @@ from zmq.auth.thread import ThreadAuthenticator
 
 from robot_daemon.errors import ConfigError
 
-log = logging.getLogger("robot_daemon.keys")
+log = logging.getLogger("robot_daemon.learn.keys")
 
 _NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 

@@ -213,7 +213,7 @@ def _stop_on_signals() -> Iterator[threading.Event]:
 
 
 def _run_bag_record(args: argparse.Namespace) -> int:
-    from robot_daemon import bagrecord
+    from robot_daemon.bag import record as bagrecord
 
     where = ", ".join(args.connect)
     print(f"recording {where} to {args.out} (Ctrl-C to stop)", file=sys.stderr)
@@ -231,7 +231,7 @@ def _run_bag_record(args: argparse.Namespace) -> int:
 
 
 def _run_bag_play(args: argparse.Namespace) -> int:
-    from robot_daemon import bagplay
+    from robot_daemon.bag import play as bagplay
 
     options = bagplay.PlayOptions(
         rate=args.rate,
@@ -259,7 +259,7 @@ def _run_bag_info(args: argparse.Namespace) -> int:
 
 
 def _run_bag_export(args: argparse.Namespace) -> int:
-    from robot_daemon import bagexport
+    from robot_daemon.bag import export as bagexport
 
     print(bagexport.export_json(args.bag_in, args.out).describe())
     return 0
@@ -346,7 +346,7 @@ def _fraction(text: str) -> float:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from robot_daemon import train
+    from robot_daemon.offline import train
 
     data = train.read_labelled(args.bags)
     print(f"{data.n} labelled frames from {len(args.bags)} bag(s), d={data.X.shape[1]},"
@@ -389,7 +389,8 @@ def _add_eval(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    from robot_daemon import evaluate, model, train
+    from robot_daemon import model
+    from robot_daemon.offline import evaluate, train
 
     loaded = model.load(args.model)
     data = train.read_labelled(args.bags)
@@ -440,7 +441,8 @@ def _add_replay(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 def _run_replay(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from robot_daemon import model, replay
+    from robot_daemon import model
+    from robot_daemon.offline import replay
 
     stats = replay.replay(
         model.load(args.model), args.bag, args.out, model_name=Path(args.model).name,
@@ -510,7 +512,7 @@ def _run_daemon(args: argparse.Namespace) -> int:
     import logging
     import os
 
-    from robot_daemon import config, daemon
+    from robot_daemon.serve import config, daemon
 
     cfg = config.load(args.config, {
         "model": args.model, "frames": args.frames, "labels": args.labels,
@@ -548,7 +550,7 @@ def _add_keys(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _run_keys_generate(args: argparse.Namespace) -> int:
-    from robot_daemon import keys
+    from robot_daemon.learn import keys
 
     pair = keys.generate(args.directory, args.name)
     print(f"public key (give to the other side): {pair.public}")
@@ -590,7 +592,7 @@ def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _run_demo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from robot_daemon import demo
+    from robot_daemon.demo import run as demo
 
     options = demo.DemoOptions(
         model=Path(args.model), workdir=Path(args.workdir),

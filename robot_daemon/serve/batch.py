@@ -4,7 +4,7 @@ Frames are copied into their row of a ``(max_batch, d)`` float32 array as they a
 between ticks, so that the tick itself does not assemble the batch (``np.stack`` over
 hundreds of small arrays, right when latency matters). When more than ``max_batch``
 frames arrive before a tick, the oldest are overwritten and counted: the rule of
-:func:`robot_daemon.replay.newest`, applied as frames arrive so that memory stays bounded.
+:func:`robot_daemon.offline.replay.newest`, applied as frames arrive so that memory stays bounded.
 """
 
 from __future__ import annotations

@@ -135,7 +135,7 @@ def replay(
         raise RobotDaemonError(f"the tick interval must be positive, got {interval_ms} ms")
     stats = ReplayStats()
     meta = BagMeta(d=model.d, c=model.c, feature_names=model.feature_names,
-                   class_names=model.class_names, extra={"source": "robot_daemon.replay"})
+                   class_names=model.class_names, extra={"source": "robot_daemon.offline.replay"})
     with BagReader(bag_in) as reader, BagWriter(Path(bag_out), meta=meta) as writer:
         frames = _valid_frames(reader.messages([wire.TOPIC_FRAME.decode()]), model.d, stats)
         for batch in tick_batches(frames, interval_ns, max_batch):

@@ -60,7 +60,7 @@ class DaemonConfig:
     model : the model file (``.npz``) served and reloaded on SIGHUP.
     frames : endpoints of the sensor publishers; the daemon's SUB socket connects to each.
     labels : endpoint of the labelled-frame publisher; the daemon's label SUB connects.
-    online : fine-tune the model from ``labels`` between ticks (:mod:`robot_daemon.learning`).
+    online : fine-tune the model from ``labels`` between ticks (:mod:`robot_daemon.learn.session`).
     online_batch, online_lr : labelled frames per SGD step and its learning rate.
     checkpoint_dir : where online learning saves checkpoints (none: learning is lost at exit).
     checkpoint_every_steps, checkpoint_every_s : save after this many accepted steps, or

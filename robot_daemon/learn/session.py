@@ -1,12 +1,12 @@
 """``robot-daemon run --online``: the label channel, learning between ticks, checkpoints.
 
-The daemon's loop stays in :mod:`robot_daemon.daemon`; this module owns what online
+The daemon's loop stays in :mod:`robot_daemon.serve.daemon`; this module owns what online
 learning adds to it, so that the serving loop reads the same with it or without it:
 
 * **Label channel**: a SUB socket that *connects* to the label publisher (which binds)
   and subscribes to ``label``. With ``curve_secret_key`` it is a CURVE server and a ZAP
   handler admits only the publishers whose public keys are in ``curve_allow``
-  (:mod:`robot_daemon.keys`): an unknown key, a plain-text publisher or replayed bytes
+  (:mod:`robot_daemon.learn.keys`): an unknown key, a plain-text publisher or replayed bytes
   never complete a handshake, so their messages never reach :meth:`OnlineSession.drain`.
   Payloads are decoded with the model's ``d`` and ``c``; rejections are counted by reason.
   A failed handshake (``labels_handshake_failed`` in ``status``: a wrong key, a
@@ -14,7 +14,7 @@ learning adds to it, so that the serving loop reads the same with it or without 
   monitor socket watches for it and the daemon connects again after
   ``RECONNECT_AFTER_FAILURE_NS``: the real publisher can always come back.
 * **Learning between ticks**: :meth:`OnlineSession.between_ticks` takes one guarded step
-  (:class:`robot_daemon.online.OnlineLearner`) when a batch is ready *and* the time left
+  (:class:`robot_daemon.learn.learner.OnlineLearner`) when a batch is ready *and* the time left
   to the next tick exceeds the expected step time plus a margin; otherwise the step is
   deferred (counted once per tick) to a later gap. The loop is single-threaded, so a tick
   always predicts with one consistent set of weights (the checkpoint writer thread only
@@ -50,15 +50,17 @@ import numpy as np
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from robot_daemon import keys, receive, wire
-from robot_daemon.checkpoints import CheckpointStore
-from robot_daemon.config import DaemonConfig
+from robot_daemon import wire
 from robot_daemon.errors import ModelError, RobotDaemonError, WireError
+from robot_daemon.learn import keys
+from robot_daemon.learn.checkpoints import CheckpointStore
+from robot_daemon.learn.learner import OnlineConfig, OnlineLearner
 from robot_daemon.model import Model
-from robot_daemon.online import OnlineConfig, OnlineLearner
-from robot_daemon.stats import REJECT_LOG_PERIOD_NS, RateLimiter
+from robot_daemon.serve import receive
+from robot_daemon.serve.config import DaemonConfig
+from robot_daemon.serve.stats import REJECT_LOG_PERIOD_NS, RateLimiter
 
-log = logging.getLogger("robot_daemon.learning")
+log = logging.getLogger("robot_daemon.learn.session")
 
 #: Key of a checkpoint's ``training`` metadata naming the model file it learned from.
 BASE_KEY: Final = "online_base"

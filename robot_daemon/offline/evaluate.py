@@ -3,7 +3,7 @@
 ``robot-daemon eval MODEL BAG...`` scores the model's thresholded predictions on the
 labelled frames of the bags: per class precision, recall, F1, average precision and
 support; micro and macro F1, hamming loss and subset accuracy. Beside it, a multi-label
-logistic regression (:class:`~robot_daemon.logreg.LogisticRegression`) trained on the
+logistic regression (:class:`~robot_daemon.offline.logreg.LogisticRegression`) trained on the
 same data as the model (its recorded training bags, or ``--baseline-train``), with its
 thresholds tuned the same way on the same kind of validation split, so that the two
 columns differ only in the model.
@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from robot_daemon import metrics
-from robot_daemon.logreg import LogisticRegression
 from robot_daemon.model import Model
-from robot_daemon.train import Dataset, split_tail
+from robot_daemon.offline import metrics
+from robot_daemon.offline.logreg import LogisticRegression
+from robot_daemon.offline.train import Dataset, split_tail
 
 
 @dataclass(frozen=True, eq=False)
@@ -111,7 +111,7 @@ class Baseline:
 def fit_baseline(data: Dataset, *, val_fraction: float = 0.2, seed: int = 0) -> Baseline:
     """Logistic regression on the training rows of ``data``, thresholds on its tail rows.
 
-    The split is :func:`~robot_daemon.train.split_tail`, as for the MLP.
+    The split is :func:`~robot_daemon.offline.train.split_tail`, as for the MLP.
     """
     train_rows, val_rows = split_tail(data.bag, val_fraction)
     X, Y = data.subset(train_rows)

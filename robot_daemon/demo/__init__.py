@@ -1,0 +1,1 @@
+"""``robot-daemon demo``: a simulated bag through the real daemon, watched live."""

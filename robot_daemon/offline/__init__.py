@@ -1,0 +1,1 @@
+"""Offline jobs on recorded bags: train, evaluate (beside a logistic baseline), replay."""
