@@ -1,0 +1,174 @@
+"""``robot-daemon bag record | play | info | export``: sensor bags."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from robot_daemon.cli.args import (
+    Subparsers,
+    non_negative_float,
+    positive_float,
+    positive_int,
+    stop_on_signals,
+)
+
+
+def add(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "bag",
+        help="record, play, inspect and export sensor bags (MCAP files)",
+        description=(
+            "Sensor bags are MCAP files of wire payloads, one channel per topic "
+            "(docs/bags.md). Needs the bag extra: pip install 'robot-daemon[bag]'."
+        ),
+    )
+    bag = p.add_subparsers(dest="bag_command", metavar="BAG_COMMAND")
+    bag.required = True
+
+    rec = bag.add_parser(
+        "record",
+        help="subscribe to publishers and write what arrives into a bag",
+        description=(
+            "Connects a SUB socket to every --connect endpoint and writes each message "
+            "byte for byte with its receive time (wall clock) and sensor time (the "
+            "payload's t). Flushes a chunk every --flush-interval; Ctrl-C or SIGTERM "
+            "finishes the file (exit 0); a crash loses at most the last interval."
+        ),
+    )
+    rec.add_argument("out", metavar="OUT", help="bag to write (overwritten)")
+    rec.add_argument(
+        "--connect",
+        action="append",
+        required=True,
+        metavar="ENDPOINT",
+        help="publisher endpoint, e.g. tcp://127.0.0.1:5556 (repeatable)",
+    )
+    rec.add_argument("--topics", nargs="+", metavar="TOPIC", help="topics (default: all)")
+    rec.add_argument("--duration", type=positive_float, metavar="S", help="stop after S seconds")
+    rec.add_argument(
+        "--flush-interval",
+        type=positive_float,
+        default=0.25,
+        metavar="S",
+        help="write the chunk in progress every S seconds (default 0.25)",
+    )
+    rec.set_defaults(handler=_run_bag_record)
+
+    play = bag.add_parser(
+        "play",
+        help="publish a bag's payloads with the recorded timing",
+        description=(
+            "Binds a publisher and sends the bag's payloads byte-identical, with the "
+            "recorded receive-time gaps divided by --rate. Subscribers connect to it."
+        ),
+    )
+    play.add_argument("bag_in", metavar="IN", help="bag to play")
+    play.add_argument(
+        "--bind", required=True, metavar="ENDPOINT", help="e.g. tcp://127.0.0.1:5556"
+    )
+    play.add_argument(
+        "--rate",
+        type=non_negative_float,
+        default=1.0,
+        metavar="R",
+        help="speed factor (default 1; 2 = twice as fast; 0 = as fast as possible, lossless)",
+    )
+    play.add_argument("--loop", action="store_true", help="play again from the start, forever")
+    play.add_argument(
+        "--start-offset",
+        type=non_negative_float,
+        default=0.0,
+        metavar="S",
+        help="skip the first S seconds of the bag",
+    )
+    play.add_argument("--topics", nargs="+", metavar="TOPIC", help="topics (default: all)")
+    play.add_argument(
+        "--wait-subscribers",
+        type=positive_int,
+        default=0,
+        metavar="N",
+        help="start once N subscriptions to the played topics arrived (avoids losing the "
+        "first messages to a subscriber that is still connecting)",
+    )
+    play.add_argument(
+        "--drain",
+        type=non_negative_float,
+        default=1.0,
+        metavar="S",
+        help="keep the socket open S seconds after the last message, so that "
+        "subscribers that are behind get the tail (default 1)",
+    )
+    play.set_defaults(handler=_run_bag_play)
+
+    info = bag.add_parser("info", help="duration, topics, rates, d and c, integrity")
+    info.add_argument("bag_in", metavar="IN", help="bag to inspect")
+    info.add_argument("--json", action="store_true", help="print one JSON object")
+    info.set_defaults(handler=_run_bag_info)
+
+    export = bag.add_parser(
+        "export",
+        help="write a JSON-encoded copy that Foxglove can plot",
+        description="Decodes every payload and writes an MCAP copy with JSON messages and "
+        "JSON schemas; payloads that do not decode are counted and left out.",
+    )
+    export.add_argument("bag_in", metavar="IN", help="bag to export")
+    export.add_argument("out", metavar="OUT", help="MCAP file to write (overwritten)")
+    export.add_argument(
+        "--json", action="store_true", required=True, help="JSON encoding (the only format)"
+    )
+    export.set_defaults(handler=_run_bag_export)
+
+
+def _run_bag_record(args: argparse.Namespace) -> int:
+    from robot_daemon.bag import record as bagrecord
+
+    where = ", ".join(args.connect)
+    print(f"recording {where} to {args.out} (Ctrl-C to stop)", file=sys.stderr)
+    with stop_on_signals() as stop:
+        summary = bagrecord.record(
+            args.out,
+            args.connect,
+            topics=args.topics,
+            duration_s=args.duration,
+            stop=stop,
+            flush_interval_ns=round(args.flush_interval * 1e9),
+        )
+    print(summary.describe())
+    return 0
+
+
+def _run_bag_play(args: argparse.Namespace) -> int:
+    from robot_daemon.bag import play as bagplay
+
+    options = bagplay.PlayOptions(
+        rate=args.rate,
+        loop=args.loop,
+        start_offset_s=args.start_offset,
+        topics=args.topics,
+        wait_subscribers=args.wait_subscribers,
+        drain_s=args.drain,
+    )
+    waiting = f", waiting for {args.wait_subscribers} subscription(s)" * (args.wait_subscribers > 0)
+    print(f"playing {args.bag_in} on {args.bind}{waiting}", file=sys.stderr)
+    with stop_on_signals() as stop:
+        summary = bagplay.play(args.bag_in, args.bind, options, stop=stop)
+    print(summary.describe())
+    return 0
+
+
+def _run_bag_info(args: argparse.Namespace) -> int:
+    from robot_daemon.bag import BagReader
+
+    with BagReader(args.bag_in) as bag:
+        report = bag.info()
+    print(json.dumps(report.as_dict(), indent=2) if args.json else report.describe())
+    return 0
+
+
+def _run_bag_export(args: argparse.Namespace) -> int:
+    from robot_daemon.bag import export as bagexport
+
+    print(bagexport.export_json(args.bag_in, args.out).describe())
+    return 0

@@ -1,0 +1,119 @@
+"""``robot-daemon run`` (the daemon, with online learning) and ``robot-daemon keys``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from robot_daemon.cli.args import Subparsers, positive_float, positive_int
+
+
+def add(sub: Subparsers) -> None:
+    """Register run and keys."""
+    _add_run(sub)
+    _add_keys(sub)
+
+
+def _add_run(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "run",
+        help="the on-robot daemon: serve predictions for live ZeroMQ frames",
+        description=(
+            "Connects to the sensor publishers, answers every frame with the model's "
+            "per-class probabilities in one 'pred' message per tick, publishes 'status' "
+            "every second, reloads the model on SIGHUP and exits 0 on SIGTERM. Settings "
+            "come from --config (TOML, see docs/deploy.md), then from these flags."
+        ),
+    )
+    p.add_argument("--config", metavar="FILE.toml", help="settings file (flags override it)")
+    p.add_argument("--model", metavar="PATH", help="model file (default models/default.npz)")
+    p.add_argument("--frames", action="append", metavar="ENDPOINT",
+                   help="sensor publisher to connect to, repeatable "
+                   "(default tcp://127.0.0.1:5556)")
+    p.add_argument("--labels", metavar="ENDPOINT",
+                   help="labelled-frame publisher to connect to (used with --online)")
+    p.add_argument("--pred", metavar="ENDPOINT",
+                   help="endpoint to bind for pred and status (default tcp://127.0.0.1:5557)")
+    p.add_argument("--interval-ms", type=positive_float, metavar="N",
+                   help="tick interval (default 20)")
+    p.add_argument("--max-batch", type=positive_int, metavar="N",
+                   help="frames answered per tick; older ones are dropped (default 256)")
+    p.add_argument("--status-interval", type=positive_float, metavar="S",
+                   help="seconds between status messages (default 1)")
+    p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    _add_online_flags(p)
+    p.set_defaults(handler=_run_daemon)
+
+
+def _add_online_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("online learning (docs/deploy.md, docs/security.md)")
+    g.add_argument("--online", action="store_true", default=None,
+                   help="fine-tune the model from --labels between ticks")
+    g.add_argument("--online-batch", type=positive_int, metavar="N",
+                   help="labelled frames per SGD step (default 100)")
+    g.add_argument("--online-lr", type=positive_float, metavar="LR",
+                   help="SGD learning rate (default 0.1)")
+    g.add_argument("--checkpoint-dir", metavar="DIR",
+                   help="save checkpoints here and resume the newest on start")
+    g.add_argument("--checkpoint-every-steps", type=positive_int, metavar="N",
+                   help="save after N accepted steps (default 100)")
+    g.add_argument("--checkpoint-every-s", type=positive_float, metavar="S",
+                   help="save S seconds after the last save if the model changed (default 60)")
+    g.add_argument("--checkpoint-keep", type=positive_int, metavar="K",
+                   help="checkpoints kept (default 5)")
+    g.add_argument("--curve-secret-key", metavar="FILE",
+                   help="the daemon's CURVE key pair (NAME.key_secret): labels need CURVE")
+    g.add_argument("--curve-allow", metavar="DIR",
+                   help="directory of the allowed label publishers' public keys (*.key)")
+    g.add_argument("--insecure-labels", action="store_true", default=None,
+                   help="learn from a non-loopback labels endpoint without CURVE")
+
+
+def _run_daemon(args: argparse.Namespace) -> int:
+    import logging
+    import os
+
+    from robot_daemon.serve import config, daemon
+
+    cfg = config.load(args.config, {
+        "model": args.model, "frames": args.frames, "labels": args.labels,
+        "pred": args.pred, "interval_ms": args.interval_ms, "max_batch": args.max_batch,
+        "status_interval_s": args.status_interval, "log_level": args.log_level,
+        "online": args.online, "online_batch": args.online_batch, "online_lr": args.online_lr,
+        "checkpoint_dir": args.checkpoint_dir,
+        "checkpoint_every_steps": args.checkpoint_every_steps,
+        "checkpoint_every_s": args.checkpoint_every_s, "checkpoint_keep": args.checkpoint_keep,
+        "curve_secret_key": args.curve_secret_key, "curve_allow": args.curve_allow,
+        "insecure_labels": args.insecure_labels,
+    })
+    # journald stamps every line itself (JOURNAL_STREAM is set when stderr goes there).
+    stamp = "" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s "
+    logging.basicConfig(stream=sys.stderr, level=cfg.log_level,
+                        format=stamp + "%(levelname)s %(message)s")
+    logging.getLogger("robot_daemon").info("settings: %s", config.describe(cfg))
+    return daemon.run(cfg)
+
+
+def _add_keys(sub: Subparsers) -> None:
+    p = sub.add_parser("keys", help="CurveZMQ key pairs for the label channel",
+                       description="See docs/security.md for installing and rotating keys.")
+    keys = p.add_subparsers(dest="keys_command", metavar="KEYS_COMMAND")
+    keys.required = True
+    gen = keys.add_parser(
+        "generate",
+        help="write DIR/NAME.key (public) and DIR/NAME.key_secret (mode 0600)",
+        description="Creates a CURVE key pair in ZeroMQ's certificate format. Refuses to "
+        "overwrite an existing pair.",
+    )
+    gen.add_argument("directory", metavar="DIR", help="where to write the pair")
+    gen.add_argument("name", metavar="NAME", help="the pair's name, e.g. robot-17 or labeller")
+    gen.set_defaults(handler=_run_keys_generate)
+
+
+def _run_keys_generate(args: argparse.Namespace) -> int:
+    from robot_daemon.learn import keys
+
+    pair = keys.generate(args.directory, args.name)
+    print(f"public key (give to the other side): {pair.public}")
+    print(f"secret key (keep on this machine):  {pair.secret}")
+    return 0
