@@ -1,0 +1,350 @@
+"""Reading bags tolerantly: :class:`BagReader` and :class:`BagInfo` (what ``bag info``
+prints).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from mcap.records import Channel, Chunk, Message, Metadata
+from mcap.stream_reader import StreamReader, breakup_chunk
+
+from robot_daemon.bag.format import (
+    MCAP_MAGIC,
+    MESSAGE_ENCODING,
+    META_RECORD,
+    BagMessage,
+    BagMeta,
+    seconds_to_ns,
+)
+from robot_daemon.errors import BagError
+
+log = logging.getLogger(__name__)
+
+
+
+@dataclass(frozen=True)
+class TopicInfo:
+    """Per-topic statistics of a bag (receive times, integer nanoseconds)."""
+
+    count: int
+    first_ns: int
+    last_ns: int
+    size_bytes: int
+    message_encoding: str
+
+    @property
+    def rate_hz(self) -> float | None:
+        """Mean message rate over the topic's own time span; ``None`` below 2 messages."""
+        span = self.last_ns - self.first_ns
+        return (self.count - 1) * 1e9 / span if self.count > 1 and span > 0 else None
+
+
+class _TopicTally:
+    """Accumulates one topic's :class:`TopicInfo` during a scan."""
+
+    def __init__(self, message_encoding: str) -> None:
+        self.message_encoding = message_encoding
+        self.count = self.size_bytes = 0
+        self.first_ns = self.last_ns = -1
+
+    def add(self, log_time: int, size: int) -> None:
+        if self.count == 0:
+            self.first_ns = self.last_ns = log_time
+        self.first_ns = min(self.first_ns, log_time)
+        self.last_ns = max(self.last_ns, log_time)
+        self.count += 1
+        self.size_bytes += size
+
+    def info(self) -> TopicInfo:
+        return TopicInfo(
+            self.count, self.first_ns, self.last_ns, self.size_bytes, self.message_encoding
+        )
+
+
+@dataclass(frozen=True)
+class BagInfo:
+    """What ``bag info`` prints: times, per-topic counts and rates, meta, integrity."""
+
+    path: str
+    file_size: int
+    meta: BagMeta
+    topics: dict[str, TopicInfo]
+    start_ns: int | None
+    end_ns: int | None
+    complete: bool
+    damaged_at: int | None
+    warning: str | None
+
+    @property
+    def message_count(self) -> int:
+        return sum(t.count for t in self.topics.values())
+
+    @property
+    def duration_ns(self) -> int:
+        if self.start_ns is None or self.end_ns is None:
+            return 0
+        return self.end_ns - self.start_ns
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready dictionary (``bag info --json``)."""
+        return {
+            "path": self.path,
+            "file_size": self.file_size,
+            "integrity": "complete" if self.complete else "damaged",
+            "damaged_at": self.damaged_at,
+            "warning": self.warning,
+            "message_count": self.message_count,
+            "start_ns": self.start_ns,
+            "end_ns": self.end_ns,
+            "duration_s": self.duration_ns / 1e9,
+            "d": self.meta.d,
+            "c": self.meta.c,
+            "feature_names": self.meta.feature_names,
+            "class_names": self.meta.class_names,
+            "protocol_version": self.meta.protocol_version,
+            "extra": self.meta.extra,
+            "topics": {
+                name: {
+                    "count": t.count,
+                    "rate_hz": t.rate_hz,
+                    "first_ns": t.first_ns,
+                    "last_ns": t.last_ns,
+                    "size_bytes": t.size_bytes,
+                    "message_encoding": t.message_encoding,
+                }
+                for name, t in self.topics.items()
+            },
+        }
+
+    def describe(self) -> str:
+        """A human-readable summary (``bag info``)."""
+        lines = [
+            f"path:       {self.path} ({self.file_size} bytes)",
+            "integrity:  complete"
+            if self.complete
+            else f"integrity:  DAMAGED at byte {self.damaged_at} (messages before it are readable)",
+            f"messages:   {self.message_count}",
+            f"duration:   {self.duration_ns / 1e9:.3f} s",
+        ]
+        if self.start_ns is not None and self.end_ns is not None:
+            lines.append(f"start/end:  {_iso(self.start_ns)}  {_iso(self.end_ns)}")
+        lines.append(f"d, c:       {_or_unknown(self.meta.d)}, {_or_unknown(self.meta.c)}")
+        if self.meta.feature_names:
+            lines.append(f"features:   {', '.join(self.meta.feature_names)}")
+        if self.meta.class_names:
+            lines.append(f"classes:    {', '.join(self.meta.class_names)}")
+        lines.append(f"protocol:   v{self.meta.protocol_version}")
+        for key, value in sorted(self.meta.extra.items()):
+            lines.append(f"extra:      {key} = {value}")
+        lines.append("topics:")
+        for name, t in sorted(self.topics.items()):
+            rate = "-" if t.rate_hz is None else f"{t.rate_hz:.2f} Hz"
+            lines.append(f"  {name:<10} {t.count:>9} msgs  {rate:>12}  {t.message_encoding}")
+        return "\n".join(lines)
+
+
+def _or_unknown(value: int | None) -> str:
+    return "unknown" if value is None else str(value)
+
+
+def _iso(ns: int) -> str:
+    seconds, rest = divmod(ns, 1_000_000_000)
+    stamp = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{stamp}.{rest // 1000:06d}Z"
+
+
+class BagReader:
+    """Read a bag, complete or cut, in file order; a context manager.
+
+    ``meta`` is the last ``robot_daemon`` metadata record in the file (defaults when there
+    is none). After :meth:`messages` has met damage, ``damaged`` is ``True``,
+    ``damaged_at`` is the byte offset of the first unreadable record and ``warning``
+    says what happened.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.damaged = False
+        self.damaged_at: int | None = None
+        self.warning: str | None = None
+        self._meta: BagMeta | None = None
+        self._closed = False
+        self.file_size = _check_mcap_file(self.path)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the reader; every scan opens and closes its own file handle."""
+        self._closed = True
+
+    @property
+    def meta(self) -> BagMeta:
+        """The bag's :class:`BagMeta` (read once, on first use)."""
+        if self._meta is None:
+            meta = BagMeta()
+            for record in self._records(full=False):
+                if isinstance(record, Metadata) and record.name == META_RECORD:
+                    meta = BagMeta.from_record(record.metadata)
+            self._meta = meta
+        return self._meta
+
+    def messages(self, topics: Iterable[str] | None = None) -> Iterator[BagMessage]:
+        """Yield the messages (of ``topics``, default all) in file order.
+
+        Stops at the first damage: every message of every complete chunk before it is
+        yielded, nothing after it; ``damaged``/``warning`` are set and a warning is logged.
+        """
+        wanted = None if topics is None else frozenset(topics)
+        channels: dict[int, Channel] = {}
+        for record in self._records(full=True):
+            if isinstance(record, Channel):
+                channels[record.id] = record
+            elif isinstance(record, Message):
+                channel = channels.get(record.channel_id)
+                if channel is None:
+                    self._mark_damaged(None, f"message on undeclared channel {record.channel_id}")
+                    return
+                if wanted is None or channel.topic in wanted:
+                    yield _to_bag_message(channel, record)
+
+    def info(self) -> BagInfo:
+        """Scan the whole bag: time range, per-topic counts and rates, meta, integrity."""
+        tallies: dict[str, _TopicTally] = {}
+        channels: dict[int, Channel] = {}
+        meta = BagMeta()
+        for record in self._records(full=True):
+            if isinstance(record, Channel):
+                channels[record.id] = record
+            elif isinstance(record, Metadata) and record.name == META_RECORD:
+                meta = BagMeta.from_record(record.metadata)
+            elif isinstance(record, Message):
+                channel = channels.get(record.channel_id)
+                if channel is None:
+                    self._mark_damaged(None, f"message on undeclared channel {record.channel_id}")
+                    break
+                tally = tallies.get(channel.topic)
+                if tally is None:
+                    tally = tallies[channel.topic] = _TopicTally(channel.message_encoding)
+                tally.add(record.log_time, len(record.data))
+        self._meta = meta
+        topic_infos = {name: tally.info() for name, tally in tallies.items()}
+        return BagInfo(
+            path=str(self.path),
+            file_size=self.file_size,
+            meta=meta,
+            topics=topic_infos,
+            start_ns=min((t.first_ns for t in topic_infos.values()), default=None),
+            end_ns=max((t.last_ns for t in topic_infos.values()), default=None),
+            complete=not self.damaged,
+            damaged_at=self.damaged_at,
+            warning=self.warning,
+        )
+
+    def _records(self, *, full: bool) -> Iterator[Any]:
+        """Every record in file order; stop at the first damage.
+
+        ``full`` opens chunks (checking their CRCs, so that a chunk with flipped bytes is
+        damage rather than garbage) and records damage in ``damaged``/``damaged_at``/
+        ``warning``; without it, chunks are skipped unopened (enough to find metadata).
+        Damage is reported at the offset where the first unreadable record starts.
+        """
+        if self._closed:
+            raise BagError(f"bag {self.path} is closed; open a new BagReader")
+        if full:
+            self.damaged, self.damaged_at, self.warning = False, None, None
+        with open(self.path, "rb") as f:
+            # A record longer than the file is damage; the limit also keeps a corrupt
+            # length from allocating gigabytes.
+            reader = StreamReader(
+                f, emit_chunks=True, validate_crcs=full, record_size_limit=self.file_size
+            )
+            records = reader.records
+            good_end = 0
+            while True:
+                try:
+                    # The generator ends only after the footer and the closing magic.
+                    record = next(records, None)
+                    if record is None:
+                        return
+                    opened = (
+                        breakup_chunk(record, validate_crc=True)
+                        if full and isinstance(record, Chunk)
+                        else [record]
+                    )
+                except Exception as exc:  # every error here means a damaged file, not only mcap's
+                    if full:
+                        self._mark_damaged(good_end, _describe(exc))
+                    return
+                good_end = f.tell()
+                yield from opened
+
+    def _mark_damaged(self, offset: int | None, why: str) -> None:
+        self.damaged = True
+        self.damaged_at = offset
+        where = "" if offset is None else f" at byte {offset} of {self.file_size}"
+        self.warning = (
+            f"bag {self.path} is damaged{where} ({why}): every complete message before the "
+            "damage was read, nothing after it (a recorder killed mid-write leaves this)"
+        )
+        log.warning("%s", self.warning)
+
+
+def _describe(exc: Exception) -> str:
+    text = str(exc)
+    return type(exc).__name__ + (f": {text}" if text else "")
+
+
+def _to_bag_message(channel: Channel, message: Message) -> BagMessage:
+    sensor_ns: int | None = message.publish_time
+    if message.publish_time == message.log_time:
+        # BagWriter stores an unknown sensor time as the receive time (MCAP's rule), so
+        # equal times are ambiguous: the payload's own "t" decides.
+        sensor_ns = _payload_sensor_ns(channel, message.data)
+    return BagMessage(channel.topic, message.data, message.log_time, sensor_ns)
+
+
+def _payload_sensor_ns(channel: Channel, payload: bytes) -> int | None:
+    if channel.message_encoding != MESSAGE_ENCODING:
+        return None
+    from robot_daemon import wire
+
+    return seconds_to_ns(wire.sensor_time(payload))
+
+
+def _check_mcap_file(path: Path) -> int:
+    """Raise :class:`BagError` unless ``path`` is a readable file that starts like MCAP."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(MCAP_MAGIC))
+            size = os.fstat(f.fileno()).st_size
+    except FileNotFoundError:
+        raise BagError(f"no such bag: {path}") from None
+    except IsADirectoryError:
+        raise BagError(f"{path} is a directory; give the path of an .mcap file") from None
+    except OSError as exc:
+        raise BagError(f"cannot read bag {path}: {exc.strerror}") from None
+    if size == 0:
+        raise BagError(f"{path} is empty: no bag was written (was the recorder killed at start?)")
+    if head != MCAP_MAGIC:
+        raise BagError(
+            f"{path} is not an MCAP bag (its first bytes are {head[:8]!r}); "
+            "bags are written by `robot-daemon bag record` or `robot-daemon sim`"
+        )
+    return size

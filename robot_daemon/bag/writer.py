@@ -1,0 +1,166 @@
+"""Writing bags: :class:`BagWriter`, crash-safe one chunk at a time."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from mcap.writer import CompressionType, Writer
+
+from robot_daemon.bag.format import MAX_TIME_NS, MESSAGE_ENCODING, META_RECORD, BagMeta
+from robot_daemon.errors import BagError
+
+# 64 KiB holds ~500 frames of d = 16; the recorder also flushes on a timer, so at sensor
+# rates the timer, not the size, bounds what a crash can lose.
+DEFAULT_CHUNK_SIZE = 64 * 1024
+
+
+class BagWriter:
+    """Write a bag (an MCAP file); a context manager that always finishes the file.
+
+    Example::
+
+        with BagWriter("run.mcap", meta=BagMeta(d=16, c=8)) as bag:
+            bag.write("frame", payload, recv_ns=time.time_ns(), sensor_ns=t_ns)
+
+    Channels are created on first use with ``message_encoding`` ``"msgpack"``;
+    :meth:`add_topic` declares other encodings and schemas (``bag export`` uses it).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        meta: BagMeta | None = None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+    ) -> None:
+        if not hasattr(Writer, "flush"):
+            # Writer.flush (closing a chunk on demand) bounds what a crash loses.
+            raise BagError(
+                "writing bags needs mcap >= 1.6 (Writer.flush): pip install -U 'robot-daemon[bag]'"
+            )
+        self.path = Path(path)
+        self.meta = meta if meta is not None else BagMeta()
+        self.message_count = 0
+        self._channels: dict[str, int] = {}
+        try:
+            self._file = open(self.path, "wb")  # noqa: SIM115 - closed in close()
+        except OSError as exc:
+            raise BagError(f"cannot create bag {self.path}: {exc.strerror}") from None
+        self._closed = False
+        try:
+            self._writer = Writer(
+                self._file, chunk_size=chunk_size, compression=CompressionType.ZSTD
+            )
+            self._writer.start(profile="", library="robot_daemon")
+            # Metadata goes first so that a cut bag still knows its d and c.
+            self._writer.add_metadata(META_RECORD, self.meta.to_record())
+        except BaseException:
+            self._file.close()
+            raise
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # Finish the file even when an exception is unwinding: a bag with an index is
+        # worth more than a cut one, and the process may survive the exception.
+        self.close()
+
+    def add_topic(
+        self,
+        topic: str,
+        *,
+        message_encoding: str = MESSAGE_ENCODING,
+        schema_name: str = "",
+        schema_encoding: str = "",
+        schema: bytes = b"",
+    ) -> None:
+        """Declare ``topic``'s channel before its first message (to give it a schema)."""
+        self._check_open()
+        if topic in self._channels:
+            raise BagError(f"topic {topic!r} is already declared in {self.path}")
+        schema_id = 0
+        if schema_encoding:
+            schema_id = self._writer.register_schema(schema_name, schema_encoding, schema)
+        self._channels[topic] = self._writer.register_channel(topic, message_encoding, schema_id)
+
+    def write(self, topic: str, payload: bytes, recv_ns: int, sensor_ns: int | None = None) -> None:
+        """Append one message; ``recv_ns`` becomes MCAP log_time, ``sensor_ns`` publish_time.
+
+        MCAP requires a publish time, so an unknown sensor time is stored as the receive
+        time (the MCAP convention); :class:`BagReader` then recovers ``None``.
+        """
+        self._check_open()
+        _check_time("recv_ns", recv_ns)
+        if sensor_ns is not None:
+            _check_time("sensor_ns", sensor_ns)
+        if topic not in self._channels:
+            self.add_topic(topic)
+        try:
+            self._writer.add_message(
+                channel_id=self._channels[topic],
+                log_time=recv_ns,
+                data=bytes(payload),
+                publish_time=recv_ns if sensor_ns is None else sensor_ns,
+                sequence=self.message_count & 0xFFFFFFFF,  # uint32 per MCAP; wraps
+            )
+        except OSError as exc:
+            raise _write_error(self.path, exc) from None
+        self.message_count += 1
+
+    def write_meta(self, meta: BagMeta) -> None:
+        """Append a newer metadata record (the recorder learns d and c from the stream)."""
+        self._check_open()
+        self.meta = meta
+        self._writer.add_metadata(META_RECORD, meta.to_record())
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BagError(f"bag {self.path} is already closed; open a new BagWriter")
+
+    def flush(self) -> None:
+        """Close the chunk in progress and hand everything to the OS.
+
+        After this, a crash of the process loses nothing written so far (a power cut
+        may: the file is fsynced only by :meth:`close`).
+        """
+        if self._closed:
+            return
+        try:
+            self._writer.flush()  # type: ignore[no-untyped-call]
+        except OSError as exc:
+            raise _write_error(self.path, exc) from None
+
+    def close(self) -> None:
+        """Write the summary and footer, fsync and close; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._writer.finish()  # type: ignore[no-untyped-call]
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError as exc:
+            raise _write_error(self.path, exc) from None
+        finally:
+            self._file.close()
+
+
+def _write_error(path: Path, exc: OSError) -> BagError:
+    return BagError(
+        f"cannot write bag {path}: {exc.strerror or exc}; check free disk space and "
+        "permissions (every chunk written before this error is readable)"
+    )
+
+
+def _check_time(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TIME_NS:
+        raise BagError(f"{name} must be integer nanoseconds in [0, 2**64), got {value!r}")
