@@ -24,7 +24,9 @@ import pytest
 
 from robot_daemon import model as model_file
 from robot_daemon.cli import main
+from robot_daemon.demo import recording, stream, summary
 from robot_daemon.demo import run as demo
+from robot_daemon.demo.options import DemoOptions
 from robot_daemon.demo.view import LiveView, TerminalView, progress_line, render
 from robot_daemon.offline import evaluate, train
 
@@ -201,17 +203,17 @@ def test_a_daemon_that_dies_at_startup_is_one_line_with_its_log(
 def test_the_default_bag_is_reused_when_whole_and_simulated_again_when_not(
     workdir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    options = demo.DemoOptions(model=DEFAULT_MODEL, workdir=workdir, duration_s=1, seed=5)
+    options = DemoOptions(model=DEFAULT_MODEL, workdir=workdir, duration_s=1, seed=5)
     loaded = model_file.load(DEFAULT_MODEL)
-    path = demo.prepare_bag(options, loaded, sys.stdout)
+    path = recording.prepare_bag(options, loaded, sys.stdout)
     assert path == workdir / "demo-5-1s.mcap"
     assert "simulating" in capsys.readouterr().out
-    assert demo.prepare_bag(options, loaded, sys.stdout) == path
+    assert recording.prepare_bag(options, loaded, sys.stdout) == path
     assert capsys.readouterr().out == f"bag: reusing {path}\n"
     path.write_bytes(path.read_bytes()[:200])  # cut, as by a crash
-    assert demo.prepare_bag(options, loaded, sys.stdout) == path
+    assert recording.prepare_bag(options, loaded, sys.stdout) == path
     assert "damaged" in capsys.readouterr().out
-    assert demo.read_bag(path, loaded).n == 50
+    assert recording.read_bag(path, loaded).n == 50
     assert sorted(p.name for p in workdir.iterdir()) == ["demo-5-1s.mcap"]  # no temp left
 
 
@@ -220,12 +222,12 @@ def test_without_matplotlib_the_summary_says_how_to_get_the_png(
 ) -> None:
     loaded = model_file.load(DEFAULT_MODEL)
     bag = workdir / "run.mcap"
-    contents = demo.BagContents(
+    contents = recording.BagContents(
         path=bag, seq=np.arange(3), t=np.arange(3) / 50, X=np.zeros((3, 16), np.float32),
         Y=np.zeros((3, 8), np.uint8), labelled=np.ones(3, bool), messages=3, span_s=0.04,
     )
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now fails
-    text = demo.timeline_or_hint(demo.Stream(contents, 8), loaded, workdir / "demo.png")
+    text = summary.timeline_or_hint(stream.Stream(contents, 8), loaded, workdir / "demo.png")
     assert "matplotlib is not installed" in text
     assert f"bin/pip install -e '.[plot]'\nthen rerun with --bag {bag} to reuse" in text
     assert not (workdir / "demo.png").exists()

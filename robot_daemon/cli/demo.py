@@ -41,12 +41,13 @@ def add(sub: Subparsers) -> None:
 def _run_demo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from robot_daemon.demo import run as demo
+    from robot_daemon.demo.options import DemoOptions
+    from robot_daemon.demo.run import run
 
-    options = demo.DemoOptions(
+    options = DemoOptions(
         model=Path(args.model), workdir=Path(args.workdir),
         bag=None if args.bag is None else Path(args.bag), duration_s=args.duration,
         rate=args.rate, seed=args.seed, png=None if args.png is None else Path(args.png),
         live=not args.no_live,
     )
-    return demo.run(options)
+    return run(options)

@@ -41,7 +41,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -49,62 +48,45 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Final, TextIO
 
-import numpy as np
-import numpy.typing as npt
 import zmq
 
-from robot_daemon import sim, wire
-from robot_daemon.bag import BagReader
+from robot_daemon import wire
 from robot_daemon.bag import play as bagplay
-from robot_daemon.demo.view import LiveView, PlainView, TerminalView, daemon_counts, write_timeline
-from robot_daemon.errors import BagError, ModelError, RobotDaemonError, WireError
+from robot_daemon.demo.options import DemoOptions
+from robot_daemon.demo.recording import prepare_bag, read_bag
+from robot_daemon.demo.stream import Stream
+from robot_daemon.demo.summary import summary_lines, timeline_or_hint
+from robot_daemon.demo.view import (
+    PlainView,
+    TerminalView,
+)
+from robot_daemon.errors import ModelError, RobotDaemonError
 from robot_daemon.model import Model
-from robot_daemon.offline import evaluate
 from robot_daemon.serve import receive
 from robot_daemon.serve.daemon import SERVING_ENV, ServedModel, load_model
 
-SIM_RATE_HZ: Final = 50.0
 #: The daemon's first status: interpreter start, imports, model load, then 1 s.
 READY_TIMEOUT_S: Final = 20.0
+
+
 #: From the start of playback to the first frame going out (both subscriptions in).
 SUBSCRIBE_TIMEOUT_S: Final = 10.0
+
+
 #: After the last frame went out, how long its answers may take (100 ticks of 20 ms).
 SETTLE_S: Final = 2.0
+
+
 STOP_TIMEOUT_S: Final = 10.0
+
+
 REFRESH_S: Final = 0.2
-#: Frames/s is measured over about this window.
-RATE_WINDOW_NS: Final = 1_000_000_000
-#: Streamed and offline probabilities agree when no entry differs by more than this: a
-#: few float32 ulps at 1.0 (BLAS may round a batch of 3 differently from one of 3,000).
-AGREE_ATOL: Final = 1e-6
+
+
 #: How long the player keeps its socket open after the last frame (see bagplay).
 PLAYER_DRAIN_S: Final = 0.5
-_MS: Final = 1e-6
 
 
-@dataclass(frozen=True)
-class DemoOptions:
-    """What ``robot-daemon demo`` was asked to do (see its ``--help``)."""
-
-    model: Path
-    workdir: Path
-    bag: Path | None = None
-    duration_s: float = 60.0
-    rate: float = 1.0
-    seed: int = 7
-    png: Path | None = None
-    live: bool = True
-
-    @property
-    def default_bag(self) -> Path:
-        return self.workdir / f"demo-{self.seed}-{self.duration_s:g}s.mcap"
-
-    @property
-    def png_path(self) -> Path:
-        return self.png if self.png is not None else self.workdir / "demo.png"
-
-
-# ---------------------------------------------------------------------------- signals
 
 
 class Interrupted(Exception):
@@ -159,236 +141,6 @@ class _StopSignals:
             yield
         finally:
             self._raising = False
-
-
-# -------------------------------------------------------------------------------- bag
-
-
-@dataclass(frozen=True, eq=False)
-class BagContents:
-    """The valid frames of a bag in play order, with their labels.
-
-    seq : ndarray (n,) int64, the frames' sequence numbers (unique).
-    t : ndarray (n,) float64, sensor times, seconds.
-    X : ndarray (n, d) float32, the raw readings.
-    Y : ndarray (n, c) uint8, the labels of the same seq (0 where there is none).
-    labelled : ndarray (n,) bool, whether the bag holds a label for the frame.
-    messages : the bag's ``frame`` messages, invalid ones included (what the player sends).
-    span_s : receive time of the last frame minus the first's.
-    """
-
-    path: Path
-    seq: npt.NDArray[np.int64]
-    t: npt.NDArray[np.float64]
-    X: npt.NDArray[np.float32]
-    Y: npt.NDArray[np.uint8]
-    labelled: npt.NDArray[np.bool_]
-    messages: int
-    span_s: float
-
-    @property
-    def n(self) -> int:
-        return len(self.seq)
-
-    def rows(self) -> dict[int, int]:
-        """seq -> row."""
-        return {int(s): i for i, s in enumerate(self.seq)}
-
-
-def bag_problem(path: Path, model: Model) -> str | None:
-    """Why the bag at ``path`` cannot be played to ``model``, or ``None`` if it can."""
-    try:
-        with BagReader(path) as reader:
-            info = reader.info()
-    except BagError as exc:
-        return str(exc)
-    if not info.complete:
-        return f"bag {path} is damaged at byte {info.damaged_at}; see robot-daemon bag info"
-    frames = info.topics.get(wire.TOPIC_FRAME.decode())
-    if frames is None or frames.count == 0:
-        return f"bag {path} has no 'frame' messages"
-    for name, bag_value, model_value in (("d", info.meta.d, model.d), ("c", info.meta.c, model.c)):
-        if bag_value is not None and bag_value != model_value:
-            return f"bag {path} has {name}={bag_value}, the model expects {name}={model_value}"
-    return None
-
-
-def prepare_bag(options: DemoOptions, model: Model, out: TextIO) -> Path:
-    """The bag to play: ``--bag`` (which must be usable), else the default path, simulated
-    unless a usable bag is there already.
-
-    Raises:
-        BagError: ``--bag`` names a bag that cannot be played.
-    """
-    if options.bag is not None:
-        problem = bag_problem(options.bag, model)
-        if problem is not None:
-            raise BagError(problem)
-        print(f"bag: {options.bag}", file=out, flush=True)
-        return options.bag
-    path = options.default_bag
-    if path.exists():
-        problem = bag_problem(path, model)
-        if problem is None:
-            print(f"bag: reusing {path}", file=out, flush=True)
-            return path
-        print(f"bag: {problem}; simulating it again", file=out, flush=True)
-    simulate_bag(path, options.duration_s, options.seed, out)
-    return path
-
-
-def simulate_bag(path: Path, duration_s: float, seed: int, out: TextIO) -> None:
-    """Simulate ``duration_s`` seconds at 50 Hz into ``path``, atomically (temp + rename)."""
-    print(f"bag: simulating {duration_s:g} s of sidewalk driving at {SIM_RATE_HZ:g} Hz"
-          f" (seed {seed}) ...", file=out, flush=True)
-    start = time.monotonic()
-    data = sim.simulate(duration_s, SIM_RATE_HZ, seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        sim.write_bag(tmp, data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    print(f"bag: wrote {path} ({data.n} frames) in {time.monotonic() - start:.1f} s",
-          file=out, flush=True)
-
-
-def read_bag(path: Path, model: Model) -> BagContents:
-    """Every valid frame of the bag and the label of the same seq.
-
-    Raises:
-        BagError: no valid frame, or two frames with the same seq (predictions could not
-            be matched to frames).
-    """
-    frame_topic = wire.TOPIC_FRAME.decode()
-    frames: list[wire.Frame] = []
-    labels: dict[int, npt.NDArray[np.uint8]] = {}
-    recv_ns: list[int] = []  # of every frame message: the span the player plays
-    with BagReader(path) as reader:
-        for message in reader.messages([frame_topic, wire.TOPIC_LABEL.decode()]):
-            try:
-                if message.topic == frame_topic:
-                    recv_ns.append(message.recv_ns)
-                    frames.append(wire.decode_frame(message.payload, d=model.d))
-                else:
-                    label = wire.decode_label(message.payload, d=model.d, c=model.c)
-                    labels[label.seq] = label.y
-            except WireError:
-                continue  # the daemon rejects it too, and counts it in its status
-    seq = np.array([f.seq for f in frames], dtype=np.int64)
-    if not frames:
-        raise BagError(f"bag {path} holds no valid frame with d={model.d}")
-    if len(np.unique(seq)) != len(seq):
-        raise BagError(f"bag {path} has frames with the same seq: the demo matches"
-                       " predictions to frames by seq, so it needs them unique")
-    no_label = np.zeros(model.c, dtype=np.uint8)
-    return BagContents(
-        path=path,
-        seq=seq,
-        t=np.array([f.t for f in frames], dtype=np.float64),
-        X=np.stack([f.x for f in frames]),
-        Y=np.stack([labels.get(f.seq, no_label) for f in frames]),
-        labelled=np.array([f.seq in labels for f in frames], dtype=bool),
-        messages=len(recv_ns),
-        span_s=(max(recv_ns) - min(recv_ns)) / 1e9,
-    )
-
-
-# ---------------------------------------------------------------------- what came back
-
-
-class Stream:
-    """What went out and what came back, by bag row (one row per valid frame).
-
-    sent_ns : ndarray (n,) int64, when the tap saw the frame (monotonic), -1 before.
-    answered_ns : ndarray (n,) int64, when its ``pred`` arrived, -1 before.
-    P : ndarray (n, c) float32, its streamed probabilities, NaN before.
-    """
-
-    def __init__(self, contents: BagContents, c: int) -> None:
-        self.contents = contents
-        self._rows = contents.rows()
-        self.sent_ns = np.full(contents.n, -1, dtype=np.int64)
-        self.answered_ns = np.full(contents.n, -1, dtype=np.int64)
-        self.P = np.full((contents.n, c), np.nan, dtype=np.float32)
-        self.sent = 0  # frame messages seen by the tap, invalid ones included
-        self.sent_valid = 0  # of which frames of the bag (rows)
-        self.answered = 0
-        self.unknown_answers = 0  # pred rows whose seq is not a frame of the bag
-        self.newest_row: int | None = None
-        self.status: dict[str, Any] | None = None
-        self.model_versions: set[str] = set()
-        self._rate_samples: deque[tuple[int, int]] = deque()
-
-    def on_frame(self, payload: bytes, now_ns: int) -> None:
-        self.sent += 1
-        with contextlib.suppress(WireError):  # invalid frames are only counted
-            row = self._rows.get(wire.decode_frame(payload).seq)
-            if row is not None and self.sent_ns[row] < 0:
-                self.sent_ns[row] = now_ns
-                self.sent_valid += 1
-
-    def on_pred(self, payload: bytes, now_ns: int) -> None:
-        pred = wire.decode_pred(payload)
-        self.model_versions.add(pred.model)
-        for seq, p in zip(pred.seq.tolist(), pred.p, strict=True):
-            row = self._rows.get(seq)
-            if row is None:
-                self.unknown_answers += 1
-                continue
-            if self.answered_ns[row] < 0:
-                self.answered += 1
-            self.answered_ns[row] = now_ns
-            self.P[row] = p
-            self.newest_row = row
-
-    def on_status(self, payload: bytes) -> None:
-        self.status = wire.decode_status(payload)
-
-    def answered_rows(self) -> npt.NDArray[np.intp]:
-        return np.flatnonzero(self.answered_ns >= 0)
-
-    def latencies_ms(self) -> npt.NDArray[np.float64]:
-        """Pred arrival minus frame arrival at the tap, ms, for every answered frame."""
-        both = (self.answered_ns >= 0) & (self.sent_ns >= 0)
-        return (self.answered_ns[both] - self.sent_ns[both]).astype(np.float64) * _MS
-
-    def frames_per_s(self, now_ns: int) -> float:
-        """Frames answered per second over about the last :data:`RATE_WINDOW_NS`."""
-        samples = self._rate_samples
-        samples.append((now_ns, self.answered))
-        # Keep the newest sample that is at least a window old, and everything after it.
-        while len(samples) > 2 and now_ns - samples[1][0] >= RATE_WINDOW_NS:
-            samples.popleft()
-        t0, answered0 = samples[0]
-        return (self.answered - answered0) * 1e9 / (now_ns - t0) if now_ns > t0 else 0.0
-
-    def view(self, model: Model, rate: float, elapsed_s: float, now_ns: int) -> LiveView:
-        latencies = self.latencies_ms()
-        p50, p99 = np.percentile(latencies, [50, 99]) if latencies.size else (0.0, 0.0)
-        row = self.newest_row
-        c = self.contents
-        return LiveView(
-            class_names=model.class_names,
-            thresholds=model.thresholds,
-            rate=rate,
-            elapsed_s=elapsed_s,
-            playback_s=c.span_s / rate,
-            total=c.messages,
-            sent=self.sent,
-            answered=self.answered,
-            frames_per_s=self.frames_per_s(now_ns),
-            latency_ms=(float(p50), float(p99)) if latencies.size else None,
-            newest_seq=None if row is None else int(c.seq[row]),
-            probs=None if row is None else self.P[row],
-            truth=None if row is None or not c.labelled[row] else c.Y[row],
-            status=self.status,
-        )
-
-
-# ------------------------------------------------------------------ processes, sockets
 
 
 @dataclass(frozen=True)
@@ -531,9 +283,6 @@ class Player:
         self.stop.set()
         if self._thread.ident is not None:
             self._thread.join(timeout=STOP_TIMEOUT_S)
-
-
-# ---------------------------------------------------------------------------- the run
 
 
 def run(options: DemoOptions, out: TextIO | None = None) -> int:
@@ -681,110 +430,3 @@ def _stop_daemon(daemon: DaemonProcess, sockets: Sockets, stream: Stream) -> Non
         sockets.pump(stream, 50)
     daemon.kill()  # a no-op once it has exited; reaps it either way
     sockets.pump(stream, 100)  # what it sent while closing is still in flight
-
-
-# --------------------------------------------------------------------------- summary
-
-
-def summary_lines(stream: Stream, served: ServedModel, elapsed_s: float,
-                  signum: int | None) -> list[str]:
-    """The end-of-run report; partial when ``signum`` stopped the run."""
-    c = stream.contents
-    title = ("summary" if signum is None else
-             f"partial summary (interrupted by {signal.Signals(signum).name})")
-    lines = [
-        "",
-        f"{title}: {elapsed_s:.1f} s, bag {c.path}",
-        f"frames sent {stream.sent} of {c.messages}, answered {stream.answered}"
-        f" of {stream.sent_valid}" + _unanswered_note(stream),
-    ]
-    latencies = stream.latencies_ms()
-    if latencies.size:
-        p50, p99 = np.percentile(latencies, [50, 99])
-        lines.append(f"latency, frame sent -> pred received: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
-    lines.append("daemon (its last status): " + daemon_counts(stream.status))
-    rows = stream.answered_rows()
-    scored = rows[c.labelled[rows]]
-    if not c.labelled.any():
-        lines.append("the bag holds no 'label' messages: nothing to score the answers against")
-    if scored.size:
-        evaluation = evaluate.score("streamed", served.model.class_names, c.Y[scored],
-                                    stream.P[scored], served.model.thresholds)
-        lines += ["", "streamed predictions against the bag's labels (model thresholds):"]
-        lines += evaluate.describe([evaluation]).splitlines()
-        lines += _absent_classes_note(evaluation)
-    if rows.size:
-        lines += ["", offline_check(stream, served, rows)]
-    return lines
-
-
-def _absent_classes_note(evaluation: evaluate.Evaluation) -> list[str]:
-    """A short bag misses some classes, whose F1 is then 0 by convention (no true
-    positive can exist): the macro F1 over the classes present says more."""
-    present = evaluation.support > 0
-    if present.all():
-        return []
-    absent = [name for name, p in zip(evaluation.class_names, present, strict=True) if not p]
-    if not present.any():
-        return ["no obstacle in these frames: F1 is 0 by convention for every class"]
-    n = int(present.sum())
-    over = "the 1 class" if n == 1 else f"the {n} classes"
-    return [f"not in these frames: {', '.join(absent)} (F1 0 by convention); macro F1 over"
-            f" {over} present: {evaluation.f1[present].mean():.4f}"]
-
-
-def _unanswered_note(stream: Stream) -> str:
-    notes = []
-    if stream.unknown_answers:
-        notes.append(f"{stream.unknown_answers} answers for frames not in the bag")
-    missing = stream.sent_valid - stream.answered
-    if missing > 0:
-        notes.append(f"{missing} sent frames never answered")
-    return f" ({'; '.join(notes)})" if notes else ""
-
-
-def offline_check(stream: Stream, served: ServedModel, rows: npt.NDArray[np.intp]) -> str:
-    """Whether the streamed probabilities are the offline ``predict_proba``'s, in float32."""
-    offline = served.model.predict_proba(stream.contents.X[rows]).astype(np.float32)
-    diff = float(np.abs(offline - stream.P[rows]).max())
-    other = stream.model_versions - {served.version}
-    if other:
-        return (f"offline check: the daemon served model {', '.join(sorted(other))}, not"
-                f" {served.version} (was the file replaced?)")
-    verdict = "agree" if diff <= AGREE_ATOL else "DISAGREE"
-    return (f"offline check: model.predict_proba on the same {rows.size} frames and the"
-            f" stream {verdict} (max |difference| {diff:.1e})")
-
-
-# -------------------------------------------------------------------------- timeline
-
-
-def timeline_or_hint(stream: Stream, model: Model, path: Path) -> str:
-    """Write the timeline PNG and return its line of the report, or say how to get it."""
-    try:
-        import matplotlib  # noqa: F401  - the optional "plot" extra
-    except ImportError:
-        return (
-            "timeline PNG skipped: matplotlib is not installed. Install it with\n"
-            f"    {_pip()} install -e '.[plot]'\n"
-            f"then rerun with --bag {stream.contents.path} to reuse the bag."
-        )
-    c = stream.contents
-    versions = ", ".join(sorted(stream.model_versions)) or "none"
-    try:
-        write_timeline(path, c.t - c.t[0], stream.P, c.Y, c.labelled, model.class_names,
-                       model.thresholds, title=f"{c.path.name} through the daemon, model"
-                       f" {versions}")
-    except OSError as exc:
-        raise RobotDaemonError(f"cannot write the timeline {path}: {exc.strerror}") from None
-    return f"timeline: {path}"
-
-
-def _pip() -> str:
-    """This environment's pip, as a path relative to the working directory if inside it."""
-    pip = Path(sys.executable).parent / "pip"
-    if not pip.exists():
-        return f"{sys.executable} -m pip"
-    with contextlib.suppress(ValueError):
-        return str(pip.relative_to(Path.cwd()))
-    return str(pip)
