@@ -2,7 +2,7 @@
 precision; macro and micro F1, hamming loss, subset accuracy; threshold tuning.
 
 Written by hand (scikit-learn is not a dependency) and checked against hand-computed
-cases in ``tests/test_metrics.py``. A ratio with a zero denominator is 0, as in
+cases in ``tests/offline/test_metrics.py``. A ratio with a zero denominator is 0, as in
 scikit-learn's ``zero_division=0``: a class that is never predicted has precision 0, a
 class that never occurs has recall 0.
 """

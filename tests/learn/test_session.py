@@ -33,7 +33,7 @@ from robot_daemon.learn import session as learning
 from robot_daemon.learn.checkpoints import CheckpointStore
 from robot_daemon.serve.config import DaemonConfig
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL = ROOT / "models" / "default.npz"
 STATUS_S = 0.1
 #: Small batches and frequent checkpoints: many steps and saves in a second.

@@ -14,7 +14,7 @@ from robot_daemon.model import Model, from_mlp, load
 from robot_daemon.nn import MLP
 from robot_daemon.offline import metrics
 
-DEFAULT = Path(__file__).resolve().parent.parent / "models" / "default.npz"
+DEFAULT = Path(__file__).resolve().parents[2] / "models" / "default.npz"
 
 
 @pytest.fixture(scope="module")

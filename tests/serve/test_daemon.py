@@ -29,7 +29,7 @@ from robot_daemon import model as model_file
 from robot_daemon import wire
 from robot_daemon.nn import MLP
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL = ROOT / "models" / "default.npz"
 STATUS_S = 0.1  # status every 100 ms: tests wait on it
 
