@@ -1,6 +1,6 @@
 """The user's multi-label MLP, forward and backward written by hand in NumPy.
 
-Architecture (``SPEC.md``), for a batch of ``n`` readings::
+Architecture (``docs/spec.md``), for a batch of ``n`` readings::
 
     X (n, d) -> Linear -> ScaledReLU -> (n, h) -> Linear -> ScaledReLU -> (n, h)
              -> Linear -> logits (n, c) -> Sigmoid -> Y_hat (n, c)
@@ -20,15 +20,28 @@ Activation checkpointing: what a training step keeps, and for how long.
 * A ``Linear`` keeps a reference to its input (shared with the previous layer's output,
   never copied): ``dW = X.T @ grad_out`` needs it. It drops it as soon as ``dW`` is made,
   before allocating ``grad_in``, so an activation and its gradient never coexist.
-* A ``ScaledReLU`` owned by the ``MLP`` works in place on the pre-activation (which nothing
-  else holds) and keeps only a boolean mask, one byte per value where a float mask would
-  take eight. It does not keep its output: that would keep the activation alive while
-  the next ``Linear`` allocates the gradient of the same size.
+* A ``ScaledReLU`` works in place on the pre-activation when that is a *hand-off*: an
+  array a ``Linear`` has just returned and handed down the network (see below). It keeps
+  only the mask ``x > 1`` packed into bits, one bit per value where a float mask would
+  take 64. It does not keep its output: that would keep the activation alive while the
+  next ``Linear`` allocates the gradient of the same size.
 * A ``Sigmoid`` keeps its output ``p``: its derivative is ``p (1 - p)``.
 * With ``recompute=True`` the ``ScaledReLU`` keeps no mask at all: its backward recomputes
   the pre-activation from the preceding ``Linear``'s kept input, a block of rows at a
   time. Peak memory drops to the two hidden activations; each training step pays one extra
   forward matmul through the first two ``Linear`` layers.
+
+Hand-offs. The user's ``MLP`` builds its layers as ``ScaledReLU(h)``, with no options, so
+the lean behaviour must be the default, yet a layer used on its own must never overwrite
+an array its caller still reads. The contract: ``Linear.forward``/``predict`` return a new
+array and register it as a hand-off (weakly: the registry keeps nothing alive), and so
+does ``Linear.backward`` for its input gradient. A ``ScaledReLU`` or ``Sigmoid`` given a
+hand-off may overwrite it; any other array it is given is left as it was. A caller that
+keeps a ``Linear``'s output to read after passing it on copies it first.
+
+Randomness: a layer or ``MLP`` given ``rng`` (a seed or ``np.random.Generator``) draws
+from it; given none, as in the user's ``MLP(d, h, c)``, it draws from NumPy's global
+state, so that ``np.random.seed(s)`` reproduces the initial weights.
 
 Every matrix multiplication goes through :func:`matmul`, which counts FLOPs while a
 :func:`count_flops` block is active: the FLOP figures in ``docs/flops.md`` are measured on
@@ -38,9 +51,10 @@ the very code that trains.
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -51,8 +65,42 @@ Array = npt.NDArray[np.floating[Any]]
 Seed = int | np.random.Generator | None
 DTypeLike = npt.DTypeLike
 
-#: Rows per block when ``recompute=True`` rebuilds a pre-activation: a few MB per block.
+#: Values per block of rows when a mask is packed, unpacked or recomputed: a few MB each.
 RECOMPUTE_BLOCK_ELEMENTS = 1 << 18
+
+# Arrays that a Linear returned and nobody else has been given: id -> array, held weakly so
+# that an entry goes when its array does (the registry never grows with a long run).
+_HANDOFFS: weakref.WeakValueDictionary[int, np.ndarray[Any, Any]] = (
+    weakref.WeakValueDictionary()
+)
+
+
+def _hand_off(a: Array) -> Array:
+    """Register ``a``, a fresh array the caller passes down the network, as a hand-off."""
+    _HANDOFFS[id(a)] = a
+    return a
+
+
+def _take_hand_off(a: Array) -> bool:
+    """Whether ``a`` is a hand-off (then no longer one: it may be overwritten once)."""
+    if _HANDOFFS.get(id(a)) is a:
+        del _HANDOFFS[id(a)]
+        return True
+    return False
+
+
+def _standard_normal(rng: np.random.Generator | None, shape: tuple[int, int],
+                     dtype: np.dtype[Any]) -> Array:
+    """N(0, 1) draws of ``shape`` from ``rng``, or from NumPy's global state when None."""
+    if rng is None:
+        # The legacy global generator has no dtype argument: draw float64, then cast.
+        return np.random.standard_normal(shape).astype(dtype, copy=False)  # noqa: NPY002 (the user's seed)
+    return rng.standard_normal(shape, dtype=dtype)
+
+
+def _generator(rng: Seed) -> np.random.Generator | None:
+    """A Generator for a seed or Generator; None (NumPy's global state) for None."""
+    return None if rng is None else np.random.default_rng(rng)
 
 
 # --------------------------------------------------------------------------------------
@@ -219,7 +267,11 @@ class Linear:
     b : ndarray of shape (d_out,), zeros.
 
     ``input_grad=False`` makes ``backward`` return ``None`` as its input gradient and skip
-    that matmul; only right for a first layer, whose input is data.
+    that matmul; only right for a first layer, whose input is data. ``rng=None`` draws
+    ``W`` from NumPy's global state (``np.random.seed`` reproduces it).
+
+    Its outputs and input gradients are hand-offs (module docstring): the next layer may
+    overwrite them.
     """
 
     def __init__(
@@ -232,8 +284,7 @@ class Linear:
         input_grad: bool = True,
     ) -> None:
         dtype = _float_dtype(dtype)
-        rng = np.random.default_rng(rng)
-        self.W: Array = rng.standard_normal((d_in, d_out), dtype=dtype)
+        self.W: Array = _standard_normal(_generator(rng), (d_in, d_out), dtype)
         self.W *= dtype.type(math.sqrt(2.0 / d_in))
         self.b: Array = np.zeros(d_out, dtype=dtype)
         self.input_grad = input_grad
@@ -255,18 +306,18 @@ class Linear:
         return X
 
     def predict(self, X: npt.ArrayLike) -> Array:
-        """X : (n, d_in) -> (n, d_out), a new array; keeps nothing."""
+        """X : (n, d_in) -> (n, d_out), a new array (a hand-off); keeps nothing."""
         out = matmul(self._input(X), self.W)
         out += self.b
-        return out
+        return _hand_off(out)
 
     def forward(self, X: npt.ArrayLike) -> Array:
-        """X : (n, d_in) -> (n, d_out), a new array; keeps X (shared, not copied)."""
+        """X : (n, d_in) -> (n, d_out), a new array (a hand-off); keeps X (shared, not copied)."""
         X = self._input(X)
         self.X = X
         out = matmul(X, self.W)
         out += self.b
-        return out
+        return _hand_off(out)
 
     def backward(self, grad_out: Array) -> tuple[Array | None, Array, Array]:
         """grad_out : (n, d_out) -> (grad_in (n, d_in) or None, dW (d_in, d_out), db (d_out,)).
@@ -277,8 +328,9 @@ class Linear:
         dW = matmul(X.T, grad_out)
         del X  # the last reference to the activation, in an MLP: free it now
         db = grad_out.sum(axis=0)
-        grad_in = matmul(grad_out, self.W.T) if self.input_grad else None
-        return grad_in, dW, db
+        if not self.input_grad:
+            return None, dW, db
+        return _hand_off(matmul(grad_out, self.W.T)), dW, db
 
     def update_params_(self, dW: Array, db: Array, *, lr: float) -> None:
         """``W -= lr * dW; b -= lr * db`` in place (``lr`` scales the gradient in place)."""
@@ -299,53 +351,77 @@ class ScaledReLU:
     """``2 x`` where ``x > 1``, ``0`` elsewhere (at ``x = 1`` exactly: 0).
 
     The derivative is 2 where ``x > 1`` and 0 elsewhere (taken as 0 at the jump ``x = 1``,
-    like ReLU's at 0). Backward needs only where ``x > 1``: forward keeps that as a boolean
-    mask of shape (n, h), one byte per value instead of eight.
+    like ReLU's at 0). Backward needs only where ``x > 1``: forward keeps that as a mask
+    packed into bits, ``mask`` of shape (n, ceil(h / 8)) uint8, one bit per value (a bool
+    (n, h) mask for batches of at most ``RECOMPUTE_BLOCK_ELEMENTS`` values).
 
-    ``inplace=True`` overwrites the input with the output, and ``grad_out`` with
-    ``grad_in``; the ``MLP`` sets it because the arrays it passes here are fresh outputs of
-    a ``Linear`` that nothing else holds. ``recompute_from`` (set by ``MLP(recompute=True)``)
-    is the ``Linear`` whose output this layer receives: the mask is then not kept but
-    recomputed in backward from that layer's kept input.
+    ``inplace`` says when the input is overwritten with the output (and ``grad_out`` with
+    ``grad_in``): ``None`` (the default) when it is a hand-off from a ``Linear`` (module
+    docstring), which is always the case inside an MLP; ``True`` always; ``False`` never.
+    ``recompute_from`` (set by ``MLP(recompute=True)``) is the ``Linear`` whose output this
+    layer receives: the mask is then not kept but recomputed in backward from that layer's
+    kept input.
     """
 
     def __init__(
-        self, h: int, *, inplace: bool = False, recompute_from: Linear | None = None
+        self, h: int, *, inplace: bool | None = None, recompute_from: Linear | None = None
     ) -> None:
         self.h = h
         self.inplace = inplace
         self.recompute_from = recompute_from
-        self.mask: npt.NDArray[np.bool_] | None = None
+        self.mask: npt.NDArray[np.bool_] | npt.NDArray[np.uint8] | None = None
+
+    def _writable(self, A: Array) -> Array:
+        """``A`` itself when this layer may overwrite it, else a copy."""
+        in_place = _take_hand_off(A) if self.inplace is None else self.inplace
+        return A if in_place else A.copy()
 
     def predict(self, X: Array) -> Array:
-        """X : (n, h) -> (n, h); keeps nothing. In place when ``inplace``."""
-        return scaled_relu_(X if self.inplace else X.copy())
+        """X : (n, h) -> (n, h); keeps nothing. In place on a hand-off (see ``inplace``)."""
+        return scaled_relu_(self._writable(X))
 
     def forward(self, X: Array) -> Array:
-        """X : (n, h) -> (n, h); keeps the mask ``X > 1`` (bool), unless recomputing."""
+        """X : (n, h) -> (n, h); keeps the mask ``X > 1`` in bits, unless recomputing.
+
+        Works a block of rows at a time, so that no boolean mask of the whole batch is
+        ever allocated.
+        """
+        out = self._writable(X)
         if self.recompute_from is not None:
-            out = X if self.inplace else X.copy()
             for rows in _row_blocks(out):
-                scaled_relu_(out[rows])  # a mask of one block at a time, never the batch's
+                scaled_relu_(out[rows])
             return out
-        mask = X > 1
-        out = X if self.inplace else np.empty_like(X)
-        np.multiply(X, mask, out=out)
+        if out.size <= RECOMPUTE_BLOCK_ELEMENTS:
+            # A small batch (the online step's): a bool mask of at most 256 KiB, kept as
+            # it is, costs less time than packing it and no memory worth saving.
+            mask: npt.NDArray[np.bool_] | npt.NDArray[np.uint8] = out > 1
+            out *= mask
+        else:
+            mask = np.empty((out.shape[0], -(-out.shape[1] // 8)), dtype=np.uint8)
+            for rows in _row_blocks(out):
+                above = out[rows] > 1
+                mask[rows] = np.packbits(above, axis=1)
+                out[rows] *= above
         out *= 2
         self.mask = mask
         return out
 
     def backward(self, grad_out: Array) -> tuple[Array]:
         """grad_out : (n, h) -> (grad_in (n, h),) with ``grad_in = 2 * grad_out * (x > 1)``."""
-        out = grad_out if self.inplace else None
+        grad_in = self._writable(grad_out)
         if self.recompute_from is None:
             mask = self.mask
             if mask is None:
                 raise RuntimeError("ScaledReLU.backward called without a forward pass before it")
             self.mask = None
-            grad_in = np.multiply(grad_out, mask, out=out)
+            if mask.dtype == np.bool_:
+                grad_in *= mask
+            else:
+                bits = cast(npt.NDArray[np.uint8], mask)
+                h = grad_in.shape[1]
+                for rows in _row_blocks(grad_in):
+                    grad_in[rows] *= np.unpackbits(bits[rows], axis=1, count=h)
         else:
-            grad_in = grad_out if out is not None else grad_out.copy()
             self._recompute_and_gate(grad_in)
         grad_in *= 2
         return (grad_in,)
@@ -369,17 +445,20 @@ class Sigmoid:
     """Logistic function on the logits, one independent probability per class.
 
     Keeps its output ``P`` (n, c): the derivative ``P (1 - P)`` needs nothing else.
-    ``inplace=True`` writes the probabilities over the logits.
+    ``inplace`` says when the probabilities are written over the logits: ``None`` (the
+    default) when the logits are a hand-off from a ``Linear``, ``True`` always, ``False``
+    never.
     """
 
-    def __init__(self, c: int, *, inplace: bool = False) -> None:
+    def __init__(self, c: int, *, inplace: bool | None = None) -> None:
         self.c = c
         self.inplace = inplace
         self.P: Array | None = None
 
     def predict(self, Z: Array) -> Array:
         """Z : (n, c) logits -> (n, c) probabilities; keeps nothing."""
-        return sigmoid(Z, out=Z if self.inplace else None)
+        in_place = _take_hand_off(Z) if self.inplace is None else self.inplace
+        return sigmoid(Z, out=Z if in_place else None)
 
     def forward(self, Z: Array) -> Array:
         """Z : (n, c) logits -> (n, c) probabilities; keeps them."""
@@ -428,12 +507,13 @@ def _row_blocks(A: Array) -> Iterator[slice]:
 
 
 class MLP:
-    """The user's network (``SPEC.md``), with optional seed, dtype and memory modes.
+    """The user's network (``docs/spec.md``), with optional seed, dtype and memory modes.
 
     ``MLP(d, h, c)`` behaves exactly as the user's class; the keyword-only additions are:
 
     rng : int seed or ``np.random.Generator`` for the Kaiming initialisation (and the
-        default shuffling generator of :meth:`sgd`); ``None`` draws fresh entropy.
+        shuffling of :meth:`sgd`); ``None`` draws from NumPy's global state, so that
+        ``np.random.seed(s)`` before ``MLP(d, h, c)`` reproduces a run.
     dtype : float64 (default) or float32, used for parameters, activations and gradients.
     recompute : keep no ScaledReLU masks; recompute them in backward (lower peak memory,
         one more forward matmul per hidden layer and step).
@@ -452,13 +532,13 @@ class MLP:
         recompute: bool = False,
         input_grad: bool = True,
     ) -> None:
-        rng = np.random.default_rng(rng)
-        self.rng = rng
+        generator = _generator(rng)
+        self.rng = generator
         self.dtype = _float_dtype(dtype)
         self.d, self.h, self.c = d, h, c
-        l1 = Linear(d, h, rng=rng, dtype=dtype, input_grad=input_grad)
-        l2 = Linear(h, h, rng=rng, dtype=dtype)
-        l3 = Linear(h, c, rng=rng, dtype=dtype)
+        l1 = Linear(d, h, rng=generator, dtype=dtype, input_grad=input_grad)
+        l2 = Linear(h, h, rng=generator, dtype=dtype)
+        l3 = Linear(h, c, rng=generator, dtype=dtype)
         r1, r2 = (l1, l2) if recompute else (None, None)
         self.layers: list[Layer] = [
             l1, ScaledReLU(h, inplace=True, recompute_from=r1),  # input_layer
@@ -530,11 +610,12 @@ class MLP:
 
         The defaults are the user's (10 epochs, batch 100, lr 0.1, data in order).
         ``shuffle=True`` visits the examples in a new order each epoch, drawn from
-        ``self.rng``. X_train : (n, d); Y_train : (n, c).
+        ``self.rng`` (NumPy's global state when it is None). X_train : (n, d);
+        Y_train : (n, c).
         """
         n_train = len(X_train)
         for _ in range(epochs):
-            order = self.rng.permutation(n_train) if shuffle else None
+            order = self._permutation(n_train) if shuffle else None
             for b_idx in range(0, n_train, bs):
                 if order is None:
                     X_batch = X_train[b_idx:b_idx + bs]
@@ -544,6 +625,9 @@ class MLP:
                     X_batch, Y_batch = X_train[rows], Y_train[rows]
                 # update all parameters
                 self.single_step_sgd(X_batch, Y_batch, lr=lr)
+
+    def _permutation(self, n: int) -> npt.NDArray[np.intp]:
+        return np.random.permutation(n) if self.rng is None else self.rng.permutation(n)  # noqa: NPY002
 
     def single_step_sgd(self, X: Array, Y: npt.ArrayLike, *, lr: float = 0.1) -> None:
         # X in R^{n x d}, Y in R^{n x c}

@@ -26,6 +26,7 @@ Needs threadpoolctl (``pip install -e '.[bench]'``); PyTorch is optional
 from __future__ import annotations
 
 import argparse
+import re
 import time
 import timeit
 import tracemalloc
@@ -39,7 +40,7 @@ import numpy as np
 from benchlib import Figure, machine, write_json
 from threadpoolctl import threadpool_limits
 
-from robot_daemon import flops
+from robot_daemon import flops, nn
 from robot_daemon.nn import MLP
 
 try:
@@ -156,6 +157,18 @@ class TextbookMLP:
             dW, db = A_in.T @ G, G.sum(axis=0)
             G = G @ W.T
             self.params[i] = (W - lr * dW, b - lr * db)
+
+
+def user_mlp_class() -> type:
+    """The user's ``MLP`` class, run from its text in docs/spec.md on our layers."""
+    spec = (Path(__file__).resolve().parents[1] / "docs" / "spec.md").read_text()
+    block = re.search(r"```python\n(class MLP:.*?)```", spec, re.S)
+    if block is None:
+        raise SystemExit("docs/spec.md: the user's MLP class block is missing")
+    namespace = {name: getattr(nn, name) for name in
+                 ("Linear", "ScaledReLU", "Sigmoid", "get_grad_log_loss")}
+    exec(block.group(1), namespace)  # the user's text, unchanged
+    return namespace["MLP"]  # type: ignore[no-any-return]
 
 
 def peak_ratio(step: Callable[[], None], n: int, h: int) -> float:
@@ -317,6 +330,7 @@ def bench_memory() -> list[Figure]:
     print(f"  in units of the two hidden activations (2*n*h floats = {2 * N * h * 8 / 1e6:.0f} MB)")
     peaks = {}
     for name, model in [
+        ("user's class as written", user_mlp_class()(d, h, c)),
         ("ours, default", MLP(d, h, c, rng=0)),
         ("ours, recompute=True", MLP(d, h, c, rng=0, recompute=True)),
     ]:

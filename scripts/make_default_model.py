@@ -104,7 +104,7 @@ Classes, c = {model.c} (multi-label: several at once): {", ".join(model.class_na
 
 ## Architecture and training
 `MLP({model.d}, {model.h}, {model.c})`, float64: Linear -> ScaledReLU -> Linear ->
-ScaledReLU -> Linear -> Sigmoid (SPEC.md). The user's minibatch SGD, batch
+ScaledReLU -> Linear -> Sigmoid (docs/spec.md). The user's minibatch SGD, batch
 {CONFIG.batch_size}, lr {CONFIG.lr}, {CONFIG.epochs} epochs (the user's default is 10;
 more epochs, shuffled, reach a clearly better model on this data), seed {CONFIG.seed}.
 Per-class thresholds maximise F1 on the validation split.

@@ -127,6 +127,31 @@ def test_scaled_relu_does_not_touch_its_input_unless_in_place() -> None:
     np.testing.assert_array_equal(X, [[0.0, 4.0]])
 
 
+def test_a_linear_hands_its_output_to_the_next_layer_once() -> None:
+    # The contract (nn's docstring): a Linear's output may be overwritten by the layer it
+    # is passed to, once; the caller's own arrays never are.
+    linear = Linear(2, 2, rng=0)
+    linear.W[...] = np.eye(2)
+    Z = linear.forward(np.array([[0.5, 2.0]]))
+    out = ScaledReLU(2).forward(Z)
+    assert out is Z  # in place: no second activation allocated
+    again = ScaledReLU(2).forward(Z)
+    assert again is not Z  # no longer a hand-off: left as it is
+    np.testing.assert_array_equal(Z, [[0.0, 4.0]])
+    grad = np.ones((1, 2))
+    relu = ScaledReLU(2)
+    relu.forward(np.array([[0.5, 2.0]]))
+    (grad_in,) = relu.backward(grad)
+    np.testing.assert_array_equal(grad, [[1.0, 1.0]])  # the caller's gradient is untouched
+    np.testing.assert_array_equal(grad_in, [[0.0, 2.0]])
+
+
+def test_sigmoid_leaves_the_callers_logits_alone() -> None:
+    Z = np.array([[0.0, 1.0]])
+    Sigmoid(2).forward(Z)
+    np.testing.assert_array_equal(Z, [[0.0, 1.0]])
+
+
 # ---- Sigmoid and the loss -----------------------------------------------------------------------
 
 
@@ -357,6 +382,6 @@ def test_peak_memory_of_a_training_step() -> None:
     default = _peak_step_memory(MLP(d, h, c, rng=0), X, Y) / activations
     recompute = _peak_step_memory(MLP(d, h, c, rng=0, recompute=True), X, Y) / activations
     print(f"peak / 2nh floats: default {default:.3f}, recompute {recompute:.3f}")
-    assert default <= 1.2
-    assert recompute < default - 0.05
-    assert recompute <= 1.1
+    # Bit-packed masks: the default keeps 1/64 of an activation per mask beyond the two.
+    assert default <= 1.1
+    assert recompute <= default
