@@ -15,7 +15,8 @@ file order rather than seeking through the summary at the end of the file (which
 file does not have), checks every chunk's CRC, and stops cleanly at the first damage.
 
 The modules: :mod:`.format` (constants, :class:`BagMeta`, :class:`BagMessage`),
-:mod:`.writer`, :mod:`.reader`, and the jobs built on them: :mod:`.record` (ZeroMQ into
+:mod:`.writer`, :mod:`.reader`, :mod:`.decoder` (our payloads in other MCAP tools), and
+the jobs built on them: :mod:`.record` (ZeroMQ into
 a bag), :mod:`.play` (a bag onto ZeroMQ), :mod:`.export` (a JSON copy for Foxglove).
 
 This package is the only one that imports :mod:`mcap` (the optional extra ``bag``): the
@@ -35,9 +36,10 @@ try:
 except ModuleNotFoundError as exc:  # pragma: no cover - exercised in a subprocess test
     raise BagError(INSTALL_HINT) from exc
 
+from robot_daemon.bag.decoder import MsgpackDecoderFactory
 from robot_daemon.bag.format import BagMessage, BagMeta, seconds_to_ns
 from robot_daemon.bag.reader import BagInfo, BagReader, TopicInfo
 from robot_daemon.bag.writer import BagWriter
 
-__all__ = ["BagInfo", "BagMessage", "BagMeta", "BagReader", "BagWriter", "TopicInfo",
-           "seconds_to_ns"]
+__all__ = ["BagInfo", "BagMessage", "BagMeta", "BagReader", "BagWriter",
+           "MsgpackDecoderFactory", "TopicInfo", "seconds_to_ns"]

@@ -7,11 +7,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+import mcap
 from mcap.writer import CompressionType, Writer
 
+from robot_daemon import __version__
 from robot_daemon.bag.format import MAX_TIME_NS, MESSAGE_ENCODING, META_RECORD, BagMeta
 from robot_daemon.errors import BagError
 
+#: The MCAP header's ``library``: who wrote the bag, with versions.
+LIBRARY = f"robot_daemon {__version__}; mcap {mcap.__version__}"
 # 64 KiB holds ~500 frames of d = 16; the recorder also flushes on a timer, so at sensor
 # rates the timer, not the size, bounds what a crash can lose.
 DEFAULT_CHUNK_SIZE = 64 * 1024
@@ -26,7 +30,13 @@ class BagWriter:
             bag.write("frame", payload, recv_ns=time.time_ns(), sensor_ns=t_ns)
 
     Channels are created on first use with ``message_encoding`` ``"msgpack"``;
-    :meth:`add_topic` declares other encodings and schemas (``bag export`` uses it).
+    :meth:`add_topic` declares other encodings and schemas (``bag export`` uses it). Each
+    channel numbers its messages 0, 1, 2, ... (MCAP ``sequence``), so that a tool that
+    finds drops from per-channel gaps finds none.
+
+    The ``robot_daemon`` metadata record is written once (MCAP tools flag duplicate
+    names): before any message when ``meta`` knows both d and c, otherwise as soon as
+    :meth:`write_meta` makes it complete, or at :meth:`close` with what is known.
     """
 
     def __init__(
@@ -45,6 +55,8 @@ class BagWriter:
         self.meta = meta if meta is not None else BagMeta()
         self.message_count = 0
         self._channels: dict[str, int] = {}
+        self._sequences: dict[int, int] = {}  # channel id -> its next sequence number
+        self._meta_written = False
         try:
             self._file = open(self.path, "wb")  # noqa: SIM115 - closed in close()
         except OSError as exc:
@@ -54,9 +66,10 @@ class BagWriter:
             self._writer = Writer(
                 self._file, chunk_size=chunk_size, compression=CompressionType.ZSTD
             )
-            self._writer.start(profile="", library="robot_daemon")
-            # Metadata goes first so that a cut bag still knows its d and c.
-            self._writer.add_metadata(META_RECORD, self.meta.to_record())
+            self._writer.start(profile="", library=LIBRARY)
+            # Metadata goes first when it can, so that a cut bag still knows its d and c.
+            if _complete(self.meta):
+                self._write_meta_record()
         except BaseException:
             self._file.close()
             raise
@@ -104,23 +117,40 @@ class BagWriter:
             _check_time("sensor_ns", sensor_ns)
         if topic not in self._channels:
             self.add_topic(topic)
+        channel = self._channels[topic]
+        sequence = self._sequences.get(channel, 0)
         try:
             self._writer.add_message(
-                channel_id=self._channels[topic],
+                channel_id=channel,
                 log_time=recv_ns,
                 data=bytes(payload),
                 publish_time=recv_ns if sensor_ns is None else sensor_ns,
-                sequence=self.message_count & 0xFFFFFFFF,  # uint32 per MCAP; wraps
+                sequence=sequence,
             )
         except OSError as exc:
             raise _write_error(self.path, exc) from None
+        self._sequences[channel] = (sequence + 1) & 0xFFFFFFFF  # uint32 per MCAP; wraps
         self.message_count += 1
 
     def write_meta(self, meta: BagMeta) -> None:
-        """Append a newer metadata record (the recorder learns d and c from the stream)."""
+        """Set the bag's metadata (the recorder learns d and c from the stream).
+
+        Written at once when it knows both d and c, else at :meth:`close`; after it has
+        been written it cannot change.
+        """
         self._check_open()
+        if self._meta_written:
+            raise BagError(f"the metadata of {self.path} is already written")
         self.meta = meta
-        self._writer.add_metadata(META_RECORD, meta.to_record())
+        if _complete(meta):
+            self._write_meta_record()
+
+    def _write_meta_record(self) -> None:
+        try:
+            self._writer.add_metadata(META_RECORD, self.meta.to_record())
+        except OSError as exc:
+            raise _write_error(self.path, exc) from None
+        self._meta_written = True
 
     def _check_open(self) -> None:
         if self._closed:
@@ -145,6 +175,8 @@ class BagWriter:
             return
         self._closed = True
         try:
+            if not self._meta_written:
+                self._write_meta_record()
             self._writer.finish()  # type: ignore[no-untyped-call]
             self._file.flush()
             os.fsync(self._file.fileno())
@@ -152,6 +184,10 @@ class BagWriter:
             raise _write_error(self.path, exc) from None
         finally:
             self._file.close()
+
+
+def _complete(meta: BagMeta) -> bool:
+    return meta.d is not None and meta.c is not None
 
 
 def _write_error(path: Path, exc: OSError) -> BagError:

@@ -251,3 +251,76 @@ def test_info_reports_counts_rates_and_meta(tmp_path: Path) -> None:
     assert summary["d"] == 4
     assert summary["integrity"] == "complete"
     assert "dog, pole, bike" in info.describe()
+
+
+def _mcap_records(path: Path) -> list[object]:
+    from mcap.stream_reader import StreamReader
+
+    with open(path, "rb") as f:
+        return list(StreamReader(f, emit_chunks=False).records)
+
+
+def test_each_channel_numbers_its_messages_from_zero(tmp_path: Path) -> None:
+    # One counter across the bag would show each channel 0, 2, 4, ...: half "lost".
+    from mcap.reader import make_reader
+
+    path = tmp_path / "seq.mcap"
+    _write(path, _messages(10), BagMeta(d=4, c=3))
+    with open(path, "rb") as f:
+        seen: dict[str, list[int]] = {}
+        for _, channel, message in make_reader(f).iter_messages(log_time_order=False):
+            seen.setdefault(channel.topic, []).append(message.sequence)
+    assert seen == {"frame": [0, 1, 2, 3, 4], "label": [0, 1, 2, 3, 4]}
+
+
+def test_one_metadata_record_and_a_versioned_library(tmp_path: Path) -> None:
+    from mcap.records import Header, Metadata
+
+    from robot_daemon import __version__
+
+    path = tmp_path / "meta.mcap"
+    with BagWriter(path) as bag:  # the recorder's way: d and c learned on the way
+        bag.write("frame", _messages(1)[0].payload, T0_NS)
+        bag.write_meta(BagMeta(d=4))
+        bag.write_meta(BagMeta(d=4, c=3))
+    records = _mcap_records(path)
+    metadata = [r for r in records if isinstance(r, Metadata)]
+    assert [m.name for m in metadata] == ["robot_daemon"]
+    assert metadata[0].metadata["d"] == "4"
+    assert metadata[0].metadata["c"] == "3"
+    header = next(r for r in records if isinstance(r, Header))
+    assert header.library.startswith(f"robot_daemon {__version__}; mcap ")
+    with BagReader(path) as bag:
+        assert (bag.meta.d, bag.meta.c) == (4, 3)
+
+
+def test_incomplete_metadata_is_written_at_close(tmp_path: Path) -> None:
+    from mcap.records import Metadata
+
+    path = tmp_path / "frames-only.mcap"
+    with BagWriter(path) as bag:
+        bag.write_meta(BagMeta(d=4))
+    assert [r.name for r in _mcap_records(path) if isinstance(r, Metadata)] == ["robot_daemon"]
+    with BagReader(path) as bag:
+        assert (bag.meta.d, bag.meta.c) == (4, None)
+
+
+def test_mcap_decodes_our_channels_with_our_decoder_factory(tmp_path: Path) -> None:
+    from mcap.reader import make_reader
+
+    from robot_daemon.bag import MsgpackDecoderFactory
+
+    path = tmp_path / "decoded.mcap"
+    messages = _messages(4)
+    status = wire.encode_status({"frames_in": 3})
+    _write(path, [*messages, BagMessage("status", status, T0_NS + 10**9, None)],
+           BagMeta(d=4, c=3))
+    with open(path, "rb") as f:
+        reader = make_reader(f, decoder_factories=[MsgpackDecoderFactory()])
+        decoded = [(channel.topic, value) for _, channel, _, value
+                   in reader.iter_decoded_messages(log_time_order=True)]
+    assert [type(v).__name__ for _, v in decoded] == ["Frame", "Label", "Frame", "Label", "dict"]
+    frame = decoded[0][1]
+    assert isinstance(frame, wire.Frame)
+    np.testing.assert_array_equal(frame.x, wire.decode_frame(messages[0].payload).x)
+    assert decoded[-1][1]["frames_in"] == 3
