@@ -56,11 +56,9 @@ from robot_daemon.demo.options import DemoOptions
 from robot_daemon.demo.recording import prepare_bag, read_bag
 from robot_daemon.demo.stream import Stream
 from robot_daemon.demo.summary import summary_lines, timeline_or_hint
-from robot_daemon.demo.view import (
-    PlainView,
-    TerminalView,
-)
+from robot_daemon.demo.view import LiveView, plain_view, terminal_view
 from robot_daemon.errors import ModelError, RobotDaemonError
+from robot_daemon.liveview import PlainView, TerminalView
 from robot_daemon.model import Model
 from robot_daemon.serve import receive
 from robot_daemon.serve.daemon import SERVING_ENV, ServedModel, load_model
@@ -359,8 +357,7 @@ def _serve_and_play(options: DemoOptions, served: ServedModel, stream: Stream,
         c = stream.contents
         print(f"playing {c.messages} frames ({c.span_s:.1f} s of driving) at x{options.rate:g}"
               f": {c.span_s / options.rate:.1f} s", file=out, flush=True)
-        view: PlainView | TerminalView = (
-            TerminalView(out) if options.live and out.isatty() else PlainView(out))
+        view = terminal_view(out) if options.live and out.isatty() else plain_view(out)
         with view:
             player.start()
             _stream_until_done(player, daemon, sockets, stream, signals, view, served.model,
@@ -388,7 +385,8 @@ def _wait_ready(daemon: DaemonProcess, sockets: Sockets, stream: Stream,
 
 
 def _stream_until_done(player: Player, daemon: DaemonProcess, sockets: Sockets,
-                       stream: Stream, signals: _StopSignals, view: PlainView | TerminalView,
+                       stream: Stream, signals: _StopSignals,
+                       view: PlainView[LiveView] | TerminalView[LiveView],
                        model: Model, rate: float) -> None:
     """Receive and show until every frame went out and was answered, or a stop request.
 

@@ -14,11 +14,9 @@ import numpy as np
 import numpy.typing as npt
 
 from robot_daemon.demo.stream import Stream
-from robot_daemon.demo.view import (
-    daemon_counts,
-    write_timeline,
-)
+from robot_daemon.demo.view import write_timeline
 from robot_daemon.errors import RobotDaemonError
+from robot_daemon.liveview import daemon_counts
 from robot_daemon.model import Model
 from robot_daemon.offline import evaluate
 from robot_daemon.serve.daemon import ServedModel

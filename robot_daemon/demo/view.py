@@ -2,31 +2,30 @@
 
 Everything here is presentation, apart from the demo's processes and sockets
 (:mod:`robot_daemon.demo.run`): :func:`render` is a pure function of a :class:`LiveView`
-snapshot, so that tests can read what a person would see. The terminal view redraws in
-place with plain ANSI escape codes (no curses: nothing to install, and a terminal that
-does not understand them gets :class:`PlainView` instead, via ``--no-live`` or a pipe).
+snapshot, so that tests can read what a person would see. The class rows, counters and
+the terminal itself are :mod:`robot_daemon.liveview`'s, shared with ``robot-daemon watch``.
 """
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Final, TextIO
+from typing import Any, TextIO
 
 import numpy as np
 import numpy.typing as npt
 
+from robot_daemon.liveview import (
+    MIN_WIDTH,
+    PlainView,
+    TerminalView,
+    class_rows,
+    daemon_counts,
+    fit,
+    health,
+)
 from robot_daemon.model import write_atomically
-
-PLAIN_EVERY_S: Final = 2.0
-_HIDE_CURSOR: Final = "\x1b[?25l"
-_SHOW_CURSOR: Final = "\x1b[?25h"
-_GREEN: Final = "\x1b[32m"
-_RED: Final = "\x1b[31m"
-_RESET: Final = "\x1b[0m"
 
 
 @dataclass(frozen=True, eq=False)
@@ -58,76 +57,33 @@ class LiveView:
 
 def render(view: LiveView, *, width: int = 80, color: bool = False,
            unicode: bool = True) -> list[str]:
-    """The live view as lines of at most ``max(width, 72)`` visible characters.
+    """The live view as lines of at most ``max(width, MIN_WIDTH)`` visible characters.
 
     ANSI colours (``color``) take no width; ``unicode=False`` draws in ASCII only.
     """
-    name_width = min(16, max(len(n) for n in view.class_names))
-    # A class row is name + bar + 30 columns (value, "✗ present, missed").
-    bar_width = max(10, min(40, width - name_width - 30))
+    width = max(width, MIN_WIDTH)
     progress = view.sent / view.total if view.total else 0.0
-    lines = [
-        f"robot-daemon demo  {view.elapsed_s:5.1f} s / {view.playback_s:.1f} s  "
-        f"sent {view.sent}/{view.total} ({progress:.0%})  x{view.rate:g}",
-        "newest answered frame: " + ("none yet" if view.newest_seq is None
-                                     else f"seq {view.newest_seq}"),
-        f"  {'class':<{name_width}} {'probability (| threshold)':<{bar_width}} {'p':>5}  label",
-    ]
-    for j, name in enumerate(view.class_names):
-        p = None if view.probs is None else float(view.probs[j])
-        truth = None if view.truth is None else bool(view.truth[j])
-        threshold = float(view.thresholds[j])
-        bar = _bar(p, threshold, bar_width, unicode)
-        value = "  -  " if p is None else f"{p:5.2f}"
-        mark = _outcome(p, threshold, truth, color, unicode)
-        lines.append(f"  {name[:name_width]:<{name_width}} {bar} {value}  {mark}".rstrip())
-    lines.append(_answers(view))
-    lines.append(f"daemon: {daemon_counts(view.status)}    Ctrl-C stops")
-    return lines
+    lines = fit(f"robot-daemon demo  {view.elapsed_s:5.1f} s / {view.playback_s:.1f} s  "
+                f"sent {view.sent}/{view.total} ({progress:.0%})  x{view.rate:g}", width)
+    lines.append("newest answered frame: " + ("none yet" if view.newest_seq is None
+                                              else f"seq {view.newest_seq}"))
+    lines += class_rows(view.class_names, view.thresholds, view.probs, view.truth,
+                        width=width, color=color, unicode=unicode)
+    lines += fit(_answers(view), width)
+    lines += fit(f"daemon: {daemon_counts(view.status)}    Ctrl-C stops", width)
+    state = health(view.status, color=color)
+    return lines + (fit(state, width) if state else [])
 
 
-def _bar(p: float | None, threshold: float, width: int, unicode: bool) -> str:
-    """``width`` cells filled in proportion to ``p``, the threshold marked with ``|``."""
-    full, empty = ("█", "·") if unicode else ("#", ".")
-    filled = 0 if p is None else round(p * width)
-    cells = [full if i < filled else empty for i in range(width)]
-    mark = min(width - 1, int(threshold * width))
-    if mark >= filled:
-        cells[mark] = "|"
-    return "".join(cells)
-
-
-def _outcome(p: float | None, threshold: float, truth: bool | None, color: bool,
-             unicode: bool) -> str:
-    """The label of a class, judged: present and detected, missed, or a false alarm."""
-    if p is None or truth is None:
-        return ""
-    detected = p >= threshold
-    ok, bad = ("✓", "✗") if unicode else ("ok", "XX")
-    if truth and detected:
-        text, tint = f"{ok} present", _GREEN
-    elif truth:
-        text, tint = f"{bad} present, missed", _RED
-    elif detected:
-        text, tint = f"{bad} false alarm", _RED
-    else:
-        return ""
-    return f"{tint}{text}{_RESET}" if color else text
+def draw(view: LiveView, width: int, color: bool, unicode: bool) -> list[str]:
+    """:func:`render` as :class:`~robot_daemon.liveview.TerminalView` calls it."""
+    return render(view, width=width, color=color, unicode=unicode)
 
 
 def _answers(view: LiveView) -> str:
     latency = ("latency -" if view.latency_ms is None else
                f"latency p50 {view.latency_ms[0]:.1f} ms p99 {view.latency_ms[1]:.1f} ms")
     return f"answered {view.answered}  {view.frames_per_s:5.1f} frames/s  {latency}"
-
-
-def daemon_counts(status: Mapping[str, Any] | None) -> str:
-    """The daemon's dropped, rejected and lost frames from its ``status`` map."""
-    if status is None:
-        return "dropped - rejected - lost -"
-    rejected = sum(status["frames_rejected"].values())
-    return (f"dropped {status['frames_dropped']} rejected {rejected}"
-            f" lost {status['frames_lost']}")
 
 
 def progress_line(view: LiveView) -> str:
@@ -137,53 +93,12 @@ def progress_line(view: LiveView) -> str:
             f"{_answers(view)}, {daemon_counts(view.status)}")
 
 
-class TerminalView:
-    """Redraws :func:`render`'s lines in place; hides the cursor until closed."""
-
-    def __init__(self, out: TextIO) -> None:
-        self.out = out
-        self._lines = 0
-        encoding = (getattr(out, "encoding", None) or "").lower().replace("-", "")
-        self._unicode = encoding == "utf8"
-
-    def __enter__(self) -> TerminalView:
-        self.out.write(_HIDE_CURSOR)
-        self.out.flush()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.out.write(_SHOW_CURSOR)
-        self.out.flush()
-
-    def update(self, view: LiveView, *, final: bool = False) -> None:
-        width = shutil.get_terminal_size((80, 24)).columns
-        lines = render(view, width=width - 1, color=True, unicode=self._unicode)
-        up = f"\x1b[{self._lines}F" if self._lines else ""  # to the first line of the last
-        self.out.write(up + "".join(f"{line}\x1b[K\n" for line in lines) + "\x1b[J")
-        self.out.flush()
-        self._lines = len(lines)
+def terminal_view(out: TextIO) -> TerminalView[LiveView]:
+    return TerminalView(out, draw)
 
 
-class PlainView:
-    """One :func:`progress_line` every :data:`PLAIN_EVERY_S` seconds, and a last one."""
-
-    def __init__(self, out: TextIO) -> None:
-        self.out = out
-        self._next = 0.0
-
-    def __enter__(self) -> PlainView:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
-
-    def update(self, view: LiveView, *, final: bool = False) -> None:
-        if final or view.elapsed_s >= self._next:
-            print(progress_line(view), file=self.out, flush=True)
-            self._next = view.elapsed_s + PLAIN_EVERY_S
-
-
+def plain_view(out: TextIO) -> PlainView[LiveView]:
+    return PlainView(out, progress_line, lambda view: view.elapsed_s)
 
 
 def write_timeline(path: Path, t_s: npt.NDArray[np.float64], P: npt.NDArray[np.float32],

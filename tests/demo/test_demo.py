@@ -27,7 +27,7 @@ from robot_daemon.cli import main
 from robot_daemon.demo import recording, stream, summary
 from robot_daemon.demo import run as demo
 from robot_daemon.demo.options import DemoOptions
-from robot_daemon.demo.view import LiveView, TerminalView, progress_line, render
+from robot_daemon.demo.view import LiveView, progress_line, render, terminal_view
 from robot_daemon.offline import evaluate, train
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -264,13 +264,31 @@ def test_render_shows_bars_the_truth_and_the_counters() -> None:
 
 
 def test_render_bars_mark_the_threshold_and_fit_any_width() -> None:
-    bar = render(_view(), width=50)[3].split()[1]  # pedestrian: p 0.9, threshold 0.5
-    assert len(bar) == 10
-    assert bar == "█" * 9 + "·"  # the threshold mark is under the filled part
-    bench = render(_view(), width=50)[6].split()[1]  # p 0.2, threshold 0.5
-    assert bench == "██···|····"
-    for width in (72, 80, 200):
+    # At 80 columns the bar takes what the name and the value leave: 41 cells.
+    bar = render(_view(), width=80)[3].split()[1]  # pedestrian: p 0.9, threshold 0.5
+    assert bar == "█" * 20 + "|" + "█" * 16 + "·" * 4  # the mark shows through the bar
+    bench = render(_view(), width=80)[6].split()[1]  # p 0.2, threshold 0.5
+    assert bench == "█" * 8 + "·" * 12 + "|" + "·" * 20
+    wide = render(_view(), width=200)[3].split()[1]
+    assert len(wide) == 200 - 10 - 3 - 26  # a wide terminal gets finer bars
+    for width in (60, 72, 80, 200):
         assert all(len(line) <= width for line in render(_view(), width=width))
+
+
+def test_render_never_breaks_a_word_at_80_columns() -> None:
+    status = {**(_VIEW.status or {}), "health": "degraded",
+              "stale": ["tcp://127.0.0.1:5556", "lidar-front", "radar-left"]}
+    view = _view(status=status, total=123_456_789, sent=123_456_000)
+
+    def words(lines: list[str]) -> set[str]:
+        return {w for line in lines for w in line.split() if not set(w) & set("█·|")}
+
+    narrow = render(view, width=80)
+    assert all(len(line) <= 80 for line in narrow)
+    assert words(narrow) == words(render(view, width=400))  # wrapped between words only
+    assert narrow[-1] == "health degraded (stale: tcp://127.0.0.1:5556, lidar-front, radar-left)"
+    assert render(view, width=60)[-2:] == [
+        "health degraded (stale: tcp://127.0.0.1:5556, lidar-front,", "  radar-left)"]
 
 
 def test_render_before_any_answer_in_ascii_with_colours() -> None:
@@ -278,7 +296,7 @@ def test_render_before_any_answer_in_ascii_with_colours() -> None:
                  answered=0, sent=0)
     lines = render(view, width=80, color=True, unicode=False)
     assert lines[1] == "newest answered frame: none yet"
-    assert lines[3] == "  pedestrian " + "." * 20 + "|" + "." * 19 + "   -"
+    assert lines[3] == "  pedestrian " + "." * 20 + "|" + "." * 20 + "   -"
     assert lines[7] == "answered 0  100.0 frames/s  latency -"
     assert lines[8] == "daemon: dropped - rejected - lost -    Ctrl-C stops"
     assert all(line.isascii() for line in lines)
@@ -297,7 +315,7 @@ def test_the_terminal_view_redraws_in_place_and_always_gives_the_cursor_back() -
     out = io.StringIO()
 
     def show_then_fail() -> None:
-        with TerminalView(out) as view:
+        with terminal_view(out) as view:
             view.update(_view())
             view.update(_view(sent=151))
             raise RuntimeError("a daemon died")
