@@ -1,0 +1,299 @@
+"""``robot-daemon watch``: what a running daemon answers, live, for an operator.
+
+Subscribes to a daemon's ``pred`` and ``status`` (its ``--pred`` endpoint) and shows the
+newest answered frame's probability per class against its threshold, frames/s, the
+daemon's latency, its drop/reject/loss counters, its health and stale sensors, and what
+online learning is doing. Given ``--labels`` (a labeller's or a played bag's endpoint) it
+also subscribes to ``label`` and marks each class present, missed or falsely alarmed for
+frames whose label it has seen.
+
+Class names and thresholds come from ``--model`` (the file the daemon serves); without
+it the classes are numbered and the threshold is 0.5. Nothing here can disturb the
+daemon: a SUB socket is invisible to a PUB, and a slow watcher only loses messages
+(``RCVHWM``), never slows the daemon.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, TextIO
+
+import numpy as np
+import numpy.typing as npt
+import zmq
+
+from robot_daemon import model, wire
+from robot_daemon.errors import RobotDaemonError, WireError
+from robot_daemon.liveview import (
+    MIN_WIDTH,
+    PlainView,
+    TerminalView,
+    class_rows,
+    daemon_counts,
+    fit,
+    health,
+)
+
+REFRESH_S: Final = 0.2
+#: Frames/s is measured over about this window.
+RATE_WINDOW_NS: Final = 1_000_000_000
+#: Labels remembered by seq, to meet the pred that answers their frame (about 80 s at 50 Hz).
+LABELS_KEPT: Final = 4096
+#: What a watcher may queue before ZeroMQ drops for it: a slow terminal loses messages.
+RCVHWM: Final = 1000
+_DEFAULT_THRESHOLD: Final = 0.5
+
+
+@dataclass(frozen=True)
+class WatchOptions:
+    """What ``robot-daemon watch`` was asked to do."""
+
+    pred: str = "tcp://127.0.0.1:5557"
+    labels: str | None = None
+    class_names: Sequence[str] | None = None
+    thresholds: npt.NDArray[np.float64] | None = None
+    live: bool = True
+    duration_s: float | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class WatchView:
+    """One refresh: everything :func:`render` shows.
+
+    probs : (c,) float32, the newest answered frame's probabilities, or None.
+    truth : (c,) uint8, that frame's label when ``--labels`` brought it, else None.
+    """
+
+    endpoint: str
+    elapsed_s: float
+    class_names: Sequence[str]
+    thresholds: npt.NDArray[np.float64]
+    answered: int
+    frames_per_s: float
+    newest_seq: int | None
+    newest_src: str | None
+    model: str | None
+    probs: npt.NDArray[np.float32] | None
+    truth: npt.NDArray[np.uint8] | None
+    labels_seen: int | None
+    status: Mapping[str, Any] | None
+
+
+class Watch:
+    """What has arrived so far: the newest answer, the rate, labels by seq, the status."""
+
+    def __init__(self, options: WatchOptions) -> None:
+        self.options = options
+        self.answered = 0
+        self.newest: tuple[int, str | None, str, npt.NDArray[np.float32]] | None = None
+        self.status: dict[str, Any] | None = None
+        self.labels: OrderedDict[int, npt.NDArray[np.uint8]] = OrderedDict()
+        self.labels_seen = 0
+        self.rejected = 0
+        self._rate: deque[tuple[int, int]] = deque()
+
+    def on_message(self, parts: list[bytes]) -> None:
+        """One ``[topic, payload]`` message from either socket; others are counted."""
+        if len(parts) != 2:
+            self.rejected += 1
+            return
+        topic, payload = parts
+        try:
+            if topic == wire.TOPIC_PRED:
+                self._on_pred(wire.decode_pred(payload))
+            elif topic == wire.TOPIC_STATUS:
+                self.status = wire.decode_status(payload)
+            elif topic == wire.TOPIC_LABEL:
+                self._on_label(wire.decode_label(payload))
+        except WireError:
+            self.rejected += 1
+
+    def _on_pred(self, pred: wire.Pred) -> None:
+        self.answered += len(pred.seq)
+        src = pred.extra.get("src")
+        last_src = src[-1] if isinstance(src, list) and src else None
+        self.newest = (int(pred.seq[-1]), last_src if isinstance(last_src, str) else None,
+                       pred.model, pred.p[-1])
+
+    def _on_label(self, label: wire.Label) -> None:
+        self.labels_seen += 1
+        self.labels[label.seq] = label.y
+        if len(self.labels) > LABELS_KEPT:
+            self.labels.popitem(last=False)
+
+    def frames_per_s(self, now_ns: int) -> float:
+        """Frames answered per second over about the last :data:`RATE_WINDOW_NS`."""
+        samples = self._rate
+        samples.append((now_ns, self.answered))
+        while len(samples) > 2 and now_ns - samples[1][0] >= RATE_WINDOW_NS:
+            samples.popleft()
+        t0, answered0 = samples[0]
+        return (self.answered - answered0) * 1e9 / (now_ns - t0) if now_ns > t0 else 0.0
+
+    def view(self, elapsed_s: float, now_ns: int) -> WatchView:
+        seq, src, model, probs = self.newest if self.newest else (None, None, None, None)
+        c = len(probs) if probs is not None else None
+        names, thresholds = _classes(self.options, c)
+        return WatchView(
+            endpoint=self.options.pred, elapsed_s=elapsed_s, class_names=names,
+            thresholds=thresholds, answered=self.answered,
+            frames_per_s=self.frames_per_s(now_ns), newest_seq=seq, newest_src=src,
+            model=model, probs=probs if probs is not None and len(probs) == len(names) else None,
+            truth=None if seq is None else self.labels.get(seq),
+            labels_seen=self.labels_seen if self.options.labels else None,
+            status=self.status,
+        )
+
+
+def _classes(options: WatchOptions,
+             c: int | None) -> tuple[Sequence[str], npt.NDArray[np.float64]]:
+    """Names and thresholds: the model's when given, else numbered classes at 0.5."""
+    if options.class_names is not None and options.thresholds is not None:
+        return options.class_names, options.thresholds
+    count = c or 1
+    return [f"class {j}" for j in range(count)], np.full(count, _DEFAULT_THRESHOLD)
+
+
+def render(view: WatchView, width: int = 80, color: bool = False,
+           unicode: bool = True) -> list[str]:
+    """The watch view as lines of at most ``max(width, MIN_WIDTH)`` characters."""
+    width = max(width, MIN_WIDTH)
+    status = view.status
+    head = f"robot-daemon watch {view.endpoint}  {view.elapsed_s:6.1f} s"
+    if status is not None:
+        head += f"  model {status.get('model_version', view.model or '-')}"
+        head += f"  up {float(status.get('uptime_s', 0.0)):.0f} s"
+    lines = fit(head, width)
+    state = health(status, color=color)
+    lines += fit(state, width) if state else []
+    if view.newest_seq is None:
+        lines.append("newest answered frame: none yet (is the daemon running, and fed?)")
+    else:
+        src = f" from {view.newest_src}" if view.newest_src else ""
+        lines.append(f"newest answered frame: seq {view.newest_seq}{src}")
+    lines += class_rows(view.class_names, view.thresholds, view.probs, view.truth,
+                        width=width, color=color, unicode=unicode)
+    lines += fit(_answers(view), width)
+    lines += fit(f"daemon: {daemon_counts(status)}", width)
+    learning = online_line(status)
+    lines += fit(learning, width) if learning else []
+    if view.labels_seen is not None:
+        lines.append(f"labels seen {view.labels_seen}" + (
+            "" if view.truth is not None or view.newest_seq is None
+            else " (none for the newest frame)"))
+    lines.append("Ctrl-C stops")
+    return lines
+
+
+def _answers(view: WatchView) -> str:
+    status = view.status
+    latency = "latency -" if status is None else (
+        f"latency p50 {float(status.get('latency_ms_p50', 0.0)):.1f} ms"
+        f" p99 {float(status.get('latency_ms_p99', 0.0)):.1f} ms")
+    return f"answered {view.answered}  {view.frames_per_s:5.1f} frames/s  {latency}"
+
+
+def online_line(status: Mapping[str, Any] | None) -> str:
+    """What online learning did, from the ``status`` keys it adds; empty when it is off."""
+    if status is None or "labels_received" not in status:
+        return ""
+    rejected = sum(dict(status.get("labels_rejected", {})).values())
+    parts = [f"learning: labels {status.get('labels_accepted', 0)} used, {rejected} rejected"]
+    for key, name in (("online_steps", "steps"), ("online_rejected", "refused"),
+                      ("online_rollbacks", "rollbacks"), ("checkpoints_saved", "checkpoints")):
+        if key in status:
+            value = status[key]
+            count = sum(value.values()) if isinstance(value, dict) else value
+            parts.append(f"{name} {count}")
+    return ", ".join(parts)
+
+
+def progress_line(view: WatchView) -> str:
+    """The plain one-line report (no terminal, or ``--no-live``)."""
+    state = health(view.status)
+    return (f"[{view.elapsed_s:6.1f} s] {_answers(view)}, {daemon_counts(view.status)}"
+            + (f", {state}" if state else ""))
+
+
+def _draw(view: WatchView, width: int, color: bool, unicode: bool) -> list[str]:
+    return render(view, width, color, unicode)
+
+
+def run(options: WatchOptions, out: TextIO, stop: threading.Event | None = None) -> int:
+    """Watch until ``stop`` is set or ``options.duration_s`` passes; returns 0.
+
+    Raises:
+        RobotDaemonError: an endpoint ZeroMQ cannot connect to.
+    """
+    stop = stop or threading.Event()
+    watch = Watch(options)
+    view: TerminalView[WatchView] | PlainView[WatchView] = (
+        TerminalView(out, _draw) if options.live and out.isatty()
+        else PlainView(out, progress_line, lambda v: v.elapsed_s))
+    with zmq.Context() as ctx, _subscribe(ctx, options) as sockets, view:
+        poller = zmq.Poller()
+        for sock in sockets:
+            poller.register(sock, zmq.POLLIN)
+        start = time.monotonic_ns()
+        end = None if options.duration_s is None else start + round(options.duration_s * 1e9)
+        next_refresh = start
+        while not stop.is_set():
+            now = time.monotonic_ns()
+            if end is not None and now >= end:
+                break
+            if now >= next_refresh:
+                view.update(watch.view((now - start) / 1e9, now))
+                next_refresh = now + round(REFRESH_S * 1e9)
+            wait_ms = max(0, (next_refresh - time.monotonic_ns()) // 1_000_000)
+            for sock, _ in poller.poll(wait_ms):
+                _drain(sock, watch)
+        now = time.monotonic_ns()
+        view.update(watch.view((now - start) / 1e9, now), final=True)
+    return 0
+
+
+@contextlib.contextmanager
+def _subscribe(ctx: zmq.Context[zmq.Socket[bytes]],
+               options: WatchOptions) -> Iterator[list[zmq.Socket[bytes]]]:
+    """SUB sockets on the daemon's pred/status and, if asked, the labels; closed on exit."""
+    plan: list[tuple[str, tuple[bytes, ...]]] = [
+        (options.pred, (wire.TOPIC_PRED, wire.TOPIC_STATUS))]
+    if options.labels:
+        plan.append((options.labels, (wire.TOPIC_LABEL,)))
+    with contextlib.ExitStack() as stack:
+        sockets = []
+        for endpoint, topics in plan:
+            sock = stack.enter_context(ctx.socket(zmq.SUB))
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.RCVHWM, RCVHWM)
+            sock.setsockopt(zmq.MAXMSGSIZE, wire.MAX_PRED_BYTES + 1024)
+            for topic in topics:
+                sock.setsockopt(zmq.SUBSCRIBE, topic)
+            try:
+                sock.connect(endpoint)
+            except zmq.ZMQError as exc:
+                raise RobotDaemonError(f"cannot connect to {endpoint}: {exc}") from None
+            sockets.append(sock)
+        yield sockets
+
+
+def _drain(sock: zmq.Socket[bytes], watch: Watch) -> None:
+    """Every waiting message, without blocking."""
+    while True:
+        try:
+            parts = sock.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return
+        watch.on_message(parts)
+
+
+def model_classes(path: Path) -> tuple[list[str], npt.NDArray[np.float64]]:
+    """Class names and thresholds of a model file (:class:`ModelError` if unusable)."""
+    loaded = model.load(path)
+    return list(loaded.class_names), np.asarray(loaded.thresholds, dtype=np.float64)
