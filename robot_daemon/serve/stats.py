@@ -82,9 +82,11 @@ class Histogram:
             raise ValueError(f"histogram edges must increase strictly, got {edges}")
         self.edges = tuple(edges)
         self.counts = [0] * (len(self.edges) + 1)
+        self.sum = 0.0  # of every value added: a Prometheus histogram's _sum
 
     def add(self, value: float) -> None:
         self.counts[bisect.bisect_left(self.edges, value)] += 1
+        self.sum += value
 
 
 class SeqTracker:
