@@ -153,3 +153,31 @@ def _class_ap(truth: NDArray[np.bool_], scores: NDArray[np.float64]) -> float:
     precision = tp[last] / (tp[last] + fp[last])
     recall = tp[last] / positives
     return float(np.sum(np.diff(recall, prepend=0.0) * precision))
+
+
+def precision_recall_curve(
+    truth: ArrayLike, scores: ArrayLike
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """Precision and recall of one class at every distinct score taken as the threshold.
+
+    Args:
+        truth: labels of one class, shape (n,), bool or 0/1.
+        scores: its predicted probabilities, shape (n,).
+
+    Returns:
+        ``(precision, recall, thresholds)``, each shape (k,) for the k distinct scores
+        from the highest down: predicting "present" where ``score >= thresholds[i]``
+        gives ``precision[i]`` and ``recall[i]`` (recall 0 when the class never occurs).
+    """
+    t = np.asarray(truth).astype(bool)
+    s = np.asarray(scores, dtype=np.float64)
+    if t.ndim != 1 or t.shape != s.shape:
+        raise ShapeError(f"truth and scores must both be (n,), got {t.shape} and {s.shape}")
+    order = np.argsort(-s, kind="stable")
+    s, t = s[order], t[order]
+    tp = np.cumsum(t)
+    fp = np.cumsum(~t)
+    last = np.flatnonzero(np.append(s[1:] != s[:-1], True)) if len(s) else np.array([], int)
+    positives = max(int(t.sum()), 1)
+    precision = tp[last] / np.maximum(tp[last] + fp[last], 1)
+    return precision.astype(np.float64), (tp[last] / positives).astype(np.float64), s[last]
