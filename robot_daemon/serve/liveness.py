@@ -72,12 +72,14 @@ class Change:
     stale : sources that went stale, each with how long it had been silent (ns) and
         whether it was ever heard.
     back : sources heard again, each with the silence it ended (ns).
+    srcs_full : the ``src`` table filled up since the last check (said once).
     """
 
     stale: tuple[tuple[Source, int, bool], ...]
     back: tuple[tuple[Source, int], ...]
     health_was: Health
     health: Health
+    srcs_full: int | None = None
 
     def lines(self) -> list[tuple[int, str]]:
         """``(logging level, message)`` per source: a WARNING when stale, INFO when back."""
@@ -89,6 +91,10 @@ class Change:
         for source, silent_ns in self.back:
             out.append((logging.INFO, f"{source} live again after {silent_ns / 1e6:.0f} ms "
                         f"without a valid frame; health {self.health}"))
+        if self.srcs_full is not None:
+            out.append((logging.WARNING, f"{self.srcs_full} src values tracked, the most: "
+                        "frames of new ones are answered but not tracked for liveness "
+                        "(srcs_untracked in status); does a publisher invent src names?"))
         return out
 
 
@@ -116,6 +122,7 @@ class Liveness:
         self._stale_srcs: dict[str, int] = {}
         self.health: Health = OK
         self.srcs_untracked = 0  # frames whose src found the table full
+        self._told_full = False
 
     def heard(self, endpoint: int, src: str | None, now_ns: int) -> None:
         """A valid frame from ``self.endpoints[endpoint]`` with ``src`` arrived at ``now_ns``.
@@ -140,7 +147,10 @@ class Liveness:
         went_e, back_e = _update(endpoints, self._stale_endpoints, now_ns, self.stale_after_ns)
         went_s, back_s = _update(self._src_ns.items(), self._stale_srcs, now_ns,
                                  self.stale_after_ns)
-        if not (went_e or back_e or went_s or back_s):
+        full = None
+        if self.srcs_untracked and not self._told_full:
+            self._told_full, full = True, self._max_srcs
+        if not (went_e or back_e or went_s or back_s or full):
             return None
         health_was, self.health = self.health, self._health()
         stale = [(Source("endpoint", self.endpoints[i]), now_ns - last,
@@ -148,7 +158,7 @@ class Liveness:
         stale += [(Source("src", src), now_ns - last, True) for src, last in went_s]
         back = [(Source("endpoint", self.endpoints[i]), silent) for i, silent in back_e]
         back += [(Source("src", src), silent) for src, silent in back_s]
-        return Change(tuple(stale), tuple(back), health_was, self.health)
+        return Change(tuple(stale), tuple(back), health_was, self.health, full)
 
     def _health(self) -> Health:
         if len(self._stale_endpoints) == len(self.endpoints):

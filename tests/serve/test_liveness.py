@@ -99,10 +99,15 @@ def test_blind_when_every_endpoint_is_silent_and_degraded_when_one_returns() -> 
 def test_a_full_src_table_counts_new_srcs_and_keeps_the_silent_one() -> None:
     live = _tracker(A, max_srcs=2)
     live.heard(0, "lidar", 1000 * MS)  # will fall silent
+    warnings: list[tuple[int, str]] = []
     for t in range(1000, 1400, 10):
         live.heard(0, "radar", t * MS)
         live.heard(0, f"noise-{t}", t * MS)  # a broken publisher: a new name per frame
-        live.check(t * MS)
+        change = live.check(t * MS)
+        warnings += [] if change is None else change.lines()
+    assert len(warnings) == 2  # the table full, once; lidar stale
+    assert warnings[0][1].startswith("2 src values tracked, the most")
+    assert warnings[1][1].startswith("src 'lidar' stale")
     status = live.status(1390 * MS)
     assert status["stale_srcs"] == ["lidar"]  # not pushed out by the noise
     assert set(status["src_silent_ms"]) == {"lidar", "radar"}
