@@ -431,7 +431,8 @@ def test_deploy_summary_line_is_what_the_daemon_logs() -> None:
     _, block = _block_after(ROOT / "docs/deploy.md", r"one summary line:")
     shown = " ".join(block.text.split())
     status: defaultdict[str, Any] = defaultdict(int, frames_rejected={},
-                                                model_version=shown.rsplit(" model ", 1)[1])
+                                                model_version=shown.rsplit(" model ", 1)[1],
+                                                health="ok", stale_endpoints=[], stale_srcs=[])
     logged = daemon.summary(status)
 
     def numbers_as_zero(line: str) -> str:

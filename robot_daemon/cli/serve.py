@@ -40,6 +40,9 @@ def _add_run(sub: Subparsers) -> None:
                    help="frames answered per tick; older ones are dropped (default 256)")
     p.add_argument("--status-interval", type=positive_float, metavar="S",
                    help="seconds between status messages (default 1)")
+    p.add_argument("--stale-after-ms", type=positive_float, metavar="N",
+                   help="a frames endpoint or src silent this long is stale; status "
+                   "health turns degraded or blind (default 200)")
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     _add_online_flags(p)
     p.set_defaults(handler=_run_daemon)
@@ -78,7 +81,8 @@ def _run_daemon(args: argparse.Namespace) -> int:
     cfg = config.load(args.config, {
         "model": args.model, "frames": args.frames, "labels": args.labels,
         "pred": args.pred, "interval_ms": args.interval_ms, "max_batch": args.max_batch,
-        "status_interval_s": args.status_interval, "log_level": args.log_level,
+        "status_interval_s": args.status_interval, "stale_after_ms": args.stale_after_ms,
+        "log_level": args.log_level,
         "online": args.online, "online_batch": args.online_batch, "online_lr": args.online_lr,
         "checkpoint_dir": args.checkpoint_dir,
         "checkpoint_every_steps": args.checkpoint_every_steps,

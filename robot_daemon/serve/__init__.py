@@ -3,6 +3,7 @@
 A frame arrives in :mod:`~robot_daemon.serve.receive` (socket draining), waits in
 :mod:`~robot_daemon.serve.batch` for its tick, is answered by
 :mod:`~robot_daemon.serve.daemon`, and is counted in :mod:`~robot_daemon.serve.stats`.
+:mod:`~robot_daemon.serve.liveness` tells which sensors fell silent,
 :mod:`~robot_daemon.serve.config` holds the settings, :mod:`~robot_daemon.serve.notify`
 the systemd notifications.
 """

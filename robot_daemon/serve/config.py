@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from robot_daemon.errors import ConfigError
+from robot_daemon.serve.liveness import DEFAULT_STALE_AFTER_MS
 
 DEFAULT_MODEL: Final = Path("models/default.npz")
 DEFAULT_FRAMES: Final = ("tcp://127.0.0.1:5556",)
@@ -74,6 +75,8 @@ class DaemonConfig:
     interval_ms : the tick interval in milliseconds.
     max_batch : most frames answered per tick; older ones are dropped and counted.
     status_interval_s : seconds between ``status`` messages and summary log lines.
+    stale_after_ms : a frames endpoint or ``src`` silent this long is stale
+        (:mod:`robot_daemon.serve.liveness`); checked at each tick.
     rcvhwm : the SUB socket's receive high-water mark, in messages.
     allow_remote_bind : permit ``pred`` to bind a non-loopback address.
     log_level : ``DEBUG``, ``INFO``, ``WARNING`` or ``ERROR``.
@@ -96,6 +99,7 @@ class DaemonConfig:
     interval_ms: float = 20.0
     max_batch: int = 256
     status_interval_s: float = 1.0
+    stale_after_ms: float = DEFAULT_STALE_AFTER_MS
     rcvhwm: int = DEFAULT_RCVHWM
     allow_remote_bind: bool = False
     log_level: str = "INFO"
@@ -112,6 +116,11 @@ class DaemonConfig:
     def status_interval_ns(self) -> int:
         """The status interval in integer nanoseconds."""
         return round(self.status_interval_s * 1e9)
+
+    @property
+    def stale_after_ns(self) -> int:
+        """The silence after which a source is stale, in integer nanoseconds."""
+        return round(self.stale_after_ms * 1e6)
 
 
 # Field name -> accepted Python types of its TOML value (bool is not an int here).
@@ -133,6 +142,7 @@ _TOML_TYPES: Final[Mapping[str, tuple[type, ...]]] = {
     "interval_ms": (int, float),
     "max_batch": (int,),
     "status_interval_s": (int, float),
+    "stale_after_ms": (int, float),
     "rcvhwm": (int,),
     "allow_remote_bind": (bool,),
     "log_level": (str,),
@@ -218,6 +228,7 @@ def validate(config: DaemonConfig) -> None:
     _validate_online(config)
     _check_number("interval_ms", config.interval_ms, 1.0, 60_000.0)
     _check_number("status_interval_s", config.status_interval_s, 0.01, 3600.0)
+    _check_number("stale_after_ms", config.stale_after_ms, 10.0, 600_000.0)
     _check_int("max_batch", config.max_batch, 1, 65_536)
     _check_int("rcvhwm", config.rcvhwm, 1, 10_000_000)
     if type(config.allow_remote_bind) is not bool:

@@ -14,7 +14,9 @@ The loop (one thread, one :class:`zmq.Poller`):
   time since the wake-up would not have reached the lateness; a busy or virtualised
   machine: give the daemon a core and a priority); or, the rest of ``ticks_late``, the
   daemon's own work ran past the deadline (fewer frames per tick, a smaller model).
-* **Between ticks** it drains the ``frame`` SUB socket and decodes each payload
+* **Between ticks** it drains the ``frame`` SUB sockets (one per ``--frames`` endpoint,
+  so that a frame's endpoint is known: a SUB socket connected to several publishers does
+  not say which one sent a message) and decodes each payload
   (:func:`robot_daemon.wire.decode_frame_raw` with the model's ``d``) into the batch,
   the last millisecond before a tick included, so that the tick decodes little itself.
   Rejected payloads are counted by reason and logged at a bounded rate; gaps in each
@@ -26,6 +28,11 @@ The loop (one thread, one :class:`zmq.Poller`):
   with every frame's probabilities, its sensor time (``t_frame``) and source (``src``).
 * **Every status interval** a ``status`` message on the same PUB socket, a one-line
   summary in the log and ``STATUS=`` for ``systemctl status``.
+* **Liveness** (:mod:`robot_daemon.serve.liveness`): each valid frame marks its endpoint
+  and its ``src`` as heard; after each tick, a source silent for over ``stale_after_ms``
+  turns stale (one WARNING) and a stale one heard again live (one INFO), and on any such
+  change a ``status`` goes out at once, so that a planner learns within a tick that the
+  daemon is ``degraded`` or ``blind`` (no frames at all), not at the next status.
 * **Online learning** (``--online``, :mod:`robot_daemon.learn.session`): a second SUB socket
   receives ``label`` messages; between ticks, where the time left to the next deadline
   allows, the model takes one guarded SGD step or saves a checkpoint. ``pred`` then
@@ -42,7 +49,9 @@ The loop (one thread, one :class:`zmq.Poller`):
 ``tick_ms_p50/p99/max`` (tick processing: batch, forward pass, encode, send),
 ``tick_ms_edges``/``tick_ms_counts`` (ticks since the start per processing-time bucket),
 ``wake_late_ms_p50/p99/max`` (tick start minus its deadline), ``frames_seq_resets``,
-``sources``, ``reloads``, ``reload_failures``, ``tick_errors``; rejection reasons beyond
+``sources``, ``reloads``, ``reload_failures``, ``tick_errors``, and liveness's ``health``,
+``stale_endpoints``, ``stale_srcs``, ``endpoint_silent_ms``, ``src_silent_ms``,
+``srcs_untracked``; rejection reasons beyond
 the wire protocol's: ``bad_envelope`` (not a two-part ``[b"frame", payload]`` message) and
 ``non_finite_output`` (a frame whose probabilities came out NaN). Online learning adds
 :meth:`robot_daemon.learn.session.OnlineSession.status`'s keys.
@@ -71,7 +80,7 @@ from robot_daemon import model as model_file
 from robot_daemon import wire
 from robot_daemon.errors import ModelError, RobotDaemonError, WireError
 from robot_daemon.learn.session import OnlineSession, resume
-from robot_daemon.serve import receive
+from robot_daemon.serve import liveness, receive
 from robot_daemon.serve.batch import Batch, PendingFrames
 from robot_daemon.serve.config import DaemonConfig
 from robot_daemon.serve.notify import Notifier
@@ -254,6 +263,7 @@ class Daemon:
         self._pending = PendingFrames(config.max_batch, self.served.model.d)
         self._reject_log = RateLimiter(REJECT_LOG_PERIOD_NS)
         self._start_ns = time.monotonic_ns()
+        self.liveness = liveness.Liveness(config.frames, config.stale_after_ns, self._start_ns)
         self._next_drain_ns = 0  # the frames socket is watched again from then on
         self._woke_ns = 0  # when the last poll or sleep returned (monotonic)
         self._woke_cpu_ns = 0  # and this thread's CPU time then
@@ -276,12 +286,13 @@ class Daemon:
             zmq.Context() as ctx,
             contextlib.ExitStack() as stack,
         ):
-            sub = stack.enter_context(ctx.socket(zmq.SUB))
+            subs = [stack.enter_context(ctx.socket(zmq.SUB)) for _ in cfg.frames]
             pub = stack.enter_context(ctx.socket(zmq.PUB))
             sigs = stack.enter_context(_signals())
-            self._open(sub, pub)
+            self._open(subs, pub)
             poller = zmq.Poller()
-            poller.register(sub, zmq.POLLIN)
+            for sub in subs:
+                poller.register(sub, zmq.POLLIN)
             poller.register(sigs.read_end, zmq.POLLIN)
             if self.online is not None:
                 self._labels = stack.enter_context(self.online.open(ctx))
@@ -300,7 +311,7 @@ class Daemon:
             gc.collect()
             gc.freeze()
             self.notifier.ready(f"serving model {self.version}")
-            tick = self._loop(sub, pub, poller, sigs)
+            tick = self._loop(subs, pub, poller, sigs)
             # "Finish the current tick": the frames already received are answered.
             now = time.monotonic_ns()
             self._tick(pub, tick, now, now)
@@ -312,15 +323,15 @@ class Daemon:
             log.info("stopped after %d ticks", self.counters.ticks)
         return 0
 
-    def _open(self, sub: zmq.Socket[bytes], pub: zmq.Socket[bytes]) -> None:
+    def _open(self, subs: list[zmq.Socket[bytes]], pub: zmq.Socket[bytes]) -> None:
         cfg = self.config
-        sub.setsockopt(zmq.RCVHWM, cfg.rcvhwm)
-        sub.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
-        sub.setsockopt(zmq.LINGER, 0)
-        sub.subscribe(wire.TOPIC_FRAME)
         pub.setsockopt(zmq.SNDHWM, SNDHWM)
         pub.setsockopt(zmq.LINGER, LINGER_MS)
-        for endpoint in cfg.frames:
+        for sub, endpoint in zip(subs, cfg.frames, strict=True):
+            sub.setsockopt(zmq.RCVHWM, cfg.rcvhwm)
+            sub.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+            sub.setsockopt(zmq.LINGER, 0)
+            sub.subscribe(wire.TOPIC_FRAME)
             try:
                 sub.connect(endpoint)
             except zmq.ZMQError as exc:
@@ -333,7 +344,7 @@ class Daemon:
             ) from None
 
     def _loop(
-        self, sub: zmq.Socket[bytes], pub: zmq.Socket[bytes], poller: zmq.Poller,
+        self, subs: list[zmq.Socket[bytes]], pub: zmq.Socket[bytes], poller: zmq.Poller,
         sigs: _Signals,
     ) -> int:
         """Tick until a stop signal; return the number of the tick that would be next."""
@@ -350,8 +361,9 @@ class Daemon:
             now = time.monotonic_ns()
             if now >= deadline:
                 self._count_lateness(deadline, now)
-                self._drain(sub, now + interval // 4)  # what arrived since the last drain
+                self._drain(subs, now + interval // 4)  # what arrived since the last drain
                 self._tick(pub, tick, deadline, now)
+                self._check_liveness(pub)
                 # Skip, and count, the deadlines this tick overran: never a burst of
                 # catch-up ticks.
                 following = (time.monotonic_ns() - start) // interval + 1
@@ -372,11 +384,11 @@ class Daemon:
                 self.notifier.watchdog()
                 next_watchdog = now + watchdog_period
             wake = min(deadline, next_status, next_watchdog or deadline)
-            self._wait(sub, poller, sigs, wake, deadline)
+            self._wait(subs, poller, sigs, wake, deadline)
         return tick
 
     def _wait(
-        self, sub: zmq.Socket[bytes], poller: zmq.Poller, sigs: _Signals, wake_ns: int,
+        self, subs: list[zmq.Socket[bytes]], poller: zmq.Poller, sigs: _Signals, wake_ns: int,
         deadline_ns: int,
     ) -> None:
         """Handle input until ``wake_ns`` or the first batch of events, whichever is first.
@@ -404,14 +416,14 @@ class Daemon:
             self._woke()
             if sigs.read_end in events:
                 sigs.drain()
-            if sub in events:
-                self._drain(sub, wake_ns)
+            if any(sub in events for sub in subs):
+                self._drain(subs, wake_ns)
                 self._next_drain_ns = time.monotonic_ns() + self.config.interval_ns // DRAIN_GAP
             if self._labels is not None and self._labels in events and self.online is not None:
                 self.online.drain(self._labels, wake_ns)
         elif remaining > 0:
             if watch is poller:  # the last stretch: decode what waits now, not in the tick
-                self._drain(sub, wake_ns)
+                self._drain(subs, wake_ns)
                 remaining = wake_ns - time.monotonic_ns()
             if remaining > 0:
                 time.sleep(remaining / 1e9)
@@ -435,11 +447,13 @@ class Daemon:
 
     # ---------------------------------------------------------------- frames
 
-    def _drain(self, sub: zmq.Socket[bytes], until_ns: int) -> None:
-        """Receive every waiting frame message (see :func:`robot_daemon.serve.receive.drain`)."""
-        receive.drain(sub, until_ns, lambda parts: self._on_message(parts, time.monotonic_ns()))
+    def _drain(self, subs: list[zmq.Socket[bytes]], until_ns: int) -> None:
+        """Receive every waiting frame message (:func:`robot_daemon.serve.receive.drain_each`)."""
+        receive.drain_each(subs, until_ns, self._on_message)
 
-    def _on_message(self, parts: list[bytes], now_ns: int) -> None:
+    def _on_message(self, endpoint: int, parts: list[bytes]) -> None:
+        """One message from ``config.frames[endpoint]``: decode, count, queue for the tick."""
+        now_ns = time.monotonic_ns()
         self.counters.frames_in += 1
         if len(parts) != 2 or parts[0] != wire.TOPIC_FRAME:
             self._reject("bad_envelope", f"expected [b'frame', payload], got {len(parts)} "
@@ -452,6 +466,7 @@ class Daemon:
             return
         self.counters.frames_accepted += 1
         self.seqs.observe(frame.src, frame.seq)
+        self.liveness.heard(endpoint, frame.src, now_ns)
         # Keep the newest (the planner wants the present) and count the oldest dropped.
         self.counters.frames_dropped += self._pending.add(frame, now_ns)
 
@@ -463,6 +478,15 @@ class Daemon:
             log.warning("rejected frame: %s%s", message, more)
 
     # ---------------------------------------------------------------- ticks
+
+    def _check_liveness(self, pub: zmq.Socket[bytes]) -> None:
+        """After a tick: log what changed in the sources' liveness and publish it at once."""
+        change = self.liveness.check(time.monotonic_ns())
+        if change is None:
+            return
+        for level, line in change.lines():
+            log.log(level, "%s", line)
+        self._publish_status(pub)
 
     def _count_lateness(self, deadline_ns: int, start_ns: int) -> None:
         """Measure how late the tick due at ``deadline_ns`` starts, and who made it late."""
@@ -593,6 +617,7 @@ class Daemon:
             "reload_failures": c.reload_failures,
             "tick_errors": c.tick_errors,
         }
+        status.update(self.liveness.status(time.monotonic_ns()))
         if self.online is not None:
             status.update(self.online.status())
         return status
@@ -607,10 +632,12 @@ class Daemon:
 
 
 def summary(status: dict[str, Any]) -> str:
-    """The one-line log summary of a ``status`` map."""
+    """The one-line log summary of a ``status`` map; the health first, so that
+    ``systemctl status`` shows it however narrow the terminal."""
     rejected = sum(status["frames_rejected"].values())
     return (
-        f"frames in {status['frames_in']} ok {status['frames_accepted']} rejected {rejected}"
+        f"{liveness.summary(status)};"
+        f" frames in {status['frames_in']} ok {status['frames_accepted']} rejected {rejected}"
         f" dropped {status['frames_dropped']} lost {status['frames_lost']};"
         f" ticks {status['ticks']} late {status['ticks_late']}"
         f" (os {status['ticks_late_os']}) missed {status['ticks_missed']};"

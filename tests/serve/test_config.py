@@ -27,6 +27,7 @@ def test_defaults_are_loopback_and_documented_values() -> None:
     assert (cfg.interval_ms, cfg.max_batch, cfg.status_interval_s) == (20.0, 256, 1.0)
     assert cfg.interval_ns == 20_000_000
     assert cfg.status_interval_ns == 1_000_000_000
+    assert (cfg.stale_after_ms, cfg.stale_after_ns) == (200.0, 200_000_000)
     assert config.is_local_endpoint(cfg.pred)
 
 
@@ -51,6 +52,7 @@ def test_toml_file_is_read_and_flags_win(tmp_path: Path) -> None:
     assert cfg.frames == ("tcp://127.0.0.1:7000",)
     assert cfg.max_batch == 64  # None means "flag not given"
     assert cfg.interval_ns == 5_500_000
+    assert config.load(path, {"stale_after_ms": 250}).stale_after_ns == 250_000_000
 
 
 def test_a_single_frames_string_is_accepted(tmp_path: Path) -> None:
@@ -68,6 +70,8 @@ def test_a_single_frames_string_is_accepted(tmp_path: Path) -> None:
         ("max_batch = 0\n", "max_batch must be an integer from 1"),
         ("interval_ms = 0.5\n", "interval_ms must be a number from 1"),
         ("interval_ms = nan\n", "interval_ms must be a number"),
+        ("stale_after_ms = 5\n", "stale_after_ms must be a number from 10 to 600000"),
+        ('stale_after_ms = "200"\n', "stale_after_ms must be int or float, got str"),
         ("frames = []\n", "at least one publisher"),
         ('frames = ["tcp://127.0.0.1:1", "tcp://127.0.0.1:1"]\n', "endpoint twice"),
         ('frames = ["127.0.0.1:5556"]\n', "not a ZeroMQ endpoint"),

@@ -320,7 +320,7 @@ def test_systemd_notify_sigterm_and_a_restart_of_the_daemon(workdir: Path) -> No
                 while "STOPPING=1" not in messages:
                     messages += notify.recv(4096).decode().split("\n")
                 assert "WATCHDOG=1" in messages
-                assert any(m.startswith("STATUS=frames in") for m in messages)
+                assert any(m.startswith("STATUS=health ") and "; frames in " in m for m in messages)
         finally:
             h.close()
 
@@ -456,3 +456,134 @@ def test_a_frame_the_model_answers_with_nan_is_left_out_and_counted(
     pred = wire.decode_pred(sent[0][1])
     assert pred.seq.tolist() == [0, 2]
     assert d.counters.frames_rejected == {"non_finite_output": 1}
+
+
+STALE_MS = 200  # the default stale_after_ms, given explicitly
+TICK_MS = 20
+
+
+class Streams:
+    """Frames at 50 Hz from several publishers (src -> XPUB), status read in between."""
+
+    def __init__(self, h: Harness, pubs: dict[str, zmq.Socket[bytes]]) -> None:
+        self.h = h
+        self.pubs = pubs
+        self.x = _readings(1)[0]
+        self.seq = 0
+
+    def pump(self, sending: tuple[str, ...], until: Callable[[dict[str, Any]], bool],
+             timeout: float = 5.0) -> tuple[dict[str, Any], float]:
+        """Send from the ``sending`` srcs every 20 ms until a status satisfies ``until``;
+        that status and ``time.monotonic()`` when it arrived."""
+        deadline = time.monotonic() + timeout
+        next_send = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if now >= deadline:
+                raise AssertionError(f"no such status in {timeout} s; log:\n"
+                                     f"{self.h.log_text()}")
+            if now >= next_send:
+                for src in sending:
+                    payload = wire.encode_frame(self.seq, now, self.x, src=src)
+                    self.pubs[src].send_multipart([wire.TOPIC_FRAME, payload])
+                self.seq += 1
+                next_send += TICK_MS / 1000
+            if self.h.sub.poll(max(0, round((next_send - time.monotonic()) * 1000))):
+                topic, payload = self.h.sub.recv_multipart()
+                if topic == wire.TOPIC_STATUS and until(status := wire.decode_status(payload)):
+                    return status, time.monotonic()
+
+
+def _lines(text: str, needle: str) -> list[str]:
+    return [line for line in text.splitlines() if needle in line]
+
+
+def test_a_publisher_that_falls_silent_is_stale_within_two_ticks_and_live_when_back(
+    workdir: Path,
+) -> None:
+    """Two publishers, lidar and radar; lidar stops, then comes back.
+
+    Statuses come once a second here, so the one that reports the stale lidar within
+    two ticks is the one published on the change.
+    """
+    radar_ep = f"ipc://{workdir}/radar"
+    h = Harness(workdir, DEFAULT_MODEL, args=(
+        "--frames", radar_ep, "--status-interval", "1", "--stale-after-ms", str(STALE_MS),
+        "--interval-ms", str(TICK_MS)))
+    radar = h.ctx.socket(zmq.XPUB)
+    radar.setsockopt(zmq.LINGER, 0)
+    try:
+        radar.bind(radar_ep)
+        h.start()
+        assert radar.poll(10_000), "the daemon never subscribed to the radar"
+        assert radar.recv() == b"\x01" + wire.TOPIC_FRAME
+        lidar_ep = h.frames_ep
+        streams = Streams(h, {"lidar": h.pub, "radar": radar})
+        both = ("lidar", "radar")
+        status, _ = streams.pump(both, lambda s: s["health"] == "ok" and None not in
+                                 s["endpoint_silent_ms"].values())
+        assert (status["stale_endpoints"], status["stale_srcs"]) == ([], [])
+        assert set(status["src_silent_ms"]) == {"lidar", "radar"}
+        before = len(h.log_text())
+
+        stopped = time.monotonic()
+        status, seen = streams.pump(("radar",), lambda s: s["stale_endpoints"] != [])
+        assert status["health"] == "degraded"
+        assert (status["stale_endpoints"], status["stale_srcs"]) == ([lidar_ep], ["lidar"])
+        # The daemon's own clock: reported within 2 ticks of the timeout.
+        assert STALE_MS < status["endpoint_silent_ms"][lidar_ep] <= STALE_MS + 2 * TICK_MS
+        assert status["endpoint_silent_ms"][radar_ep] < STALE_MS
+        assert seen - stopped < 1.0  # ours, on a shared machine: not the next periodic one
+        # Still silent a periodic status later: still degraded, and warned once.
+        status, _ = streams.pump(("radar",), lambda s: s["uptime_s"] > 0.5 + status["uptime_s"])
+        assert (status["health"], status["stale_endpoints"]) == ("degraded", [lidar_ep])
+        log = h.log_text()[before:]
+        warned = _lines(log, f"frames endpoint {lidar_ep!r} stale: no valid frame for")
+        assert len(warned) == 1, log
+        assert " WARNING " in warned[0]
+        assert len(_lines(log, "src 'lidar' stale")) == 1, log
+        assert _lines(log, "health degraded (stale: frames endpoint"), log  # the summary
+
+        status, _ = streams.pump(both, lambda s: s["health"] == "ok")
+        assert (status["stale_endpoints"], status["stale_srcs"]) == ([], [])
+        log = h.log_text()[before:]
+        back = _lines(log, f"frames endpoint {lidar_ep!r} live again after")
+        assert len(back) == 1, log
+        assert " INFO " in back[0]
+        assert len(_lines(log, "src 'lidar' live again")) == 1, log
+        assert _lines(log, "radar") == [], log  # the other publisher never went stale
+    finally:
+        radar.close()
+        h.close()
+
+
+def test_no_publisher_at_all_is_blind_and_rejected_frames_do_not_count(
+    workdir: Path,
+) -> None:
+    notify_path = str(workdir / "notify")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(notify_path)
+        notify.settimeout(5.0)
+        h = Harness(workdir, DEFAULT_MODEL, env={"NOTIFY_SOCKET": notify_path},
+                    args=("--stale-after-ms", str(STALE_MS)))
+        try:
+            h.start()
+            for _ in range(20):  # a publisher sending only frames the model cannot take
+                h.send_raw(wire.TOPIC_FRAME, wire.encode_frame(1, 0.0, np.ones(3)))
+                time.sleep(0.02)
+            status = h.status(lambda s: s["frames_rejected"].get("wrong_d", 0) >= 20)
+            assert status["health"] == "blind"
+            assert status["stale_endpoints"] == [h.frames_ep]
+            assert status["endpoint_silent_ms"] == {h.frames_ep: None}  # never a valid one
+            assert status["frames_accepted"] == 0
+            warned = _lines(h.log_text(), f"frames endpoint {h.frames_ep!r} stale: no valid "
+                            "frame since the start")
+            assert len(warned) == 1
+            assert " WARNING " in warned[0]
+            lines: list[str] = []
+            while not any(m.startswith("STATUS=health blind") for m in lines):
+                lines += notify.recv(4096).decode().split("\n")
+            code, _ = h.stop()
+            assert code == 0
+        finally:
+            h.close()

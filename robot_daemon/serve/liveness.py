@@ -1,0 +1,222 @@
+"""Sensor liveness: which sources stopped sending valid frames, and the daemon's health.
+
+Without it an operator cannot tell "no obstacles" from "no frames": a silent sensor
+produces no ``pred`` at all, which looks like a quiet road. A *source* is each ``frames``
+endpoint the daemon connects to and each ``src`` string frames carry (several sensors may
+share one publisher). Every valid frame refreshes its endpoint and its ``src``
+(:meth:`Liveness.heard`); a frame that is rejected refreshes nothing, since a sensor that
+sends only NaN sees nothing either. At each tick :meth:`Liveness.check` marks a source
+*stale* once it has been silent for more than ``stale_after_ns`` and *live* again when
+it is heard, and says what changed so that the daemon can log it once and publish a
+``status`` at once. The health follows from the stale set:
+
+* ``ok``: no source is stale (an endpoint not heard from yet is given ``stale_after_ns``
+  from the start before it counts as stale);
+* ``degraded``: some source is stale, but at least one endpoint still delivers;
+* ``blind``: no endpoint delivered a valid frame for ``stale_after_ns`` (or ever, once
+  ``stale_after_ns`` has passed since the start).
+
+Endpoints come from the configuration and are tracked for the life of the process. A
+``src`` is tracked from its first valid frame until the daemon restarts: a sensor that
+died stays stale rather than drop out of sight after some time, which would turn a dead
+sensor back into ``ok``. At most :data:`MAX_SRCS` are tracked; frames of further ``src``
+values are still served, only counted (``srcs_untracked``): a broken publisher that
+invents a name per frame cannot grow memory or push a real, silent sensor out of the
+table. A ``src`` that is retired for good is forgotten at the next restart.
+
+Nothing here reads a clock or logs: times are passed in (int ns on
+``time.monotonic_ns()``), and :class:`Change` carries the log lines, so the logic is
+tested without sockets or sleeps.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Literal, TypeVar
+
+#: 10 periods of a 50 Hz sensor: ten frames in a row missing, which the loss of a few
+#: frames or a 100 ms hiccup of the OS or the network does not reach, while a planner
+#: still learns of a dead sensor within a quarter of a second (22 cm at 1 m/s).
+DEFAULT_STALE_AFTER_MS: Final = 200.0
+#: Most ``src`` values tracked; far above the sensors of one robot.
+MAX_SRCS: Final = 256
+#: Stale sources named in the one-line summary; ``status`` lists them all.
+SUMMARY_NAMES: Final = 3
+
+Health = Literal["ok", "degraded", "blind"]
+OK: Final = "ok"
+DEGRADED: Final = "degraded"
+BLIND: Final = "blind"
+
+K = TypeVar("K")
+
+
+@dataclass(frozen=True)
+class Source:
+    """A frames endpoint (``kind == "endpoint"``) or a frame ``src`` (``kind == "src"``)."""
+
+    kind: Literal["endpoint", "src"]
+    name: str
+
+    def __str__(self) -> str:
+        what = "frames endpoint" if self.kind == "endpoint" else "src"
+        return f"{what} {self.name!r}"
+
+
+@dataclass(frozen=True)
+class Change:
+    """What one :meth:`Liveness.check` found different from the check before.
+
+    stale : sources that went stale, each with how long it had been silent (ns) and
+        whether it was ever heard.
+    back : sources heard again, each with the silence it ended (ns).
+    srcs_full : the ``src`` table filled up since the last check (said once).
+    """
+
+    stale: tuple[tuple[Source, int, bool], ...]
+    back: tuple[tuple[Source, int], ...]
+    health_was: Health
+    health: Health
+    srcs_full: int | None = None
+
+    def lines(self) -> list[tuple[int, str]]:
+        """``(logging level, message)`` per source: a WARNING when stale, INFO when back."""
+        out: list[tuple[int, str]] = []
+        for source, silent_ns, ever in self.stale:
+            since = "for" if ever else "since the start"
+            out.append((logging.WARNING, f"{source} stale: no valid frame {since} "
+                        f"{silent_ns / 1e6:.0f} ms; health {self.health}"))
+        for source, silent_ns in self.back:
+            out.append((logging.INFO, f"{source} live again after {silent_ns / 1e6:.0f} ms "
+                        f"without a valid frame; health {self.health}"))
+        if self.srcs_full is not None:
+            out.append((logging.WARNING, f"{self.srcs_full} src values tracked, the most: "
+                        "frames of new ones are answered but not tracked for liveness "
+                        "(srcs_untracked in status); does a publisher invent src names?"))
+        return out
+
+
+class Liveness:
+    """Time since the last valid frame of each source, and which sources are stale.
+
+    endpoints : the configured ``frames`` endpoints; :meth:`heard` takes an index into it.
+    stale_after_ns : silence after which a source is stale.
+    start_ns : when the daemon started listening (``time.monotonic_ns()``): an endpoint
+        never heard from counts as silent since then.
+    max_srcs : most ``src`` values tracked.
+    """
+
+    def __init__(self, endpoints: Sequence[str], stale_after_ns: int, start_ns: int,
+                 max_srcs: int = MAX_SRCS) -> None:
+        self.endpoints = tuple(endpoints)
+        self.stale_after_ns = stale_after_ns
+        self._start_ns = start_ns
+        self._max_srcs = max_srcs
+        #: Last valid frame per endpoint (``None``: none yet) and per ``src``.
+        self._endpoint_ns: list[int | None] = [None] * len(self.endpoints)
+        self._src_ns: dict[str, int] = {}
+        #: The stale ones, each with the time it was last heard before going stale.
+        self._stale_endpoints: dict[int, int] = {}
+        self._stale_srcs: dict[str, int] = {}
+        self.health: Health = OK
+        self.srcs_untracked = 0  # frames whose src found the table full
+        self._told_full = False
+
+    def heard(self, endpoint: int, src: str | None, now_ns: int) -> None:
+        """A valid frame from ``self.endpoints[endpoint]`` with ``src`` arrived at ``now_ns``.
+
+        Called for every frame: two stores, no allocation once a ``src`` is known.
+        """
+        self._endpoint_ns[endpoint] = now_ns
+        if src is None:
+            return
+        if src in self._src_ns or len(self._src_ns) < self._max_srcs:
+            self._src_ns[src] = now_ns
+        else:
+            self.srcs_untracked += 1
+
+    def check(self, now_ns: int) -> Change | None:
+        """Mark the sources silent for over ``stale_after_ns`` stale and the heard ones live.
+
+        Returns what changed, or ``None`` when nothing did (the common case).
+        """
+        endpoints = ((i, self._start_ns if t is None else t)
+                     for i, t in enumerate(self._endpoint_ns))
+        went_e, back_e = _update(endpoints, self._stale_endpoints, now_ns, self.stale_after_ns)
+        went_s, back_s = _update(self._src_ns.items(), self._stale_srcs, now_ns,
+                                 self.stale_after_ns)
+        full = None
+        if self.srcs_untracked and not self._told_full:
+            self._told_full, full = True, self._max_srcs
+        if not (went_e or back_e or went_s or back_s or full):
+            return None
+        health_was, self.health = self.health, self._health()
+        stale = [(Source("endpoint", self.endpoints[i]), now_ns - last,
+                  self._endpoint_ns[i] is not None) for i, last in went_e]
+        stale += [(Source("src", src), now_ns - last, True) for src, last in went_s]
+        back = [(Source("endpoint", self.endpoints[i]), silent) for i, silent in back_e]
+        back += [(Source("src", src), silent) for src, silent in back_s]
+        return Change(tuple(stale), tuple(back), health_was, self.health, full)
+
+    def _health(self) -> Health:
+        if len(self._stale_endpoints) == len(self.endpoints):
+            return BLIND
+        return DEGRADED if self._stale_endpoints or self._stale_srcs else OK
+
+    def status(self, now_ns: int) -> dict[str, Any]:
+        """The keys liveness adds to ``status``; ``stale`` is as of the last :meth:`check`.
+
+        Silences are in ms, rounded to 0.1 ms; an endpoint never heard from has ``None``.
+        """
+        return {
+            "health": self.health,
+            "stale_endpoints": [self.endpoints[i] for i in sorted(self._stale_endpoints)],
+            "stale_srcs": sorted(self._stale_srcs),
+            "endpoint_silent_ms": {
+                ep: None if t is None else _ms(now_ns - t)
+                for ep, t in zip(self.endpoints, self._endpoint_ns, strict=True)
+            },
+            "src_silent_ms": {src: _ms(now_ns - t) for src, t in self._src_ns.items()},
+            "srcs_untracked": self.srcs_untracked,
+        }
+
+
+def _update(
+    last_heard: Iterable[tuple[K, int]], stale: dict[K, int], now_ns: int, stale_after_ns: int
+) -> tuple[list[tuple[K, int]], list[tuple[K, int]]]:
+    """Move keys in and out of ``stale`` (key -> last heard before it went stale).
+
+    Returns the keys that went stale with their last-heard time, and the keys heard
+    again with the silence they ended.
+    """
+    went: list[tuple[K, int]] = []
+    back: list[tuple[K, int]] = []
+    for key, last in last_heard:
+        silent = now_ns - last > stale_after_ns
+        if silent and key not in stale:
+            stale[key] = last
+            went.append((key, last))
+        elif not silent and key in stale:
+            back.append((key, last - stale.pop(key)))
+    return went, back
+
+
+def _ms(ns: int) -> float:
+    return round(ns / 1e6, 1)
+
+
+def summary(status: dict[str, Any]) -> str:
+    """``health ok``, or ``health degraded (stale: src 'radar', ...)``: the summary's head.
+
+    At most :data:`SUMMARY_NAMES` stale sources are named, so that the line stays short
+    enough for ``systemctl status``; ``status`` lists them all.
+    """
+    stale = [str(Source("endpoint", ep)) for ep in status["stale_endpoints"]]
+    stale += [str(Source("src", src)) for src in status["stale_srcs"]]
+    if not stale:
+        return f"health {status['health']}"
+    named = ", ".join(stale[:SUMMARY_NAMES])
+    more = f" and {len(stale) - SUMMARY_NAMES} more" if len(stale) > SUMMARY_NAMES else ""
+    return f"health {status['health']} (stale: {named}{more})"

@@ -1,0 +1,66 @@
+"""Draining several frame sockets: every message once, each tagged with its socket, in turns."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+import zmq
+
+from robot_daemon.serve.receive import DRAIN_CHUNK, drain_each
+
+
+@pytest.fixture
+def pairs() -> Iterator[tuple[list[zmq.Socket[bytes]], list[zmq.Socket[bytes]]]]:
+    """Two inproc PAIR connections: (senders, receivers)."""
+    with zmq.Context() as ctx:
+        senders, receivers = [], []
+        for i in range(2):
+            rx = ctx.socket(zmq.PAIR)
+            rx.bind(f"inproc://drain-{i}")
+            tx = ctx.socket(zmq.PAIR)
+            tx.connect(f"inproc://drain-{i}")
+            senders.append(tx)
+            receivers.append(rx)
+        try:
+            yield senders, receivers
+        finally:
+            for sock in (*senders, *receivers):
+                sock.close(linger=0)
+
+
+def _wait_queued(sock: zmq.Socket[bytes]) -> None:
+    assert sock.poll(1000), "nothing arrived"
+
+
+def test_each_message_once_with_its_socket_and_a_flood_does_not_go_first(
+    pairs: tuple[list[zmq.Socket[bytes]], list[zmq.Socket[bytes]]],
+) -> None:
+    senders, receivers = pairs
+    for n in range(100):  # socket 0 floods
+        senders[0].send_multipart([b"frame", str(n).encode()])
+    for n in range(3):
+        senders[1].send_multipart([b"frame", str(n).encode()])
+    for rx in receivers:
+        _wait_queued(rx)
+    got: list[tuple[int, bytes]] = []
+    drain_each(receivers, None, lambda i, parts: got.append((i, parts[1])))
+    assert [m for i, m in got if i == 0] == [str(n).encode() for n in range(100)]
+    assert [m for i, m in got if i == 1] == [b"0", b"1", b"2"]
+    # Socket 1's messages come in the first round, not after socket 0's hundred.
+    assert [i for i, _ in got[: DRAIN_CHUNK + 3]] == [0] * DRAIN_CHUNK + [1] * 3
+
+
+def test_a_deadline_stops_the_drain_after_a_chunk(
+    pairs: tuple[list[zmq.Socket[bytes]], list[zmq.Socket[bytes]]],
+) -> None:
+    senders, receivers = pairs
+    for n in range(3 * DRAIN_CHUNK):
+        senders[0].send(str(n).encode())
+    _wait_queued(receivers[0])
+    got: list[int] = []
+    drain_each(receivers, time.monotonic_ns(), lambda i, parts: got.append(i))
+    assert got == [0] * DRAIN_CHUNK  # the rest waits for the next drain
+    drain_each(receivers, None, lambda i, parts: got.append(i))
+    assert len(got) == 3 * DRAIN_CHUNK
