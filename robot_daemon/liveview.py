@@ -103,7 +103,7 @@ def health(status: Mapping[str, Any] | None, *, color: bool = False) -> str:
     if status is None or "health" not in status:
         return ""
     state = str(status["health"])
-    stale = status.get("stale") or []
+    stale = [*(status.get("stale_endpoints") or []), *(status.get("stale_srcs") or [])]
     text = f"health {state}" + (f" (stale: {', '.join(map(str, stale))})" if stale else "")
     if not color or state == "ok":
         return text

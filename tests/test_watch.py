@@ -30,7 +30,7 @@ def _fed(watch: Watch) -> Watch:
     watch.on_message([wire.TOPIC_STATUS, wire.encode_status({
         "model_version": "m1", "uptime_s": 12.0, "frames_dropped": 0,
         "frames_rejected": {"wrong_d": 2}, "frames_lost": 1, "latency_ms_p50": 9.5,
-        "latency_ms_p99": 19.0, "health": "degraded", "stale": ["tcp://127.0.0.1:5556"],
+        "latency_ms_p99": 19.0, "health": "degraded", "stale_endpoints": ["tcp://127.0.0.1:5556"],
         "labels_received": 5, "labels_accepted": 4, "labels_rejected": {"outlier": 1},
         "checkpoints_saved": 2})])
     watch.on_message([wire.TOPIC_PRED, b"\xc1"])  # garbage is counted, not fatal
@@ -100,6 +100,7 @@ def test_watch_a_real_daemon_from_the_command_line(workdir: Path) -> None:
         last = out.strip().splitlines()[-1]
         assert "answered 100" in last, out
         assert "dropped 0 rejected 0 lost 0" in last, out
+        assert "health " in last, out  # the daemon's liveness, as status reports it
         frames.close(linger=0)
         labels.close(linger=0)
     finally:

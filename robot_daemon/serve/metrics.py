@@ -162,8 +162,10 @@ def _gauges(status: Mapping[str, Any]) -> Iterator[Metric]:
             health.add_metric([state], 1.0 if status["health"] == state else 0.0)
         yield health
         stale = GaugeMetricFamily(f"{_PREFIX}_sources_stale",
-                                  "Sensor sources silent for longer than stale_after_ms")
-        stale.add_metric([], len(status.get("stale") or []))
+                                  "Sensor sources silent for longer than stale_after_ms",
+                                  labels=["kind"])
+        stale.add_metric(["endpoint"], len(status.get("stale_endpoints") or []))
+        stale.add_metric(["src"], len(status.get("stale_srcs") or []))
         yield stale
 
 

@@ -277,7 +277,8 @@ def test_render_bars_mark_the_threshold_and_fit_any_width() -> None:
 
 def test_render_never_breaks_a_word_at_80_columns() -> None:
     status = {**(_VIEW.status or {}), "health": "degraded",
-              "stale": ["tcp://127.0.0.1:5556", "lidar-front", "radar-left"]}
+              "stale_endpoints": ["tcp://127.0.0.1:5556"],
+              "stale_srcs": ["lidar-front", "radar-left"]}
     view = _view(status=status, total=123_456_789, sent=123_456_000)
 
     def words(lines: list[str]) -> set[str]:

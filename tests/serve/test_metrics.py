@@ -19,7 +19,7 @@ STATUS: dict[str, Any] = {
     "reloads": 1, "reload_failures": 2,
     "tick_ms_edges": [0.5, 1, 5], "tick_ms_counts": [500, 80, 19, 1], "tick_ms_sum": 250.0,
     "latency_ms_edges": [10, 20], "latency_ms_counts": [40, 55, 5], "latency_ms_sum": 1500.0,
-    "health": "degraded", "stale": ["tcp://127.0.0.1:5556"],
+    "health": "degraded", "stale_endpoints": ["tcp://127.0.0.1:5556"],
     "reconnects": {"tcp://127.0.0.1:5556": {"protocol_error": 2}},
     "labels_received": 30, "labels_accepted": 28, "labels_rejected": {"outlier": 2},
     "checkpoints_saved": 4,
@@ -55,7 +55,7 @@ def test_a_scrape_reports_the_newest_status_with_prometheus_names() -> None:
     assert m["robot_daemon_latency_seconds_count"][()] == 100
     assert m["robot_daemon_health"] == {(("state", "ok"),): 0, (("state", "degraded"),): 1,
                                         (("state", "blind"),): 0}
-    assert m["robot_daemon_sources_stale"][()] == 1
+    assert m["robot_daemon_sources_stale"] == {(("kind", "endpoint"),): 1, (("kind", "src"),): 0}
     assert m["robot_daemon_model_info"] == {(("version", "default-0b5b"),): 1}
     assert m["robot_daemon_reconnects_total"][
         (("endpoint", "tcp://127.0.0.1:5556"), ("reason", "protocol_error"))] == 2
