@@ -12,7 +12,7 @@ language, further words are attributes.
 * ``console``: shell commands the test cannot run (root, systemd, a live peer, minutes
   of work), or a transcript: ``$ command`` lines, each followed by its output.
   ``console run``: a transcript the test runs, requiring exactly the output shown.
-* ``text``, ``toml``, ``json``, ``ini``: not run. ``toml`` blocks are daemon settings
+* ``text``, ``toml``, ``json``, ``ini``, ``yaml``: not run. ``toml`` blocks are daemon settings
   files: each must load with :func:`robot_daemon.serve.config.load`.
 
 Indented (unfenced) blocks are treated as ``console``. Every ``robot-daemon`` command of
@@ -58,7 +58,7 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "mode
 CHECKOUT_LINKS = ("deploy", "models", "scripts")
 BLOCK_TIMEOUT_S = 60
 
-LANGUAGES = {"sh", "console", "python", "text", "toml", "json", "ini"}
+LANGUAGES = {"sh", "console", "python", "text", "toml", "json", "ini", "yaml"}
 ATTRIBUTES = {"python": {"notest"}, "console": {"run"}}
 COMMANDS = {"sh", "console", ""}  # blocks whose commands are parsed; "" is an indented one
 _FENCE = re.compile(r"^(`{3,}|~{3,})\s*(.*)$")

@@ -43,6 +43,9 @@ def _add_run(sub: Subparsers) -> None:
     p.add_argument("--stale-after-ms", type=positive_float, metavar="N",
                    help="a frames endpoint or src silent this long is stale; status "
                    "health turns degraded or blind (default 200)")
+    p.add_argument("--metrics", metavar="[ADDRESS:]PORT",
+                   help="serve Prometheus metrics here (a bare port: loopback only; needs"
+                   " the metrics extra)")
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     _add_online_flags(p)
     p.set_defaults(handler=_run_daemon)
@@ -82,7 +85,7 @@ def _run_daemon(args: argparse.Namespace) -> int:
         "model": args.model, "frames": args.frames, "labels": args.labels,
         "pred": args.pred, "interval_ms": args.interval_ms, "max_batch": args.max_batch,
         "status_interval_s": args.status_interval, "stale_after_ms": args.stale_after_ms,
-        "log_level": args.log_level,
+        "log_level": args.log_level, "metrics": args.metrics,
         "online": args.online, "online_batch": args.online_batch, "online_lr": args.online_lr,
         "checkpoint_dir": args.checkpoint_dir,
         "checkpoint_every_steps": args.checkpoint_every_steps,

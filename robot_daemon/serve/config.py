@@ -78,7 +78,9 @@ class DaemonConfig:
     stale_after_ms : a frames endpoint or ``src`` silent this long is stale
         (:mod:`robot_daemon.serve.liveness`); checked at each tick.
     rcvhwm : the SUB socket's receive high-water mark, in messages.
-    allow_remote_bind : permit ``pred`` to bind a non-loopback address.
+    metrics : ``PORT`` or ``ADDRESS:PORT`` of a Prometheus endpoint
+        (:mod:`robot_daemon.serve.metrics`); none: off. A bare port is loopback.
+    allow_remote_bind : permit ``pred`` and ``metrics`` to bind a non-loopback address.
     log_level : ``DEBUG``, ``INFO``, ``WARNING`` or ``ERROR``.
     """
 
@@ -101,6 +103,7 @@ class DaemonConfig:
     status_interval_s: float = 1.0
     stale_after_ms: float = DEFAULT_STALE_AFTER_MS
     rcvhwm: int = DEFAULT_RCVHWM
+    metrics: str | None = None
     allow_remote_bind: bool = False
     log_level: str = "INFO"
 
@@ -144,6 +147,7 @@ _TOML_TYPES: Final[Mapping[str, tuple[type, ...]]] = {
     "status_interval_s": (int, float),
     "stale_after_ms": (int, float),
     "rcvhwm": (int,),
+    "metrics": (str, int),
     "allow_remote_bind": (bool,),
     "log_level": (str,),
 }
@@ -200,7 +204,11 @@ def read_toml(path: Path) -> dict[str, Any]:
                 f"config file {path}: {key} must be {wanted}, got {type(value).__name__}"
                 f" {value!r}"
             )
-        values[key] = [value] if key == "frames" and isinstance(value, str) else value
+        if key == "frames" and isinstance(value, str):
+            value = [value]
+        elif key == "metrics":
+            value = str(value)  # a bare port may be written as a TOML integer
+        values[key] = value
     for key in _PATHS:
         if key in values:
             values[key] = path.parent / values[key]
@@ -225,6 +233,13 @@ def validate(config: DaemonConfig) -> None:
             f"pred {config.pred!r} would publish on the network; bind a loopback address "
             "(tcp://127.0.0.1:PORT) or ipc://, or set allow_remote_bind = true"
         )
+    if config.metrics is not None:
+        host, _ = metrics_address(config.metrics)
+        if not config.allow_remote_bind and not ipaddress.ip_address(host).is_loopback:
+            raise ConfigError(
+                f"metrics {config.metrics!r} would serve on the network; give a port alone"
+                " (loopback) or set allow_remote_bind = true"
+            )
     _validate_online(config)
     _check_number("interval_ms", config.interval_ms, 1.0, 60_000.0)
     _check_number("status_interval_s", config.status_interval_s, 0.01, 3600.0)
@@ -293,6 +308,27 @@ def is_local_endpoint(endpoint: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False  # '*', an interface name or a host name: not provably loopback
+
+
+def metrics_address(text: str) -> tuple[str, int]:
+    """``"9108"`` -> ``("127.0.0.1", 9108)``; ``"0.0.0.0:9108"``, ``"[::1]:9108"`` as given.
+
+    Raises:
+        ConfigError: not a port, or not an IP address and port.
+    """
+    host, sep, port_text = str(text).rpartition(":")
+    host = host.strip("[]") if sep else "127.0.0.1"
+    try:
+        port = int(port_text)
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ConfigError(
+            f"metrics address {text!r}: give PORT (loopback) or ADDRESS:PORT with an IP"
+            " address, e.g. 9108 or 0.0.0.0:9108"
+        ) from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"metrics address {text!r}: port must be 0-65535")
+    return host, port
 
 
 def _check_number(name: str, value: object, low: float, high: float) -> None:

@@ -71,7 +71,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import zmq
@@ -91,6 +91,9 @@ from robot_daemon.serve.stats import (
     SeqTracker,
     Window,
 )
+
+if TYPE_CHECKING:  # prometheus-client is optional: imported only for --metrics
+    from robot_daemon.serve.metrics import MetricsServer
 
 log = logging.getLogger("robot_daemon")
 
@@ -114,6 +117,9 @@ SNDHWM: Final = 10_000
 WINDOW: Final = 65_536
 #: Bucket edges, in ms, of the status's tick processing histogram (``tick_ms_counts``).
 TICK_MS_EDGES: Final = (0.1, 0.2, 0.3, 0.5, 0.7, 1, 1.5, 2, 3, 5, 7, 10, 15, 20, 30, 50, 100)
+#: Bucket edges, in ms, of the frame-to-pred latency histogram (``latency_ms_counts``): a
+#: frame waits up to one 20 ms tick, so the buckets are finest there.
+LATENCY_MS_EDGES: Final = (1, 2, 5, 10, 15, 20, 25, 30, 40, 50, 75, 100, 250, 500, 1000)
 #: After a drain the frames socket rests for interval / DRAIN_GAP (2.5 ms at 20 ms ticks).
 DRAIN_GAP: Final = 8
 #: The rest never runs into the last interval / TICK_LEAD before a tick (1 ms at 20 ms
@@ -186,8 +192,9 @@ class Windows:
     latency_ns: Window = field(default_factory=lambda: Window(WINDOW))
     tick_ns: Window = field(default_factory=lambda: Window(WINDOW))
     wake_late_ns: Window = field(default_factory=lambda: Window(WINDOW))
-    #: Tick processing in ms since the start: not cleared with the period.
+    #: Tick processing and frame-to-pred latency in ms since the start: never cleared.
     tick_ms: Histogram = field(default_factory=lambda: Histogram(TICK_MS_EDGES))
+    latency_ms: Histogram = field(default_factory=lambda: Histogram(LATENCY_MS_EDGES))
 
     def clear(self) -> None:
         for window in (self.batch, self.latency_ns, self.tick_ns, self.wake_late_ns):
@@ -250,6 +257,7 @@ class Daemon:
     def __init__(self, config: DaemonConfig, notifier: Notifier | None = None) -> None:
         self.config = config
         self.notifier = notifier if notifier is not None else Notifier({})
+        self.metrics: MetricsServer | None = None
         self.served = load_model(config.model)
         self.online: OnlineSession | None = None
         if config.online:
@@ -290,6 +298,10 @@ class Daemon:
             pub = stack.enter_context(ctx.socket(zmq.PUB))
             sigs = stack.enter_context(_signals())
             self._open(subs, pub)
+            if cfg.metrics is not None:
+                self.metrics = stack.enter_context(_metrics_server(cfg.metrics))
+                log.info("Prometheus metrics on http://%s:%d/metrics", self.metrics.host,
+                         self.metrics.port)
             poller = zmq.Poller()
             for sub in subs:
                 poller.register(sub, zmq.POLLIN)
@@ -520,7 +532,9 @@ class Daemon:
         self.windows.tick_ns.add(done - start_ns)
         self.windows.tick_ms.add((done - start_ns) / 1e6)
         self.windows.batch.add(len(batch))
-        self.windows.latency_ns.extend(np.subtract(done, batch.arrival_ns, dtype=np.float64))
+        latency_ns = np.subtract(done, batch.arrival_ns, dtype=np.float64)
+        self.windows.latency_ns.extend(latency_ns)
+        self.windows.latency_ms.add_many(latency_ns * 1e-6)
 
     def _serve(
         self, pub: zmq.Socket[bytes], tick: int, wall: float, batch: Batch
@@ -610,6 +624,10 @@ class Daemon:
             "tick_ms_max": w.tick_ns.max() * ms,
             "tick_ms_edges": list(TICK_MS_EDGES),
             "tick_ms_counts": list(w.tick_ms.counts),
+            "tick_ms_sum": w.tick_ms.sum,
+            "latency_ms_edges": list(LATENCY_MS_EDGES),
+            "latency_ms_counts": list(w.latency_ms.counts),
+            "latency_ms_sum": w.latency_ms.sum,
             "wake_late_ms_p50": w.wake_late_ns.percentile(50) * ms,
             "wake_late_ms_p99": w.wake_late_ns.percentile(99) * ms,
             "wake_late_ms_max": w.wake_late_ns.max() * ms,
@@ -626,6 +644,8 @@ class Daemon:
         status = self.status()
         self.windows.clear()
         pub.send_multipart([wire.TOPIC_STATUS, wire.encode_status(status)])
+        if self.metrics is not None:
+            self.metrics.update(status)
         line = summary(status)
         log.info("%s", line)
         self.notifier.status(line)
@@ -646,6 +666,13 @@ def summary(status: dict[str, Any]) -> str:
         f" latency p50 {status['latency_ms_p50']:.1f} p99 {status['latency_ms_p99']:.1f} ms;"
         f" model {status['model_version']}"
     )
+
+
+def _metrics_server(address: str) -> MetricsServer:
+    """The Prometheus endpoint; its module (and prometheus-client) only when asked for."""
+    from robot_daemon.serve.metrics import MetricsServer
+
+    return MetricsServer(address)
 
 
 def run(config: DaemonConfig, notifier: Notifier | None = None) -> int:

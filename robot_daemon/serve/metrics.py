@@ -15,11 +15,11 @@ extra: nothing imports this module unless ``--metrics`` is given.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final
 
 from robot_daemon.errors import ConfigError
+from robot_daemon.serve.config import metrics_address
 
 INSTALL_HINT: Final = (
     "--metrics needs the prometheus-client package: pip install 'robot-daemon[metrics]'"
@@ -38,27 +38,6 @@ try:
     from prometheus_client.registry import Collector
 except ModuleNotFoundError as exc:  # pragma: no cover - exercised in a subprocess test
     raise ConfigError(INSTALL_HINT) from exc
-
-
-def parse_address(text: str) -> tuple[str, int]:
-    """``"9108"`` -> ``("127.0.0.1", 9108)``; ``"0.0.0.0:9108"``, ``"[::1]:9108"`` as given.
-
-    Raises:
-        ConfigError: not a port, or not an IP address and port.
-    """
-    host, sep, port_text = text.rpartition(":")
-    host = host.strip("[]") if sep else "127.0.0.1"
-    try:
-        port = int(port_text)
-        ipaddress.ip_address(host)
-    except ValueError:
-        raise ConfigError(
-            f"metrics address {text!r}: give PORT (loopback) or ADDRESS:PORT with an IP"
-            " address, e.g. 9108 or 0.0.0.0:9108"
-        ) from None
-    if not 0 <= port <= 65535:
-        raise ConfigError(f"metrics address {text!r}: port must be 0-65535")
-    return host, port
 
 
 class StatusCollector(Collector):
@@ -194,7 +173,7 @@ class MetricsServer:
     :meth:`close` (a context manager)."""
 
     def __init__(self, address: str) -> None:
-        self.host, self.port = parse_address(address)
+        self.host, self.port = metrics_address(address)
         self.collector = StatusCollector()
         self._registry = CollectorRegistry(auto_describe=False)
         self._registry.register(self.collector)

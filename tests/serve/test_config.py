@@ -174,3 +174,15 @@ def test_curve_settings_go_together() -> None:
 def test_online_numbers_out_of_range_are_refused(key: str, value: object) -> None:
     with pytest.raises(ConfigError, match=key):
         config.load(overrides={key: value})
+
+
+def test_metrics_on_the_network_needs_allow_remote_bind() -> None:
+    from robot_daemon.serve import config
+
+    assert config.load(None, {"metrics": "9108"}).metrics == "9108"
+    with pytest.raises(ConfigError, match="would serve on the network"):
+        config.load(None, {"metrics": "0.0.0.0:9108"})
+    loaded = config.load(None, {"metrics": "0.0.0.0:9108", "allow_remote_bind": True})
+    assert loaded.metrics == "0.0.0.0:9108"
+    with pytest.raises(ConfigError, match="metrics address"):
+        config.load(None, {"metrics": "robot:9108"})

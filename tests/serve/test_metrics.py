@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
+import time
 import urllib.request
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+import zmq
 from prometheus_client.parser import text_string_to_metric_families
 
+from robot_daemon import wire
 from robot_daemon.errors import ConfigError
-from robot_daemon.serve.metrics import MetricsServer, parse_address
+from robot_daemon.serve.config import metrics_address
+from robot_daemon.serve.metrics import MetricsServer
 
 STATUS: dict[str, Any] = {
     "model_version": "default-0b5b", "uptime_s": 12.5,
@@ -27,13 +36,7 @@ STATUS: dict[str, Any] = {
 
 
 def _scrape(server: MetricsServer) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=5) as r:
-        text = r.read().decode()
-    samples: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            samples.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
-    return samples
+    return _scrape_port(server.port)
 
 
 def test_a_scrape_reports_the_newest_status_with_prometheus_names() -> None:
@@ -68,15 +71,75 @@ def test_a_scrape_reports_the_newest_status_with_prometheus_names() -> None:
     ("[::1]:9108", ("::1", 9108)),
 ])
 def test_metrics_addresses(text: str, expected: tuple[str, int]) -> None:
-    assert parse_address(text) == expected
+    assert metrics_address(text) == expected
 
 
 @pytest.mark.parametrize("text", ["robot:9108", "9108x", "127.0.0.1:70000", ""])
 def test_bad_metrics_addresses_are_refused(text: str) -> None:
     with pytest.raises(ConfigError, match="metrics address"):
-        parse_address(text)
+        metrics_address(text)
 
 
 def test_a_port_in_use_is_a_clear_error() -> None:
     with MetricsServer("127.0.0.1:0") as first, pytest.raises(ConfigError, match="cannot serve"):
         MetricsServer(f"127.0.0.1:{first.port}").start()
+
+
+def test_scrape_a_real_daemon_while_frames_flow(workdir: Path) -> None:
+    frames_ep, pred_ep = f"ipc://{workdir}/frames", f"ipc://{workdir}/pred"
+    log = workdir / "daemon.log"
+    root = Path(__file__).resolve().parents[2]
+    with log.open("wb") as err:
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "robot_daemon", "run", "--model",
+             str(root / "models" / "default.npz"), "--frames", frames_ep, "--pred", pred_ep,
+             "--status-interval", "0.2", "--metrics", "0"],
+            stderr=err, cwd=root)
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.PUB)
+    try:
+        pub.bind(frames_ep)
+        port = _logged_port(log)
+        time.sleep(0.5)  # the daemon's SUB has joined
+        x = np.zeros(16, np.float32)
+        for seq in range(200):
+            pub.send_multipart([wire.TOPIC_FRAME, wire.encode_frame(seq, seq * 0.02, x)])
+            time.sleep(0.002)
+        deadline = time.monotonic() + 10
+        while True:
+            m = _scrape_port(port)
+            accepted = m.get("robot_daemon_frames_total", {}).get(
+                (("reason", ""), ("result", "accepted")))
+            if accepted == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert accepted == 200
+        assert m["robot_daemon_latency_seconds_count"][()] == 200
+        assert m["robot_daemon_tick_seconds_count"][()] >= 1
+        assert sum(m["robot_daemon_health"].values()) == 1
+    finally:
+        pub.close(linger=0)
+        ctx.term()
+        daemon.terminate()
+        daemon.wait(timeout=10)
+
+
+def _logged_port(log: Path) -> int:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        found = re.search(r"Prometheus metrics on http://127\.0\.0\.1:(\d+)/metrics",
+                          log.read_text(errors="replace"))
+        if found:
+            return int(found.group(1))
+        time.sleep(0.05)
+    raise AssertionError(f"no metrics endpoint logged:\n{log.read_text(errors='replace')}")
+
+
+def _scrape_port(port: int) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    samples: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            samples.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
+    return samples
