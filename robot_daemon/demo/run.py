@@ -131,8 +131,14 @@ class _StopSignals:
             raise Interrupted(signum)
 
     @contextlib.contextmanager
-    def raising(self) -> Iterator[None]:
-        if self.signum is not None:
+    def raising(self, *, after_stop: bool = False) -> Iterator[None]:
+        """Turn stop signals into :class:`Interrupted` inside the block.
+
+        A stop requested before the block raises at once, unless ``after_stop``: work
+        that runs because of that stop (the timeline of an interrupted run) is cut short
+        only by another signal.
+        """
+        if self.signum is not None and not after_stop:
             raise Interrupted(self.signum)
         self._raising = True
         try:
@@ -152,7 +158,7 @@ def daemon_command(model: Path, endpoints: Endpoints) -> list[str]:
     return [
         sys.executable, "-m", "robot_daemon", "run", "--model", str(model),
         "--frames", endpoints.frames, "--pred", endpoints.pred, "--interval-ms", "20",
-        "--status-interval", "1", "--log-level", "WARNING",
+        "--status-interval", "1", "--log-level", "INFO",
     ]
 
 
@@ -308,19 +314,23 @@ def run(options: DemoOptions, out: TextIO | None = None) -> int:
             print(f"\ninterrupted ({exc}) before streaming", file=out, flush=True)
             return 128 + exc.signum
         stream = Stream(contents, served.model.c)
+        # A timeline left from an earlier run must not pass for this one's if this run
+        # cannot write its own (a crash, no matplotlib).
+        options.png_path.unlink(missing_ok=True)
         start = time.monotonic()
         _serve_and_play(options, served, stream, signals, out)
         elapsed = time.monotonic() - start
         for line in summary_lines(stream, served, elapsed, signals.signum):
             print(line, file=out)
-        if signals.signum is not None:
-            return 128 + signals.signum
+        stopped = signals.signum
         try:
-            with signals.raising():
-                print(timeline_or_hint(stream, served.model, options.png_path), file=out)
+            # Also after Ctrl-C: the timeline of what was streamed (a second one skips it).
+            with signals.raising(after_stop=True):
+                print(timeline_or_hint(stream, served.model, options.png_path,
+                                       stopped=stopped is not None), file=out)
         except Interrupted as exc:
-            return 128 + exc.signum
-    return 0
+            return 128 + (stopped or exc.signum)
+    return 0 if stopped is None else 128 + stopped
 
 
 def _load_model(path: Path) -> ServedModel:

@@ -96,8 +96,11 @@ def offline_check(stream: Stream, served: ServedModel, rows: npt.NDArray[np.intp
             f" stream {verdict} (max |difference| {diff:.1e})")
 
 
-def timeline_or_hint(stream: Stream, model: Model, path: Path) -> str:
-    """Write the timeline PNG and return its line of the report, or say how to get it."""
+def timeline_or_hint(stream: Stream, model: Model, path: Path, *, stopped: bool = False) -> str:
+    """Write the timeline PNG and return its line of the report, or say how to get it.
+
+    ``stopped``: the run was interrupted; the timeline shows what was streamed, and says so.
+    """
     try:
         import matplotlib  # noqa: F401  - the optional "plot" extra
     except ImportError:
@@ -111,7 +114,8 @@ def timeline_or_hint(stream: Stream, model: Model, path: Path) -> str:
     try:
         write_timeline(path, c.t - c.t[0], stream.P, c.Y, c.labelled, model.class_names,
                        model.thresholds, title=f"{c.path.name} through the daemon, model"
-                       f" {versions}")
+                       f" {versions}" + (" (stopped early: frames after the stop unanswered)"
+                                         if stopped else ""))
     except OSError as exc:
         raise RobotDaemonError(f"cannot write the timeline {path}: {exc.strerror}") from None
     return f"timeline: {path}"

@@ -112,28 +112,49 @@ def write_timeline(path: Path, t_s: npt.NDArray[np.float64], P: npt.NDArray[np.f
     Y : ndarray (n, c) uint8 labels; labelled : ndarray (n,) bool.
     thresholds : ndarray (c,) float64, drawn as dashed lines.
 
-    Needs matplotlib (the ``plot`` extra); the file is replaced atomically.
+    Each panel names its class with its F1 over the labelled, answered frames, and marks
+    the frames where the model missed the class (present, below the threshold) along the
+    bottom edge and its false alarms (absent, at or above it) along the top. Needs
+    matplotlib (the ``plot`` extra); the file is replaced atomically.
     """
     # The object API with an explicit Agg canvas: no pyplot, no global state, no display.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     c = P.shape[1]
-    fig = Figure(figsize=(11, 0.9 * c + 1.2), layout="constrained")
+    fig = Figure(figsize=(11, 0.95 * c + 1.4), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(c, 1, sharex=True, squeeze=False)[:, 0]
+    scored = labelled & ~np.isnan(P).any(axis=1)
     for j, ax in enumerate(axes):
         present = (Y[:, j] == 1) & labelled
+        detected = P[:, j] >= thresholds[j]  # NaN (unanswered): False
+        missed = scored & present & ~detected
+        false_alarm = scored & ~present & detected
         ax.fill_between(t_s, 0, 1, where=present, step="mid", color="tab:green", alpha=0.25,
                         linewidth=0, label="present (label)")
         ax.plot(t_s, P[:, j], color="tab:blue", linewidth=0.8, label="p (streamed)")
         ax.axhline(float(thresholds[j]), color="tab:red", linestyle="--",
                    linewidth=0.7, label="threshold")
-        ax.set_ylim(-0.05, 1.05)
+        ax.plot(t_s[missed], np.full(missed.sum(), -0.02), "|", color="tab:orange",
+                markersize=5, label="missed")
+        ax.plot(t_s[false_alarm], np.full(false_alarm.sum(), 1.02), "|", color="tab:red",
+                markersize=5, label="false alarm")
+        ax.set_ylim(-0.06, 1.06)
         ax.set_yticks([0, 1])
-        ax.set_ylabel(class_names[j], rotation=0, ha="right", va="center")
-    axes[0].legend(loc="lower left", bbox_to_anchor=(0, 1.02), ncols=3, fontsize="small",
+        f1 = _f1(present[scored], detected[scored])
+        ax.set_ylabel(f"{class_names[j]}\nF1 {f1}", rotation=0, ha="right", va="center",
+                      fontsize="small")
+    axes[0].legend(loc="lower left", bbox_to_anchor=(0, 1.02), ncols=5, fontsize="small",
                    frameon=False)
     axes[-1].set_xlabel("time since the first frame (s)")
+    fig.supylabel("probability of the class, per class", fontsize="small")
     fig.suptitle(title, x=0.99, ha="right")
     write_atomically(path, lambda f: fig.savefig(f, format="png", dpi=100))
+
+
+def _f1(truth: npt.NDArray[np.bool_], decided: npt.NDArray[np.bool_]) -> str:
+    """F1 as two decimals, or "-" where the class never occurs and is never claimed."""
+    tp = int((truth & decided).sum())
+    errors = int((truth ^ decided).sum())
+    return f"{2 * tp / (2 * tp + errors):.2f}" if tp + errors else "-"

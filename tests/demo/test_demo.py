@@ -111,6 +111,7 @@ def test_sigint_and_sigterm_mid_run_stop_everything_and_print_the_partial_summar
     try:
         for signum in (signal.SIGINT, signal.SIGTERM):
             (workdir / signum.name).mkdir()
+            (workdir / signum.name / "demo.png").write_bytes(b"an old run's timeline")
             procs[signum] = subprocess.Popen(
                 _command(workdir / signum.name, "--duration", "20", "--rate", "1"),
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=workdir)
@@ -121,6 +122,9 @@ def test_sigint_and_sigterm_mid_run_stop_everything_and_print_the_partial_summar
         for signum, proc in procs.items():
             rest, err = proc.communicate(timeout=30)
             _check_stopped(proc, signum, (printed[signum] + rest).decode(), err.decode())
+            # The timeline of what was streamed is written too (an old one would mislead).
+            png = workdir / signum.name / "demo.png"
+            assert png.read_bytes().startswith(b"\x89PNG"), (printed[signum] + rest).decode()
     finally:
         for proc in procs.values():
             if proc.poll() is None:
