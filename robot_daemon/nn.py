@@ -218,14 +218,30 @@ def log_loss(Y: npt.ArrayLike, Y_hat: Array) -> float:
     Y_hat : ndarray of shape (n, c), probabilities.
     Returns a Python float.
     """
+    nll = _nll(Y, Y_hat)
+    return float(-nll.sum(dtype=np.float64) / nll.shape[0])
+
+
+def log_loss_rows(Y: npt.ArrayLike, Y_hat: Array) -> npt.NDArray[np.float64]:
+    """Each example's negative log-likelihood, summed over classes: (n,) float64.
+
+    :func:`log_loss` is their mean (up to rounding: it sums all terms at once). A running
+    mean over examples that come and go (online learning's holdout) keeps these.
+    """
+    rows: npt.NDArray[np.float64] = -_nll(Y, Y_hat).sum(axis=1, dtype=np.float64)
+    return rows
+
+
+def _nll(Y: npt.ArrayLike, Y_hat: Array) -> Array:
+    """``Y log P + (1 - Y) log(1 - P)`` (n, c), with ``P`` clipped to ``[eps, 1 - eps]``."""
     P = np.asarray(Y_hat)
     Y = np.asarray(Y, dtype=P.dtype)
     _check_pair(Y, P)
     eps = _EPS[P.dtype]
     P = np.clip(P, eps, 1 - eps)
-    nll = Y * np.log(P)
+    nll: Array = Y * np.log(P)
     nll += (1 - Y) * np.log1p(-P)
-    return float(-nll.sum(dtype=np.float64) / P.shape[0])
+    return nll
 
 
 def get_grad_log_loss(Y: npt.ArrayLike, Y_hat: Array) -> Array:

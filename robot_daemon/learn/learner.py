@@ -22,6 +22,12 @@ whenever ``batch_size`` new frames are waiting. A step:
    never trained on; a step that makes the holdout loss clearly worse is undone
    (``holdout_worse``).
 
+The data path keeps work off the step: a labelled frame is normalised once, as it
+arrives, into preallocated arrays (the waiting batch, the replay ring, the holdout), so a
+step stacks nothing, loops over no rows and normalises nothing again. The holdout keeps
+each frame's loss under the current weights: before a step only frames that arrived
+since the last one are evaluated; after it, the whole holdout (the weights changed).
+
 Predictions stay consistent because the daemon is single-threaded: a step happens between
 two ticks, never during one, and ``version`` (carried by every ``pred`` message) counts
 the accepted steps. Every rejection and rollback is counted for ``status``.
@@ -101,21 +107,36 @@ class StepResult:
 
 
 class _Ring:
-    """The newest ``size`` labelled frames as arrays: X (size, d) float32, Y (size, c) uint8."""
+    """The newest ``size`` frames: X (size, d) and Y (size, c), both in ``dtype``.
 
-    def __init__(self, size: int, d: int, c: int) -> None:
-        self.X = np.empty((size, d), dtype=np.float32)
-        self.Y = np.empty((size, c), dtype=np.uint8)
+    Rows are overwritten oldest first; ``order()`` gives their positions oldest first.
+    """
+
+    def __init__(self, size: int, d: int, c: int, dtype: np.dtype[Any]) -> None:
+        self.X = np.empty((size, d), dtype=dtype)
+        self.Y = np.empty((size, c), dtype=dtype)
         self.count = 0  # frames ever added; the newest sit before count % size
 
     def __len__(self) -> int:
         return min(self.count, len(self.X))
 
-    def extend(self, X: npt.NDArray[np.float32], Y: npt.NDArray[np.uint8]) -> None:
-        for x, y in zip(X, Y, strict=True):
-            i = self.count % len(self.X)
-            self.X[i], self.Y[i] = x, y
-            self.count += 1
+    def extend(self, X: npt.NDArray[Any], Y: npt.NDArray[Any]) -> npt.NDArray[np.intp]:
+        """Append X (n, d) and Y (n, c), oldest first; returns the positions written."""
+        size = len(self.X)
+        skipped = max(0, len(X) - size)  # more rows than fit: only the newest stay
+        rows = (self.count + skipped + np.arange(len(X) - skipped)) % size
+        self.X[rows] = X[skipped:]
+        self.Y[rows] = Y[skipped:]
+        self.count += len(X)
+        return rows
+
+    def order(self) -> npt.NDArray[np.intp]:
+        """Positions of the frames held, oldest first: (len(self),)."""
+        n = len(self)
+        return (self.count - n + np.arange(n)) % len(self.X)
+
+    def clear(self) -> None:
+        self.count = 0
 
 
 class OnlineLearner:
@@ -132,10 +153,13 @@ class OnlineLearner:
         self.loss_average: float | None = None
         self.step_ns_average = 0.0
         self._rng = np.random.default_rng(self.config.seed)
-        self._staged: list[wire.Label] = []
-        self._ring = _Ring(self.config.buffer_max, model.d, model.c)
-        self._holdout = _Ring(max(1, self.config.holdout_size), model.d, model.c)
-        self._holdout_loss: float | None = None
+        dtype = model.mlp.dtype
+        d, c = model.d, model.c
+        self._staged = _Ring(self.config.batch_size, d, c, dtype)
+        self._ring = _Ring(self.config.buffer_max, d, c, dtype)
+        self._holdout = _Ring(max(1, self.config.holdout_size), d, c, dtype)
+        # Each holdout frame's loss under the current weights; NaN: not evaluated yet.
+        self._holdout_losses = np.full(len(self._holdout.X), np.nan)
 
     # ---- feeding -------------------------------------------------------------------------
 
@@ -146,14 +170,14 @@ class OnlineLearner:
         time to train) the oldest waiting frame is dropped, so memory stays bounded.
         """
         self.labels_in += 1
+        x, y = self._normalized(label.x[None], label.y[None])
         if self.config.holdout_size and self.labels_in % self.config.holdout_every == 0:
-            self._holdout.extend(label.x[None], label.y[None])
-            self._holdout_loss = None  # the holdout changed: measure it again
+            rows = self._holdout.extend(x, y)
+            self._holdout_losses[rows] = np.nan  # a new frame: evaluated before the next step
             return
         if len(self._staged) == self.config.batch_size:
-            self._staged.pop(0)
-            self.labels_not_trained += 1
-        self._staged.append(label)
+            self.labels_not_trained += 1  # the oldest waiting frame is overwritten
+        self._staged.extend(x, y)
 
     def ready(self) -> bool:
         """Whether ``batch_size`` new frames wait for a step."""
@@ -164,9 +188,9 @@ class OnlineLearner:
     def step(self) -> StepResult:
         """Screen the waiting batch and take one guarded step (call when ready())."""
         start = time.monotonic_ns()
-        batch, self._staged = self._staged, []
-        X_new = np.stack([lab.x for lab in batch])
-        Y_new = np.stack([lab.y for lab in batch])
+        order = self._staged.order()
+        X_new, Y_new = self._staged.X[order], self._staged.Y[order]
+        self._staged.clear()
         result = self._guarded_step(X_new, Y_new)
         result.duration_ns = time.monotonic_ns() - start
         # Running estimate of a step's cost: the daemon only starts one if it fits.
@@ -179,11 +203,11 @@ class OnlineLearner:
         return result
 
     def _guarded_step(
-        self, X_new: npt.NDArray[np.float32], Y_new: npt.NDArray[np.uint8]
+        self, X_new: npt.NDArray[np.floating], Y_new: npt.NDArray[np.floating]
     ) -> StepResult:
-        X_norm, _ = self._normalized(X_new, Y_new)
+        """X_new (batch, d) normalised readings, Y_new (batch, c) labels, model dtype."""
         # Compared as Python floats: NaN and inf fail, and no float32 cast can overflow.
-        if not float(np.abs(X_norm).max()) <= self.config.max_abs_z:
+        if not float(np.abs(X_new).max()) <= self.config.max_abs_z:
             return StepResult(False, "outlier", math.nan)
         loss = self._loss(X_new, Y_new)
         if not math.isfinite(loss):
@@ -196,7 +220,7 @@ class OnlineLearner:
         self.loss_average = loss if average is None else (1 - e) * average + e * loss
         self._ring.extend(X_new, Y_new)
         rows = self._rng.choice(len(self._ring), self.config.batch_size, replace=False)
-        X, Y = self._normalized(self._ring.X[rows], self._ring.Y[rows])
+        X, Y = self._ring.X[rows], self._ring.Y[rows]
         holdout_before = self._holdout_before()
         snapshot = self._snapshot()
         try:
@@ -209,11 +233,12 @@ class OnlineLearner:
             self._restore(snapshot)
             return StepResult(False, "rollback", loss)
         if holdout_before is not None:
-            after = self._holdout_loss_now()
+            losses = self._holdout_frame_losses(slice(0, len(self._holdout)))
+            after = float(losses.mean())
             if not after <= self.config.holdout_tolerance * holdout_before:
-                self._restore(snapshot)
+                self._restore(snapshot)  # the kept losses are right again
                 return StepResult(False, "holdout_worse", loss)
-            self._holdout_loss = after
+            self._holdout_losses[: len(losses)] = losses
         return StepResult(True, None, loss)
 
     # ---- helpers -------------------------------------------------------------------------
@@ -224,30 +249,46 @@ class OnlineLearner:
         """Normalised readings (n, d) and float labels (n, c), in the model's dtype."""
         with np.errstate(over="ignore", invalid="ignore"):
             # A reading of 3e38 passes the wire's finiteness check but overflows once
-            # normalised: keep the inf, the loss check rejects the batch.
+            # normalised: keep the inf, the guards reject the batch.
             X = self.model.normalize(X_raw)
         return X, Y.astype(self.model.mlp.dtype)
 
-    def _loss(self, X_raw: npt.NDArray[np.float32], Y: npt.NDArray[Any]) -> float:
-        X, Yf = self._normalized(X_raw, Y)
-        if not (np.isfinite(X).all() and np.isfinite(Yf).all()):
+    def _loss(self, X: npt.NDArray[np.floating], Y: npt.NDArray[np.floating]) -> float:
+        """Mean loss of normalised readings X (n, d) with labels Y (n, c); inf if unusable."""
+        if not (np.isfinite(X).all() and np.isfinite(Y).all()):
             return math.inf
         try:
             with np.errstate(over="raise", invalid="raise", divide="raise"):
-                return nn.log_loss(Yf, self.model.mlp.predict_proba(X))
+                return nn.log_loss(Y, self.model.mlp.predict_proba(X))
         except FloatingPointError:
             return math.inf
 
-    def _holdout_before(self) -> float | None:
-        if len(self._holdout) < max(1, self.config.holdout_size // 2):
-            return None  # too few frames yet for a judgement worth its noise
-        if self._holdout_loss is None:
-            self._holdout_loss = self._holdout_loss_now()
-        return self._holdout_loss
+    def _row_losses(self, X: npt.NDArray[np.floating],
+                    Y: npt.NDArray[np.floating]) -> npt.NDArray[np.float64]:
+        """Each frame's loss (n,), all inf when a reading is not finite or the pass fails."""
+        if not (np.isfinite(X).all() and np.isfinite(Y).all()):
+            return np.full(len(X), math.inf)
+        try:
+            with np.errstate(over="raise", invalid="raise", divide="raise"):
+                return nn.log_loss_rows(Y, self.model.mlp.predict_proba(X))
+        except FloatingPointError:
+            return np.full(len(X), math.inf)
 
-    def _holdout_loss_now(self) -> float:
+    def _holdout_before(self) -> float | None:
+        """The holdout's mean loss under the current weights; None while it is too small."""
         n = len(self._holdout)
-        return self._loss(self._holdout.X[:n], self._holdout.Y[:n])
+        if n < max(1, self.config.holdout_size // 2):
+            return None  # too few frames yet for a judgement worth its noise
+        kept = self._holdout_losses[:n]
+        fresh = np.flatnonzero(np.isnan(kept))  # frames that came since the last step
+        if len(fresh):
+            kept[fresh] = self._holdout_frame_losses(fresh)
+        return float(kept.mean())
+
+    def _holdout_frame_losses(
+        self, rows: npt.NDArray[np.intp] | slice
+    ) -> npt.NDArray[np.float64]:
+        return self._row_losses(self._holdout.X[rows], self._holdout.Y[rows])
 
     def _snapshot(self) -> list[npt.NDArray[np.floating]]:
         """Copies of every parameter (W1, b1, W2, b2, W3, b3), to undo a bad step."""
@@ -261,8 +302,11 @@ class OnlineLearner:
         self.model.mlp.clear_caches()  # a step that failed half-way left them behind
 
     def _weights_finite(self) -> bool:
-        return all(np.isfinite(lin.W).all() and np.isfinite(lin.b).all()
-                   for lin in self.model.mlp.linears)
+        # A sum is finite only if every term is (or the weights are near the float's
+        # range, which is a blow-up too): one pass, no boolean array per parameter.
+        with np.errstate(over="ignore", invalid="ignore"):  # inf + -inf: NaN, no warning
+            return all(math.isfinite(float(lin.W.sum())) and math.isfinite(float(lin.b.sum()))
+                       for lin in self.model.mlp.linears)
 
     def counters(self) -> dict[str, object]:
         """The learner's counters and gauges, for the daemon's ``status`` message."""

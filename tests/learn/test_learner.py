@@ -179,3 +179,36 @@ def test_online_learning_recovers_from_drifted_calibration() -> None:
     print("held-out macro-F1 every 3000 labels:", [round(f, 3) for f in curve])
     assert curve[-1] > curve[0] + 0.1
     assert max(curve[1:]) > curve[0]
+
+
+# Decisions of the learner before its data path was made lean (commit 0d1953a's learner,
+# which stacked labels per step, normalised twice and measured the whole holdout before
+# every step), on the stream below: "." accepted, J loss_jump, O outlier, H holdout_worse.
+RECORDED = {
+    0.1: "..........JJ......O.................",
+    3.0: "...JJJJJJJJJJHHHHHOHHHHHHHHHHHHHH.HH",
+}
+_CODES = {None: ".", "loss_jump": "J", "outlier": "O", "holdout_worse": "H",
+          "rollback": "R", "non_finite_loss": "N"}
+
+
+def _recorded_stream() -> list[wire.Label]:
+    """400 s of drifted sensors at 10 Hz, with a labeller gone wrong and a sensor fault."""
+    data = sim.simulate(400.0, 10.0, seed=77, calibration_drift=1.0)
+    labels = []
+    for i in range(len(data.t)):
+        x, y = data.X[i], data.Y[i]
+        if 1200 <= i < 1300:
+            y = 1 - y
+        if 2000 <= i < 2100 and i % 7 == 0:
+            x = x * np.float32(1e6)
+        labels.append(wire.Label(seq=i, t=float(data.t[i]), x=x, y=y))
+    return labels
+
+
+@pytest.mark.parametrize("lr", [0.1, 3.0])
+def test_a_recorded_stream_gets_the_decisions_it_always_got(lr: float) -> None:
+    learner = OnlineLearner(load(DEFAULT), OnlineConfig(lr=lr))
+    decided = "".join(_CODES[r] for r in _feed(learner, _recorded_stream()))
+    assert decided == RECORDED[lr]
+    assert learner.counters()["holdout_size"] == 200
