@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -331,15 +332,27 @@ def _payload_sensor_ns(channel: Channel, payload: bytes) -> int | None:
 def _check_mcap_file(path: Path) -> int:
     """Raise :class:`BagError` unless ``path`` is a readable file that starts like MCAP."""
     try:
-        with open(path, "rb") as f:
-            head = f.read(len(MCAP_MAGIC))
-            size = os.fstat(f.fileno()).st_size
+        # O_NONBLOCK: opening a FIFO would otherwise wait for a writer, forever.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         raise BagError(f"no such bag: {path}") from None
-    except IsADirectoryError:
-        raise BagError(f"{path} is a directory; give the path of an .mcap file") from None
     except OSError as exc:
         raise BagError(f"cannot read bag {path}: {exc.strerror}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise BagError(f"{path} is a directory; give the path of an .mcap file")
+        if not stat.S_ISREG(mode):
+            raise BagError(
+                f"{path} is not a regular file (a FIFO, socket or device); "
+                "give the path of an .mcap file"
+            )
+        head = os.read(fd, len(MCAP_MAGIC))
+        size = os.fstat(fd).st_size
+    except OSError as exc:
+        raise BagError(f"cannot read bag {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
     if size == 0:
         raise BagError(f"{path} is empty: no bag was written (was the recorder killed at start?)")
     if head != MCAP_MAGIC:

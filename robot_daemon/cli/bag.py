@@ -13,6 +13,7 @@ from robot_daemon.cli.args import (
     positive_int,
     stop_on_signals,
 )
+from robot_daemon.paths import check_output
 
 
 def add(sub: Subparsers) -> None:
@@ -37,7 +38,10 @@ def add(sub: Subparsers) -> None:
             "finishes the file (exit 0); a crash loses at most the last interval."
         ),
     )
-    rec.add_argument("out", metavar="OUT", help="bag to write (overwritten)")
+    rec.add_argument("out", metavar="OUT", help="bag to write (must not exist, see --overwrite)")
+    rec.add_argument(
+        "--overwrite", action="store_true", help="replace OUT if it exists (default: refuse)"
+    )
     rec.add_argument(
         "--connect",
         action="append",
@@ -114,7 +118,7 @@ def add(sub: Subparsers) -> None:
         "JSON schemas; payloads that do not decode are counted and left out.",
     )
     export.add_argument("bag_in", metavar="IN", help="bag to export")
-    export.add_argument("out", metavar="OUT", help="MCAP file to write (overwritten)")
+    export.add_argument("out", metavar="OUT", help="MCAP file to write (overwritten; not IN)")
     export.add_argument(
         "--json", action="store_true", required=True, help="JSON encoding (the only format)"
     )
@@ -124,6 +128,7 @@ def add(sub: Subparsers) -> None:
 def _run_bag_record(args: argparse.Namespace) -> int:
     from robot_daemon.bag import record as bagrecord
 
+    check_output(args.out, overwrite=args.overwrite, what="bag")
     where = ", ".join(args.connect)
     print(f"recording {where} to {args.out} (Ctrl-C to stop)", file=sys.stderr)
     with stop_on_signals() as stop:

@@ -9,6 +9,7 @@ from typing import Any
 
 from robot_daemon.cli.args import Subparsers, fraction, positive_float, positive_int
 from robot_daemon.errors import RobotDaemonError
+from robot_daemon.paths import check_input, check_output
 
 
 def add(sub: Subparsers) -> None:
@@ -47,6 +48,8 @@ def _add_train(sub: Subparsers) -> None:
 def _run_train(args: argparse.Namespace) -> int:
     from robot_daemon.offline import train
 
+    # Found out now, not after minutes of training: model files are renamed into place.
+    check_output(args.out, args.bags, atomic=True)
     data = train.read_labelled(args.bags)
     print(f"{data.n} labelled frames from {len(args.bags)} bag(s), d={data.X.shape[1]},"
           f" c={data.Y.shape[1]}; {data.rejected} rejected", flush=True)
@@ -91,6 +94,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     from robot_daemon import model
     from robot_daemon.offline import evaluate, train
 
+    check_input(args.model, "model file")
     loaded = model.load(args.model)
     data = train.read_labelled(args.bags)
     if data.X.shape[1] != loaded.d or data.Y.shape[1] != loaded.c:
@@ -143,6 +147,8 @@ def _run_replay(args: argparse.Namespace) -> int:
     from robot_daemon import model
     from robot_daemon.offline import replay
 
+    check_output(args.out, [args.model, args.bag], atomic=True)
+    check_input(args.model, "model file")
     stats = replay.replay(
         model.load(args.model), args.bag, args.out, model_name=Path(args.model).name,
         interval_ms=args.interval_ms, max_batch=args.max_batch,

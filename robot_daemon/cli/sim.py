@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from robot_daemon.cli.args import Subparsers, finite_float, positive_float
+from robot_daemon.paths import check_output
 
 
 def add(sub: Subparsers) -> None:
@@ -38,6 +39,7 @@ def add(sub: Subparsers) -> None:
 def _run_sim(args: argparse.Namespace) -> int:
     from robot_daemon import sim
 
+    check_output(args.out)
     data = sim.simulate(
         args.duration, args.rate, args.seed, calibration_drift=args.calibration_drift
     )

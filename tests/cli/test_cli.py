@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -87,6 +88,65 @@ def test_errors_are_one_line_and_exit_2(
 ) -> None:
     (tmp_path / "junk.npz").write_bytes(b"not a model")
     assert main(["replay", str(tmp_path / "junk.npz"), "x.mcap", "--out", "y.mcap"]) == 2
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert not out
     assert err.startswith("robot-daemon replay: error: model file")
     assert "Traceback" not in err
+
+
+@pytest.fixture
+def small_bag(tmp_path: Path) -> Path:
+    path = tmp_path / "run.mcap"
+    assert main(["sim", str(path), "--duration", "4", "--seed", "3"]) == 0
+    return path
+
+
+def _one_line_error(capsys: pytest.CaptureFixture[str], command: str, text: str) -> None:
+    out, err = capsys.readouterr()
+    assert not out
+    assert err.startswith(f"robot-daemon {command}: error:"), err
+    assert text in err
+    assert err.count("\n") == 1
+
+
+def test_commands_refuse_to_overwrite_their_input(
+    small_bag: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = small_bag.read_bytes()
+    link = tmp_path / "link.mcap"
+    link.symlink_to(small_bag)
+    model = str(Path(__file__).resolve().parents[2] / "models/default.npz")
+    for argv in (
+        ["train", str(small_bag), "--out", str(small_bag)],
+        ["train", str(small_bag), "--out", str(link)],
+        ["replay", model, str(small_bag), "--out", str(small_bag)],
+        ["replay", model, str(small_bag), "--out", str(link)],
+        ["bag", "export", str(small_bag), str(link), "--json"],
+    ):
+        capsys.readouterr()
+        assert main(argv) == 2, argv
+        _one_line_error(capsys, argv[0], "would destroy what is read")
+    assert small_bag.read_bytes() == before
+
+
+def test_train_checks_its_output_before_training(
+    small_bag: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for out, text in ((tmp_path, "is a directory"),
+                      (tmp_path / "missing" / "m.npz", "there is no directory")):
+        capsys.readouterr()
+        assert main(["train", str(small_bag), "--out", str(out), "--epochs", "1"]) == 2
+        _one_line_error(capsys, "train", text)  # and nothing on stdout: no epoch ran
+
+
+def test_model_inputs_that_would_hang_or_never_end_are_refused(
+    small_bag: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for model in (fifo, Path("/dev/zero")):
+        for argv in (["eval", str(model), str(small_bag)],
+                     ["replay", str(model), str(small_bag), "--out", str(tmp_path / "p.mcap")]):
+            capsys.readouterr()
+            assert main(argv) == 2
+            _one_line_error(capsys, argv[0], "is not a regular file")
