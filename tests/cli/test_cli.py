@@ -150,3 +150,18 @@ def test_model_inputs_that_would_hang_or_never_end_are_refused(
             capsys.readouterr()
             assert main(argv) == 2
             _one_line_error(capsys, argv[0], "is not a regular file")
+
+
+@pytest.mark.parametrize("argv", [["flops", "--n", "200"], ["sim", "s.mcap", "--duration", "1"]])
+def test_a_closed_pipe_is_a_quiet_exit_141(tmp_path: Path, argv: list[str]) -> None:
+    """``robot-daemon ... | head``: the reader has gone before the command writes."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "robot_daemon", *argv], stdout=write_end,
+            stderr=subprocess.PIPE, text=True, cwd=tmp_path, timeout=60, check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert (result.returncode, result.stderr) == (141, "")
