@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from robot_daemon.cli.args import Subparsers, positive_float
+from robot_daemon.cli.args import Subparsers, positive_float, seed
 
 
 def add(sub: Subparsers) -> None:
@@ -27,7 +27,7 @@ def add(sub: Subparsers) -> None:
                    help="playback speed: 2 = twice real time (default 1)")
     p.add_argument("--model", default="models/default.npz", metavar="PATH",
                    help="model file (default models/default.npz)")
-    p.add_argument("--seed", type=int, default=7, metavar="N",
+    p.add_argument("--seed", type=seed, default=7, metavar="N",
                    help="simulator seed (default 7; not with --bag)")
     p.add_argument("--png", metavar="PATH", help="timeline to write (default WORKDIR/demo.png)")
     p.add_argument("--workdir", default="demo-out", metavar="DIR",

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from robot_daemon.cli.args import Subparsers, fraction, positive_float, positive_int
+from robot_daemon.cli.args import Subparsers, fraction, positive_float, positive_int, seed
 from robot_daemon.errors import RobotDaemonError
 from robot_daemon.paths import check_input, check_output
 
@@ -37,7 +37,8 @@ def _add_train(sub: Subparsers) -> None:
     p.add_argument("--epochs", type=positive_int, default=10, help="passes (default 10)")
     p.add_argument("--batch-size", type=positive_int, default=100, help="default 100")
     p.add_argument("--lr", type=positive_float, default=0.1, help="learning rate (default 0.1)")
-    p.add_argument("--seed", type=int, default=0, help="initialisation and shuffling seed")
+    p.add_argument("--seed", type=seed, default=0,
+                   help="initialisation and shuffling seed, >= 0 (default 0)")
     p.add_argument("--val-fraction", type=fraction, default=0.2,
                    help="tail of each bag kept for validation (default 0.2)")
     p.add_argument("--shuffle", action="store_true", help="new example order every epoch")

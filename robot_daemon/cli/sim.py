@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from robot_daemon.cli.args import Subparsers, finite_float, positive_float
+from robot_daemon.cli.args import Subparsers, finite_float, positive_float, seed
 from robot_daemon.paths import check_output
 
 
@@ -25,7 +25,7 @@ def add(sub: Subparsers) -> None:
     p.add_argument(
         "--rate", type=positive_float, default=50.0, metavar="HZ", help="readings/s (default 50)"
     )
-    p.add_argument("--seed", type=int, default=0, metavar="N", help="random seed (default 0)")
+    p.add_argument("--seed", type=seed, default=0, metavar="N", help="random seed >= 0 (default 0)")
     p.add_argument(
         "--calibration-drift",
         type=finite_float,

@@ -165,3 +165,25 @@ def test_a_closed_pipe_is_a_quiet_exit_141(tmp_path: Path, argv: list[str]) -> N
     finally:
         os.close(write_end)
     assert (result.returncode, result.stderr) == (141, "")
+
+
+@pytest.mark.parametrize("argv", [
+    ["sim", "s.mcap", "--duration", "1", "--seed", "-1"],
+    ["train", "s.mcap", "--out", "m.npz", "--seed", "-1"],
+    ["demo", "--seed", "-1"],
+])
+def test_a_negative_seed_is_a_usage_error(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert "argument --seed: must be an integer >= 0, got -1" in capsys.readouterr().err
+
+
+def test_sim_refuses_a_run_too_long_to_hold(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["sim", str(tmp_path / "s.mcap"), "--duration", "1e12"]) == 2
+    _one_line_error(capsys, "sim", "a simulated bag holds at most 10,000,000")
+    assert not (tmp_path / "s.mcap").exists()
