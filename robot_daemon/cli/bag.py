@@ -87,6 +87,12 @@ def add(sub: Subparsers) -> None:
         metavar="S",
         help="skip the first S seconds of the bag",
     )
+    play.add_argument(
+        "--duration",
+        type=positive_float,
+        metavar="S",
+        help="play only S seconds of the bag (from --start-offset; default: to the end)",
+    )
     play.add_argument("--topics", nargs="+", metavar="TOPIC", help="topics (default: all)")
     play.add_argument(
         "--wait-subscribers",
@@ -151,14 +157,18 @@ def _run_bag_play(args: argparse.Namespace) -> int:
         rate=args.rate,
         loop=args.loop,
         start_offset_s=args.start_offset,
+        duration_s=args.duration,
         topics=args.topics,
         wait_subscribers=args.wait_subscribers,
         drain_s=args.drain,
     )
     waiting = f", waiting for {args.wait_subscribers} subscription(s)" * (args.wait_subscribers > 0)
-    print(f"playing {args.bag_in} on {args.bind}{waiting}", file=sys.stderr)
+
+    def ready() -> None:
+        print(f"playing {args.bag_in} on {args.bind}{waiting}", file=sys.stderr)
+
     with stop_on_signals() as stop:
-        summary = bagplay.play(args.bag_in, args.bind, options, stop=stop)
+        summary = bagplay.play(args.bag_in, args.bind, options, stop=stop, on_ready=ready)
     print(summary.describe())
     return 0
 

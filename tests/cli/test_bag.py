@@ -418,3 +418,39 @@ def test_bags_that_would_hang_or_never_end_are_refused(tmp_path: Path) -> None:
             BagReader(path)
     with pytest.raises(BagError, match="is a directory"):
         BagReader(tmp_path)
+
+
+def test_play_refuses_options_that_select_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source, empty = tmp_path / "a.mcap", tmp_path / "empty.mcap"
+    _source_bag(source)  # 1.22 s of frame, label, status
+    BagWriter(empty).close()
+    endpoint = f"ipc://{tmp_path}/p.ipc"
+    cases = {
+        ("--start-offset", "5"): "--start-offset 5 s is past the end of",
+        ("--topics", "frame", "pred"): "has no 'pred' messages (its topics: frame, label, status)",
+        ("--topics", "status", "--start-offset", "0.1"): "past the end",
+    }
+    for extra, message in cases.items():
+        assert main(["bag", "play", str(source), "--bind", endpoint, *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("robot-daemon bag: error:"), err
+        assert message in err
+        assert err.count("\n") == 1
+    assert main(["bag", "play", str(empty), "--bind", endpoint]) == 2
+    assert "holds no messages: nothing to play" in capsys.readouterr().err
+
+
+def test_play_duration_plays_the_first_seconds(tmp_path: Path) -> None:
+    source = tmp_path / "a.mcap"
+    messages = _source_bag(source)  # 20 ms apart from T0
+    endpoint = f"ipc://{tmp_path}/p.ipc"
+    options = PlayOptions(rate=0, duration_s=0.2, topics=["frame"], wait_subscribers=1,
+                          drain_s=0.2)
+    thread, result = _play_in_thread(source, endpoint, options)
+    expected = [m.payload for m in messages[:10] if m.topic == "frame"]
+    got, _ = _receive(endpoint, len(expected))
+    thread.join(TIMEOUT_S)
+    assert [p for _, p in got] == expected
+    assert result[0].counts == {"frame": len(expected)}
