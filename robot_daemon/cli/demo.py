@@ -21,8 +21,9 @@ def add(sub: Subparsers) -> None:
     )
     p.add_argument("--bag", metavar="PATH",
                    help="play this bag instead of the simulated one")
-    p.add_argument("--duration", type=positive_float, default=60.0, metavar="S",
-                   help="seconds of driving to simulate (default 60; not with --bag)")
+    p.add_argument("--duration", type=positive_float, metavar="S",
+                   help="seconds of driving to simulate (default 60); with --bag, the"
+                   " seconds of the bag to play (default: all)")
     p.add_argument("--rate", type=positive_float, default=1.0, metavar="R",
                    help="playback speed: 2 = twice real time (default 1)")
     p.add_argument("--model", default="models/default.npz", metavar="PATH",
