@@ -9,8 +9,9 @@ import sys
 from robot_daemon.cli.args import (
     Subparsers,
     non_negative_float,
-    positive_float,
+    non_negative_seconds,
     positive_int,
+    seconds,
     stop_on_signals,
 )
 from robot_daemon.paths import check_output
@@ -50,10 +51,10 @@ def add(sub: Subparsers) -> None:
         help="publisher endpoint, e.g. tcp://127.0.0.1:5556 (repeatable)",
     )
     rec.add_argument("--topics", nargs="+", metavar="TOPIC", help="topics (default: all)")
-    rec.add_argument("--duration", type=positive_float, metavar="S", help="stop after S seconds")
+    rec.add_argument("--duration", type=seconds, metavar="S", help="stop after S seconds")
     rec.add_argument(
         "--flush-interval",
-        type=positive_float,
+        type=seconds,
         default=0.25,
         metavar="S",
         help="write the chunk in progress every S seconds (default 0.25)",
@@ -82,14 +83,14 @@ def add(sub: Subparsers) -> None:
     play.add_argument("--loop", action="store_true", help="play again from the start, forever")
     play.add_argument(
         "--start-offset",
-        type=non_negative_float,
+        type=non_negative_seconds,
         default=0.0,
         metavar="S",
         help="skip the first S seconds of the bag",
     )
     play.add_argument(
         "--duration",
-        type=positive_float,
+        type=seconds,
         metavar="S",
         help="play only S seconds of the bag (from --start-offset; default: to the end)",
     )
@@ -104,7 +105,7 @@ def add(sub: Subparsers) -> None:
     )
     play.add_argument(
         "--drain",
-        type=non_negative_float,
+        type=non_negative_seconds,
         default=1.0,
         metavar="S",
         help="keep the socket open S seconds after the last message, so that "

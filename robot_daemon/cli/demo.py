@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from robot_daemon.cli.args import Subparsers, positive_float, seed
+from robot_daemon.cli.args import Subparsers, positive_float, seconds, seed
 
 
 def add(sub: Subparsers) -> None:
@@ -21,7 +21,7 @@ def add(sub: Subparsers) -> None:
     )
     p.add_argument("--bag", metavar="PATH",
                    help="play this bag instead of the simulated one")
-    p.add_argument("--duration", type=positive_float, metavar="S",
+    p.add_argument("--duration", type=seconds, metavar="S",
                    help="seconds of driving to simulate (default 60); with --bag, the"
                    " seconds of the bag to play (default: all)")
     p.add_argument("--rate", type=positive_float, default=1.0, metavar="R",

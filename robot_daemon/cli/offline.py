@@ -7,7 +7,14 @@ import json
 import sys
 from typing import Any
 
-from robot_daemon.cli.args import Subparsers, fraction, positive_float, positive_int, seed
+from robot_daemon.cli.args import (
+    Subparsers,
+    fraction,
+    milliseconds,
+    positive_float,
+    positive_int,
+    seed,
+)
 from robot_daemon.errors import RobotDaemonError
 from robot_daemon.paths import check_input, check_output
 
@@ -49,17 +56,18 @@ def _add_train(sub: Subparsers) -> None:
 def _run_train(args: argparse.Namespace) -> int:
     from robot_daemon.offline import train
 
+    config = train.TrainConfig(
+        h=args.h, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+        val_fraction=args.val_fraction, shuffle=args.shuffle, dtype=args.dtype,
+    )
     # Found out now, not after minutes of training: model files are renamed into place.
+    config.check()
     check_output(args.out, args.bags, atomic=True)
     data = train.read_labelled(args.bags)
     print(f"{data.n} labelled frames from {len(args.bags)} bag(s), d={data.X.shape[1]},"
           f" c={data.Y.shape[1]}; {data.rejected} rejected", flush=True)
     for warning in data.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    config = train.TrainConfig(
-        h=args.h, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-        val_fraction=args.val_fraction, shuffle=args.shuffle, dtype=args.dtype,
-    )
     model = train.train(data, config, lambda report: print(report.describe(), flush=True))
     model.save(args.out)
     validation = model.training["validation"]
@@ -135,7 +143,7 @@ def _add_replay(sub: Subparsers) -> None:
     p.add_argument("model", metavar="MODEL", help="model file (.npz)")
     p.add_argument("bag", metavar="BAG", help="MCAP bag with 'frame' messages")
     p.add_argument("--out", required=True, metavar="PRED_BAG", help="bag to write")
-    p.add_argument("--interval-ms", type=positive_float, default=20.0,
+    p.add_argument("--interval-ms", type=milliseconds, default=20.0,
                    help="tick interval (default 20 ms)")
     p.add_argument("--max-batch", type=positive_int, default=256,
                    help="frames answered per tick; older ones are dropped (default 256)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from robot_daemon.cli.args import Subparsers, finite_float, positive_float, seed
+from robot_daemon.cli.args import Subparsers, finite_float, positive_float, seconds, seed
 from robot_daemon.paths import check_output
 
 
@@ -20,7 +20,7 @@ def add(sub: Subparsers) -> None:
     )
     p.add_argument("out", metavar="OUT", help="bag file to write (.mcap)")
     p.add_argument(
-        "--duration", type=positive_float, required=True, metavar="S", help="seconds to simulate"
+        "--duration", type=seconds, required=True, metavar="S", help="seconds to simulate"
     )
     p.add_argument(
         "--rate", type=positive_float, default=50.0, metavar="HZ", help="readings/s (default 50)"

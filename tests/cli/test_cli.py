@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -187,3 +188,32 @@ def test_sim_refuses_a_run_too_long_to_hold(
     assert main(["sim", str(tmp_path / "s.mcap"), "--duration", "1e12"]) == 2
     _one_line_error(capsys, "sim", "a simulated bag holds at most 10,000,000")
     assert not (tmp_path / "s.mcap").exists()
+
+
+@pytest.mark.parametrize("argv", [
+    ["bag", "record", "r.mcap", "--connect", "ipc://x", "--duration", "1e300"],
+    ["bag", "record", "r.mcap", "--connect", "ipc://x", "--flush-interval", "1e300"],
+    ["bag", "play", "r.mcap", "--bind", "ipc://x", "--start-offset", "1e300"],
+    ["bag", "play", "r.mcap", "--bind", "ipc://x", "--duration", "1e300"],
+    ["bag", "play", "r.mcap", "--bind", "ipc://x", "--drain", "1e300"],
+    ["replay", "m.npz", "r.mcap", "--out", "p.mcap", "--interval-ms", "1e300"],
+    ["sim", "s.mcap", "--duration", "1e300"],
+    ["demo", "--duration", "1e300"],
+])
+def test_times_that_overflow_nanoseconds_are_usage_errors(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each ended in 'OverflowError: cannot convert float infinity to integer'."""
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert re.search(r"must be a number of (milli)?seconds >=? 0 and <= 1e\+(09|12)",
+                     capsys.readouterr().err)
+
+
+def test_train_refuses_a_network_too_big_before_reading_the_bags(
+    small_bag: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    assert main(["train", str(small_bag), "--out", str(tmp_path / "m.npz"), "--h", "100000"]) == 2
+    _one_line_error(capsys, "train", "needs about 224 GiB, over the 4 GiB allowed")
