@@ -115,9 +115,8 @@ def play(
     options = options if options is not None else PlayOptions()
     stop = stop if stop is not None else threading.Event()
     summary = PlaySummary(path=str(path))
-    with BagReader(path) as bag:
-        check_selection(bag.info(), options)
     with BagReader(path) as bag, zmq.Context() as ctx, ctx.socket(zmq.XPUB) as pub:
+        check_selection(bag.info(), options)
         _configure(pub, options)
         _bind(pub, bind)
         if on_ready is not None:

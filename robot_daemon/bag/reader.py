@@ -178,6 +178,7 @@ class BagReader:
         self.warning: str | None = None
         self._meta: BagMeta | None = None
         self._closed = False
+        self._logged: str | None = None  # the damage already logged: each scan finds it
         self.file_size = _check_mcap_file(self.path)
 
     def __enter__(self) -> Self:
@@ -304,7 +305,9 @@ class BagReader:
             f"bag {self.path} is damaged{where} ({why}): every complete message before the "
             "damage was read, nothing after it (a recorder killed mid-write leaves this)"
         )
-        log.warning("%s", self.warning)
+        if self.warning != self._logged:
+            self._logged = self.warning
+            log.warning("%s", self.warning)
 
 
 def _describe(exc: Exception) -> str:
