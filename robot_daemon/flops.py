@@ -14,9 +14,15 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from robot_daemon import nn
+from robot_daemon.errors import ConfigError
 
 #: The user's ``MLP.sgd`` makes this many passes over the data.
 USER_EPOCHS = 10
+#: What :func:`measure` may allocate, checked before it allocates anything.
+MAX_BYTES = 2 * 2**30
+#: Training FLOPs :func:`measure` may execute: a few minutes at the 50 GFLOP/s a laptop
+#: core reaches on these float32 matmuls.
+MAX_TRAINING_FLOPS = 10**13
 
 
 @dataclass(frozen=True)
@@ -138,6 +144,42 @@ class FlopReport:
         return "\n".join(lines)
 
 
+def footprint_bytes(n: int, d: int, h: int, c: int) -> int:
+    """Roughly the peak bytes :func:`measure` holds (an upper estimate, all float32).
+
+    The data (X, and Y as uint8), each weight with its gradient and one temporary of the
+    update (12 bytes) and the two (n, h) activations of inference on all n examples; the
+    activations of a training batch of 100 are small beside them.
+    """
+    weights = d * h + h * h + h * c
+    return 4 * n * d + n * c + 12 * weights + 8 * n * h + 4 * n * c
+
+
+def check_size(
+    n: int, d: int, h: int, c: int, *, input_grad: bool = True, recompute: bool = False
+) -> None:
+    """Refuse settings whose measurement would exhaust memory or run for hours.
+
+    Raises:
+        ConfigError: above :data:`MAX_BYTES` or :data:`MAX_TRAINING_FLOPS`; the message
+            gives the closed form's answer, which needs neither.
+    """
+    expected = closed_form(n, d, h, c, input_grad=input_grad, recompute=recompute)
+    answer = f"the closed form (docs/flops.md) answers without running: ratio {expected.ratio:.4f}"
+    need = footprint_bytes(n, d, h, c)
+    if need > MAX_BYTES:
+        raise ConfigError(
+            f"measuring n={n}, d={d}, h={h}, c={c} needs about {need / 2**30:.3g} GiB, over"
+            f" the {MAX_BYTES / 2**30:g} GiB this command allows: lower --n or --h; {answer}"
+        )
+    if expected.training_flops > MAX_TRAINING_FLOPS:
+        raise ConfigError(
+            f"measuring n={n}, d={d}, h={h}, c={c} runs {expected.training_flops:.3g} training"
+            f" FLOPs, over the {MAX_TRAINING_FLOPS:.0e} (minutes) this command allows: lower"
+            f" --n or --h; {answer}"
+        )
+
+
 def measure(
     n: int,
     d: int,
@@ -152,7 +194,11 @@ def measure(
 
     The counts do not depend on the data, only on the shapes, so random readings and
     labels are as good as real ones. Runs in float32 to halve the time it takes.
+
+    Raises:
+        ConfigError: the settings exceed what :func:`check_size` allows.
     """
+    check_size(n, d, h, c, input_grad=not skip_input_grad, recompute=recompute)
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((n, d), dtype=np.float32)
     Y = rng.integers(0, 2, size=(n, c), dtype=np.uint8)

@@ -27,6 +27,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from robot_daemon import wire
+from robot_daemon.errors import ConfigError
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +96,9 @@ _THERMAL_PIXEL_DEG: Final = 7.5  # 8x8 array over 60 x 45 deg: blurs small or fa
 _RADAR_FLOOR_DBSM: Final = -25.0  # RCS reported when there is no return
 _CRUISE_MPS: Final = 1.6
 _BURN_IN_S: Final = 30.0
+#: Readings one run may simulate: X alone is 64 bytes a reading and the simulator steps
+#: at roughly 15,000 readings/s, so this is about 640 MB and 10 minutes.
+MAX_READINGS: Final = 10_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -528,9 +532,18 @@ def simulate(
 
     Raises:
         ValueError: a non-positive duration or rate.
+        ConfigError: a negative seed, or more than :data:`MAX_READINGS` readings.
     """
-    if not (duration_s > 0 and rate_hz > 0 and math.isfinite(duration_s * rate_hz)):
+    if not (0 < duration_s < math.inf and 0 < rate_hz < math.inf):
         raise ValueError(f"duration_s and rate_hz must be positive, got {duration_s}, {rate_hz}")
+    if not duration_s * rate_hz <= MAX_READINGS:  # also catches an infinite product
+        raise ConfigError(
+            f"{duration_s:g} s at {rate_hz:g} Hz is {duration_s * rate_hz:.3g} readings;"
+            f" a simulated bag holds at most {MAX_READINGS:,} (about"
+            f" {MAX_READINGS / 50 / 3600:.0f} h at 50 Hz): shorten --duration or lower --rate"
+        )
+    if seed < 0:
+        raise ConfigError(f"seed must be an integer >= 0, got {seed}")
     if not math.isfinite(calibration_drift):
         raise ValueError(f"calibration_drift must be finite, got {calibration_drift}")
     n = max(1, round(duration_s * rate_hz))

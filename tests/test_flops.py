@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -71,3 +72,28 @@ def test_cli_rejects_non_positive_sizes(capsys: pytest.CaptureFixture[str]) -> N
         main(["flops", "--h", "0"])
     assert exc.value.code == 2
     assert "must be a positive integer" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("n", "h"), [(5_000, 128), (300, 512)])
+def test_the_footprint_estimate_bounds_what_measure_allocates(n: int, h: int) -> None:
+    tracemalloc.start()
+    try:
+        flops.measure(n, 16, h, 8)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak <= flops.footprint_bytes(n, 16, h, 8) <= 2 * peak
+
+
+@pytest.mark.parametrize(("argv", "text"), [
+    (["--h", "100000", "--n", "100000"], "needs about 186 GiB"),
+    (["--h", "2048", "--n", "50000"], "training FLOPs"),
+])
+def test_cli_refuses_sizes_it_cannot_measure_up_front(
+    argv: list[str], text: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["flops", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("robot-daemon flops: error: measuring")
+    assert text in err
+    assert "ratio 30.0000" in err  # the closed form still answers

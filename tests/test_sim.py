@@ -10,6 +10,7 @@ import pytest
 
 from robot_daemon import nn, sim, wire
 from robot_daemon.cli import main
+from robot_daemon.errors import ConfigError
 from robot_daemon.offline import metrics
 from robot_daemon.offline.logreg import LogisticRegression
 
@@ -161,3 +162,11 @@ def test_mlp_clearly_beats_logistic_regression() -> None:
     assert mlp_tuned.macro_f1 > lr_tuned.macro_f1 + 0.08
     assert mlp_tuned.macro_f1 > 0.7
     assert (mlp_tuned.f1 > 0.45).all()  # every class is learnable
+
+
+def test_a_negative_seed_or_a_huge_run_is_refused_up_front() -> None:
+    with pytest.raises(ConfigError, match="seed must be an integer >= 0"):
+        sim.simulate(1.0, seed=-1)
+    for duration, rate in ((1e12, 50.0), (1e200, 1e200)):
+        with pytest.raises(ConfigError, match="a simulated bag holds at most"):
+            sim.simulate(duration, rate)

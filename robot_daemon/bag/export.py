@@ -24,6 +24,7 @@ from typing import Any
 from robot_daemon import wire
 from robot_daemon.bag import BagMessage, BagMeta, BagReader, BagWriter
 from robot_daemon.errors import WireError
+from robot_daemon.paths import check_output
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +105,15 @@ class ExportSummary:
 
 
 def export_json(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> ExportSummary:
-    """Write ``dst``, a JSON-encoded copy of the bag ``src`` (complete messages only)."""
+    """Write ``dst``, a JSON-encoded copy of the bag ``src`` (complete messages only).
+
+    Raises:
+        ConfigError: ``dst`` is ``src`` (also through a link) or cannot be written.
+        BagError: ``src`` is not a readable bag.
+    """
     summary = ExportSummary(src=str(src), dst=str(dst))
+    # Before the reader: opening the writer truncates dst, which must not be src.
+    check_output(dst, [src])
     with BagReader(src) as bag:
         meta = bag.meta
         out_meta = replace(meta, extra={**meta.extra, "exported_from": os.fspath(src)})

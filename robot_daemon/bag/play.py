@@ -22,13 +22,13 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 
 import zmq
 
-from robot_daemon.bag import BagMessage, BagReader
+from robot_daemon.bag import BagInfo, BagMessage, BagReader
 from robot_daemon.errors import BagError
 
 SPIN_NS = 300_000
@@ -74,6 +74,7 @@ class PlayOptions:
     rate: float = 1.0
     loop: bool = False
     start_offset_s: float = 0.0
+    duration_s: float | None = None
     topics: Sequence[str] | None = None
     wait_subscribers: int = 0
     drain_s: float = DEFAULT_DRAIN_S
@@ -85,6 +86,8 @@ class PlayOptions:
             )
         if not self.start_offset_s >= 0:
             raise BagError(f"--start-offset must be >= 0 seconds, got {self.start_offset_s}")
+        if self.duration_s is not None and not 0 < self.duration_s < float("inf"):
+            raise BagError(f"--duration must be positive seconds, got {self.duration_s}")
         if not self.drain_s >= 0:
             raise BagError(f"--drain must be >= 0 seconds, got {self.drain_s}")
         if self.wait_subscribers < 0:
@@ -97,14 +100,27 @@ def play(
     options: PlayOptions | None = None,
     *,
     stop: threading.Event | None = None,
+    on_ready: Callable[[], None] | None = None,
 ) -> PlaySummary:
-    """Publish the bag at ``path`` on the endpoint ``bind`` (XPUB binds) until done or stopped."""
+    """Publish the bag at ``path`` on the endpoint ``bind`` (XPUB binds) until done or stopped.
+
+    ``on_ready`` is called once the bag is checked and the socket bound, before waiting
+    for subscribers (the command line says "playing ..." then, not before an error).
+
+    Raises:
+        BagError: the bag cannot be read, or the options select nothing in it (a topic it
+            lacks, a start offset past its end): found before binding, so that a player
+            never "succeeds" with 0 messages.
+    """
     options = options if options is not None else PlayOptions()
     stop = stop if stop is not None else threading.Event()
     summary = PlaySummary(path=str(path))
     with BagReader(path) as bag, zmq.Context() as ctx, ctx.socket(zmq.XPUB) as pub:
+        check_selection(bag.info(), options)
         _configure(pub, options)
         _bind(pub, bind)
+        if on_ready is not None:
+            on_ready()
         if options.wait_subscribers:
             _wait_for_subscribers(pub, options, stop)
         start: int | None = None
@@ -132,6 +148,30 @@ def play(
         if not stop.is_set():
             _drain(options.drain_s, stop)
     return summary
+
+
+def check_selection(info: BagInfo, options: PlayOptions) -> None:
+    """Raise :class:`BagError` unless ``options`` select at least one message of the bag.
+
+    Every topic of ``--topics`` must be in the bag, and ``--start-offset`` must not pass
+    the last selected message (offsets count from the first selected one, as in play).
+    """
+    present = ", ".join(sorted(info.topics)) or "none"
+    missing = [t for t in options.topics or () if t not in info.topics]
+    if missing:
+        raise BagError(
+            f"{info.path} has no {', '.join(repr(t) for t in missing)} messages"
+            f" (its topics: {present}); pick --topics among them"
+        )
+    selected = [info.topics[t] for t in options.topics or info.topics]
+    if not selected:
+        raise BagError(f"{info.path} holds no messages: nothing to play")
+    span_ns = max(t.last_ns for t in selected) - min(t.first_ns for t in selected)
+    if round(options.start_offset_s * 1e9) > span_ns:
+        raise BagError(
+            f"--start-offset {options.start_offset_s:g} s is past the end of {info.path}:"
+            f" the messages played span {span_ns / 1e9:.3f} s"
+        )
 
 
 def _configure(pub: zmq.Socket[bytes], options: PlayOptions) -> None:
@@ -214,12 +254,18 @@ def _play_pass(
 
 
 def _selected(bag: BagReader, options: PlayOptions) -> Iterator[BagMessage]:
-    """The messages of the chosen topics from ``--start-offset`` on."""
-    skip_before = None
+    """The messages of the chosen topics from ``--start-offset`` on, for ``--duration``.
+
+    Both count from the first selected message's receive time; the window is half-open,
+    so ``--duration 30`` of a 50 Hz bag plays 1,500 messages a topic.
+    """
+    skip_before = end = None
     for message in bag.messages(options.topics):
         if skip_before is None:
             skip_before = message.recv_ns + round(options.start_offset_s * 1e9)
-        if message.recv_ns >= skip_before:
+            if options.duration_s is not None:
+                end = skip_before + round(options.duration_s * 1e9)
+        if message.recv_ns >= skip_before and (end is None or message.recv_ns < end):
             yield message
 
 

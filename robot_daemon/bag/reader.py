@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -177,6 +178,7 @@ class BagReader:
         self.warning: str | None = None
         self._meta: BagMeta | None = None
         self._closed = False
+        self._logged: str | None = None  # the damage already logged: each scan finds it
         self.file_size = _check_mcap_file(self.path)
 
     def __enter__(self) -> Self:
@@ -303,7 +305,9 @@ class BagReader:
             f"bag {self.path} is damaged{where} ({why}): every complete message before the "
             "damage was read, nothing after it (a recorder killed mid-write leaves this)"
         )
-        log.warning("%s", self.warning)
+        if self.warning != self._logged:
+            self._logged = self.warning
+            log.warning("%s", self.warning)
 
 
 def _describe(exc: Exception) -> str:
@@ -331,15 +335,27 @@ def _payload_sensor_ns(channel: Channel, payload: bytes) -> int | None:
 def _check_mcap_file(path: Path) -> int:
     """Raise :class:`BagError` unless ``path`` is a readable file that starts like MCAP."""
     try:
-        with open(path, "rb") as f:
-            head = f.read(len(MCAP_MAGIC))
-            size = os.fstat(f.fileno()).st_size
+        # O_NONBLOCK: opening a FIFO would otherwise wait for a writer, forever.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         raise BagError(f"no such bag: {path}") from None
-    except IsADirectoryError:
-        raise BagError(f"{path} is a directory; give the path of an .mcap file") from None
     except OSError as exc:
         raise BagError(f"cannot read bag {path}: {exc.strerror}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise BagError(f"{path} is a directory; give the path of an .mcap file")
+        if not stat.S_ISREG(mode):
+            raise BagError(
+                f"{path} is not a regular file (a FIFO, socket or device); "
+                "give the path of an .mcap file"
+            )
+        head = os.read(fd, len(MCAP_MAGIC))
+        size = os.fstat(fd).st_size
+    except OSError as exc:
+        raise BagError(f"cannot read bag {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
     if size == 0:
         raise BagError(f"{path} is empty: no bag was written (was the recorder killed at start?)")
     if head != MCAP_MAGIC:

@@ -10,6 +10,7 @@ SIGINT/SIGTERM) or the duration is over.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -98,7 +99,8 @@ def record(
     """Record from ``endpoints`` (SUB connects) into the bag ``out`` until stopped.
 
     Args:
-        out: bag path, overwritten.
+        out: bag path, overwritten (``bag record`` refuses an existing one unless
+            ``--overwrite``: see :func:`robot_daemon.paths.check_output`).
         endpoints: ZeroMQ endpoints of publishers, e.g. ``tcp://robot:5556``.
         topics: topics to subscribe to; ``None`` subscribes to everything.
         duration_s: stop after this many seconds; ``None`` runs until ``stop`` is set.
@@ -111,13 +113,12 @@ def record(
     start = time.monotonic_ns()
     end = None if duration_s is None else start + round(duration_s * 1e9)
     summary = RecordSummary(path=str(out))
-    with zmq.Context() as ctx, ctx.socket(zmq.SUB) as sub, BagWriter(out) as writer:
-        sub.setsockopt(zmq.LINGER, 0)
-        sub.setsockopt(zmq.RCVHWM, 100_000)  # ride out a slow disk without drops
-        for topic in topics if topics else [""]:
-            sub.setsockopt(zmq.SUBSCRIBE, topic.encode())
-        for endpoint in endpoints:
-            _connect(sub, endpoint)
+    with contextlib.ExitStack() as stack:
+        ctx = stack.enter_context(zmq.Context())
+        sub = stack.enter_context(ctx.socket(zmq.SUB))
+        _subscribe(sub, endpoints, topics)
+        # Opened once every endpoint is good: a typo must not cost an existing bag.
+        writer = stack.enter_context(BagWriter(out))
         learner = _MetaLearner(writer)
         next_flush = start + flush_interval_ns
         while not stop.is_set():
@@ -135,6 +136,17 @@ def record(
         summary.duration_ns = time.monotonic_ns() - start
         summary.meta = writer.meta
     return summary
+
+
+def _subscribe(
+    sub: zmq.Socket[bytes], endpoints: Sequence[str], topics: Sequence[str] | None
+) -> None:
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.RCVHWM, 100_000)  # ride out a slow disk without drops
+    for topic in topics if topics else [""]:
+        sub.setsockopt(zmq.SUBSCRIBE, topic.encode())
+    for endpoint in endpoints:
+        _connect(sub, endpoint)
 
 
 def _connect(sub: zmq.Socket[bytes], endpoint: str) -> None:

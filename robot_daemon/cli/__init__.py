@@ -11,6 +11,8 @@ group (or a new one), and into :func:`build_parser`.
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 
@@ -34,15 +36,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Exit code when stdout is a pipe whose reader has gone (``robot-daemon ... | head``):
+#: 128 + SIGPIPE, what the shell reports for the Unix tools that SIGPIPE kills.
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv`` (default: ``sys.argv[1:]``), run the subcommand, return its exit code."""
+    """Parse ``argv`` (default: ``sys.argv[1:]``), run the subcommand, return its exit code.
+
+    Exit codes: the handler's (0 on success), 2 for a :class:`RobotDaemonError` (one line
+    on stderr), 130 for Ctrl-C, :data:`EXIT_BROKEN_PIPE` without a word when the reader
+    of stdout has gone.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Handler = args.handler
     try:
-        return handler(args)
+        code = handler(args)
+        sys.stdout.flush()  # a closed pipe shows up here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        _discard_stdout()
+        return EXIT_BROKEN_PIPE
     except RobotDaemonError as exc:
         print(f"robot-daemon {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush of what is still
+    buffered does not fail again and print a traceback (the Python docs' recipe for
+    SIGPIPE)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # not a real file (a test's capture): nothing is flushed at exit
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)

@@ -21,6 +21,14 @@ def positive_int(text: str) -> int:
     return value
 
 
+def seed(text: str) -> int:
+    """A NumPy seed: an integer >= 0 (``np.random.default_rng`` refuses negative ones)."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
+    return value
+
+
 def positive_float(text: str) -> float:
     value = float(text)
     if not 0 < value < float("inf"):
@@ -32,6 +40,38 @@ def non_negative_float(text: str) -> float:
     value = float(text)
     if not 0 <= value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return value
+
+
+#: Upper bound of every time argument: about 31 years, and far from overflowing the
+#: integer-nanosecond deadlines the commands compute from it (2**63 ns is 292 years).
+MAX_SECONDS = 1e9
+
+
+def seconds(text: str) -> float:
+    """A positive duration in seconds, at most :data:`MAX_SECONDS`."""
+    value = float(text)
+    if not 0 < value <= MAX_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"must be a number of seconds > 0 and <= {MAX_SECONDS:g}, got {text}")
+    return value
+
+
+def non_negative_seconds(text: str) -> float:
+    """A duration in seconds that may be 0, at most :data:`MAX_SECONDS`."""
+    value = float(text)
+    if not 0 <= value <= MAX_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"must be a number of seconds >= 0 and <= {MAX_SECONDS:g}, got {text}")
+    return value
+
+
+def milliseconds(text: str) -> float:
+    """A positive duration in milliseconds, at most :data:`MAX_SECONDS`."""
+    value = float(text)
+    if not 0 < value <= MAX_SECONDS * 1000:
+        raise argparse.ArgumentTypeError(
+            f"must be a number of milliseconds > 0 and <= {MAX_SECONDS * 1000:g}, got {text}")
     return value
 
 

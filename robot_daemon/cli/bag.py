@@ -9,10 +9,12 @@ import sys
 from robot_daemon.cli.args import (
     Subparsers,
     non_negative_float,
-    positive_float,
+    non_negative_seconds,
     positive_int,
+    seconds,
     stop_on_signals,
 )
+from robot_daemon.paths import check_output
 
 
 def add(sub: Subparsers) -> None:
@@ -37,7 +39,10 @@ def add(sub: Subparsers) -> None:
             "finishes the file (exit 0); a crash loses at most the last interval."
         ),
     )
-    rec.add_argument("out", metavar="OUT", help="bag to write (overwritten)")
+    rec.add_argument("out", metavar="OUT", help="bag to write (must not exist, see --overwrite)")
+    rec.add_argument(
+        "--overwrite", action="store_true", help="replace OUT if it exists (default: refuse)"
+    )
     rec.add_argument(
         "--connect",
         action="append",
@@ -46,10 +51,10 @@ def add(sub: Subparsers) -> None:
         help="publisher endpoint, e.g. tcp://127.0.0.1:5556 (repeatable)",
     )
     rec.add_argument("--topics", nargs="+", metavar="TOPIC", help="topics (default: all)")
-    rec.add_argument("--duration", type=positive_float, metavar="S", help="stop after S seconds")
+    rec.add_argument("--duration", type=seconds, metavar="S", help="stop after S seconds")
     rec.add_argument(
         "--flush-interval",
-        type=positive_float,
+        type=seconds,
         default=0.25,
         metavar="S",
         help="write the chunk in progress every S seconds (default 0.25)",
@@ -78,10 +83,16 @@ def add(sub: Subparsers) -> None:
     play.add_argument("--loop", action="store_true", help="play again from the start, forever")
     play.add_argument(
         "--start-offset",
-        type=non_negative_float,
+        type=non_negative_seconds,
         default=0.0,
         metavar="S",
         help="skip the first S seconds of the bag",
+    )
+    play.add_argument(
+        "--duration",
+        type=seconds,
+        metavar="S",
+        help="play only S seconds of the bag (from --start-offset; default: to the end)",
     )
     play.add_argument("--topics", nargs="+", metavar="TOPIC", help="topics (default: all)")
     play.add_argument(
@@ -94,7 +105,7 @@ def add(sub: Subparsers) -> None:
     )
     play.add_argument(
         "--drain",
-        type=non_negative_float,
+        type=non_negative_seconds,
         default=1.0,
         metavar="S",
         help="keep the socket open S seconds after the last message, so that "
@@ -114,7 +125,7 @@ def add(sub: Subparsers) -> None:
         "JSON schemas; payloads that do not decode are counted and left out.",
     )
     export.add_argument("bag_in", metavar="IN", help="bag to export")
-    export.add_argument("out", metavar="OUT", help="MCAP file to write (overwritten)")
+    export.add_argument("out", metavar="OUT", help="MCAP file to write (overwritten; not IN)")
     export.add_argument(
         "--json", action="store_true", required=True, help="JSON encoding (the only format)"
     )
@@ -124,6 +135,7 @@ def add(sub: Subparsers) -> None:
 def _run_bag_record(args: argparse.Namespace) -> int:
     from robot_daemon.bag import record as bagrecord
 
+    check_output(args.out, overwrite=args.overwrite, what="bag")
     where = ", ".join(args.connect)
     print(f"recording {where} to {args.out} (Ctrl-C to stop)", file=sys.stderr)
     with stop_on_signals() as stop:
@@ -146,14 +158,18 @@ def _run_bag_play(args: argparse.Namespace) -> int:
         rate=args.rate,
         loop=args.loop,
         start_offset_s=args.start_offset,
+        duration_s=args.duration,
         topics=args.topics,
         wait_subscribers=args.wait_subscribers,
         drain_s=args.drain,
     )
     waiting = f", waiting for {args.wait_subscribers} subscription(s)" * (args.wait_subscribers > 0)
-    print(f"playing {args.bag_in} on {args.bind}{waiting}", file=sys.stderr)
+
+    def ready() -> None:
+        print(f"playing {args.bag_in} on {args.bind}{waiting}", file=sys.stderr)
+
     with stop_on_signals() as stop:
-        summary = bagplay.play(args.bag_in, args.bind, options, stop=stop)
+        summary = bagplay.play(args.bag_in, args.bind, options, stop=stop, on_ready=ready)
     print(summary.describe())
     return 0
 

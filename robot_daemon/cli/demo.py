@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from robot_daemon.cli.args import Subparsers, positive_float
+from robot_daemon.cli.args import Subparsers, positive_float, seconds, seed
 
 
 def add(sub: Subparsers) -> None:
@@ -21,13 +21,14 @@ def add(sub: Subparsers) -> None:
     )
     p.add_argument("--bag", metavar="PATH",
                    help="play this bag instead of the simulated one")
-    p.add_argument("--duration", type=positive_float, default=60.0, metavar="S",
-                   help="seconds of driving to simulate (default 60; not with --bag)")
+    p.add_argument("--duration", type=seconds, metavar="S",
+                   help="seconds of driving to simulate (default 60); with --bag, the"
+                   " seconds of the bag to play (default: all)")
     p.add_argument("--rate", type=positive_float, default=1.0, metavar="R",
                    help="playback speed: 2 = twice real time (default 1)")
     p.add_argument("--model", default="models/default.npz", metavar="PATH",
                    help="model file (default models/default.npz)")
-    p.add_argument("--seed", type=int, default=7, metavar="N",
+    p.add_argument("--seed", type=seed, default=7, metavar="N",
                    help="simulator seed (default 7; not with --bag)")
     p.add_argument("--png", metavar="PATH", help="timeline to write (default WORKDIR/demo.png)")
     p.add_argument("--workdir", default="demo-out", metavar="DIR",

@@ -7,8 +7,16 @@ import json
 import sys
 from typing import Any
 
-from robot_daemon.cli.args import Subparsers, fraction, positive_float, positive_int
+from robot_daemon.cli.args import (
+    Subparsers,
+    fraction,
+    milliseconds,
+    positive_float,
+    positive_int,
+    seed,
+)
 from robot_daemon.errors import RobotDaemonError
+from robot_daemon.paths import check_input, check_output
 
 
 def add(sub: Subparsers) -> None:
@@ -36,7 +44,8 @@ def _add_train(sub: Subparsers) -> None:
     p.add_argument("--epochs", type=positive_int, default=10, help="passes (default 10)")
     p.add_argument("--batch-size", type=positive_int, default=100, help="default 100")
     p.add_argument("--lr", type=positive_float, default=0.1, help="learning rate (default 0.1)")
-    p.add_argument("--seed", type=int, default=0, help="initialisation and shuffling seed")
+    p.add_argument("--seed", type=seed, default=0,
+                   help="initialisation and shuffling seed, >= 0 (default 0)")
     p.add_argument("--val-fraction", type=fraction, default=0.2,
                    help="tail of each bag kept for validation (default 0.2)")
     p.add_argument("--shuffle", action="store_true", help="new example order every epoch")
@@ -47,15 +56,18 @@ def _add_train(sub: Subparsers) -> None:
 def _run_train(args: argparse.Namespace) -> int:
     from robot_daemon.offline import train
 
+    config = train.TrainConfig(
+        h=args.h, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+        val_fraction=args.val_fraction, shuffle=args.shuffle, dtype=args.dtype,
+    )
+    # Found out now, not after minutes of training: model files are renamed into place.
+    config.check()
+    check_output(args.out, args.bags, atomic=True)
     data = train.read_labelled(args.bags)
     print(f"{data.n} labelled frames from {len(args.bags)} bag(s), d={data.X.shape[1]},"
           f" c={data.Y.shape[1]}; {data.rejected} rejected", flush=True)
     for warning in data.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    config = train.TrainConfig(
-        h=args.h, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-        val_fraction=args.val_fraction, shuffle=args.shuffle, dtype=args.dtype,
-    )
     model = train.train(data, config, lambda report: print(report.describe(), flush=True))
     model.save(args.out)
     validation = model.training["validation"]
@@ -91,6 +103,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     from robot_daemon import model
     from robot_daemon.offline import evaluate, train
 
+    check_input(args.model, "model file")
     loaded = model.load(args.model)
     data = train.read_labelled(args.bags)
     if data.X.shape[1] != loaded.d or data.Y.shape[1] != loaded.c:
@@ -130,7 +143,7 @@ def _add_replay(sub: Subparsers) -> None:
     p.add_argument("model", metavar="MODEL", help="model file (.npz)")
     p.add_argument("bag", metavar="BAG", help="MCAP bag with 'frame' messages")
     p.add_argument("--out", required=True, metavar="PRED_BAG", help="bag to write")
-    p.add_argument("--interval-ms", type=positive_float, default=20.0,
+    p.add_argument("--interval-ms", type=milliseconds, default=20.0,
                    help="tick interval (default 20 ms)")
     p.add_argument("--max-batch", type=positive_int, default=256,
                    help="frames answered per tick; older ones are dropped (default 256)")
@@ -143,6 +156,8 @@ def _run_replay(args: argparse.Namespace) -> int:
     from robot_daemon import model
     from robot_daemon.offline import replay
 
+    check_output(args.out, [args.model, args.bag], atomic=True)
+    check_input(args.model, "model file")
     stats = replay.replay(
         model.load(args.model), args.bag, args.out, model_name=Path(args.model).name,
         interval_ms=args.interval_ms, max_batch=args.max_batch,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from robot_daemon.cli.args import Subparsers, finite_float, positive_float
+from robot_daemon.cli.args import Subparsers, finite_float, positive_float, seconds, seed
+from robot_daemon.paths import check_output
 
 
 def add(sub: Subparsers) -> None:
@@ -19,12 +20,12 @@ def add(sub: Subparsers) -> None:
     )
     p.add_argument("out", metavar="OUT", help="bag file to write (.mcap)")
     p.add_argument(
-        "--duration", type=positive_float, required=True, metavar="S", help="seconds to simulate"
+        "--duration", type=seconds, required=True, metavar="S", help="seconds to simulate"
     )
     p.add_argument(
         "--rate", type=positive_float, default=50.0, metavar="HZ", help="readings/s (default 50)"
     )
-    p.add_argument("--seed", type=int, default=0, metavar="N", help="random seed (default 0)")
+    p.add_argument("--seed", type=seed, default=0, metavar="N", help="random seed >= 0 (default 0)")
     p.add_argument(
         "--calibration-drift",
         type=finite_float,
@@ -38,6 +39,7 @@ def add(sub: Subparsers) -> None:
 def _run_sim(args: argparse.Namespace) -> int:
     from robot_daemon import sim
 
+    check_output(args.out)
     data = sim.simulate(
         args.duration, args.rate, args.seed, calibration_drift=args.calibration_drift
     )

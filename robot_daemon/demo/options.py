@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
+
+#: Seconds of driving the demo simulates unless told otherwise.
+SIM_DURATION_S: Final = 60.0
 
 
 @dataclass(frozen=True)
@@ -13,15 +17,22 @@ class DemoOptions:
     model: Path
     workdir: Path
     bag: Path | None = None
-    duration_s: float = 60.0
+    #: Seconds to simulate (default :data:`SIM_DURATION_S`), or with ``bag`` the seconds
+    #: of it to play (default: all of it).
+    duration_s: float | None = None
     rate: float = 1.0
     seed: int = 7
     png: Path | None = None
     live: bool = True
 
     @property
+    def sim_duration_s(self) -> float:
+        """Seconds of driving to simulate when no ``bag`` is given."""
+        return SIM_DURATION_S if self.duration_s is None else self.duration_s
+
+    @property
     def default_bag(self) -> Path:
-        return self.workdir / f"demo-{self.seed}-{self.duration_s:g}s.mcap"
+        return self.workdir / f"demo-{self.seed}-{self.sim_duration_s:g}s.mcap"
 
     @property
     def png_path(self) -> Path:

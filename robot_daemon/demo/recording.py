@@ -82,7 +82,8 @@ def prepare_bag(options: DemoOptions, model: Model, out: TextIO) -> Path:
         problem = bag_problem(options.bag, model)
         if problem is not None:
             raise BagError(problem)
-        print(f"bag: {options.bag}", file=out, flush=True)
+        part = "" if options.duration_s is None else f" (its first {options.duration_s:g} s)"
+        print(f"bag: {options.bag}{part}", file=out, flush=True)
         return options.bag
     path = options.default_bag
     if path.exists():
@@ -91,7 +92,7 @@ def prepare_bag(options: DemoOptions, model: Model, out: TextIO) -> Path:
             print(f"bag: reusing {path}", file=out, flush=True)
             return path
         print(f"bag: {problem}; simulating it again", file=out, flush=True)
-    simulate_bag(path, options.duration_s, options.seed, out)
+    simulate_bag(path, options.sim_duration_s, options.seed, out)
     return path
 
 
@@ -113,8 +114,10 @@ def simulate_bag(path: Path, duration_s: float, seed: int, out: TextIO) -> None:
           file=out, flush=True)
 
 
-def read_bag(path: Path, model: Model) -> BagContents:
-    """Every valid frame of the bag and the label of the same seq.
+def read_bag(path: Path, model: Model, duration_s: float | None = None) -> BagContents:
+    """Every valid frame of the bag (of its first ``duration_s`` seconds, as the player
+    plays them: see :class:`~robot_daemon.bag.play.PlayOptions`) and the label of the
+    same seq.
 
     Raises:
         BagError: no valid frame, or two frames with the same seq (predictions could not
@@ -124,10 +127,14 @@ def read_bag(path: Path, model: Model) -> BagContents:
     frames: list[wire.Frame] = []
     labels: dict[int, npt.NDArray[np.uint8]] = {}
     recv_ns: list[int] = []  # of every frame message: the span the player plays
+    window_ns = None if duration_s is None else round(duration_s * 1e9)
     with BagReader(path) as reader:
         for message in reader.messages([frame_topic, wire.TOPIC_LABEL.decode()]):
             try:
                 if message.topic == frame_topic:
+                    if window_ns is not None and recv_ns and (
+                            message.recv_ns - recv_ns[0] >= window_ns):
+                        continue  # after the window the player plays
                     recv_ns.append(message.recv_ns)
                     frames.append(wire.decode_frame(message.payload, d=model.d))
                 else:

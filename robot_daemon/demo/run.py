@@ -60,6 +60,7 @@ from robot_daemon.demo.view import LiveView, plain_view, terminal_view
 from robot_daemon.errors import ModelError, RobotDaemonError
 from robot_daemon.liveview import PlainView, TerminalView
 from robot_daemon.model import Model
+from robot_daemon.paths import check_input, check_output
 from robot_daemon.serve import receive
 from robot_daemon.serve.daemon import SERVING_ENV, ServedModel, load_model
 
@@ -259,13 +260,14 @@ def _dispatch(stream: Stream, parts: list[bytes]) -> None:
 class Player:
     """:func:`robot_daemon.bag.play.play` in a thread; afterwards its summary or error."""
 
-    def __init__(self, path: Path, endpoint: str, rate: float) -> None:
+    def __init__(self, path: Path, endpoint: str, rate: float, duration_s: float | None) -> None:
         self.stop = threading.Event()  # set by the main thread only, never by a handler
         self.summary: bagplay.PlaySummary | None = None
         self.error: Exception | None = None
         # Two subscriptions: the daemon's and the tap's. Waiting for both means the first
         # frames are not lost to ZeroMQ's slow joiners.
-        self._options = bagplay.PlayOptions(rate=rate, topics=[wire.TOPIC_FRAME.decode()],
+        self._options = bagplay.PlayOptions(rate=rate, duration_s=duration_s,
+                                            topics=[wire.TOPIC_FRAME.decode()],
                                             wait_subscribers=2, drain_s=PLAYER_DRAIN_S)
         self._args = (path, endpoint)
         self._thread = threading.Thread(target=self._run, name="demo-player", daemon=True)
@@ -302,14 +304,14 @@ def run(options: DemoOptions, out: TextIO | None = None) -> int:
         options.workdir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise RobotDaemonError(f"cannot create {options.workdir}: {exc.strerror}") from None
-    if not options.png_path.parent.is_dir():  # found out now, not after the whole run
-        raise RobotDaemonError(f"--png {options.png_path}: no directory"
-                               f" {options.png_path.parent} to write it in")
+    # Found out now, not after the whole run; the PNG is written beside and renamed.
+    inputs = [options.model] if options.bag is None else [options.model, options.bag]
+    check_output(options.png_path, inputs, atomic=True, what="--png")
     with _StopSignals() as signals:
         try:
             with signals.raising():
                 bag_path = prepare_bag(options, served.model, out)
-                contents = read_bag(bag_path, served.model)
+                contents = read_bag(bag_path, served.model, options.duration_s)
         except Interrupted as exc:
             print(f"\ninterrupted ({exc}) before streaming", file=out, flush=True)
             return 128 + exc.signum
@@ -337,6 +339,7 @@ def _load_model(path: Path) -> ServedModel:
     if not path.exists():
         raise ModelError(f"model file {path} does not exist; run from the repository root"
                          " (scripts/demo does) or pass --model PATH")
+    check_input(path, "model file")  # a FIFO would block the load, /dev/zero never end
     return load_model(path)
 
 
@@ -362,7 +365,7 @@ def _serve_and_play(options: DemoOptions, served: ServedModel, stream: Stream,
               file=out, flush=True)
         if not _wait_ready(daemon, sockets, stream, signals):
             return
-        player = Player(stream.contents.path, endpoints.frames, options.rate)
+        player = Player(stream.contents.path, endpoints.frames, options.rate, options.duration_s)
         stack.callback(player.close)
         c = stream.contents
         print(f"playing {c.messages} frames ({c.span_s:.1f} s of driving) at x{options.rate:g}"

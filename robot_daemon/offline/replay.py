@@ -29,11 +29,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from robot_daemon import wire
-from robot_daemon.errors import RobotDaemonError, WireError
+from robot_daemon.errors import BagError, RobotDaemonError, WireError
 from robot_daemon.model import Model
+from robot_daemon.paths import check_output, replaced_on_success
 
 if TYPE_CHECKING:
-    from robot_daemon.bag import BagMessage
+    from robot_daemon.bag import BagMessage, BagReader
 
 DEFAULT_INTERVAL_MS = 20.0
 DEFAULT_MAX_BATCH = 256
@@ -126,17 +127,66 @@ def replay(
     Each ``pred`` carries the tick, its end time (sensor seconds), the answered ``seq``
     numbers with their probabilities and, as extra keys, each frame's sensor time
     (``t_frame``) and source (``src``). Its receive and sensor times in the bag are the
-    tick's end.
+    tick's end. ``bag_out`` is written beside and renamed at the end, so that a refused
+    or failed replay leaves it as it was.
+
+    Raises:
+        BagError: ``bag_in`` is not a readable bag, is a JSON copy (``bag export``),
+            declares another ``d`` than the model's, or holds no valid frame.
+        ConfigError: ``bag_out`` is ``bag_in`` (also through a link) or cannot be written.
     """
-    from robot_daemon.bag import BagMeta, BagReader, BagWriter  # optional mcap package
+    from robot_daemon.bag import BagReader  # optional mcap package
 
     interval_ns = round(interval_ms * 1e6)
     if interval_ns <= 0:
         raise RobotDaemonError(f"the tick interval must be positive, got {interval_ms} ms")
+    check_output(bag_out, [bag_in], atomic=True)
     stats = ReplayStats()
+    with BagReader(bag_in) as reader, replaced_on_success(bag_out) as tmp:
+        _check_usable(reader, model)
+        _write_preds(reader, model, tmp, stats, model_name, interval_ns, max_batch)
+        if stats.accepted == 0:
+            raise BagError(_no_frames(reader.path, model.d, stats))
+        if reader.damaged and reader.warning:
+            stats.warnings.append(reader.warning)
+    return stats
+
+
+def _check_usable(reader: BagReader, model: Model) -> None:
+    """Refuse, before any work, a bag whose metadata says its frames cannot be replayed."""
+    meta = reader.meta
+    if "exported_from" in meta.extra:
+        raise BagError(
+            f"{reader.path} is a JSON copy written by `bag export` (of"
+            f" {meta.extra['exported_from']}); replay the original bag"
+        )
+    if meta.d is not None and meta.d != model.d:
+        raise BagError(f"{reader.path} holds frames of d={meta.d}; the model expects d={model.d}")
+
+
+def _no_frames(path: Path, d: int, stats: ReplayStats) -> str:
+    if stats.frames_in == 0:
+        return f"{path} has no 'frame' messages to replay"
+    rejected = ", ".join(f"{k} {v}" for k, v in sorted(stats.rejected.items()))
+    return (f"none of the {stats.frames_in} 'frame' messages of {path} is a valid frame"
+            f" of d={d} (rejected: {rejected})")
+
+
+def _write_preds(
+    reader: BagReader,
+    model: Model,
+    out: Path,
+    stats: ReplayStats,
+    model_name: str,
+    interval_ns: int,
+    max_batch: int,
+) -> None:
+    """One ``pred`` message per tick with frames, into the new bag ``out``."""
+    from robot_daemon.bag import BagMeta, BagWriter
+
     meta = BagMeta(d=model.d, c=model.c, feature_names=model.feature_names,
                    class_names=model.class_names, extra={"source": "robot_daemon.offline.replay"})
-    with BagReader(bag_in) as reader, BagWriter(Path(bag_out), meta=meta) as writer:
+    with BagWriter(out, meta=meta) as writer:
         frames = _valid_frames(reader.messages([wire.TOPIC_FRAME.decode()]), model.d, stats)
         for batch in tick_batches(frames, interval_ns, max_batch):
             X = np.stack([f.x for f in batch.frames])
@@ -153,9 +203,6 @@ def replay(
             stats.ticks += 1
             stats.dropped += batch.dropped
             stats.late += batch.late
-        if reader.damaged and reader.warning:
-            stats.warnings.append(reader.warning)
-    return stats
 
 
 def _valid_frames(

@@ -142,6 +142,32 @@ def split_tail(
     return np.concatenate(train), np.concatenate(val)
 
 
+#: What :func:`train` may allocate, checked before it builds the network.
+MAX_TRAIN_BYTES = 4 * 2**30
+
+
+def footprint_bytes(n: int, d: int, h: int, c: int, dtype: str = "float64") -> int:
+    """Roughly the peak bytes :func:`train` holds for n examples (an upper estimate).
+
+    The readings and labels (raw, normalised and split: three copies), each
+    weight with its gradient and one temporary of the update, and the two (n, h)
+    activations of the loss over all n examples after each epoch.
+    """
+    weights = d * h + h * h + h * c
+    return np.dtype(dtype).itemsize * (3 * n * (d + c) + 3 * weights + 2 * n * h)
+
+
+def check_footprint(n: int, d: int, h: int, c: int, dtype: str) -> None:
+    """Raise :class:`ConfigError` when training would need more than MAX_TRAIN_BYTES."""
+    need = footprint_bytes(n, d, h, c, dtype)
+    if need > MAX_TRAIN_BYTES:
+        what = f"h={h} on {n} examples of d={d}, c={c}" if n else f"the weights of h={h}"
+        raise ConfigError(
+            f"training {what} in {dtype} needs about {need / 2**30:.3g} GiB, over the"
+            f" {MAX_TRAIN_BYTES / 2**30:g} GiB allowed: lower --h (or use --dtype float32)"
+        )
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Training settings; the defaults are the user's (docs/spec.md): 10 epochs, batch 100,
@@ -160,10 +186,14 @@ class TrainConfig:
         for name in ("h", "epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.seed < 0:
+            raise ConfigError(f"seed must be an integer >= 0, got {self.seed}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ConfigError(f"lr must be a positive number, got {self.lr}")
         if self.dtype not in ("float32", "float64"):
             raise ConfigError(f"dtype must be float32 or float64, got {self.dtype}")
+        # The weights alone, before any bag is read: d and c are small beside h.
+        check_footprint(0, 1, self.h, 1, self.dtype)
 
 
 @dataclass(frozen=True)
@@ -191,6 +221,7 @@ def train(
 ) -> Model:
     """Train a model on ``data``; call ``progress`` after every epoch."""
     config.check()
+    check_footprint(data.n, data.X.shape[1], config.h, data.Y.shape[1], config.dtype)
     train_rows, val_rows = split_tail(data.bag, config.val_fraction)
     if len(train_rows) == 0:
         raise RobotDaemonError("no training examples left after the validation split")

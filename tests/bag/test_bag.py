@@ -194,6 +194,20 @@ def _chunked_bag(path: Path, groups: int, per_group: int) -> list[BagMessage]:
     return messages
 
 
+def test_a_reader_logs_the_same_damage_once_however_often_it_scans(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    full, cut = tmp_path / "full.mcap", tmp_path / "cut.mcap"
+    _chunked_bag(full, groups=3, per_group=3)
+    cut.write_bytes(full.read_bytes()[:-200])
+    with BagReader(cut) as bag:
+        bag.info()  # bag play checks its options on a first scan, then plays
+        for _ in range(3):  # and bag play --loop scans once a pass
+            assert len(list(bag.messages())) == 9
+        assert bag.damaged
+    assert [r.message for r in caplog.records].count(bag.warning) == 1
+
+
 def test_a_bag_cut_at_every_byte_yields_exactly_its_complete_chunks(tmp_path: Path) -> None:
     full = tmp_path / "full.mcap"
     per_group = 3

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from robot_daemon.bag import record as bagrecord
 from robot_daemon.bag.export import export_json
 from robot_daemon.bag.play import PlayOptions, play
 from robot_daemon.cli import main
-from robot_daemon.errors import BagError
+from robot_daemon.errors import BagError, ConfigError
 
 T0_NS = 1_764_000_000_000_000_000
 TIMEOUT_S = 20
@@ -382,3 +383,74 @@ def test_record_skips_what_mcap_cannot_hold_and_learns_d_and_c(tmp_path: Path) -
     with BagReader(out) as bag:
         assert bag.meta == BagMeta(d=4, c=3)
         assert {m.topic for m in bag.messages()} == {"label"}
+
+
+def test_record_refuses_an_existing_bag_unless_overwrite(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = workdir / "run.mcap"
+    _source_bag(out)
+    before = out.read_bytes()
+    endpoint = f"ipc://{workdir}/none"
+    assert main(["bag", "record", str(out), "--connect", endpoint, "--duration", "0.1"]) == 2
+    assert "run.mcap exists; pass --overwrite to replace it" in capsys.readouterr().err
+    # A bad endpoint is found before the bag is opened: --overwrite costs nothing yet.
+    assert main(["bag", "record", str(out), "--connect", "nowhere", "--overwrite"]) == 2
+    assert out.read_bytes() == before
+    argv = ["bag", "record", str(out), "--connect", endpoint, "--duration", "0.1", "--overwrite"]
+    assert main(argv) == 0
+    assert _count(out) == 0
+
+
+def test_export_onto_its_input_is_refused(tmp_path: Path) -> None:
+    source = tmp_path / "a.mcap"
+    _source_bag(source)
+    before = source.read_bytes()
+    with pytest.raises(ConfigError, match="would destroy what is read"):
+        export_json(source, source)
+    assert source.read_bytes() == before
+
+
+def test_bags_that_would_hang_or_never_end_are_refused(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "fifo")
+    for path in (tmp_path / "fifo", Path("/dev/zero")):
+        with pytest.raises(BagError, match="is not a regular file"):
+            BagReader(path)
+    with pytest.raises(BagError, match="is a directory"):
+        BagReader(tmp_path)
+
+
+def test_play_refuses_options_that_select_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source, empty = tmp_path / "a.mcap", tmp_path / "empty.mcap"
+    _source_bag(source)  # 1.22 s of frame, label, status
+    BagWriter(empty).close()
+    endpoint = f"ipc://{tmp_path}/p.ipc"
+    cases = {
+        ("--start-offset", "5"): "--start-offset 5 s is past the end of",
+        ("--topics", "frame", "pred"): "has no 'pred' messages (its topics: frame, label, status)",
+        ("--topics", "status", "--start-offset", "0.1"): "past the end",
+    }
+    for extra, message in cases.items():
+        assert main(["bag", "play", str(source), "--bind", endpoint, *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("robot-daemon bag: error:"), err
+        assert message in err
+        assert err.count("\n") == 1
+    assert main(["bag", "play", str(empty), "--bind", endpoint]) == 2
+    assert "holds no messages: nothing to play" in capsys.readouterr().err
+
+
+def test_play_duration_plays_the_first_seconds(tmp_path: Path) -> None:
+    source = tmp_path / "a.mcap"
+    messages = _source_bag(source)  # 20 ms apart from T0
+    endpoint = f"ipc://{tmp_path}/p.ipc"
+    options = PlayOptions(rate=0, duration_s=0.2, topics=["frame"], wait_subscribers=1,
+                          drain_s=0.2)
+    thread, result = _play_in_thread(source, endpoint, options)
+    expected = [m.payload for m in messages[:10] if m.topic == "frame"]
+    got, _ = _receive(endpoint, len(expected))
+    thread.join(TIMEOUT_S)
+    assert [p for _, p in got] == expected
+    assert result[0].counts == {"frame": len(expected)}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -87,6 +89,131 @@ def test_errors_are_one_line_and_exit_2(
 ) -> None:
     (tmp_path / "junk.npz").write_bytes(b"not a model")
     assert main(["replay", str(tmp_path / "junk.npz"), "x.mcap", "--out", "y.mcap"]) == 2
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert not out
     assert err.startswith("robot-daemon replay: error: model file")
     assert "Traceback" not in err
+
+
+@pytest.fixture
+def small_bag(tmp_path: Path) -> Path:
+    path = tmp_path / "run.mcap"
+    assert main(["sim", str(path), "--duration", "4", "--seed", "3"]) == 0
+    return path
+
+
+def _one_line_error(capsys: pytest.CaptureFixture[str], command: str, text: str) -> None:
+    out, err = capsys.readouterr()
+    assert not out
+    assert err.startswith(f"robot-daemon {command}: error:"), err
+    assert text in err
+    assert err.count("\n") == 1
+
+
+def test_commands_refuse_to_overwrite_their_input(
+    small_bag: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = small_bag.read_bytes()
+    link = tmp_path / "link.mcap"
+    link.symlink_to(small_bag)
+    model = str(Path(__file__).resolve().parents[2] / "models/default.npz")
+    for argv in (
+        ["train", str(small_bag), "--out", str(small_bag)],
+        ["train", str(small_bag), "--out", str(link)],
+        ["replay", model, str(small_bag), "--out", str(small_bag)],
+        ["replay", model, str(small_bag), "--out", str(link)],
+        ["bag", "export", str(small_bag), str(link), "--json"],
+    ):
+        capsys.readouterr()
+        assert main(argv) == 2, argv
+        _one_line_error(capsys, argv[0], "would destroy what is read")
+    assert small_bag.read_bytes() == before
+
+
+def test_train_checks_its_output_before_training(
+    small_bag: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for out, text in ((tmp_path, "is a directory"),
+                      (tmp_path / "missing" / "m.npz", "there is no directory")):
+        capsys.readouterr()
+        assert main(["train", str(small_bag), "--out", str(out), "--epochs", "1"]) == 2
+        _one_line_error(capsys, "train", text)  # and nothing on stdout: no epoch ran
+
+
+def test_model_inputs_that_would_hang_or_never_end_are_refused(
+    small_bag: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for model in (fifo, Path("/dev/zero")):
+        for argv in (["eval", str(model), str(small_bag)],
+                     ["replay", str(model), str(small_bag), "--out", str(tmp_path / "p.mcap")]):
+            capsys.readouterr()
+            assert main(argv) == 2
+            _one_line_error(capsys, argv[0], "is not a regular file")
+
+
+@pytest.mark.parametrize("argv", [["flops", "--n", "200"], ["sim", "s.mcap", "--duration", "1"]])
+def test_a_closed_pipe_is_a_quiet_exit_141(tmp_path: Path, argv: list[str]) -> None:
+    """``robot-daemon ... | head``: the reader has gone before the command writes."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "robot_daemon", *argv], stdout=write_end,
+            stderr=subprocess.PIPE, text=True, cwd=tmp_path, timeout=60, check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert (result.returncode, result.stderr) == (141, "")
+
+
+@pytest.mark.parametrize("argv", [
+    ["sim", "s.mcap", "--duration", "1", "--seed", "-1"],
+    ["train", "s.mcap", "--out", "m.npz", "--seed", "-1"],
+    ["demo", "--seed", "-1"],
+])
+def test_a_negative_seed_is_a_usage_error(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert "argument --seed: must be an integer >= 0, got -1" in capsys.readouterr().err
+
+
+def test_sim_refuses_a_run_too_long_to_hold(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["sim", str(tmp_path / "s.mcap"), "--duration", "1e8"]) == 2
+    _one_line_error(capsys, "sim", "a simulated bag holds at most 10,000,000")
+    assert not (tmp_path / "s.mcap").exists()
+
+
+@pytest.mark.parametrize("argv", [
+    ["bag", "record", "r.mcap", "--connect", "ipc://x", "--duration", "1e300"],
+    ["bag", "record", "r.mcap", "--connect", "ipc://x", "--flush-interval", "1e300"],
+    ["bag", "play", "r.mcap", "--bind", "ipc://x", "--start-offset", "1e300"],
+    ["bag", "play", "r.mcap", "--bind", "ipc://x", "--duration", "1e300"],
+    ["bag", "play", "r.mcap", "--bind", "ipc://x", "--drain", "1e300"],
+    ["replay", "m.npz", "r.mcap", "--out", "p.mcap", "--interval-ms", "1e300"],
+    ["sim", "s.mcap", "--duration", "1e300"],
+    ["demo", "--duration", "1e300"],
+])
+def test_times_that_overflow_nanoseconds_are_usage_errors(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each ended in 'OverflowError: cannot convert float infinity to integer'."""
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert re.search(r"must be a number of (milli)?seconds >=? 0 and <= 1e\+(09|12)",
+                     capsys.readouterr().err)
+
+
+def test_train_refuses_a_network_too_big_before_reading_the_bags(
+    small_bag: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    assert main(["train", str(small_bag), "--out", str(tmp_path / "m.npz"), "--h", "100000"]) == 2
+    _one_line_error(capsys, "train", "needs about 224 GiB, over the 4 GiB allowed")

@@ -179,9 +179,33 @@ def test_a_png_path_that_cannot_be_written_is_refused_before_the_run(
     png = workdir / "no" / "such" / "dir" / "demo.png"
     assert main(["demo", "--png", str(png), "--model", str(DEFAULT_MODEL),
                  "--workdir", str(workdir)]) == 2
-    assert capsys.readouterr().err == (f"robot-daemon demo: error: --png {png}: no directory"
-                                       f" {png.parent} to write it in\n")
+    assert capsys.readouterr().err == (f"robot-daemon demo: error: cannot write --png {png}:"
+                                       f" there is no directory {png.parent}; create it first\n")
     assert list(workdir.iterdir()) == []  # nothing simulated
+
+
+def test_a_png_that_is_the_bag_or_the_model_is_refused(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bag = workdir / "run.mcap"
+    assert main(["sim", str(bag), "--duration", "1"]) == 0
+    before = bag.read_bytes()
+    for png in (bag, DEFAULT_MODEL):
+        capsys.readouterr()
+        assert main(["demo", "--bag", str(bag), "--png", str(png), "--model", str(DEFAULT_MODEL),
+                     "--workdir", str(workdir)]) == 2
+        assert "writing it would destroy what is read" in capsys.readouterr().err
+    assert bag.read_bytes() == before
+
+
+def test_duration_with_a_bag_plays_its_first_seconds(workdir: Path) -> None:
+    bag = workdir / "run.mcap"
+    assert main(["sim", str(bag), "--duration", "4", "--seed", "3"]) == 0
+    result = subprocess.run(_command(workdir, "--bag", str(bag), "--duration", "1", "--rate", "4"),
+                            capture_output=True, text=True, timeout=60, check=False, cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    assert f"bag: {bag} (its first 1 s)" in result.stdout
+    assert "frames sent 50 of 50, answered 50 of 50\n" in result.stdout
 
 
 def test_a_daemon_that_dies_at_startup_is_one_line_with_its_log(

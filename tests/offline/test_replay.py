@@ -9,6 +9,9 @@ import pytest
 
 from robot_daemon import sim, wire
 from robot_daemon.bag import BagMeta, BagReader, BagWriter
+from robot_daemon.bag.export import export_json
+from robot_daemon.cli import main
+from robot_daemon.errors import BagError
 from robot_daemon.model import from_mlp
 from robot_daemon.nn import MLP
 from robot_daemon.offline.replay import replay, tick_batches
@@ -84,3 +87,45 @@ def test_bad_frames_are_counted_by_reason(tmp_path: Path) -> None:
     assert sum(stats.rejected.values()) == 2
     assert "wrong_d" in stats.rejected
     assert "rejected" in stats.describe()
+
+
+def test_bags_replay_cannot_use_are_refused_and_the_output_left_alone(
+    sim_bag: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "pred.mcap"
+    out.write_bytes(b"an older replay")
+    no_frames = tmp_path / "labels.mcap"
+    with BagWriter(no_frames, meta=BagMeta(d=4, c=8)) as w:
+        w.write("status", b"\x80", recv_ns=1)
+    undeclared = tmp_path / "undeclared.mcap"  # a bag of another tool: no d in its metadata
+    with BagWriter(undeclared) as w:
+        w.write("frame", wire.encode_frame(0, 1.0, np.ones(3)), recv_ns=1)
+    export_json(sim_bag, tmp_path / "sim.json.mcap")
+    cases = {
+        sim_bag: "holds frames of d=16; the model expects d=4",
+        no_frames: "has no 'frame' messages",
+        undeclared: "none of the 1 'frame' messages",
+        tmp_path / "sim.json.mcap": "is a JSON copy written by `bag export`",
+    }
+    model = from_mlp(MLP(4, 8, 8, rng=0))
+    for bag, message in cases.items():
+        with pytest.raises(BagError, match=message):
+            replay(model, bag, out)
+    with pytest.raises(BagError, match="is a JSON copy"):
+        replay(from_mlp(MLP(16, 8, 8, rng=0)), tmp_path / "sim.json.mcap", out)
+    assert out.read_bytes() == b"an older replay"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "labels.mcap", "pred.mcap", "sim.json.mcap", "undeclared.mcap"]
+
+
+def test_replay_cli_refuses_a_json_export_with_one_line(
+    sim_bag: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    export_json(sim_bag, tmp_path / "sim.json.mcap")
+    model = str(Path(__file__).resolve().parents[2] / "models/default.npz")
+    argv = ["replay", model, str(tmp_path / "sim.json.mcap"), "--out", str(tmp_path / "p.mcap")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("robot-daemon replay: error:")
+    assert err.count("\n") == 1
+    assert not (tmp_path / "p.mcap").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 
 from robot_daemon import sim, wire
 from robot_daemon.bag import BagMeta, BagWriter
-from robot_daemon.errors import BagError, RobotDaemonError
+from robot_daemon.errors import BagError, ConfigError, RobotDaemonError
 from robot_daemon.model import load
 from robot_daemon.offline import train
 from robot_daemon.offline.train import TrainConfig, read_labelled, split_tail
@@ -122,6 +123,35 @@ def test_bad_settings_are_refused(sim_bag: Path) -> None:
         train.train(data, TrainConfig(lr=-1.0))
     with pytest.raises(RobotDaemonError, match="epochs must be at least 1"):
         train.train(data, TrainConfig(epochs=0))
+
+
+def test_a_seed_or_a_network_too_big_for_memory_is_refused_before_allocating(
+    sim_bag: Path,
+) -> None:
+    data = read_labelled([sim_bag])
+    with pytest.raises(ConfigError, match="seed must be an integer >= 0"):
+        train.train(data, TrainConfig(seed=-1))
+    with pytest.raises(ConfigError, match="the weights of h=100000 in float64 needs about 224"):
+        TrainConfig(h=100_000).check()
+    many = train.Dataset(X=np.zeros((10**7, 16), np.float32), Y=np.zeros((10**7, 8), np.uint8),
+                         bag=np.zeros(10**7, np.int32), feature_names=data.feature_names,
+                         class_names=data.class_names, sources=["many"])
+    with pytest.raises(ConfigError, match="h=1024 on 10000000 examples of d=16, c=8"):
+        train.train(many, TrainConfig(h=1024))
+
+
+@pytest.mark.parametrize(("h", "dtype"), [(64, "float64"), (512, "float64"), (128, "float32")])
+def test_the_footprint_estimate_bounds_what_training_allocates(
+    sim_bag: Path, h: int, dtype: str
+) -> None:
+    data = read_labelled([sim_bag])
+    tracemalloc.start()
+    try:
+        train.train(data, TrainConfig(h=h, epochs=1, dtype=dtype, lr=0.01))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak <= train.footprint_bytes(data.n, 16, h, 8, dtype) <= 2 * peak
 
 
 def test_divergence_is_reported_not_saved(sim_bag: Path) -> None:
