@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from robot_daemon.cli.args import (
@@ -33,36 +34,52 @@ def _add_train(sub: Subparsers) -> None:
         description=(
             "Reads every 'label' message of the bags, keeps the last --val-fraction of each "
             "bag for validation, fits the input normalisation, trains the MLP with the "
-            "user's SGD (defaults: 10 epochs, batch 100, lr 0.1), tunes one threshold per "
-            "class on the validation split and writes the model atomically. The same "
-            "command and seed write the same bytes."
+            "user's SGD step (batch 100, lr 0.1) on shuffled examples, keeps the epoch with "
+            "the best validation macro-F1 and stops after --patience epochs without a "
+            "better one (at most --epochs), tunes one threshold per class on the "
+            "validation split and writes the model atomically. The same command and seed "
+            "write the same bytes."
         ),
     )
     p.add_argument("bags", nargs="+", metavar="BAG", help="MCAP bags with 'label' messages")
     p.add_argument("--out", required=True, metavar="MODEL", help="model file to write (.npz)")
     p.add_argument("--h", type=positive_int, default=64, help="hidden width (default 64)")
-    p.add_argument("--epochs", type=positive_int, default=10, help="passes (default 10)")
+    p.add_argument("--epochs", type=positive_int, default=40,
+                   help="most passes over the data (default 40)")
+    p.add_argument("--patience", type=int, default=5, metavar="N",
+                   help="stop after N epochs without a better validation macro-F1"
+                   " (default 5; 0: run every epoch)")
+    p.add_argument("--keep-best", action=argparse.BooleanOptionalAction, default=True,
+                   help="save the best epoch's weights, not the last one's (default on)")
     p.add_argument("--batch-size", type=positive_int, default=100, help="default 100")
     p.add_argument("--lr", type=positive_float, default=0.1, help="learning rate (default 0.1)")
     p.add_argument("--seed", type=seed, default=0,
                    help="initialisation and shuffling seed, >= 0 (default 0)")
     p.add_argument("--val-fraction", type=fraction, default=0.2,
                    help="tail of each bag kept for validation (default 0.2)")
-    p.add_argument("--shuffle", action="store_true", help="new example order every epoch")
+    p.add_argument("--shuffle", action=argparse.BooleanOptionalAction, default=True,
+                   help="new example order every epoch (default on; --no-shuffle: the"
+                   " user's sgd, in order)")
+    p.add_argument("--plot", metavar="PNG",
+                   help="also write loss and validation macro-F1 per epoch (plot extra)")
     p.add_argument("--dtype", choices=["float64", "float32"], default="float64")
     p.set_defaults(handler=_run_train)
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from robot_daemon.offline import train
+    from robot_daemon.offline import plots, train
 
     config = train.TrainConfig(
         h=args.h, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         val_fraction=args.val_fraction, shuffle=args.shuffle, dtype=args.dtype,
+        keep_best=args.keep_best, patience=args.patience,
     )
     # Found out now, not after minutes of training: model files are renamed into place.
     config.check()
     check_output(args.out, args.bags, atomic=True)
+    if args.plot:
+        plots.require_matplotlib()
+        check_output(args.plot, [*args.bags, args.out], atomic=True, what="--plot")
     data = train.read_labelled(args.bags)
     print(f"{data.n} labelled frames from {len(args.bags)} bag(s), d={data.X.shape[1]},"
           f" c={data.Y.shape[1]}; {data.rejected} rejected", flush=True)
@@ -70,6 +87,9 @@ def _run_train(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     model = train.train(data, config, lambda report: print(report.describe(), flush=True))
     model.save(args.out)
+    best = model.training["best_epoch"]
+    if best is not None:
+        print(f"kept epoch {best} of {model.training['epochs_run']} (best validation macro-F1)")
     validation = model.training["validation"]
     if validation["n"]:
         print(f"validation ({validation['n']} frames, tuned thresholds): macro-F1"
@@ -77,6 +97,10 @@ def _run_train(args: argparse.Namespace) -> int:
         for name, f1 in validation["f1"].items():
             print(f"  {name:<16} F1 {f1:.3f}")
     print(f"wrote {args.out}")
+    if args.plot:
+        plots.training_curves(Path(args.plot), model.training["history"],
+                              f"training of {Path(args.out).name}")
+        print(f"wrote {args.plot}")
     return 0
 
 
@@ -96,14 +120,20 @@ def _add_eval(sub: Subparsers) -> None:
     p.add_argument("--baseline-train", nargs="+", metavar="BAG",
                    help="bags to train the baseline on (default: the model's training bags)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--plot", metavar="DIR",
+                   help="also write per-class precision-recall, F1-threshold and reliability"
+                   " plots and the class co-occurrence matrix into DIR (plot extra)")
     p.set_defaults(handler=_run_eval)
 
 
 def _run_eval(args: argparse.Namespace) -> int:
     from robot_daemon import model
-    from robot_daemon.offline import evaluate, train
+    from robot_daemon.offline import evaluate, plots, train
 
     check_input(args.model, "model file")
+    if args.plot:
+        plots.require_matplotlib()
+        _check_plot_directory(Path(args.plot))
     loaded = model.load(args.model)
     data = train.read_labelled(args.bags)
     if data.X.shape[1] != loaded.d or data.Y.shape[1] != loaded.c:
@@ -127,7 +157,22 @@ def _run_eval(args: argparse.Namespace) -> int:
         print(evaluate.describe(results))
         if note:
             print(note)
+    if args.plot:
+        written = plots.evaluation_plots(
+            Path(args.plot), loaded.class_names, data.Y, loaded.predict_proba(data.X),
+            loaded.thresholds, f"{Path(args.model).name} on {len(args.bags)} bag(s),"
+            f" {data.n} labelled frames")
+        print(f"wrote {', '.join(str(w) for w in written)}", file=sys.stderr if args.json
+              else sys.stdout)
     return 0
+
+
+def _check_plot_directory(directory: Path) -> None:
+    """An existing directory, or one that can be made in an existing one; never a file."""
+    if directory.exists() and not directory.is_dir():
+        raise RobotDaemonError(f"--plot {directory} is not a directory")
+    if not directory.exists():
+        check_output(directory, what="--plot directory")
 
 
 def _add_replay(sub: Subparsers) -> None:
@@ -151,8 +196,6 @@ def _add_replay(sub: Subparsers) -> None:
 
 
 def _run_replay(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from robot_daemon import model
     from robot_daemon.offline import replay
 

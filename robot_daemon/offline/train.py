@@ -170,22 +170,36 @@ def check_footprint(n: int, d: int, h: int, c: int, dtype: str) -> None:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Training settings; the defaults are the user's (docs/spec.md): 10 epochs, batch 100,
-    lr 0.1."""
+    """Training settings: the user's step (batch 100, lr 0.1, docs/spec.md) in a recipe that
+    trains a good model from recorded bags.
+
+    The user's ``MLP.sgd`` makes 10 passes in order, right for their class and weak for
+    bags, whose consecutive frames are nearly the same scene: here the examples are
+    shuffled every epoch, up to ``epochs`` passes are made, and the weights of the epoch
+    with the best validation macro-F1 (thresholds tuned) are kept (``keep_best``); with
+    ``patience`` > 0, training stops after that many epochs without a better one.
+    Measured on 30 simulated minutes (seed 21), scored on 5 others (seed 22): the user's
+    10 ordered epochs 0.46 held-out macro-F1, this recipe 0.67 in 7 epochs (the best was
+    the 2nd: more passes over the same scenes fit them, not the sidewalk).
+    """
 
     h: int = 64
-    epochs: int = 10
+    epochs: int = 40
     batch_size: int = 100
     lr: float = 0.1
     seed: int = 0
     val_fraction: float = 0.2
-    shuffle: bool = False
+    shuffle: bool = True
     dtype: str = "float64"
+    keep_best: bool = True
+    patience: int = 5
 
     def check(self) -> None:
         for name in ("h", "epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.patience < 0:
+            raise ConfigError(f"patience must be >= 0 (0: never stop early), got {self.patience}")
         if self.seed < 0:
             raise ConfigError(f"seed must be an integer >= 0, got {self.seed}")
         if not (math.isfinite(self.lr) and self.lr > 0):
@@ -198,20 +212,37 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EpochReport:
-    """Progress after one epoch: training loss, validation macro-F1, throughput."""
+    """Progress after one epoch: training loss, validation macro-F1, throughput, ETA.
+
+    ``val_macro_f1`` is at thresholds 0.5, ``val_macro_f1_tuned`` at thresholds tuned on
+    the validation split (what the saved model uses, and what picks the best epoch).
+    ``eta_s`` is the time the remaining epochs would take at this pace: an upper bound
+    when training may stop early.
+    """
 
     epoch: int
     epochs: int
     train_loss: float
     val_macro_f1: float | None
     examples_per_s: float
+    val_macro_f1_tuned: float | None = None
+    best_epoch: int | None = None
+    eta_s: float = 0.0
 
     def describe(self) -> str:
-        f1 = "n/a" if self.val_macro_f1 is None else f"{self.val_macro_f1:.3f}"
-        return (
-            f"epoch {self.epoch:>3}/{self.epochs}  loss {self.train_loss:.4f}"
-            f"  val macro-F1 {f1} (thresholds 0.5)  {self.examples_per_s:,.0f} examples/s"
-        )
+        line = f"epoch {self.epoch:>3}/{self.epochs}  loss {self.train_loss:.4f}"
+        if self.val_macro_f1_tuned is not None:
+            line += f"  val macro-F1 {self.val_macro_f1_tuned:.3f} (best: epoch {self.best_epoch})"
+        elif self.val_macro_f1 is not None:
+            line += f"  val macro-F1 {self.val_macro_f1:.3f} (thresholds 0.5)"
+        line += f"  {self.examples_per_s:,.0f} examples/s"
+        if self.epoch < self.epochs:
+            line += f"  ETA {_duration(self.eta_s)}"
+        return line
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
 def train(
@@ -235,6 +266,8 @@ def train(
 
     mlp = MLP(data.X.shape[1], config.h, data.Y.shape[1], rng=config.seed, dtype=dtype)
     history: list[dict[str, Any]] = []
+    best = _Best()
+    started = time.perf_counter()
     for epoch in range(1, config.epochs + 1):
         start = time.perf_counter()
         try:
@@ -249,19 +282,27 @@ def train(
             raise RobotDaemonError(
                 f"training diverged in epoch {epoch} ({exc}); try a smaller --lr"
             ) from None
+        f1_half = f1_tuned = None
+        if len(val_rows):
+            P_val = mlp.predict_proba(X_val)
+            f1_half = metrics.macro_f1(Y_val, P_val >= 0.5)
+            f1_tuned = metrics.macro_f1(Y_val, P_val >= metrics.tune_thresholds(Y_val, P_val))
+            best.offer(epoch, f1_tuned, mlp)
+        per_epoch = (time.perf_counter() - started) / epoch
         report = EpochReport(
-            epoch=epoch,
-            epochs=config.epochs,
-            train_loss=loss,
-            val_macro_f1=metrics.macro_f1(Y_val, mlp.predict_proba(X_val) >= 0.5)
-            if len(val_rows) else None,
-            examples_per_s=len(X) / max(elapsed, 1e-9),
+            epoch=epoch, epochs=config.epochs, train_loss=loss, val_macro_f1=f1_half,
+            examples_per_s=len(X) / max(elapsed, 1e-9), val_macro_f1_tuned=f1_tuned,
+            best_epoch=best.epoch, eta_s=per_epoch * (config.epochs - epoch),
         )
         history.append({"epoch": epoch, "train_loss": report.train_loss,
-                        "val_macro_f1": report.val_macro_f1})
+                        "val_macro_f1": report.val_macro_f1, "val_macro_f1_tuned": f1_tuned})
         if progress is not None:
             progress(report)
+        if config.patience and best.epoch is not None and epoch - best.epoch >= config.patience:
+            break  # no better validation for `patience` epochs: more passes only fit
 
+    if config.keep_best:
+        best.restore(mlp)
     if len(val_rows):
         P_val = mlp.predict_proba(X_val)
         thresholds = metrics.tune_thresholds(Y_val, P_val)
@@ -287,11 +328,34 @@ def train(
             "rejected_labels": data.rejected,
             "config": asdict(config),
             "history": history,
+            "epochs_run": len(history),
+            "best_epoch": best.epoch if config.keep_best else None,
             "validation": validation,
             "date": _build_date(),
             "robot_daemon": __version__,
         },
     )
+
+
+class _Best:
+    """The epoch with the best validation macro-F1 so far, and a copy of its weights."""
+
+    def __init__(self) -> None:
+        self.epoch: int | None = None
+        self.f1 = -math.inf
+        self._params: list[npt.NDArray[Any]] = []
+
+    def offer(self, epoch: int, f1: float, mlp: MLP) -> None:
+        if f1 > self.f1:  # strictly better: the earlier of equal epochs is kept
+            self.epoch, self.f1 = epoch, f1
+            self._params = [a.copy() for lin in mlp.linears for a in (lin.W, lin.b)]
+
+    def restore(self, mlp: MLP) -> None:
+        """Put the best epoch's weights back (nothing to do without a validation split)."""
+        params = iter(self._params)
+        for lin in mlp.linears if self._params else ():
+            lin.W[...] = next(params)
+            lin.b[...] = next(params)
 
 
 def _build_date() -> str:

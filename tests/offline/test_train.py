@@ -172,3 +172,52 @@ def test_a_cut_bag_still_trains_on_what_it_holds(sim_bag: Path, tmp_path: Path) 
     np.testing.assert_array_equal(partial.X, full.X[: partial.n])  # a prefix, never garbage
     model = train.train(partial, TrainConfig(h=8, epochs=1))
     assert model.training["n_train"] > 0
+
+
+def _scripted_validation(monkeypatch: pytest.MonkeyPatch, tuned: list[float]) -> None:
+    """Make the tuned-threshold validation macro-F1 of successive epochs ``tuned``.
+
+    Each epoch scores the validation split twice, at thresholds 0.5 and then tuned; only
+    the second (which picks the best epoch) is scripted.
+    """
+    real = train.metrics.macro_f1
+    values = iter(tuned)
+    calls = 0
+
+    def macro_f1(Y: np.ndarray, D: np.ndarray) -> float:
+        nonlocal calls
+        calls += 1
+        return next(values) if calls % 2 == 0 else real(Y, D)
+
+    monkeypatch.setattr(train.metrics, "macro_f1", macro_f1)
+
+
+def test_the_best_epoch_is_kept_and_training_stops_when_it_stops_improving(
+    sim_bag: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = read_labelled([sim_bag])
+    _scripted_validation(monkeypatch, [0.5, 0.9, 0.6, 0.7, 0.95])
+    reports: list[train.EpochReport] = []
+    model = train.train(data, TrainConfig(h=8, epochs=10, patience=2), reports.append)
+    assert [r.epoch for r in reports] == [1, 2, 3, 4]  # 2 epochs without a better one
+    assert [r.best_epoch for r in reports] == [1, 2, 2, 2]
+    assert model.training["best_epoch"] == 2
+    assert model.training["epochs_run"] == 4
+    assert "ETA" in reports[0].describe()
+    assert "(best: epoch 2)" in reports[-1].describe()
+    # The kept weights are epoch 2's: training the same way for exactly 2 epochs gives them.
+    _scripted_validation(monkeypatch, [0.5, 0.9])
+    two = train.train(data, TrainConfig(h=8, epochs=2, patience=0, keep_best=False))
+    for ours, theirs in zip(model.mlp.linears, two.mlp.linears, strict=True):
+        np.testing.assert_array_equal(ours.W, theirs.W)
+
+
+def test_the_users_loop_is_one_flag_away(sim_bag: Path) -> None:
+    # --no-shuffle --patience 0 --no-keep-best --epochs 10: the user's sgd, as specified.
+    data = read_labelled([sim_bag])
+    config = TrainConfig(h=8, epochs=2, shuffle=False, patience=0, keep_best=False)
+    model = train.train(data, config)
+    assert model.training["best_epoch"] is None
+    assert model.training["epochs_run"] == 2
+    with pytest.raises(ConfigError, match="patience must be >= 0"):
+        train.train(data, TrainConfig(patience=-1))
