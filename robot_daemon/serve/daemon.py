@@ -451,7 +451,7 @@ class Daemon:
             self._reject(exc.reason, str(exc), now_ns)
             return
         self.counters.frames_accepted += 1
-        self.seqs.observe(frame.src, frame.seq)
+        self.seqs.observe(frame.src, frame.seq, now_ns)
         # Keep the newest (the planner wants the present) and count the oldest dropped.
         self.counters.frames_dropped += self._pending.add(frame, now_ns)
 

@@ -254,6 +254,17 @@ def test_a_publisher_that_dies_and_restarts_is_picked_up(harness: Harness) -> No
     assert status["frames_lost"] == 0
 
 
+def test_an_implausible_seq_jump_is_a_reset_not_lost_frames(harness: Harness) -> None:
+    """A publisher whose ``seq`` leaps by half a million between two frames 1 ms apart
+    cannot have lost them: counted as a reset (it was counted as 500,000 lost frames)."""
+    X = _readings(4)
+    for seq in (0, 1, 500_002, 500_003):
+        harness.send(seq, X[seq % 4])
+    assert len(harness.preds(4)) >= 1
+    status = harness.status(lambda s: s["frames_accepted"] == 4)
+    assert (status["frames_lost"], status["frames_seq_resets"]) == (0, 1)
+
+
 def _other_model(seed: int) -> model_file.Model:
     default = model_file.load(DEFAULT_MODEL)
     mlp = MLP(default.d, 16, default.c, rng=seed)
