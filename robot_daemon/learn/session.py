@@ -180,6 +180,7 @@ class OnlineSession:
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
         self._writing: tuple[Future[Path], int, int] | None = None  # (write, version, start)
         self._deferred: dict[str, int] = {}  # what -> the tick deadline it was deferred at
+        self._receiver: receive.Receiver | None = None  # reads the label socket
         self._monitor: zmq.Socket[bytes] | None = None
         self._reconnect_at: int | None = None
         self.reset(model, base, steps)
@@ -268,12 +269,15 @@ class OnlineSession:
 
     def drain(self, sock: zmq.Socket[bytes], until_ns: int) -> None:
         """Receive and stage labels until a batch is ready, the queue is empty or ``until_ns``."""
-        receive.drain(sock, until_ns, self._on_label, keep_going=self.wants_labels)
+        if self._receiver is None or self._receiver.sock is not sock:  # one per socket
+            self._receiver = receive.Receiver(sock, self._on_label)
+        self._receiver.drain(until_ns, keep_going=self.wants_labels)
 
-    def _on_label(self, parts: list[bytes]) -> None:
+    def _on_label(self, parts: list[bytes], count: int) -> None:
+        """One message of ``count`` parts, of which ``parts`` holds the first (at most 2)."""
         self.counters.labels_received += 1
-        if len(parts) != 2 or parts[0] != wire.TOPIC_LABEL:
-            self._reject("bad_envelope", f"expected [b'label', payload], got {len(parts)} part(s)")
+        if count != 2 or parts[0] != wire.TOPIC_LABEL:
+            self._reject("bad_envelope", f"expected [b'label', payload], got {count} part(s)")
             return
         model = self.learner.model
         try:

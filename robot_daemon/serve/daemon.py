@@ -248,6 +248,7 @@ class Daemon:
             self.served = ServedModel(learned, self.served.version, self.served.path)
             self.online = OnlineSession(config, learned, self.served.version, steps)
         self._labels: zmq.Socket[bytes] | None = None  # the label socket while running
+        self._frames: receive.Receiver | None = None  # reads the frame socket
         self.counters = Counters()
         self.windows = Windows()
         self.seqs = SeqTracker()
@@ -436,13 +437,17 @@ class Daemon:
     # ---------------------------------------------------------------- frames
 
     def _drain(self, sub: zmq.Socket[bytes], until_ns: int) -> None:
-        """Receive every waiting frame message (see :func:`robot_daemon.serve.receive.drain`)."""
-        receive.drain(sub, until_ns, lambda parts: self._on_message(parts, time.monotonic_ns()))
+        """Receive every waiting frame message (:class:`robot_daemon.serve.receive.Receiver`)."""
+        if self._frames is None or self._frames.sock is not sub:  # one per socket
+            self._frames = receive.Receiver(
+                sub, lambda parts, count: self._on_message(parts, count, time.monotonic_ns()))
+        self._frames.drain(until_ns)
 
-    def _on_message(self, parts: list[bytes], now_ns: int) -> None:
+    def _on_message(self, parts: list[bytes], count: int, now_ns: int) -> None:
+        """One message of ``count`` parts, of which ``parts`` holds the first (at most 2)."""
         self.counters.frames_in += 1
-        if len(parts) != 2 or parts[0] != wire.TOPIC_FRAME:
-            self._reject("bad_envelope", f"expected [b'frame', payload], got {len(parts)} "
+        if count != 2 or parts[0] != wire.TOPIC_FRAME:
+            self._reject("bad_envelope", f"expected [b'frame', payload], got {count} "
                          f"part(s) with topic {parts[0][:16]!r}", now_ns)
             return
         try:
