@@ -42,7 +42,9 @@ The loop (one thread, one :class:`zmq.Poller`):
 ``tick_ms_p50/p99/max`` (tick processing: batch, forward pass, encode, send),
 ``tick_ms_edges``/``tick_ms_counts`` (ticks since the start per processing-time bucket),
 ``wake_late_ms_p50/p99/max`` (tick start minus its deadline), ``frames_seq_resets``,
-``sources``, ``reloads``, ``reload_failures``, ``tick_errors``; rejection reasons beyond
+``sources``, ``reloads``, ``reload_failures``, ``tick_errors``, ``reconnects``
+(:mod:`robot_daemon.serve.monitor`: connections libzmq gave up that the daemon made
+again, by endpoint and reason); rejection reasons beyond
 the wire protocol's: ``bad_envelope`` (not a two-part ``[b"frame", payload]`` message) and
 ``non_finite_output`` (a frame whose probabilities came out NaN). Online learning adds
 :meth:`robot_daemon.learn.session.OnlineSession.status`'s keys.
@@ -71,7 +73,7 @@ from robot_daemon import model as model_file
 from robot_daemon import wire
 from robot_daemon.errors import ModelError, RobotDaemonError, WireError
 from robot_daemon.learn.session import OnlineSession, resume
-from robot_daemon.serve import receive
+from robot_daemon.serve import monitor, receive
 from robot_daemon.serve.batch import Batch, PendingFrames
 from robot_daemon.serve.config import DaemonConfig
 from robot_daemon.serve.notify import Notifier
@@ -249,6 +251,7 @@ class Daemon:
             self.online = OnlineSession(config, learned, self.served.version, steps)
         self._labels: zmq.Socket[bytes] | None = None  # the label socket while running
         self._frames: receive.Receiver | None = None  # reads the frame socket
+        self._watches = monitor.Watches()  # connections libzmq may give up on
         self.counters = Counters()
         self.windows = Windows()
         self.seqs = SeqTracker()
@@ -280,13 +283,18 @@ class Daemon:
             sub = stack.enter_context(ctx.socket(zmq.SUB))
             pub = stack.enter_context(ctx.socket(zmq.PUB))
             sigs = stack.enter_context(_signals())
+            frames = stack.enter_context(monitor.watch(
+                sub, cfg.frames, "frames publisher", monitor.FRAMES_RECONNECT_DELAY_NS))
             self._open(sub, pub)
             poller = zmq.Poller()
             poller.register(sub, zmq.POLLIN)
             poller.register(sigs.read_end, zmq.POLLIN)
+            self._watches.add(frames, poller)
             if self.online is not None:
                 self._labels = stack.enter_context(self.online.open(ctx))
                 poller.register(self._labels, zmq.POLLIN)
+                if self.online.links is not None:
+                    self._watches.add(self.online.links, poller)
                 log.info("online learning from %s; checkpoints in %s", cfg.labels,
                          cfg.checkpoint_dir or "nowhere (learning is lost at exit)")
             elif cfg.labels is not None:
@@ -362,6 +370,7 @@ class Daemon:
                     sigs.reload = False
                     self.reload()
                 continue
+            self._watches.service(now)  # reconnect what libzmq gave up on, when due
             if self._labels is not None:
                 self._learn(self._labels, deadline)
             if now >= next_status:
@@ -403,6 +412,7 @@ class Daemon:
         if timeout_ms >= 1:
             events = dict(watch.poll(timeout_ms))
             self._woke()
+            self._watches.on_events(events, self._woke_ns)
             if sigs.read_end in events:
                 sigs.drain()
             if sub in events:
@@ -428,7 +438,6 @@ class Daemon:
             return
         try:
             self.online.drain(labels, deadline_ns)
-            self.online.watch_connection(labels)
             self.online.between_ticks(deadline_ns)
         except Exception:  # a learning bug must not stop the robot seeing: count, log, go on
             self.online.counters.errors += 1
@@ -597,6 +606,7 @@ class Daemon:
             "reloads": c.reloads,
             "reload_failures": c.reload_failures,
             "tick_errors": c.tick_errors,
+            "reconnects": self._watches.status(),
         }
         if self.online is not None:
             status.update(self.online.status())

@@ -352,6 +352,26 @@ def test_sigkill_during_learning_never_loses_the_model_or_more_than_an_interval(
     assert resumed_at > 0
 
 
+def test_a_label_publisher_dropped_for_an_oversized_message_is_reconnected(
+    online: Online, data: sim.SimData
+) -> None:
+    """libzmq drops the connection for a part above MAXMSGSIZE and never connects again
+    (learning stopped for good); the daemon connects again after a second and counts it."""
+    online.start()
+    pub = online.publisher()
+    try:
+        assert _subscribed(pub, 10.0)
+        pub.send_multipart([wire.TOPIC_LABEL, b"\x00" * (4 << 20)])
+        assert _subscribed(pub, 3.0)  # 1 s, and the loaded machine's share
+        _send_labels(pub, data, 0, 20)
+        status = online.status(lambda s: s["labels_received"] == 20)
+    finally:
+        pub.close()
+    assert status["labels_reconnects"] == 1
+    assert status["reconnects"] == {online.labels_ep: {"protocol_error": 1}}
+    assert online.log_text().count("label publisher at") == 1
+
+
 # ------------------------------------------------------------------ CURVE
 
 
@@ -362,8 +382,10 @@ def curve(workdir: Path) -> dict[str, Any]:
     allowed = keys.generate(workdir / "keys", "labeller")
     stranger = keys.generate(workdir / "keys", "stranger")
     allow = workdir / "allow"
-    allow.mkdir()
+    allow.mkdir(mode=0o755)  # whatever the umask: a writable allow-list is refused
+    allow.chmod(0o755)
     shutil.copy(allowed.public, allow / allowed.public.name)
+    (allow / allowed.public.name).chmod(0o644)
     server_public, _ = zmq.auth.load_certificate(server.public)
 
     def client(pair: keys.KeyPair) -> tuple[bytes, bytes, bytes]:
@@ -415,6 +437,31 @@ def test_only_allowed_curve_publishers_change_the_model(
         assert status["labels_accepted"] == 300
         assert status["online_version"] > 0
         assert daemon.stop() == 0
+    finally:
+        daemon.close()
+
+
+def test_a_refused_curve_key_is_retried_once_a_second_and_logged_once(
+    workdir: Path, curve: dict[str, Any]
+) -> None:
+    """A publisher whose key is not allowed: libzmq retried every 0.1-0.2 s, and each
+    failure was a WARNING (38-44 lines in 5 s); now once a second, one line a period."""
+    port = _free_port()
+    daemon = _curve_daemon(workdir, curve, port)
+    try:
+        daemon.start()
+        pub = daemon.publisher(curve["stranger"])
+        try:
+            first = daemon.status(lambda s: s["labels_handshake_failed"].get("auth", 0) >= 1)
+            last = daemon.status(lambda s: s["uptime_s"] >= first["uptime_s"] + 4.0)
+        finally:
+            pub.close()
+        tries = last["labels_handshake_failed"]["auth"] - first["labels_handshake_failed"]["auth"]
+        assert 2 <= tries <= 5, tries  # 4 s at one try a second
+        lines = [line for line in daemon.log_text().splitlines()
+                 if "handshake failed (auth" in line]
+        assert len(lines) == 1, lines
+        assert "curve_allow" in lines[0]
     finally:
         daemon.close()
 

@@ -256,6 +256,31 @@ def test_a_publisher_that_dies_and_restarts_is_picked_up(harness: Harness) -> No
     assert status["frames_lost"] == 0
 
 
+def test_a_publisher_dropped_for_an_oversized_message_is_reconnected_within_a_second(
+    harness: Harness,
+) -> None:
+    """libzmq drops a connection that sends a part above MAXMSGSIZE and never connects it
+    again (the sensor was silenced for good); the daemon reconnects, counts and logs it.
+    A publisher that merely restarts is libzmq's to reconnect: not counted."""
+    X = _readings(40)
+    harness.restart_publisher()
+    for i in range(10):
+        harness.send(i, X[i])
+    assert sorted(_answers(harness.preds(10))) == list(range(10))
+    harness.send_raw(wire.TOPIC_FRAME, b"\x00" * (4 << 20))
+    dropped = time.monotonic()
+    harness.wait_subscribed(timeout=1.0)  # the daemon connected again and subscribed
+    back_s = time.monotonic() - dropped
+    for i in range(10, 40):
+        harness.send(i, X[i])
+    assert sorted(_answers(harness.preds(30))) == list(range(10, 40))
+    status = harness.status(lambda s: s["frames_accepted"] == 40)
+    assert status["reconnects"] == {harness.frames_ep: {"protocol_error": 1}}
+    assert (status["frames_lost"], status["frames_rejected"]) == (0, {})
+    assert harness.log_text().count("does not reconnect after that: connected again") == 1
+    assert back_s < 1.0
+
+
 def test_an_implausible_seq_jump_is_a_reset_not_lost_frames(harness: Harness) -> None:
     """A publisher whose ``seq`` leaps by half a million between two frames 1 ms apart
     cannot have lost them: counted as a reset (it was counted as 500,000 lost frames)."""
