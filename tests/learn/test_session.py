@@ -580,6 +580,22 @@ def test_a_replayed_curve_session_changes_nothing(
         proxy.close()
 
 
+def test_a_curve_allow_list_other_users_can_write_stops_the_start(
+    workdir: Path, curve: dict[str, Any]
+) -> None:
+    """Anyone who can add a key to it can retrain the model: exit 2 with the fix named."""
+    allow = workdir / "allow"
+    allow.chmod(0o777)
+    cmd = [sys.executable, "-m", "robot_daemon", "run", "--online",
+           "--labels", f"tcp://127.0.0.1:{_free_port()}", "--pred", f"ipc://{workdir}/pred",
+           "--frames", f"ipc://{workdir}/frames", *curve["args"]]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=30,
+                          check=False)
+    assert done.returncode == 2, done.stderr
+    assert f"other users can write {allow}" in done.stderr
+    assert "chmod go-w" in done.stderr
+
+
 def test_online_learning_needs_curve_off_loopback(workdir: Path) -> None:
     cmd = [sys.executable, "-m", "robot_daemon", "run", "--online",
            "--labels", "tcp://10.0.0.7:5558", "--pred", f"ipc://{workdir}/pred"]
