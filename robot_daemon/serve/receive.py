@@ -51,6 +51,7 @@ class Receiver:
         """Pass each waiting message to the handler until the queue is empty,
         ``time.monotonic_ns()`` reaches ``until_ns`` (``None``: no deadline) or
         ``keep_going()`` turns false (asked between messages only)."""
+        recv = self.sock.recv
         while True:
             for _ in range(DRAIN_CHUNK):
                 if self._count == 0 and keep_going is not None and not keep_going():
@@ -60,14 +61,16 @@ class Receiver:
                 # Measured for a two-part frame message: 3.7 us this way, 5.9 us with
                 # recv_multipart.
                 try:
-                    part = self.sock.recv(_NOBLOCK, copy=False)
+                    part = recv(_NOBLOCK, copy=False)
                 except zmq.Again:
                     return
-                self._count += 1
-                if self._count <= MAX_PARTS:
+                count = self._count + 1
+                if count <= MAX_PARTS:
                     self._parts.append(part.bytes)
-                if not part.more:
-                    parts, count = self._parts, self._count
+                if part.more:
+                    self._count = count
+                else:
+                    parts = self._parts
                     self._parts, self._count = [], 0
                     self._handle(parts, count)
             if until_ns is not None and time.monotonic_ns() >= until_ns:
