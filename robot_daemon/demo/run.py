@@ -234,9 +234,9 @@ class Sockets:
         events = dict(self.poller.poll(max(0, timeout_ms)))
         # No deadline: after the daemon stops, its last answers must all be read.
         if self.tap in events:
-            receive.drain(self.tap, None, partial(_dispatch, stream))
+            receive.drain(self.tap, partial(_dispatch, stream))
         if self.pred in events:
-            receive.drain(self.pred, None, partial(_dispatch, stream))
+            receive.drain(self.pred, partial(_dispatch, stream))
 
     def close(self) -> None:
         self.tap.close()
@@ -244,9 +244,9 @@ class Sockets:
         self.ctx.term()
 
 
-def _dispatch(stream: Stream, parts: list[bytes]) -> None:
+def _dispatch(stream: Stream, parts: list[bytes], count: int) -> None:
     """A two-part message from the tap or the daemon, to ``stream`` by its topic."""
-    if len(parts) != 2:
+    if count != 2:
         return
     topic, payload = parts
     if topic == wire.TOPIC_FRAME:

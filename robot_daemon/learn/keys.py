@@ -105,11 +105,13 @@ def authenticator(ctx: zmq.Context[zmq.Socket[bytes]],
     is not admitted until then.
 
     Raises:
-        ConfigError: ``allow_dir`` is not a directory.
+        ConfigError: ``allow_dir`` is not a directory, or another user could write to it
+            or to a key file in it (:func:`check_allow_dir`).
     """
     directory = Path(allow_dir)
     if not directory.is_dir():
         raise ConfigError(f"curve_allow {directory} is not a directory of public keys")
+    check_allow_dir(directory)
     auth = ThreadAuthenticator(ctx, log=logging.getLogger("robot_daemon.zap"))
     auth.start()
     try:
@@ -117,6 +119,34 @@ def authenticator(ctx: zmq.Context[zmq.Socket[bytes]],
         yield auth
     finally:
         auth.stop()
+
+
+def check_allow_dir(allow_dir: Path) -> None:
+    """Refuse an allow-list that anyone but us or root could change.
+
+    Whoever can add a ``*.key`` file to ``allow_dir`` (or rewrite one) can publish labels,
+    that is retrain the model, so the directory and every key file in it must be owned by
+    this process's user or root and writable by no group or other user (symlinks are
+    judged by what they point to).
+
+    Raises:
+        ConfigError: naming the first file that others can write, and the fix.
+    """
+    for path in (allow_dir, *sorted(allow_dir.glob("*.key"))):
+        try:
+            info = path.stat()
+        except OSError as exc:
+            raise ConfigError(f"curve_allow: cannot read {path}: {exc.strerror}") from None
+        if info.st_uid not in (0, os.geteuid()):
+            raise ConfigError(
+                f"curve_allow: {path} belongs to user {info.st_uid}, who could then let any "
+                "publisher retrain the model: make it owned by root or the daemon's user"
+            )
+        if info.st_mode & 0o022:
+            raise ConfigError(
+                f"curve_allow: other users can write {path} (mode {info.st_mode & 0o777:o}),"
+                f" and so let any publisher retrain the model: chmod go-w {path}"
+            )
 
 
 def reload_allowed(auth: ThreadAuthenticator, allow_dir: Path) -> int:

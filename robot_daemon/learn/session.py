@@ -10,9 +10,11 @@ learning adds to it, so that the serving loop reads the same with it or without 
   never complete a handshake, so their messages never reach :meth:`OnlineSession.drain`.
   Payloads are decoded with the model's ``d`` and ``c``; rejections are counted by reason.
   A failed handshake (``labels_handshake_failed`` in ``status``: a wrong key, a
-  plain-text peer, replayed bytes) makes libzmq give up the connection for good, so a
-  monitor socket watches for it and the daemon connects again after
-  ``RECONNECT_AFTER_FAILURE_NS``: the real publisher can always come back.
+  plain-text peer, replayed bytes) or an oversized message can make libzmq give up the
+  connection for good; :mod:`robot_daemon.serve.monitor` watches for it and the daemon
+  connects again after ``RECONNECT_AFTER_FAILURE_NS`` (after a failed handshake it stops
+  libzmq's own retries, every 0.1-0.2 s, until then), so the real publisher can always
+  come back and a refused one costs one handshake a second.
 * **Learning between ticks**: :meth:`OnlineSession.between_ticks` takes one guarded step
   (:class:`robot_daemon.learn.learner.OnlineLearner`) when a batch is ready *and* the time left
   to the next tick exceeds the expected step time plus a margin; otherwise the step is
@@ -48,7 +50,6 @@ from typing import Any, Final
 
 import numpy as np
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
 from robot_daemon import wire
 from robot_daemon.errors import ModelError, RobotDaemonError, WireError
@@ -56,7 +57,7 @@ from robot_daemon.learn import keys
 from robot_daemon.learn.checkpoints import CheckpointStore
 from robot_daemon.learn.learner import OnlineConfig, OnlineLearner
 from robot_daemon.model import Model
-from robot_daemon.serve import receive
+from robot_daemon.serve import monitor, receive
 from robot_daemon.serve.config import DaemonConfig
 from robot_daemon.serve.stats import REJECT_LOG_PERIOD_NS, RateLimiter
 
@@ -76,15 +77,10 @@ MARGIN_NS: Final = 1_000_000
 LABEL_RCVHWM: Final = 10_000
 #: A label is at most a frame plus c bytes: anything near this is not a label.
 MAX_LABEL_BYTES: Final = 1 << 20
-#: After a failed handshake, connect again this much later: soon enough for a publisher
-#: that restarts with the right key, slow enough that a wrong one costs nothing.
+#: After libzmq gave a connection up (a failed handshake, an oversized message), connect
+#: again this much later: soon enough for a publisher that restarts with the right key,
+#: slow enough that a wrong one costs nothing.
 RECONNECT_AFTER_FAILURE_NS: Final = 1_000_000_000
-#: Handshake failures, by the name ``status`` counts them under.
-_HANDSHAKE_FAILURES: Final[dict[int, str]] = {
-    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "no_detail",
-    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "protocol",  # e.g. plain text against CURVE
-    zmq.EVENT_HANDSHAKE_FAILED_AUTH: "auth",  # a key not in curve_allow
-}
 
 
 def resume(config: DaemonConfig, model: Model, base: str) -> tuple[Model, int]:
@@ -123,9 +119,6 @@ class LabelCounters:
     labels_received: int = 0
     labels_accepted: int = 0
     labels_rejected: Counter[str] = field(default_factory=Counter)
-    handshakes: int = 0
-    handshakes_failed: Counter[str] = field(default_factory=Counter)
-    reconnects: int = 0
     steps_deferred: int = 0
     checkpoints_saved: int = 0
     checkpoints_deferred: int = 0
@@ -180,8 +173,8 @@ class OnlineSession:
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
         self._writing: tuple[Future[Path], int, int] | None = None  # (write, version, start)
         self._deferred: dict[str, int] = {}  # what -> the tick deadline it was deferred at
-        self._monitor: zmq.Socket[bytes] | None = None
-        self._reconnect_at: int | None = None
+        self._receiver: receive.Receiver | None = None  # reads the label socket
+        self.links: monitor.ConnectionWatch | None = None  # the label socket's, once open
         self.reset(model, base, steps)
 
     def reset(self, model: Model, base: str, steps: int) -> None:
@@ -221,42 +214,13 @@ class OnlineSession:
                 log.warning("labels from %s WITHOUT CURVE (insecure_labels): anyone who "
                             "reaches it can retrain the model", cfg.labels)
             sock.subscribe(wire.TOPIC_LABEL)
-            self._monitor = sock.get_monitor_socket(
-                zmq.EVENT_HANDSHAKE_SUCCEEDED | sum(_HANDSHAKE_FAILURES))
-            stack.callback(self._close_monitor, sock)
+            self.links = stack.enter_context(monitor.watch(
+                sock, [str(cfg.labels)], "label publisher", RECONNECT_AFTER_FAILURE_NS))
             try:
                 sock.connect(str(cfg.labels))
             except zmq.ZMQError as exc:
                 raise RobotDaemonError(f"cannot connect to labels {cfg.labels!r}: {exc}") from None
             yield sock
-
-    def _close_monitor(self, sock: zmq.Socket[bytes]) -> None:
-        if self._monitor is not None:
-            sock.disable_monitor()
-            self._monitor.close()
-            self._monitor = None
-
-    def watch_connection(self, sock: zmq.Socket[bytes]) -> None:
-        """Count handshakes; connect again a while after one failed (libzmq gives up)."""
-        while self._monitor is not None and self._monitor.poll(0):
-            event = recv_monitor_message(self._monitor)["event"]
-            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-                self.counters.handshakes += 1
-                self._reconnect_at = None  # libzmq retried by itself: leave the good link be
-                continue
-            reason = _HANDSHAKE_FAILURES.get(int(event), "other")
-            self.counters.handshakes_failed[reason] += 1
-            log.warning("label publisher at %s failed the handshake (%s)%s", self.config.labels,
-                        reason, ": its key is not in curve_allow" if reason == "auth" else "")
-            if self._reconnect_at is None:
-                self._reconnect_at = time.monotonic_ns() + RECONNECT_AFTER_FAILURE_NS
-        if self._reconnect_at is not None and time.monotonic_ns() >= self._reconnect_at:
-            self._reconnect_at = None
-            endpoint = str(self.config.labels)
-            with contextlib.suppress(zmq.ZMQError):  # libzmq may have dropped it already
-                sock.disconnect(endpoint)
-            sock.connect(endpoint)
-            self.counters.reconnects += 1
 
     def wants_labels(self) -> bool:
         """Whether to read labels now: not while a full batch waits for its step.
@@ -268,12 +232,15 @@ class OnlineSession:
 
     def drain(self, sock: zmq.Socket[bytes], until_ns: int) -> None:
         """Receive and stage labels until a batch is ready, the queue is empty or ``until_ns``."""
-        receive.drain(sock, until_ns, self._on_label, keep_going=self.wants_labels)
+        if self._receiver is None or self._receiver.sock is not sock:  # one per socket
+            self._receiver = receive.Receiver(sock, self._on_label)
+        self._receiver.drain(until_ns, keep_going=self.wants_labels)
 
-    def _on_label(self, parts: list[bytes]) -> None:
+    def _on_label(self, parts: list[bytes], count: int) -> None:
+        """One message of ``count`` parts, of which ``parts`` holds the first (at most 2)."""
         self.counters.labels_received += 1
-        if len(parts) != 2 or parts[0] != wire.TOPIC_LABEL:
-            self._reject("bad_envelope", f"expected [b'label', payload], got {len(parts)} part(s)")
+        if count != 2 or parts[0] != wire.TOPIC_LABEL:
+            self._reject("bad_envelope", f"expected [b'label', payload], got {count} part(s)")
             return
         model = self.learner.model
         try:
@@ -404,14 +371,15 @@ class OnlineSession:
 
     def status(self) -> dict[str, Any]:
         """The keys online learning adds to ``status``."""
-        c = self.counters
+        c, links = self.counters, self.links
         out: dict[str, Any] = {
             "labels_received": c.labels_received,
             "labels_accepted": c.labels_accepted,
             "labels_rejected": dict(c.labels_rejected),
-            "labels_handshakes": c.handshakes,
-            "labels_handshake_failed": dict(c.handshakes_failed),
-            "labels_reconnects": c.reconnects,
+            "labels_handshakes": links.handshakes if links else 0,
+            "labels_handshake_failed": dict(links.handshakes_failed) if links else {},
+            "labels_reconnects": (sum(sum(r.values()) for r in links.reconnects.values())
+                                  if links else 0),
             "online_steps_deferred": c.steps_deferred,
             "checkpoints_saved": c.checkpoints_saved,
             "checkpoints_deferred": c.checkpoints_deferred,

@@ -5,5 +5,6 @@ A frame arrives in :mod:`~robot_daemon.serve.receive` (socket draining), waits i
 :mod:`~robot_daemon.serve.daemon`, and is counted in :mod:`~robot_daemon.serve.stats`.
 :mod:`~robot_daemon.serve.liveness` tells which sensors fell silent,
 :mod:`~robot_daemon.serve.config` holds the settings, :mod:`~robot_daemon.serve.notify`
-the systemd notifications.
+the systemd notifications, :mod:`~robot_daemon.serve.monitor` the connections that libzmq
+gives up on.
 """

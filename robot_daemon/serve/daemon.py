@@ -49,9 +49,11 @@ The loop (one thread, one :class:`zmq.Poller`):
 ``tick_ms_p50/p99/max`` (tick processing: batch, forward pass, encode, send),
 ``tick_ms_edges``/``tick_ms_counts`` (ticks since the start per processing-time bucket),
 ``wake_late_ms_p50/p99/max`` (tick start minus its deadline), ``frames_seq_resets``,
-``sources``, ``reloads``, ``reload_failures``, ``tick_errors``, and liveness's ``health``,
-``stale_endpoints``, ``stale_srcs``, ``endpoint_silent_ms``, ``src_silent_ms``,
-``srcs_untracked``; rejection reasons beyond
+``sources``, ``reloads``, ``reload_failures``, ``tick_errors``, ``reconnects``
+(:mod:`robot_daemon.serve.monitor`: connections libzmq gave up that the daemon made
+again, by endpoint and reason), and liveness's ``health``, ``stale_endpoints``,
+``stale_srcs``, ``endpoint_silent_ms``, ``src_silent_ms``, ``srcs_untracked``; rejection
+reasons beyond
 the wire protocol's: ``bad_envelope`` (not a two-part ``[b"frame", payload]`` message) and
 ``non_finite_output`` (a frame whose probabilities came out NaN). Online learning adds
 :meth:`robot_daemon.learn.session.OnlineSession.status`'s keys.
@@ -60,6 +62,7 @@ the wire protocol's: ``bad_envelope`` (not a two-part ``[b"frame", payload]`` me
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import hashlib
 import logging
@@ -80,7 +83,7 @@ from robot_daemon import model as model_file
 from robot_daemon import wire
 from robot_daemon.errors import ModelError, RobotDaemonError, WireError
 from robot_daemon.learn.session import OnlineSession, resume
-from robot_daemon.serve import liveness, receive
+from robot_daemon.serve import liveness, monitor, receive
 from robot_daemon.serve.batch import Batch, PendingFrames
 from robot_daemon.serve.config import DaemonConfig
 from robot_daemon.serve.notify import Notifier
@@ -265,6 +268,8 @@ class Daemon:
             self.served = ServedModel(learned, self.served.version, self.served.path)
             self.online = OnlineSession(config, learned, self.served.version, steps)
         self._labels: zmq.Socket[bytes] | None = None  # the label socket while running
+        self._frames: list[receive.Receiver] = []  # read the frame sockets, in turn
+        self._watches = monitor.Watches()  # connections libzmq may give up on
         self.counters = Counters()
         self.windows = Windows()
         self.seqs = SeqTracker()
@@ -297,6 +302,9 @@ class Daemon:
             subs = [stack.enter_context(ctx.socket(zmq.SUB)) for _ in cfg.frames]
             pub = stack.enter_context(ctx.socket(zmq.PUB))
             sigs = stack.enter_context(_signals())
+            watches = [stack.enter_context(monitor.watch(
+                sub, [endpoint], "frames publisher", monitor.FRAMES_RECONNECT_DELAY_NS))
+                for sub, endpoint in zip(subs, cfg.frames, strict=True)]
             self._open(subs, pub)
             if cfg.metrics is not None:
                 self.metrics = stack.enter_context(_metrics_server(cfg.metrics))
@@ -306,9 +314,13 @@ class Daemon:
             for sub in subs:
                 poller.register(sub, zmq.POLLIN)
             poller.register(sigs.read_end, zmq.POLLIN)
+            for watch in watches:
+                self._watches.add(watch, poller)
             if self.online is not None:
                 self._labels = stack.enter_context(self.online.open(ctx))
                 poller.register(self._labels, zmq.POLLIN)
+                if self.online.links is not None:
+                    self._watches.add(self.online.links, poller)
                 log.info("online learning from %s; checkpoints in %s", cfg.labels,
                          cfg.checkpoint_dir or "nowhere (learning is lost at exit)")
             elif cfg.labels is not None:
@@ -385,6 +397,7 @@ class Daemon:
                     sigs.reload = False
                     self.reload()
                 continue
+            self._watches.service(now)  # reconnect what libzmq gave up on, when due
             if self._labels is not None:
                 self._learn(self._labels, deadline)
             if now >= next_status:
@@ -426,6 +439,7 @@ class Daemon:
         if timeout_ms >= 1:
             events = dict(watch.poll(timeout_ms))
             self._woke()
+            self._watches.on_events(events, self._woke_ns)
             if sigs.read_end in events:
                 sigs.drain()
             if any(sub in events for sub in subs):
@@ -451,7 +465,6 @@ class Daemon:
             return
         try:
             self.online.drain(labels, deadline_ns)
-            self.online.watch_connection(labels)
             self.online.between_ticks(deadline_ns)
         except Exception:  # a learning bug must not stop the robot seeing: count, log, go on
             self.online.counters.errors += 1
@@ -460,15 +473,20 @@ class Daemon:
     # ---------------------------------------------------------------- frames
 
     def _drain(self, subs: list[zmq.Socket[bytes]], until_ns: int) -> None:
-        """Receive every waiting frame message (:func:`robot_daemon.serve.receive.drain_each`)."""
-        receive.drain_each(subs, until_ns, self._on_message)
+        """Receive every waiting frame message, the sockets in turn
+        (:func:`robot_daemon.serve.receive.drain_each`)."""
+        if len(self._frames) != len(subs):  # one Receiver per socket, kept for its life
+            self._frames = [receive.Receiver(sub, functools.partial(self._on_message, i))
+                            for i, sub in enumerate(subs)]
+        receive.drain_each(self._frames, until_ns)
 
-    def _on_message(self, endpoint: int, parts: list[bytes]) -> None:
-        """One message from ``config.frames[endpoint]``: decode, count, queue for the tick."""
+    def _on_message(self, endpoint: int, parts: list[bytes], count: int) -> None:
+        """One message from ``config.frames[endpoint]`` of ``count`` parts, of which
+        ``parts`` holds the first (at most 2): decode, count, queue for the tick."""
         now_ns = time.monotonic_ns()
         self.counters.frames_in += 1
-        if len(parts) != 2 or parts[0] != wire.TOPIC_FRAME:
-            self._reject("bad_envelope", f"expected [b'frame', payload], got {len(parts)} "
+        if count != 2 or parts[0] != wire.TOPIC_FRAME:
+            self._reject("bad_envelope", f"expected [b'frame', payload], got {count} "
                          f"part(s) with topic {parts[0][:16]!r}", now_ns)
             return
         try:
@@ -477,7 +495,7 @@ class Daemon:
             self._reject(exc.reason, str(exc), now_ns)
             return
         self.counters.frames_accepted += 1
-        self.seqs.observe(frame.src, frame.seq)
+        self.seqs.observe(frame.src, frame.seq, now_ns)
         self.liveness.heard(endpoint, frame.src, now_ns)
         # Keep the newest (the planner wants the present) and count the oldest dropped.
         self.counters.frames_dropped += self._pending.add(frame, now_ns)
@@ -634,6 +652,7 @@ class Daemon:
             "reloads": c.reloads,
             "reload_failures": c.reload_failures,
             "tick_errors": c.tick_errors,
+            "reconnects": self._watches.status(),
         }
         status.update(self.liveness.status(time.monotonic_ns()))
         if self.online is not None:

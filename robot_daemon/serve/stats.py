@@ -14,9 +14,15 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-#: A jump in ``seq`` larger than this is a publisher restarting with a new counter, not
-#: a billion lost frames.
-MAX_SEQ_GAP: Final = 1 << 20
+#: A jump in ``seq`` is a plausible loss only if the source could have sent that many
+#: frames since its last one: at most MAX_FRAME_RATE_HZ frames a second (20 times a 50 Hz
+#: sensor) plus SEQ_GAP_SLACK (ZeroMQ delivers in bursts, so arrival times lag send times:
+#: 100 frames are 2 s of a 50 Hz sensor). A 50 Hz sensor that loses every frame of an
+#: outage of any length is still counted as loss (50 t < 100 + 1000 t); a larger jump is a
+#: publisher that restarted or sends nonsense, counted as a reset: one bad publisher adds at
+#: most SEQ_GAP_SLACK per frame plus MAX_FRAME_RATE_HZ per second to ``frames_lost``.
+MAX_FRAME_RATE_HZ: Final = 1_000
+SEQ_GAP_SLACK: Final = 100
 
 
 class Window:
@@ -100,12 +106,13 @@ class SeqTracker:
     """Frames lost between publishers and the daemon, from gaps in each source's ``seq``.
 
     A source is a frame's ``src`` (``None`` for publishers that send none). A ``seq`` that
-    goes backwards or jumps by more than :data:`MAX_SEQ_GAP` is a publisher that restarted
-    with a new counter: it is counted as a reset and tracking starts again from it.
+    goes backwards or jumps further than the source could have sent since its last frame
+    (:func:`plausible_gap`) is a publisher that restarted with a new counter: it is counted
+    as a reset and tracking starts again from it.
     """
 
     def __init__(self, max_sources: int = 1024) -> None:
-        self._last: dict[str | None, int] = {}
+        self._last: dict[str | None, tuple[int, int]] = {}  # src -> (seq, when, in ns)
         self._max_sources = max_sources
         self.lost = 0
         self.resets = 0
@@ -113,11 +120,13 @@ class SeqTracker:
     def __len__(self) -> int:
         return len(self._last)
 
-    def observe(self, src: str | None, seq: int) -> None:
+    def observe(self, src: str | None, seq: int, now_ns: int) -> None:
+        """Account for frame ``seq`` of ``src``, received at ``now_ns`` (monotonic)."""
         last = self._last.pop(src, None)  # re-inserted below: dict order = recency
         if last is not None:
-            gap = seq - last - 1
-            if 0 <= gap <= MAX_SEQ_GAP:
+            last_seq, last_ns = last
+            gap = seq - last_seq - 1
+            if 0 <= gap <= plausible_gap(now_ns - last_ns):
                 self.lost += gap
             else:
                 self.resets += 1
@@ -125,7 +134,12 @@ class SeqTracker:
             # Forget the source heard from least recently; memory stays bounded even when
             # a broken publisher invents a new src for every frame.
             del self._last[next(iter(self._last))]
-        self._last[src] = seq
+        self._last[src] = (seq, now_ns)
+
+
+def plausible_gap(elapsed_ns: int) -> int:
+    """The most frames a source can have lost in ``elapsed_ns`` since its last frame."""
+    return SEQ_GAP_SLACK + max(0, elapsed_ns) * MAX_FRAME_RATE_HZ // 1_000_000_000
 
 
 #: How often the log may repeat one rejection reason (the count of the others follows).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -55,3 +56,35 @@ def test_a_public_key_is_not_a_server_key_pair(tmp_path: Path) -> None:
             keys.curve_server(sock, pair.public)
         assert len(keys.curve_server(sock, pair.secret)) == 40
         assert sock.curve_server
+
+
+@pytest.mark.parametrize("writable", ["dir", "key"])
+def test_an_allow_list_other_users_can_write_is_refused(tmp_path: Path, writable: str) -> None:
+    allow = tmp_path / "allow"
+    allow.mkdir()
+    allow.chmod(0o755)
+    key = keys.generate(tmp_path / "keys", "labeller").public
+    (allow / key.name).write_bytes(key.read_bytes())
+    (allow / key.name).chmod(0o644)
+    keys.check_allow_dir(allow)  # ours, and only ours to write: accepted
+    target = allow if writable == "dir" else allow / key.name
+    target.chmod(target.stat().st_mode | 0o020)  # group-writable
+    with pytest.raises(ConfigError, match=r"other users can write .*chmod go-w"):
+        keys.check_allow_dir(allow)
+    target.chmod(target.stat().st_mode & ~0o020 | 0o002)  # world-writable
+    with pytest.raises(ConfigError, match="other users can write"):
+        keys.check_allow_dir(allow)
+
+
+def test_an_allow_list_another_user_owns_is_refused(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("giving a file to another user needs root")
+    allow = tmp_path / "allow"
+    allow.mkdir()
+    allow.chmod(0o755)
+    key = keys.generate(tmp_path / "keys", "labeller").public
+    (allow / key.name).write_bytes(key.read_bytes())
+    (allow / key.name).chmod(0o644)
+    os.chown(allow / key.name, 12345, 12345)
+    with pytest.raises(ConfigError, match="belongs to user 12345"):
+        keys.check_allow_dir(allow)

@@ -357,6 +357,26 @@ def test_sigkill_during_learning_never_loses_the_model_or_more_than_an_interval(
     assert resumed_at > 0
 
 
+def test_a_label_publisher_dropped_for_an_oversized_message_is_reconnected(
+    online: Online, data: sim.SimData
+) -> None:
+    """libzmq drops the connection for a part above MAXMSGSIZE and never connects again
+    (learning stopped for good); the daemon connects again after a second and counts it."""
+    online.start()
+    pub = online.publisher()
+    try:
+        assert _subscribed(pub, 10.0)
+        pub.send_multipart([wire.TOPIC_LABEL, b"\x00" * (4 << 20)])
+        assert _subscribed(pub, 3.0)  # 1 s, and the loaded machine's share
+        _send_labels(pub, data, 0, 20)
+        status = online.status(lambda s: s["labels_received"] == 20)
+    finally:
+        pub.close()
+    assert status["labels_reconnects"] == 1
+    assert status["reconnects"] == {online.labels_ep: {"protocol_error": 1}}
+    assert online.log_text().count("label publisher at") == 1
+
+
 # ------------------------------------------------------------------ CURVE
 
 
@@ -367,8 +387,10 @@ def curve(workdir: Path) -> dict[str, Any]:
     allowed = keys.generate(workdir / "keys", "labeller")
     stranger = keys.generate(workdir / "keys", "stranger")
     allow = workdir / "allow"
-    allow.mkdir()
+    allow.mkdir(mode=0o755)  # whatever the umask: a writable allow-list is refused
+    allow.chmod(0o755)
     shutil.copy(allowed.public, allow / allowed.public.name)
+    (allow / allowed.public.name).chmod(0o644)
     server_public, _ = zmq.auth.load_certificate(server.public)
 
     def client(pair: keys.KeyPair) -> tuple[bytes, bytes, bytes]:
@@ -420,6 +442,31 @@ def test_only_allowed_curve_publishers_change_the_model(
         assert status["labels_accepted"] == 300
         assert status["online_version"] > 0
         assert daemon.stop() == 0
+    finally:
+        daemon.close()
+
+
+def test_a_refused_curve_key_is_retried_once_a_second_and_logged_once(
+    workdir: Path, curve: dict[str, Any]
+) -> None:
+    """A publisher whose key is not allowed: libzmq retried every 0.1-0.2 s, and each
+    failure was a WARNING (38-44 lines in 5 s); now once a second, one line a period."""
+    port = _free_port()
+    daemon = _curve_daemon(workdir, curve, port)
+    try:
+        daemon.start()
+        pub = daemon.publisher(curve["stranger"])
+        try:
+            first = daemon.status(lambda s: s["labels_handshake_failed"].get("auth", 0) >= 1)
+            last = daemon.status(lambda s: s["uptime_s"] >= first["uptime_s"] + 4.0)
+        finally:
+            pub.close()
+        tries = last["labels_handshake_failed"]["auth"] - first["labels_handshake_failed"]["auth"]
+        assert 2 <= tries <= 5, tries  # 4 s at one try a second
+        lines = [line for line in daemon.log_text().splitlines()
+                 if "handshake failed (auth" in line]
+        assert len(lines) == 1, lines
+        assert "curve_allow" in lines[0]
     finally:
         daemon.close()
 
@@ -536,6 +583,22 @@ def test_a_replayed_curve_session_changes_nothing(
     finally:
         daemon.close()
         proxy.close()
+
+
+def test_a_curve_allow_list_other_users_can_write_stops_the_start(
+    workdir: Path, curve: dict[str, Any]
+) -> None:
+    """Anyone who can add a key to it can retrain the model: exit 2 with the fix named."""
+    allow = workdir / "allow"
+    allow.chmod(0o777)
+    cmd = [sys.executable, "-m", "robot_daemon", "run", "--online",
+           "--labels", f"tcp://127.0.0.1:{_free_port()}", "--pred", f"ipc://{workdir}/pred",
+           "--frames", f"ipc://{workdir}/frames", *curve["args"]]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=30,
+                          check=False)
+    assert done.returncode == 2, done.stderr
+    assert f"other users can write {allow}" in done.stderr
+    assert "chmod go-w" in done.stderr
 
 
 def test_online_learning_needs_curve_off_loopback(workdir: Path) -> None:

@@ -8,6 +8,7 @@ both directions before sending: the daemon's subscription on the XPUB, and the f
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -252,6 +254,42 @@ def test_a_publisher_that_dies_and_restarts_is_picked_up(harness: Harness) -> No
     status = harness.status(lambda s: s["frames_accepted"] == 20)
     assert status["frames_seq_resets"] == 1
     assert status["frames_lost"] == 0
+
+
+def test_a_publisher_dropped_for_an_oversized_message_is_reconnected_within_a_second(
+    harness: Harness,
+) -> None:
+    """libzmq drops a connection that sends a part above MAXMSGSIZE and never connects it
+    again (the sensor was silenced for good); the daemon reconnects, counts and logs it.
+    A publisher that merely restarts is libzmq's to reconnect: not counted."""
+    X = _readings(40)
+    harness.restart_publisher()
+    for i in range(10):
+        harness.send(i, X[i])
+    assert sorted(_answers(harness.preds(10))) == list(range(10))
+    harness.send_raw(wire.TOPIC_FRAME, b"\x00" * (4 << 20))
+    dropped = time.monotonic()
+    harness.wait_subscribed(timeout=1.0)  # the daemon connected again and subscribed
+    back_s = time.monotonic() - dropped
+    for i in range(10, 40):
+        harness.send(i, X[i])
+    assert sorted(_answers(harness.preds(30))) == list(range(10, 40))
+    status = harness.status(lambda s: s["frames_accepted"] == 40)
+    assert status["reconnects"] == {harness.frames_ep: {"protocol_error": 1}}
+    assert (status["frames_lost"], status["frames_rejected"]) == (0, {})
+    assert harness.log_text().count("does not reconnect after that: connected again") == 1
+    assert back_s < 1.0
+
+
+def test_an_implausible_seq_jump_is_a_reset_not_lost_frames(harness: Harness) -> None:
+    """A publisher whose ``seq`` leaps by half a million between two frames 1 ms apart
+    cannot have lost them: counted as a reset (it was counted as 500,000 lost frames)."""
+    X = _readings(4)
+    for seq in (0, 1, 500_002, 500_003):
+        harness.send(seq, X[seq % 4])
+    assert len(harness.preds(4)) >= 1
+    status = harness.status(lambda s: s["frames_accepted"] == 4)
+    assert (status["frames_lost"], status["frames_seq_resets"]) == (0, 1)
 
 
 def _other_model(seed: int) -> model_file.Model:
@@ -587,3 +625,64 @@ def test_no_publisher_at_all_is_blind_and_rejected_frames_do_not_count(
             assert code == 0
         finally:
             h.close()
+
+
+@contextlib.contextmanager
+def _daemon_sockets(d: Any) -> Iterator[tuple[zmq.Socket[bytes], zmq.Socket[bytes]]]:
+    """In-process: the daemon ``d``'s frame socket, set up as it sets it up, and a sensor
+    publisher (an XPUB) it has subscribed to."""
+    with zmq.Context() as ctx, ctx.socket(zmq.XPUB) as sensor, ctx.socket(zmq.SUB) as sub, \
+            ctx.socket(zmq.PUB) as pub:
+        sensor.setsockopt(zmq.LINGER, 0)
+        sensor.bind(d.config.frames[0])
+        d._open([sub], pub)
+        assert sensor.poll(10_000), "the daemon's socket never subscribed"
+        sensor.recv()
+        yield sensor, sub
+
+
+def test_a_message_of_many_parts_is_never_held_whole_by_the_daemon(workdir: Path) -> None:
+    """In-process: of a message of 40 parts of 1 MB (each under MAXMSGSIZE), the daemon
+    holds at most two parts at once (it copied all 40 before rejecting the message)."""
+    d = _in_process(workdir)
+    part = b"\x00" * 1_000_000
+    X = _readings(1)
+    with _daemon_sockets(d) as (sensor, sub):
+        sensor.send_multipart([wire.TOPIC_FRAME, *[part] * 40])
+        sensor.send_multipart([wire.TOPIC_FRAME, wire.encode_frame(0, 0.0, X[0])])
+        tracemalloc.start()
+        try:
+            deadline = time.monotonic() + 10
+            while d.counters.frames_in < 2 and time.monotonic() < deadline:
+                sub.poll(100)
+                d._drain([sub], time.monotonic_ns() + 10_000_000)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert d.counters.frames_rejected == {"bad_envelope": 1}
+    assert d.counters.frames_accepted == 1
+    assert peak < 2.5 * len(part), f"held {peak / 1e6:.1f} MB"
+
+
+def test_a_message_of_countless_parts_does_not_hold_the_loop_past_its_deadline(
+    workdir: Path,
+) -> None:
+    """In-process: 200,000 empty parts take a second to receive; a drain stops at its
+    deadline in the middle of the message and the next drains finish it (it was read
+    whole at once, ticks missed)."""
+    d = _in_process(workdir)
+    X = _readings(1)
+    with _daemon_sockets(d) as (sensor, sub):
+        sensor.send_multipart([wire.TOPIC_FRAME, *[b""] * 200_000])
+        sensor.send_multipart([wire.TOPIC_FRAME, wire.encode_frame(0, 0.0, X[0])])
+        drains = []
+        deadline = time.monotonic() + 20
+        while d.counters.frames_in < 2 and time.monotonic() < deadline:
+            sub.poll(100)
+            start = time.monotonic_ns()
+            d._drain([sub], start + 2_000_000)
+            drains.append((time.monotonic_ns() - start) / 1e6)
+    assert d.counters.frames_rejected == {"bad_envelope": 1}
+    assert d.counters.frames_accepted == 1
+    assert len(drains) > 1
+    assert np.median(drains) < 10, drains  # ms: a deadline 2 ms away

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import zmq
 
-from robot_daemon.serve.receive import DRAIN_CHUNK, drain_each
+from robot_daemon.serve.receive import DRAIN_CHUNK, Receiver, drain_each
 
 
 @pytest.fixture
@@ -34,6 +34,12 @@ def _wait_queued(sock: zmq.Socket[bytes]) -> None:
     assert sock.poll(1000), "nothing arrived"
 
 
+def _tagging(socks: list[zmq.Socket[bytes]], got: list[tuple[int, bytes]]) -> list[Receiver]:
+    """A Receiver per socket that records (socket index, last kept part) per message."""
+    return [Receiver(sock, lambda parts, count, i=i: got.append((i, parts[-1])))
+            for i, sock in enumerate(socks)]
+
+
 def test_each_message_once_with_its_socket_and_a_flood_does_not_go_first(
     pairs: tuple[list[zmq.Socket[bytes]], list[zmq.Socket[bytes]]],
 ) -> None:
@@ -45,11 +51,13 @@ def test_each_message_once_with_its_socket_and_a_flood_does_not_go_first(
     for rx in receivers:
         _wait_queued(rx)
     got: list[tuple[int, bytes]] = []
-    drain_each(receivers, None, lambda i, parts: got.append((i, parts[1])))
+    drain_each(_tagging(receivers, got), None)
     assert [m for i, m in got if i == 0] == [str(n).encode() for n in range(100)]
     assert [m for i, m in got if i == 1] == [b"0", b"1", b"2"]
-    # Socket 1's messages come in the first round, not after socket 0's hundred.
-    assert [i for i, _ in got[: DRAIN_CHUNK + 3]] == [0] * DRAIN_CHUNK + [1] * 3
+    # Socket 1's messages come in the first round (a chunk is DRAIN_CHUNK parts: half as
+    # many two-part messages), not after socket 0's hundred.
+    first = DRAIN_CHUNK // 2
+    assert [i for i, _ in got[: first + 3]] == [0] * first + [1] * 3
 
 
 def test_a_deadline_stops_the_drain_after_a_chunk(
@@ -59,8 +67,9 @@ def test_a_deadline_stops_the_drain_after_a_chunk(
     for n in range(3 * DRAIN_CHUNK):
         senders[0].send(str(n).encode())
     _wait_queued(receivers[0])
-    got: list[int] = []
-    drain_each(receivers, time.monotonic_ns(), lambda i, parts: got.append(i))
-    assert got == [0] * DRAIN_CHUNK  # the rest waits for the next drain
-    drain_each(receivers, None, lambda i, parts: got.append(i))
+    got: list[tuple[int, bytes]] = []
+    tagging = _tagging(receivers, got)
+    drain_each(tagging, time.monotonic_ns())
+    assert [i for i, _ in got] == [0] * DRAIN_CHUNK  # the rest waits for the next drain
+    drain_each(tagging, None)
     assert len(got) == 3 * DRAIN_CHUNK

@@ -5,7 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from robot_daemon.serve.stats import MAX_SEQ_GAP, Histogram, RateLimiter, SeqTracker, Window
+from robot_daemon.serve.stats import (
+    MAX_FRAME_RATE_HZ,
+    SEQ_GAP_SLACK,
+    Histogram,
+    RateLimiter,
+    SeqTracker,
+    Window,
+)
+
+S = 1_000_000_000  # ns
 
 
 def test_window_percentiles_match_numpy_and_keep_the_newest_samples() -> None:
@@ -50,20 +59,40 @@ def test_histogram_buckets_include_their_upper_edge() -> None:
 def test_seq_gaps_count_lost_frames_per_source() -> None:
     t = SeqTracker()
     for seq in (0, 1, 2, 5, 6):
-        t.observe("a", seq)
+        t.observe("a", seq, 0)
     for seq in (10, 11, 14):
-        t.observe("b", seq)
-    t.observe(None, 0)
+        t.observe("b", seq, 0)
+    t.observe(None, 0, 0)
     assert (t.lost, t.resets, len(t)) == (2 + 2, 0, 3)
-    t.observe("a", 0)  # publisher restarted
-    t.observe("a", 1 + MAX_SEQ_GAP + 2)  # absurd jump: a new counter, not lost frames
+    t.observe("a", 0, 0)  # publisher restarted
+    t.observe("a", 1 + SEQ_GAP_SLACK + 1, 0)  # more than it could have sent: a new counter
     assert (t.lost, t.resets) == (4, 2)
+
+
+def test_a_seq_jump_counts_as_loss_only_if_the_source_could_have_sent_that_many() -> None:
+    t = SeqTracker()
+    t.observe("lidar", 0, 0)
+    t.observe("lidar", 1 + SEQ_GAP_SLACK, 0)  # a burst lost in the pipeline
+    assert (t.lost, t.resets) == (SEQ_GAP_SLACK, 0)
+    # A 50 Hz sensor silent for 60 s whose frames were all lost: loss, however long.
+    t.observe("lidar", 1 + SEQ_GAP_SLACK + 3001, 60 * S)
+    assert (t.lost, t.resets) == (SEQ_GAP_SLACK + 3000, 0)
+    # Ten seconds later, a jump of more than ten seconds at the highest plausible rate.
+    before = t.lost
+    t.observe("lidar", 10**6, 70 * S)
+    assert (t.lost, t.resets) == (before, 1)
+    # From the new counter on, gaps are counted again; the bound grows with the silence.
+    plausible = SEQ_GAP_SLACK + 2 * MAX_FRAME_RATE_HZ  # after 2 s
+    t.observe("lidar", 10**6 + 1 + plausible, 72 * S)
+    assert (t.lost, t.resets) == (before + plausible, 1)
+    t.observe("lidar", 10**6 + 1 + plausible + 1 + plausible + 1, 74 * S)  # one too many
+    assert (t.lost, t.resets) == (before + plausible, 2)
 
 
 def test_seq_tracker_memory_is_bounded() -> None:
     t = SeqTracker(max_sources=4)
     for i in range(100):
-        t.observe(f"src{i}", 0)
+        t.observe(f"src{i}", 0, 0)
     assert len(t) == 4
 
 
