@@ -446,6 +446,18 @@ def _to_arrays(model: Model) -> dict[str, np.ndarray]:
     }  # fmt: skip
 
 
+def check_predicts_finite(model: Model) -> None:
+    """Raise :class:`ModelError` unless ``model`` predicts finite values on its mean reading.
+
+    Weights that are each finite can still overflow together (a model that diverged while
+    it learned): such a model would answer every frame with NaN.
+    """
+    with np.errstate(all="ignore"):
+        probe = model.predict_proba(model.mean[np.newaxis, :])
+    if not np.all(np.isfinite(probe)):
+        raise ModelError("predicts NaN or infinity on its mean reading")
+
+
 def fit_normalization(
     X: npt.ArrayLike,
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
@@ -470,6 +482,7 @@ def fit_normalization(
 __all__ = [
     "FORMAT_VERSION",
     "Model",
+    "check_predicts_finite",
     "fit_normalization",
     "from_bytes",
     "from_mlp",

@@ -4,5 +4,6 @@ A frame arrives in :mod:`~robot_daemon.serve.receive` (socket draining), waits i
 :mod:`~robot_daemon.serve.batch` for its tick, is answered by
 :mod:`~robot_daemon.serve.daemon`, and is counted in :mod:`~robot_daemon.serve.stats`.
 :mod:`~robot_daemon.serve.config` holds the settings, :mod:`~robot_daemon.serve.notify`
-the systemd notifications.
+the systemd notifications, :mod:`~robot_daemon.serve.reload` the model served (loaded at
+start, and on SIGHUP in a thread of its own).
 """
