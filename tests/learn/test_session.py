@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
@@ -32,6 +33,7 @@ from robot_daemon.learn import keys
 from robot_daemon.learn import session as learning
 from robot_daemon.learn.checkpoints import CheckpointStore
 from robot_daemon.serve.config import DaemonConfig
+from robot_daemon.serve.reload import load_model
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL = ROOT / "models" / "default.npz"
@@ -311,6 +313,29 @@ def test_sighup_keeps_learning_unless_the_model_file_changed(
         assert newest.model.training[learning.BASE_KEY] == status["model_version"].split("+")[0]
     finally:
         daemon.close()
+
+
+def test_a_bad_newest_checkpoint_never_stops_a_start(workdir: Path) -> None:
+    """A newest checkpoint with a member that is not .npy made every start exit 1: under
+    systemd, a restart loop and a blind robot. It is skipped; the one before resumes."""
+    base = load_model(DEFAULT_MODEL).version
+    model = model_file.load(DEFAULT_MODEL)
+    model.training[learning.BASE_KEY] = base
+    store = CheckpointStore(workdir / "ckpt")
+    store.save(model, 4)
+    with zipfile.ZipFile(store.path(4)) as src, zipfile.ZipFile(store.path(5), "w") as bad:
+        for info in src.infolist():
+            bad.writestr(info.filename, b"junk" if info.filename == "W2.npy" else src.read(info))
+    daemon = Online(workdir, args=FAST)
+    try:
+        status = daemon.start()
+        assert (status["online_version"], status["model_version"]) == (4, f"{base}+4")
+        assert daemon.stop() == 0
+    finally:
+        daemon.close()
+    log = daemon.log_text()
+    assert "skipping checkpoint model-v00000005.npz" in log
+    assert "member 'W2' is not an .npy array" in log
 
 
 @pytest.mark.slow
