@@ -230,12 +230,13 @@ def from_mlp(
 def load(path: str | os.PathLike[str]) -> Model:
     """Read and validate a model file; raise :class:`ModelError` naming any problem.
 
-    Only a regular file of at most MAX_FILE_BYTES is read (a FIFO, a device or a
-    directory is refused without reading), once, into memory: see :func:`from_bytes`.
+    Only a regular file of at most MAX_FILE_BYTES that ends like a zip is read (a FIFO, a
+    device or a directory is refused without reading), once, into memory; then see
+    :func:`from_bytes`.
     """
     path = Path(path)
     try:
-        data = npz.read_file(path, MAX_FILE_BYTES)
+        data = npz.read_archive(path, MAX_FILE_BYTES, max_members=_MAX_MEMBERS)
     except ModelError as exc:
         raise ModelError(f"model file {path} {exc}") from None
     try:

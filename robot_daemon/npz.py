@@ -6,11 +6,12 @@ process), inflates a member before anyone sees its size, hands back a member tha
 ``.npy`` as raw ``bytes``, and lets an ``.npy`` header choose how much memory the array
 takes. Here, every size is checked before it costs anything:
 
-* :func:`read_file` opens the path without blocking (``O_NONBLOCK``: opening a FIFO
+* :func:`read_archive` opens the path without blocking (``O_NONBLOCK``: opening a FIFO
   with no writer returns at once), refuses anything but a regular file (``fstat`` on
   the open descriptor: a symlink to a regular file is fine, one to a device is not),
-  refuses a file over a size limit before reading a byte, and reads it once into
-  memory, so that the bytes checked are the bytes parsed.
+  refuses a file over a size limit before reading a byte, checks the zip's end record
+  on its last 64 KiB, and reads it once into memory, so that the bytes checked are the
+  bytes parsed.
 * :class:`Archive` reads the zip's end record before :mod:`zipfile` parses the
   directory (which costs about ten times the directory's size in objects), refuses
   compression methods other than stored and deflate, encrypted and duplicate members.
@@ -70,8 +71,12 @@ _NOT_REGULAR: Final = (
 Check = Callable[[np.dtype[Any], tuple[int, ...]], None]
 
 
-def read_file(path: Path, max_bytes: int) -> bytes:
-    """The whole content of the regular file ``path``, if it has at most ``max_bytes``.
+def read_archive(path: Path, max_bytes: int, *, max_members: int) -> bytes:
+    """The whole content of the regular file ``path``: at most ``max_bytes``, and a zip.
+
+    The zip's end record is checked (:class:`Archive`'s check) on the file's last 64 KiB
+    before the rest is read, so that a file that is not a zip at all (a bag deployed by
+    mistake) costs a 64 KiB read, not its size in memory.
 
     Raises:
         ModelError: phrased to follow the file's name ("does not exist", "is a FIFO, not a
@@ -85,6 +90,8 @@ def read_file(path: Path, max_bytes: int) -> bytes:
             raise ModelError(
                 f"has {info.st_size:,} bytes, over the limit of {max_bytes:,}: refused"
             )
+        tail = min(info.st_size, _END.size + _MAX_COMMENT)
+        _check_end_record(os.pread(fd, tail, info.st_size - tail), max_members)
         data = _read_up_to(fd, info.st_size + 1)
     if len(data) > info.st_size:
         raise ModelError("grew while it was read: write it beside and rename it into place")
@@ -255,4 +262,4 @@ def _read_exact(f: IO[bytes], size: int, name: str) -> bytes:
     return data
 
 
-__all__ = ["MAX_DIRECTORY_BYTES", "MAX_HEADER_BYTES", "Archive", "Check", "read_file"]
+__all__ = ["MAX_DIRECTORY_BYTES", "MAX_HEADER_BYTES", "Archive", "Check", "read_archive"]

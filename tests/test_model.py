@@ -366,6 +366,21 @@ def test_a_file_over_the_size_limit_is_refused_before_reading(
         load(path)
 
 
+def test_a_large_file_that_is_not_a_zip_costs_only_its_tail(tmp_path: Path) -> None:
+    """A bag deployed by mistake: refused from its last 64 KiB, not read whole."""
+    path = tmp_path / "m.npz"
+    with path.open("wb") as f:
+        f.truncate(100 << 20)  # 100 MiB of zeros (sparse): no zip end record
+    tracemalloc.start()
+    try:
+        with pytest.raises(ModelError, match=r"m\.npz is not an \.npz archive"):
+            load(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000
+
+
 def test_a_member_that_is_not_npy_is_a_model_error(tmp_path: Path) -> None:
     """It raised AttributeError: exit 1 on SIGHUP, a restart loop as a checkpoint."""
     members = _members(_model())
