@@ -6,7 +6,8 @@ took half a second on the development machine). Done in the serving loop, it sto
 every prediction for that long. :class:`Reloader` does it in a thread of its own: the
 loop keeps ticking meanwhile and swaps the new model in between two ticks, once it is
 ready. The heavy parts of a load (reading the file, inflating, CRCs, NumPy's checks,
-hashing) run in C without the GIL, so the thread does not hold the loop up either.
+hashing) run in C without the GIL, so the thread does not hold the loop up either, and
+it runs at nice 19, so that on a busy machine the loop gets the CPU first.
 
 A reload that would change ``d`` or ``c`` is refused: every sensor frame (``d`` values)
 would then be rejected as ``wrong_d``, and every consumer of ``pred`` would misread its
@@ -15,8 +16,11 @@ would then be rejected as ``wrong_d``, and every consumer of ``pred`` would misr
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import os
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +31,9 @@ from robot_daemon import model as model_file
 from robot_daemon.errors import ModelError
 
 log = logging.getLogger("robot_daemon.serve.reload")
+
+#: The reload thread's niceness: on a busy robot it takes the CPU the serving loop leaves.
+RELOAD_NICE = 19
 
 
 @dataclass(frozen=True, eq=False)
@@ -78,7 +85,8 @@ class Reloader:
         self.path = path
         self.d = d
         self.c = c
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reload")
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reload",
+                                          initializer=_yield_to_the_loop)
         self._load: Future[ServedModel] | None = None
         self._again = False
 
@@ -101,13 +109,15 @@ class Reloader:
         if self._again:
             self._again = False
             self.request()
-        try:
+        error = load.exception()
+        if error is None:
             return load.result()
-        except ModelError as exc:
-            return exc
-        except Exception as exc:  # a bug: refuse the file, keep serving, and say so loudly
-            log.error("reload of %s failed unexpectedly", self.path, exc_info=exc)
-            return ModelError(f"model file {self.path}: unexpected {type(exc).__name__}: {exc}")
+        # A fresh exception: the load's traceback holds its frames and so the file's bytes
+        # (up to MAX_FILE_BYTES), which must not live on with the message.
+        if not isinstance(error, ModelError):  # a bug: refuse, keep serving, say it loudly
+            log.error("reload of %s failed unexpectedly", self.path, exc_info=error)
+        return ModelError(str(error) if isinstance(error, ModelError) else
+                          f"model file {self.path}: unexpected {type(error).__name__}: {error}")
 
     def close(self) -> None:
         """Wait for a load under way (bounded by the file's size limit), stop the thread."""
@@ -124,3 +134,13 @@ class Reloader:
                 " or c takes a restart (systemctl restart robot-daemon), not a reload"
             )
         return served
+
+
+def _yield_to_the_loop() -> None:
+    """Lower the calling thread's CPU priority to RELOAD_NICE (Linux: nice is per thread).
+
+    A load copies and checks up to MAX_FILE_BYTES without the GIL, on a core the serving
+    loop may need; at nice 19 the scheduler gives the loop the core first.
+    """
+    with contextlib.suppress(OSError):  # not Linux, or a sandbox that forbids it
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), RELOAD_NICE)

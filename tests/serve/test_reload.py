@@ -6,6 +6,7 @@ bound fails the test with a dead daemon instead of taking the machine's memory.
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import os
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import tracemalloc
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,8 +28,11 @@ import zmq
 
 from robot_daemon import model as model_file
 from robot_daemon import wire
+from robot_daemon.errors import ModelError
 from robot_daemon.nn import MLP
+from robot_daemon.serve import reload
 from robot_daemon.serve.daemon import SERVING_ENV
+from robot_daemon.serve.reload import Reloader, ServedModel, load_model
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL = ROOT / "models" / "default.npz"
@@ -271,3 +276,67 @@ def test_predictions_keep_coming_every_tick_while_a_large_model_loads(
     assert after == 10, daemon.log_text()
     gaps = np.diff(ticks)
     assert gaps.max() <= 2, f"ticks between preds: {gaps.tolist()}; log:\n{daemon.log_text()}"
+
+
+# ---- the reload thread, in process -------------------------------------------------------
+
+
+def _wait_done(reloader: Reloader) -> ServedModel | ModelError:
+    deadline = time.monotonic() + 10.0
+    while (outcome := reloader.done()) is None:
+        assert time.monotonic() < deadline, "the load never ended"
+        time.sleep(0.005)
+    return outcome
+
+
+def test_a_load_runs_at_low_priority_and_a_sighup_during_it_loads_once_more(
+    model_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release = threading.Event()
+    niceness: list[int] = []
+
+    def slow_load(path: Path) -> ServedModel:
+        niceness.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        release.wait(10.0)
+        return load_model(path)
+
+    monkeypatch.setattr(reload, "load_model", slow_load)
+    reloader = Reloader(model_path, 16, 8)
+    try:
+        reloader.request()
+        reloader.request()  # during the load: one more load after it, not a second thread
+        reloader.request()
+        time.sleep(0.05)
+        assert reloader.done() is None  # never blocks
+        release.set()
+        assert isinstance(_wait_done(reloader), ServedModel)
+        assert isinstance(_wait_done(reloader), ServedModel)
+        time.sleep(0.05)
+        assert reloader.done() is None
+        assert not reloader.busy()
+    finally:
+        reloader.close()
+    assert niceness == [reload.RELOAD_NICE] * 2
+
+
+def test_a_refused_load_lets_go_of_the_file_at_once(workdir: Path) -> None:
+    """Without the collector: the bytes of a refused file (up to 133 MiB) are not kept
+    alive by the refusal's traceback."""
+    junk = workdir / "junk.npz"
+    tail = _zip({"meta.npy": b""})
+    junk.write_bytes(bytes(20 << 20) + tail)  # 20 MiB, read whole, then refused
+    reloader = Reloader(junk, 16, 8)
+    gc.disable()
+    tracemalloc.start()
+    try:
+        reloader.request()
+        outcome = _wait_done(reloader)
+        assert isinstance(outcome, ModelError)
+        assert "has the wrong members" in str(outcome)
+        current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        gc.enable()
+        reloader.close()
+    assert peak > 20 << 20
+    assert current < 1 << 20
