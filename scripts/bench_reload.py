@@ -13,7 +13,8 @@ gaps), the daemon's own count of the ticks it missed and of late ticks (its own 
 the OS) over the same time, how long the verdict took, and the daemon's peak RSS
 (``VmHWM``, reset before each fault through ``/proc/PID/clear_refs``; needs root or the
 same user) beside its RSS just before. Between two faults the default model file is put
-back and reloaded.
+back and reloaded. The first row is a control: the same watch with no file and no
+SIGHUP, for what the machine alone does to the ticks.
 
 Last, a **storm**: 20 bad files, each followed by a SIGHUP at once, 50 ms apart.
 """
@@ -124,16 +125,23 @@ class Daemon:
         self.ctx.destroy(linger=0)
 
 
-def trial(daemon: Daemon, path: Path, make: Callable[[Path], None]) -> dict[str, Any]:
-    """Put what ``make`` writes in place, SIGHUP, and watch until the verdict."""
-    _staged(path, make)  # first: writing a 1 GiB file stalls the whole machine a while
+def trial(daemon: Daemon, path: Path, make: Callable[[Path], None] | None) -> dict[str, Any]:
+    """Put what ``make`` writes in place, SIGHUP, and watch until the verdict.
+
+    ``make=None``: the control, no file and no SIGHUP, watched for as long as a reload.
+    """
+    if make is not None:
+        _staged(path, make)  # first: writing a 1 GiB file stalls the whole machine a while
     before = daemon.status()
     Path(f"/proc/{daemon.proc.pid}/clear_refs").write_text("5")  # reset VmHWM
     rss_kb = daemon.memory_kb("VmRSS")
     daemon.drain()
     start = time.monotonic()
-    daemon.proc.send_signal(signal.SIGHUP)
+    if make is not None:
+        daemon.proc.send_signal(signal.SIGHUP)
     verdict, verdict_s, ticks = "none", float("nan"), []
+    if make is None:
+        verdict, verdict_s = "-", 0.7  # watched for 1 s, longer than any reload here
     for topic, message in daemon.messages(10.0):
         now = time.monotonic()
         if topic == wire.TOPIC_PRED:
@@ -254,7 +262,8 @@ def _truncated(path: Path) -> None:
     path.write_bytes(DEFAULT_MODEL.read_bytes()[:20_000])
 
 
-FAULTS: list[tuple[str, Callable[[Path], None]]] = [
+FAULTS: list[tuple[str, Callable[[Path], None] | None]] = [
+    ("control: no file, no SIGHUP", None),
     ("symlink to /dev/zero", lambda p: p.symlink_to("/dev/zero")),
     ("FIFO", lambda p: os.mkfifo(p)),
     ("directory", lambda p: p.mkdir()),
@@ -294,7 +303,8 @@ def main() -> int:
                       f" {r['peak_mb']:8.1f}", flush=True)
                 if not r["alive"]:
                     return 1
-                trial(daemon, path, lambda p: p.write_bytes(DEFAULT_MODEL.read_bytes()))
+                if make is not None:
+                    trial(daemon, path, lambda p: p.write_bytes(DEFAULT_MODEL.read_bytes()))
             storm(daemon, path)
         finally:
             daemon.close()
@@ -303,13 +313,13 @@ def main() -> int:
 
 def storm(daemon: Daemon, path: Path) -> None:
     """20 bad files, a SIGHUP after each, 50 ms apart; then what the daemon made of it."""
-    before = daemon.status()
     files = []
     for i in range(20):
         staged = path.with_name(f".storm{i}")
-        FAULTS[i % 10][1](staged)  # the first ten: cheap to make, refused quickly
+        make = STORM[i % len(STORM)]
+        make(staged)
         files.append(staged)
-    daemon.drain()
+    before = daemon.status()
     ticks: list[int] = []
     for staged in files:
         if path.is_dir() and not path.is_symlink():
@@ -324,7 +334,12 @@ def storm(daemon: Daemon, path: Path) -> None:
                 ticks.append(message.tick)
             if time.monotonic() > end:
                 break
-    time.sleep(0.5)
+    end = time.monotonic() + 0.5
+    for topic, message in daemon.messages(0.5):
+        if topic == wire.TOPIC_PRED:
+            ticks.append(message.tick)
+        if time.monotonic() > end:
+            break
     after = daemon.status()
     gaps = np.diff(ticks)
     print(f"storm: 20 bad files, a SIGHUP after each, 50 ms apart: alive"
@@ -333,6 +348,10 @@ def storm(daemon: Daemon, path: Path) -> None:
           f" coalesce into one more load); longest pred gap {int(gaps.max())} ticks; ticks"
           f" missed {after['ticks_missed'] - before['ticks_missed']}; still serving"
           f" {after['model_version'] == before['model_version']}")
+
+
+#: The faults of the storm: cheap to make, refused quickly.
+STORM = [make for _, make in FAULTS[1:11] if make is not None]
 
 
 def _staged(path: Path, make: Callable[[Path], None]) -> None:
