@@ -231,19 +231,45 @@ def test_a_bad_reload_never_kills_the_daemon_and_the_old_model_keeps_serving(
         daemon.close()
 
 
+def _large(workdir: Path, seed: int) -> Path:
+    """A deflated float32 h = 2048 model (15 MiB), the default's normalisation."""
+    default = model_file.load(DEFAULT_MODEL)
+    large = model_file.from_mlp(MLP(16, 2048, 8, rng=seed, dtype=np.float32),
+                                mean=default.mean, scale=default.scale)
+    path = workdir / f"large-{seed}.npz"
+    path.write_bytes(_zip(_members(large), zipfile.ZIP_DEFLATED))
+    return path
+
+
+def _ticks_during_reload(daemon: Daemon, new_file: Path, model_path: Path) -> list[int]:
+    """Deploy ``new_file``, SIGHUP: the ticks of the preds until 10 came from the new model."""
+    old = daemon.status()["model_version"]
+    os.replace(new_file, model_path)
+    daemon.hup()
+    ticks: list[int] = []
+    after = 0  # preds by the new model
+    messages = daemon.messages()
+    deadline = time.monotonic() + 20.0
+    while after < 10:
+        assert time.monotonic() < deadline, daemon.log_text()
+        topic, message = next(messages)
+        if topic == wire.TOPIC_PRED:
+            ticks.append(message.tick)
+            after += message.model != old
+    return ticks
+
+
 def test_predictions_keep_coming_every_tick_while_a_large_model_loads(
     workdir: Path, model_path: Path
 ) -> None:
-    """A deflated float32 h = 2048 model (15 MiB) took the loop 0.15-0.3 s to load: 8 to
-    15 ticks of 20 ms without a pred. It serves a tick in about 3 ms once loaded.
+    """A deflated float32 h = 2048 model (15 MiB) took the loop 0.15-0.4 s to load: 8 to
+    21 ticks of 20 ms without a pred, at every reload. It serves a tick in about 3 ms.
 
     A frame every 5 ms: every tick has frames to answer, so two preds more than two
-    ticks apart mean that the loop stalled.
+    ticks apart mean that the loop stalled. A machine under heavy load can stall either
+    process now and then by itself, so up to three reloads (of new models) are tried
+    and one must be free of gaps; a stall caused by reloading would be in every one.
     """
-    default = model_file.load(DEFAULT_MODEL)
-    large = model_file.from_mlp(MLP(16, 2048, 8, rng=2, dtype=np.float32),
-                                mean=default.mean, scale=default.scale)
-    (workdir / "large.npz").write_bytes(_zip(_members(large), zipfile.ZIP_DEFLATED))
     daemon = Daemon(workdir, model_path, interval_ms=20)
     stop = threading.Event()
 
@@ -253,29 +279,23 @@ def test_predictions_keep_coming_every_tick_while_a_large_model_loads(
             time.sleep(0.005)
 
     publisher = threading.Thread(target=stream)
+    largest_gaps: list[int] = []
     try:
         daemon.start()
-        old = daemon.pred().model
+        daemon.pred()
         publisher.start()
-        os.replace(workdir / "large.npz", model_path)
-        daemon.hup()
-        ticks: list[int] = []
-        after = 0  # preds by the new model
-        messages = daemon.messages()
-        deadline = time.monotonic() + 20.0
-        while after < 10 and time.monotonic() < deadline:
-            topic, message = next(messages)
-            if topic == wire.TOPIC_PRED:
-                ticks.append(message.tick)
-                after += message.model != old
+        for seed in (2, 3, 4):
+            ticks = _ticks_during_reload(daemon, _large(workdir, seed), model_path)
+            largest_gaps.append(int(np.diff(ticks).max()))
+            if largest_gaps[-1] <= 2:
+                break
     finally:
         stop.set()
         if publisher.is_alive():
             publisher.join()
         daemon.close()
-    assert after == 10, daemon.log_text()
-    gaps = np.diff(ticks)
-    assert gaps.max() <= 2, f"ticks between preds: {gaps.tolist()}; log:\n{daemon.log_text()}"
+    assert largest_gaps[-1] <= 2, (f"longest gaps, in ticks, between preds: {largest_gaps};"
+                                   f" log:\n{daemon.log_text()}")
 
 
 # ---- the reload thread, in process -------------------------------------------------------
