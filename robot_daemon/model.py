@@ -359,11 +359,9 @@ def _parse_meta(raw: np.ndarray) -> dict[str, Any]:
             f"format version {_short(version)} is not supported (this robot_daemon reads"
             f" version {FORMAT_VERSION}); retrain or convert the model"
         )
-    for key, limit in (("d", MAX_D), ("h", MAX_H), ("c", MAX_C)):
-        value = meta.get(key)
-        if type(value) is not int or not 1 <= value <= limit:
-            raise ModelError(f"meta '{key}' must be an integer in [1, {limit}], got"
-                             f" {_short(value)}")
+    for key in ("d", "h", "c"):
+        if type(meta.get(key)) is not int:
+            raise ModelError(f"meta '{key}' must be an integer, got {_short(meta.get(key))}")
     if meta.get("dtype") not in ("float32", "float64"):
         raise ModelError(f"meta 'dtype' must be float32 or float64, got"
                          f" {_short(meta.get('dtype'))}")
@@ -374,7 +372,10 @@ def _parse_meta(raw: np.ndarray) -> dict[str, Any]:
 
 
 def _check_size(d: int, h: int, c: int, dtype: np.dtype[Any]) -> None:
-    """Refuse a network whose parameters would take more than MAX_PARAM_BYTES."""
+    """Refuse a network beyond MAX_D, MAX_H, MAX_C or MAX_PARAM_BYTES (load and save)."""
+    for key, value, limit in (("d", d, MAX_D), ("h", h, MAX_H), ("c", c, MAX_C)):
+        if not 1 <= value <= limit:
+            raise ModelError(f"'{key}' must be in [1, {limit}], got {value}")
     size = (d * h + h + h * h + h + h * c + c) * dtype.itemsize
     if size > MAX_PARAM_BYTES:
         raise ModelError(f"a network of d={d}, h={h}, c={c} in {dtype} takes {size:,} bytes,"
@@ -391,8 +392,10 @@ def _short(value: object) -> str:
 
 
 def _validate(model: Model) -> None:
-    """Raise ModelError unless every part of ``model`` is consistent and finite."""
+    """Raise ModelError unless every part of ``model`` is consistent, finite and within
+    the size limits (a model that :func:`load` would refuse is never written)."""
     d, c = model.mlp.d, model.mlp.c
+    _check_size(d, model.mlp.h, c, model.mlp.dtype)
     for name, a, size in (("mean", model.mean, d), ("scale", model.scale, d),
                           ("thresholds", model.thresholds, c)):
         if not isinstance(a, np.ndarray) or a.shape != (size,) or a.dtype != np.float64:

@@ -248,14 +248,22 @@ def _other(d: int = 16, h: int = 64, c: int = 8, dtype: type = np.float64,
 
 
 def _wide(path: Path) -> None:
-    """A real float32 h = 16384 model file (1 GiB), written from zero pages (cheap)."""
-    def zeros(*shape: int) -> np.ndarray:
-        return np.zeros(shape, dtype=np.float32)
+    """A float32 h = 16384 model file (1 GiB), written from zero pages (cheap).
 
+    No Model can hold it (its size is refused), so its members are written directly.
+    """
     h = 16384
-    mlp = MLP.from_params(zeros(16, h), zeros(h), zeros(h, h), zeros(h), zeros(h, 8), zeros(8))
+    arrays = model_file._to_arrays(_default())
+    meta = json.loads(str(arrays["meta"]))
+    meta.update(h=h, dtype="float32")
+    arrays.update(
+        W1=np.zeros((16, h), np.float32), b1=np.zeros(h, np.float32),
+        W2=np.zeros((h, h), np.float32), b2=np.zeros(h, np.float32),
+        W3=np.zeros((h, 8), np.float32), b3=np.zeros(8, np.float32),
+        meta=np.array(json.dumps(meta)),
+    )
     with path.open("wb") as f:
-        model_file._write_npz(f, model_file._to_arrays(model_file.from_mlp(mlp)))
+        model_file._write_npz(f, arrays)
 
 
 def _truncated(path: Path) -> None:

@@ -402,9 +402,10 @@ def _with_meta(**changes: object) -> bytes:
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"h": 65536, "d": 65536}, r"meta 'd' must be an integer in \[1, 4096\], got 65536"),
-        ({"h": 16384}, r"meta 'h' must be an integer in \[1, 4096\], got 16384"),
-        ({"c": 5000}, r"meta 'c' must be an integer in \[1, 1024\]"),
+        ({"h": 65536, "d": 65536}, r"'d' must be in \[1, 4096\], got 65536"),
+        ({"h": 16384}, r"'h' must be in \[1, 4096\], got 16384"),
+        ({"c": 5000}, r"'c' must be in \[1, 1024\]"),
+        ({"h": 2.5}, r"meta 'h' must be an integer, got 2\.5"),
         ({"h": 4096, "d": 4096, "dtype": "float32"},
          "d=4096, h=4096, c=3 in float32 takes 134,299,660 bytes, over the limit of 134,217,728"),
         ({"h": 4096, "dtype": "float64"}, "over the limit of 134,217,728"),
@@ -516,3 +517,9 @@ def test_fuzz_nothing_but_a_model_error_escapes_the_loader() -> None:
         except ModelError:
             pass
     assert loaded < len(inputs) // 10  # nearly all of them are refused; none crashes
+
+
+def test_a_model_beyond_the_limits_is_never_written(tmp_path: Path) -> None:
+    """What load would refuse cannot be made, so offline tools cannot write it."""
+    with pytest.raises(ModelError, match=r"'d' must be in \[1, 4096\], got 4097"):
+        from_mlp(MLP(4097, 2, 1))

@@ -202,7 +202,7 @@ def test_a_bad_reload_never_kills_the_daemon_and_the_old_model_keeps_serving(
         ("a member that is not .npy", lambda p: p.write_bytes(_not_npy()),
          "member 'W2' is not an .npy array"),
         ("a meta declaring d = h = 65536", lambda p: p.write_bytes(_huge_meta()),
-         "meta 'd' must be an integer in [1, 4096]"),
+         "'d' must be in [1, 4096], got 65536"),
         ("a zip that inflates to 1 GB", lambda p: p.write_bytes(_zip_bomb()),
          "would decompress to"),
         ("another d", lambda p: _model(d=17).save(p),
