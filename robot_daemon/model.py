@@ -23,9 +23,11 @@ member             dtype, shape                meaning
 
 :meth:`Model.save` writes atomically (temporary file in the same directory, fsync,
 rename, fsync of the directory): a crash at any moment leaves the old file or the new
-one. :func:`load` treats the file as hostile: it bounds the decompressed size before
-reading anything, refuses object arrays and pickles, and checks every shape, dtype,
-value and name, raising :class:`~robot_daemon.errors.ModelError` that names the problem.
+one. :func:`load` treats the file as hostile (:mod:`robot_daemon.npz`): it reads only a
+regular file of bounded size, once; checks the sizes the zip and the ``.npy`` headers
+declare against ``meta`` and the limits below before inflating or allocating anything;
+refuses object arrays and pickles; and checks every shape, dtype, value and name, raising
+:class:`~robot_daemon.errors.ModelError` that names the problem, whatever the bytes.
 """
 
 from __future__ import annotations
@@ -44,19 +46,42 @@ from typing import Any, BinaryIO
 import numpy as np
 import numpy.typing as npt
 
+from robot_daemon import npz
 from robot_daemon.errors import ModelError
 from robot_daemon.nn import MLP, Array
+from robot_daemon.wire import messages as wire_messages
 
 FORMAT_VERSION = 1
-#: Refuse files whose members would decompress to more than this (zip bombs).
-MAX_UNCOMPRESSED_BYTES = 1 << 30
 #: Longest feature or class name accepted.
 MAX_NAME_LENGTH = 64
+#: Widest hidden layer accepted. A tick's forward pass costs about 2 h^2 FLOPs per frame:
+#: at h = 4096, 34 MFLOP, tens of ms for one frame on a robot's core, so a wider model
+#: could not serve a 20 ms tick anyway; it is a mistake or an attack, refused from ``meta``.
+MAX_H = 4096
+#: Most features and classes: those of the wire protocol (``MAX_D``, ``MAX_C`` in
+#: :mod:`robot_daemon.wire`); no frame could feed a wider model, no pred carry its answer.
+MAX_D = wire_messages.MAX_D
+MAX_C = wire_messages.MAX_C
+#: Largest network, in bytes of parameters (W1 b1 W2 b2 W3 b3). A reload holds the old
+#: model, the new file and the new arrays at once: about 3 x 128 MiB at this limit. It
+#: admits h = 4096 in float32 (64 MiB), about h = 4000 in float64.
+MAX_PARAM_BYTES = 128 << 20
+#: Longest ``meta`` JSON, in characters (the training metadata: a few hundred in practice).
+MAX_META_CHARS = 1 << 16
+#: Largest total the members may declare (zip bombs): the parameters at their limit, plus
+#: names, normalisation, thresholds and meta at theirs (under 2 MiB), plus headers.
+MAX_UNCOMPRESSED_BYTES = MAX_PARAM_BYTES + (4 << 20)
+#: Largest model file read (a stored member is its data plus about 200 bytes of headers;
+#: deflate can grow incompressible data by 0.03 %).
+MAX_FILE_BYTES = MAX_UNCOMPRESSED_BYTES + (1 << 20)
 
 _PARAMS = ("W1", "b1", "W2", "b2", "W3", "b3")
 _MEMBERS = frozenset(
     (*_PARAMS, "mean", "scale", "thresholds", "feature_names", "class_names", "meta")
 )
+#: Members an archive may declare before its directory is read (12 are needed; the rest
+#: to name the unexpected ones).
+_MAX_MEMBERS = 64
 
 
 @dataclass
@@ -203,129 +228,174 @@ def from_mlp(
 
 
 def load(path: str | os.PathLike[str]) -> Model:
-    """Read and validate a model file; raise :class:`ModelError` naming any problem."""
+    """Read and validate a model file; raise :class:`ModelError` naming any problem.
+
+    Only a regular file of at most MAX_FILE_BYTES that ends like a zip is read (a FIFO, a
+    device or a directory is refused without reading), once, into memory; then see
+    :func:`from_bytes`.
+    """
     path = Path(path)
     try:
-        _check_archive(path)
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in npz.files}
-    except ModelError:
-        raise
-    except FileNotFoundError:
-        raise ModelError(f"model file {path} does not exist") from None
-    except Exception as exc:
-        # A damaged archive surfaces as whatever the layer that trips over it raises
-        # (zipfile: BadZipFile, NotImplementedError, UnicodeDecodeError; zlib.error;
-        # numpy: ValueError, also for an object array, which would need pickle): all of
-        # them mean the same thing here.
-        raise ModelError(
-            f"model file {path} is unreadable or corrupt ({type(exc).__name__}: {exc})"
-        ) from None
+        data = npz.read_archive(path, MAX_FILE_BYTES, max_members=_MAX_MEMBERS)
+    except ModelError as exc:
+        raise ModelError(f"model file {path} {exc}") from None
     try:
-        return _from_arrays(arrays)
+        return from_bytes(data)
     except ModelError as exc:
         raise ModelError(f"model file {path}: {exc}") from None
 
 
-def _check_archive(path: Path) -> None:
-    """Refuse anything but a zip of the expected ``.npy`` members of bounded size."""
-    if not path.exists():
-        raise FileNotFoundError(path)
-    if not zipfile.is_zipfile(path):
-        raise ModelError(f"model file {path} is not an .npz archive (truncated or not a model)")
-    with zipfile.ZipFile(path) as archive:
-        infos = archive.infolist()
-    names = {info.filename.removesuffix(".npy") for info in infos}
-    if len(names) != len(infos):
-        raise ModelError(f"model file {path} has duplicate members: refused")
+def from_bytes(data: bytes) -> Model:
+    """Parse and validate a model file's bytes (:meth:`Model.to_bytes`'s).
+
+    Treats them as hostile: the sizes the zip directory and the ``.npy`` headers declare
+    are checked against ``meta`` and the limits (MAX_D, MAX_H, MAX_C, MAX_PARAM_BYTES,
+    MAX_UNCOMPRESSED_BYTES) before anything is inflated or allocated.
+
+    Raises:
+        ModelError: naming the problem; nothing else escapes, whatever the bytes.
+    """
+    try:
+        with npz.Archive(data, max_members=_MAX_MEMBERS) as archive:
+            _check_members(archive)
+            meta = _parse_meta(archive.read("meta", _strings("meta", (), MAX_META_CHARS)))
+            arrays = {name: archive.read(name, check) for name, check in _checks(meta).items()}
+        return _from_arrays(meta, arrays)
+    except ModelError:
+        raise
+    except Exception as exc:
+        # A damaged archive surfaces as whatever the layer that trips over it raises
+        # (zipfile: BadZipFile, NotImplementedError; zlib.error; a name that is not text):
+        # all of them mean the same thing here.
+        raise ModelError(f"unreadable or corrupt ({type(exc).__name__}: {exc})") from None
+
+
+def _check_members(archive: npz.Archive) -> None:
+    names = set(archive.members)
     missing = sorted(_MEMBERS - names)
     unknown = sorted(names - _MEMBERS)
     if missing or unknown:
         raise ModelError(
-            f"model file {path} has the wrong members (missing {missing}, unexpected {unknown});"
+            f"has the wrong members (missing {missing}, unexpected {unknown[:20]});"
             " is it a robot_daemon model of format version 1?"
         )
-    total = sum(info.file_size for info in infos)
+    total = archive.declared_bytes()
     if total > MAX_UNCOMPRESSED_BYTES:
         raise ModelError(
-            f"model file {path} would decompress to {total:,} bytes, over the limit of"
+            f"would decompress to {total:,} bytes, over the limit of"
             f" {MAX_UNCOMPRESSED_BYTES:,}: refused"
         )
 
 
-def _from_arrays(arrays: Mapping[str, np.ndarray]) -> Model:
-    meta = _parse_meta(arrays["meta"])
+def _checks(meta: Mapping[str, Any]) -> dict[str, npz.Check]:
+    """What each member but ``meta`` must be, given ``meta``: name -> its check."""
     d, h, c, dtype = meta["d"], meta["h"], meta["c"], np.dtype(meta["dtype"])
-    mlp = MLP(d, h, c, rng=0, dtype=dtype)
-    shapes = {"W1": (d, h), "b1": (h,), "W2": (h, h), "b2": (h,), "W3": (h, c), "b3": (c,)}
-    for lin, (w_name, b_name) in zip(mlp.linears, [("W1", "b1"), ("W2", "b2"), ("W3", "b3")],
-                                     strict=True):
-        lin.W = _float_array(arrays, w_name, shapes[w_name], dtype)
-        lin.b = _float_array(arrays, b_name, shapes[b_name], dtype)
+    f64 = np.dtype(np.float64)
+    return {
+        "W1": _floats("W1", (d, h), dtype), "b1": _floats("b1", (h,), dtype),
+        "W2": _floats("W2", (h, h), dtype), "b2": _floats("b2", (h,), dtype),
+        "W3": _floats("W3", (h, c), dtype), "b3": _floats("b3", (c,), dtype),
+        "mean": _floats("mean", (d,), f64),
+        "scale": _floats("scale", (d,), f64),
+        "thresholds": _floats("thresholds", (c,), f64),
+        "feature_names": _strings("feature_names", (d,), MAX_NAME_LENGTH),
+        "class_names": _strings("class_names", (c,), MAX_NAME_LENGTH),
+    }  # fmt: skip
+
+
+def _floats(name: str, shape: tuple[int, ...], dtype: np.dtype[Any]) -> npz.Check:
+    """Accept exactly ``dtype`` (byte order included) and ``shape``."""
+
+    def check(got: np.dtype[Any], got_shape: tuple[int, ...]) -> None:
+        if got != dtype:
+            raise ModelError(f"member '{name}' has dtype {got}, expected {dtype}")
+        if got_shape != shape:
+            raise ModelError(f"member '{name}' has shape {got_shape}, expected {shape}")
+
+    return check
+
+
+def _strings(name: str, shape: tuple[int, ...], max_chars: int) -> npz.Check:
+    """Accept unicode strings of at most ``max_chars`` characters, in ``shape``."""
+    what = "a JSON string" if shape == () else f"{shape[0]} strings"
+
+    def check(got: np.dtype[Any], got_shape: tuple[int, ...]) -> None:
+        if got.kind != "U" or got_shape != shape:
+            raise ModelError(f"member '{name}' must be {what}, got {got} {got_shape}")
+        if got.itemsize // 4 > max_chars:
+            raise ModelError(f"member '{name}' holds strings of {got.itemsize // 4:,}"
+                             f" characters, over the limit of {max_chars:,}")
+
+    return check
+
+
+def _from_arrays(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> Model:
+    """The model, from arrays whose dtypes and shapes were checked against ``meta``."""
+    for name in (*_PARAMS, "mean", "scale", "thresholds"):
+        if not np.isfinite(arrays[name]).all():
+            raise ModelError(f"member '{name}' contains NaN or infinite values")
+    W1, b1, W2, b2, W3, b3 = (arrays[name] for name in _PARAMS)
     return Model(
-        mlp=mlp,
-        mean=_float_array(arrays, "mean", (d,), np.dtype(np.float64)),
-        scale=_float_array(arrays, "scale", (d,), np.dtype(np.float64)),
-        feature_names=_names(arrays, "feature_names", d),
-        class_names=_names(arrays, "class_names", c),
-        thresholds=_float_array(arrays, "thresholds", (c,), np.dtype(np.float64)),
+        mlp=MLP.from_params(W1, b1, W2, b2, W3, b3, rng=0),
+        mean=arrays["mean"],
+        scale=arrays["scale"],
+        feature_names=[str(s) for s in arrays["feature_names"]],
+        class_names=[str(s) for s in arrays["class_names"]],
+        thresholds=arrays["thresholds"],
         training=meta["training"],
     )
 
 
 def _parse_meta(raw: np.ndarray) -> dict[str, Any]:
-    if raw.dtype.kind != "U" or raw.shape != ():
-        raise ModelError("member 'meta' must be a JSON string")
     try:
         meta = json.loads(str(raw))
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"member 'meta' is not valid JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, a 5,000-digit number
+        raise ModelError(f"member 'meta' is not valid JSON: {_short(exc)}") from None
     if not isinstance(meta, dict):
         raise ModelError("member 'meta' must be a JSON object")
     version = meta.get("format_version")
     if version != FORMAT_VERSION:
         raise ModelError(
-            f"format version {version!r} is not supported (this robot_daemon reads version"
-            f" {FORMAT_VERSION}); retrain or convert the model"
+            f"format version {_short(version)} is not supported (this robot_daemon reads"
+            f" version {FORMAT_VERSION}); retrain or convert the model"
         )
     for key in ("d", "h", "c"):
-        value = meta.get(key)
-        if type(value) is not int or not 1 <= value <= 1 << 16:
-            raise ModelError(f"meta '{key}' must be an integer in [1, 65536], got {value!r}")
+        if type(meta.get(key)) is not int:
+            raise ModelError(f"meta '{key}' must be an integer, got {_short(meta.get(key))}")
     if meta.get("dtype") not in ("float32", "float64"):
-        raise ModelError(f"meta 'dtype' must be float32 or float64, got {meta.get('dtype')!r}")
-    if not isinstance(meta.get("training", {}), dict):
+        raise ModelError(f"meta 'dtype' must be float32 or float64, got"
+                         f" {_short(meta.get('dtype'))}")
+    if not isinstance(meta.setdefault("training", {}), dict):
         raise ModelError("meta 'training' must be a JSON object")
-    meta.setdefault("training", {})
+    _check_size(meta["d"], meta["h"], meta["c"], np.dtype(meta["dtype"]))
     return meta
 
 
-def _float_array(
-    arrays: Mapping[str, np.ndarray], name: str, shape: tuple[int, ...], dtype: np.dtype[Any]
-) -> Any:
-    a = arrays[name]
-    if a.dtype != dtype:
-        raise ModelError(f"member '{name}' has dtype {a.dtype}, expected {dtype}")
-    if a.shape != shape:
-        raise ModelError(f"member '{name}' has shape {a.shape}, expected {shape}")
-    if not np.isfinite(a).all():
-        raise ModelError(f"member '{name}' contains NaN or infinite values")
-    return np.ascontiguousarray(a)
+def _check_size(d: int, h: int, c: int, dtype: np.dtype[Any]) -> None:
+    """Refuse a network beyond MAX_D, MAX_H, MAX_C or MAX_PARAM_BYTES (load and save)."""
+    for key, value, limit in (("d", d, MAX_D), ("h", h, MAX_H), ("c", c, MAX_C)):
+        if not 1 <= value <= limit:
+            raise ModelError(f"'{key}' must be in [1, {limit}], got {value}")
+    size = (d * h + h + h * h + h + h * c + c) * dtype.itemsize
+    if size > MAX_PARAM_BYTES:
+        raise ModelError(f"a network of d={d}, h={h}, c={c} in {dtype} takes {size:,} bytes,"
+                         f" over the limit of {MAX_PARAM_BYTES:,}: refused")
 
 
-def _names(arrays: Mapping[str, np.ndarray], name: str, count: int) -> list[str]:
-    a = arrays[name]
-    if a.dtype.kind != "U" or a.shape != (count,):
-        raise ModelError(f"member '{name}' must be {count} strings, got {a.dtype} {a.shape}")
-    return [str(s) for s in a]
+def _short(value: object) -> str:
+    """``repr(value)`` cut to a length fit for a log line (a hostile file chooses it)."""
+    text = repr(value) if not isinstance(value, Exception) else str(value)
+    return text if len(text) <= 80 else f"{text[:77]}..."
 
 
 # ---- validation and writing -------------------------------------------------------------------
 
 
 def _validate(model: Model) -> None:
-    """Raise ModelError unless every part of ``model`` is consistent and finite."""
+    """Raise ModelError unless every part of ``model`` is consistent, finite and within
+    the size limits (a model that :func:`load` would refuse is never written)."""
     d, c = model.mlp.d, model.mlp.c
+    _check_size(d, model.mlp.h, c, model.mlp.dtype)
     for name, a, size in (("mean", model.mean, d), ("scale", model.scale, d),
                           ("thresholds", model.thresholds, c)):
         if not isinstance(a, np.ndarray) or a.shape != (size,) or a.dtype != np.float64:
@@ -380,6 +450,18 @@ def _to_arrays(model: Model) -> dict[str, np.ndarray]:
     }  # fmt: skip
 
 
+def check_predicts_finite(model: Model) -> None:
+    """Raise :class:`ModelError` unless ``model`` predicts finite values on its mean reading.
+
+    Weights that are each finite can still overflow together (a model that diverged while
+    it learned): such a model would answer every frame with NaN.
+    """
+    with np.errstate(all="ignore"):
+        probe = model.predict_proba(model.mean[np.newaxis, :])
+    if not np.all(np.isfinite(probe)):
+        raise ModelError("predicts NaN or infinity on its mean reading")
+
+
 def fit_normalization(
     X: npt.ArrayLike,
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
@@ -404,7 +486,9 @@ def fit_normalization(
 __all__ = [
     "FORMAT_VERSION",
     "Model",
+    "check_predicts_finite",
     "fit_normalization",
+    "from_bytes",
     "from_mlp",
     "load",
     "write_atomically",

@@ -315,6 +315,20 @@ class Linear:
         self.input_grad = input_grad
         self.X: Array | None = None  # forward's input, kept for dW = X.T @ grad_out
 
+    @classmethod
+    def from_params(cls, W: Array, b: Array, *, input_grad: bool = True) -> Linear:
+        """A layer around ``W`` (d_in, d_out) and ``b`` (d_out,), used as they are.
+
+        Nothing is drawn or copied: loading a saved layer costs no second one's memory.
+        """
+        if W.ndim != 2 or b.shape != (W.shape[1],) or W.dtype != b.dtype:
+            raise ShapeError(f"Linear needs W (d_in, d_out) and b (d_out,) of one dtype, got "
+                             f"{W.dtype} {W.shape} and {b.dtype} {b.shape}")
+        _float_dtype(W.dtype)
+        layer = cls.__new__(cls)
+        layer.W, layer.b, layer.input_grad, layer.X = W, b, input_grad, None
+        return layer
+
     @property
     def shape(self) -> tuple[int, int]:
         """``(d_in, d_out)``."""
@@ -564,6 +578,38 @@ class MLP:
         l1 = Linear(d, h, rng=generator, dtype=dtype, input_grad=input_grad)
         l2 = Linear(h, h, rng=generator, dtype=dtype)
         l3 = Linear(h, c, rng=generator, dtype=dtype)
+        self._stack(l1, l2, l3, recompute=recompute)
+
+    @classmethod
+    def from_params(
+        cls, W1: Array, b1: Array, W2: Array, b2: Array, W3: Array, b3: Array, *,
+        rng: Seed = None,
+    ) -> MLP:
+        """An MLP around saved parameters, used as they are (nothing drawn, nothing copied).
+
+        W1 (d, h), b1 (h,), W2 (h, h), b2 (h,), W3 (h, c), b3 (c,), all float32 or all
+        float64. ``MLP(d, h, c)`` followed by assignments would first draw a random network
+        of the same size: twice the memory, and time, of the load itself. ``rng`` as for
+        ``MLP(d, h, c)`` (it shuffles in :meth:`sgd`). Raises ShapeError if the shapes do
+        not chain or the dtypes differ.
+        """
+        layers = (Linear.from_params(W1, b1), Linear.from_params(W2, b2),
+                  Linear.from_params(W3, b3))
+        d, h = W1.shape
+        c = W3.shape[1]
+        if W2.shape != (h, h) or W3.shape[0] != h or len({W.dtype for W in (W1, W2, W3)}) != 1:
+            raise ShapeError(f"MLP parameters do not chain: W1 {W1.dtype} {W1.shape}, "
+                             f"W2 {W2.dtype} {W2.shape}, W3 {W3.dtype} {W3.shape}")
+        mlp = cls.__new__(cls)
+        mlp.rng = _generator(rng)
+        mlp.dtype = _float_dtype(W1.dtype)
+        mlp.d, mlp.h, mlp.c = d, h, c
+        mlp._stack(*layers, recompute=False)
+        return mlp
+
+    def _stack(self, l1: Linear, l2: Linear, l3: Linear, *, recompute: bool) -> None:
+        """The six layers around the three Linear ones (recompute: see the class)."""
+        h, c = l2.W.shape[0], l3.W.shape[1]
         r1, r2 = (l1, l2) if recompute else (None, None)
         self.layers: list[Layer] = [
             l1, ScaledReLU(h, inplace=True, recompute_from=r1),  # input_layer

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import os
 import pickle
 import signal
 import subprocess
 import sys
 import time
+import tracemalloc
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -219,7 +224,7 @@ def test_an_object_array_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "m.npz"
     _model().save(path)
     _rewrite(path, class_names=np.array(["a", 1, None], dtype=object))
-    with pytest.raises(ModelError, match="unreadable or corrupt"):
+    with pytest.raises(ModelError, match="'class_names' is an object array, which needs pickle"):
         load(path)
 
 
@@ -291,3 +296,230 @@ def test_invalid_model_cannot_be_saved(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="weights contain NaN or infinite"):
         m.save(tmp_path / "m.npz")
     assert not list(tmp_path.iterdir())
+
+
+# ---- files that would kill, stall or fill the process ---------------------------------------
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, array, allow_pickle=True)
+    return buffer.getvalue()
+
+
+def _members(model: Model) -> dict[str, bytes]:
+    """The model file's members, name (with .npy) -> bytes."""
+    with zipfile.ZipFile(io.BytesIO(model.to_bytes())) as z:
+        return {info.filename: z.read(info) for info in z.infolist()}
+
+
+def _zip(members: dict[str, bytes], compression: int = zipfile.ZIP_STORED) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression) as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return buffer.getvalue()
+
+
+class _Expired(Exception):
+    """Not an OSError: zipfile.is_zipfile would take that for "not a zip" and return."""
+
+
+@contextlib.contextmanager
+def _within(seconds: float) -> Iterator[None]:
+    """Fail with _Expired if the block takes longer (a blocking open, an endless read)."""
+
+    def expire(signum: int, frame: object) -> None:
+        raise _Expired(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_only_regular_files_are_read_and_a_symlink_to_one_is_fine(tmp_path: Path) -> None:
+    """/dev/zero was read until the kernel killed the process; a FIFO blocked it for good."""
+    good = tmp_path / "good.npz"
+    _model().save(good)
+    (tmp_path / "link.npz").symlink_to(good)
+    assert load(tmp_path / "link.npz").d == 4
+    (tmp_path / "zero.npz").symlink_to("/dev/zero")
+    os.mkfifo(tmp_path / "fifo.npz")  # no writer: a blocking open would wait for ever
+    (tmp_path / "dir.npz").mkdir()
+    for name, kind in [("zero", "a character device"), ("fifo", "a FIFO"),
+                       ("dir", "a directory")]:
+        with _within(5.0), pytest.raises(ModelError, match=f"{name}.npz is {kind}, not a regular"):
+            load(tmp_path / f"{name}.npz")
+
+
+def test_a_file_over_the_size_limit_is_refused_before_reading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "m.npz"
+    _model().save(path)
+    monkeypatch.setattr(model_mod, "MAX_FILE_BYTES", path.stat().st_size - 1)
+    with pytest.raises(ModelError, match=r"has [\d,]+ bytes, over the limit of"):
+        load(path)
+
+
+def test_a_large_file_that_is_not_a_zip_costs_only_its_tail(tmp_path: Path) -> None:
+    """A bag deployed by mistake: refused from its last 64 KiB, not read whole."""
+    path = tmp_path / "m.npz"
+    with path.open("wb") as f:
+        f.truncate(100 << 20)  # 100 MiB of zeros (sparse): no zip end record
+    tracemalloc.start()
+    try:
+        with pytest.raises(ModelError, match=r"m\.npz is not an \.npz archive"):
+            load(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000
+
+
+def test_a_member_that_is_not_npy_is_a_model_error(tmp_path: Path) -> None:
+    """It raised AttributeError: exit 1 on SIGHUP, a restart loop as a checkpoint."""
+    members = _members(_model())
+    members["W2.npy"] = b"not an array at all"
+    path = tmp_path / "m.npz"
+    path.write_bytes(_zip(members))
+    with pytest.raises(ModelError, match=r"member 'W2' is not an \.npy array"):
+        load(path)
+
+
+def _with_meta(**changes: object) -> bytes:
+    members = _members(_model())
+    meta = json.loads(str(np.load(io.BytesIO(members["meta.npy"]))))
+    meta.update(changes)
+    members["meta.npy"] = _npy(np.array(json.dumps(meta)))
+    return _zip(members)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"h": 65536, "d": 65536}, r"'d' must be in \[1, 4096\], got 65536"),
+        ({"h": 16384}, r"'h' must be in \[1, 4096\], got 16384"),
+        ({"c": 5000}, r"'c' must be in \[1, 1024\]"),
+        ({"h": 2.5}, r"meta 'h' must be an integer, got 2\.5"),
+        ({"h": 4096, "d": 4096, "dtype": "float32"},
+         "d=4096, h=4096, c=3 in float32 takes 134,299,660 bytes, over the limit of 134,217,728"),
+        ({"h": 4096, "dtype": "float64"}, "over the limit of 134,217,728"),
+    ],
+)
+def test_a_meta_declaring_a_huge_network_is_refused_before_allocating(
+    changes: dict[str, object], message: str
+) -> None:
+    """MLP(d, h, c) was drawn from meta before any shape was checked: MemoryError."""
+    data = _with_meta(**changes)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ModelError, match=message):
+            model_mod.from_bytes(data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000
+
+
+def test_a_header_announcing_a_huge_array_is_refused_before_reading_it() -> None:
+    members = _members(_model())
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f8", "fortran_order": False, "shape": (1 << 20, 1 << 20)})
+    members["W2.npy"] = header.getvalue()  # a 16 TiB array, no data
+    tracemalloc.start()
+    try:
+        with pytest.raises(ModelError, match=r"'W2' has shape \(1048576, 1048576\), expected"):
+            model_mod.from_bytes(_zip(members))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000
+
+
+def test_a_huge_npy_header_is_refused() -> None:
+    members = _members(_model())
+    members["W2.npy"] = b"\x93NUMPY\x02\x00" + (60_000).to_bytes(4, "little") + b" " * 60_000
+    with pytest.raises(ModelError, match=r"an \.npy header of 60,000 bytes, over the limit"):
+        model_mod.from_bytes(_zip(members))
+
+
+def test_a_directory_of_many_members_is_refused_before_zipfile_reads_it() -> None:
+    members = {f"x{i}.npy": b"" for i in range(200)}
+    with pytest.raises(ModelError, match="declares 200 members"):
+        model_mod.from_bytes(_zip(members))
+
+
+def test_a_fortran_order_or_deflated_model_loads() -> None:
+    """What np.savez / np.savez_compressed of a valid model write is read, not refused."""
+    original = _model(h=6)
+    members = _members(original)
+    W1 = original.mlp.linears[0].W
+    members["W1.npy"] = _npy(np.asfortranarray(W1))
+    loaded = model_mod.from_bytes(_zip(members, zipfile.ZIP_DEFLATED))
+    np.testing.assert_array_equal(loaded.mlp.linears[0].W, W1)
+    assert loaded.mlp.linears[0].W.flags.c_contiguous
+
+
+def _hostile_members(rng: np.random.Generator) -> dict[str, bytes]:
+    """One member of a valid model replaced by something of the wrong kind."""
+    members = _members(_model())
+    name = str(rng.choice(sorted(members)))
+    candidates = [
+        _npy(np.zeros((4, 8), dtype=np.int64)),
+        _npy(np.zeros(3, dtype=[("a", "<f8"), ("b", "<i4")])),
+        _npy(np.array(["a", 1, None], dtype=object)),
+        _npy(np.array([{"W1": 1}], dtype=object)),
+        _npy(np.array("{}")),
+        _npy(np.array(["x" * 100] * 4)),
+        _npy(np.zeros((4, 8), dtype=">f8")),
+        _npy(np.zeros((), dtype=np.float64)),
+        _npy(np.zeros((4, 8, 1))),
+        _npy(np.array(b"bytes")),
+        pickle.dumps({"W1": np.zeros(3)}),
+        b"\x93NUMPY\x03\x00" + bytes(20),
+        b"\x93NUMPY\x01\x00\xff\xff{'descr': '<f8',",
+        b"",
+        rng.bytes(int(rng.integers(1, 300))),
+    ]
+    members[name] = candidates[int(rng.integers(len(candidates)))]
+    return members
+
+
+def test_fuzz_nothing_but_a_model_error_escapes_the_loader() -> None:
+    """Truncations, bit flips, overwritten runs and members of the wrong kind, stored and
+    deflated: each load ends as a Model or a ModelError, never anything else."""
+    rng = np.random.default_rng(13)
+    good = _model().to_bytes()
+    inputs: list[bytes] = [good[:n] for n in range(0, len(good), 7)]
+    for _ in range(300):
+        flipped = bytearray(good)
+        for i in rng.integers(0, len(good), size=int(rng.integers(1, 4))):
+            flipped[i] ^= 1 << int(rng.integers(8))
+        inputs.append(bytes(flipped))
+        start = int(rng.integers(len(good)))
+        run = rng.bytes(int(rng.integers(1, 64)))
+        inputs.append(good[:start] + run + good[start + len(run):])
+    for _ in range(300):
+        members = _hostile_members(rng)
+        inputs.append(_zip(members, zipfile.ZIP_STORED))
+        inputs.append(_zip(members, zipfile.ZIP_DEFLATED))
+    loaded = 0
+    for data in inputs:
+        try:
+            model_mod.from_bytes(data)
+            loaded += 1
+        except ModelError:
+            pass
+    assert loaded < len(inputs) // 10  # nearly all of them are refused; none crashes
+
+
+def test_a_model_beyond_the_limits_is_never_written(tmp_path: Path) -> None:
+    """What load would refuse cannot be made, so offline tools cannot write it."""
+    with pytest.raises(ModelError, match=r"'d' must be in \[1, 4096\], got 4097"):
+        from_mlp(MLP(4097, 2, 1))

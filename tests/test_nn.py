@@ -385,3 +385,17 @@ def test_peak_memory_of_a_training_step() -> None:
     # Bit-packed masks: the default keeps 1/64 of an activation per mask beyond the two.
     assert default <= 1.1
     assert recompute <= default
+
+
+def test_from_params_wraps_the_arrays_without_drawing_or_copying() -> None:
+    net = MLP(3, 5, 2, rng=4, dtype=np.float32)
+    params = [a for lin in net.linears for a in (lin.W, lin.b)]
+    rebuilt = MLP.from_params(*params)
+    assert (rebuilt.d, rebuilt.h, rebuilt.c, rebuilt.dtype) == (3, 5, 2, np.float32)
+    assert all(a is b for a, b in zip(params, [a for lin in rebuilt.linears
+                                                for a in (lin.W, lin.b)], strict=True))
+    X = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
+    np.testing.assert_array_equal(rebuilt.predict_proba(X), net.predict_proba(X))
+    params[2] = np.zeros((4, 5), dtype=np.float32)  # W2 (h, h) with h = 5: does not chain
+    with pytest.raises(ShapeError, match="do not chain"):
+        MLP.from_params(*params)

@@ -62,7 +62,8 @@ from robot_daemon.liveview import PlainView, TerminalView
 from robot_daemon.model import Model
 from robot_daemon.paths import check_input, check_output
 from robot_daemon.serve import receive
-from robot_daemon.serve.daemon import SERVING_ENV, ServedModel, load_model
+from robot_daemon.serve.daemon import SERVING_ENV
+from robot_daemon.serve.reload import ServedModel, load_model
 
 #: The daemon's first status: interpreter start, imports, model load, then 1 s.
 READY_TIMEOUT_S: Final = 20.0

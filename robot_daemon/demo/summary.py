@@ -19,7 +19,7 @@ from robot_daemon.errors import RobotDaemonError
 from robot_daemon.liveview import daemon_counts
 from robot_daemon.model import Model
 from robot_daemon.offline import evaluate
-from robot_daemon.serve.daemon import ServedModel
+from robot_daemon.serve.reload import ServedModel
 
 #: Streamed and offline probabilities agree when no entry differs by more than this: a
 #: few float32 ulps at 1.0 (BLAS may round a batch of 3 differently from one of 3,000).

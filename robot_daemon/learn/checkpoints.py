@@ -4,7 +4,8 @@ A :class:`CheckpointStore` keeps the last ``keep`` versions of a model in one di
 as ``model-v<version>.npz``, each written atomically (temporary file, fsync, rename, as
 :meth:`Model.save`), so that a crash at any moment leaves every checkpoint either
 complete or absent. On start, :meth:`CheckpointStore.newest` returns the newest
-checkpoint that loads and validates, skipping (and reporting) any that do not.
+checkpoint that loads, validates and predicts finite values, skipping (and reporting)
+any that do not.
 """
 
 from __future__ import annotations
@@ -91,10 +92,18 @@ class CheckpointStore:
         return path
 
     def newest(self) -> Checkpoint | None:
-        """The newest checkpoint that loads and validates; ``None`` if there is none."""
+        """The newest checkpoint that loads, validates and predicts finite values; ``None``
+        if there is none.
+
+        A bad one (damaged, not a model, a model that diverged) is skipped with a WARNING
+        and the next older one is tried: a bad newest file must never stop a start.
+        """
         for version, path in reversed(self.versions()):
             try:
-                return Checkpoint(model_file.load(path), version, path)
+                model = model_file.load(path)
+                model_file.check_predicts_finite(model)
             except ModelError as exc:
                 log.warning("skipping checkpoint %s: %s", path.name, exc)
+                continue
+            return Checkpoint(model, version, path)
         return None

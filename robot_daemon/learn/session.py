@@ -31,7 +31,10 @@ learning adds to it, so that the serving loop reads the same with it or without 
   millisecond at h = 64, again only where it fits before the next tick); a thread of its
   own writes and fsyncs the file, so a slow disk or a loaded machine never holds a tick
   or learning up. No step is taken while ``checkpoint_every_steps`` steps wait unsaved,
-  so a crash loses at most one checkpoint interval. On start the newest checkpoint that
+  so a crash loses at most one checkpoint interval. A failed save (a full disk) is
+  logged once and retried after 1 s, then after twice as long each time up to 30 s;
+  meanwhile learning goes on in memory (steps no longer wait for the save) and the next
+  save that works writes all of it, logged once more. On start the newest checkpoint that
   validates and was learned from the same ``--model`` is resumed; a new model file
   (another base version) starts afresh, since its checkpoints describe another model.
 """
@@ -77,6 +80,11 @@ MARGIN_NS: Final = 1_000_000
 LABEL_RCVHWM: Final = 10_000
 #: A label is at most a frame plus c bytes: anything near this is not a label.
 MAX_LABEL_BYTES: Final = 1 << 20
+#: After a failed checkpoint save (a full disk), the next try waits this long, doubling
+#: with each further failure up to CHECKPOINT_BACKOFF_MAX_NS: a due save used to be
+#: retried at every wake-up, about 450 failed saves and ERROR lines a second.
+CHECKPOINT_BACKOFF_FIRST_NS: Final = 1_000_000_000
+CHECKPOINT_BACKOFF_MAX_NS: Final = 30_000_000_000
 #: After libzmq gave a connection up (a failed handshake, an oversized message), connect
 #: again this much later: soon enough for a publisher that restarts with the right key,
 #: slow enough that a wrong one costs nothing.
@@ -102,11 +110,6 @@ def resume(config: DaemonConfig, model: Model, base: str) -> tuple[Model, int]:
     if learned_from != base or (newest.model.d, newest.model.c) != (model.d, model.c):
         log.warning("checkpoint %s was learned from %s, not %s: starting from the model file",
                     newest.path, learned_from, base)
-        return model, last
-    with np.errstate(all="ignore"):
-        probe = newest.model.predict_proba(newest.model.mean[np.newaxis, :])
-    if not np.all(np.isfinite(probe)):
-        log.warning("checkpoint %s predicts NaN: starting from the model file", newest.path)
         return model, last
     log.info("resuming checkpoint %s (step %d on %s)", newest.path, newest.version, base)
     return newest.model, newest.version
@@ -172,6 +175,8 @@ class OnlineSession:
         # saves done between ticks never fitted and learning stopped behind them.
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
         self._writing: tuple[Future[Path], int, int] | None = None  # (write, version, start)
+        self._save_failures = 0  # in a row: 0 while saving works
+        self._retry_ns = 0  # no save is tried before then (monotonic): the backoff
         self._deferred: dict[str, int] = {}  # what -> the tick deadline it was deferred at
         self._receiver: receive.Receiver | None = None  # reads the label socket
         self.links: monitor.ConnectionWatch | None = None  # the label socket's, once open
@@ -296,12 +301,19 @@ class OnlineSession:
         return result.accepted
 
     def _checkpoint_overdue(self) -> bool:
-        """Whether a step-count checkpoint is due: no step may be taken before it is saved."""
-        return (self.store is not None and self.learner.version - self._saved_version
+        """Whether a step-count checkpoint is due: no step may be taken before it is saved.
+
+        Except while saves fail (a full disk): then holding steps back would only let
+        labels be dropped, so learning goes on in memory until a save works again.
+        """
+        return (self.store is not None and self._save_failures == 0
+                and self.learner.version - self._saved_version
                 >= self.config.checkpoint_every_steps)
 
     def _checkpoint_due(self) -> bool:
         if self.store is None or self.learner.version == self._saved_version:
+            return False
+        if time.monotonic_ns() < self._retry_ns:  # backing off after a failed save
             return False
         if self.learner.version - self._saved_version >= self.config.checkpoint_every_steps:
             return True
@@ -314,12 +326,15 @@ class OnlineSession:
         For the end of a run: a write in flight is waited for first, then the weights
         learned since are saved if any. Between ticks the daemon saves in the background
         instead (``between_ticks``). A failed save (disk full, permissions) is logged and
-        counted; serving goes on and the next due save tries again.
+        counted; serving goes on, and between ticks saves are retried with a backoff.
         """
         saved = self._finish_write(wait=True)
         if self.store is not None and self.learner.version != self._saved_version:
-            self._start_write(self.store)
+            self._start_write(self.store)  # the last chance: whatever the backoff says
             saved = self._finish_write(wait=True)
+            if not saved:
+                log.error("the last checkpoint failed: steps %d to %d of %s are lost",
+                          self._saved_version + 1, self.learner.version, self.base)
         return saved
 
     def close(self) -> None:
@@ -360,12 +375,26 @@ class OnlineSession:
         self._saved_version = version
         self._saved_ns = start
         self.counters.checkpoints_saved += 1
+        if self._save_failures:
+            log.info("checkpoints are saved again (step %d, after %d failed attempts)",
+                     version, self._save_failures)
+            self._save_failures, self._retry_ns = 0, 0
         return True
 
     def _save_failed(self, start: int, exc: Exception) -> None:
+        """Count the failure and back off; log only when saving starts failing."""
         self.counters.checkpoint_failures += 1
-        self._saved_ns = start  # retry after another interval, not at every wake-up
-        log.error("checkpoint of %s failed: %s", self.version, exc)
+        self._save_failures += 1
+        backoff = min(CHECKPOINT_BACKOFF_FIRST_NS << min(self._save_failures - 1, 16),
+                      CHECKPOINT_BACKOFF_MAX_NS)
+        self._retry_ns = time.monotonic_ns() + backoff
+        if self._save_failures == 1:
+            log.error("checkpoint of %s failed: %s. Retrying in %.0f s, then less and less often"
+                      " (at most every %.0f s); learning goes on in memory meanwhile",
+                      self.version, exc, backoff / 1e9, CHECKPOINT_BACKOFF_MAX_NS / 1e9)
+        else:
+            log.debug("checkpoint of %s failed again (%d in a row): %s; next try in %.0f s",
+                      self.version, self._save_failures, exc, backoff / 1e9)
 
     # ---------------------------------------------------------------- status
 
@@ -384,6 +413,7 @@ class OnlineSession:
             "checkpoints_saved": c.checkpoints_saved,
             "checkpoints_deferred": c.checkpoints_deferred,
             "checkpoint_failures": c.checkpoint_failures,
+            "checkpoint_failing": self._save_failures,
             "online_errors": c.errors,
             "checkpoint_version": self._saved_version,
             "online_step_ms_expected": self._step_timing.expected_ns() / 1e6,

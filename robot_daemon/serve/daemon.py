@@ -39,9 +39,11 @@ The loop (one thread, one :class:`zmq.Poller`):
   carries ``<base version>+<steps>``. Ticks and steps share the one thread, so a tick
   never sees weights half-way through a step.
 * **Signals** set flags and wake the poller through a self-pipe
-  (:func:`signal.set_wakeup_fd`): SIGHUP reloads the model after the current tick
-  (validated first; a bad file is refused and the old model keeps serving; in online mode
-  an unchanged file keeps the learned weights); SIGTERM and SIGINT serve the frames
+  (:func:`signal.set_wakeup_fd`): SIGHUP starts loading the model file in a thread
+  (:mod:`robot_daemon.serve.reload`) while the loop keeps ticking; the new model is
+  swapped in between two ticks once it loaded and validated. A bad file, or one with
+  another ``d`` or ``c``, is refused and the old model keeps serving; in online mode an
+  unchanged file keeps the learned weights. SIGTERM and SIGINT serve the frames
   already received, save a last checkpoint, close the sockets and return 0.
 
 ``status`` keys beyond ``docs/protocol.md``'s table: ``ticks_missed``, ``ticks_late_os``,
@@ -64,7 +66,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
-import hashlib
 import logging
 import signal
 import socket
@@ -72,14 +73,12 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import zmq
 
-from robot_daemon import model as model_file
 from robot_daemon import wire
 from robot_daemon.errors import ModelError, RobotDaemonError, WireError
 from robot_daemon.learn.session import OnlineSession, resume
@@ -87,6 +86,7 @@ from robot_daemon.serve import liveness, monitor, receive
 from robot_daemon.serve.batch import Batch, PendingFrames
 from robot_daemon.serve.config import DaemonConfig
 from robot_daemon.serve.notify import Notifier
+from robot_daemon.serve.reload import Reloader, ServedModel, load_model
 from robot_daemon.serve.stats import (
     REJECT_LOG_PERIOD_NS,
     Histogram,
@@ -129,44 +129,6 @@ DRAIN_GAP: Final = 8
 #: ticks), and the frames queued then are drained before the last sleep: the tick itself
 #: decodes only what arrived in its last millisecond, not up to a whole rest's worth.
 TICK_LEAD: Final = 20
-
-
-@dataclass(frozen=True, eq=False)
-class ServedModel:
-    """A loaded model with the version string every ``pred`` carries."""
-
-    model: model_file.Model
-    version: str
-    path: Path
-
-
-def load_model(path: Path) -> ServedModel:
-    """Load and validate the model at ``path``, and check that it predicts finite values.
-
-    Raises:
-        ModelError: the file is missing, corrupt or fails validation.
-    """
-    loaded = model_file.load(path)
-    with np.errstate(all="ignore"):
-        probe = loaded.predict_proba(loaded.mean[np.newaxis, :])
-    if not np.all(np.isfinite(probe)):
-        raise ModelError(f"model file {path} predicts NaN or infinity on its mean reading")
-    return ServedModel(loaded, model_version(loaded, path), path)
-
-
-def model_version(loaded: model_file.Model, path: Path) -> str:
-    """``<file stem>-<12 hex digits>``: a hash of the parameters and normalisation served.
-
-    Hashing what was loaded (not the file) names exactly what produced a prediction, even
-    when the file is replaced while it is being read.
-    """
-    digest = hashlib.sha256()
-    for lin in loaded.mlp.linears:
-        digest.update(np.ascontiguousarray(lin.W).tobytes())
-        digest.update(np.ascontiguousarray(lin.b).tobytes())
-    digest.update(loaded.mean.tobytes())
-    digest.update(loaded.scale.tobytes())
-    return f"{path.stem}-{digest.hexdigest()[:12]}"
 
 
 @dataclass
@@ -274,6 +236,7 @@ class Daemon:
         self.windows = Windows()
         self.seqs = SeqTracker()
         self._pending = PendingFrames(config.max_batch, self.served.model.d)
+        self._reloader = Reloader(config.model, self.served.model.d, self.served.model.c)
         self._reject_log = RateLimiter(REJECT_LOG_PERIOD_NS)
         self._start_ns = time.monotonic_ns()
         self.liveness = liveness.Liveness(config.frames, config.stale_after_ns, self._start_ns)
@@ -305,6 +268,7 @@ class Daemon:
             watches = [stack.enter_context(monitor.watch(
                 sub, [endpoint], "frames publisher", monitor.FRAMES_RECONNECT_DELAY_NS))
                 for sub, endpoint in zip(subs, cfg.frames, strict=True)]
+            stack.callback(self._reloader.close)
             self._open(subs, pub)
             if cfg.metrics is not None:
                 self.metrics = stack.enter_context(_metrics_server(cfg.metrics))
@@ -393,11 +357,9 @@ class Daemon:
                 following = (time.monotonic_ns() - start) // interval + 1
                 self.counters.ticks_missed += max(0, following - tick - 1)
                 tick = max(tick + 1, following)
-                if sigs.reload:
-                    sigs.reload = False
-                    self.reload()
                 continue
             self._watches.service(now)  # reconnect what libzmq gave up on, when due
+            self._reload_between_ticks(sigs)
             if self._labels is not None:
                 self._learn(self._labels, deadline)
             if now >= next_status:
@@ -581,37 +543,39 @@ class Daemon:
 
     # ---------------------------------------------------------------- reload, status
 
-    def reload(self) -> bool:
-        """Load the model file again; keep serving the old model if it is refused."""
-        path = self.config.model
-        self.notifier.reloading()
-        try:
-            candidate = load_model(path)
-        except ModelError as exc:
+    def _reload_between_ticks(self, sigs: _Signals) -> None:
+        """On SIGHUP start loading the model file in the reload thread; swap in what it loaded.
+
+        Called between ticks, so a tick always serves one model from start to end.
+        """
+        if sigs.reload:
+            sigs.reload = False
+            self.notifier.reloading()
+            self._reloader.request()
+        outcome = self._reloader.done()
+        if isinstance(outcome, ModelError):
             self.counters.reload_failures += 1
-            log.error("reload refused, still serving %s: %s", self.version, exc)
+            log.error("reload refused, still serving %s: %s", self.version, outcome)
             self.notifier.ready(f"reload refused; serving model {self.version}")
-            return False
+        elif outcome is not None:
+            self._swap(outcome)
+
+    def _swap(self, candidate: ServedModel) -> None:
+        """Serve ``candidate`` (loaded and checked: same d and c) from the next tick on."""
         old = self.served
         if self.online is not None and candidate.version == old.version:
             # The same file: going back to its weights would throw away what was learned.
-            log.info("reload: %s is unchanged; learning goes on from %s", path, self.version)
+            log.info("reload: %s is unchanged; learning goes on from %s", candidate.path,
+                     self.version)
             self.notifier.ready(f"serving model {self.version}")
-            return True
+            return
         self.served = candidate
         if self.online is not None:  # a new model file: learning starts again from it
             self.online.reset(candidate.model, candidate.version, self.online.learner.version)
-        if candidate.model.d != self._pending.d:  # empty: reloads run right after a tick
-            self._pending = PendingFrames(self.config.max_batch, candidate.model.d)
         self.counters.reloads += 1
-        shape_note = ""
-        if (old.model.d, old.model.c) != (candidate.model.d, candidate.model.c):
-            shape_note = (f"; d, c changed from {old.model.d}, {old.model.c} to"
-                          f" {candidate.model.d}, {candidate.model.c}")
-        log.info("reloaded %s: serving %s (was %s)%s", path, candidate.version, old.version,
-                 shape_note)
+        log.info("reloaded %s: serving %s (was %s)", candidate.path, candidate.version,
+                 old.version)
         self.notifier.ready(f"serving model {self.version}")
-        return True
 
     def status(self) -> dict[str, Any]:
         """The ``status`` message's map; percentiles cover the period since the last one."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import logging
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -58,3 +61,41 @@ def test_temporaries_of_interrupted_saves_are_removed(tmp_path: Path) -> None:
 def test_keep_must_be_positive(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="keep must be at least 1"):
         CheckpointStore(tmp_path, keep=0)
+
+
+def _not_a_model() -> bytes:
+    """A model file whose W2 member is not .npy: the loader raised AttributeError."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(_model(3).to_bytes())) as src, \
+            zipfile.ZipFile(buffer, "w") as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, b"junk" if info.filename == "W2.npy" else src.read(info))
+    return buffer.getvalue()
+
+
+def _diverged(seed: int) -> Model:
+    """Finite weights that overflow together: inf - inf in the last layer, a NaN output."""
+    model = _model(seed)
+    l2, l3 = model.mlp.linears[1:]
+    l2.b[:] = 1e200
+    l3.W[0, 0], l3.W[1, 0] = 1e300, -1e300
+    return model
+
+
+def test_bad_newest_checkpoints_are_skipped_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = CheckpointStore(tmp_path, keep=5)
+    store.save(_model(1), 1)
+    store.save(_diverged(2), 2)
+    store.path(3).write_bytes(_not_a_model())
+    with caplog.at_level(logging.WARNING, logger="robot_daemon.learn.checkpoints"):
+        newest = store.newest()
+    assert newest is not None
+    assert newest.version == 1
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2
+    assert "model-v00000003.npz" in warnings[0]
+    assert "member 'W2' is not an .npy array" in warnings[0]
+    assert "model-v00000002.npz" in warnings[1]
+    assert "predicts NaN or infinity" in warnings[1]

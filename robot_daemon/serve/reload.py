@@ -1,0 +1,146 @@
+"""The model the daemon serves: loaded at start, and on SIGHUP off the serving path.
+
+A reload reads, inflates and validates a file of up to
+:data:`robot_daemon.model.MAX_FILE_BYTES` (a float64 model with h = 2048 is 32 MiB and
+took half a second on the development machine). Done in the serving loop, it stopped
+every prediction for that long. :class:`Reloader` does it in a thread of its own: the
+loop keeps ticking meanwhile and swaps the new model in between two ticks, once it is
+ready. The heavy parts of a load (reading the file, inflating, CRCs, NumPy's checks,
+hashing) run in C without the GIL, so the thread does not hold the loop up either, and
+it runs at nice 19, so that on a busy machine the loop gets the CPU first.
+
+A reload that would change ``d`` or ``c`` is refused: every sensor frame (``d`` values)
+would then be rejected as ``wrong_d``, and every consumer of ``pred`` would misread its
+``c`` columns. Changing them is deliberate: a restart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from robot_daemon import model as model_file
+from robot_daemon.errors import ModelError
+
+log = logging.getLogger("robot_daemon.serve.reload")
+
+#: The reload thread's niceness: on a busy robot it takes the CPU the serving loop leaves.
+RELOAD_NICE = 19
+
+
+@dataclass(frozen=True, eq=False)
+class ServedModel:
+    """A loaded model with the version string every ``pred`` carries."""
+
+    model: model_file.Model
+    version: str
+    path: Path
+
+
+def load_model(path: Path) -> ServedModel:
+    """Load and validate the model at ``path``, and check that it predicts finite values.
+
+    Raises:
+        ModelError: the file is missing, corrupt or fails validation.
+    """
+    loaded = model_file.load(path)
+    try:
+        model_file.check_predicts_finite(loaded)
+    except ModelError as exc:
+        raise ModelError(f"model file {path} {exc}") from None
+    return ServedModel(loaded, model_version(loaded, path), path)
+
+
+def model_version(loaded: model_file.Model, path: Path) -> str:
+    """``<file stem>-<12 hex digits>``: a hash of the parameters and normalisation served.
+
+    Hashing what was loaded (not the file) names exactly what produced a prediction, even
+    when the file is replaced while it is being read.
+    """
+    digest = hashlib.sha256()
+    for lin in loaded.mlp.linears:
+        digest.update(np.ascontiguousarray(lin.W).tobytes())
+        digest.update(np.ascontiguousarray(lin.b).tobytes())
+    digest.update(loaded.mean.tobytes())
+    digest.update(loaded.scale.tobytes())
+    return f"{path.stem}-{digest.hexdigest()[:12]}"
+
+
+class Reloader:
+    """Loads ``path`` again in a thread of its own, one load at a time.
+
+    :meth:`request` on SIGHUP, :meth:`done` between ticks (it never blocks), :meth:`close`
+    at the end. The model that serves keeps ``d`` and ``c``: a file with others is refused.
+    """
+
+    def __init__(self, path: Path, d: int, c: int) -> None:
+        self.path = path
+        self.d = d
+        self.c = c
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reload",
+                                          initializer=_yield_to_the_loop)
+        self._load: Future[ServedModel] | None = None
+        self._again = False
+
+    def request(self) -> None:
+        """Start a load; during one, load once more after it (the file may have changed)."""
+        if self._load is None:
+            self._load = self._thread.submit(self._read)
+        else:
+            self._again = True
+
+    def busy(self) -> bool:
+        """Whether a load is under way."""
+        return self._load is not None
+
+    def done(self) -> ServedModel | ModelError | None:
+        """The model of a load that ended since the last call, why it was refused, or None."""
+        if self._load is None or not self._load.done():
+            return None
+        load, self._load = self._load, None
+        if self._again:
+            self._again = False
+            self.request()
+        error = load.exception()
+        if error is None:
+            return load.result()
+        # A fresh exception: the load's traceback holds its frames and so the file's bytes
+        # (up to MAX_FILE_BYTES), which must not live on with the message.
+        if not isinstance(error, ModelError):  # a bug: refuse, keep serving, say it loudly
+            log.error("reload of %s failed unexpectedly", self.path, exc_info=error)
+        return ModelError(str(error) if isinstance(error, ModelError) else
+                          f"model file {self.path}: unexpected {type(error).__name__}: {error}")
+
+    def close(self) -> None:
+        """Wait for a load under way (bounded by the file's size limit), stop the thread."""
+        self._thread.shutdown(wait=True, cancel_futures=True)
+
+    def _read(self) -> ServedModel:
+        """In the thread: load and validate, then refuse another ``d`` or ``c``."""
+        served = load_model(self.path)
+        d, c = served.model.d, served.model.c
+        if (d, c) != (self.d, self.c):
+            raise ModelError(
+                f"model file {self.path} has d={d}, c={c} but the daemon serves d={self.d},"
+                f" c={self.c}: frames of the other width would all be rejected. Changing d"
+                " or c takes a restart (systemctl restart robot-daemon), not a reload"
+            )
+        return served
+
+
+def _yield_to_the_loop() -> None:
+    """Lower the calling thread's CPU priority to RELOAD_NICE (Linux: nice is per thread).
+
+    A load copies and checks up to MAX_FILE_BYTES without the GIL, on a core the serving
+    loop may need; at nice 19 the scheduler gives the loop the core first.
+    """
+    with contextlib.suppress(OSError):  # not Linux, or a sandbox that forbids it
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), RELOAD_NICE)
