@@ -204,13 +204,16 @@ def online_line(status: Mapping[str, Any] | None) -> str:
     if status is None or "labels_received" not in status:
         return ""
     rejected = sum(dict(status.get("labels_rejected", {})).values())
-    parts = [f"learning: labels {status.get('labels_accepted', 0)} used, {rejected} rejected"]
-    for key, name in (("online_steps", "steps"), ("online_rejected", "refused"),
-                      ("online_rollbacks", "rollbacks"), ("checkpoints_saved", "checkpoints")):
-        if key in status:
-            value = status[key]
-            count = sum(value.values()) if isinstance(value, dict) else value
-            parts.append(f"{name} {count}")
+    parts = [f"learning: labels {status.get('labels_accepted', 0)} used, {rejected} rejected",
+             f"steps {status.get('online_steps', 0)}"]
+    refused = {r: n for r, n in dict(status.get("online_rejected", {})).items() if n}
+    if refused:
+        parts.append(f"refused {sum(refused.values())} ("
+                     + ", ".join(f"{r} {n}" for r, n in sorted(refused.items())) + ")")
+    last = status.get("online_last_step")
+    if isinstance(last, Mapping) and last.get("holdout_after") is not None:
+        parts.append(f"holdout loss {last['holdout_before']:.3f} -> {last['holdout_after']:.3f}")
+    parts.append(f"checkpoints {status.get('checkpoints_saved', 0)}")
     return ", ".join(parts)
 
 

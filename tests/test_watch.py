@@ -32,6 +32,9 @@ def _fed(watch: Watch) -> Watch:
         "frames_rejected": {"wrong_d": 2}, "frames_lost": 1, "latency_ms_p50": 9.5,
         "latency_ms_p99": 19.0, "health": "degraded", "stale_endpoints": ["tcp://127.0.0.1:5556"],
         "labels_received": 5, "labels_accepted": 4, "labels_rejected": {"outlier": 1},
+        "online_steps": 7, "online_rejected": {"loss_jump": 2, "rollback": 0},
+        "online_last_step": {"accepted": True, "reason": None, "loss": 0.5,
+                             "holdout_before": 0.4123, "holdout_after": 0.4011},
         "checkpoints_saved": 2})])
     watch.on_message([wire.TOPIC_PRED, b"\xc1"])  # garbage is counted, not fatal
     return watch
@@ -52,7 +55,9 @@ def test_watch_shows_the_newest_answer_against_its_label() -> None:
     assert "answered 2" in text
     assert "latency p50 9.5 ms p99 19.0 ms" in text
     assert "daemon: dropped 0 rejected 2 lost 1" in text
-    assert "learning: labels 4 used, 1 rejected, checkpoints 2" in text
+    assert ("learning: labels 4 used, 1 rejected, steps 7, refused 2 (loss_jump 2), holdout"
+            " loss 0.412 -> 0.401, checkpoints 2") in " ".join(
+                line.strip() for line in lines)
     assert all(len(line) <= 80 for line in lines)
 
 

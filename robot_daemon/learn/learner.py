@@ -104,6 +104,14 @@ class StepResult:
     reason: str | None  # one of REJECTIONS when not accepted
     loss: float  # the new batch's loss before the step
     duration_ns: int = 0
+    # The holdout's mean loss before and after the step, when the holdout judged it.
+    holdout_before: float | None = None
+    holdout_after: float | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        """For ``status``: what the last step did."""
+        return {"accepted": self.accepted, "reason": self.reason, "loss": self.loss,
+                "holdout_before": self.holdout_before, "holdout_after": self.holdout_after}
 
 
 class _Ring:
@@ -152,6 +160,7 @@ class OnlineLearner:
         self.labels_not_trained = 0
         self.loss_average: float | None = None
         self.step_ns_average = 0.0
+        self.last: StepResult | None = None
         self._rng = np.random.default_rng(self.config.seed)
         dtype = model.mlp.dtype
         d, c = model.d, model.c
@@ -200,6 +209,7 @@ class OnlineLearner:
             self.steps += 1
         else:
             self.rejected[result.reason or "unknown"] += 1
+        self.last = result
         return result
 
     def _guarded_step(
@@ -237,8 +247,9 @@ class OnlineLearner:
             after = float(losses.mean())
             if not after <= self.config.holdout_tolerance * holdout_before:
                 self._restore(snapshot)  # the kept losses are right again
-                return StepResult(False, "holdout_worse", loss)
+                return StepResult(False, "holdout_worse", loss, 0, holdout_before, after)
             self._holdout_losses[: len(losses)] = losses
+            return StepResult(True, None, loss, 0, holdout_before, after)
         return StepResult(True, None, loss)
 
     # ---- helpers -------------------------------------------------------------------------
@@ -321,4 +332,5 @@ class OnlineLearner:
             "holdout_size": len(self._holdout) if self.config.holdout_size else 0,
             "online_loss_avg": self.loss_average,
             "online_step_ms_avg": self.step_ns_average / 1e6,
+            "online_last_step": None if self.last is None else self.last.as_dict(),
         }

@@ -58,7 +58,7 @@ from robot_daemon import wire
 from robot_daemon.errors import ModelError, RobotDaemonError, WireError
 from robot_daemon.learn import keys
 from robot_daemon.learn.checkpoints import CheckpointStore
-from robot_daemon.learn.learner import OnlineConfig, OnlineLearner
+from robot_daemon.learn.learner import OnlineConfig, OnlineLearner, StepResult
 from robot_daemon.model import Model
 from robot_daemon.serve import monitor, receive
 from robot_daemon.serve.config import DaemonConfig
@@ -76,6 +76,8 @@ TIMING_MEMORY_NS: Final = 10_000_000_000
 #: Start a step or a save only if it leaves this much slack before the next tick, plus
 #: half its expected time again (its duration varies with the cache and the collector).
 MARGIN_NS: Final = 1_000_000
+#: Steps (taken or refused) summed up by one INFO line: at 100 labels/s, one a minute.
+STEPS_PER_LOG_LINE: Final = 60
 #: Labelled frames waiting in ZeroMQ before the publisher's excess is dropped.
 LABEL_RCVHWM: Final = 10_000
 #: A label is at most a frame plus c bytes: anything near this is not a label.
@@ -89,6 +91,12 @@ CHECKPOINT_BACKOFF_MAX_NS: Final = 30_000_000_000
 #: again this much later: soon enough for a publisher that restarts with the right key,
 #: slow enough that a wrong one costs nothing.
 RECONNECT_AFTER_FAILURE_NS: Final = 1_000_000_000
+
+
+def _holdout_text(result: StepResult) -> str:
+    if result.holdout_before is None or result.holdout_after is None:
+        return ""
+    return f"; holdout loss {result.holdout_before:.4g} -> {result.holdout_after:.4g}"
 
 
 def resume(config: DaemonConfig, model: Model, base: str) -> tuple[Model, int]:
@@ -178,6 +186,7 @@ class OnlineSession:
         self._save_failures = 0  # in a row: 0 while saving works
         self._retry_ns = 0  # no save is tried before then (monotonic): the backoff
         self._deferred: dict[str, int] = {}  # what -> the tick deadline it was deferred at
+        self._since_log: Counter[str] = Counter()  # step outcomes since the last INFO line
         self._receiver: receive.Receiver | None = None  # reads the label socket
         self.links: monitor.ConnectionWatch | None = None  # the label socket's, once open
         self.reset(model, base, steps)
@@ -297,8 +306,26 @@ class OnlineSession:
         result = self.learner.step()
         self._step_timing.add(result.duration_ns)
         if not result.accepted:
-            log.warning("online step refused (%s): batch loss %.3g", result.reason, result.loss)
+            log.warning("online step refused (%s): batch loss %.3g%s", result.reason,
+                        result.loss, _holdout_text(result))
+        self._since_log[result.reason or "taken"] += 1
+        if sum(self._since_log.values()) >= STEPS_PER_LOG_LINE:
+            self._log_progress()
         return result.accepted
+
+    def _log_progress(self) -> None:
+        """One INFO line for the last STEPS_PER_LOG_LINE steps: what learning is doing."""
+        steps, self._since_log = self._since_log, Counter()
+        taken = steps.pop("taken", 0)
+        refused = ", ".join(f"{reason} {n}" for reason, n in sorted(steps.items()))
+        rejected = self.counters.labels_rejected
+        last = self.learner.last
+        log.info("online learning: %d of the last %d steps taken%s; version %s; labels used"
+                 " %d, rejected %d%s%s", taken, taken + sum(steps.values()),
+                 f" (refused: {refused})" if refused else "", self.version,
+                 self.counters.labels_accepted, sum(rejected.values()),
+                 f" ({', '.join(f'{r} {n}' for r, n in sorted(rejected.items()))})"
+                 if rejected else "", "" if last is None else _holdout_text(last))
 
     def _checkpoint_overdue(self) -> bool:
         """Whether a step-count checkpoint is due: no step may be taken before it is saved.

@@ -718,3 +718,26 @@ def test_online_learning_needs_curve_off_loopback(workdir: Path) -> None:
     assert done.returncode == 2
     assert "CURVE" in done.stderr
     assert "insecure_labels" in done.stderr
+
+
+def test_the_log_and_status_say_what_learning_does(
+    data: sim.SimData, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = DaemonConfig(online=True, labels="ipc://labels", online_batch=10)
+    session = learning.OnlineSession(config, model_file.load(DEFAULT_MODEL), "default-x", 0)
+    with caplog.at_level(logging.INFO, logger="robot_daemon"):
+        for i in range(1400):  # 1,260 to train on (every 10th is held out): 126 steps
+            session.learner.add(wire.Label(i, 0.0, data.X[i], data.Y[i]))
+            if session.learner.ready():
+                session._step()
+    session.close()
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("online")]
+    progress = [line for line in lines if line.startswith("online learning:")]
+    assert len(progress) == 2  # one line per 60 steps
+    assert "of the last 60 steps taken" in progress[0]
+    assert "; holdout loss " in progress[-1]
+    status = session.status()
+    last = status["online_last_step"]
+    assert last["holdout_before"] is not None
+    assert last["holdout_after"] is not None
+    assert status["online_steps"] + sum(status["online_rejected"].values()) == 126
