@@ -14,6 +14,10 @@ connected subscriber receives every message. At real rates a subscriber that fal
 than :data:`SNDHWM` messages behind loses messages, as it would on the robot. After the
 last message the socket stays open ``drain_s`` seconds so that subscribers that are
 behind receive the tail (see :data:`DEFAULT_DRAIN_S`).
+
+Binding: like the daemon's ``pred`` endpoint, the player binds only this machine
+(loopback ``tcp://``, ``ipc://``, ``inproc://``) unless ``allow_remote_bind`` is set
+(:func:`robot_daemon.serve.config.is_local_endpoint` is the one rule for both).
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ from itertools import chain
 import zmq
 
 from robot_daemon.bag import BagInfo, BagMessage, BagReader
-from robot_daemon.errors import BagError
+from robot_daemon.errors import BagError, ConfigError
+from robot_daemon.serve.config import is_local_endpoint
 
 SPIN_NS = 300_000
 SNDHWM = 100_000
@@ -78,6 +83,7 @@ class PlayOptions:
     topics: Sequence[str] | None = None
     wait_subscribers: int = 0
     drain_s: float = DEFAULT_DRAIN_S
+    allow_remote_bind: bool = False
 
     def __post_init__(self) -> None:
         if not self.rate >= 0 or self.rate == float("inf"):
@@ -108,11 +114,14 @@ def play(
     for subscribers (the command line says "playing ..." then, not before an error).
 
     Raises:
+        ConfigError: ``bind`` is not on this machine and ``options.allow_remote_bind`` is
+            not set.
         BagError: the bag cannot be read, or the options select nothing in it (a topic it
             lacks, a start offset past its end): found before binding, so that a player
             never "succeeds" with 0 messages.
     """
     options = options if options is not None else PlayOptions()
+    check_bind(bind, options.allow_remote_bind)
     stop = stop if stop is not None else threading.Event()
     summary = PlaySummary(path=str(path))
     with BagReader(path) as bag, zmq.Context() as ctx, ctx.socket(zmq.XPUB) as pub:
@@ -148,6 +157,20 @@ def play(
         if not stop.is_set():
             _drain(options.drain_s, stop)
     return summary
+
+
+def check_bind(endpoint: str, allow_remote_bind: bool) -> None:
+    """Refuse to bind ``endpoint`` off this machine unless ``allow_remote_bind``.
+
+    The daemon's rule for ``pred`` (:func:`robot_daemon.serve.config.is_local_endpoint`):
+    a player bound to ``tcp://0.0.0.0:...`` or ``tcp://*:...`` publishes the recorded
+    sensor stream to every network the machine is on.
+    """
+    if not allow_remote_bind and not is_local_endpoint(endpoint):
+        raise ConfigError(
+            f"--bind {endpoint!r} would publish the bag on the network; bind a loopback "
+            "address (tcp://127.0.0.1:PORT) or ipc://, or pass --allow-remote-bind"
+        )
 
 
 def check_selection(info: BagInfo, options: PlayOptions) -> None:

@@ -74,6 +74,12 @@ def add(sub: Subparsers) -> None:
         "--bind", required=True, metavar="ENDPOINT", help="e.g. tcp://127.0.0.1:5556"
     )
     play.add_argument(
+        "--allow-remote-bind",
+        action="store_true",
+        help="allow a --bind that is not on this machine (tcp://0.0.0.0:..., a LAN "
+        "address): the daemon's allow_remote_bind",
+    )
+    play.add_argument(
         "--rate",
         type=non_negative_float,
         default=1.0,
@@ -162,6 +168,7 @@ def _run_bag_play(args: argparse.Namespace) -> int:
         topics=args.topics,
         wait_subscribers=args.wait_subscribers,
         drain_s=args.drain,
+        allow_remote_bind=args.allow_remote_bind,
     )
     waiting = f", waiting for {args.wait_subscribers} subscription(s)" * (args.wait_subscribers > 0)
 

@@ -26,6 +26,7 @@ from robot_daemon.bag.export import export_json
 from robot_daemon.bag.play import PlayOptions, play
 from robot_daemon.cli import main
 from robot_daemon.errors import BagError, ConfigError
+from robot_daemon.serve import config as serve_config
 
 T0_NS = 1_764_000_000_000_000_000
 TIMEOUT_S = 20
@@ -454,3 +455,39 @@ def test_play_duration_plays_the_first_seconds(tmp_path: Path) -> None:
     thread.join(TIMEOUT_S)
     assert [p for _, p in got] == expected
     assert result[0].counts == {"frame": len(expected)}
+
+
+@pytest.mark.parametrize(
+    "endpoint", ["tcp://0.0.0.0:5999", "tcp://*:5999", "tcp://192.168.1.5:5999", "tcp://[::]:5999"]
+)
+def test_play_binds_only_this_machine_unless_allowed(
+    tmp_path: Path, endpoint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "a.mcap"
+    _source_bag(source)
+    assert main(["bag", "play", str(source), "--bind", endpoint]) == 2
+    err = capsys.readouterr().err
+    assert f"--bind {endpoint!r} would publish the bag on the network" in err
+    assert "or pass --allow-remote-bind" in err
+    # The daemon's rule for --pred, word for word the same decision.
+    with pytest.raises(ConfigError, match="would publish on the network"):
+        serve_config.load(None, {"pred": endpoint})
+
+
+@pytest.mark.parametrize(
+    "endpoint", ["tcp://127.0.0.1:5999", "tcp://localhost:5999", "tcp://[::1]:5999", "ipc://x"]
+)
+def test_local_endpoints_need_no_flag(endpoint: str) -> None:
+    bagplay.check_bind(endpoint, allow_remote_bind=False)
+    serve_config.load(None, {"pred": endpoint})
+
+
+def test_allow_remote_bind_binds_all_interfaces(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "a.mcap"
+    _source_bag(source)
+    argv = ["bag", "play", str(source), "--bind", "tcp://0.0.0.0:*", "--allow-remote-bind",
+            "--rate", "0", "--drain", "0"]
+    assert main(argv) == 0
+    assert "published 62 messages" in capsys.readouterr().out
