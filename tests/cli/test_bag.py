@@ -303,8 +303,12 @@ def test_info_json_and_text(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert (info["d"], info["c"]) == (4, 3)
     assert info["topics"]["frame"]["count"] == 41
     assert info["topics"]["label"]["rate_hz"] == pytest.approx(50 / 3)
+    size = source.stat().st_size
+    assert info["size_bytes"] == info["file_size"] == size
     assert main(["bag", "info", str(source)]) == 0
-    assert "integrity:  complete" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "integrity:  complete" in text
+    assert f"\nsize:       {size / 1024:.1f} KiB ({size:,} bytes)\n" in text
 
 
 def test_cli_reports_bag_errors_with_exit_2(
