@@ -148,7 +148,7 @@ def add(sub: Subparsers) -> None:
     progress.add_flag(play)
     play.set_defaults(handler=_run_bag_play)
 
-    info = bag.add_parser("info", help="duration, topics, rates, d and c, integrity")
+    info = bag.add_parser("info", help="size, duration, topics, rates, d and c, integrity")
     info.add_argument("bag_in", metavar="IN", help="bag to inspect")
     info.add_argument("--json", action="store_true", help="print one JSON object")
     info.set_defaults(handler=_run_bag_info)
