@@ -99,6 +99,11 @@ _BURN_IN_S: Final = 30.0
 #: Readings one run may simulate: X alone is 64 bytes a reading and the simulator steps
 #: at roughly 15,000 readings/s, so this is about 640 MB and 10 minutes.
 MAX_READINGS: Final = 10_000_000
+#: Readings between two calls of a ``progress`` callback (a few milliseconds of work).
+PROGRESS_EVERY: Final = 256
+
+Progress = Callable[[int, int], None]
+"""``progress(done, total)``: readings simulated (or written) so far, of ``total``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -517,6 +522,7 @@ def simulate(
     seed: int = 0,
     *,
     calibration_drift: float = 0.0,
+    progress: Progress | None = None,
 ) -> SimData:
     """Simulate ``duration_s`` seconds of sidewalk driving at ``rate_hz`` readings a second.
 
@@ -526,6 +532,8 @@ def simulate(
         seed: seeds the one ``np.random.Generator`` behind everything.
         calibration_drift: systematic sensor miscalibration; 0 is a calibrated robot,
             1 a robot whose range finders read 6 % long, thermal 2.5 degC warm, ...
+        progress: called every :data:`PROGRESS_EVERY` readings and at the end with the
+            readings done and their total (``sim`` draws its progress line from it).
 
     Returns:
         ``SimData`` with ``n = round(duration_s * rate_hz)`` readings.
@@ -559,15 +567,22 @@ def simulate(
         world.advance(dt)
         X[i] = world.sense(dt)
         Y[i] = world.labels()
+        if progress is not None and (i + 1) % PROGRESS_EVERY == 0:
+            progress(i + 1, n)
+    if progress is not None:
+        progress(n, n)
     t = SIM_EPOCH_S + np.arange(n, dtype=np.float64) * dt
     return SimData(t=t, X=X, Y=Y, seed=seed, rate_hz=rate_hz)
 
 
-def write_bag(path: str | os.PathLike[str], data: SimData) -> int:
+def write_bag(
+    path: str | os.PathLike[str], data: SimData, *, progress: Progress | None = None
+) -> int:
     """Write ``data`` as a bag: a ``frame`` and a ``label`` message per reading.
 
     Both messages of a reading carry the same ``seq`` (its index) and sensor time; the
     receive time is the sensor time (a simulated robot has no transport delay).
+    ``progress`` is called as in :func:`simulate`, with readings written.
 
     Returns:
         The number of messages written (``2 * data.n``).
@@ -594,6 +609,10 @@ def write_bag(path: str | os.PathLike[str], data: SimData) -> int:
             bag.write(frame_topic, wire.encode_frame(seq, t, x, src="sim"), t_ns, t_ns)
             bag.write(label_topic, wire.encode_label(seq, t, x, data.Y[seq], src="sim"),
                       t_ns, t_ns)
+            if progress is not None and (seq + 1) % PROGRESS_EVERY == 0:
+                progress(seq + 1, data.n)
+    if progress is not None:
+        progress(data.n, data.n)
     return 2 * data.n
 
 

@@ -128,6 +128,46 @@ def test_cli_writes_a_bag_with_matching_frames_and_labels(
     assert all(m.sensor_ns == round(data.t[i // 2] * 1e9) for i, m in enumerate(messages))
 
 
+def test_progress_is_reported_as_readings_are_simulated_and_written(tmp_path: Path) -> None:
+    pytest.importorskip("mcap")
+    simulated: list[tuple[int, int]] = []
+    written: list[tuple[int, int]] = []
+    data = sim.simulate(30, rate_hz=20, seed=3, progress=lambda *a: simulated.append(a))
+    sim.write_bag(tmp_path / "sim.mcap", data, progress=lambda *a: written.append(a))
+    n = 600
+    for calls in (simulated, written):
+        assert calls[-1] == (n, n)
+        assert [done for done, _ in calls] == [*range(sim.PROGRESS_EVERY, n, sim.PROGRESS_EVERY), n]
+        assert {total for _, total in calls} == {n}
+    again = sim.simulate(30, rate_hz=20, seed=3)  # reporting changes nothing
+    np.testing.assert_array_equal(again.X, data.X)
+    np.testing.assert_array_equal(again.Y, data.Y)
+
+
+def test_cli_progress_line_only_on_a_terminal_or_when_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("mcap")
+    assert main(["sim", str(tmp_path / "a.mcap"), "--duration", "20", "--seed", "1"]) == 0
+    assert capsys.readouterr().err == ""  # stderr is not a terminal here
+    argv = ["sim", str(tmp_path / "b.mcap"), "--duration", "20", "--seed", "1", "--progress"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert lines[0].startswith("[ 5.1 s / 20.0 s simulated] ETA ")  # the first 256 readings
+    assert any(line.startswith("[ 5.1 s / 20.0 s written] ETA ") for line in lines)
+    assert captured.out.startswith(f"wrote {tmp_path / 'b.mcap'}")
+
+
+def test_sim_progress_shows_simulated_seconds_and_an_eta() -> None:
+    from robot_daemon.cli.sim import describe_progress
+
+    line = describe_progress("simulated", 6000, 15000, 50.0, elapsed_s=2.0)
+    assert line == "[120.0 s / 300.0 s simulated] ETA 3 s"
+    line = describe_progress("written", 50, 15000, 50.0, elapsed_s=0.1)
+    assert line == "[  1.0 s / 300.0 s written] ETA 30 s"
+
+
 @pytest.mark.slow
 def test_mlp_clearly_beats_logistic_regression() -> None:
     """The simulator's reason to exist: classes separable only through interactions.

@@ -17,7 +17,8 @@ file does not have), checks every chunk's CRC, and stops cleanly at the first da
 The modules: :mod:`.format` (constants, :class:`BagMeta`, :class:`BagMessage`),
 :mod:`.writer`, :mod:`.reader`, :mod:`.decoder` (our payloads in other MCAP tools), and
 the jobs built on them: :mod:`.record` (ZeroMQ into
-a bag), :mod:`.play` (a bag onto ZeroMQ), :mod:`.export` (a JSON copy for Foxglove).
+a bag), :mod:`.play` (bags onto ZeroMQ), :mod:`.export` (a JSON copy for Foxglove, with
+the JSON schemas of :mod:`.schemas`).
 
 This package is the only one that imports :mod:`mcap` (the optional extra ``bag``): the
 robot's runtime needs only numpy, pyzmq and msgpack. Importing it without mcap raises

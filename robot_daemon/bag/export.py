@@ -5,8 +5,9 @@ has one channel per topic with ``message_encoding`` ``"json"`` and a JSON schema
 (``jsonschema``), the same log and publish times, and the same metadata. Payloads are
 decoded with :mod:`robot_daemon.wire`: binary arrays become JSON arrays of numbers, and
 when the bag knows feature or class names the values also appear by name
-(``/frame.features.range_front_m`` plots better than ``/frame.x[3]``). Payloads that do
-not decode are counted and left out: the copy is for looking at, the bag stays the record.
+(``frame.features.range_center_m`` plots better than ``frame.x[1]``); the JSON schemas
+(:mod:`.schemas`) name every field, so Foxglove offers them. Payloads that do not decode
+are counted and left out: the copy is for looking at, the bag stays the record.
 """
 
 from __future__ import annotations
@@ -22,64 +23,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from robot_daemon import wire
-from robot_daemon.bag import BagMessage, BagMeta, BagReader, BagWriter
+from robot_daemon.bag import BagMessage, BagMeta, BagReader, BagWriter, schemas
 from robot_daemon.errors import WireError
 from robot_daemon.paths import check_output
 
 log = logging.getLogger(__name__)
-
-_NUMBERS = {"type": "array", "items": {"type": "number"}}
-_INTEGERS = {"type": "array", "items": {"type": "integer"}}
-_FRAME_PROPERTIES: dict[str, Any] = {
-    "seq": {"type": "integer", "description": "publisher's sequence number"},
-    "t": {"type": "number", "description": "sensor time, seconds"},
-    "x": {**_NUMBERS, "description": "the d readings"},
-    "src": {"type": "string"},
-    "features": {"type": "object", "description": "x by feature name (when known)"},
-}
-SCHEMAS: dict[str, dict[str, Any]] = {
-    "frame": {
-        "title": "robot_daemon.frame",
-        "type": "object",
-        "properties": _FRAME_PROPERTIES,
-        "required": ["seq", "t", "x"],
-    },
-    "label": {
-        "title": "robot_daemon.label",
-        "type": "object",
-        "properties": {
-            **_FRAME_PROPERTIES,
-            "y": {**_INTEGERS, "description": "the c targets, 0 or 1"},
-            "classes": {"type": "object", "description": "y by class name (when known)"},
-        },
-        "required": ["seq", "t", "x", "y"],
-    },
-    "pred": {
-        "title": "robot_daemon.pred",
-        "type": "object",
-        "properties": {
-            "tick": {"type": "integer"},
-            "t": {"type": "number", "description": "time the tick was served, seconds"},
-            "seq": {**_INTEGERS, "description": "seq of each answered frame"},
-            "p": {
-                "type": "array",
-                "items": _NUMBERS,
-                "description": "n rows of c probabilities",
-            },
-            "n": {"type": "integer"},
-            "c": {"type": "integer"},
-            "model": {"type": "string"},
-            "classes": {
-                "type": "array",
-                "items": {"type": "object"},
-                "description": "each row of p by class name (when known)",
-            },
-        },
-        "required": ["tick", "t", "seq", "p", "n", "c", "model"],
-    },
-}
-# status and any topic we do not know: counters and gauges, only the shape is known.
-_GENERIC_SCHEMA: dict[str, Any] = {"title": "robot_daemon.map", "type": "object"}
 
 Converter = Callable[[bytes, BagMeta], dict[str, Any]]
 
@@ -133,7 +81,7 @@ def _export_one(message: BagMessage, meta: BagMeta, out: BagWriter, summary: Exp
         log.debug("left out a %s payload: %s", message.topic, exc)
         return
     if summary.counts[message.topic] == 0 and summary.skipped[message.topic] == 0:
-        schema = SCHEMAS.get(message.topic, _GENERIC_SCHEMA)
+        schema = schemas.schema(message.topic, meta)
         out.add_topic(
             message.topic,
             message_encoding="json",

@@ -14,10 +14,21 @@ connected subscriber receives every message. At real rates a subscriber that fal
 than :data:`SNDHWM` messages behind loses messages, as it would on the robot. After the
 last message the socket stays open ``drain_s`` seconds so that subscribers that are
 behind receive the tail (see :data:`DEFAULT_DRAIN_S`).
+
+Several bags play as one, merged by receive time, as ``ros2 bag play -i A -i B`` does:
+bags recorded side by side (one recorder per sensor) interleave as they were recorded,
+and bags recorded one after another play one after another, with the recorded gap
+between them. Messages with equal receive times keep the order of the bags as given.
+
+Binding: like the daemon's ``pred`` endpoint, the player binds only this machine
+(loopback ``tcp://``, ``ipc://``, ``inproc://``) unless ``allow_remote_bind`` is set
+(:func:`robot_daemon.serve.config.is_local_endpoint` is the one rule for both).
 """
 
 from __future__ import annotations
 
+import contextlib
+import heapq
 import os
 import threading
 import time
@@ -29,7 +40,10 @@ from itertools import chain
 import zmq
 
 from robot_daemon.bag import BagInfo, BagMessage, BagReader
-from robot_daemon.errors import BagError
+from robot_daemon.errors import BagError, ConfigError
+from robot_daemon.serve.config import is_local_endpoint
+
+StrPath = str | os.PathLike[str]
 
 SPIN_NS = 300_000
 SNDHWM = 100_000
@@ -45,26 +59,63 @@ LINGER_MS = 10_000
 DEFAULT_DRAIN_S = 1.0
 _STOP_POLL_MS = 100
 _STOP_POLL_NS = _STOP_POLL_MS * 1_000_000
+#: How often play hands its progress to the caller's callback (which may show less often).
+PROGRESS_INTERVAL_NS = 100_000_000
 
 
 @dataclass
 class PlaySummary:
     """What one play published (printed by ``bag play`` at the end)."""
 
-    path: str
+    paths: list[str]
     counts: Counter[str] = field(default_factory=Counter)
     loops: int = 0
     elapsed_ns: int = 0
-    warning: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def warning(self) -> str | None:
+        """The damage met in the bags (one line per bag), ``None`` when there was none."""
+        return "\n".join(self.warnings) if self.warnings else None
 
     def describe(self) -> str:
         total = sum(self.counts.values())
         per_topic = ", ".join(f"{t}: {n}" for t, n in sorted(self.counts.items())) or "none"
-        text = (
-            f"published {total} messages ({per_topic}) from {self.path} in "
+        lines = [
+            f"published {total} messages ({per_topic}) from {', '.join(self.paths)} in "
             f"{self.elapsed_ns / 1e9:.3f} s, {self.loops} pass(es)"
+        ]
+        lines.extend(f"warning: {w}" for w in self.warnings)
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class PlayProgress:
+    """Where a play is, for a progress line (times in integer nanoseconds of bag time).
+
+    ``position_ns`` is the last sent message's receive time after the first one a pass
+    plays, ``total_ns`` the span one pass plays; ``subscriptions`` counts the
+    subscriptions to the played topics that are open now.
+    """
+
+    position_ns: int
+    total_ns: int
+    messages: int
+    rate: float
+    passes: int
+    subscriptions: int
+
+    def describe(self) -> str:
+        """``[ 12.3 s / 120.0 s] 615 msgs, x1, 1 subscription``: the position padded to
+        the width of the total, so that the line does not jump."""
+        width = len(f"{self.total_ns / 1e9:.1f}")
+        speed = "as fast as possible" if self.rate == 0 else f"x{self.rate:g}"
+        subs = f"{self.subscriptions} subscription" + "s" * (self.subscriptions != 1)
+        text = (
+            f"[{self.position_ns / 1e9:{width}.1f} s / {self.total_ns / 1e9:.1f} s]"
+            f" {self.messages} msgs, {speed}, {subs}"
         )
-        return text if self.warning is None else f"{text}\nwarning: {self.warning}"
+        return text + (f", pass {self.passes + 1}" if self.passes else "")
 
 
 @dataclass(frozen=True)
@@ -76,8 +127,11 @@ class PlayOptions:
     start_offset_s: float = 0.0
     duration_s: float | None = None
     topics: Sequence[str] | None = None
+    exclude_topics: Sequence[str] = ()
     wait_subscribers: int = 0
+    delay_s: float = 0.0
     drain_s: float = DEFAULT_DRAIN_S
+    allow_remote_bind: bool = False
 
     def __post_init__(self) -> None:
         if not self.rate >= 0 or self.rate == float("inf"):
@@ -87,7 +141,11 @@ class PlayOptions:
         if not self.start_offset_s >= 0:
             raise BagError(f"--start-offset must be >= 0 seconds, got {self.start_offset_s}")
         if self.duration_s is not None and not 0 < self.duration_s < float("inf"):
-            raise BagError(f"--duration must be positive seconds, got {self.duration_s}")
+            raise BagError(
+                f"--playback-duration must be positive seconds, got {self.duration_s}"
+            )
+        if not 0 <= self.delay_s < float("inf"):
+            raise BagError(f"--delay must be >= 0 seconds, got {self.delay_s}")
         if not self.drain_s >= 0:
             raise BagError(f"--drain must be >= 0 seconds, got {self.drain_s}")
         if self.wait_subscribers < 0:
@@ -95,93 +153,153 @@ class PlayOptions:
 
 
 def play(
-    path: str | os.PathLike[str],
+    paths: StrPath | Sequence[StrPath],
     bind: str,
     options: PlayOptions | None = None,
     *,
     stop: threading.Event | None = None,
     on_ready: Callable[[], None] | None = None,
+    on_progress: Callable[[PlayProgress], None] | None = None,
 ) -> PlaySummary:
-    """Publish the bag at ``path`` on the endpoint ``bind`` (XPUB binds) until done or stopped.
+    """Publish the bags at ``paths`` on the endpoint ``bind`` (XPUB binds) until done or stopped.
 
-    ``on_ready`` is called once the bag is checked and the socket bound, before waiting
+    ``paths`` is one bag or several, merged by receive time (see the module's docstring).
+    ``on_ready`` is called once the bags are checked and the socket bound, before waiting
     for subscribers (the command line says "playing ..." then, not before an error).
+    ``on_progress`` is called while messages go out, at most every
+    :data:`PROGRESS_INTERVAL_NS`, and once at the end.
 
     Raises:
-        BagError: the bag cannot be read, or the options select nothing in it (a topic it
-            lacks, a start offset past its end): found before binding, so that a player
-            never "succeeds" with 0 messages.
+        ConfigError: ``bind`` is not on this machine and ``options.allow_remote_bind`` is
+            not set, or one bag is given twice.
+        BagError: a bag cannot be read, or the options select nothing in the bags (a topic
+            they lack, a start offset past their end): found before binding, so that a
+            player never "succeeds" with 0 messages.
     """
     options = options if options is not None else PlayOptions()
     stop = stop if stop is not None else threading.Event()
-    summary = PlaySummary(path=str(path))
-    with BagReader(path) as bag, zmq.Context() as ctx, ctx.socket(zmq.XPUB) as pub:
-        check_selection(bag.info(), options)
-        _configure(pub, options)
+    bag_paths = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
+    if not bag_paths:
+        raise BagError("no bag to play: give at least one")
+    check_bind(bind, options.allow_remote_bind)
+    summary = PlaySummary(paths=[os.fspath(p) for p in bag_paths])
+    with contextlib.ExitStack() as resources:
+        bags = [resources.enter_context(BagReader(p)) for p in bag_paths]
+        _check_distinct(bags)
+        selection = check_selection([bag.info() for bag in bags], options)
+        ctx = resources.enter_context(zmq.Context())
+        pub = resources.enter_context(ctx.socket(zmq.XPUB))
+        track = options.wait_subscribers > 0 or on_progress is not None
+        _configure(pub, options, track_subscriptions=track)
         _bind(pub, bind)
         if on_ready is not None:
             on_ready()
+        subscriptions = _Subscriptions(pub, selection.topics)
         if options.wait_subscribers:
-            _wait_for_subscribers(pub, options, stop)
-        start: int | None = None
-        period_ns = 0  # one pass, scaled; known once the first pass is over
-        while not stop.is_set():
-            messages = _selected(bag, options)
-            # The clock starts once the first message is in hand: opening the bag and
-            # its first chunk must not make every later message look early.
-            first = next(messages, None)
-            if first is None:
-                break
-            if start is None:
-                start = time.monotonic_ns()
-            base = start + summary.loops * period_ns
-            played = _play_pass(chain([first], messages), pub, options, stop, base, summary)
-            summary.loops += 1
-            if bag.warning is not None:
-                summary.warning = bag.warning
-            if not options.loop or played is None:
-                break
-            period_ns = played
-        if bag.warning is not None:
-            summary.warning = bag.warning
-        summary.elapsed_ns = 0 if start is None else time.monotonic_ns() - start
+            subscriptions.wait_for(options.wait_subscribers, stop)
+        progress = (
+            None
+            if on_progress is None
+            else _Progress(on_progress, subscriptions, selection, options.rate, summary)
+        )
+        _Player(pub, options, stop, summary, progress).run(bags, selection)
         if not stop.is_set():
             _drain(options.drain_s, stop)
     return summary
 
 
-def check_selection(info: BagInfo, options: PlayOptions) -> None:
-    """Raise :class:`BagError` unless ``options`` select at least one message of the bag.
+def check_bind(endpoint: str, allow_remote_bind: bool) -> None:
+    """Refuse to bind ``endpoint`` off this machine unless ``allow_remote_bind``.
 
-    Every topic of ``--topics`` must be in the bag, and ``--start-offset`` must not pass
-    the last selected message (offsets count from the first selected one, as in play).
+    The daemon's rule for ``pred`` (:func:`robot_daemon.serve.config.is_local_endpoint`):
+    a player bound to ``tcp://0.0.0.0:...`` or ``tcp://*:...`` publishes the recorded
+    sensor stream to every network the machine is on.
     """
-    present = ", ".join(sorted(info.topics)) or "none"
-    missing = [t for t in options.topics or () if t not in info.topics]
-    if missing:
-        raise BagError(
-            f"{info.path} has no {', '.join(repr(t) for t in missing)} messages"
-            f" (its topics: {present}); pick --topics among them"
-        )
-    selected = [info.topics[t] for t in options.topics or info.topics]
-    if not selected:
-        raise BagError(f"{info.path} holds no messages: nothing to play")
-    span_ns = max(t.last_ns for t in selected) - min(t.first_ns for t in selected)
-    if round(options.start_offset_s * 1e9) > span_ns:
-        raise BagError(
-            f"--start-offset {options.start_offset_s:g} s is past the end of {info.path}:"
-            f" the messages played span {span_ns / 1e9:.3f} s"
+    if not allow_remote_bind and not is_local_endpoint(endpoint):
+        raise ConfigError(
+            f"--bind {endpoint!r} would publish the bag on the network; bind a loopback "
+            "address (tcp://127.0.0.1:PORT) or ipc://, or pass --allow-remote-bind"
         )
 
 
-def _configure(pub: zmq.Socket[bytes], options: PlayOptions) -> None:
+def _check_distinct(bags: Sequence[BagReader]) -> None:
+    """Refuse one bag given twice (also through a link): each message would play twice."""
+    seen: dict[tuple[int, int], BagReader] = {}
+    for bag in bags:
+        st = os.stat(bag.path)
+        other = seen.setdefault((st.st_dev, st.st_ino), bag)
+        if other is not bag:
+            raise ConfigError(f"{bag.path} is the same bag as {other.path}: give each bag once")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What one pass plays: its topics and its window of receive times (integer ns).
+
+    ``start_ns`` is the first receive time played (the first selected message plus
+    ``--start-offset``), ``end_ns`` the end of the ``--playback-duration`` window
+    (exclusive; ``None``: to the end) and ``span_ns`` the bag time a pass covers.
+    """
+
+    topics: frozenset[str]
+    start_ns: int
+    end_ns: int | None
+    span_ns: int
+
+
+def check_selection(infos: Sequence[BagInfo], options: PlayOptions) -> Selection:
+    """The :class:`Selection` that ``options`` make in the bags of ``infos``.
+
+    Every topic of ``--topics`` and ``--exclude-topics`` must be in one of the bags, and
+    ``--start-offset`` must not pass the last selected message (offsets count from the
+    first selected one, as in play).
+
+    Raises:
+        BagError: the options select no message (said before anything is bound).
+    """
+    present = frozenset(t for info in infos for t in info.topics)
+    names = ", ".join(sorted(present)) or "none"
+    single = len(infos) == 1
+    name = infos[0].path if single else "the bags"
+    lacks = f"{name} has no" if single else "none of the bags has"
+    holds = f"{'its' if single else 'their'} topics: {names}"
+    chosen = {"--topics": options.topics or (), "--exclude-topics": options.exclude_topics}
+    for flag, named in chosen.items():
+        missing = [t for t in named if t not in present]
+        if missing:
+            raise BagError(
+                f"{lacks} {', '.join(repr(t) for t in missing)} messages ({holds});"
+                f" pick {flag} among them"
+            )
+    if not present:
+        raise BagError(f"{name} {'holds' if single else 'hold'} no messages: nothing to play")
+    topics = frozenset(options.topics or present) - frozenset(options.exclude_topics)
+    if not topics:
+        raise BagError(f"--exclude-topics leaves no topic of {names} to play")
+    selected = [info.topics[t] for info in infos for t in topics if t in info.topics]
+    first_ns = min(t.first_ns for t in selected)
+    last_ns = max(t.last_ns for t in selected)
+    start_ns = first_ns + round(options.start_offset_s * 1e9)
+    if start_ns > last_ns:
+        raise BagError(
+            f"--start-offset {options.start_offset_s:g} s is past the end of {name}:"
+            f" the messages played span {(last_ns - first_ns) / 1e9:.3f} s"
+        )
+    end_ns = None if options.duration_s is None else start_ns + round(options.duration_s * 1e9)
+    span_ns = last_ns - start_ns if end_ns is None else min(last_ns, end_ns) - start_ns
+    return Selection(topics, start_ns, end_ns, span_ns)
+
+
+def _configure(
+    pub: zmq.Socket[bytes], options: PlayOptions, *, track_subscriptions: bool
+) -> None:
     pub.setsockopt(zmq.SNDHWM, SNDHWM_NODROP if options.rate == 0 else SNDHWM)
     pub.setsockopt(zmq.LINGER, LINGER_MS)
     pub.setsockopt(zmq.SNDTIMEO, _STOP_POLL_MS)
-    if options.wait_subscribers:
-        # Report every subscription, not only the first one per topic, so that each
-        # subscriber counts.
-        pub.setsockopt(zmq.XPUB_VERBOSE, 1)
+    if track_subscriptions:
+        # Report every subscription and every unsubscription (also of a subscriber that
+        # goes away), not only the first and last one per topic, so that each counts.
+        pub.setsockopt(zmq.XPUB_VERBOSER, 1)
     if options.rate == 0:
         pub.setsockopt(zmq.XPUB_NODROP, 1)
 
@@ -196,77 +314,181 @@ def _bind(pub: zmq.Socket[bytes], endpoint: str) -> None:
         ) from None
 
 
-def _wait_for_subscribers(
-    pub: zmq.Socket[bytes], options: PlayOptions, stop: threading.Event
-) -> None:
-    """Block until ``options.wait_subscribers`` subscriptions to played topics arrived.
+class _Subscriptions:
+    """The open subscriptions to the played topics, as the XPUB socket reports them.
 
-    XPUB delivers each subscription as ``b"\\x01" + prefix``. A subscription counts when
-    its prefix matches a played topic (the empty prefix matches all).
+    With ``XPUB_VERBOSER`` the socket delivers each subscription as ``b"\\x01" + prefix``
+    and each unsubscription as ``b"\\x00" + prefix``. A subscription counts when its
+    prefix matches a played topic (the empty prefix matches all): a subscriber to
+    everything counts once, one to ``frame`` and ``label`` separately twice.
     """
-    count = 0
-    while count < options.wait_subscribers and not stop.is_set():
-        if not pub.poll(_STOP_POLL_MS, zmq.POLLIN):
-            continue
-        message = pub.recv()
-        if message[:1] == b"\x01" and _matches(message[1:], options.topics):
-            count += 1
+
+    def __init__(self, pub: zmq.Socket[bytes], topics: frozenset[str]) -> None:
+        self._pub = pub
+        self._topics = [t.encode() for t in topics]
+        self.count = 0
+
+    def poll(self, timeout_ms: int = 0) -> None:
+        """Take in what the socket has heard, waiting up to ``timeout_ms`` for the first."""
+        while self._pub.poll(timeout_ms, zmq.POLLIN):
+            timeout_ms = 0
+            message = self._pub.recv()
+            if message[:1] in (b"\x00", b"\x01") and self._matches(message[1:]):
+                self.count += 1 if message[:1] == b"\x01" else -1
+
+    def wait_for(self, n: int, stop: threading.Event) -> None:
+        """Block until ``n`` subscriptions are open (or ``stop`` is set)."""
+        while self.count < n and not stop.is_set():
+            self.poll(_STOP_POLL_MS)
+
+    def _matches(self, prefix: bytes) -> bool:
+        return any(t.startswith(prefix) for t in self._topics)
 
 
-def _matches(prefix: bytes, topics: Sequence[str] | None) -> bool:
-    if topics is None:
-        return True
-    return any(t.encode().startswith(prefix) for t in topics)
+class _Progress:
+    """Hands :class:`PlayProgress` to a callback, at most every PROGRESS_INTERVAL_NS."""
+
+    def __init__(
+        self,
+        callback: Callable[[PlayProgress], None],
+        subscriptions: _Subscriptions,
+        selection: Selection,
+        rate: float,
+        summary: PlaySummary,
+    ) -> None:
+        self._callback = callback
+        self._subscriptions = subscriptions
+        self._selection = selection
+        self._rate = rate
+        self._summary = summary
+        self._position_ns = 0
+        self._next_ns = 0
+
+    def sent(self, recv_ns: int) -> None:
+        """A message received at ``recv_ns`` (bag time) went out."""
+        self._position_ns = recv_ns - self._selection.start_ns
+        if time.monotonic_ns() >= self._next_ns:
+            self.report()
+
+    def report(self) -> None:
+        self._next_ns = time.monotonic_ns() + PROGRESS_INTERVAL_NS
+        self._subscriptions.poll()
+        self._callback(
+            PlayProgress(
+                position_ns=self._position_ns,
+                total_ns=self._selection.span_ns,
+                messages=sum(self._summary.counts.values()),
+                rate=self._rate,
+                passes=self._summary.loops,
+                subscriptions=self._subscriptions.count,
+            )
+        )
 
 
-def _play_pass(
-    messages: Iterator[BagMessage],
-    pub: zmq.Socket[bytes],
-    options: PlayOptions,
-    stop: threading.Event,
-    base_ns: int,
-    summary: PlaySummary,
-) -> int | None:
-    """Publish one pass of the bag; return the scaled period of a pass for ``--loop``.
+class _Player:
+    """The passes of one play over a bound socket, on one drift-free clock."""
 
-    Returns ``None`` when stopped or when nothing was played.
-    """
-    first = last = None
-    sent = 0
-    for message in messages:
-        if stop.is_set():
+    def __init__(
+        self,
+        pub: zmq.Socket[bytes],
+        options: PlayOptions,
+        stop: threading.Event,
+        summary: PlaySummary,
+        progress: _Progress | None,
+    ) -> None:
+        self.pub = pub
+        self.options = options
+        self.stop = stop
+        self.summary = summary
+        self.progress = progress
+
+    def run(self, bags: Sequence[BagReader], selection: Selection) -> None:
+        """Play the passes: one, or with ``--loop`` until stopped.
+
+        ``--delay`` is waited before each pass, as ``ros2 bag play`` does. At real rates a
+        pass's deadlines count from the first pass's start (plus the passes and delays
+        before it), so that lateness never accumulates across passes either.
+        """
+        delay_ns = round(self.options.delay_s * 1e9)
+        start: int | None = None
+        period_ns = 0  # one pass, scaled; known once the first pass is over
+        while not self.stop.is_set():
+            if delay_ns and (start is None or self.options.rate == 0):
+                _sleep_until(time.monotonic_ns() + delay_ns, self.stop)
+                if self.stop.is_set():
+                    break
+            messages = _selected(bags, selection)
+            # The clock starts once the first message is in hand: opening the bag and
+            # its first chunk must not make every later message look early.
+            first = next(messages, None)
+            if first is None:
+                break
+            if start is None:
+                start = time.monotonic_ns()
+            base = start + self.summary.loops * (period_ns + delay_ns)
+            played = self._pass(chain([first], messages), base)
+            self.summary.loops += 1
+            _collect_warnings(bags, self.summary)
+            if not self.options.loop or played is None:
+                break
+            period_ns = played
+        _collect_warnings(bags, self.summary)
+        self.summary.elapsed_ns = 0 if start is None else time.monotonic_ns() - start
+        if self.progress is not None and not self.stop.is_set():
+            self.progress.report()
+
+    def _pass(self, messages: Iterator[BagMessage], base_ns: int) -> int | None:
+        """Publish one pass; return the scaled period of a pass for ``--loop``.
+
+        Returns ``None`` when stopped or when nothing was played.
+        """
+        rate = self.options.rate
+        first = last = None
+        sent = 0
+        for message in messages:
+            if self.stop.is_set():
+                return None
+            if first is None:
+                first = message.recv_ns
+            last = message.recv_ns
+            if rate > 0:
+                _sleep_until(base_ns + round((message.recv_ns - first) / rate), self.stop)
+            if not _send(self.pub, message, self.stop):
+                return None
+            self.summary.counts[message.topic] += 1
+            sent += 1
+            if self.progress is not None:
+                self.progress.sent(message.recv_ns)
+        if first is None or last is None:
             return None
-        if first is None:
-            first = message.recv_ns
-        last = message.recv_ns
-        if options.rate > 0:
-            _sleep_until(base_ns + round((message.recv_ns - first) / options.rate), stop)
-        if not _send(pub, message, stop):
-            return None
-        summary.counts[message.topic] += 1
-        sent += 1
-    if first is None or last is None:
-        return None
-    # The next pass starts one mean interval after this one's last message.
-    span = last - first
-    gap = span / (sent - 1) if sent > 1 else 1e9
-    return 0 if options.rate == 0 else round((span + gap) / options.rate)
+        # The next pass starts one mean interval after this one's last message.
+        span = last - first
+        gap = span / (sent - 1) if sent > 1 else 1e9
+        return 0 if rate == 0 else round((span + gap) / rate)
 
 
-def _selected(bag: BagReader, options: PlayOptions) -> Iterator[BagMessage]:
-    """The messages of the chosen topics from ``--start-offset`` on, for ``--duration``.
+def _collect_warnings(bags: Sequence[BagReader], summary: PlaySummary) -> None:
+    for bag in bags:
+        if bag.warning is not None and bag.warning not in summary.warnings:
+            summary.warnings.append(bag.warning)
 
-    Both count from the first selected message's receive time; the window is half-open,
-    so ``--duration 30`` of a 50 Hz bag plays 1,500 messages a topic.
+
+def _selected(bags: Sequence[BagReader], selection: Selection) -> Iterator[BagMessage]:
+    """The messages of one pass: the chosen topics, inside the selection's window.
+
+    Several bags are merged by receive time (ties keep the bags' order); the window is
+    half-open, so ``--playback-duration 30`` of a 50 Hz bag plays 1,500 messages a topic.
     """
-    skip_before = end = None
-    for message in bag.messages(options.topics):
-        if skip_before is None:
-            skip_before = message.recv_ns + round(options.start_offset_s * 1e9)
-            if options.duration_s is not None:
-                end = skip_before + round(options.duration_s * 1e9)
-        if message.recv_ns >= skip_before and (end is None or message.recv_ns < end):
+    streams = [bag.messages(selection.topics) for bag in bags]
+    merged = streams[0] if len(streams) == 1 else heapq.merge(*streams, key=_recv_ns)
+    end = selection.end_ns
+    for message in merged:
+        if message.recv_ns >= selection.start_ns and (end is None or message.recv_ns < end):
             yield message
+
+
+def _recv_ns(message: BagMessage) -> int:
+    return message.recv_ns
 
 
 def _send(pub: zmq.Socket[bytes], message: BagMessage, stop: threading.Event) -> bool:

@@ -98,7 +98,8 @@ class BagInfo:
         """A JSON-ready dictionary (``bag info --json``)."""
         return {
             "path": self.path,
-            "file_size": self.file_size,
+            "size_bytes": self.file_size,
+            "file_size": self.file_size,  # the same; the name of older versions
             "integrity": "complete" if self.complete else "damaged",
             "damaged_at": self.damaged_at,
             "warning": self.warning,
@@ -128,7 +129,8 @@ class BagInfo:
     def describe(self) -> str:
         """A human-readable summary (``bag info``)."""
         lines = [
-            f"path:       {self.path} ({self.file_size} bytes)",
+            f"path:       {self.path}",
+            f"size:       {human_size(self.file_size)}",
             "integrity:  complete"
             if self.complete
             else f"integrity:  DAMAGED at byte {self.damaged_at} (messages before it are readable)",
@@ -150,6 +152,19 @@ class BagInfo:
             rate = "-" if t.rate_hz is None else f"{t.rate_hz:.2f} Hz"
             lines.append(f"  {name:<10} {t.count:>9} msgs  {rate:>12}  {t.message_encoding}")
         return "\n".join(lines)
+
+
+def human_size(n_bytes: int) -> str:
+    """``12.3 MiB (12,897,345 bytes)``; below 1 KiB only the bytes (``512 bytes``)."""
+    exact = f"{n_bytes:,} bytes"
+    if n_bytes < 1024:
+        return exact
+    value = n_bytes / 1024
+    for unit in ("KiB", "MiB", "GiB"):
+        if value < 1024:
+            return f"{value:.1f} {unit} ({exact})"
+        value /= 1024
+    return f"{value:.1f} TiB ({exact})"
 
 
 def _or_unknown(value: int | None) -> str:

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from robot_daemon.cli import progress
 from robot_daemon.cli.args import (
     Subparsers,
     non_negative_float,
@@ -14,6 +15,7 @@ from robot_daemon.cli.args import (
     seconds,
     stop_on_signals,
 )
+from robot_daemon.errors import ConfigError
 from robot_daemon.paths import check_output
 
 
@@ -63,24 +65,43 @@ def add(sub: Subparsers) -> None:
 
     play = bag.add_parser(
         "play",
-        help="publish a bag's payloads with the recorded timing",
+        help="publish one or more bags' payloads with the recorded timing",
         description=(
-            "Binds a publisher and sends the bag's payloads byte-identical, with the "
-            "recorded receive-time gaps divided by --rate. Subscribers connect to it."
+            "Binds a publisher and sends the bags' payloads byte-identical, with the "
+            "recorded receive-time gaps divided by --rate. Several bags play as one, "
+            "merged by receive time (as ros2 bag play -i A -i B does). Subscribers "
+            "connect to it. The flags follow ros2 bag play's where they mean the same."
         ),
     )
-    play.add_argument("bag_in", metavar="IN", help="bag to play")
+    play.add_argument("bag_in", nargs="*", metavar="IN", help="bag(s) to play")
+    play.add_argument(
+        "-i",
+        "--input",
+        action="append",
+        default=[],
+        metavar="IN",
+        help="a bag to play, repeatable (ros2 bag play's way; instead of IN ...)",
+    )
     play.add_argument(
         "--bind", required=True, metavar="ENDPOINT", help="e.g. tcp://127.0.0.1:5556"
     )
     play.add_argument(
+        "--allow-remote-bind",
+        action="store_true",
+        help="allow a --bind that is not on this machine (tcp://0.0.0.0:..., a LAN "
+        "address): the daemon's allow_remote_bind",
+    )
+    play.add_argument(
+        "-r",
         "--rate",
         type=non_negative_float,
         default=1.0,
         metavar="R",
         help="speed factor (default 1; 2 = twice as fast; 0 = as fast as possible, lossless)",
     )
-    play.add_argument("--loop", action="store_true", help="play again from the start, forever")
+    play.add_argument(
+        "-l", "--loop", action="store_true", help="play again from the start, forever"
+    )
     play.add_argument(
         "--start-offset",
         type=non_negative_seconds,
@@ -89,12 +110,25 @@ def add(sub: Subparsers) -> None:
         help="skip the first S seconds of the bag",
     )
     play.add_argument(
+        "--playback-duration",
         "--duration",
+        dest="duration",
         type=seconds,
         metavar="S",
         help="play only S seconds of the bag (from --start-offset; default: to the end)",
     )
+    play.add_argument(
+        "-d",
+        "--delay",
+        type=non_negative_seconds,
+        default=0.0,
+        metavar="S",
+        help="wait S seconds before playing (before each pass with --loop)",
+    )
     play.add_argument("--topics", nargs="+", metavar="TOPIC", help="topics (default: all)")
+    play.add_argument(
+        "--exclude-topics", nargs="+", default=(), metavar="TOPIC", help="topics not to play"
+    )
     play.add_argument(
         "--wait-subscribers",
         type=positive_int,
@@ -111,9 +145,10 @@ def add(sub: Subparsers) -> None:
         help="keep the socket open S seconds after the last message, so that "
         "subscribers that are behind get the tail (default 1)",
     )
+    progress.add_flag(play)
     play.set_defaults(handler=_run_bag_play)
 
-    info = bag.add_parser("info", help="duration, topics, rates, d and c, integrity")
+    info = bag.add_parser("info", help="size, duration, topics, rates, d and c, integrity")
     info.add_argument("bag_in", metavar="IN", help="bag to inspect")
     info.add_argument("--json", action="store_true", help="print one JSON object")
     info.set_defaults(handler=_run_bag_info)
@@ -154,22 +189,44 @@ def _run_bag_record(args: argparse.Namespace) -> int:
 def _run_bag_play(args: argparse.Namespace) -> int:
     from robot_daemon.bag import play as bagplay
 
+    if bool(args.bag_in) == bool(args.input):
+        raise ConfigError(
+            "give the bags to play either as IN ... or as -i IN -i IN ..., "
+            + ("not both" if args.bag_in else "none given")
+        )
+    bags = args.bag_in or args.input
     options = bagplay.PlayOptions(
         rate=args.rate,
         loop=args.loop,
         start_offset_s=args.start_offset,
         duration_s=args.duration,
         topics=args.topics,
+        exclude_topics=args.exclude_topics,
         wait_subscribers=args.wait_subscribers,
+        delay_s=args.delay,
         drain_s=args.drain,
+        allow_remote_bind=args.allow_remote_bind,
     )
     waiting = f", waiting for {args.wait_subscribers} subscription(s)" * (args.wait_subscribers > 0)
 
     def ready() -> None:
-        print(f"playing {args.bag_in} on {args.bind}{waiting}", file=sys.stderr)
+        print(f"playing {', '.join(bags)} on {args.bind}{waiting}", file=sys.stderr)
 
-    with stop_on_signals() as stop:
-        summary = bagplay.play(args.bag_in, args.bind, options, stop=stop, on_ready=ready)
+    with progress.ProgressLine(sys.stderr, enabled=args.progress) as line:
+
+        def show(where: bagplay.PlayProgress) -> None:
+            if line.due():
+                line.update(where.describe())
+
+        with stop_on_signals() as stop:
+            summary = bagplay.play(
+                bags,
+                args.bind,
+                options,
+                stop=stop,
+                on_ready=ready,
+                on_progress=show if line.enabled else None,
+            )
     print(summary.describe())
     return 0
 

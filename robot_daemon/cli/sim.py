@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
+import time
+from collections.abc import Callable
 
+from robot_daemon.cli import progress
 from robot_daemon.cli.args import Subparsers, finite_float, positive_float, seconds, seed
 from robot_daemon.paths import check_output
 
@@ -33,6 +37,7 @@ def add(sub: Subparsers) -> None:
         metavar="K",
         help="systematic sensor miscalibration, 0 = calibrated (default 0)",
     )
+    progress.add_flag(p)
     p.set_defaults(handler=_run_sim)
 
 
@@ -40,10 +45,43 @@ def _run_sim(args: argparse.Namespace) -> int:
     from robot_daemon import sim
 
     check_output(args.out)
-    data = sim.simulate(
-        args.duration, args.rate, args.seed, calibration_drift=args.calibration_drift
-    )
-    sim.write_bag(args.out, data)
+    with progress.ProgressLine(sys.stderr, enabled=args.progress) as line:
+        data = sim.simulate(
+            args.duration,
+            args.rate,
+            args.seed,
+            calibration_drift=args.calibration_drift,
+            progress=_reporter(line, "simulated", args.rate) if line.enabled else None,
+        )
+        written = _reporter(line, "written", args.rate) if line.enabled else None
+        sim.write_bag(args.out, data, progress=written)
     print(f"wrote {args.out}")
     print(sim.describe(data))
     return 0
+
+
+def _reporter(line: progress.ProgressLine, verb: str, rate_hz: float) -> Callable[[int, int], None]:
+    """A ``sim`` progress callback that shows simulated seconds, their total and an ETA.
+
+    A new phase (writing after simulating) shows at once if the line is showing already.
+    """
+    start_ns = time.monotonic_ns()
+    new_phase = line.shown
+
+    def report(done: int, total: int) -> None:
+        nonlocal new_phase
+        if new_phase or line.due():
+            elapsed_s = (time.monotonic_ns() - start_ns) / 1e9
+            line.update(describe_progress(verb, done, total, rate_hz, elapsed_s), force=True)
+            new_phase = False
+
+    return report
+
+
+def describe_progress(verb: str, done: int, total: int, rate_hz: float, elapsed_s: float) -> str:
+    """``[ 120.0 s / 300.0 s simulated] ETA 4 s``: readings shown as simulated seconds."""
+    total_s = f"{total / rate_hz:.1f}"
+    return (
+        f"[{done / rate_hz:{len(total_s)}.1f} s / {total_s} s {verb}]"
+        f" {progress.eta(done, total, elapsed_s)}"
+    )

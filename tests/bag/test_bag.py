@@ -11,6 +11,7 @@ from mcap.writer import Writer
 
 from robot_daemon import wire
 from robot_daemon.bag import BagMessage, BagMeta, BagReader, BagWriter, seconds_to_ns
+from robot_daemon.bag.reader import human_size
 from robot_daemon.errors import BagError
 
 T0_NS = 1_764_000_000_000_000_000  # a recv time in 2025, as time.time_ns() would give
@@ -338,3 +339,18 @@ def test_mcap_decodes_our_channels_with_our_decoder_factory(tmp_path: Path) -> N
     assert isinstance(frame, wire.Frame)
     np.testing.assert_array_equal(frame.x, wire.decode_frame(messages[0].payload).x)
     assert decoded[-1][1]["frames_in"] == 3
+
+
+@pytest.mark.parametrize(
+    ("n_bytes", "text"),
+    [
+        (0, "0 bytes"),
+        (1023, "1,023 bytes"),
+        (1024, "1.0 KiB (1,024 bytes)"),
+        (12_897_345, "12.3 MiB (12,897,345 bytes)"),
+        (5 * 2**30, "5.0 GiB (5,368,709,120 bytes)"),
+        (3 * 2**40, "3.0 TiB (3,298,534,883,328 bytes)"),
+    ],
+)
+def test_sizes_read_as_people_read_them_and_exactly(n_bytes: int, text: str) -> None:
+    assert human_size(n_bytes) == text

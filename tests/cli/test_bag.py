@@ -24,8 +24,9 @@ from robot_daemon.bag import play as bagplay
 from robot_daemon.bag import record as bagrecord
 from robot_daemon.bag.export import export_json
 from robot_daemon.bag.play import PlayOptions, play
-from robot_daemon.cli import main
+from robot_daemon.cli import build_parser, main
 from robot_daemon.errors import BagError, ConfigError
+from robot_daemon.serve import config as serve_config
 
 T0_NS = 1_764_000_000_000_000_000
 TIMEOUT_S = 20
@@ -302,8 +303,12 @@ def test_info_json_and_text(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert (info["d"], info["c"]) == (4, 3)
     assert info["topics"]["frame"]["count"] == 41
     assert info["topics"]["label"]["rate_hz"] == pytest.approx(50 / 3)
+    size = source.stat().st_size
+    assert info["size_bytes"] == info["file_size"] == size
     assert main(["bag", "info", str(source)]) == 0
-    assert "integrity:  complete" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "integrity:  complete" in text
+    assert f"\nsize:       {size / 1024:.1f} KiB ({size:,} bytes)\n" in text
 
 
 def test_cli_reports_bag_errors_with_exit_2(
@@ -454,3 +459,229 @@ def test_play_duration_plays_the_first_seconds(tmp_path: Path) -> None:
     thread.join(TIMEOUT_S)
     assert [p for _, p in got] == expected
     assert result[0].counts == {"frame": len(expected)}
+
+
+def test_play_takes_ros2_bag_play_flags() -> None:
+    parser = build_parser()
+    args = parser.parse_args(["bag", "play", "a.mcap", "--bind", "ipc://x", "-r", "2", "-l",
+                              "-d", "1.5", "--exclude-topics", "status", "pred"])
+    assert (args.rate, args.loop, args.delay) == (2.0, True, 1.5)
+    assert args.exclude_topics == ["status", "pred"]
+    for flag in ("--playback-duration", "--duration"):  # --duration: the older name
+        args = parser.parse_args(["bag", "play", "a.mcap", "b.mcap", "--bind", "ipc://x",
+                                  flag, "3"])
+        assert (args.bag_in, args.duration) == (["a.mcap", "b.mcap"], 3.0)
+    args = parser.parse_args(["bag", "play", "-i", "a.mcap", "-i", "b.mcap", "--bind", "ipc://x"])
+    assert (args.bag_in, args.input) == ([], ["a.mcap", "b.mcap"])
+
+
+def test_play_takes_bags_as_arguments_or_as_inputs_not_both(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "a.mcap"
+    _source_bag(source)
+    endpoint = f"ipc://{tmp_path}/p.ipc"
+    assert main(["bag", "play", "-i", str(source), "--bind", endpoint, "-r", "0",
+                 "--drain", "0"]) == 0
+    assert "published 62 messages" in capsys.readouterr().out
+    assert main(["bag", "play", str(source), "-i", str(source), "--bind", endpoint]) == 2
+    assert "either as IN ... or as -i IN -i IN ..., not both" in capsys.readouterr().err
+    assert main(["bag", "play", "--bind", endpoint]) == 2
+    assert "none given" in capsys.readouterr().err
+
+
+def _bag_of(path: Path, topic: str, times_ms: list[int]) -> list[BagMessage]:
+    messages = [BagMessage(topic, _frame(t), T0_NS + t * 1_000_000, None) for t in times_ms]
+    with BagWriter(path) as bag:
+        for m in messages:
+            bag.write(m.topic, m.payload, m.recv_ns)
+    return messages
+
+
+def test_several_bags_play_as_one_merged_by_receive_time(tmp_path: Path) -> None:
+    # Two recorders side by side: frames in one bag, labels in the other.
+    a = _bag_of(tmp_path / "a.mcap", "frame", [0, 20, 40, 60, 60])
+    b = _bag_of(tmp_path / "b.mcap", "label", [10, 20, 50, 70])
+    endpoint = f"ipc://{tmp_path}/p.ipc"
+    options = PlayOptions(rate=0, wait_subscribers=1, drain_s=0.2)
+    result: list[bagplay.PlaySummary] = []
+    thread = threading.Thread(
+        target=lambda: result.append(play([tmp_path / "a.mcap", tmp_path / "b.mcap"], endpoint,
+                                          options)),
+        daemon=True,
+    )
+    thread.start()
+    got, _ = _receive(endpoint, 9)
+    thread.join(TIMEOUT_S)
+    # By receive time; at equal times the bags' order (a's frame at 20 ms before b's label).
+    expected = sorted(a + b, key=lambda m: m.recv_ns)
+    assert [(t.decode(), p) for t, p in got] == [(m.topic, m.payload) for m in expected]
+    assert [t.decode() for t, _ in got][:4] == ["frame", "label", "frame", "label"]
+    assert result[0].counts == {"frame": 5, "label": 4}
+    assert "from " + f"{tmp_path / 'a.mcap'}, {tmp_path / 'b.mcap'}" in result[0].describe()
+
+
+def test_several_bags_keep_the_recorded_gap_between_them(tmp_path: Path) -> None:
+    _bag_of(tmp_path / "a.mcap", "frame", [0, 10])
+    _bag_of(tmp_path / "b.mcap", "frame", [400, 410])  # recorded 0.4 s after a
+    endpoint = f"ipc://{tmp_path}/p.ipc"
+    thread = threading.Thread(
+        target=lambda: play([tmp_path / "b.mcap", tmp_path / "a.mcap"], endpoint,
+                            PlayOptions(wait_subscribers=1, drain_s=0.2)),
+        daemon=True,
+    )
+    thread.start()
+    got, times = _receive(endpoint, 4)
+    thread.join(TIMEOUT_S)
+    assert [wire.decode_frame(p).seq for _, p in got] == [0, 10, 400, 410]
+    assert (times[2] - times[0]) / 1e6 > 300  # not back to back
+
+
+def test_one_bag_given_twice_is_refused(tmp_path: Path) -> None:
+    _source_bag(tmp_path / "a.mcap")
+    (tmp_path / "link.mcap").symlink_to(tmp_path / "a.mcap")
+    with pytest.raises(ConfigError, match=r"link\.mcap is the same bag as .*a\.mcap"):
+        play([tmp_path / "a.mcap", tmp_path / "link.mcap"], f"ipc://{tmp_path}/p.ipc")
+
+
+def test_exclude_topics_plays_everything_else(tmp_path: Path) -> None:
+    source = tmp_path / "a.mcap"
+    messages = _source_bag(source)
+    endpoint = f"ipc://{tmp_path}/p.ipc"
+    options = PlayOptions(rate=0, exclude_topics=["label", "status"], wait_subscribers=1,
+                          drain_s=0.2)
+    thread, result = _play_in_thread(source, endpoint, options)
+    expected = [m.payload for m in messages if m.topic == "frame"]
+    got, _ = _receive(endpoint, len(expected))
+    thread.join(TIMEOUT_S)
+    assert [p for _, p in got] == expected
+    assert set(result[0].counts) == {"frame"}
+
+
+def test_exclude_topics_that_select_nothing_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "a.mcap"
+    _source_bag(source)
+    endpoint = f"ipc://{tmp_path}/p.ipc"
+    cases = {
+        ("--exclude-topics", "stauts"): "has no 'stauts' messages (its topics: frame, label, "
+        "status); pick --exclude-topics among them",
+        ("--topics", "frame", "--exclude-topics", "frame"): "--exclude-topics leaves no topic",
+    }
+    for extra, message in cases.items():
+        assert main(["bag", "play", str(source), "--bind", endpoint, *extra]) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_delay_waits_before_each_pass(tmp_path: Path) -> None:
+    source = tmp_path / "a.mcap"
+    _bag_of(source, "frame", [0, 1, 2])
+    endpoint = f"ipc://{tmp_path}/p.ipc"
+    stop = threading.Event()
+    options = PlayOptions(rate=0, loop=True, delay_s=0.6, wait_subscribers=1)
+    thread, _ = _play_in_thread(source, endpoint, options, stop)
+    connected = time.monotonic_ns()
+    try:
+        got, times = _receive(endpoint, 6)
+    finally:
+        stop.set()
+        thread.join(TIMEOUT_S)
+    assert len(got) == 6
+    # Arrival times: a message that arrives late shortens the next gap, hence the margins.
+    gaps_ms = np.diff([connected, *times]) / 1e6
+    assert gaps_ms[0] >= 600  # before the first pass
+    assert gaps_ms[3] >= 500  # and before the second
+    assert max(gaps_ms[[1, 2, 4, 5]]) < 300  # none within a pass (rate 0)
+
+
+@pytest.mark.parametrize(
+    "endpoint", ["tcp://0.0.0.0:5999", "tcp://*:5999", "tcp://192.168.1.5:5999", "tcp://[::]:5999"]
+)
+def test_play_binds_only_this_machine_unless_allowed(
+    tmp_path: Path, endpoint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "a.mcap"
+    _source_bag(source)
+    assert main(["bag", "play", str(source), "--bind", endpoint]) == 2
+    err = capsys.readouterr().err
+    assert f"--bind {endpoint!r} would publish the bag on the network" in err
+    assert "or pass --allow-remote-bind" in err
+    # The daemon's rule for --pred, word for word the same decision.
+    with pytest.raises(ConfigError, match="would publish on the network"):
+        serve_config.load(None, {"pred": endpoint})
+
+
+@pytest.mark.parametrize(
+    "endpoint", ["tcp://127.0.0.1:5999", "tcp://localhost:5999", "tcp://[::1]:5999", "ipc://x"]
+)
+def test_local_endpoints_need_no_flag(endpoint: str) -> None:
+    bagplay.check_bind(endpoint, allow_remote_bind=False)
+    serve_config.load(None, {"pred": endpoint})
+
+
+def test_allow_remote_bind_binds_all_interfaces(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "a.mcap"
+    _source_bag(source)
+    argv = ["bag", "play", str(source), "--bind", "tcp://0.0.0.0:*", "--allow-remote-bind",
+            "-r", "0", "--drain", "0"]
+    assert main(argv) == 0
+    assert "published 62 messages" in capsys.readouterr().out
+
+
+def test_play_reports_progress_and_open_subscriptions(tmp_path: Path) -> None:
+    source = tmp_path / "a.mcap"
+    _source_bag(source, n=30)  # 20 ms apart, then a status and a bad frame
+    endpoint = f"ipc://{tmp_path}/p.ipc"
+    reports: list[bagplay.PlayProgress] = []
+    stop = threading.Event()
+    options = PlayOptions(rate=0, loop=True, topics=["frame", "label"], wait_subscribers=1)
+    thread = threading.Thread(
+        target=lambda: play(source, endpoint, options, stop=stop, on_progress=reports.append),
+        daemon=True,
+    )
+    thread.start()
+    try:
+        got, _ = _receive(endpoint, 100)  # then this subscriber goes away
+        deadline = time.monotonic() + TIMEOUT_S
+        while not (reports and reports[-1].subscriptions == 0) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        thread.join(TIMEOUT_S)
+    assert len(got) == 100
+    assert any(r.subscriptions == 1 for r in reports)
+    assert reports[-1].subscriptions == 0  # an unsubscription counts too
+    assert reports[-1].passes >= 4  # 31 messages a pass
+    assert {r.total_ns for r in reports} == {620_000_000}  # to the malformed frame at 0.62 s
+    assert all(0 <= r.position_ns <= r.total_ns for r in reports)
+    assert all(r.rate == 0 for r in reports)
+
+
+def test_progress_line_text() -> None:
+    where = bagplay.PlayProgress(12_345_000_000, 60_000_000_000, 615, 1.0, 0, 1)
+    assert where.describe() == "[12.3 s / 60.0 s] 615 msgs, x1, 1 subscription"
+    where = bagplay.PlayProgress(2_000_000_000, 120_000_000_000, 9, 0.5, 2, 0)
+    assert where.describe() == "[  2.0 s / 120.0 s] 9 msgs, x0.5, 0 subscriptions, pass 3"
+    where = bagplay.PlayProgress(0, 1_000_000_000, 0, 0, 0, 2)
+    assert where.describe() == "[0.0 s / 1.0 s] 0 msgs, as fast as possible, 2 subscriptions"
+
+
+def test_play_progress_goes_to_stderr_only_on_a_terminal_or_when_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "a.mcap"
+    _source_bag(source)
+    argv = ["bag", "play", str(source), "--bind", f"ipc://{tmp_path}/p.ipc", "-r", "0",
+            "--drain", "0"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [f"playing {source} on ipc://{tmp_path}/p.ipc"]
+    assert main([*argv, "--progress"]) == 0
+    captured = capsys.readouterr()
+    progress_lines = captured.err.splitlines()[1:]
+    assert progress_lines
+    assert all(" msgs, as fast as possible, 0 subscriptions" in line for line in progress_lines)
+    assert captured.out.startswith("published 62 messages")
