@@ -6,8 +6,8 @@ property has no ``type``, a list of types (``["number", "null"]``) or, for an ob
 ``properties``. So every property here has exactly one type, every object has
 ``properties`` (empty for a map whose keys vary), and a map's values are described by
 ``additionalProperties``, which Foxglove ignores and a validator (``ajv``) checks. A key
-whose value may be null (``online_loss_avg`` before the first step) is left to
-``additionalProperties`` rather than typed wrongly.
+whose value may be null (``online_loss_avg`` and ``online_last_step`` before the first
+step) is left to ``additionalProperties`` rather than typed wrongly.
 
 The ``status`` properties follow ``docs/protocol.md``'s status table and
 ``docs/deploy.md``; new keys may appear without a protocol change, so the status schema
@@ -123,6 +123,10 @@ STATUS_PROPERTIES: Final[dict[str, Schema]] = {
     "labels_rejected": _map(INTEGER, _ONLINE),
     "labels_handshake_failed": _map(INTEGER, _ONLINE),
     "online_rejected": _map(INTEGER, _ONLINE, _ONLINE_REJECTIONS),
+    "tick_ms_sum": _described(NUMBER, "sum of every tick's processing time since the start, ms"),
+    "latency_ms_sum": _described(NUMBER, "sum of every answered frame's latency, ms"),
+    "reconnects": _map(_map(INTEGER, "reconnects of the endpoint per reason"),
+                       "endpoints libzmq gave up on that the daemon connected again"),
 }
 
 
