@@ -144,7 +144,8 @@ def split_tail(
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Training settings; the defaults are the user's (docs/spec.md): 10 epochs, batch 100, lr 0.1."""
+    """Training settings; the defaults are the user's (docs/spec.md): 10 epochs, batch 100,
+    lr 0.1."""
 
     h: int = 64
     epochs: int = 10
