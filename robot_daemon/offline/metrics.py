@@ -68,6 +68,15 @@ def per_class_scores(Y_true: ArrayLike, Y_pred: ArrayLike) -> ClassScores:
     tp = (T & P).sum(axis=0, dtype=np.int64)
     fp = (~T & P).sum(axis=0, dtype=np.int64)
     fn = (T & ~P).sum(axis=0, dtype=np.int64)
+    return scores_from_counts(tp, fp, fn)
+
+
+def scores_from_counts(
+    tp: NDArray[np.int64], fp: NDArray[np.int64], fn: NDArray[np.int64]
+) -> ClassScores:
+    """Per-class scores from the counts of true positives, false positives and false
+    negatives, each (c,) int64: what :func:`per_class_scores` computes, so that counts
+    summed over parts of the data give the scores of the whole."""
     return ClassScores(
         precision=_ratio(tp, tp + fp),
         recall=_ratio(tp, tp + fn),
@@ -99,9 +108,22 @@ def tune_thresholds(
     probs = np.asarray(P, dtype=np.float64)
     if T.ndim != 2 or T.shape != probs.shape:
         raise ShapeError(f"Y_true and P must both be (n, c), got {T.shape} and {probs.shape}")
-    candidates = np.arange(1, 20) / 20 if grid is None else np.asarray(grid, dtype=np.float64)
-    candidates = candidates[np.argsort(np.abs(candidates - 0.5), kind="stable")]
+    candidates = threshold_candidates(grid)
     f1 = np.stack([per_class_scores(T, probs >= th).f1 for th in candidates])  # (k, c)
+    return pick_thresholds(candidates, f1)
+
+
+def threshold_candidates(grid: ArrayLike | None = None) -> NDArray[np.float64]:
+    """The thresholds :func:`tune_thresholds` tries, (k,), nearest 0.5 first."""
+    candidates = np.arange(1, 20) / 20 if grid is None else np.asarray(grid, dtype=np.float64)
+    return np.asarray(candidates[np.argsort(np.abs(candidates - 0.5), kind="stable")],
+                      dtype=np.float64)
+
+
+def pick_thresholds(
+    candidates: NDArray[np.float64], f1: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """Per class, the candidate (k,) with the highest F1 (k, c); ties to the first."""
     best = np.argmax(f1, axis=0)  # the first maximum: the tie nearest 0.5
     return np.asarray(candidates[best], dtype=np.float64)
 
@@ -141,15 +163,54 @@ def average_precision(Y_true: ArrayLike, P: ArrayLike) -> NDArray[np.float64]:
 
 
 def _class_ap(truth: NDArray[np.bool_], scores: NDArray[np.float64]) -> float:
-    positives = int(truth.sum())
+    return ap_from_table(ScoreTable.of(truth, scores))
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ScoreTable:
+    """One class's scores as a table: each distinct score, highest first, with how many
+    positive and negative examples had it.
+
+    score : (k,) float64, strictly decreasing; pos, neg : (k,) int64.
+
+    Average precision depends on the scores only through this table, and the tables of
+    parts of the data merge (:meth:`merge`) into the table of the whole, exactly.
+    """
+
+    score: NDArray[np.float64]
+    pos: NDArray[np.int64]
+    neg: NDArray[np.int64]
+
+    @classmethod
+    def of(cls, truth: NDArray[np.bool_], scores: NDArray[np.float64]) -> ScoreTable:
+        """The table of labels ``truth`` (n,) bool and ``scores`` (n,) float64."""
+        distinct, inverse = np.unique(scores, return_inverse=True)
+        k = len(distinct)
+        pos = np.bincount(inverse[truth], minlength=k).astype(np.int64)
+        neg = np.bincount(inverse[~truth], minlength=k).astype(np.int64)
+        return cls(distinct[::-1].copy(), pos[::-1].copy(), neg[::-1].copy())
+
+    def merge(self, other: ScoreTable) -> ScoreTable:
+        """The table of both parts' examples together."""
+        distinct, inverse = np.unique(np.concatenate([self.score, other.score]),
+                                      return_inverse=True)
+        k = len(distinct)
+        pos = np.zeros(k, dtype=np.int64)
+        neg = np.zeros(k, dtype=np.int64)
+        np.add.at(pos, inverse, np.concatenate([self.pos, other.pos]))
+        np.add.at(neg, inverse, np.concatenate([self.neg, other.neg]))
+        return ScoreTable(distinct[::-1].copy(), pos[::-1].copy(), neg[::-1].copy())
+
+
+def ap_from_table(table: ScoreTable) -> float:
+    """Average precision of one class from its :class:`ScoreTable`; see
+    :func:`average_precision`."""
+    tp = np.cumsum(table.pos)
+    fp = np.cumsum(table.neg)
+    positives = int(tp[-1]) if len(tp) else 0
     if positives == 0:
         return 0.0
-    order = np.argsort(-scores, kind="stable")
-    s, t = scores[order], truth[order]
-    tp = np.cumsum(t)
-    fp = np.cumsum(~t)
-    # The last position of each run of equal scores: one threshold per distinct score.
-    last = np.flatnonzero(np.append(s[1:] != s[:-1], True))
-    precision = tp[last] / (tp[last] + fp[last])
-    recall = tp[last] / positives
+    # One threshold per distinct score: the counts of every example scored at least it.
+    precision = tp / (tp + fp)
+    recall = tp / positives
     return float(np.sum(np.diff(recall, prepend=0.0) * precision))
