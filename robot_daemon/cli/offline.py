@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from typing import Any
 
+from robot_daemon.cli import fleet
 from robot_daemon.cli.args import Subparsers, fraction, positive_float, positive_int
-from robot_daemon.errors import RobotDaemonError
 
 
 def add(sub: Subparsers) -> None:
@@ -30,7 +28,8 @@ def _add_train(sub: Subparsers) -> None:
             "command and seed write the same bytes."
         ),
     )
-    p.add_argument("bags", nargs="+", metavar="BAG", help="MCAP bags with 'label' messages")
+    p.add_argument("bags", nargs="+", metavar="BAG", help="MCAP bags with 'label' messages"
+                   " (or directories, globs, datasets: see docs/fleet.md)")
     p.add_argument("--out", required=True, metavar="MODEL", help="model file to write (.npz)")
     p.add_argument("--h", type=positive_int, default=64, help="hidden width (default 64)")
     p.add_argument("--epochs", type=positive_int, default=10, help="passes (default 10)")
@@ -41,11 +40,15 @@ def _add_train(sub: Subparsers) -> None:
                    help="tail of each bag kept for validation (default 0.2)")
     p.add_argument("--shuffle", action="store_true", help="new example order every epoch")
     p.add_argument("--dtype", choices=["float64", "float32"], default="float64")
+    fleet.add_options(p)
     p.set_defaults(handler=_run_train)
 
 
 def _run_train(args: argparse.Namespace) -> int:
     from robot_daemon.offline import train
+
+    if fleet.wanted(args, args.bags):
+        return fleet.run_train(args)
 
     data = train.read_labelled(args.bags)
     print(f"{data.n} labelled frames from {len(args.bags)} bag(s), d={data.X.shape[1]},"
@@ -80,41 +83,19 @@ def _add_eval(sub: Subparsers) -> None:
         ),
     )
     p.add_argument("model", metavar="MODEL", help="model file (.npz)")
-    p.add_argument("bags", nargs="+", metavar="BAG", help="MCAP bags with 'label' messages")
+    p.add_argument("bags", nargs="+", metavar="BAG", help="MCAP bags with 'label' messages"
+                   " (or directories, globs, datasets: see docs/fleet.md)")
     p.add_argument("--baseline-train", nargs="+", metavar="BAG",
                    help="bags to train the baseline on (default: the model's training bags)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    fleet.add_options(p)
     p.set_defaults(handler=_run_eval)
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    from robot_daemon import model
-    from robot_daemon.offline import evaluate, train
-
-    loaded = model.load(args.model)
-    data = train.read_labelled(args.bags)
-    if data.X.shape[1] != loaded.d or data.Y.shape[1] != loaded.c:
-        raise RobotDaemonError(
-            f"the bags hold d={data.X.shape[1]}, c={data.Y.shape[1]}; the model expects"
-            f" d={loaded.d}, c={loaded.c}"
-        )
-    results = [evaluate.evaluate_model(loaded, data)]
-    sources = evaluate.baseline_sources(loaded, args.baseline_train)
-    note = None
-    if isinstance(sources, str):
-        note = f"baseline skipped: {sources}"
-    else:
-        baseline = evaluate.fit_baseline(train.read_labelled(sources))
-        results.append(baseline.evaluate(data))
-    if args.json:
-        out: dict[str, Any] = {r.name: r.as_dict() for r in results}
-        out["baseline_note"] = note
-        print(json.dumps(out, indent=2))
-    else:
-        print(evaluate.describe(results))
-        if note:
-            print(note)
-    return 0
+    # Always the partitioned job (in this process, without Dask, at --workers 1): its
+    # figures are the same bit for bit on one worker or many (cli/fleet.py).
+    return fleet.run_eval(args)
 
 
 def _add_replay(sub: Subparsers) -> None:
@@ -129,11 +110,15 @@ def _add_replay(sub: Subparsers) -> None:
     )
     p.add_argument("model", metavar="MODEL", help="model file (.npz)")
     p.add_argument("bag", metavar="BAG", help="MCAP bag with 'frame' messages")
+    p.add_argument("more", nargs="*", metavar="SOURCE",
+                   help="more bags, directories or globs: --out is then a directory that"
+                   " gets one output bag per input bag (docs/fleet.md)")
     p.add_argument("--out", required=True, metavar="PRED_BAG", help="bag to write")
     p.add_argument("--interval-ms", type=positive_float, default=20.0,
                    help="tick interval (default 20 ms)")
     p.add_argument("--max-batch", type=positive_int, default=256,
                    help="frames answered per tick; older ones are dropped (default 256)")
+    fleet.add_options(p)
     p.set_defaults(handler=_run_replay)
 
 
@@ -143,6 +128,8 @@ def _run_replay(args: argparse.Namespace) -> int:
     from robot_daemon import model
     from robot_daemon.offline import replay
 
+    if args.more or fleet.wanted(args, [args.bag]):
+        return fleet.run_replay(args)
     stats = replay.replay(
         model.load(args.model), args.bag, args.out, model_name=Path(args.model).name,
         interval_ms=args.interval_ms, max_batch=args.max_batch,
