@@ -71,11 +71,6 @@ class Tally:
             tables=[metrics.ScoreTable.of(T[:, j], P[:, j]) for j in range(T.shape[1])],
         )
 
-    def merge(self, other: Tally) -> Tally:
-        return Tally(self.n + other.n, self.tp + other.tp, self.fp + other.fp,
-                     self.fn + other.fn, self.errors + other.errors, self.exact + other.exact,
-                     [a.merge(b) for a, b in zip(self.tables, other.tables, strict=True)])
-
     def evaluation(self, name: str, class_names: Sequence[str]) -> Evaluation:
         """The :class:`Evaluation` that ``offline.evaluate.score`` gives on the same rows."""
         per_class = metrics.scores_from_counts(self.tp, self.fp, self.fn)
@@ -141,6 +136,33 @@ def eval_partition(part: Source, scorers: Sequence[Scorer], d: int, c: int) -> P
     return out
 
 
+class _Sums:
+    """The tallies of one scorer, summed as they arrive; the score tables are kept apart
+    and merged once, in one sort per class, at the end."""
+
+    def __init__(self) -> None:
+        self.tallies: list[Tally] = []
+
+    def add(self, tally: Tally) -> None:
+        self.tallies.append(tally)
+
+    def total(self) -> Tally | None:
+        if not self.tallies:
+            return None
+        first = self.tallies[0]
+        c = len(first.tp)
+        return Tally(
+            n=sum(t.n for t in self.tallies),
+            tp=np.sum([t.tp for t in self.tallies], axis=0, dtype=np.int64),
+            fp=np.sum([t.fp for t in self.tallies], axis=0, dtype=np.int64),
+            fn=np.sum([t.fn for t in self.tallies], axis=0, dtype=np.int64),
+            errors=sum(t.errors for t in self.tallies),
+            exact=sum(t.exact for t in self.tallies),
+            tables=[metrics.ScoreTable.concat([t.tables[j] for t in self.tallies])
+                    for j in range(c)],
+        )
+
+
 @dataclass(eq=False)
 class FleetEvaluation:
     """The evaluations (one per scorer) and what the job met on its way."""
@@ -158,7 +180,7 @@ def evaluate(
     class_names: Sequence[str], progress: Progress | None = None,
 ) -> FleetEvaluation:
     """Score every partition on ``runner``; merge the tallies as they come in."""
-    totals: list[Tally | None] = [None] * len(scorers)
+    totals = [_Sums() for _ in scorers]
     rejected = 0
     warnings: list[str] = []
     skipped: list[str] = []
@@ -168,14 +190,14 @@ def evaluate(
             warnings.append(result.warning)
         if result.skipped:
             skipped.append(f"{result.source}: {result.skipped}")
-        for k, tally in enumerate(result.tallies):
-            known = totals[k]
-            totals[k] = tally if known is None else known.merge(tally)
+        for sums, tally in zip(totals, result.tallies, strict=False):
+            sums.add(tally)
         if progress is not None:
             progress.add(result.rows)
-    if totals[0] is None:
+    merged = [sums.total() for sums in totals]
+    if merged[0] is None:
         raise RobotDaemonError("no labelled frames ('label' topic) in any source")
     evaluations = [t.evaluation(s.name, class_names)
-                   for s, t in zip(scorers, totals, strict=True) if t is not None]
+                   for s, t in zip(scorers, merged, strict=True) if t is not None]
     return FleetEvaluation(evaluations, len(parts), rejected, sorted(warnings), sorted(skipped),
                            progress.frames_per_s if progress else 0.0)

@@ -9,6 +9,7 @@ class that never occurs has recall 0.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -184,22 +185,34 @@ class ScoreTable:
     @classmethod
     def of(cls, truth: NDArray[np.bool_], scores: NDArray[np.float64]) -> ScoreTable:
         """The table of labels ``truth`` (n,) bool and ``scores`` (n,) float64."""
-        distinct, inverse = np.unique(scores, return_inverse=True)
-        k = len(distinct)
-        pos = np.bincount(inverse[truth], minlength=k).astype(np.int64)
-        neg = np.bincount(inverse[~truth], minlength=k).astype(np.int64)
-        return cls(distinct[::-1].copy(), pos[::-1].copy(), neg[::-1].copy())
+        order = np.argsort(-scores)  # ties are summed: their order does not matter
+        return cls._grouped(scores[order], truth[order].astype(np.int64),
+                            (~truth[order]).astype(np.int64))
 
     def merge(self, other: ScoreTable) -> ScoreTable:
         """The table of both parts' examples together."""
-        distinct, inverse = np.unique(np.concatenate([self.score, other.score]),
-                                      return_inverse=True)
-        k = len(distinct)
-        pos = np.zeros(k, dtype=np.int64)
-        neg = np.zeros(k, dtype=np.int64)
-        np.add.at(pos, inverse, np.concatenate([self.pos, other.pos]))
-        np.add.at(neg, inverse, np.concatenate([self.neg, other.neg]))
-        return ScoreTable(distinct[::-1].copy(), pos[::-1].copy(), neg[::-1].copy())
+        return ScoreTable.concat([self, other])
+
+    @classmethod
+    def concat(cls, tables: Sequence[ScoreTable]) -> ScoreTable:
+        """The table of all the parts' examples together, in one sort."""
+        score = np.concatenate([t.score for t in tables])
+        order = np.argsort(-score)
+        return cls._grouped(score[order], np.concatenate([t.pos for t in tables])[order],
+                            np.concatenate([t.neg for t in tables])[order])
+
+    @classmethod
+    def _grouped(
+        cls, score: NDArray[np.float64], pos: NDArray[np.int64], neg: NDArray[np.int64]
+    ) -> ScoreTable:
+        """Rows sorted by descending score, equal scores summed into one row."""
+        if len(score) == 0:
+            return cls(score, pos, neg)
+        starts = np.flatnonzero(np.append(True, score[1:] != score[:-1]))
+        return cls(score[starts], np.add.reduceat(pos, starts), np.add.reduceat(neg, starts))
+
+    def __len__(self) -> int:
+        return len(self.score)
 
 
 def ap_from_table(table: ScoreTable) -> float:
