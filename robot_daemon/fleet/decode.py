@@ -72,22 +72,18 @@ def read_bag(
     ``d`` and ``c``: the sizes the caller expects (a model's); ``None`` takes the bag's
     metadata, or else the first valid message (as ``read_labelled`` does).
     """
-    from robot_daemon.bag import BagReader  # the optional mcap package
+    from robot_daemon.bag.payloads import read_payloads  # the optional mcap package
 
+    topics = [t for t, wanted in ((FRAME, frames), (LABEL, labels)) if wanted]
     try:
-        with BagReader(path) as reader:
-            meta = reader.meta
-            d = d if d is not None else meta.d
-            c = c if c is not None else meta.c
-            topics = [t for t, wanted in ((FRAME, frames), (LABEL, labels)) if wanted]
-            label_payloads: list[bytes] = []
-            frame_payloads: list[bytes] = []
-            for message in reader.messages(topics):
-                (label_payloads if message.topic == LABEL else frame_payloads).append(
-                    message.payload)
-            warning = reader.warning if reader.damaged else None
+        payloads = read_payloads(path, topics)
     except BagError as exc:
         return BagRead(path, skipped=str(exc))
+    meta, warning = payloads.meta, payloads.warning
+    d = d if d is not None else meta.d
+    c = c if c is not None else meta.c
+    label_payloads = payloads.by_topic.get(LABEL, [])
+    frame_payloads = payloads.by_topic.get(FRAME, [])
     read = BagRead(path, meta=meta.to_record(), warning=warning)
     if labels:
         read.labels, d, c = decode_labels(label_payloads, d, c)
