@@ -35,9 +35,9 @@ from typing import Any
 import numpy as np
 
 from robot_daemon.errors import ConfigError, RobotDaemonError
-from robot_daemon.fleet.decode import BagRead, FrameBatch, read_bag
+from robot_daemon.fleet.decode import BagRead, read_bag
 from robot_daemon.fleet.sources import MANIFEST
-from robot_daemon.wire.batch import LabelBatch
+from robot_daemon.wire.batch import FrameBatch, LabelBatch
 
 FORMAT = "robot_daemon.dataset/1"
 META_KEY = b"robot_daemon"

@@ -8,34 +8,15 @@ file of a fleet's archive is reported, not fatal to the job.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-
-import numpy as np
-from numpy.typing import NDArray
+from dataclasses import dataclass
 
 from robot_daemon import wire
-from robot_daemon.errors import BagError, WireError
+from robot_daemon.errors import BagError
 from robot_daemon.fleet.sources import Source
-from robot_daemon.wire.batch import LabelBatch, decode_labels
+from robot_daemon.wire.batch import FrameBatch, LabelBatch, decode_frames, decode_labels
 
 FRAME, LABEL = wire.TOPIC_FRAME.decode(), wire.TOPIC_LABEL.decode()
-
-
-@dataclass(eq=False)
-class FrameBatch:
-    """Frames of one bag in file order: seq (n,) int64, t (n,) float64, X (n, d) float32."""
-
-    seq: NDArray[np.int64]
-    t: NDArray[np.float64]
-    X: NDArray[np.float32]
-    src: list[str | None]
-    rejected: Counter[str] = field(default_factory=Counter)
-
-    @property
-    def n(self) -> int:
-        return len(self.seq)
 
 
 @dataclass(eq=False)
@@ -88,32 +69,9 @@ def read_bag(
     if labels:
         read.labels, d, c = decode_labels(label_payloads, d, c)
     if frames:
-        read.frames, d = _decode_frames(frame_payloads, d)
+        read.frames, d = decode_frames(frame_payloads, d)
     read.d, read.c = d, c
     return read
-
-
-def _decode_frames(payloads: list[bytes], d: int | None) -> tuple[FrameBatch, int | None]:
-    """Frames as ``decode_frame`` accepts them; the first valid one fixes an unknown d."""
-    seq: list[int] = []
-    t: list[float] = []
-    x = bytearray()
-    src: list[str | None] = []
-    rejected: Counter[str] = Counter()
-    for payload in payloads:
-        try:
-            frame = wire.decode_frame_raw(payload, d)
-        except WireError as exc:
-            rejected[exc.reason] += 1
-            continue
-        d = len(frame.x) // 4
-        seq.append(frame.seq)
-        t.append(frame.t)
-        x += frame.x
-        src.append(frame.src)
-    X = np.frombuffer(bytes(x), dtype=np.float32).reshape(len(seq), d or 0)
-    return FrameBatch(np.asarray(seq, dtype=np.int64), np.asarray(t, dtype=np.float64), X,
-                      src, rejected), d
 
 
 def names_of(

@@ -1,10 +1,12 @@
-"""Decoding many ``label`` payloads at once, as :func:`~robot_daemon.wire.decode_label`
-would one by one, into arrays (the offline jobs on whole bags).
+"""Decoding many ``label`` (or ``frame``) payloads at once, as
+:func:`~robot_daemon.wire.decode_label` (or ``decode_frame``) would one by one, into
+arrays (the offline jobs on whole bags).
 
 :func:`decode_labels` accepts and rejects exactly the payloads that ``decode_label`` with
-the same ``d`` and ``c`` does, with the same reasons: the map, its keys, ``seq``, ``t``
-and ``src`` go through the same checks, and only the two per-value checks of ``x``
-(finite) and ``y`` (0 or 1) run once over the whole batch instead of once per payload.
+the same ``d`` and ``c`` does, with the same reasons (:func:`decode_frames` likewise):
+the map, its keys, ``seq``, ``t`` and ``src`` go through the same checks, and only the
+two per-value checks of ``x`` (finite) and ``y`` (0 or 1) run once over the whole batch
+instead of once per payload.
 A row that fails them is decoded again one by one, so that its reason is the one
 ``decode_label`` gives. Anything but the common form (``x`` and ``y`` as ``bin`` of the
 expected length) also takes the one-by-one path.
@@ -26,9 +28,18 @@ from robot_daemon.wire.decode import (
     _src_field,
     _time_field,
     _unpack_map,
+    decode_frame,
     decode_label,
 )
-from robot_daemon.wire.messages import F32, FRAME_LIMITS, LABEL_KEYS, LABEL_REQUIRED, U8
+from robot_daemon.wire.messages import (
+    F32,
+    FRAME_KEYS,
+    FRAME_LIMITS,
+    FRAME_REQUIRED,
+    LABEL_KEYS,
+    LABEL_REQUIRED,
+    U8,
+)
 
 
 @dataclass(eq=False)
@@ -142,3 +153,71 @@ def _finish(rows: _Rows, d: int | None, c: int | None, rejected: Counter[str]) -
         src=[s for s, k in zip(rows.src, keep, strict=True) if k],
         rejected=rejected,
     )
+
+
+@dataclass(eq=False)
+class FrameBatch:
+    """Frames decoded from many payloads, in payload order.
+
+    seq : (n,) int64; t : (n,) float64; X : (n, d) float32; src : n names (or ``None``);
+    ``rejected`` counts the refused payloads by reason.
+    """
+
+    seq: NDArray[np.int64]
+    t: NDArray[np.float64]
+    X: NDArray[np.float32]
+    src: list[str | None]
+    rejected: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def n(self) -> int:
+        return len(self.seq)
+
+
+def decode_frames(
+    payloads: Iterable[bytes], d: int | None = None
+) -> tuple[FrameBatch, int | None]:
+    """Decode ``payloads`` as ``decode_frame(p, d)`` would; return the batch and d.
+
+    Where ``d`` is ``None``, the first valid frame fixes it for the rest.
+    """
+    rows = _Rows()
+    rejected: Counter[str] = Counter()
+    for payload in payloads:
+        try:
+            if d is None or not _fast_frame(payload, d, rows):
+                frame = decode_frame(payload, d=d)
+                d = len(frame.x)
+                rows.add(frame.seq, frame.t, frame.x.tobytes(), b"", frame.src, payload)
+        except WireError as exc:
+            rejected[exc.reason] += 1
+    n = len(rows.seq)
+    X = np.frombuffer(bytes(rows.x), dtype=F32).reshape(n, d or 0)
+    bad = np.flatnonzero(~np.isfinite(X).all(axis=1))
+    keep = np.ones(n, dtype=bool)
+    for i in bad:
+        try:
+            decode_frame(rows.payloads[i], d=d)
+        except WireError as exc:
+            rejected[exc.reason] += 1
+            keep[i] = False
+    batch = FrameBatch(
+        seq=np.asarray(rows.seq, dtype=np.int64)[keep],
+        t=np.asarray(rows.t, dtype=np.float64)[keep],
+        X=X if keep.all() else X[keep],
+        src=[s for s, k in zip(rows.src, keep, strict=True) if k],
+        rejected=rejected,
+    )
+    return batch, d
+
+
+def _fast_frame(payload: bytes, d: int, rows: _Rows) -> bool:
+    """Add a frame whose x is ``bin`` of d floats; ``False`` for any other form."""
+    obj = _unpack_map(payload, FRAME_LIMITS, "frame")
+    _check_keys(obj, FRAME_REQUIRED, FRAME_KEYS, "frame")
+    x = obj["x"]
+    if type(x) is not bytes or len(x) != 4 * d:
+        return False
+    rows.add(int_field(obj["seq"], "seq", "negative_seq"), _time_field(obj["t"]), x, b"",
+             _src_field(obj), payload)
+    return True

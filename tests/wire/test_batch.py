@@ -10,7 +10,7 @@ import numpy as np
 
 from robot_daemon import wire
 from robot_daemon.errors import WireError
-from robot_daemon.wire.batch import decode_labels
+from robot_daemon.wire.batch import decode_frames, decode_labels
 
 
 def _label(seq: int, **changes: Any) -> bytes:
@@ -67,3 +67,32 @@ def test_decode_labels_of_nothing_is_empty() -> None:
     assert batch.X.shape == (0, 4)
     assert batch.Y.shape == (0, 2)
     assert (d, c) == (4, 2)
+
+
+FRAMES = [
+    wire.encode_frame(0, 1.0, np.arange(4, dtype=np.float32), src="a"),
+    msgpack.packb({"seq": 1, "t": 2.0, "x": np.array([0, np.inf, 0, 0], "<f4").tobytes()}),
+    msgpack.packb({"seq": 2, "t": 3.0, "x": [1.0, 2.0, 3.0, 4.0]}),  # the list form
+    msgpack.packb({"seq": 3, "t": 4.0, "x": b"\x00" * 12}),  # wrong_d
+    b"\x93",  # bad_msgpack
+    wire.encode_frame(4, 5.0, np.ones(4, dtype=np.float32)),
+]
+
+
+def test_decode_frames_accepts_and_rejects_as_decode_frame() -> None:
+    for d in (4, None):
+        batch, d_out = decode_frames(FRAMES, d)
+        accepted, rejected = [], Counter[str]()
+        for payload in FRAMES:
+            try:
+                frame = wire.decode_frame(payload, d=d)
+            except WireError as exc:
+                rejected[exc.reason] += 1
+                continue
+            d = len(frame.x)
+            accepted.append(frame)
+        assert d_out == 4
+        assert batch.rejected == rejected
+        assert batch.seq.tolist() == [f.seq for f in accepted] == [0, 2, 4]
+        assert batch.src == [f.src for f in accepted]
+        np.testing.assert_array_equal(batch.X, np.stack([f.x for f in accepted]))
