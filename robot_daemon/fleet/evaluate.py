@@ -6,13 +6,14 @@ the examples, except average precision, which needs the ranking of every score:
 * precision, recall, F1, support, micro F1, hamming loss and subset accuracy come from
   per-class counts of true positives, false positives and false negatives, the count
   of wrong decisions and of rows decided exactly right: integers, summed exactly;
-* average precision comes from each class's :class:`~robot_daemon.offline.metrics.ScoreTable`
-  (every distinct score with its count of positives and negatives), merged exactly.
+* average precision comes from each class's ranking
+  (:class:`~robot_daemon.offline.metrics.RankedScores`: every score, sorted, beside its
+  label), the partitions' rankings merged into the ranking of all the examples.
 
 Both feed the formulas the one-process evaluation uses, so the figures are identical,
-bit for bit, not close. The price is the score tables: the driver holds, per class, 24
-bytes per distinct score among all the examples (at worst one per example, since the
-model's probabilities are floats); see docs/fleet.md for the arithmetic.
+bit for bit, not close. The price is the rankings: the driver holds 9 bytes per labelled
+frame and class (a float64 score and a label) at the end; see docs/fleet.md for the
+arithmetic.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class Tally:
     fn: NDArray[np.int64]
     errors: int
     exact: int
-    tables: list[metrics.ScoreTable]
+    ranked: list[metrics.RankedScores]
 
     @classmethod
     def of(cls, T: NDArray[np.bool_], P: NDArray[np.float64], thresholds: ArrayLike) -> Tally:
@@ -68,7 +69,7 @@ class Tally:
             fn=(T & ~decided).sum(axis=0, dtype=np.int64),
             errors=int((T ^ decided).sum()),
             exact=int((decided == T).all(axis=1).sum()),
-            tables=[metrics.ScoreTable.of(T[:, j], P[:, j]) for j in range(T.shape[1])],
+            ranked=[metrics.RankedScores.of(T[:, j], P[:, j]) for j in range(T.shape[1])],
         )
 
     def evaluation(self, name: str, class_names: Sequence[str]) -> Evaluation:
@@ -84,7 +85,7 @@ class Tally:
             precision=per_class.precision,
             recall=per_class.recall,
             f1=per_class.f1,
-            average_precision=np.array([metrics.ap_from_table(t) for t in self.tables]),
+            average_precision=np.array([metrics.ap_of_ranked(r) for r in self.ranked]),
             support=per_class.support,
             micro_f1=micro,
             macro_f1=per_class.macro_f1,
@@ -137,8 +138,8 @@ def eval_partition(part: Source, scorers: Sequence[Scorer], d: int, c: int) -> P
 
 
 class _Sums:
-    """The tallies of one scorer, summed as they arrive; the score tables are kept apart
-    and merged once, in one sort per class, at the end."""
+    """The tallies of one scorer, summed as they arrive; the rankings are kept apart and
+    merged once, in one sort per class, at the end."""
 
     def __init__(self) -> None:
         self.tallies: list[Tally] = []
@@ -158,7 +159,7 @@ class _Sums:
             fn=np.sum([t.fn for t in self.tallies], axis=0, dtype=np.int64),
             errors=sum(t.errors for t in self.tallies),
             exact=sum(t.exact for t in self.tallies),
-            tables=[metrics.ScoreTable.concat([t.tables[j] for t in self.tallies])
+            ranked=[metrics.RankedScores.concat([t.ranked[j] for t in self.tallies])
                     for j in range(c)],
         )
 

@@ -164,66 +164,51 @@ def average_precision(Y_true: ArrayLike, P: ArrayLike) -> NDArray[np.float64]:
 
 
 def _class_ap(truth: NDArray[np.bool_], scores: NDArray[np.float64]) -> float:
-    return ap_from_table(ScoreTable.of(truth, scores))
+    return ap_of_ranked(RankedScores.of(truth, scores))
 
 
 @dataclass(frozen=True, slots=True, eq=False)
-class ScoreTable:
-    """One class's scores as a table: each distinct score, highest first, with how many
-    positive and negative examples had it.
+class RankedScores:
+    """One class's examples ranked: every score, highest first, beside its label.
 
-    score : (k,) float64, strictly decreasing; pos, neg : (k,) int64.
+    score : (n,) float64, non-increasing; truth : (n,) bool.
 
-    Average precision depends on the scores only through this table, and the tables of
-    parts of the data merge (:meth:`merge`) into the table of the whole, exactly.
+    Average precision depends on the examples only through the ranking, and the rankings
+    of parts of the data merge (:meth:`concat`) into the ranking of the whole; the order
+    among equal scores does not matter, since they form one threshold.
     """
 
     score: NDArray[np.float64]
-    pos: NDArray[np.int64]
-    neg: NDArray[np.int64]
+    truth: NDArray[np.bool_]
 
     @classmethod
-    def of(cls, truth: NDArray[np.bool_], scores: NDArray[np.float64]) -> ScoreTable:
-        """The table of labels ``truth`` (n,) bool and ``scores`` (n,) float64."""
-        order = np.argsort(-scores)  # ties are summed: their order does not matter
-        return cls._grouped(scores[order], truth[order].astype(np.int64),
-                            (~truth[order]).astype(np.int64))
-
-    def merge(self, other: ScoreTable) -> ScoreTable:
-        """The table of both parts' examples together."""
-        return ScoreTable.concat([self, other])
+    def of(cls, truth: NDArray[np.bool_], scores: NDArray[np.float64]) -> RankedScores:
+        """The ranking of labels ``truth`` (n,) bool by ``scores`` (n,) float64."""
+        order = np.argsort(-scores)
+        return cls(scores[order], truth[order])
 
     @classmethod
-    def concat(cls, tables: Sequence[ScoreTable]) -> ScoreTable:
-        """The table of all the parts' examples together, in one sort."""
-        score = np.concatenate([t.score for t in tables])
+    def concat(cls, parts: Sequence[RankedScores]) -> RankedScores:
+        """The ranking of all the parts' examples together, in one sort."""
+        score = np.concatenate([p.score for p in parts])
         order = np.argsort(-score)
-        return cls._grouped(score[order], np.concatenate([t.pos for t in tables])[order],
-                            np.concatenate([t.neg for t in tables])[order])
-
-    @classmethod
-    def _grouped(
-        cls, score: NDArray[np.float64], pos: NDArray[np.int64], neg: NDArray[np.int64]
-    ) -> ScoreTable:
-        """Rows sorted by descending score, equal scores summed into one row."""
-        if len(score) == 0:
-            return cls(score, pos, neg)
-        starts = np.flatnonzero(np.append(True, score[1:] != score[:-1]))
-        return cls(score[starts], np.add.reduceat(pos, starts), np.add.reduceat(neg, starts))
+        return cls(score[order], np.concatenate([p.truth for p in parts])[order])
 
     def __len__(self) -> int:
         return len(self.score)
 
 
-def ap_from_table(table: ScoreTable) -> float:
-    """Average precision of one class from its :class:`ScoreTable`; see
+def ap_of_ranked(ranked: RankedScores) -> float:
+    """Average precision of one class from its :class:`RankedScores`; see
     :func:`average_precision`."""
-    tp = np.cumsum(table.pos)
-    fp = np.cumsum(table.neg)
-    positives = int(tp[-1]) if len(tp) else 0
+    s, t = ranked.score, ranked.truth
+    positives = int(t.sum())
     if positives == 0:
         return 0.0
-    # One threshold per distinct score: the counts of every example scored at least it.
-    precision = tp / (tp + fp)
-    recall = tp / positives
+    tp = np.cumsum(t)
+    fp = np.cumsum(~t)
+    # The last position of each run of equal scores: one threshold per distinct score.
+    last = np.flatnonzero(np.append(s[1:] != s[:-1], True))
+    precision = tp[last] / (tp[last] + fp[last])
+    recall = tp[last] / positives
     return float(np.sum(np.diff(recall, prepend=0.0) * precision))

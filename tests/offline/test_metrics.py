@@ -93,21 +93,7 @@ def test_average_precision_ties_and_empty_classes() -> None:
     assert perfect[0] == 1.0
 
 
-def _old_average_precision(truth: np.ndarray, scores: np.ndarray) -> float:
-    """The row-wise formula average precision was computed with before score tables."""
-    positives = int(truth.sum())
-    if positives == 0:
-        return 0.0
-    order = np.argsort(-scores, kind="stable")
-    s, t = scores[order], truth[order]
-    tp, fp = np.cumsum(t), np.cumsum(~t)
-    last = np.flatnonzero(np.append(s[1:] != s[:-1], True))
-    precision = tp[last] / (tp[last] + fp[last])
-    recall = tp[last] / positives
-    return float(np.sum(np.diff(recall, prepend=0.0) * precision))
-
-
-def test_score_tables_merged_from_parts_give_the_same_average_precision_bit_for_bit() -> None:
+def test_rankings_merged_from_parts_give_the_same_average_precision_bit_for_bit() -> None:
     rng = np.random.default_rng(3)
     for trial in range(50):
         n = int(rng.integers(1, 3000))
@@ -115,23 +101,18 @@ def test_score_tables_merged_from_parts_give_the_same_average_precision_bit_for_
         if trial % 2:
             scores = np.round(scores, 2)  # many ties
         truth = rng.random(n) < rng.random()
-        whole = metrics.ap_from_table(metrics.ScoreTable.of(truth, scores))
-        parts = [metrics.ScoreTable.of(truth[rows], scores[rows])
+        whole = metrics.average_precision(truth[:, None], scores[:, None])[0]
+        parts = [metrics.RankedScores.of(truth[rows], scores[rows])
                  for rows in np.array_split(rng.permutation(n), 4)]
-        merged = parts[0]
-        for part in parts[1:]:
-            merged = merged.merge(part)
-        assert whole == metrics.ap_from_table(merged) == _old_average_precision(truth, scores)
+        assert metrics.ap_of_ranked(metrics.RankedScores.concat(parts)) == whole
 
 
-def test_score_table_counts_ties_once_per_distinct_score() -> None:
-    table = metrics.ScoreTable.of(np.array([True, False, True, False]),
-                                  np.array([0.5, 0.5, 0.9, 0.1]))
-    np.testing.assert_array_equal(table.score, [0.9, 0.5, 0.1])
-    np.testing.assert_array_equal(table.pos, [1, 1, 0])
-    np.testing.assert_array_equal(table.neg, [0, 1, 1])
+def test_ranked_scores_form_one_threshold_per_distinct_score() -> None:
+    ranked = metrics.RankedScores.of(np.array([True, False, True, False]),
+                                     np.array([0.5, 0.5, 0.9, 0.1]))
+    np.testing.assert_array_equal(ranked.score, [0.9, 0.5, 0.5, 0.1])
     # Thresholds 0.9 (P 1, R 1/2) then 0.5 (P 2/3, R 1): AP = 1/2 * 1 + 1/2 * 2/3.
-    assert metrics.ap_from_table(table) == pytest.approx(0.5 + 1 / 3)
+    assert metrics.ap_of_ranked(ranked) == pytest.approx(0.5 + 1 / 3)
 
 
 def test_scores_from_counts_match_per_class_scores() -> None:
