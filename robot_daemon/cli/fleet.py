@@ -69,6 +69,12 @@ def _run_dataset(args: argparse.Namespace) -> int:
     from robot_daemon.fleet.cluster import Progress, open_runner
     from robot_daemon.fleet.sources import expand
 
+    try:
+        import pyarrow  # noqa: F401
+    except ModuleNotFoundError:
+        from robot_daemon.fleet import INSTALL_HINT
+
+        raise RobotDaemonError(INSTALL_HINT) from None
     dataset.check_out(args.out)
     sources = expand(args.sources)
     if any(s.kind == "dataset" for s in sources):
