@@ -74,6 +74,15 @@ def read_bag(
     return read
 
 
+def load_labels(part: Source, d: int | None = None, c: int | None = None) -> BagRead:
+    """A partition's labelled frames: a bag decoded, or a dataset's Parquet file read."""
+    if part.kind == "parquet":
+        from robot_daemon.fleet.dataset import read_labels
+
+        return read_labels(part.path)
+    return read_bag(part.path, labels=True, d=d, c=c)
+
+
 def names_of(
     parts: Sequence[Source], d: int | None, c: int | None
 ) -> tuple[list[str], list[str]]:

@@ -27,7 +27,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from robot_daemon.errors import RobotDaemonError
 from robot_daemon.fleet.cluster import Progress, Runner, one_blas_thread
-from robot_daemon.fleet.decode import BagRead, read_bag
+from robot_daemon.fleet.decode import load_labels
 from robot_daemon.fleet.sources import Source
 from robot_daemon.offline import metrics
 from robot_daemon.offline.evaluate import Evaluation
@@ -104,15 +104,6 @@ class PartitionEval:
     rejected: int = 0
     warning: str | None = None
     skipped: str | None = None
-
-
-def load_labels(part: Source, d: int | None = None, c: int | None = None) -> BagRead:
-    """A partition's labelled frames: a bag decoded, or a dataset's Parquet file read."""
-    if part.kind == "parquet":
-        from robot_daemon.fleet.dataset import read_labels
-
-        return read_labels(part.path)
-    return read_bag(part.path, labels=True, d=d, c=c)
 
 
 def eval_partition(part: Source, scorers: Sequence[Scorer], d: int, c: int) -> PartitionEval:

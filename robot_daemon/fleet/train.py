@@ -35,8 +35,7 @@ from numpy.typing import NDArray
 from robot_daemon import __version__
 from robot_daemon.errors import RobotDaemonError
 from robot_daemon.fleet.cluster import Progress, Runner
-from robot_daemon.fleet.decode import names_of
-from robot_daemon.fleet.evaluate import load_labels
+from robot_daemon.fleet.decode import load_labels, names_of
 from robot_daemon.fleet.sources import Source
 from robot_daemon.model import Model
 from robot_daemon.nn import MLP, log_loss
