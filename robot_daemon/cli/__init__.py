@@ -4,7 +4,8 @@ Subcommands are thin: each parses its arguments and calls into the module that o
 work, where tests can reach it. One module per command group registers its parsers with
 ``add(sub)`` and holds their handlers, each of which returns a process exit code:
 :mod:`.flops`, :mod:`.bag`, :mod:`.sim`, :mod:`.offline` (train, eval, replay),
-:mod:`.serve` (run, keys), :mod:`.watch` and :mod:`.demo`. A new command goes into the module of its
+:mod:`.fleet` (dataset; train, eval and replay on many bags), :mod:`.serve` (run,
+keys), :mod:`.watch` and :mod:`.demo`. A new command goes into the module of its
 group (or a new one), and into :func:`build_parser`.
 """
 
@@ -17,7 +18,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from robot_daemon import __version__
-from robot_daemon.cli import bag, demo, flops, offline, serve, sim, watch
+from robot_daemon.cli import bag, demo, fleet, flops, offline, serve, sim, watch
 from robot_daemon.errors import RobotDaemonError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -31,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for group in (flops, bag, sim, offline, serve, watch, demo):
+    for group in (flops, bag, sim, offline, fleet, serve, watch, demo):
         group.add(sub)
     return parser
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
-from typing import Any
 
+from robot_daemon.cli import fleet
 from robot_daemon.cli.args import (
     Subparsers,
     fraction,
@@ -41,7 +40,8 @@ def _add_train(sub: Subparsers) -> None:
             "write the same bytes."
         ),
     )
-    p.add_argument("bags", nargs="+", metavar="BAG", help="MCAP bags with 'label' messages")
+    p.add_argument("bags", nargs="+", metavar="BAG", help="MCAP bags with 'label' messages"
+                   " (or directories, globs, datasets: see docs/fleet.md)")
     p.add_argument("--out", required=True, metavar="MODEL", help="model file to write (.npz)")
     p.add_argument("--h", type=positive_int, default=64, help="hidden width (default 64)")
     p.add_argument("--epochs", type=positive_int, default=40,
@@ -63,6 +63,7 @@ def _add_train(sub: Subparsers) -> None:
     p.add_argument("--plot", metavar="PNG",
                    help="also write loss and validation macro-F1 per epoch (plot extra)")
     p.add_argument("--dtype", choices=["float64", "float32"], default="float64")
+    fleet.add_options(p)
     p.set_defaults(handler=_run_train)
 
 
@@ -76,16 +77,19 @@ def _run_train(args: argparse.Namespace) -> int:
     )
     # Found out now, not after minutes of training: model files are renamed into place.
     config.check()
-    check_output(args.out, args.bags, atomic=True)
+    check_output(args.out, [b for b in args.bags if Path(b).is_file()], atomic=True)
     if args.plot:
         plots.require_matplotlib()
         check_output(args.plot, [*args.bags, args.out], atomic=True, what="--plot")
-    data = train.read_labelled(args.bags)
-    print(f"{data.n} labelled frames from {len(args.bags)} bag(s), d={data.X.shape[1]},"
-          f" c={data.Y.shape[1]}; {data.rejected} rejected", flush=True)
-    for warning in data.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    model = train.train(data, config, lambda report: print(report.describe(), flush=True))
+    if fleet.wanted(args, args.bags):
+        model = fleet.run_train(args, config)
+    else:
+        data = train.read_labelled(args.bags)
+        print(f"{data.n} labelled frames from {len(args.bags)} bag(s), d={data.X.shape[1]},"
+              f" c={data.Y.shape[1]}; {data.rejected} rejected", flush=True)
+        for warning in data.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        model = train.train(data, config, lambda report: print(report.describe(), flush=True))
     model.save(args.out)
     best = model.training["best_epoch"]
     if best is not None:
@@ -116,55 +120,55 @@ def _add_eval(sub: Subparsers) -> None:
         ),
     )
     p.add_argument("model", metavar="MODEL", help="model file (.npz)")
-    p.add_argument("bags", nargs="+", metavar="BAG", help="MCAP bags with 'label' messages")
+    p.add_argument("bags", nargs="+", metavar="BAG", help="MCAP bags with 'label' messages"
+                   " (or directories, globs, datasets: see docs/fleet.md)")
     p.add_argument("--baseline-train", nargs="+", metavar="BAG",
                    help="bags to train the baseline on (default: the model's training bags)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--plot", metavar="DIR",
                    help="also write per-class precision-recall, F1-threshold and reliability"
-                   " plots and the class co-occurrence matrix into DIR (plot extra)")
+                   " plots and the class co-occurrence matrix into DIR (plot extra; bag"
+                   " files only)")
+    fleet.add_options(p)
     p.set_defaults(handler=_run_eval)
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    from robot_daemon import model
-    from robot_daemon.offline import evaluate, plots, train
+    from robot_daemon.offline import plots
 
     check_input(args.model, "model file")
     if args.plot:
         plots.require_matplotlib()
         _check_plot_directory(Path(args.plot))
+        if fleet.wanted(args, args.bags) and (args.workers != 1 or args.scheduler
+                                               or not _all_files(args.bags)):
+            raise RobotDaemonError("--plot reads plain bag files in this process: drop"
+                                   " --workers/--scheduler, or give bag files")
+    # Always the partitioned job (in this process, without Dask, at --workers 1): its
+    # figures are the same bit for bit on one worker or many (cli/fleet.py).
+    code = fleet.run_eval(args)
+    if args.plot:
+        _plot_evaluation(args)
+    return code
+
+
+def _all_files(sources: list[str]) -> bool:
+    return all(Path(s).is_file() for s in sources)
+
+
+def _plot_evaluation(args: argparse.Namespace) -> None:
+    """The evaluation plots, from the bags read once more in this process."""
+    from robot_daemon import model
+    from robot_daemon.offline import plots, train
+
     loaded = model.load(args.model)
     data = train.read_labelled(args.bags)
-    if data.X.shape[1] != loaded.d or data.Y.shape[1] != loaded.c:
-        raise RobotDaemonError(
-            f"the bags hold d={data.X.shape[1]}, c={data.Y.shape[1]}; the model expects"
-            f" d={loaded.d}, c={loaded.c}"
-        )
-    results = [evaluate.evaluate_model(loaded, data)]
-    sources = evaluate.baseline_sources(loaded, args.baseline_train)
-    note = None
-    if isinstance(sources, str):
-        note = f"baseline skipped: {sources}"
-    else:
-        baseline = evaluate.fit_baseline(train.read_labelled(sources))
-        results.append(baseline.evaluate(data))
-    if args.json:
-        out: dict[str, Any] = {r.name: r.as_dict() for r in results}
-        out["baseline_note"] = note
-        print(json.dumps(out, indent=2))
-    else:
-        print(evaluate.describe(results))
-        if note:
-            print(note)
-    if args.plot:
-        written = plots.evaluation_plots(
-            Path(args.plot), loaded.class_names, data.Y, loaded.predict_proba(data.X),
-            loaded.thresholds, f"{Path(args.model).name} on {len(args.bags)} bag(s),"
-            f" {data.n} labelled frames")
-        print(f"wrote {', '.join(str(w) for w in written)}", file=sys.stderr if args.json
-              else sys.stdout)
-    return 0
+    written = plots.evaluation_plots(
+        Path(args.plot), loaded.class_names, data.Y, loaded.predict_proba(data.X),
+        loaded.thresholds, f"{Path(args.model).name} on {len(args.bags)} bag(s),"
+        f" {data.n} labelled frames")
+    print(f"wrote {', '.join(str(w) for w in written)}",
+          file=sys.stderr if args.json else sys.stdout)
 
 
 def _check_plot_directory(directory: Path) -> None:
@@ -187,11 +191,15 @@ def _add_replay(sub: Subparsers) -> None:
     )
     p.add_argument("model", metavar="MODEL", help="model file (.npz)")
     p.add_argument("bag", metavar="BAG", help="MCAP bag with 'frame' messages")
+    p.add_argument("more", nargs="*", metavar="SOURCE",
+                   help="more bags, directories or globs: --out is then a directory that"
+                   " gets one output bag per input bag (docs/fleet.md)")
     p.add_argument("--out", required=True, metavar="PRED_BAG", help="bag to write")
     p.add_argument("--interval-ms", type=milliseconds, default=20.0,
                    help="tick interval (default 20 ms)")
     p.add_argument("--max-batch", type=positive_int, default=256,
                    help="frames answered per tick; older ones are dropped (default 256)")
+    fleet.add_options(p)
     p.set_defaults(handler=_run_replay)
 
 
@@ -199,6 +207,8 @@ def _run_replay(args: argparse.Namespace) -> int:
     from robot_daemon import model
     from robot_daemon.offline import replay
 
+    if args.more or fleet.wanted(args, [args.bag]):
+        return fleet.run_replay(args)
     check_output(args.out, [args.model, args.bag], atomic=True)
     check_input(args.model, "model file")
     stats = replay.replay(

@@ -9,6 +9,7 @@ class that never occurs has recall 0.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,6 +69,15 @@ def per_class_scores(Y_true: ArrayLike, Y_pred: ArrayLike) -> ClassScores:
     tp = (T & P).sum(axis=0, dtype=np.int64)
     fp = (~T & P).sum(axis=0, dtype=np.int64)
     fn = (T & ~P).sum(axis=0, dtype=np.int64)
+    return scores_from_counts(tp, fp, fn)
+
+
+def scores_from_counts(
+    tp: NDArray[np.int64], fp: NDArray[np.int64], fn: NDArray[np.int64]
+) -> ClassScores:
+    """Per-class scores from the counts of true positives, false positives and false
+    negatives, each (c,) int64: what :func:`per_class_scores` computes, so that counts
+    summed over parts of the data give the scores of the whole."""
     return ClassScores(
         precision=_ratio(tp, tp + fp),
         recall=_ratio(tp, tp + fn),
@@ -99,9 +109,22 @@ def tune_thresholds(
     probs = np.asarray(P, dtype=np.float64)
     if T.ndim != 2 or T.shape != probs.shape:
         raise ShapeError(f"Y_true and P must both be (n, c), got {T.shape} and {probs.shape}")
-    candidates = np.arange(1, 20) / 20 if grid is None else np.asarray(grid, dtype=np.float64)
-    candidates = candidates[np.argsort(np.abs(candidates - 0.5), kind="stable")]
+    candidates = threshold_candidates(grid)
     f1 = np.stack([per_class_scores(T, probs >= th).f1 for th in candidates])  # (k, c)
+    return pick_thresholds(candidates, f1)
+
+
+def threshold_candidates(grid: ArrayLike | None = None) -> NDArray[np.float64]:
+    """The thresholds :func:`tune_thresholds` tries, (k,), nearest 0.5 first."""
+    candidates = np.arange(1, 20) / 20 if grid is None else np.asarray(grid, dtype=np.float64)
+    return np.asarray(candidates[np.argsort(np.abs(candidates - 0.5), kind="stable")],
+                      dtype=np.float64)
+
+
+def pick_thresholds(
+    candidates: NDArray[np.float64], f1: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """Per class, the candidate (k,) with the highest F1 (k, c); ties to the first."""
     best = np.argmax(f1, axis=0)  # the first maximum: the tie nearest 0.5
     return np.asarray(candidates[best], dtype=np.float64)
 
@@ -141,11 +164,47 @@ def average_precision(Y_true: ArrayLike, P: ArrayLike) -> NDArray[np.float64]:
 
 
 def _class_ap(truth: NDArray[np.bool_], scores: NDArray[np.float64]) -> float:
-    positives = int(truth.sum())
+    return ap_of_ranked(RankedScores.of(truth, scores))
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class RankedScores:
+    """One class's examples ranked: every score, highest first, beside its label.
+
+    score : (n,) float64, non-increasing; truth : (n,) bool.
+
+    Average precision depends on the examples only through the ranking, and the rankings
+    of parts of the data merge (:meth:`concat`) into the ranking of the whole; the order
+    among equal scores does not matter, since they form one threshold.
+    """
+
+    score: NDArray[np.float64]
+    truth: NDArray[np.bool_]
+
+    @classmethod
+    def of(cls, truth: NDArray[np.bool_], scores: NDArray[np.float64]) -> RankedScores:
+        """The ranking of labels ``truth`` (n,) bool by ``scores`` (n,) float64."""
+        order = np.argsort(-scores)
+        return cls(scores[order], truth[order])
+
+    @classmethod
+    def concat(cls, parts: Sequence[RankedScores]) -> RankedScores:
+        """The ranking of all the parts' examples together, in one sort."""
+        score = np.concatenate([p.score for p in parts])
+        order = np.argsort(-score)
+        return cls(score[order], np.concatenate([p.truth for p in parts])[order])
+
+    def __len__(self) -> int:
+        return len(self.score)
+
+
+def ap_of_ranked(ranked: RankedScores) -> float:
+    """Average precision of one class from its :class:`RankedScores`; see
+    :func:`average_precision`."""
+    s, t = ranked.score, ranked.truth
+    positives = int(t.sum())
     if positives == 0:
         return 0.0
-    order = np.argsort(-scores, kind="stable")
-    s, t = scores[order], truth[order]
     tp = np.cumsum(t)
     fp = np.cumsum(~t)
     # The last position of each run of equal scores: one threshold per distinct score.

@@ -91,3 +91,35 @@ def test_average_precision_ties_and_empty_classes() -> None:
     np.testing.assert_allclose(metrics.average_precision(T, S), [0.5, 0.0])
     perfect = metrics.average_precision(np.array([[1], [0], [1]]), np.array([[0.8], [0.1], [0.7]]))
     assert perfect[0] == 1.0
+
+
+def test_rankings_merged_from_parts_give_the_same_average_precision_bit_for_bit() -> None:
+    rng = np.random.default_rng(3)
+    for trial in range(50):
+        n = int(rng.integers(1, 3000))
+        scores = rng.random(n)
+        if trial % 2:
+            scores = np.round(scores, 2)  # many ties
+        truth = rng.random(n) < rng.random()
+        whole = metrics.average_precision(truth[:, None], scores[:, None])[0]
+        parts = [metrics.RankedScores.of(truth[rows], scores[rows])
+                 for rows in np.array_split(rng.permutation(n), 4)]
+        assert metrics.ap_of_ranked(metrics.RankedScores.concat(parts)) == whole
+
+
+def test_ranked_scores_form_one_threshold_per_distinct_score() -> None:
+    ranked = metrics.RankedScores.of(np.array([True, False, True, False]),
+                                     np.array([0.5, 0.5, 0.9, 0.1]))
+    np.testing.assert_array_equal(ranked.score, [0.9, 0.5, 0.5, 0.1])
+    # Thresholds 0.9 (P 1, R 1/2) then 0.5 (P 2/3, R 1): AP = 1/2 * 1 + 1/2 * 2/3.
+    assert metrics.ap_of_ranked(ranked) == pytest.approx(0.5 + 1 / 3)
+
+
+def test_scores_from_counts_match_per_class_scores() -> None:
+    T, P = Y_TRUE.astype(bool), Y_PRED
+    tp = (T & P).sum(axis=0)
+    fp = (~T & P).sum(axis=0)
+    fn = (T & ~P).sum(axis=0)
+    a, b = metrics.scores_from_counts(tp, fp, fn), metrics.per_class_scores(T, P)
+    np.testing.assert_array_equal(a.f1, b.f1)
+    np.testing.assert_array_equal(a.support, b.support)

@@ -1,0 +1,184 @@
+"""``robot-daemon dataset``, and the fleet side of ``train | eval | replay``.
+
+``dataset`` is registered here. ``train``, ``eval`` and ``replay`` keep their parsers in
+:mod:`.offline`, which adds the options below with :func:`add_options` and hands a run to
+the handlers here when it needs them (:func:`wanted`): more than one worker, a scheduler,
+or a source that is not a plain bag file (a directory, a glob, a dataset). Otherwise the
+one-process job runs exactly as before.
+
+Nothing here imports Dask or pyarrow at import time: ``robot-daemon run`` on a robot
+never loads them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from robot_daemon.cli.args import Subparsers, positive_int
+from robot_daemon.errors import RobotDaemonError
+
+if TYPE_CHECKING:
+    from robot_daemon.model import Model
+    from robot_daemon.offline.train import TrainConfig
+
+WORKERS_HELP = ("Dask worker processes on this machine (default 1: one process, no Dask);"
+                " BLAS runs one thread per worker")
+SCHEDULER_HELP = ("a running Dask scheduler, tcp://HOST:PORT (started with `dask scheduler`,"
+                  " workers with `dask worker`); its workers read the same paths")
+
+
+def add(sub: Subparsers) -> None:
+    """Register dataset."""
+    p = sub.add_parser(
+        "dataset",
+        help="decode bags into a Parquet dataset (frames and labels tables)",
+        description=(
+            "Decodes the frame and label messages of bags (files, directories, globs) in "
+            "parallel on Dask workers into DIR/frames/ and DIR/labels/, one Parquet file per "
+            "bag and table, with the bag metadata in the Parquet schema metadata and a "
+            "manifest DIR/dataset.json. A cut bag contributes its complete chunks and is "
+            "reported; a file that is not a bag is reported and skipped. See docs/fleet.md."
+        ),
+    )
+    p.add_argument("sources", nargs="+", metavar="SOURCE", help="bags, directories or globs")
+    p.add_argument("--out", required=True, metavar="DIR", help="dataset directory to create")
+    add_options(p)
+    p.set_defaults(handler=_run_dataset)
+
+
+def add_options(p: argparse.ArgumentParser) -> None:
+    """--workers N | --scheduler ADDRESS."""
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--workers", type=positive_int, default=1, help=WORKERS_HELP)
+    group.add_argument("--scheduler", metavar="ADDRESS", help=SCHEDULER_HELP)
+
+
+def wanted(args: argparse.Namespace, sources: list[str]) -> bool:
+    """Whether a train/eval/replay run needs the fleet handlers."""
+    from robot_daemon.fleet.sources import all_plain_bags
+
+    return args.workers != 1 or args.scheduler is not None or not all_plain_bags(sources)
+
+
+def _warn(line: str) -> None:
+    print(f"warning: {line}", file=sys.stderr, flush=True)
+
+
+def _run_dataset(args: argparse.Namespace) -> int:
+    from robot_daemon.fleet import dataset
+    from robot_daemon.fleet.cluster import Progress, open_runner
+    from robot_daemon.fleet.sources import expand
+
+    try:
+        import pyarrow  # noqa: F401
+    except ModuleNotFoundError:
+        from robot_daemon.fleet import INSTALL_HINT
+
+        raise RobotDaemonError(INSTALL_HINT) from None
+    dataset.check_out(args.out)
+    sources = expand(args.sources)
+    if any(s.kind == "dataset" for s in sources):
+        raise RobotDaemonError("dataset reads bags; a dataset directory is already one")
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    progress = Progress("dataset", len(sources))
+    written = []
+    with open_runner(args.workers, args.scheduler) as runner:
+        items = [(s.path, i) for i, s in enumerate(sources)]
+        for _, bag in runner.map_unordered(dataset.write_indexed, items, out=args.out):
+            written.append(bag)
+            progress.add(bag.frames)
+    summary = dataset.finish(args.out, written)
+    print(summary.describe())
+    print(f"wrote {args.out} ({progress.frames_per_s:,.0f} frames/s)")
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    """``eval`` of every partition (a bag, a dataset file) on the runner, tallies merged.
+
+    Each partition's probabilities are computed with BLAS on one thread, wherever it runs,
+    so that one worker and many give the same figures bit for bit.
+    """
+    from robot_daemon import model
+    from robot_daemon.fleet import evaluate as fleet_eval
+    from robot_daemon.fleet.cluster import Progress, open_runner
+    from robot_daemon.fleet.decode import names_of
+    from robot_daemon.fleet.sources import expand, partitions
+    from robot_daemon.offline import evaluate, train
+
+    loaded = model.load(args.model)
+    parts = partitions(expand(args.bags))
+    if not parts:
+        raise RobotDaemonError("no bags in " + ", ".join(args.bags))
+    scorers = [fleet_eval.Scorer("mlp", loaded, loaded.thresholds)]
+    sources = evaluate.baseline_sources(loaded, args.baseline_train)
+    note = None
+    if isinstance(sources, str):
+        note = f"baseline skipped: {sources}"
+    else:
+        baseline = evaluate.fit_baseline(train.read_labelled(sources))
+        scorers.append(fleet_eval.Scorer("logistic_regression", baseline.regression,
+                                         baseline.thresholds))
+    _, class_names = names_of(parts, loaded.d, loaded.c)
+    progress = Progress("eval", len(parts))
+    with open_runner(args.workers, args.scheduler) as runner:
+        result = fleet_eval.evaluate(runner, parts, scorers, loaded.d, loaded.c, class_names,
+                                     progress)
+    for line in [*result.warnings, *(f"skipped {s}" for s in result.skipped)]:
+        _warn(line)
+    if args.json:
+        out: dict[str, Any] = {r.name: r.as_dict() for r in result.evaluations}
+        out["baseline_note"] = note
+        print(json.dumps(out, indent=2))
+    else:
+        print(evaluate.describe(result.evaluations))
+        if note:
+            print(note)
+    return 0
+
+
+def run_train(args: argparse.Namespace, config: TrainConfig) -> Model:
+    """``train`` on many sources: decoded on the workers, SGD streamed in this process.
+
+    Returns the trained model; the caller saves and reports it as for one process.
+    """
+    from robot_daemon.fleet import train as fleet_train
+    from robot_daemon.fleet.cluster import Progress, open_runner
+    from robot_daemon.fleet.sources import expand, partitions
+
+    parts = partitions(expand(args.bags))
+    # Each epoch is a training pass and a validation pass, then one pass for the statistics.
+    progress = Progress("train", len(parts) * (2 * config.epochs + 1))
+    with open_runner(args.workers, args.scheduler) as runner:
+        return fleet_train.train(runner, parts, config, args.bags,
+                                 report=lambda r: print(r.describe(), flush=True),
+                                 progress=progress, warn=_warn)
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    """``replay`` of many bags into the directory ``--out``, one output bag per input."""
+    from robot_daemon import model
+    from robot_daemon.fleet import replay as fleet_replay
+    from robot_daemon.fleet.cluster import Progress, open_runner
+    from robot_daemon.fleet.sources import expand
+
+    loaded = model.load(args.model)
+    jobs = fleet_replay.plan(expand([args.bag, *args.more]), args.out)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    progress = Progress("replay", len(jobs))
+    with open_runner(args.workers, args.scheduler) as runner:
+        done = fleet_replay.replay_all(
+            runner, jobs, loaded, model_name=Path(args.model).name,
+            interval_ms=args.interval_ms, max_batch=args.max_batch, progress=progress)
+    for result in done:
+        if result.stats is None:
+            _warn(f"skipped {result.job.bag}: {result.skipped}")
+            continue
+        print(f"{result.job.bag} -> {result.job.out}")
+        print("  " + result.stats.describe().replace("\n", "\n  "))
+    print(f"wrote {sum(r.stats is not None for r in done)} bag(s) to {args.out}")
+    return 0

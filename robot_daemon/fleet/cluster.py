@@ -1,0 +1,203 @@
+"""Where the partitions of a fleet job run, and the progress line while they do.
+
+:func:`open_runner` gives a :class:`Runner` for ``--workers N`` / ``--scheduler ADDRESS``:
+
+* ``--workers 1`` (the default): :class:`InProcess`, every partition in this process, one
+  after the other; Dask is not imported.
+* ``--workers N``: a ``distributed.LocalCluster`` of N worker processes with one thread
+  each (BLAS pinned to one thread by Dask's worker environment), on 127.0.0.1 only,
+  started for the job and stopped after it.
+* ``--scheduler tcp://HOST:PORT``: a running cluster (``dask scheduler`` and
+  ``dask worker``); its workers must have robot-daemon installed and read the same paths.
+
+Both Dask runners are :class:`DaskRunner`. A task's function and arguments must pickle;
+every function shipped is a module-level function of :mod:`robot_daemon.fleet`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import IO, Any, Protocol, TypeVar
+
+from robot_daemon.errors import ConfigError
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+#: Seconds between progress lines when stderr is not a terminal.
+PROGRESS_EVERY_S = 5.0
+#: Partitions a runner keeps in flight per worker in :meth:`Runner.map_ordered`.
+LOOKAHEAD_PER_WORKER = 2
+
+
+class Progress:
+    """``fleet: 3/20 partitions, 152,000 frames, 48,000 frames/s`` on stderr.
+
+    On a terminal the line is rewritten in place; elsewhere (a log) a line is printed
+    at most every :data:`PROGRESS_EVERY_S` seconds, and always at the end.
+    """
+
+    def __init__(self, job: str, total: int, stream: IO[str] | None = None) -> None:
+        self.job, self.total = job, total
+        self.done = self.frames = 0
+        self.stream = stream if stream is not None else sys.stderr
+        self._tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._start = time.monotonic()
+        self._last = -PROGRESS_EVERY_S
+
+    def add(self, frames: int) -> None:
+        """One more partition done, holding ``frames`` frames."""
+        self.done += 1
+        self.frames += frames
+        now = time.monotonic()
+        if self._tty or now - self._last >= PROGRESS_EVERY_S or self.done == self.total:
+            self._last = now
+            end = "\n" if not self._tty or self.done == self.total else ""
+            print(("\r" if self._tty else "") + self.line(), end=end, file=self.stream,
+                  flush=True)
+
+    def line(self) -> str:
+        elapsed = max(time.monotonic() - self._start, 1e-9)
+        return (f"{self.job}: {self.done}/{self.total} partitions, {self.frames:,} frames,"
+                f" {self.frames / elapsed:,.0f} frames/s")
+
+    @property
+    def frames_per_s(self) -> float:
+        return self.frames / max(time.monotonic() - self._start, 1e-9)
+
+
+class Runner(Protocol):
+    """Runs one function over many partitions."""
+
+    workers: int
+
+    def map_unordered(
+        self, fn: Callable[..., R], items: Sequence[Any], **kwargs: Any
+    ) -> Iterator[tuple[int, R]]:
+        """``(i, fn(items[i], **kwargs))`` for every i, in the order they finish."""
+        ...
+
+    def map_ordered(
+        self, fn: Callable[..., R], items: Sequence[Any], **kwargs: Any
+    ) -> Iterator[R]:
+        """``fn(items[i], **kwargs)`` in the order of ``items``, a few partitions ahead."""
+        ...
+
+
+class InProcess:
+    """Every partition in this process, in order (``--workers 1``)."""
+
+    workers = 1
+
+    def map_unordered(
+        self, fn: Callable[..., R], items: Sequence[Any], **kwargs: Any
+    ) -> Iterator[tuple[int, R]]:
+        for i, item in enumerate(items):
+            yield i, fn(item, **kwargs)
+
+    def map_ordered(
+        self, fn: Callable[..., R], items: Sequence[Any], **kwargs: Any
+    ) -> Iterator[R]:
+        for item in items:
+            yield fn(item, **kwargs)
+
+
+class DaskRunner:
+    """Partitions as tasks of a ``distributed.Client`` (one task per partition)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.workers = max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
+
+    def map_unordered(
+        self, fn: Callable[..., R], items: Sequence[Any], **kwargs: Any
+    ) -> Iterator[tuple[int, R]]:
+        from distributed import as_completed
+
+        futures = [self.client.submit(fn, item, pure=False, **kwargs) for item in items]
+        index = {f.key: i for i, f in enumerate(futures)}
+        try:
+            for future in as_completed(futures):  # type: ignore[no-untyped-call]
+                result = future.result()
+                yield index[future.key], result
+                future.release()  # the worker may forget it now
+        finally:
+            for future in futures:
+                future.cancel()
+
+    def map_ordered(
+        self, fn: Callable[..., R], items: Sequence[Any], **kwargs: Any
+    ) -> Iterator[R]:
+        ahead = LOOKAHEAD_PER_WORKER * self.workers
+        pending: list[Any] = []
+        try:
+            for i in range(len(items)):
+                while len(pending) < ahead and i + len(pending) < len(items):
+                    pending.append(self.client.submit(
+                        fn, items[i + len(pending)], pure=False, **kwargs))
+                future = pending.pop(0)
+                yield future.result()
+                future.release()
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+@contextlib.contextmanager
+def open_runner(
+    workers: int = 1, scheduler: str | None = None, *, connect_timeout_s: float = 10.0
+) -> Iterator[Runner]:
+    """The runner for ``--workers``/``--scheduler``; a cluster it starts, it stops."""
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}")
+    if scheduler is None and workers == 1:
+        yield InProcess()
+        return
+    client_cls, cluster_cls = _dask()
+    if scheduler is not None:
+        try:
+            client = client_cls(scheduler, timeout=f"{connect_timeout_s}s")
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot reach the Dask scheduler at {scheduler} ({exc}); start one with"
+                " `dask scheduler` and workers with `dask worker ADDRESS`"
+            ) from None
+        with client:
+            yield DaskRunner(client)
+        return
+    with cluster_cls(n_workers=workers, threads_per_worker=1, processes=True,
+                     host="127.0.0.1", dashboard_address=None) as cluster, \
+            client_cls(cluster) as client:
+        yield DaskRunner(client)
+
+
+@contextlib.contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """Pin BLAS to one thread while a partition is scored.
+
+    OpenBLAS may sum a matrix product in another order with more threads, which moves a
+    probability by an ulp and can split a tie of scores: the scores of a partition must
+    not depend on where it ran (Dask workers run one BLAS thread already). Without
+    threadpoolctl (the ``fleet`` extra has it) this does nothing.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ModuleNotFoundError:  # pragma: no cover - the fleet and test extras have it
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+def _dask() -> tuple[Any, Any]:
+    """``distributed.Client`` and ``LocalCluster``, or a ConfigError naming the extra."""
+    try:
+        from distributed import Client, LocalCluster
+    except ModuleNotFoundError:
+        from robot_daemon.fleet import INSTALL_HINT
+
+        raise ConfigError(INSTALL_HINT) from None
+    return Client, LocalCluster

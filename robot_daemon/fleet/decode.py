@@ -1,0 +1,115 @@
+"""One bag into arrays: its labelled frames (and its frames), with what went wrong.
+
+:func:`read_bag` runs on a worker; it never raises for a bad bag. A file that is not a
+bag (or cannot be read) comes back as a :class:`BagRead` with ``skipped`` set, a cut or
+damaged bag with the messages of its complete chunks and ``warning`` set, so that one bad
+file of a fleet's archive is reported, not fatal to the job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from robot_daemon import wire
+from robot_daemon.errors import BagError
+from robot_daemon.fleet.sources import Source
+from robot_daemon.wire.batch import FrameBatch, LabelBatch, decode_frames, decode_labels
+
+FRAME, LABEL = wire.TOPIC_FRAME.decode(), wire.TOPIC_LABEL.decode()
+
+
+@dataclass(eq=False)
+class BagRead:
+    """What one bag gave; ``skipped`` says why it gave nothing (not a bag, unreadable).
+
+    ``meta`` is the bag's metadata as a :class:`~robot_daemon.bag.BagMeta` record dict
+    (``None`` when skipped), ``d``/``c`` the sizes in force after decoding.
+    """
+
+    path: str
+    labels: LabelBatch | None = None
+    frames: FrameBatch | None = None
+    meta: dict[str, str] | None = None
+    d: int | None = None
+    c: int | None = None
+    warning: str | None = None
+    skipped: str | None = None
+
+    @property
+    def rows(self) -> int:
+        """Rows decoded (labelled frames, or frames when only frames were read)."""
+        if self.labels is not None:
+            return self.labels.n
+        return 0 if self.frames is None else self.frames.n
+
+
+def read_bag(
+    path: str, *, labels: bool = True, frames: bool = False,
+    d: int | None = None, c: int | None = None,
+) -> BagRead:
+    """Decode the ``label`` (and ``frame``) messages of the bag at ``path``.
+
+    ``d`` and ``c``: the sizes the caller expects (a model's); ``None`` takes the bag's
+    metadata, or else the first valid message (as ``read_labelled`` does).
+    """
+    from robot_daemon.bag.payloads import read_payloads  # the optional mcap package
+
+    topics = [t for t, wanted in ((FRAME, frames), (LABEL, labels)) if wanted]
+    try:
+        payloads = read_payloads(path, topics)
+    except BagError as exc:
+        return BagRead(path, skipped=str(exc))
+    meta, warning = payloads.meta, payloads.warning
+    d = d if d is not None else meta.d
+    c = c if c is not None else meta.c
+    label_payloads = payloads.by_topic.get(LABEL, [])
+    frame_payloads = payloads.by_topic.get(FRAME, [])
+    read = BagRead(path, meta=meta.to_record(), warning=warning)
+    if labels:
+        read.labels, d, c = decode_labels(label_payloads, d, c)
+    if frames:
+        read.frames, d = decode_frames(frame_payloads, d)
+    read.d, read.c = d, c
+    return read
+
+
+def load_labels(part: Source, d: int | None = None, c: int | None = None) -> BagRead:
+    """A partition's labelled frames: a bag decoded, or a dataset's Parquet file read."""
+    if part.kind == "parquet":
+        from robot_daemon.fleet.dataset import read_labels
+
+        return read_labels(part.path)
+    return read_bag(part.path, labels=True, d=d, c=c)
+
+
+def names_of(
+    parts: Sequence[Source], d: int | None, c: int | None
+) -> tuple[list[str], list[str]]:
+    """Feature and class names of the first partition that has them (a bag's metadata or
+    a dataset file's), else ``feature_0 ...`` and ``class_0 ...`` as ``read_labelled``
+    names them."""
+    from robot_daemon.bag import BagMeta, BagReader
+
+    for part in parts:
+        try:
+            if part.kind == "parquet":
+                from robot_daemon.fleet.dataset import file_info
+
+                info = file_info(part.path)
+                meta = BagMeta(feature_names=info.get("feature_names"),
+                               class_names=info.get("class_names"))
+            else:
+                with BagReader(part.path) as reader:
+                    meta = reader.meta
+        except (BagError, OSError, ValueError, TypeError, KeyError):
+            continue
+        if meta.feature_names or meta.class_names:
+            return (_names(meta.feature_names, d, "feature"), _names(meta.class_names, c, "class"))
+    return _names(None, d, "feature"), _names(None, c, "class")
+
+
+def _names(names: list[str] | None, count: int | None, kind: str) -> list[str]:
+    if names is not None and len(names) == count:
+        return list(names)
+    return [f"{kind}_{i}" for i in range(count or 0)]

@@ -1,0 +1,341 @@
+"""``train`` over many partitions: decoded on the workers, streamed through SGD in the driver.
+
+The driver holds the network and at most a few decoded partitions (:data:`cluster.
+LOOKAHEAD_PER_WORKER` per worker), never the archive:
+
+1. a first pass over the partitions sums, for the training rows (the head of each bag,
+   :func:`~robot_daemon.offline.train.split_tail` as in one-process training), the
+   per-feature counts, means and squared deviations, merged with Chan's formula into the
+   input normalisation;
+2. every epoch, the partitions arrive in source order and the user's SGD step
+   (``MLP.single_step_sgd``) runs over their training rows in batches of
+   ``batch_size``; the rows left over at the end of a partition open the next batch.
+   Without ``--shuffle`` the batches are therefore the very batches of one-process
+   training, in the same order; with it, each partition is shuffled on its own and the
+   partitions come in a new order each epoch (the seed decides both);
+3. a last pass scores the validation rows (the tail of each bag) and counts, per class
+   and candidate threshold, the true and false positives and false negatives: the
+   thresholds are tuned from these counts as ``metrics.tune_thresholds`` tunes them.
+
+Each epoch's line reports the mean loss of the training rows as SGD met them (each
+partition right after its steps) and the validation macro-F1 at 0.5 of each bag's tail
+scored as it arrived, before the epoch's steps on that bag.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from robot_daemon import __version__
+from robot_daemon.errors import RobotDaemonError
+from robot_daemon.fleet.cluster import Progress, Runner
+from robot_daemon.fleet.decode import load_labels, names_of
+from robot_daemon.fleet.sources import Source
+from robot_daemon.model import Model
+from robot_daemon.nn import MLP, log_loss
+from robot_daemon.offline import metrics
+from robot_daemon.offline.train import EpochReport, TrainConfig, _build_date, split_tail
+
+
+@dataclass(eq=False)
+class Part:
+    """One partition split for training: X (n, d) float32, Y (n, c) uint8, head and tail."""
+
+    source: str
+    X_train: NDArray[np.float32]
+    Y_train: NDArray[np.uint8]
+    X_val: NDArray[np.float32]
+    Y_val: NDArray[np.uint8]
+    d: int | None
+    c: int | None
+    rejected: int = 0
+    warning: str | None = None
+    skipped: str | None = None
+
+
+def load_part(part: Source, val_fraction: float) -> Part:
+    """Decode a partition and split it into training head and validation tail (worker)."""
+    read = load_labels(part)
+    empty_x, empty_y = np.zeros((0, read.d or 0), np.float32), np.zeros((0, read.c or 0), np.uint8)
+    if read.labels is None or read.labels.n == 0:
+        return Part(part.path, empty_x, empty_y, empty_x, empty_y, read.d, read.c,
+                    warning=read.warning, skipped=read.skipped or "no valid labelled frames")
+    labels = read.labels
+    train_rows, val_rows = split_tail(np.zeros(labels.n, dtype=np.int32), val_fraction)
+    return Part(part.path, labels.X[train_rows], labels.Y[train_rows], labels.X[val_rows],
+                labels.Y[val_rows], read.d, read.c, sum(labels.rejected.values()),
+                read.warning)
+
+
+@dataclass
+class _Moments:
+    """Count, mean (d,) and sum of squared deviations (d,) of some rows, float64."""
+
+    n: int
+    mean: NDArray[np.float64]
+    m2: NDArray[np.float64]
+
+    @classmethod
+    def of(cls, X: NDArray[np.float32]) -> _Moments:
+        X64 = np.asarray(X, dtype=np.float64)
+        mean = X64.mean(axis=0)
+        return cls(len(X64), mean, ((X64 - mean) ** 2).sum(axis=0))
+
+    def merge(self, other: _Moments) -> _Moments:
+        """Chan et al.'s pairwise update: the moments of both sets of rows."""
+        if other.n == 0:
+            return self
+        if self.n == 0:
+            return other
+        n = self.n + other.n
+        delta = other.mean - self.mean
+        mean = self.mean + delta * (other.n / n)
+        m2 = self.m2 + other.m2 + delta**2 * (self.n * other.n / n)
+        return _Moments(n, mean, m2)
+
+
+@dataclass
+class _Summary:
+    """What the first pass needs of a partition: its training rows' moments and sizes."""
+
+    source: str
+    moments: _Moments
+    d: int | None
+    c: int | None
+    rejected: int
+    warning: str | None
+    skipped: str | None
+
+
+def summarize_part(part: Source, val_fraction: float) -> _Summary:
+    """The first pass over one partition (on a worker)."""
+    loaded = load_part(part, val_fraction)
+    X = loaded.X_train
+    moments = _Moments.of(X) if len(X) else _Moments(0, np.zeros(0), np.zeros(0))
+    return _Summary(loaded.source, moments, loaded.d, loaded.c, loaded.rejected,
+                    loaded.warning, loaded.skipped)
+
+
+def normalization(moments: _Moments) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Mean and scale as :func:`robot_daemon.model.fit_normalization` floors them."""
+    std = np.sqrt(moments.m2 / moments.n)
+    floor = 1e-6 * max(1.0, float(np.abs(moments.mean).max()))
+    return moments.mean, np.where(std > floor, std, 1.0)
+
+
+@dataclass
+class _Counts:
+    """Per candidate threshold (k) and class (c): tp, fp, fn, int64 (k, c)."""
+
+    tp: NDArray[np.int64]
+    fp: NDArray[np.int64]
+    fn: NDArray[np.int64]
+
+    @classmethod
+    def of(cls, Y: NDArray[np.uint8], P: NDArray[Any], candidates: NDArray[np.float64]) -> _Counts:
+        T = Y.astype(bool)
+        decided = P[None, :, :] >= candidates[:, None, None]  # (k, n, c)
+        return cls((T & decided).sum(axis=1, dtype=np.int64),
+                   (~T & decided).sum(axis=1, dtype=np.int64),
+                   (T & ~decided).sum(axis=1, dtype=np.int64))
+
+    def __add__(self, other: _Counts) -> _Counts:
+        return _Counts(self.tp + other.tp, self.fp + other.fp, self.fn + other.fn)
+
+    def f1(self) -> NDArray[np.float64]:
+        """(k, c): F1 per candidate and class, as metrics.per_class_scores computes it."""
+        return np.stack([metrics.scores_from_counts(self.tp[k], self.fp[k], self.fn[k]).f1
+                         for k in range(len(self.tp))])
+
+
+def train(
+    runner: Runner,
+    parts: Sequence[Source],
+    config: TrainConfig,
+    sources: Sequence[str],
+    report: Callable[[EpochReport], None] | None = None,
+    progress: Progress | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> Model:
+    """Train a model on the labelled frames of ``parts``, streaming them through SGD.
+
+    ``report`` is called after every epoch, ``progress`` counts every partition of every
+    pass (``len(parts) * (epochs + 2)``), ``warn`` gets each cut or skipped source once.
+    """
+    config.check()
+    first = _first_pass(runner, parts, config, progress)
+    for warning in first.warnings:
+        if warn is not None:
+            warn(warning)
+    if first.moments.n == 0 or first.d is None or first.c is None:
+        raise RobotDaemonError("no training examples in any source")
+    mean, scale = normalization(first.moments)
+    dtype = np.dtype(config.dtype)
+    mlp = MLP(first.d, config.h, first.c, rng=config.seed, dtype=dtype)
+    order_rng = np.random.default_rng(config.seed)
+    history: list[dict[str, Any]] = []
+    best: tuple[int, float, list[NDArray[Any]], NDArray[np.float64], dict[str, Any]] | None
+    best = None
+    started = time.perf_counter()
+    for epoch in range(1, config.epochs + 1):
+        order = order_rng.permutation(len(parts)) if config.shuffle else np.arange(len(parts))
+        done = _epoch(runner, [parts[i] for i in order], mlp, mean, scale, config, epoch,
+                      progress)
+        # Judged as one-process training judges an epoch: validation macro-F1 at
+        # thresholds tuned on the validation tails (one more pass over them).
+        thresholds, validation = _tune(runner, parts, mlp, mean, scale, config,
+                                       first.class_names, progress)
+        f1 = validation.get("macro_f1")
+        if f1 is not None and (best is None or f1 > best[1]):
+            params = [a.copy() for lin in mlp.linears for a in (lin.W, lin.b)]
+            best = (epoch, f1, params, thresholds, validation)
+        done = replace(done, val_macro_f1_tuned=f1, best_epoch=None if best is None else best[0],
+                       eta_s=(time.perf_counter() - started) / epoch * (config.epochs - epoch))
+        history.append({"epoch": epoch, "train_loss": done.train_loss,
+                        "val_macro_f1": done.val_macro_f1, "val_macro_f1_tuned": f1})
+        if report is not None:
+            report(done)
+        if config.patience and best is not None and epoch - best[0] >= config.patience:
+            break
+    if config.keep_best and best is not None:
+        _, _, params, thresholds, validation = best
+        values = iter(params)
+        for lin in mlp.linears:
+            lin.W[...] = next(values)
+            lin.b[...] = next(values)
+    return Model(
+        mlp=mlp, mean=mean, scale=scale,
+        feature_names=first.feature_names, class_names=first.class_names,
+        thresholds=thresholds,
+        training={
+            "data": list(sources), "n_train": first.moments.n, "rejected_labels": first.rejected,
+            "config": asdict(config), "history": history, "validation": validation,
+            "epochs_run": len(history),
+            "best_epoch": best[0] if config.keep_best and best is not None else None,
+            "fleet": {"partitions": len(parts), "workers": runner.workers,
+                      "sgd": "streamed in the driver"},
+            "date": _build_date(), "robot_daemon": __version__,
+        },
+    )
+
+
+@dataclass
+class _First:
+    moments: _Moments
+    d: int | None
+    c: int | None
+    rejected: int
+    warnings: list[str]
+    feature_names: list[str]
+    class_names: list[str]
+
+
+def _first_pass(
+    runner: Runner, parts: Sequence[Source], config: TrainConfig, progress: Progress | None,
+) -> _First:
+    moments = _Moments(0, np.zeros(0), np.zeros(0))
+    d = c = None
+    rejected = 0
+    warnings: list[str] = []
+    for summary in runner.map_ordered(summarize_part, parts, val_fraction=config.val_fraction):
+        if progress is not None:
+            progress.add(summary.moments.n)
+        if summary.warning:
+            warnings.append(summary.warning)
+        if summary.skipped is not None:
+            warnings.append(f"skipped {summary.source}: {summary.skipped}")
+            continue
+        if summary.moments.n == 0:
+            continue
+        if d is not None and (summary.d, summary.c) != (d, c):
+            raise RobotDaemonError(f"{summary.source} has d={summary.d}, c={summary.c}; the"
+                                   f" sources before it d={d}, c={c}")
+        d, c = summary.d, summary.c
+        rejected += summary.rejected
+        moments = moments.merge(summary.moments)
+    names = names_of(parts, d, c)
+    return _First(moments, d, c, rejected, warnings, *names)
+
+
+def _epoch(
+    runner: Runner, parts: Sequence[Source], mlp: MLP, mean: NDArray[np.float64],
+    scale: NDArray[np.float64], config: TrainConfig, epoch: int, progress: Progress | None,
+) -> EpochReport:
+    dtype = np.dtype(config.dtype)
+    start = time.perf_counter()
+    carry_X = np.zeros((0, len(mean)), dtype)
+    carry_Y = np.zeros((0, 0), dtype)
+    loss_sum, seen = 0.0, 0
+    val = None
+    for part in runner.map_ordered(load_part, parts, val_fraction=config.val_fraction):
+        if progress is not None:
+            progress.add(len(part.X_train) + len(part.X_val))
+        if part.skipped is not None or len(part.X_train) + len(part.X_val) == 0:
+            continue
+        if len(part.X_val):
+            P = mlp.predict_proba(((part.X_val - mean) / scale).astype(dtype))
+            counts = _Counts.of(part.Y_val, P, np.array([0.5]))
+            val = counts if val is None else val + counts
+        X = ((part.X_train - mean) / scale).astype(dtype)
+        Y = part.Y_train.astype(dtype)
+        if len(carry_X):
+            X, Y = np.concatenate([carry_X, X]), np.concatenate([carry_Y, Y])
+        if config.shuffle:
+            rows = mlp.rng.permutation(len(X)) if mlp.rng is not None else np.arange(len(X))
+            X, Y = X[rows], Y[rows]
+        whole = len(X) - len(X) % config.batch_size
+        try:
+            with np.errstate(over="raise", invalid="raise", divide="raise"):
+                for b in range(0, whole, config.batch_size):
+                    mlp.single_step_sgd(X[b:b + config.batch_size], Y[b:b + config.batch_size],
+                                        lr=config.lr)
+                if whole:
+                    loss_sum += log_loss(Y[:whole], mlp.predict_proba(X[:whole])) * whole
+                    seen += whole
+        except FloatingPointError as exc:
+            raise RobotDaemonError(
+                f"training diverged in epoch {epoch} ({exc}); try a smaller --lr") from None
+        carry_X, carry_Y = X[whole:], Y[whole:]
+    if len(carry_X):  # the last, short batch, as the user's sgd ends an epoch
+        mlp.single_step_sgd(carry_X, carry_Y, lr=config.lr)
+        loss_sum += log_loss(carry_Y, mlp.predict_proba(carry_X)) * len(carry_X)
+        seen += len(carry_X)
+    elapsed = time.perf_counter() - start
+    val_f1 = None if val is None else float(val.f1()[0].mean())
+    return EpochReport(epoch=epoch, epochs=config.epochs, train_loss=loss_sum / max(seen, 1),
+                       val_macro_f1=val_f1, examples_per_s=seen / max(elapsed, 1e-9))
+
+
+def _tune(
+    runner: Runner, parts: Sequence[Source], mlp: MLP, mean: NDArray[np.float64],
+    scale: NDArray[np.float64], config: TrainConfig, class_names: list[str],
+    progress: Progress | None,
+) -> tuple[NDArray[np.float64], dict[str, Any]]:
+    """Thresholds tuned on the validation tails, and the validation summary."""
+    candidates = metrics.threshold_candidates()
+    dtype = np.dtype(config.dtype)
+    total: _Counts | None = None
+    n_val = 0
+    for part in runner.map_ordered(load_part, parts, val_fraction=config.val_fraction):
+        if progress is not None:
+            progress.add(len(part.X_train) + len(part.X_val))
+        if part.skipped is not None or len(part.X_val) == 0:
+            continue
+        P = mlp.predict_proba(((part.X_val - mean) / scale).astype(dtype))
+        counts = _Counts.of(part.Y_val, P, candidates)
+        total = counts if total is None else total + counts
+        n_val += len(part.X_val)
+    if total is None:
+        return np.full(len(class_names), 0.5), {"n": 0}
+    f1 = total.f1()
+    thresholds = metrics.pick_thresholds(candidates, f1)
+    picked = [int(np.flatnonzero(candidates == t)[0]) for t in thresholds]
+    chosen = f1[picked, np.arange(len(thresholds))]  # each class at its own threshold
+    return thresholds, {"n": n_val, "macro_f1": float(chosen.mean()),
+                        "f1": dict(zip(class_names, chosen.tolist(), strict=True))}

@@ -1,0 +1,41 @@
+"""Fleet training: SGD streamed from the partitions gives the one-process model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from robot_daemon import model
+from robot_daemon.cli import main
+
+from .conftest import Bags
+
+
+def test_streamed_training_on_a_scheduler_matches_one_process_training(
+    bags: Bags, scheduler: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    alone, fleet = tmp_path / "alone.npz", tmp_path / "fleet.npz"
+    args = ["--epochs", "2", "--h", "16"]
+    assert main(["train", *map(str, bags.good), "--out", str(alone), *args]) == 0
+    glob = str(bags.root / "run*.mcap")
+    assert main(["train", glob, "--out", str(fleet), "--scheduler", scheduler, *args]) == 0
+    assert "train: " in capsys.readouterr().err  # the progress line
+    a, b = model.load(alone), model.load(fleet)
+    # The same batches in the same order; only the normalisation is summed differently.
+    for la, lb in zip(a.mlp.layers, b.mlp.layers, strict=True):
+        if hasattr(la, "W"):
+            np.testing.assert_allclose(la.W, lb.W, rtol=0, atol=1e-9)
+    np.testing.assert_array_equal(a.thresholds, b.thresholds)
+    f1_a = a.training["validation"]["macro_f1"]
+    assert abs(b.training["validation"]["macro_f1"] - f1_a) <= 0.01
+    assert b.training["validation"]["n"] == a.training["validation"]["n"]
+    assert b.training["n_train"] == a.training["n_train"]
+
+
+def test_shuffled_streamed_training_stays_within_reach(bags: Bags, tmp_path: Path) -> None:
+    out = tmp_path / "m.npz"
+    glob = str(bags.root / "run*.mcap")
+    assert main(["train", glob, "--out", str(out), "--epochs", "1", "--shuffle"]) == 0
+    assert model.load(out).training["fleet"]["partitions"] == 3
