@@ -261,7 +261,7 @@ class Result:
         self.goals["0 valid frames unanswered outside a 1 s window"] = (
             self.lost == 0, f"{self.lost} unanswered")
 
-    def print(self) -> None:
+    def report(self) -> None:
         print(f"\n{self.fault}\n  sent: {self.sent}")
         if self.lost is not None:
             print(f"  valid frames unanswered: {self.lost} outside a window,"
@@ -310,7 +310,11 @@ class Bench:
         self.model.write_bytes(bench_reload.DEFAULT_MODEL.read_bytes())
         frames = [self.sensors.endpoint(n) for n in SENSORS] + [f"ipc://{workdir}/hostile"]
         self.daemon = Daemon(workdir, self.model, frames)
-        self.wait_healthy()
+        try:
+            self.wait_healthy()
+        except BaseException:
+            self.close()  # no daemon left behind
+            raise
 
     def wait_healthy(self, timeout_s: float = 20.0) -> None:
         """Until a status says both sensors are live (their endpoints, their srcs)."""
@@ -707,14 +711,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             for fault in (bench.silent, bench.fuzz, bench.oversized, bench.storm,
                           bench.multipart):
                 results.append(fault())
-                results[-1].print()
+                results[-1].report()
                 if not bench.alive():
                     break
         finally:
             code = bench.close()
         print(f"\nserving daemon: exit status {code} on SIGTERM after all of the above")
         results.append(kills(workdir, args.quick, figures))
-        results[-1].print()
+        results[-1].report()
     met = [(r.fault, g) for r in results for g, (ok, _) in r.goals.items() if ok]
     missed = [(r.fault.split(":")[0], g) for r in results for g, (ok, _) in r.goals.items()
               if not ok]
