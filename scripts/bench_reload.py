@@ -16,7 +16,7 @@ same user) beside its RSS just before. Between two faults the default model file
 back and reloaded. The first row is a control: the same watch with no file and no
 SIGHUP, for what the machine alone does to the ticks.
 
-Last, a **storm**: 20 bad files, each followed by a SIGHUP at once, 50 ms apart.
+A storm of these files, a SIGHUP after each, is one of ``scripts/bench_faults.py``'s faults.
 """
 
 from __future__ import annotations
@@ -313,52 +313,12 @@ def main() -> int:
                     return 1
                 if make is not None:
                     trial(daemon, path, lambda p: p.write_bytes(DEFAULT_MODEL.read_bytes()))
-            storm(daemon, path)
         finally:
             daemon.close()
     return 0
 
 
-def storm(daemon: Daemon, path: Path) -> None:
-    """20 bad files, a SIGHUP after each, 50 ms apart; then what the daemon made of it."""
-    files = []
-    for i in range(20):
-        staged = path.with_name(f".storm{i}")
-        make = STORM[i % len(STORM)]
-        make(staged)
-        files.append(staged)
-    before = daemon.status()
-    ticks: list[int] = []
-    for staged in files:
-        if path.is_dir() and not path.is_symlink():
-            path.rmdir()
-        elif staged.is_dir() and not staged.is_symlink():
-            path.unlink()
-        os.replace(staged, path)
-        daemon.proc.send_signal(signal.SIGHUP)
-        end = time.monotonic() + 0.05
-        for topic, message in daemon.messages(0.05):
-            if topic == wire.TOPIC_PRED:
-                ticks.append(message.tick)
-            if time.monotonic() > end:
-                break
-    end = time.monotonic() + 0.5
-    for topic, message in daemon.messages(0.5):
-        if topic == wire.TOPIC_PRED:
-            ticks.append(message.tick)
-        if time.monotonic() > end:
-            break
-    after = daemon.status()
-    gaps = np.diff(ticks)
-    print(f"storm: 20 bad files, a SIGHUP after each, 50 ms apart: alive"
-          f" {daemon.proc.poll() is None}; loads refused"
-          f" {after['reload_failures'] - before['reload_failures']} (SIGHUPs during a load"
-          f" coalesce into one more load); longest pred gap {int(gaps.max())} ticks; ticks"
-          f" missed {after['ticks_missed'] - before['ticks_missed']}; still serving"
-          f" {after['model_version'] == before['model_version']}")
-
-
-#: The faults of the storm: cheap to make, refused quickly.
+#: The bad files of scripts/bench_faults.py's reload storm: cheap to make, refused quickly.
 STORM = [make for _, make in FAULTS[1:11] if make is not None]
 
 
@@ -366,6 +326,11 @@ def _staged(path: Path, make: Callable[[Path], None]) -> None:
     """Build a file with ``make`` beside the model file and rename it over (as a deploy)."""
     staged = path.with_name(".fault")
     make(staged)
+    rename_over(staged, path)
+
+
+def rename_over(staged: Path, path: Path) -> None:
+    """Rename ``staged`` (a file, a directory, a FIFO, a symlink) over ``path``."""
     if path.is_dir() and not path.is_symlink():
         path.rmdir()  # rename cannot replace a directory by a file
     elif staged.is_dir() and not staged.is_symlink():

@@ -50,6 +50,34 @@ def test_quick_wire_writes_the_page(tmp_path: Path) -> None:
     assert "msgpack.unpackb alone" in text  # the script's own printout
 
 
+@pytest.mark.slow
+def test_quick_faults_runs_every_fault_against_a_real_daemon(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    figures = tmp_path / "faults.json"
+    done = subprocess.run(
+        [sys.executable, str(SCRIPTS / "bench_faults.py"), "--quick", "--json", str(figures)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr  # no crash, whatever the goals
+    out = done.stdout
+    for fault in ("silent sensor", "fuzz:", "oversized:", "reload storm:", "multipart:",
+                  "SIGKILL during online learning:"):
+        assert f"\n{fault}" in out
+    assert "serving daemon: exit status 0 on SIGTERM" in out
+    assert "valid frames unanswered:" in out
+    assert "RSS: idle" in out
+    assert "longest pred gap:" in out
+    assert "goals met " in out
+    assert out.count("PASS") + out.count("MISS") >= 15
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    from benchlib import read_json
+
+    script, figs = read_json(figures)
+    assert script == "bench_faults"
+    assert len(figs) >= 6
+
+
 def test_a_failing_benchmark_is_reported_and_the_others_still_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

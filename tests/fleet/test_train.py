@@ -17,7 +17,8 @@ def test_streamed_training_on_a_scheduler_matches_one_process_training(
     bags: Bags, scheduler: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
     alone, fleet = tmp_path / "alone.npz", tmp_path / "fleet.npz"
-    args = ["--epochs", "2", "--h", "16"]
+    # In order, every epoch kept: the batches are the same, so the weights are too.
+    args = ["--epochs", "2", "--h", "16", "--no-shuffle", "--patience", "0", "--no-keep-best"]
     assert main(["train", *map(str, bags.good), "--out", str(alone), *args]) == 0
     glob = str(bags.root / "run*.mcap")
     assert main(["train", glob, "--out", str(fleet), "--scheduler", scheduler, *args]) == 0
@@ -39,3 +40,18 @@ def test_shuffled_streamed_training_stays_within_reach(bags: Bags, tmp_path: Pat
     glob = str(bags.root / "run*.mcap")
     assert main(["train", glob, "--out", str(out), "--epochs", "1", "--shuffle"]) == 0
     assert model.load(out).training["fleet"]["partitions"] == 3
+
+
+def test_streamed_training_keeps_its_best_epoch_and_stops_early(
+    bags: Bags, tmp_path: Path,
+) -> None:
+    out = tmp_path / "m.npz"
+    glob = str(bags.root / "run*.mcap")
+    assert main(["train", glob, "--out", str(out), "--epochs", "4", "--patience", "1",
+                 "--h", "8"]) == 0
+    training = model.load(out).training
+    history = [h["val_macro_f1_tuned"] for h in training["history"]]
+    best = training["best_epoch"]
+    assert history[best - 1] == max(history)
+    assert training["epochs_run"] in (best, best + 1)  # stopped one epoch after the best
+    assert training["validation"]["macro_f1"] == max(history)
