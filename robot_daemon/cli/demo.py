@@ -28,8 +28,9 @@ def add(sub: Subparsers) -> None:
                    help="playback speed: 2 = twice real time (default 1)")
     p.add_argument("--model", default="models/default.npz", metavar="PATH",
                    help="model file (default models/default.npz)")
-    p.add_argument("--seed", type=seed, default=7, metavar="N",
-                   help="simulator seed (default 7; not with --bag)")
+    p.add_argument("--seed", type=seed, default=13, metavar="N",
+                   help="simulator seed (default 13: obstacles from the first second;"
+                   " not with --bag)")
     p.add_argument("--png", metavar="PATH", help="timeline to write (default WORKDIR/demo.png)")
     p.add_argument("--workdir", default="demo-out", metavar="DIR",
                    help="for the simulated bag, the daemon's log and the PNG"

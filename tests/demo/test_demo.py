@@ -32,8 +32,7 @@ from robot_daemon.offline import evaluate, train
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL = ROOT / "models" / "default.npz"
-# Seed 3 has a pedestrian in its first 4 s (seed 7, the default, starts on an empty
-# sidewalk), so the scores below are not all zero.
+# Seed 3 has a pedestrian in its first 4 s, so the scores below are not all zero.
 SHORT = ("--duration", "4", "--seed", "3", "--rate", "4")
 
 
