@@ -204,7 +204,7 @@ def run_workers(
             runner, ds_parts, scorers, loaded.d, loaded.c, names))
         out["eval_dataset"] = [e.as_dict() for e in result.evaluations]
         out["peak_rss_eval"] = max(runner.client.run(_worker_peak_rss).values())
-        config = TrainConfig(epochs=epochs)
+        config = _comparable(TrainConfig, epochs)
         with PeakRss() as driver:
             trained, out["train_s"] = timed(lambda: fleet_train.train(
                 runner, ds_parts, config, [str(ds)]))
@@ -216,6 +216,14 @@ def run_workers(
     return out
 
 
+def _comparable(config: Any, epochs: int) -> Any:
+    """The training settings under which streamed and one-process training see the same
+    batches in the same order: examples in order, every epoch run and the last kept. (With
+    the command line's shuffling, each side draws its own order: two models of one recipe,
+    not one model computed twice.)"""
+    return config(epochs=epochs, shuffle=False, keep_best=False, patience=0)
+
+
 def one_process_training(bags: list[Path], epochs: int) -> dict[str, Any]:
     """``robot-daemon train BAG...`` as it runs today, in this process, BLAS one thread."""
     from threadpoolctl import threadpool_limits
@@ -224,7 +232,7 @@ def one_process_training(bags: list[Path], epochs: int) -> dict[str, Any]:
 
     with threadpool_limits(limits=1, user_api="blas"), PeakRss() as rss:
         model, seconds = timed(lambda: train.train(train.read_labelled(bags),
-                                                   train.TrainConfig(epochs=epochs)))
+                                                   _comparable(train.TrainConfig, epochs)))
     return {"train_s": seconds, "rss": rss.above_start,
             "f1": model.training["validation"]["macro_f1"], "n_train": model.training["n_train"]}
 

@@ -140,8 +140,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     if args.plot:
         plots.require_matplotlib()
         _check_plot_directory(Path(args.plot))
-        if fleet.wanted(args, args.bags) and (args.workers != 1 or args.scheduler
-                                               or not _all_files(args.bags)):
+        if args.workers != 1 or args.scheduler or not _all_files(args.bags):
             raise RobotDaemonError("--plot reads plain bag files in this process: drop"
                                    " --workers/--scheduler, or give bag files")
     # Always the partitioned job (in this process, without Dask, at --workers 1): its

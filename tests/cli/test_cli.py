@@ -217,3 +217,22 @@ def test_train_refuses_a_network_too_big_before_reading_the_bags(
     capsys.readouterr()
     assert main(["train", str(small_bag), "--out", str(tmp_path / "m.npz"), "--h", "100000"]) == 2
     _one_line_error(capsys, "train", "needs about 224 GiB, over the 4 GiB allowed")
+
+
+def test_train_and_eval_draw_their_plots(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["sim", "s.mcap", "--duration", "30", "--seed", "3"]) == 0
+    assert main(["train", "s.mcap", "--out", "m.npz", "--epochs", "2", "--h", "8",
+                 "--plot", "curves.png"]) == 0
+    assert Path("curves.png").read_bytes().startswith(b"\x89PNG")
+    assert main(["eval", "m.npz", "s.mcap", "--plot", "plots"]) == 0
+    assert sorted(p.name for p in Path("plots").iterdir()) == [
+        "cooccurrence.png", "f1_threshold.png", "precision_recall.png", "reliability.png"]
+    capsys.readouterr()
+    # A plot directory that is a file, or plots of a fleet run, are refused up front.
+    assert main(["eval", "m.npz", "s.mcap", "--plot", "curves.png"]) == 2
+    assert "is not a directory" in capsys.readouterr().err
+    assert main(["eval", "m.npz", "s.mcap", "--plot", "p2", "--workers", "2"]) == 2
+    assert "--plot reads plain bag files" in capsys.readouterr().err
