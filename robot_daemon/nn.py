@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import math
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, cast
 
@@ -624,6 +624,17 @@ class MLP:
         if not (isinstance(l1, Linear) and isinstance(l2, Linear) and isinstance(l3, Linear)):
             raise TypeError("MLP.layers no longer has Linear layers at positions 0, 2 and 4")
         return l1, l2, l3
+
+    def copy_params(self) -> list[Array]:
+        """Copies of W1, b1, W2, b2, W3, b3, to put back later with :meth:`set_params`."""
+        return [a.copy() for lin in self.linears for a in (lin.W, lin.b)]
+
+    def set_params(self, params: Sequence[Array]) -> None:
+        """Write ``params`` (as :meth:`copy_params` gives them) into the weights, in place."""
+        values = iter(params)
+        for lin in self.linears:
+            lin.W[...] = next(values)
+            lin.b[...] = next(values)
 
     def clear_caches(self) -> None:
         """Drop what a forward pass kept, e.g. after a training step abandoned half-way."""

@@ -40,7 +40,13 @@ from robot_daemon.fleet.sources import Source
 from robot_daemon.model import Model
 from robot_daemon.nn import MLP, log_loss
 from robot_daemon.offline import metrics
-from robot_daemon.offline.train import EpochReport, TrainConfig, _build_date, split_tail
+from robot_daemon.offline.train import (
+    BestEpoch,
+    EpochReport,
+    TrainConfig,
+    build_date,
+    split_tail,
+)
 
 
 @dataclass(eq=False)
@@ -180,8 +186,7 @@ def train(
     mlp = MLP(first.d, config.h, first.c, rng=config.seed, dtype=dtype)
     order_rng = np.random.default_rng(config.seed)
     history: list[dict[str, Any]] = []
-    best: tuple[int, float, list[NDArray[Any]], NDArray[np.float64], dict[str, Any]] | None
-    best = None
+    best = BestEpoch()
     started = time.perf_counter()
     for epoch in range(1, config.epochs + 1):
         order = order_rng.permutation(len(parts)) if config.shuffle else np.arange(len(parts))
@@ -192,23 +197,19 @@ def train(
         thresholds, validation = _tune(runner, parts, mlp, mean, scale, config,
                                        first.class_names, progress)
         f1 = validation.get("macro_f1")
-        if f1 is not None and (best is None or f1 > best[1]):
-            params = [a.copy() for lin in mlp.linears for a in (lin.W, lin.b)]
-            best = (epoch, f1, params, thresholds, validation)
-        done = replace(done, val_macro_f1_tuned=f1, best_epoch=None if best is None else best[0],
+        if f1 is not None:
+            best.offer(epoch, f1, mlp, (thresholds, validation))
+        done = replace(done, val_macro_f1_tuned=f1, best_epoch=best.epoch,
                        eta_s=(time.perf_counter() - started) / epoch * (config.epochs - epoch))
         history.append({"epoch": epoch, "train_loss": done.train_loss,
                         "val_macro_f1": done.val_macro_f1, "val_macro_f1_tuned": f1})
         if report is not None:
             report(done)
-        if config.patience and best is not None and epoch - best[0] >= config.patience:
+        if best.stale(epoch, config.patience):
             break
-    if config.keep_best and best is not None:
-        _, _, params, thresholds, validation = best
-        values = iter(params)
-        for lin in mlp.linears:
-            lin.W[...] = next(values)
-            lin.b[...] = next(values)
+    if config.keep_best and best.epoch is not None:
+        best.restore(mlp)
+        thresholds, validation = best.extra
     return Model(
         mlp=mlp, mean=mean, scale=scale,
         feature_names=first.feature_names, class_names=first.class_names,
@@ -217,10 +218,10 @@ def train(
             "data": list(sources), "n_train": first.moments.n, "rejected_labels": first.rejected,
             "config": asdict(config), "history": history, "validation": validation,
             "epochs_run": len(history),
-            "best_epoch": best[0] if config.keep_best and best is not None else None,
+            "best_epoch": best.epoch if config.keep_best else None,
             "fleet": {"partitions": len(parts), "workers": runner.workers,
                       "sgd": "streamed in the driver"},
-            "date": _build_date(), "robot_daemon": __version__,
+            "date": build_date(), "robot_daemon": __version__,
         },
     )
 

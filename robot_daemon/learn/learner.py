@@ -232,7 +232,7 @@ class OnlineLearner:
         rows = self._rng.choice(len(self._ring), self.config.batch_size, replace=False)
         X, Y = self._ring.X[rows], self._ring.Y[rows]
         holdout_before = self._holdout_before()
-        snapshot = self._snapshot()
+        snapshot = self.model.mlp.copy_params()
         try:
             with np.errstate(over="raise", invalid="raise", divide="raise"):
                 self.model.mlp.single_step_sgd(X, Y, lr=self.config.lr)
@@ -301,15 +301,9 @@ class OnlineLearner:
     ) -> npt.NDArray[np.float64]:
         return self._row_losses(self._holdout.X[rows], self._holdout.Y[rows])
 
-    def _snapshot(self) -> list[npt.NDArray[np.floating]]:
-        """Copies of every parameter (W1, b1, W2, b2, W3, b3), to undo a bad step."""
-        return [a.copy() for lin in self.model.mlp.linears for a in (lin.W, lin.b)]
-
     def _restore(self, snapshot: list[npt.NDArray[np.floating]]) -> None:
-        params = iter(snapshot)
-        for lin in self.model.mlp.linears:
-            lin.W[...] = next(params)
-            lin.b[...] = next(params)
+        """Undo a bad step: the weights from before it (``MLP.copy_params``)."""
+        self.model.mlp.set_params(snapshot)
         self.model.mlp.clear_caches()  # a step that failed half-way left them behind
 
     def _weights_finite(self) -> bool:

@@ -266,7 +266,7 @@ def train(
 
     mlp = MLP(data.X.shape[1], config.h, data.Y.shape[1], rng=config.seed, dtype=dtype)
     history: list[dict[str, Any]] = []
-    best = _Best()
+    best = BestEpoch()
     started = time.perf_counter()
     for epoch in range(1, config.epochs + 1):
         start = time.perf_counter()
@@ -298,7 +298,7 @@ def train(
                         "val_macro_f1": report.val_macro_f1, "val_macro_f1_tuned": f1_tuned})
         if progress is not None:
             progress(report)
-        if config.patience and best.epoch is not None and epoch - best.epoch >= config.patience:
+        if best.stale(epoch, config.patience):
             break  # no better validation for `patience` epochs: more passes only fit
 
     if config.keep_best:
@@ -331,34 +331,42 @@ def train(
             "epochs_run": len(history),
             "best_epoch": best.epoch if config.keep_best else None,
             "validation": validation,
-            "date": _build_date(),
+            "date": build_date(),
             "robot_daemon": __version__,
         },
     )
 
 
-class _Best:
-    """The epoch with the best validation macro-F1 so far, and a copy of its weights."""
+class BestEpoch:
+    """The epoch with the best validation macro-F1 so far, a copy of its weights, and
+    whatever the caller keeps with them (``extra``: the fleet's thresholds and summary).
+
+    Used by one-process and by streamed (fleet) training, so that both keep the same epoch
+    and stop at the same one.
+    """
 
     def __init__(self) -> None:
         self.epoch: int | None = None
         self.f1 = -math.inf
+        self.extra: Any = None
         self._params: list[npt.NDArray[Any]] = []
 
-    def offer(self, epoch: int, f1: float, mlp: MLP) -> None:
+    def offer(self, epoch: int, f1: float, mlp: MLP, extra: Any = None) -> None:
         if f1 > self.f1:  # strictly better: the earlier of equal epochs is kept
-            self.epoch, self.f1 = epoch, f1
-            self._params = [a.copy() for lin in mlp.linears for a in (lin.W, lin.b)]
+            self.epoch, self.f1, self.extra = epoch, f1, extra
+            self._params = mlp.copy_params()
+
+    def stale(self, epoch: int, patience: int) -> bool:
+        """Whether ``patience`` (> 0) epochs up to ``epoch`` brought nothing better."""
+        return bool(patience) and self.epoch is not None and epoch - self.epoch >= patience
 
     def restore(self, mlp: MLP) -> None:
         """Put the best epoch's weights back (nothing to do without a validation split)."""
-        params = iter(self._params)
-        for lin in mlp.linears if self._params else ():
-            lin.W[...] = next(params)
-            lin.b[...] = next(params)
+        if self._params:
+            mlp.set_params(self._params)
 
 
-def _build_date() -> str:
+def build_date() -> str:
     """UTC date of the build: ``$SOURCE_DATE_EPOCH`` when set (reproducible builds), else now."""
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     when = (
