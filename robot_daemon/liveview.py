@@ -12,6 +12,7 @@ and they are cut at a word boundary, never in the middle of a word.
 from __future__ import annotations
 
 import shutil
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Final, Generic, TextIO, TypeVar
@@ -20,6 +21,8 @@ import numpy as np
 import numpy.typing as npt
 
 PLAIN_EVERY_S: Final = 2.0
+#: Frames/s is measured over about this window.
+RATE_WINDOW_NS: Final = 1_000_000_000
 #: The narrowest view drawn; a narrower terminal wraps, which is better than nothing.
 MIN_WIDTH: Final = 60
 _HIDE_CURSOR: Final = "\x1b[?25l"
@@ -32,6 +35,23 @@ _RESET: Final = "\x1b[0m"
 _ROW_TAIL: Final = 26
 
 View = TypeVar("View")
+
+
+class RateMeter:
+    """A growing count's rate per second over about the last :data:`RATE_WINDOW_NS`."""
+
+    def __init__(self) -> None:
+        self._samples: deque[tuple[int, int]] = deque()  # (time ns, count then)
+
+    def rate(self, count: int, now_ns: int) -> float:
+        """Per second, from the newest sample at least a window old to ``count`` now."""
+        samples = self._samples
+        samples.append((now_ns, count))
+        # Keep the newest sample that is at least a window old, and everything after it.
+        while len(samples) > 2 and now_ns - samples[1][0] >= RATE_WINDOW_NS:
+            samples.popleft()
+        t0, count0 = samples[0]
+        return (count - count0) * 1e9 / (now_ns - t0) if now_ns > t0 else 0.0
 
 
 def class_rows(class_names: Sequence[str], thresholds: npt.NDArray[np.float64],

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,16 +33,17 @@ from robot_daemon.errors import RobotDaemonError, WireError
 from robot_daemon.liveview import (
     MIN_WIDTH,
     PlainView,
+    RateMeter,
     TerminalView,
     class_rows,
     daemon_counts,
     fit,
     health,
 )
+from robot_daemon.serve import receive
+from robot_daemon.serve.config import DEFAULT_PRED
 
 REFRESH_S: Final = 0.2
-#: Frames/s is measured over about this window.
-RATE_WINDOW_NS: Final = 1_000_000_000
 #: Labels remembered by seq, to meet the pred that answers their frame (about 80 s at 50 Hz).
 LABELS_KEPT: Final = 4096
 #: What a watcher may queue before ZeroMQ drops for it: a slow terminal loses messages.
@@ -54,7 +55,7 @@ _DEFAULT_THRESHOLD: Final = 0.5
 class WatchOptions:
     """What ``robot-daemon watch`` was asked to do."""
 
-    pred: str = "tcp://127.0.0.1:5557"
+    pred: str = DEFAULT_PRED
     labels: str | None = None
     class_names: Sequence[str] | None = None
     thresholds: npt.NDArray[np.float64] | None = None
@@ -96,11 +97,13 @@ class Watch:
         self.labels: OrderedDict[int, npt.NDArray[np.uint8]] = OrderedDict()
         self.labels_seen = 0
         self.rejected = 0
-        self._rate: deque[tuple[int, int]] = deque()
+        self._rate = RateMeter()
 
-    def on_message(self, parts: list[bytes]) -> None:
-        """One ``[topic, payload]`` message from either socket; others are counted."""
-        if len(parts) != 2:
+    def on_message(self, parts: list[bytes], count: int) -> None:
+        """One message from either socket, of ``count`` parts of which ``parts`` holds the
+        first two (:class:`robot_daemon.serve.receive.Receiver`): ``[topic, payload]`` is
+        read, anything else counted."""
+        if count != 2:
             self.rejected += 1
             return
         topic, payload = parts
@@ -128,13 +131,8 @@ class Watch:
             self.labels.popitem(last=False)
 
     def frames_per_s(self, now_ns: int) -> float:
-        """Frames answered per second over about the last :data:`RATE_WINDOW_NS`."""
-        samples = self._rate
-        samples.append((now_ns, self.answered))
-        while len(samples) > 2 and now_ns - samples[1][0] >= RATE_WINDOW_NS:
-            samples.popleft()
-        t0, answered0 = samples[0]
-        return (self.answered - answered0) * 1e9 / (now_ns - t0) if now_ns > t0 else 0.0
+        """Frames answered per second over about the last second."""
+        return self._rate.rate(self.answered, now_ns)
 
     def view(self, elapsed_s: float, now_ns: int) -> WatchView:
         seq, src, model, probs = self.newest if self.newest else (None, None, None, None)
@@ -255,7 +253,7 @@ def run(options: WatchOptions, out: TextIO, stop: threading.Event | None = None)
                 next_refresh = now + round(REFRESH_S * 1e9)
             wait_ms = max(0, (next_refresh - time.monotonic_ns()) // 1_000_000)
             for sock, _ in poller.poll(wait_ms):
-                _drain(sock, watch)
+                receive.drain(sock, watch.on_message)
         now = time.monotonic_ns()
         view.update(watch.view((now - start) / 1e9, now), final=True)
     return 0
@@ -284,16 +282,6 @@ def _subscribe(ctx: zmq.Context[zmq.Socket[bytes]],
                 raise RobotDaemonError(f"cannot connect to {endpoint}: {exc}") from None
             sockets.append(sock)
         yield sockets
-
-
-def _drain(sock: zmq.Socket[bytes], watch: Watch) -> None:
-    """Every waiting message, without blocking."""
-    while True:
-        try:
-            parts = sock.recv_multipart(zmq.NOBLOCK)
-        except zmq.Again:
-            return
-        watch.on_message(parts)
 
 
 def model_classes(path: Path) -> tuple[list[str], npt.NDArray[np.float64]]:

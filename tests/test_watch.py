@@ -23,10 +23,10 @@ OPTIONS = WatchOptions(pred="ipc:///tmp/x", labels="ipc:///tmp/y", class_names=N
 
 def _fed(watch: Watch) -> Watch:
     x = np.zeros(4, np.float32)
-    watch.on_message([wire.TOPIC_LABEL, wire.encode_label(7, 1.0, x, np.array([1, 1, 0]))])
+    watch.on_message([wire.TOPIC_LABEL, wire.encode_label(7, 1.0, x, np.array([1, 1, 0]))], 2)
     p = np.array([[0.1, 0.1, 0.1], [0.9, 0.2, 0.6]], np.float32)
     pred = wire.encode_pred(3, 2.0, [6, 7], p, "m1", src=[None, "lidar"])
-    watch.on_message([wire.TOPIC_PRED, pred])
+    watch.on_message([wire.TOPIC_PRED, pred], 2)
     watch.on_message([wire.TOPIC_STATUS, wire.encode_status({
         "model_version": "m1", "uptime_s": 12.0, "frames_dropped": 0,
         "frames_rejected": {"wrong_d": 2}, "frames_lost": 1, "latency_ms_p50": 9.5,
@@ -35,8 +35,8 @@ def _fed(watch: Watch) -> Watch:
         "online_steps": 7, "online_rejected": {"loss_jump": 2, "rollback": 0},
         "online_last_step": {"accepted": True, "reason": None, "loss": 0.5,
                              "holdout_before": 0.4123, "holdout_after": 0.4011},
-        "checkpoints_saved": 2})])
-    watch.on_message([wire.TOPIC_PRED, b"\xc1"])  # garbage is counted, not fatal
+        "checkpoints_saved": 2})], 2)
+    watch.on_message([wire.TOPIC_PRED, b"\xc1"], 2)  # garbage is counted, not fatal
     return watch
 
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from robot_daemon.cli.args import Subparsers, positive_float, stop_on_signals
+from robot_daemon.serve.config import DEFAULT_MODEL, DEFAULT_PRED
 
 
 def add(sub: Subparsers) -> None:
@@ -21,13 +22,13 @@ def add(sub: Subparsers) -> None:
             "has seen labelled. Ctrl-C stops it; the daemon is never disturbed."
         ),
     )
-    p.add_argument("--pred", default="tcp://127.0.0.1:5557", metavar="ENDPOINT",
-                   help="the daemon's pred/status endpoint (default tcp://127.0.0.1:5557)")
+    p.add_argument("--pred", default=DEFAULT_PRED, metavar="ENDPOINT",
+                   help=f"the daemon's pred/status endpoint (default {DEFAULT_PRED})")
     p.add_argument("--labels", metavar="ENDPOINT",
                    help="a label publisher (a labeller, or bag play of a labelled bag)")
     p.add_argument("--model", metavar="PATH",
                    help="the model the daemon serves, for class names and thresholds"
-                   " (default models/default.npz when it exists)")
+                   f" (default {DEFAULT_MODEL} when it exists)")
     p.add_argument("--duration", type=positive_float, metavar="S", help="stop after S seconds")
     p.add_argument("--no-live", action="store_true",
                    help="a plain line every few seconds instead of the live view")
@@ -37,7 +38,7 @@ def add(sub: Subparsers) -> None:
 def _run_watch(args: argparse.Namespace) -> int:
     from robot_daemon import watch
 
-    model = Path(args.model) if args.model else Path("models/default.npz")
+    model = Path(args.model) if args.model else DEFAULT_MODEL
     names = thresholds = None
     if args.model or model.is_file():
         names, thresholds = watch.model_classes(model)

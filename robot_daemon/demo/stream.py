@@ -5,7 +5,6 @@ received, and the latencies between them.
 from __future__ import annotations
 
 import contextlib
-from collections import deque
 from typing import Any, Final
 
 import numpy as np
@@ -15,10 +14,9 @@ from robot_daemon import wire
 from robot_daemon.demo.recording import BagContents
 from robot_daemon.demo.view import LiveView
 from robot_daemon.errors import WireError
+from robot_daemon.liveview import RateMeter
 from robot_daemon.model import Model
 
-#: Frames/s is measured over about this window.
-RATE_WINDOW_NS: Final = 1_000_000_000
 _MS: Final = 1e-6
 
 
@@ -43,7 +41,7 @@ class Stream:
         self.newest_row: int | None = None
         self.status: dict[str, Any] | None = None
         self.model_versions: set[str] = set()
-        self._rate_samples: deque[tuple[int, int]] = deque()
+        self._rate = RateMeter()
 
     def on_frame(self, payload: bytes, now_ns: int) -> None:
         self.sent += 1
@@ -79,14 +77,8 @@ class Stream:
         return (self.answered_ns[both] - self.sent_ns[both]).astype(np.float64) * _MS
 
     def frames_per_s(self, now_ns: int) -> float:
-        """Frames answered per second over about the last :data:`RATE_WINDOW_NS`."""
-        samples = self._rate_samples
-        samples.append((now_ns, self.answered))
-        # Keep the newest sample that is at least a window old, and everything after it.
-        while len(samples) > 2 and now_ns - samples[1][0] >= RATE_WINDOW_NS:
-            samples.popleft()
-        t0, answered0 = samples[0]
-        return (self.answered - answered0) * 1e9 / (now_ns - t0) if now_ns > t0 else 0.0
+        """Frames answered per second over about the last second."""
+        return self._rate.rate(self.answered, now_ns)
 
     def view(self, model: Model, rate: float, elapsed_s: float, now_ns: int) -> LiveView:
         latencies = self.latencies_ms()

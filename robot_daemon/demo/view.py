@@ -26,6 +26,7 @@ from robot_daemon.liveview import (
     health,
 )
 from robot_daemon.model import write_atomically
+from robot_daemon.offline import metrics
 
 
 @dataclass(frozen=True, eq=False)
@@ -154,7 +155,10 @@ def write_timeline(path: Path, t_s: npt.NDArray[np.float64], P: npt.NDArray[np.f
 
 
 def _f1(truth: npt.NDArray[np.bool_], decided: npt.NDArray[np.bool_]) -> str:
-    """F1 as two decimals, or "-" where the class never occurs and is never claimed."""
-    tp = int((truth & decided).sum())
-    errors = int((truth ^ decided).sum())
-    return f"{2 * tp / (2 * tp + errors):.2f}" if tp + errors else "-"
+    """F1 as two decimals, or "-" where the class never occurs and is never claimed.
+
+    truth, decided : (n,) bool. For one class, micro-F1 is its F1.
+    """
+    if not (truth.any() or decided.any()):
+        return "-"
+    return f"{metrics.micro_f1(truth[:, None], decided[:, None]):.2f}"
