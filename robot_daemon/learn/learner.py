@@ -38,8 +38,9 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -47,6 +48,8 @@ import numpy.typing as npt
 from robot_daemon import nn, wire
 from robot_daemon.errors import ConfigError
 from robot_daemon.model import Model
+
+_L = TypeVar("_L")  # a loss: one float, or one per frame
 
 #: Why a step did not change the model (keys of ``OnlineLearner.rejected``).
 REJECTIONS: Final = ("outlier", "non_finite_loss", "loss_jump", "rollback", "holdout_worse")
@@ -266,24 +269,27 @@ class OnlineLearner:
 
     def _loss(self, X: npt.NDArray[np.floating], Y: npt.NDArray[np.floating]) -> float:
         """Mean loss of normalised readings X (n, d) with labels Y (n, c); inf if unusable."""
-        if not (np.isfinite(X).all() and np.isfinite(Y).all()):
-            return math.inf
-        try:
-            with np.errstate(over="raise", invalid="raise", divide="raise"):
-                return nn.log_loss(Y, self.model.mlp.predict_proba(X))
-        except FloatingPointError:
-            return math.inf
+        loss = self._scored(X, Y, nn.log_loss)
+        return math.inf if loss is None else loss
 
     def _row_losses(self, X: npt.NDArray[np.floating],
                     Y: npt.NDArray[np.floating]) -> npt.NDArray[np.float64]:
         """Each frame's loss (n,), all inf when a reading is not finite or the pass fails."""
+        losses = self._scored(X, Y, nn.log_loss_rows)
+        return np.full(len(X), math.inf) if losses is None else losses
+
+    def _scored(self, X: npt.NDArray[np.floating], Y: npt.NDArray[np.floating],
+                loss: Callable[[npt.NDArray[np.floating], npt.NDArray[np.floating]], _L],
+                ) -> _L | None:
+        """``loss(Y, P)`` of the model's P for X, with overflow raising; None when a
+        reading or label is not finite or the pass overflows (the caller's inf)."""
         if not (np.isfinite(X).all() and np.isfinite(Y).all()):
-            return np.full(len(X), math.inf)
+            return None
         try:
             with np.errstate(over="raise", invalid="raise", divide="raise"):
-                return nn.log_loss_rows(Y, self.model.mlp.predict_proba(X))
+                return loss(Y, self.model.mlp.predict_proba(X))
         except FloatingPointError:
-            return np.full(len(X), math.inf)
+            return None
 
     def _holdout_before(self) -> float | None:
         """The holdout's mean loss under the current weights; None while it is too small."""
