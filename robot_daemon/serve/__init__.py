@@ -7,5 +7,6 @@ A frame arrives in :mod:`~robot_daemon.serve.receive` (socket draining), waits i
 :mod:`~robot_daemon.serve.config` holds the settings, :mod:`~robot_daemon.serve.notify`
 the systemd notifications, :mod:`~robot_daemon.serve.monitor` the connections that libzmq
 gives up on, :mod:`~robot_daemon.serve.reload` the model served (loaded at start, and on
-SIGHUP in a thread of its own).
+SIGHUP in a thread of its own), :mod:`~robot_daemon.serve.signals` SIGTERM and SIGHUP,
+and :mod:`~robot_daemon.serve.metrics` the Prometheus endpoint.
 """

@@ -67,13 +67,9 @@ import contextlib
 import functools
 import gc
 import logging
-import signal
-import socket
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from types import FrameType
 from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
@@ -82,11 +78,12 @@ import zmq
 from robot_daemon import wire
 from robot_daemon.errors import ModelError, RobotDaemonError, WireError
 from robot_daemon.learn.session import OnlineSession, resume
-from robot_daemon.serve import liveness, monitor, receive
+from robot_daemon.serve import liveness, monitor, receive, signals
 from robot_daemon.serve.batch import Batch, PendingFrames
 from robot_daemon.serve.config import DaemonConfig
 from robot_daemon.serve.notify import Notifier
 from robot_daemon.serve.reload import Reloader, ServedModel, load_model
+from robot_daemon.serve.signals import Signals
 from robot_daemon.serve.stats import (
     REJECT_LOG_PERIOD_NS,
     Histogram,
@@ -166,56 +163,6 @@ class Windows:
             window.clear()
 
 
-class _Signals:
-    """SIGTERM/SIGINT/SIGHUP as flags, plus a socket the poller watches to wake up at once.
-
-    Python runs signal handlers between bytecodes of the main thread; a blocking poll
-    would only notice them at its timeout. :func:`signal.set_wakeup_fd` writes a byte to
-    ``self.read_end``'s peer on every signal, so the poller returns immediately.
-    """
-
-    def __init__(self) -> None:
-        self.stop = False
-        self.reload = False
-        self.read_end, self._write_end = socket.socketpair()
-        self.read_end.setblocking(False)
-        self._write_end.setblocking(False)
-        self.poller = zmq.Poller()  # signals only: for the waits that leave frames queued
-        self.poller.register(self.read_end, zmq.POLLIN)
-        self._previous_fd = signal.set_wakeup_fd(
-            self._write_end.fileno(), warn_on_full_buffer=False
-        )
-        handled = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-        self._previous = {s: signal.signal(s, self._handle) for s in handled}
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if signum == signal.SIGHUP:
-            self.reload = True
-        else:
-            self.stop = True
-
-    def drain(self) -> None:
-        with contextlib.suppress(BlockingIOError):
-            while self.read_end.recv(256):
-                pass
-
-    def close(self) -> None:
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)
-        signal.set_wakeup_fd(self._previous_fd)
-        self.read_end.close()
-        self._write_end.close()
-
-
-@contextlib.contextmanager
-def _signals() -> Iterator[_Signals]:
-    sigs = _Signals()
-    try:
-        yield sigs
-    finally:
-        sigs.close()
-
-
 class Daemon:
     """The serving loop; :meth:`run` until SIGTERM/SIGINT. See the module docstring."""
 
@@ -264,7 +211,7 @@ class Daemon:
         ):
             subs = [stack.enter_context(ctx.socket(zmq.SUB)) for _ in cfg.frames]
             pub = stack.enter_context(ctx.socket(zmq.PUB))
-            sigs = stack.enter_context(_signals())
+            sigs = stack.enter_context(signals.caught())
             watches = [stack.enter_context(monitor.watch(
                 sub, [endpoint], "frames publisher", monitor.FRAMES_RECONNECT_DELAY_NS))
                 for sub, endpoint in zip(subs, cfg.frames, strict=True)]
@@ -333,7 +280,7 @@ class Daemon:
 
     def _loop(
         self, subs: list[zmq.Socket[bytes]], pub: zmq.Socket[bytes], poller: zmq.Poller,
-        sigs: _Signals,
+        sigs: Signals,
     ) -> int:
         """Tick until a stop signal; return the number of the tick that would be next."""
         interval = self.config.interval_ns
@@ -375,7 +322,7 @@ class Daemon:
         return tick
 
     def _wait(
-        self, subs: list[zmq.Socket[bytes]], poller: zmq.Poller, sigs: _Signals, wake_ns: int,
+        self, subs: list[zmq.Socket[bytes]], poller: zmq.Poller, sigs: Signals, wake_ns: int,
         deadline_ns: int,
     ) -> None:
         """Handle input until ``wake_ns`` or the first batch of events, whichever is first.
@@ -543,7 +490,7 @@ class Daemon:
 
     # ---------------------------------------------------------------- reload, status
 
-    def _reload_between_ticks(self, sigs: _Signals) -> None:
+    def _reload_between_ticks(self, sigs: Signals) -> None:
         """On SIGHUP start loading the model file in the reload thread; swap in what it loaded.
 
         Called between ticks, so a tick always serves one model from start to end.

@@ -1,0 +1,66 @@
+"""The daemon's signals: SIGTERM and SIGINT stop it, SIGHUP reloads its model.
+
+They become flags the serving loop reads between ticks, and a byte on a socket its poller
+watches, so that a signal wakes the loop at once instead of at its next timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import socket
+from collections.abc import Iterator
+from types import FrameType
+
+import zmq
+
+
+class Signals:
+    """SIGTERM/SIGINT/SIGHUP as flags, plus a socket the poller watches to wake up at once.
+
+    Python runs signal handlers between bytecodes of the main thread; a blocking poll
+    would only notice them at its timeout. :func:`signal.set_wakeup_fd` writes a byte to
+    ``self.read_end``'s peer on every signal, so the poller returns immediately.
+    """
+
+    def __init__(self) -> None:
+        self.stop = False
+        self.reload = False
+        self.read_end, self._write_end = socket.socketpair()
+        self.read_end.setblocking(False)
+        self._write_end.setblocking(False)
+        self.poller = zmq.Poller()  # signals only: for the waits that leave frames queued
+        self.poller.register(self.read_end, zmq.POLLIN)
+        self._previous_fd = signal.set_wakeup_fd(
+            self._write_end.fileno(), warn_on_full_buffer=False
+        )
+        handled = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+        self._previous = {s: signal.signal(s, self._handle) for s in handled}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGHUP:
+            self.reload = True
+        else:
+            self.stop = True
+
+    def drain(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while self.read_end.recv(256):
+                pass
+
+    def close(self) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        signal.set_wakeup_fd(self._previous_fd)
+        self.read_end.close()
+        self._write_end.close()
+
+
+@contextlib.contextmanager
+def caught() -> Iterator[Signals]:
+    """SIGTERM, SIGINT and SIGHUP caught as :class:`Signals` for the block; then as before."""
+    sigs = Signals()
+    try:
+        yield sigs
+    finally:
+        sigs.close()
