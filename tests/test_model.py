@@ -24,6 +24,8 @@ from robot_daemon.errors import ModelError
 from robot_daemon.model import Model, fit_normalization, from_mlp, load
 from robot_daemon.nn import MLP
 
+from .model_files import members_of, npy, with_meta, zipped
+
 
 def _model(seed: int = 0, dtype: type = np.float64, h: int = 8) -> Model:
     rng = np.random.default_rng(seed)
@@ -301,24 +303,7 @@ def test_invalid_model_cannot_be_saved(tmp_path: Path) -> None:
 # ---- files that would kill, stall or fill the process ---------------------------------------
 
 
-def _npy(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.lib.format.write_array(buffer, array, allow_pickle=True)
-    return buffer.getvalue()
 
-
-def _members(model: Model) -> dict[str, bytes]:
-    """The model file's members, name (with .npy) -> bytes."""
-    with zipfile.ZipFile(io.BytesIO(model.to_bytes())) as z:
-        return {info.filename: z.read(info) for info in z.infolist()}
-
-
-def _zip(members: dict[str, bytes], compression: int = zipfile.ZIP_STORED) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression) as z:
-        for name, data in members.items():
-            z.writestr(name, data)
-    return buffer.getvalue()
 
 
 class _Expired(Exception):
@@ -383,20 +368,13 @@ def test_a_large_file_that_is_not_a_zip_costs_only_its_tail(tmp_path: Path) -> N
 
 def test_a_member_that_is_not_npy_is_a_model_error(tmp_path: Path) -> None:
     """It raised AttributeError: exit 1 on SIGHUP, a restart loop as a checkpoint."""
-    members = _members(_model())
+    members = members_of(_model())
     members["W2.npy"] = b"not an array at all"
     path = tmp_path / "m.npz"
-    path.write_bytes(_zip(members))
+    path.write_bytes(zipped(members))
     with pytest.raises(ModelError, match=r"member 'W2' is not an \.npy array"):
         load(path)
 
-
-def _with_meta(**changes: object) -> bytes:
-    members = _members(_model())
-    meta = json.loads(str(np.load(io.BytesIO(members["meta.npy"]))))
-    meta.update(changes)
-    members["meta.npy"] = _npy(np.array(json.dumps(meta)))
-    return _zip(members)
 
 
 @pytest.mark.parametrize(
@@ -415,7 +393,7 @@ def test_a_meta_declaring_a_huge_network_is_refused_before_allocating(
     changes: dict[str, object], message: str
 ) -> None:
     """MLP(d, h, c) was drawn from meta before any shape was checked: MemoryError."""
-    data = _with_meta(**changes)
+    data = with_meta(_model(), **changes)
     tracemalloc.start()
     try:
         with pytest.raises(ModelError, match=message):
@@ -427,7 +405,7 @@ def test_a_meta_declaring_a_huge_network_is_refused_before_allocating(
 
 
 def test_a_header_announcing_a_huge_array_is_refused_before_reading_it() -> None:
-    members = _members(_model())
+    members = members_of(_model())
     header = io.BytesIO()
     np.lib.format.write_array_header_1_0(
         header, {"descr": "<f8", "fortran_order": False, "shape": (1 << 20, 1 << 20)})
@@ -435,7 +413,7 @@ def test_a_header_announcing_a_huge_array_is_refused_before_reading_it() -> None
     tracemalloc.start()
     try:
         with pytest.raises(ModelError, match=r"'W2' has shape \(1048576, 1048576\), expected"):
-            model_mod.from_bytes(_zip(members))
+            model_mod.from_bytes(zipped(members))
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -443,44 +421,44 @@ def test_a_header_announcing_a_huge_array_is_refused_before_reading_it() -> None
 
 
 def test_a_huge_npy_header_is_refused() -> None:
-    members = _members(_model())
+    members = members_of(_model())
     members["W2.npy"] = b"\x93NUMPY\x02\x00" + (60_000).to_bytes(4, "little") + b" " * 60_000
     with pytest.raises(ModelError, match=r"an \.npy header of 60,000 bytes, over the limit"):
-        model_mod.from_bytes(_zip(members))
+        model_mod.from_bytes(zipped(members))
 
 
 def test_a_directory_of_many_members_is_refused_before_zipfile_reads_it() -> None:
     members = {f"x{i}.npy": b"" for i in range(200)}
     with pytest.raises(ModelError, match="declares 200 members"):
-        model_mod.from_bytes(_zip(members))
+        model_mod.from_bytes(zipped(members))
 
 
 def test_a_fortran_order_or_deflated_model_loads() -> None:
     """What np.savez / np.savez_compressed of a valid model write is read, not refused."""
     original = _model(h=6)
-    members = _members(original)
+    members = members_of(original)
     W1 = original.mlp.linears[0].W
-    members["W1.npy"] = _npy(np.asfortranarray(W1))
-    loaded = model_mod.from_bytes(_zip(members, zipfile.ZIP_DEFLATED))
+    members["W1.npy"] = npy(np.asfortranarray(W1))
+    loaded = model_mod.from_bytes(zipped(members, zipfile.ZIP_DEFLATED))
     np.testing.assert_array_equal(loaded.mlp.linears[0].W, W1)
     assert loaded.mlp.linears[0].W.flags.c_contiguous
 
 
 def _hostile_members(rng: np.random.Generator) -> dict[str, bytes]:
     """One member of a valid model replaced by something of the wrong kind."""
-    members = _members(_model())
+    members = members_of(_model())
     name = str(rng.choice(sorted(members)))
     candidates = [
-        _npy(np.zeros((4, 8), dtype=np.int64)),
-        _npy(np.zeros(3, dtype=[("a", "<f8"), ("b", "<i4")])),
-        _npy(np.array(["a", 1, None], dtype=object)),
-        _npy(np.array([{"W1": 1}], dtype=object)),
-        _npy(np.array("{}")),
-        _npy(np.array(["x" * 100] * 4)),
-        _npy(np.zeros((4, 8), dtype=">f8")),
-        _npy(np.zeros((), dtype=np.float64)),
-        _npy(np.zeros((4, 8, 1))),
-        _npy(np.array(b"bytes")),
+        npy(np.zeros((4, 8), dtype=np.int64)),
+        npy(np.zeros(3, dtype=[("a", "<f8"), ("b", "<i4")])),
+        npy(np.array(["a", 1, None], dtype=object)),
+        npy(np.array([{"W1": 1}], dtype=object)),
+        npy(np.array("{}")),
+        npy(np.array(["x" * 100] * 4)),
+        npy(np.zeros((4, 8), dtype=">f8")),
+        npy(np.zeros((), dtype=np.float64)),
+        npy(np.zeros((4, 8, 1))),
+        npy(np.array(b"bytes")),
         pickle.dumps({"W1": np.zeros(3)}),
         b"\x93NUMPY\x03\x00" + bytes(20),
         b"\x93NUMPY\x01\x00\xff\xff{'descr': '<f8',",
@@ -507,8 +485,8 @@ def test_fuzz_nothing_but_a_model_error_escapes_the_loader() -> None:
         inputs.append(good[:start] + run + good[start + len(run):])
     for _ in range(300):
         members = _hostile_members(rng)
-        inputs.append(_zip(members, zipfile.ZIP_STORED))
-        inputs.append(_zip(members, zipfile.ZIP_DEFLATED))
+        inputs.append(zipped(members, zipfile.ZIP_STORED))
+        inputs.append(zipped(members, zipfile.ZIP_DEFLATED))
     loaded = 0
     for data in inputs:
         try:

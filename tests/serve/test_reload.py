@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gc
 import io
-import json
 import os
 import resource
 import signal
@@ -33,6 +32,8 @@ from robot_daemon.nn import MLP
 from robot_daemon.serve import reload
 from robot_daemon.serve.daemon import SERVING_ENV
 from robot_daemon.serve.reload import Reloader, ServedModel, load_model
+
+from ..model_files import members_of, with_meta, zipped
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL = ROOT / "models" / "default.npz"
@@ -136,38 +137,21 @@ def _model(d: int = 16, h: int = 16, c: int = 8, dtype: type = np.float64,
     return model_file.from_mlp(MLP(d, h, c, rng=seed, dtype=dtype))
 
 
-def _members(model: model_file.Model) -> dict[str, bytes]:
-    with zipfile.ZipFile(io.BytesIO(model.to_bytes())) as z:
-        return {info.filename: z.read(info) for info in z.infolist()}
-
-
-def _zip(members: dict[str, bytes], compression: int = zipfile.ZIP_STORED) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression) as z:
-        for name, data in members.items():
-            z.writestr(name, data)
-    return buffer.getvalue()
 
 
 def _not_npy() -> bytes:
-    members = _members(_model())
+    members = members_of(_model())
     members["W2.npy"] = b"not an array"
-    return _zip(members)
+    return zipped(members)
 
 
 def _huge_meta() -> bytes:
-    members = _members(_model())
-    meta = json.loads(str(np.load(io.BytesIO(members["meta.npy"]))))
-    meta.update(d=65536, h=65536)
-    buffer = io.BytesIO()
-    np.lib.format.write_array(buffer, np.array(json.dumps(meta)))
-    members["meta.npy"] = buffer.getvalue()
-    return _zip(members)
+    return with_meta(_model(), d=65536, h=65536)
 
 
 def _zip_bomb() -> bytes:
     """About 1 MB that inflates to 1 GB: W2 declared as (16384, 8192) zeros."""
-    members = _members(_model())
+    members = members_of(_model())
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as z:
         for name, data in members.items():
@@ -237,7 +221,7 @@ def _large(workdir: Path, seed: int) -> Path:
     large = model_file.from_mlp(MLP(16, 2048, 8, rng=seed, dtype=np.float32),
                                 mean=default.mean, scale=default.scale)
     path = workdir / f"large-{seed}.npz"
-    path.write_bytes(_zip(_members(large), zipfile.ZIP_DEFLATED))
+    path.write_bytes(zipped(members_of(large), zipfile.ZIP_DEFLATED))
     return path
 
 
@@ -343,7 +327,7 @@ def test_a_refused_load_lets_go_of_the_file_at_once(workdir: Path) -> None:
     """Without the collector: the bytes of a refused file (up to 133 MiB) are not kept
     alive by the refusal's traceback."""
     junk = workdir / "junk.npz"
-    tail = _zip({"meta.npy": b""})
+    tail = zipped({"meta.npy": b""})
     junk.write_bytes(bytes(20 << 20) + tail)  # 20 MiB, read whole, then refused
     reloader = Reloader(junk, 16, 8)
     gc.disable()
