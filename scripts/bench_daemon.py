@@ -234,17 +234,21 @@ class Trial:
 class Daemon:
     """The real daemon as a subprocess, with our SUB on its pred endpoint."""
 
-    def __init__(self, workdir: Path, model: Path) -> None:
-        self.frames_ep = f"ipc://{workdir}/frames"
+    def __init__(self, workdir: Path, model: Path, root: Path = ROOT, name: str = "") -> None:
+        """``root``: the source tree whose ``robot_daemon`` runs (another commit's, for a
+        paired comparison); ``name`` tells its endpoints and log apart from another's."""
+        self.frames_ep = f"ipc://{workdir}/frames{name}"
         self.model = model
-        pred_ep = f"ipc://{workdir}/pred"
-        env = {**os.environ, **SERVING_ENV}
-        self.log = (workdir / "daemon.log").open("wb")
+        pred_ep = f"ipc://{workdir}/pred{name}"
+        # The tree's own package first: python -m puts the working directory on sys.path
+        # ahead of the installed (editable) one.
+        env = {**os.environ, **SERVING_ENV, "PYTHONPATH": str(root)}
+        self.log = (workdir / f"daemon{name}.log").open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "robot_daemon", "run", "--model", str(model),
              "--frames", self.frames_ep, "--pred", pred_ep, "--interval-ms", "20",
              "--max-batch", "65536", "--status-interval", "0.5", "--log-level", "WARNING"],
-            stderr=self.log, env=env, cwd=ROOT,
+            stderr=self.log, env=env, cwd=root,
         )
         self.trials: list[Trial] = []
         self.ctx = zmq.Context()

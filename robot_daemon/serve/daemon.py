@@ -78,7 +78,7 @@ import zmq
 from robot_daemon import wire
 from robot_daemon.errors import ModelError, RobotDaemonError, WireError
 from robot_daemon.learn.session import OnlineSession, resume
-from robot_daemon.serve import liveness, monitor, receive, signals
+from robot_daemon.serve import early, liveness, monitor, receive, signals
 from robot_daemon.serve.batch import Batch, PendingFrames
 from robot_daemon.serve.config import DaemonConfig
 from robot_daemon.serve.notify import Notifier
@@ -140,6 +140,8 @@ class Counters:
     ticks_late: int = 0
     ticks_late_os: int = 0  # of ticks_late: the OS, not our work, held the loop up
     ticks_missed: int = 0
+    ticks_early: int = 0  # ticks whose forward pass began before the deadline (serve.early)
+    early_recomputed: int = 0  # of those: the weights changed in between, computed again
     preds: int = 0
     reloads: int = 0
     reload_failures: int = 0
@@ -183,6 +185,9 @@ class Daemon:
         self.windows = Windows()
         self.seqs = SeqTracker()
         self._pending = PendingFrames(config.max_batch, self.served.model.d)
+        self._early: early.Early | None = None  # the next tick's first frames, computed
+        self._early_tick = 0  # the last tick an early pass was considered for
+        self._pass_cost = early.PassCost()
         self._reloader = Reloader(config.model, self.served.model.d, self.served.model.c)
         self._reject_log = RateLimiter(REJECT_LOG_PERIOD_NS)
         self._start_ns = time.monotonic_ns()
@@ -293,6 +298,7 @@ class Daemon:
         next_watchdog = start + watchdog_period if watchdog_period else None
         while not sigs.stop:
             deadline = start + tick * interval
+            early_at = deadline - interval // early.EARLY_LEAD
             now = time.monotonic_ns()
             if now >= deadline:
                 self._count_lateness(deadline, now)
@@ -305,10 +311,16 @@ class Daemon:
                 self.counters.ticks_missed += max(0, following - tick - 1)
                 tick = max(tick + 1, following)
                 continue
+            if now >= early_at and self._early_tick != tick:
+                self._early_tick = tick
+                self._drain(subs, deadline - interval // TICK_LEAD)
+                self._start_early(deadline)
+                continue
             self._watches.service(now)  # reconnect what libzmq gave up on, when due
             self._reload_between_ticks(sigs)
             if self._labels is not None:
-                self._learn(self._labels, deadline)
+                # Not after the early pass: a step would change the weights it used.
+                self._learn(self._labels, early_at)
             if now >= next_status:
                 self._publish_status(pub)
                 next_status += self.config.status_interval_ns * max(
@@ -317,7 +329,8 @@ class Daemon:
             if next_watchdog is not None and now >= next_watchdog:
                 self.notifier.watchdog()
                 next_watchdog = now + watchdog_period
-            wake = min(deadline, next_status, next_watchdog or deadline)
+            wake = min(deadline if self._early_tick == tick else early_at, next_status,
+                       next_watchdog or deadline)
             self._wait(subs, poller, sigs, wake, deadline)
         return tick
 
@@ -443,15 +456,32 @@ class Daemon:
         worked = time.thread_time_ns() - self._woke_cpu_ns
         self.counters.ticks_late_os += worked <= deadline_ns + threshold - self._woke_ns
 
+    def _start_early(self, deadline_ns: int) -> None:
+        """Shortly before a tick: the forward pass of the frames already pending
+        (:mod:`robot_daemon.serve.early`), if it surely ends before ``deadline_ns``."""
+        rows = len(self._pending)
+        if not rows or not self._pass_cost.fits(rows, deadline_ns - time.monotonic_ns()):
+            return
+        model, version, batch = self.served.model, self.version, self._pending.take()
+        try:
+            self._early = early.start(model, version, batch)
+        except Exception:  # as in a tick: the tick tries again, and answers these frames
+            self.counters.tick_errors += 1
+            log.exception("the early forward pass of %d frame(s) failed", len(batch))
+            self._early = early.failed(model, version, batch)
+
     def _tick(self, pub: zmq.Socket[bytes], tick: int, deadline_ns: int, start_ns: int) -> None:
-        """Serve the pending batch: one forward pass, one ``pred`` message."""
+        """Serve the pending batch: its forward pass (or the rest of it), one ``pred``."""
         self.counters.ticks += 1
-        if not self._pending:
+        first, self._early = self._early, None
+        if not self._pending and first is None:
             return
         wall = time.time()  # the pred's t: when the tick started serving
-        batch = self._pending.take()
+        batch, dropped = early.join(first, self._pending.take(), self.config.max_batch)
+        self.counters.frames_dropped += dropped
         try:
-            self._serve(pub, tick, wall, batch)
+            P = self._forward(first, batch, dropped)
+            self._serve(pub, tick, wall, batch, P)
         except Exception:  # a bug must not stop the robot seeing: count, log, go on
             self.counters.tick_errors += 1
             log.exception("tick %d failed; its %d frame(s) are not answered", tick, len(batch))
@@ -463,11 +493,23 @@ class Daemon:
         self.windows.latency_ns.extend(latency_ns)
         self.windows.latency_ms.add_many(latency_ns * 1e-6)
 
+    def _forward(self, first: early.Early | None, batch: Batch, dropped: int) -> early.Probs:
+        """``batch``'s probabilities, (n, c) float32: the early pass's ``first`` part, if
+        the weights are still the ones it used, and the rest now."""
+        t0 = time.monotonic_ns()
+        P = early.probabilities(first, batch, dropped, self.served.model, self.version)
+        spent = time.monotonic_ns() - t0
+        if first is not None:
+            self.counters.ticks_early += 1
+            self.counters.early_recomputed += not early.reused(first, self.served.model,
+                                                              self.version)
+            spent += first.ns
+        self._pass_cost.add(len(batch), spent)
+        return P
+
     def _serve(
-        self, pub: zmq.Socket[bytes], tick: int, wall: float, batch: Batch
+        self, pub: zmq.Socket[bytes], tick: int, wall: float, batch: Batch, P: early.Probs
     ) -> None:
-        with np.errstate(all="ignore"):  # extreme readings: caught by the check below
-            P = self.served.model.predict_proba(batch.X).astype(np.float32, copy=False)
         seq, t, src = batch.seq, batch.t, batch.src
         try:
             payload = wire.encode_pred(tick, wall, seq, P, self.version,
@@ -543,6 +585,8 @@ class Daemon:
             "ticks_late": c.ticks_late,
             "ticks_late_os": c.ticks_late_os,
             "ticks_missed": c.ticks_missed,
+            "ticks_early": c.ticks_early,
+            "early_recomputed": c.early_recomputed,
             "preds": c.preds,
             "batch_p50": round(w.batch.percentile(50)),
             "batch_p99": round(w.batch.percentile(99)),

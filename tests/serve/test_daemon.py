@@ -490,7 +490,8 @@ def test_a_frame_the_model_answers_with_nan_is_left_out_and_counted(
         def send_multipart(self, parts: list[bytes]) -> None:
             sent.append(parts)
 
-    d._serve(Pub(), 7, 1.0, pending.take())  # type: ignore[arg-type]
+    d._pending = pending
+    d._tick(Pub(), 7, 0, 0)  # type: ignore[arg-type]
     pred = wire.decode_pred(sent[0][1])
     assert pred.seq.tolist() == [0, 2]
     assert d.counters.frames_rejected == {"non_finite_output": 1}
