@@ -63,6 +63,8 @@ _COUNTERS: Final = {
     # docs/deploy.md, "What the daemon publishes"
     "ticks_missed": "tick deadlines skipped because a tick ran past them",
     "ticks_late_os": "of ticks_late: the OS kept the CPU from the loop",
+    "ticks_early": "ticks whose forward pass began before the deadline (the early pass)",
+    "early_recomputed": "of ticks_early: the weights changed after the early pass",
     "preds": "pred messages published",
     "frames_seq_resets": "a publisher's seq went back or jumped by more than 2^20",
     "sources": "publishers (src) whose seq is tracked",

@@ -18,14 +18,19 @@ The loop (one thread, one :class:`zmq.Poller`):
   so that a frame's endpoint is known: a SUB socket connected to several publishers does
   not say which one sent a message) and decodes each payload
   (:func:`robot_daemon.wire.decode_frame_raw` with the model's ``d``) into the batch,
-  the last millisecond before a tick included, so that the tick decodes little itself.
+  until the early pass 1 ms before a tick (below), so that the tick decodes little itself.
   Rejected payloads are counted by reason and logged at a bounded rate; gaps in each
   publisher's ``seq`` count as lost frames (ZeroMQ drops silently at its high-water
   marks). The pending batch keeps the newest ``max_batch`` frames
   (:func:`robot_daemon.offline.replay.newest`'s rule) and counts the others as dropped, so memory
   stays bounded whatever arrives.
-* **At each tick** one ``predict_proba`` over the whole batch and one ``pred`` message
-  with every frame's probabilities, its sensor time (``t_frame``) and source (``src``).
+* **At each tick** one ``pred`` message with every pending frame's probabilities, its
+  sensor time (``t_frame``) and source (``src``). The work is split
+  (:mod:`robot_daemon.serve.early`): ``interval / EARLY_LEAD`` before the deadline (1 ms
+  at 20 ms ticks) the loop drains, runs the forward pass of the frames already there
+  and packs their rows, then sleeps to the deadline; the tick does the same for the
+  frames of that last millisecond and sends. After 20 ms asleep a whole tick's work ran
+  several times slower than back to back; this way the tick itself does little of it.
 * **Every status interval** a ``status`` message on the same PUB socket, a one-line
   summary in the log and ``STATUS=`` for ``systemctl status``.
 * **Liveness** (:mod:`robot_daemon.serve.liveness`): each valid frame marks its endpoint
@@ -34,8 +39,9 @@ The loop (one thread, one :class:`zmq.Poller`):
   change a ``status`` goes out at once, so that a planner learns within a tick that the
   daemon is ``degraded`` or ``blind`` (no frames at all), not at the next status.
 * **Online learning** (``--online``, :mod:`robot_daemon.learn.session`): a second SUB socket
-  receives ``label`` messages; between ticks, where the time left to the next deadline
-  allows, the model takes one guarded SGD step or saves a checkpoint. ``pred`` then
+  receives ``label`` messages; between ticks, where the time left to the next early pass
+  allows (never between it and its tick), the model takes one guarded SGD step or saves
+  a checkpoint. ``pred`` then
   carries ``<base version>+<steps>``. Ticks and steps share the one thread, so a tick
   never sees weights half-way through a step.
 * **Signals** set flags and wake the poller through a self-pipe
@@ -47,8 +53,9 @@ The loop (one thread, one :class:`zmq.Poller`):
   already received, save a last checkpoint, close the sockets and return 0.
 
 ``status`` keys beyond ``docs/protocol.md``'s table: ``ticks_missed``, ``ticks_late_os``,
-``preds``,
-``tick_ms_p50/p99/max`` (tick processing: batch, forward pass, encode, send),
+``ticks_early``, ``early_recomputed``, ``preds``,
+``tick_ms_p50/p99/max`` (tick processing from the deadline: the last millisecond's frames
+and the ``pred``),
 ``tick_ms_edges``/``tick_ms_counts`` (ticks since the start per processing-time bucket),
 ``wake_late_ms_p50/p99/max`` (tick start minus its deadline), ``frames_seq_resets``,
 ``sources``, ``reloads``, ``reload_failures``, ``tick_errors``, ``reconnects``
@@ -122,10 +129,6 @@ TICK_MS_EDGES: Final = (0.1, 0.2, 0.3, 0.5, 0.7, 1, 1.5, 2, 3, 5, 7, 10, 15, 20,
 LATENCY_MS_EDGES: Final = (1, 2, 5, 10, 15, 20, 25, 30, 40, 50, 75, 100, 250, 500, 1000)
 #: After a drain the frames socket rests for interval / DRAIN_GAP (2.5 ms at 20 ms ticks).
 DRAIN_GAP: Final = 8
-#: The rest never runs into the last interval / TICK_LEAD before a tick (1 ms at 20 ms
-#: ticks), and the frames queued then are drained before the last sleep: the tick itself
-#: decodes only what arrived in its last millisecond, not up to a whole rest's worth.
-TICK_LEAD: Final = 20
 
 
 @dataclass
@@ -298,7 +301,7 @@ class Daemon:
         next_watchdog = start + watchdog_period if watchdog_period else None
         while not sigs.stop:
             deadline = start + tick * interval
-            early_at = deadline - interval // early.EARLY_LEAD
+            early_at = deadline - interval // early.EARLY_LEAD  # see _start_early
             now = time.monotonic_ns()
             if now >= deadline:
                 self._count_lateness(deadline, now)
@@ -313,7 +316,7 @@ class Daemon:
                 continue
             if now >= early_at and self._early_tick != tick:
                 self._early_tick = tick
-                self._drain(subs, deadline - interval // TICK_LEAD)
+                self._drain(subs, deadline - interval // (2 * early.EARLY_LEAD))
                 self._start_early(deadline)
                 continue
             self._watches.service(now)  # reconnect what libzmq gave up on, when due
@@ -331,17 +334,18 @@ class Daemon:
                 next_watchdog = now + watchdog_period
             wake = min(deadline if self._early_tick == tick else early_at, next_status,
                        next_watchdog or deadline)
-            self._wait(subs, poller, sigs, wake, deadline)
+            self._wait(subs, poller, sigs, wake, deadline, self._early_tick == tick)
         return tick
 
     def _wait(
         self, subs: list[zmq.Socket[bytes]], poller: zmq.Poller, sigs: Signals, wake_ns: int,
-        deadline_ns: int,
+        deadline_ns: int, early_done: bool,
     ) -> None:
         """Handle input until ``wake_ns`` or the first batch of events, whichever is first.
 
         Polls whole milliseconds, then sleeps the sub-millisecond rest: a poll timeout is
         rounded to milliseconds by libzmq, so polling alone wakes up to 1 ms late.
+        ``early_done``: the tick's early pass ran; only a signal wakes the loop before it.
         """
         now = time.monotonic_ns()
         # Coalesce: after a drain, leave the frames socket alone for DRAIN_GAP of the
@@ -353,7 +357,10 @@ class Daemon:
             # A full batch that waits for room to step leaves the rest queued: not watched,
             # else a readable socket nobody reads would spin the poll until the tick.
             poller.register(self._labels, zmq.POLLIN if self.online.wants_labels() else 0)
-        rest_until = min(self._next_drain_ns, deadline_ns - self.config.interval_ns // TICK_LEAD)
+        # The last rest ends where the early pass is due; after it, the frames wait for the
+        # tick: one wake-up fewer, and the tick's caches stay as the early pass left them.
+        rest_until = (deadline_ns if early_done else min(
+            self._next_drain_ns, deadline_ns - self.config.interval_ns // early.EARLY_LEAD))
         if now < rest_until:
             watch, wake_ns = sigs.poller, min(wake_ns, rest_until)
         remaining = wake_ns - now
@@ -370,7 +377,7 @@ class Daemon:
             if self._labels is not None and self._labels in events and self.online is not None:
                 self.online.drain(self._labels, wake_ns)
         elif remaining > 0:
-            if watch is poller:  # the last stretch: decode what waits now, not in the tick
+            if watch is poller:  # a short sleep: decode what waits now, not after it
                 self._drain(subs, wake_ns)
                 remaining = wake_ns - time.monotonic_ns()
             if remaining > 0:
@@ -457,10 +464,11 @@ class Daemon:
         self.counters.ticks_late_os += worked <= deadline_ns + threshold - self._woke_ns
 
     def _start_early(self, deadline_ns: int) -> None:
-        """Shortly before a tick: the forward pass of the frames already pending
-        (:mod:`robot_daemon.serve.early`), if it surely ends before ``deadline_ns``."""
+        """Shortly before a tick: the forward pass and ``pred`` rows of the frames already
+        pending (:mod:`robot_daemon.serve.early`), if it surely ends before ``deadline_ns``."""
         rows = len(self._pending)
-        if not rows or not self._pass_cost.fits(rows, deadline_ns - time.monotonic_ns()):
+        t0 = time.monotonic_ns()
+        if not rows or not self._pass_cost.admit(rows, deadline_ns - t0):
             return
         model, version, batch = self.served.model, self.version, self._pending.take()
         try:
@@ -469,51 +477,62 @@ class Daemon:
             self.counters.tick_errors += 1
             log.exception("the early forward pass of %d frame(s) failed", len(batch))
             self._early = early.failed(model, version, batch)
+        self._pass_cost.add(rows, time.monotonic_ns() - t0)
 
     def _tick(self, pub: zmq.Socket[bytes], tick: int, deadline_ns: int, start_ns: int) -> None:
-        """Serve the pending batch: its forward pass (or the rest of it), one ``pred``."""
+        """Serve the pending frames (and the early pass's): one ``pred`` message."""
         self.counters.ticks += 1
         first, self._early = self._early, None
         if not self._pending and first is None:
             return
         wall = time.time()  # the pred's t: when the tick started serving
-        batch, dropped = early.join(first, self._pending.take(), self.config.max_batch)
-        self.counters.frames_dropped += dropped
+        late = self._pending.take()
+        drop = early.dropped(first, late, self.config.max_batch)
+        self.counters.frames_dropped += drop
         try:
-            P = self._forward(first, batch, dropped)
-            self._serve(pub, tick, wall, batch, P)
+            self._serve(pub, tick, wall, first, late)
         except Exception:  # a bug must not stop the robot seeing: count, log, go on
             self.counters.tick_errors += 1
-            log.exception("tick %d failed; its %d frame(s) are not answered", tick, len(batch))
+            log.exception("tick %d failed; its %d frame(s) are not answered", tick,
+                          len(late) + (len(first.batch) - drop if first else 0))
         done = time.monotonic_ns()
         self.windows.tick_ns.add(done - start_ns)
         self.windows.tick_ms.add((done - start_ns) / 1e6)
-        self.windows.batch.add(len(batch))
-        latency_ns = np.subtract(done, batch.arrival_ns, dtype=np.float64)
+        arrival = (late.arrival_ns if first is None
+                   else np.concatenate([first.batch.arrival_ns[drop:], late.arrival_ns]))
+        self.windows.batch.add(len(arrival))
+        latency_ns = np.subtract(done, arrival, dtype=np.float64)
         self.windows.latency_ns.extend(latency_ns)
         self.windows.latency_ms.add_many(latency_ns * 1e-6)
 
-    def _forward(self, first: early.Early | None, batch: Batch, dropped: int) -> early.Probs:
-        """``batch``'s probabilities, (n, c) float32: the early pass's ``first`` part, if
-        the weights are still the ones it used, and the rest now."""
-        t0 = time.monotonic_ns()
-        P = early.probabilities(first, batch, dropped, self.served.model, self.version)
-        spent = time.monotonic_ns() - t0
+    def _serve(
+        self, pub: zmq.Socket[bytes], tick: int, wall: float, first: early.Early | None,
+        late: Batch,
+    ) -> None:
+        """One ``pred`` for the early frames ``first`` and the ``late`` ones: their rows
+        packed ahead if they can be, else the general way (:meth:`_encode`)."""
+        model, version = self.served.model, self.version
         if first is not None:
             self.counters.ticks_early += 1
-            self.counters.early_recomputed += not early.reused(first, self.served.model,
-                                                              self.version)
-            spent += first.ns
-        self._pass_cost.add(len(batch), spent)
-        return P
+            self.counters.early_recomputed += not early.reused(first, model, version)
+        payload = early.fast_pred(first, late, self.config.max_batch, model, version, tick,
+                                  wall)
+        if payload is None:
+            frames = early.join(first, late, self.config.max_batch)
+            drop = early.dropped(first, late, self.config.max_batch)
+            P = early.probabilities(first, frames, drop, model, version)
+            payload = self._encode(tick, wall, frames, P)
+            if payload is None:
+                return
+        pub.send_multipart([wire.TOPIC_PRED, payload])
+        self.counters.preds += 1
 
-    def _serve(
-        self, pub: zmq.Socket[bytes], tick: int, wall: float, batch: Batch, P: early.Probs
-    ) -> None:
+    def _encode(self, tick: int, wall: float, batch: Batch, P: early.Probs) -> bytes | None:
+        """The ``pred`` of ``batch`` with probabilities ``P`` (n, c); the frames the model
+        answered with NaN left out and counted (None: all of them)."""
         seq, t, src = batch.seq, batch.t, batch.src
         try:
-            payload = wire.encode_pred(tick, wall, seq, P, self.version,
-                                       t_frame=t, src=src)
+            return wire.encode_pred(tick, wall, seq, P, self.version, t_frame=t, src=src)
         except WireError:
             # Readings at the edge of float32 can overflow the forward pass. Rare: so the
             # check runs only when the encoder refused, and the other frames are served.
@@ -522,13 +541,11 @@ class Daemon:
                 self._reject("non_finite_output", "the model gave NaN for a frame",
                              time.monotonic_ns())
             if keep.size == 0:
-                return
-            payload = wire.encode_pred(
+                return None
+            return wire.encode_pred(
                 tick, wall, [seq[i] for i in keep], P[keep], self.version,
                 t_frame=[t[i] for i in keep], src=[src[i] for i in keep],
             )
-        pub.send_multipart([wire.TOPIC_PRED, payload])
-        self.counters.preds += 1
 
     # ---------------------------------------------------------------- reload, status
 

@@ -1,46 +1,49 @@
-"""A tick's forward pass in two parts: the frames already waiting shortly before the
-deadline, then the few that arrive after them.
+"""A tick's work in two parts: the frames already waiting shortly before the deadline,
+then the few that arrive after them.
 
-Measured at 1,000 frames/s (20 frames per 20 ms tick): the forward pass of a tick took
-about 150 us p50 inside the daemon, where back to back the same pass takes 35: after
-20 ms asleep the caches and branch predictors belong to other work. So the daemon runs
-the pass for the frames already pending ``interval / EARLY_LEAD`` before the deadline
-(:func:`start`), and the tick runs it only for the frames of that last stretch (about
-one at 1,000 frames/s), on warm caches (:func:`join`, :func:`probabilities`). Nothing is
-computed twice: the CPU per frame stays what it was, and the time from the deadline to
-the ``pred`` shrinks.
+Measured at 1,000 frames/s (20 frames per 20 ms tick), inside the daemon: the forward
+pass of a tick took about 150 us p50 and encoding its ``pred`` 65 us, where back to back
+the same work takes 35 and 11: after 20 ms asleep the caches and branch predictors
+belong to other work. So ``interval / EARLY_LEAD`` before the deadline the daemon runs
+the forward pass of the frames already pending and packs their rows of the ``pred``
+(:func:`start`); the tick then does that only for the frames of the last stretch (about
+one at 1,000 frames/s) and sends (:func:`fast_pred`). Nothing is computed twice: the CPU
+per frame stays what it was, and the time from the deadline to the ``pred`` shrinks.
 
-* **One set of weights per tick**: the early probabilities are kept with the model and
-  version that computed them. If either changed before the tick (a reload swapped in, an
-  online step), :func:`probabilities` computes them again, from readings copied out of the ring
-  for that purpose.
-* **The batch cap holds over both parts**: a tick serves the newest ``max_batch`` frames
-  and the oldest early ones beyond that are dropped, as the ring drops them.
+* **One set of weights per tick**: the early rows are kept with the model and version
+  that computed them. If either changed before the tick (a reload swapped in, an online
+  step), the tick computes them again (:func:`probabilities`), from readings copied out
+  of the ring for that purpose.
+* **The batch cap holds over both parts**: a tick serves the newest ``max_batch`` frames;
+  the oldest early ones beyond that are dropped (:func:`join`), as the ring drops them.
+* **Every check kept**: the early rows are checked as :func:`robot_daemon.wire.encode_pred`
+  checks them; a row that failed (a NaN out of the model) sends the tick the general way,
+  which leaves that frame out and counts it.
 * **Never a late tick**: the early pass runs only when its expected time, twice over,
   ends before the deadline (:class:`PassCost`); otherwise the tick does it all.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
 import numpy.typing as npt
 
+from robot_daemon import wire
+from robot_daemon.errors import WireError
 from robot_daemon.model import Model
 from robot_daemon.serve.batch import Batch
 
-#: The early pass runs interval / EARLY_LEAD before the deadline (1.25 ms at 20 ms ticks):
-#: late enough that most of a tick's frames are in, early enough that 20 frames' pass on
-#: cold caches (0.15 ms, 1 ms on a busy VM) ends before the deadline.
-EARLY_LEAD: Final = 16
-#: Before any pass was timed, the expected cost of one row (a cold pass at h = 64 costs
-#: 5-10 us a row for small batches): a 60-row batch still fits 1.25 ms twice over.
-PRIOR_NS_PER_ROW: Final = 10_000.0
-#: How fast the expected cost forgets a slow pass, per tick: a hiccup of the VM stops
-#: early passes for a few dozen ticks (under a second), not for good.
+#: The early pass runs interval / EARLY_LEAD before the deadline (1 ms at 20 ms ticks):
+#: late enough that most of a tick's frames are in, early enough that 20 frames' pass and
+#: packing on cold caches (about 0.4 ms) ends before the deadline.
+EARLY_LEAD: Final = 20
+#: Before any early pass was timed, the expected cost of one row (a cold pass and packing
+#: at h = 64 costs 10-20 us a row for small batches): 20 rows fit 1 ms twice over.
+PRIOR_NS_PER_ROW: Final = 20_000.0
+#: How much of a slow pass the expected cost forgets per pass or refusal.
 COST_DECAY: Final = 0.8
 
 Probs = npt.NDArray[np.float32]
@@ -52,41 +55,43 @@ class Early:
 
     batch : the frames, oldest first, their readings copied out of the ring.
     P : ndarray (len(batch), c) float32, or None if the pass raised (the tick retries).
+    rows : their rows of the ``pred``, packed; None if P is None or failed the checks.
     model, version : the weights that computed P.
-    ns : how long the pass took (wall time).
     """
 
     batch: Batch
     P: Probs | None
+    rows: wire.PredRows | None
     model: Model
     version: str
-    ns: int = 0
 
 
 class PassCost:
-    """The expected time of a forward pass: ns per row, the slowest of recent ticks.
+    """The expected time of an early pass: ns per row, the slowest of recent passes.
 
-    Per tick (both parts together), not per pass: the tick's own pass of one or two rows
-    costs its fixed overhead, which would make a per-row figure absurd. A slow tick counts
-    at once; it is forgotten by :data:`COST_DECAY` per tick.
+    A slow pass counts at once; each pass or refusal since forgets :data:`COST_DECAY` of
+    it, so that a hiccup of the VM stops early passes for a few ticks, not for good.
     """
 
     def __init__(self) -> None:
         self.ns_per_row = PRIOR_NS_PER_ROW
 
-    def fits(self, rows: int, time_left_ns: int) -> bool:
+    def admit(self, rows: int, time_left_ns: int) -> bool:
         """Whether a pass over ``rows`` rows would end before ``time_left_ns``, twice over."""
-        return 2 * rows * self.ns_per_row < time_left_ns
+        if 2 * rows * self.ns_per_row < time_left_ns:
+            return True
+        self.ns_per_row *= COST_DECAY
+        return False
 
     def add(self, rows: int, ns: int) -> None:
-        """One tick's forward passes: ``rows`` rows in ``ns`` ns of wall time."""
+        """A pass over ``rows`` rows took ``ns`` ns of wall time."""
         if rows:
             self.ns_per_row = max(ns / rows, COST_DECAY * self.ns_per_row)
 
 
 def forward(model: Model, X: npt.NDArray[np.float32]) -> Probs:
     """Probabilities (n, c) float32 of readings ``X`` (n, d); NaN where a frame's readings
-    overflow the pass (the encoder then refuses the pred and the daemon drops the frame)."""
+    overflow the pass (the encoder then refuses the row and the daemon drops the frame)."""
     with np.errstate(all="ignore"):  # extreme readings: caught when the pred is encoded
         return model.predict_proba(X).astype(np.float32, copy=False)
 
@@ -96,49 +101,76 @@ def start(model: Model, version: str, batch: Batch) -> Early:
 
     Raises what the forward pass raises; :func:`failed` then keeps the frames.
     """
-    t0 = time.monotonic_ns()
     kept = _copied(batch)
     P = forward(model, kept.X)
-    return Early(kept, P, model, version, time.monotonic_ns() - t0)
+    try:
+        rows: wire.PredRows | None = wire.pred_rows(kept.seq, P, kept.t, kept.src)
+    except WireError:  # a NaN out of the model: the tick's general way drops that frame
+        rows = None
+    return Early(kept, P, rows, model, version)
 
 
 def failed(model: Model, version: str, batch: Batch) -> Early:
     """The early part of a pass that raised: kept, so that the tick still answers it."""
-    return Early(_copied(batch), None, model, version)
-
-
-def join(early: Early | None, late: Batch, max_batch: int) -> tuple[Batch, int]:
-    """A tick's frames, oldest first: the early ones, then ``late`` (pending at the tick),
-    the newest ``max_batch`` of them; and how many early ones were dropped for that."""
-    if early is None:
-        return late, 0
-    first = early.batch
-    drop = max(0, len(first) + len(late) - max_batch)
-    return Batch(
-        np.concatenate([first.X[drop:], late.X]), first.seq[drop:] + late.seq,
-        first.t[drop:] + late.t, first.src[drop:] + late.src,
-        np.concatenate([first.arrival_ns[drop:], late.arrival_ns]),
-    ), drop
-
-
-def probabilities(
-    early: Early | None, frames: Batch, dropped: int, model: Model, version: str
-) -> Probs:
-    """The probabilities (len(frames), c) of :func:`join`'s ``frames``: the early pass's
-    where it is still valid (same model and version), the rest computed now."""
-    P_early = early.P if early is not None and reused(early, model, version) else None
-    if P_early is None:
-        return forward(model, frames.X)  # no early pass, or other weights since then
-    P_first = P_early[dropped:]
-    if len(P_first) == len(frames):
-        return P_first
-    return np.concatenate([P_first, forward(model, frames.X[len(P_first):])])
+    return Early(_copied(batch), None, None, model, version)
 
 
 def reused(early: Early, model: Model, version: str) -> bool:
     """Whether the tick takes ``early``'s probabilities: the pass succeeded, and the
     weights serving now are the ones it used."""
     return early.P is not None and early.model is model and early.version == version
+
+
+def dropped(early: Early | None, late: Batch, max_batch: int) -> int:
+    """How many of ``early``'s frames the batch cap drops at the tick (the oldest)."""
+    return 0 if early is None else max(0, len(early.batch) + len(late) - max_batch)
+
+
+def fast_pred(
+    early: Early | None, late: Batch, max_batch: int, model: Model, version: str, tick: int,
+    wall: float,
+) -> bytes | None:
+    """The tick's ``pred`` from ``early``'s packed rows and ``late``'s (the frames pending
+    at the tick, computed and packed now); None where the general way must serve: no
+    early rows, other weights since, a frame dropped for the cap, a row failing a check."""
+    if (early is None or early.rows is None or not reused(early, model, version)
+            or dropped(early, late, max_batch)):
+        return None
+    parts = [early.rows]
+    if len(late):
+        try:
+            parts.append(wire.pred_rows(late.seq, forward(model, late.X), late.t, late.src))
+        except WireError:
+            return None
+    return wire.encode_pred_rows(tick, wall, version, parts)
+
+
+def join(early: Early | None, late: Batch, max_batch: int) -> Batch:
+    """A tick's frames, oldest first: the early ones, then ``late`` (pending at the tick),
+    the newest ``max_batch`` of them."""
+    if early is None:
+        return late
+    first, drop = early.batch, dropped(early, late, max_batch)
+    return Batch(
+        np.concatenate([first.X[drop:], late.X]), first.seq[drop:] + late.seq,
+        first.t[drop:] + late.t, first.src[drop:] + late.src,
+        np.concatenate([first.arrival_ns[drop:], late.arrival_ns]),
+    )
+
+
+def probabilities(
+    early: Early | None, frames: Batch, drop: int, model: Model, version: str
+) -> Probs:
+    """The probabilities (len(frames), c) of :func:`join`'s ``frames`` (which left out
+    ``drop`` early frames): the early pass's where it is still valid (same model and
+    version), the rest computed now."""
+    P_early = early.P if early is not None and reused(early, model, version) else None
+    if P_early is None:
+        return forward(model, frames.X)  # no early pass, or other weights since then
+    P_first = P_early[drop:]
+    if len(P_first) == len(frames):
+        return P_first
+    return np.concatenate([P_first, forward(model, frames.X[len(P_first):])])
 
 
 def _copied(batch: Batch) -> Batch:

@@ -37,7 +37,15 @@ from robot_daemon.wire.decode import (
     decode_status,
     sensor_time,
 )
-from robot_daemon.wire.encode import encode_frame, encode_label, encode_pred, encode_status
+from robot_daemon.wire.encode import (
+    PredRows,
+    encode_frame,
+    encode_label,
+    encode_pred,
+    encode_pred_rows,
+    encode_status,
+    pred_rows,
+)
 from robot_daemon.wire.messages import (
     MAX_C,
     MAX_D,
@@ -62,7 +70,8 @@ from robot_daemon.wire.messages import (
 __all__ = [
     "MAX_C", "MAX_D", "MAX_FRAME_BYTES", "MAX_PRED_BYTES", "MAX_PRED_ROWS", "MAX_SRC_LEN",
     "MAX_STATUS_BYTES", "PROTOCOL_VERSION", "REASONS", "TOPICS", "TOPIC_FRAME", "TOPIC_LABEL",
-    "TOPIC_PRED", "TOPIC_STATUS", "Frame", "Label", "Pred", "RawFrame", "decode_frame",
-    "decode_frame_raw", "decode_label", "decode_pred", "decode_status", "encode_frame",
-    "encode_label", "encode_pred", "encode_status", "sensor_time",
+    "TOPIC_PRED", "TOPIC_STATUS", "Frame", "Label", "Pred", "PredRows", "RawFrame",
+    "decode_frame", "decode_frame_raw", "decode_label", "decode_pred", "decode_status",
+    "encode_frame", "encode_label", "encode_pred", "encode_pred_rows", "encode_status",
+    "pred_rows", "sensor_time",
 ]

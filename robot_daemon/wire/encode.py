@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -191,6 +192,92 @@ def encode_pred(
         **extra,
     }
     return _pack(obj, "pred")
+
+
+@dataclass(frozen=True)
+class PredRows:
+    """Some rows of the daemon's ``pred``, packed ahead (:func:`pred_rows`).
+
+    The daemon's pred is :func:`encode_pred` with the extras ``t_frame`` and ``src``;
+    packing its rows as they become known, and only the message around them at the
+    tick (:func:`encode_pred_rows`), leaves the tick little to do.
+
+    n, c : rows and classes. seq, t_frame, src : the msgpack items of those lists, with
+    no array header. p : the rows' probabilities, float32 little-endian row-major bytes.
+    """
+
+    n: int
+    c: int
+    seq: bytes
+    t_frame: bytes
+    src: bytes
+    p: bytes
+
+
+_PACKER = msgpack.Packer(use_bin_type=True)
+_KEYS = {key: _PACKER.pack(key) for key in ("tick", "t", "seq", "p", "n", "c", "model",
+                                             "t_frame", "src")}
+
+
+def _items(values: list[Any]) -> bytes:
+    """The msgpack items of ``values``: the packed list without its array header."""
+    packed: bytes = _PACKER.pack(values)
+    return packed[len(_PACKER.pack_array_header(len(values))):]
+
+
+def pred_rows(
+    seq: list[int], p: NDArray[np.float32], t_frame: list[float], src: list[str | None]
+) -> PredRows:
+    """Pack rows of a ``pred`` (n >= 1, checked as :func:`encode_pred` checks them).
+
+    seq : n ints >= 0. p : (n, c) float32, finite, in [0, 1]. t_frame : n sensor times.
+    src : n sources (a str, or None).
+
+    Raises:
+        WireError: as :func:`encode_pred` for the same rows (``wrong_n``, ``wrong_type``,
+            ``negative_seq``, ``wrong_c``, ``non_finite``, ``out_of_range``).
+    """
+    n = len(seq)
+    if not 1 <= n <= MAX_PRED_ROWS or len(t_frame) != n or len(src) != n:
+        fail("wrong_n", f"pred rows need 1 <= n <= {MAX_PRED_ROWS} of each list")
+    if not all(type(value) is int for value in seq):
+        fail("wrong_type", "seq must hold integers")
+    if min(seq) < 0:
+        fail("negative_seq", "seq values must be >= 0")
+    if type(p) is not np.ndarray or p.dtype != F32 or p.ndim != 2 or p.shape[0] != n:
+        fail("wrong_n", f"p must be float32 of shape (n={n}, c)")
+    check_probs(p)
+    return PredRows(n, p.shape[1], _items(seq), _items(t_frame), _items(src),
+                    np.ascontiguousarray(p).tobytes())
+
+
+def encode_pred_rows(tick: int, t: float, model: str, parts: Sequence[PredRows]) -> bytes:
+    """The ``pred`` of ``parts``' rows in order: byte for byte
+    ``encode_pred(tick, t, seq, p, model, t_frame=t_frame, src=src)`` of the same rows.
+
+    Raises:
+        WireError: no rows, too many, the parts' ``c`` differ, or as :func:`encode_pred`
+            for ``tick``, ``t`` and ``model``.
+    """
+    n = sum(part.n for part in parts)
+    if not 1 <= n <= MAX_PRED_ROWS:
+        fail("wrong_n", f"a pred has 1..{MAX_PRED_ROWS} rows, got {n}")
+    c = parts[0].c
+    if any(part.c != c for part in parts):
+        fail("wrong_c", "the parts of a pred have different numbers of classes")
+    header = _PACKER.pack_array_header(n)
+    pack = _PACKER.pack
+    return b"".join([
+        _PACKER.pack_map_header(9),
+        _KEYS["tick"], pack(_encode_seq(tick, "tick")),
+        _KEYS["t"], pack(_encode_time(t)),
+        _KEYS["seq"], header, *[part.seq for part in parts],
+        _KEYS["p"], pack(b"".join([part.p for part in parts])),
+        _KEYS["n"], pack(n), _KEYS["c"], pack(c),
+        _KEYS["model"], pack(str_field(model, "model")),
+        _KEYS["t_frame"], header, *[part.t_frame for part in parts],
+        _KEYS["src"], header, *[part.src for part in parts],
+    ])
 
 
 def encode_status(status: Mapping[str, Any]) -> bytes:

@@ -222,6 +222,63 @@ def test_every_valid_frame_answered_once_and_malformed_ones_only_counted(
     assert "rejected frame" in harness.log_text()
 
 
+def test_a_steady_stream_is_served_partly_before_each_deadline_and_answered_once(
+    harness: Harness,
+) -> None:
+    """A frame every 2 ms: most ticks find frames pending 1 ms before their deadline and
+    run those early (serve.early); each frame is still answered once, in order, with the
+    probabilities one pass over all of them gives."""
+    loaded = model_file.load(DEFAULT_MODEL)
+    X = _readings(300, seed=3)
+    for i in range(len(X)):
+        harness.send(i, X[i])
+        time.sleep(0.002)
+    preds = harness.preds(len(X))
+    for pred in preds:
+        assert pred.seq.tolist() == sorted(pred.seq.tolist())
+    answers = _answers(preds)
+    assert sorted(answers) == list(range(len(X)))
+    np.testing.assert_allclose(np.array([answers[i] for i in range(len(X))]),
+                               loaded.predict_proba(X).astype(np.float32),
+                               rtol=1e-6, atol=1e-7)
+    status = harness.status(lambda s: s["preds"] >= len(preds))
+    assert status["ticks_early"] >= len(preds) // 2
+    assert status["early_recomputed"] == 0
+    assert status["frames_dropped"] == 0
+
+
+def test_weights_swapped_between_the_early_pass_and_the_tick_serve_the_whole_tick(
+    workdir: Path,
+) -> None:
+    """In-process: a reload lands after the early pass; the tick's pred is the new
+    model's for every frame, early ones included (one set of weights per tick)."""
+    from robot_daemon.serve.reload import ServedModel
+
+    d = _in_process(workdir)
+    X = _readings(5)
+    for seq in range(3):
+        d._pending.add(wire.RawFrame(seq, 0.0, X[seq].astype("<f4").tobytes(), None), 0)
+    d._start_early(time.monotonic_ns() + 10**9)
+    assert d._early is not None
+    other = _other_model(7)
+    d.served = ServedModel(other, "other-1", d.served.path)
+    for seq in range(3, 5):
+        d._pending.add(wire.RawFrame(seq, 0.0, X[seq].astype("<f4").tobytes(), None), 0)
+    sent: list[list[bytes]] = []
+
+    class Pub:
+        def send_multipart(self, parts: list[bytes]) -> None:
+            sent.append(parts)
+
+    d._tick(Pub(), 7, 0, 0)  # type: ignore[arg-type]
+    pred = wire.decode_pred(sent[0][1])
+    assert pred.seq.tolist() == [0, 1, 2, 3, 4]
+    assert pred.model == "other-1"
+    np.testing.assert_allclose(pred.p, other.predict_proba(X).astype(np.float32),
+                               rtol=1e-6, atol=1e-7)
+    assert (d.counters.ticks_early, d.counters.early_recomputed) == (1, 1)
+
+
 def test_lost_frames_are_counted_from_seq_gaps_and_the_batch_is_capped(
     workdir: Path,
 ) -> None:

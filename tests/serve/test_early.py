@@ -1,0 +1,142 @@
+"""A tick's work in two parts (serve.early): the early rows and the late ones make the
+pred one pass over the whole batch would make, with one set of weights, the newest
+max_batch frames and every check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from robot_daemon import model as model_file
+from robot_daemon import wire
+from robot_daemon.model import Model
+from robot_daemon.nn import MLP
+from robot_daemon.serve import early
+from robot_daemon.serve.batch import Batch, PendingFrames
+
+D, C = 16, 8
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def model() -> Model:
+    return model_file.load(ROOT / "models" / "default.npz")
+
+
+def _pending(seqs: range, max_batch: int = 64) -> PendingFrames:
+    return _add(PendingFrames(max_batch, D), seqs)
+
+
+def _add(pending: PendingFrames, seqs: range) -> PendingFrames:
+    """Frames ``seqs`` into ``pending``; a frame's readings depend on its seq only."""
+    for seq in seqs:
+        x = np.random.default_rng(seq).standard_normal(D).astype("<f4").tobytes()
+        pending.add(wire.RawFrame(seq, seq / 100, x, f"cam{seq % 2}"), 1000 + seq)
+    return pending
+
+
+def _whole(model: Model, batch: Batch, version: str = "v1") -> wire.Pred:
+    """The pred of one pass over ``batch``, the way a tick without an early pass makes it."""
+    payload = wire.encode_pred(9, 1.5, batch.seq, early.forward(model, batch.X), version,
+                               t_frame=batch.t, src=batch.src)
+    return wire.decode_pred(payload)
+
+
+def _same(a: wire.Pred, b: wire.Pred) -> None:
+    assert a.seq.tolist() == b.seq.tolist()
+    assert a.extra == b.extra
+    assert a.model == b.model
+    # Two passes over parts of a batch against one over all of it: BLAS may round the rows
+    # differently, by an ulp of float64, which float32 almost always hides.
+    np.testing.assert_allclose(a.p, b.p, rtol=0, atol=1e-6)
+
+
+def test_early_and_late_rows_make_the_pred_of_one_pass(model: Model) -> None:
+    whole = _pending(range(23)).take()
+    pending = _pending(range(20))
+    first = early.start(model, "v1", pending.take())
+    late = _add(pending, range(20, 23)).take()
+    payload = early.fast_pred(first, late, 64, model, "v1", 9, 1.5)
+    assert payload is not None
+    _same(wire.decode_pred(payload), _whole(model, whole))
+
+
+def test_the_early_readings_are_copied_out_of_the_ring(model: Model) -> None:
+    """The ring's rows are written over by the next frames: the early part keeps its own."""
+    pending = _pending(range(5))
+    batch = pending.take()
+    first = early.start(model, "v1", batch)
+    X = first.batch.X.copy()
+    for seq in range(5, 10):  # fill the same rows again
+        pending.add(wire.RawFrame(seq, 0.0, np.full(D, 9, "<f4").tobytes(), None), 0)
+    np.testing.assert_array_equal(first.batch.X, X)
+
+
+def test_weights_changed_since_the_early_pass_are_the_ones_served(model: Model) -> None:
+    """An online step (a new version) or a reload (another model) between the early pass
+    and the tick: the early rows are computed again, with the weights serving now."""
+    other = Model(MLP.from_params(*[p * 1.5 for p in model.mlp.copy_params()]), model.mean,
+                  model.scale, model.feature_names, model.class_names, model.thresholds)
+    for now_model, now_version in [(model, "v1+1"), (other, "v1")]:
+        pending = _pending(range(10))
+        first = early.start(model, "v1", pending.take())
+        late = _add(pending, range(10, 12)).take()
+        assert not early.reused(first, now_model, now_version)
+        assert early.fast_pred(first, late, 64, now_model, now_version, 9, 1.5) is None
+        frames = early.join(first, late, 64)
+        P = early.probabilities(first, frames, 0, now_model, now_version)
+        np.testing.assert_array_equal(P, early.forward(now_model, frames.X))
+
+
+def test_the_batch_cap_keeps_the_newest_over_both_parts(model: Model) -> None:
+    """max_batch 8: 6 early frames and 5 late ones serve the newest 8 (3 early dropped)."""
+    pending = _pending(range(6), max_batch=8)
+    first = early.start(model, "v1", pending.take())
+    late = _add(pending, range(6, 11)).take()
+    assert early.dropped(first, late, 8) == 3
+    assert early.fast_pred(first, late, 8, model, "v1", 9, 1.5) is None  # the general way
+    frames = early.join(first, late, 8)
+    assert frames.seq == list(range(3, 11))
+    np.testing.assert_array_equal(frames.arrival_ns, np.arange(1003, 1011))
+    P = early.probabilities(first, frames, 3, model, "v1")
+    np.testing.assert_allclose(P, early.forward(model, frames.X), rtol=0, atol=1e-6)
+
+
+def test_a_nan_row_sends_the_tick_the_general_way(
+    model: Model, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A NaN out of the model (a float32 model can overflow): the early rows are not
+    packed, and the tick takes the general way, which leaves that frame out."""
+    def nan_for_row_2(X: np.ndarray) -> np.ndarray:
+        P = np.full((len(X), C), 0.5)
+        P[2, 1] = np.nan
+        return P
+
+    monkeypatch.setattr(model, "predict_proba", nan_for_row_2)
+    first = early.start(model, "v1", _pending(range(4)).take())
+    assert first.P is not None
+    assert first.rows is None
+    assert early.fast_pred(first, _pending(range(0)).take(), 64, model, "v1", 9, 1.5) is None
+
+
+def test_a_failed_early_pass_keeps_its_frames_for_the_tick(model: Model) -> None:
+    pending = _pending(range(3))
+    first = early.failed(model, "v1", pending.take())
+    frames = early.join(first, _pending(range(3, 5)).take(), 64)
+    assert frames.seq == [0, 1, 2, 3, 4]
+    P = early.probabilities(first, frames, 0, model, "v1")
+    np.testing.assert_array_equal(P, early.forward(model, frames.X))
+
+
+def test_the_pass_cost_refuses_what_would_not_end_in_time_and_forgets_slow_passes() -> None:
+    cost = early.PassCost()
+    cost.add(20, 20 * 50_000)  # a slow pass: 50 us a row
+    assert not cost.admit(20, 1_000_000)  # 2 ms twice over does not fit 1 ms
+    refusals = 1
+    while not cost.admit(20, 1_000_000):
+        refusals += 1
+    assert refusals <= 5  # a few ticks, not for good
+    cost.add(20, 20 * 5_000)
+    assert cost.admit(20, 1_000_000)
