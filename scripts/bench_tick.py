@@ -87,11 +87,11 @@ def main() -> int:
                 order = list(daemons) if r % 2 == 0 else list(daemons)[::-1]
                 for name in order:
                     trial = daemons[name].trial(RATE, args.duration)
+                    problems = [f"{k} {v}" for k, v in trial.counters.items() if v]
                     print(f"round {r + 1} {name:<8} tick p50 {trial.tick_ms[0]:.3f} ms, "
                           f"p99 {trial.tick_ms[1]:.3f} ms, CPU/1,000 frames "
                           f"{trial.cpu_ms_per_1000:.1f} ms; problems: "
-                          f"{', '.join(f'{k} {v}' for k, v in trial.counters.items() if v) or 'none'}",
-                          flush=True)
+                          f"{', '.join(problems) or 'none'}", flush=True)
         finally:
             for daemon in daemons.values():
                 daemon.close()
