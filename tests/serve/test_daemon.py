@@ -264,14 +264,9 @@ def test_weights_swapped_between_the_early_pass_and_the_tick_serve_the_whole_tic
     d.served = ServedModel(other, "other-1", d.served.path)
     for seq in range(3, 5):
         d._pending.add(wire.RawFrame(seq, 0.0, X[seq].astype("<f4").tobytes(), None), 0)
-    sent: list[list[bytes]] = []
-
-    class Pub:
-        def send_multipart(self, parts: list[bytes]) -> None:
-            sent.append(parts)
-
-    d._tick(Pub(), 7, 0, 0)  # type: ignore[arg-type]
-    pred = wire.decode_pred(sent[0][1])
+    pub = _Pub()
+    d._tick(pub, 7, 0, 0)
+    pred = wire.decode_pred(pub.sent[0][1])
     assert pred.seq.tolist() == [0, 1, 2, 3, 4]
     assert pred.model == "other-1"
     np.testing.assert_allclose(pred.p, other.predict_proba(X).astype(np.float32),
@@ -437,6 +432,23 @@ def test_a_bad_model_or_config_stops_the_start_with_exit_2(workdir: Path) -> Non
     assert "unknown key 'max_bacth'" in result.stderr
 
 
+class _Pub:
+    """Stands in for the daemon's PUB socket: keeps each message's parts."""
+
+    def __init__(self) -> None:
+        self.sent: list[list[bytes]] = []
+        self._parts: list[bytes] = []
+
+    def send(self, data: bytes, flags: int = 0) -> None:
+        self._parts.append(data)
+        if not flags & zmq.SNDMORE:
+            self.sent.append(self._parts)
+            self._parts = []
+
+    def send_multipart(self, parts: list[bytes]) -> None:
+        self.sent.append(list(parts))
+
+
 def _in_process(workdir: Path, **settings: Any) -> Any:
     """A Daemon built in this process on the default model, with ipc endpoints in workdir."""
     from robot_daemon.serve import config, daemon
@@ -541,15 +553,10 @@ def test_a_frame_the_model_answers_with_nan_is_left_out_and_counted(
         return P
 
     monkeypatch.setattr(d.served.model, "predict_proba", nan_for_row_1)
-    sent: list[list[bytes]] = []
-
-    class Pub:
-        def send_multipart(self, parts: list[bytes]) -> None:
-            sent.append(parts)
-
     d._pending = pending
-    d._tick(Pub(), 7, 0, 0)  # type: ignore[arg-type]
-    pred = wire.decode_pred(sent[0][1])
+    pub = _Pub()
+    d._tick(pub, 7, 0, 0)
+    pred = wire.decode_pred(pub.sent[0][1])
     assert pred.seq.tolist() == [0, 2]
     assert d.counters.frames_rejected == {"non_finite_output": 1}
 
