@@ -7,7 +7,8 @@ Prints, on this machine and in this run:
 
 1. **in process**, on the default model (h = 64) with simulated labels: the time of one
    guarded :meth:`OnlineLearner.step` (screen, replay draw, SGD, holdout check) beside a
-   bare ``single_step_sgd`` on the same batch size, and of one checkpoint save (fsync);
+   bare ``single_step_sgd`` on the same batch size, each bare step right after a guarded
+   one (paired), and of one checkpoint save (fsync);
    and the label channel's throughput over loopback TCP, plain and with CURVE;
 2. **the real daemon** (20 ms ticks), fed ``--frame-rate`` frames/s and ``--label-rate``
    labels/s by a publisher process, once without ``--online`` and once with it (and
@@ -31,6 +32,7 @@ from typing import Any
 import numpy as np
 import zmq
 from benchlib import Figure, write_json
+from threadpoolctl import threadpool_limits
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -56,7 +58,10 @@ def in_process(batch: int, steps: int) -> dict[str, float]:
     """Prints the in-process timings; returns the p50s in ms (``guarded``, ``bare``, ``save``)."""
     data = sim.simulate(steps * batch * 1.2 / 20.0, 20.0, seed=7, calibration_drift=1.0)
     learner = OnlineLearner(model_file.load(DEFAULT_MODEL), OnlineConfig(batch_size=batch))
-    durations, reasons = [], []
+    mlp = model_file.load(DEFAULT_MODEL).mlp  # the bare step's own copy of the weights
+    X = learner.model.normalize(data.X[:batch])
+    Y = data.Y[:batch].astype(mlp.dtype)
+    durations, bare, reasons = [], [], []
     i = 0
     while len(durations) < steps and i < data.n:
         learner.add(wire.Label(i, float(data.t[i]), data.X[i], data.Y[i]))
@@ -65,18 +70,15 @@ def in_process(batch: int, steps: int) -> dict[str, float]:
             result = learner.step()
             durations.append(result.duration_ns)
             reasons.append(result.reason)
+            # Paired: each guarded step, then a bare one, so that the machine's drift
+            # within the run falls on both alike.
+            start = time.monotonic_ns()
+            mlp.single_step_sgd(X, Y, lr=0.1)
+            bare.append(time.monotonic_ns() - start)
     accepted = sum(r is None for r in reasons)
     print(f"guarded step (batch {batch}, h=64, holdout on): {_ms(durations)}"
           f" over {len(durations)} steps ({accepted} accepted)")
-    mlp = model_file.load(DEFAULT_MODEL).mlp
-    X = learner.model.normalize(data.X[:batch])
-    Y = data.Y[:batch].astype(mlp.dtype)
-    bare = []
-    for _ in range(steps):
-        start = time.monotonic_ns()
-        mlp.single_step_sgd(X, Y, lr=0.1)
-        bare.append(time.monotonic_ns() - start)
-    print(f"bare single_step_sgd (batch {batch}):            {_ms(bare)}")
+    print(f"bare single_step_sgd (batch {batch}), each right after a guarded one: {_ms(bare)}")
     with tempfile.TemporaryDirectory() as tmp:
         store = CheckpointStore(tmp, keep=5)
         saves = []
@@ -207,7 +209,12 @@ def main() -> int:
     parser.add_argument("--labels", type=int, default=50_000, help="labels sent per channel")
     parser.add_argument("--json", type=Path, help="also write the headline figures here")
     args = parser.parse_args()
-    p50 = in_process(args.online_batch, args.steps)
+    with threadpool_limits(1):  # the headline, as the daemon runs (SERVING_ENV)
+        print("BLAS on 1 thread:")
+        p50 = in_process(args.online_batch, args.steps)
+    with threadpool_limits(2):
+        print("BLAS on 2 threads:")
+        p50_2 = in_process(args.online_batch, args.steps)
     plain, secured = label_throughput(args.labels, False), label_throughput(args.labels, True)
     print(f"label channel, one process, loopback TCP: plain {plain:,.0f}/s, CURVE"
           f" {secured:,.0f}/s (CURVE / plain = {secured / plain:.2f})")
@@ -223,9 +230,14 @@ def main() -> int:
         serving, learning = runs[False], runs[True]
         load = f"{args.frame_rate:,.0f} frames/s, {args.label_rate:,.0f} labels/s"
         write_json(args.json, "bench_online", [
-            Figure.compare(f"guarded online step, batch {args.online_batch}, h=64, p50",
-                           p50["guarded"], "ms", "bare single_step_sgd on the same batch",
-                           p50["bare"], "screening, replay draw, holdout check"),
+            Figure.compare(f"guarded online step, batch {args.online_batch}, h=64, p50, BLAS "
+                           "1 thread", p50["guarded"], "ms",
+                           "bare single_step_sgd on the same batch, paired", p50["bare"],
+                           "screening, replay draw, holdout check; goal: ratio <= 3.5"),
+            Figure.compare(f"guarded online step, batch {args.online_batch}, h=64, p50, BLAS "
+                           "2 threads", p50_2["guarded"], "ms",
+                           "bare single_step_sgd on the same batch, paired", p50_2["bare"],
+                           "two-thread timings swing widely on a 2-core VM"),
             Figure.compare("checkpoint save (atomic, fsync), p50", p50["save"], "ms",
                            "the daemon's 20 ms tick", 20.0),
             Figure.compare("label channel throughput with CURVE", secured, "labels/s",
