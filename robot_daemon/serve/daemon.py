@@ -190,7 +190,7 @@ class Daemon:
         self._pending = PendingFrames(config.max_batch, self.served.model.d)
         self._early: early.Early | None = None  # the next tick's first frames, computed
         self._early_tick = 0  # the last tick an early pass was considered for
-        self._pass_cost = early.PassCost()
+        self._early_rows = early.RowBudget()
         self._reloader = Reloader(config.model, self.served.model.d, self.served.model.c)
         self._reject_log = RateLimiter(REJECT_LOG_PERIOD_NS)
         self._start_ns = time.monotonic_ns()
@@ -465,11 +465,11 @@ class Daemon:
 
     def _start_early(self, deadline_ns: int) -> None:
         """Shortly before a tick: the forward pass and ``pred`` rows of the frames already
-        pending (:mod:`robot_daemon.serve.early`), if it surely ends before ``deadline_ns``."""
+        pending (:mod:`robot_daemon.serve.early`), as many as end well before ``deadline_ns``."""
         rows = len(self._pending)
-        t0 = time.monotonic_ns()
-        if not rows or not self._pass_cost.admit(rows, deadline_ns - t0):
+        if not rows or not self._early_rows.admit(rows):
             return
+        t0 = time.monotonic_ns()
         model, version, batch = self.served.model, self.version, self._pending.take()
         try:
             self._early = early.start(model, version, batch)
@@ -477,7 +477,7 @@ class Daemon:
             self.counters.tick_errors += 1
             log.exception("the early forward pass of %d frame(s) failed", len(batch))
             self._early = early.failed(model, version, batch)
-        self._pass_cost.add(rows, time.monotonic_ns() - t0)
+        self._early_rows.ended(rows, t0, time.monotonic_ns(), deadline_ns)
 
     def _tick(self, pub: zmq.Socket[bytes], tick: int, deadline_ns: int, start_ns: int) -> None:
         """Serve the pending frames (and the early pass's): one ``pred`` message."""

@@ -19,8 +19,9 @@ per frame stays what it was, and the time from the deadline to the ``pred`` shri
 * **Every check kept**: the early rows are checked as :func:`robot_daemon.wire.encode_pred`
   checks them; a row that failed (a NaN out of the model) sends the tick the general way,
   which leaves that frame out and counts it.
-* **Never a late tick**: the early pass runs only when its expected time, twice over,
-  ends before the deadline (:class:`PassCost`); otherwise the tick does it all.
+* **Never a late tick**: the early pass takes at most as many rows as the recent passes
+  showed to end well before the deadline (:class:`RowBudget`); a larger batch is left
+  to the tick, which does it all, as it did before early passes.
 """
 
 from __future__ import annotations
@@ -36,15 +37,13 @@ from robot_daemon.errors import WireError
 from robot_daemon.model import Model
 from robot_daemon.serve.batch import Batch
 
-#: The early pass runs interval / EARLY_LEAD before the deadline (1 ms at 20 ms ticks):
-#: late enough that most of a tick's frames are in, early enough that 20 frames' pass and
-#: packing on cold caches (about 0.4 ms) ends before the deadline.
-EARLY_LEAD: Final = 20
-#: Before any early pass was timed, the expected cost of one row (a cold pass and packing
-#: at h = 64 costs 10-20 us a row for small batches): 20 rows fit 1 ms twice over.
-PRIOR_NS_PER_ROW: Final = 20_000.0
-#: How much of a slow pass the expected cost forgets per pass or refusal.
-COST_DECAY: Final = 0.8
+#: The early pass runs interval / EARLY_LEAD before the deadline (1.25 ms at 20 ms
+#: ticks): late enough that most of a tick's frames are in, early enough that 20 frames'
+#: pass and packing on cold caches (0.3-0.6 ms) ends before the deadline twice over.
+EARLY_LEAD: Final = 16
+#: The rows the first early pass may take (:class:`RowBudget`): a cold pass and packing
+#: over 32 rows at h = 64 take about 0.5 ms.
+INITIAL_ROWS: Final = 32
 
 Probs = npt.NDArray[np.float32]
 
@@ -66,27 +65,32 @@ class Early:
     version: str
 
 
-class PassCost:
-    """The expected time of an early pass: ns per row, the slowest of recent passes.
+class RowBudget:
+    """How many rows an early pass may take, learnt from how the recent ones ended.
 
-    A slow pass counts at once; each pass or refusal since forgets :data:`COST_DECAY` of
-    it, so that a hiccup of the VM stops early passes for a few ticks, not for good.
+    A pass that ends with more than half of its time to the deadline to spare lets the
+    next take twice its rows; one that ends in the second half (or past the deadline)
+    halves the budget. A batch over the budget is left to the tick, and each such refusal
+    grows the budget by a quarter, so that a slow spell of the VM does not stop early
+    passes for good. No cost model: it holds for any model size and any machine.
     """
 
     def __init__(self) -> None:
-        self.ns_per_row = PRIOR_NS_PER_ROW
+        self.rows = INITIAL_ROWS
 
-    def admit(self, rows: int, time_left_ns: int) -> bool:
-        """Whether a pass over ``rows`` rows would end before ``time_left_ns``, twice over."""
-        if 2 * rows * self.ns_per_row < time_left_ns:
+    def admit(self, rows: int) -> bool:
+        """Whether an early pass may take ``rows`` rows now."""
+        if rows <= self.rows:
             return True
-        self.ns_per_row *= COST_DECAY
+        self.rows += self.rows // 4 + 1
         return False
 
-    def add(self, rows: int, ns: int) -> None:
-        """A pass over ``rows`` rows took ``ns`` ns of wall time."""
-        if rows:
-            self.ns_per_row = max(ns / rows, COST_DECAY * self.ns_per_row)
+    def ended(self, rows: int, start_ns: int, end_ns: int, deadline_ns: int) -> None:
+        """A pass over ``rows`` rows ran from ``start_ns`` to ``end_ns``."""
+        if end_ns - start_ns < (deadline_ns - start_ns) / 2:
+            self.rows = max(self.rows, 2 * rows)
+        else:
+            self.rows = max(1, rows // 2)
 
 
 def forward(model: Model, X: npt.NDArray[np.float32]) -> Probs:

@@ -130,13 +130,18 @@ def test_a_failed_early_pass_keeps_its_frames_for_the_tick(model: Model) -> None
     np.testing.assert_array_equal(P, early.forward(model, frames.X))
 
 
-def test_the_pass_cost_refuses_what_would_not_end_in_time_and_forgets_slow_passes() -> None:
-    cost = early.PassCost()
-    cost.add(20, 20 * 50_000)  # a slow pass: 50 us a row
-    assert not cost.admit(20, 1_000_000)  # 2 ms twice over does not fit 1 ms
-    refusals = 1
-    while not cost.admit(20, 1_000_000):
+def test_the_row_budget_follows_how_passes_end_and_recovers_from_a_slow_spell() -> None:
+    budget, ms = early.RowBudget(), 1_000_000
+    assert budget.admit(early.INITIAL_ROWS)
+    assert not budget.admit(early.INITIAL_ROWS * 4)  # left to the tick
+    budget.ended(40, 0, 2 * ms, 10 * ms)  # done with most of its time to spare
+    assert budget.admit(80)
+    budget.ended(80, 0, 9 * ms, 10 * ms)  # in the second half: the budget halves
+    assert budget.admit(40)
+    assert not budget.admit(41)
+    budget.ended(40, 0, 12 * ms, 10 * ms)  # past the deadline
+    assert budget.rows == 20
+    refusals = 0
+    while not budget.admit(40):  # a slow spell ends: the budget grows back by itself
         refusals += 1
-    assert refusals <= 5  # a few ticks, not for good
-    cost.add(20, 20 * 5_000)
-    assert cost.admit(20, 1_000_000)
+    assert refusals <= 4
