@@ -1,10 +1,11 @@
 """The daemon's tick at 1,000 frames/s, paired against another commit's daemon in one run.
 
-    .venv/bin/python scripts/bench_tick.py --baseline cf9d77b [--rounds 3] [--duration 8]
+    .venv/bin/python scripts/bench_tick.py [--baseline cf9d77b] [--rounds 3] [--duration 8]
                                            [--json FIGURES.json]
 
 Two real daemons run side by side, each from its own source tree: this checkout's and
-the ``--baseline`` commit's (extracted with ``git archive`` into a temporary directory).
+the ``--baseline`` commit's (extracted with ``git archive`` into a temporary directory;
+by default :data:`BASELINE`, the daemon before its tick was split around the deadline).
 They serve the same model; trials of ``--duration`` seconds at 1,000 frames/s (20 frames
 per 20 ms tick) alternate between them, the order swapped every round, so that a VM's
 drift within the run falls on both alike. Per daemon, over every round:
@@ -37,6 +38,8 @@ from bench_daemon import Daemon, Trial  # noqa: E402
 from benchlib import Figure, write_json  # noqa: E402
 
 RATE = 1000.0
+#: The serving path before serve.early (issue 14): the whole tick after the deadline.
+BASELINE = "cf9d77b"
 
 
 def extract(rev: str, into: Path) -> Path:
@@ -71,7 +74,8 @@ def summary(trials: list[Trial]) -> dict[str, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--baseline", required=True, help="the commit to compare with")
+    parser.add_argument("--baseline", default=BASELINE,
+                        help=f"the commit to compare with (default {BASELINE})")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per trial")
     parser.add_argument("--model", type=Path, default=ROOT / "models" / "default.npz")
