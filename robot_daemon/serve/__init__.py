@@ -2,7 +2,8 @@
 
 A frame arrives in :mod:`~robot_daemon.serve.receive` (socket draining), waits in
 :mod:`~robot_daemon.serve.batch` for its tick, is answered by
-:mod:`~robot_daemon.serve.daemon`, and is counted in :mod:`~robot_daemon.serve.stats`.
+:mod:`~robot_daemon.serve.daemon` (its forward pass begun before the deadline by
+:mod:`~robot_daemon.serve.early`), and is counted in :mod:`~robot_daemon.serve.stats`.
 :mod:`~robot_daemon.serve.liveness` tells which sensors fell silent,
 :mod:`~robot_daemon.serve.config` holds the settings, :mod:`~robot_daemon.serve.notify`
 the systemd notifications, :mod:`~robot_daemon.serve.monitor` the connections that libzmq
