@@ -466,10 +466,13 @@ class Daemon:
     def _start_early(self, deadline_ns: int) -> None:
         """Shortly before a tick: the forward pass and ``pred`` rows of the frames already
         pending (:mod:`robot_daemon.serve.early`), as many as end well before ``deadline_ns``."""
-        rows = len(self._pending)
+        rows, t0 = len(self._pending), time.monotonic_ns()
+        # Woken late (a status, a step that ran long): less than half the lead left is
+        # too little to start; the tick does it all.
+        if deadline_ns - t0 < self.config.interval_ns // (2 * early.EARLY_LEAD):
+            return
         if not rows or not self._early_rows.admit(rows):
             return
-        t0 = time.monotonic_ns()
         model, version, batch = self.served.model, self.version, self._pending.take()
         try:
             self._early = early.start(model, version, batch)
