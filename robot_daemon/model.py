@@ -259,8 +259,11 @@ def from_bytes(data: bytes) -> Model:
         with npz.Archive(data, max_members=_MAX_MEMBERS) as archive:
             _check_members(archive)
             meta = _parse_meta(archive.read("meta", _strings("meta", (), MAX_META_CHARS)))
-            arrays = {name: archive.read(name, check) for name, check in _checks(meta).items()}
-        return _from_arrays(meta, arrays)
+            blocks = _blocks(meta)
+            into = _parts(blocks)
+            arrays = {name: archive.read(name, check, into.get(name))
+                      for name, check in _checks(meta).items()}
+        return _from_arrays(meta, arrays, blocks)
     except ModelError:
         raise
     except Exception as exc:
@@ -329,14 +332,32 @@ def _strings(name: str, shape: tuple[int, ...], max_chars: int) -> npz.Check:
     return check
 
 
-def _from_arrays(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> Model:
-    """The model, from arrays whose dtypes and shapes were checked against ``meta``."""
+def _blocks(meta: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The network's three parameter blocks (``Linear.Wb``), of the size ``meta`` gives.
+
+    The members W1 ... b3 are read straight into them: a load holds the parameters once.
+    """
+    d, h, c, dtype = meta["d"], meta["h"], meta["c"], np.dtype(meta["dtype"])
+    return (np.empty((d + 1, h), dtype), np.empty((h + 1, h), dtype),
+            np.empty((h + 1, c), dtype))
+
+
+def _parts(blocks: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+    """W1, b1, ..., b3 as views into their blocks: W the rows above b, b the last row."""
+    return {name: part for i, Wb in enumerate(blocks, 1)
+            for name, part in ((f"W{i}", Wb[:-1]), (f"b{i}", Wb[-1]))}
+
+
+def _from_arrays(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray],
+                 blocks: Sequence[np.ndarray]) -> Model:
+    """The model, from arrays whose dtypes and shapes were checked against ``meta`` and
+    the parameter blocks the members W1 ... b3 were read into."""
     for name in (*_PARAMS, "mean", "scale", "thresholds"):
         if not np.isfinite(arrays[name]).all():
             raise ModelError(f"member '{name}' contains NaN or infinite values")
-    W1, b1, W2, b2, W3, b3 = (arrays[name] for name in _PARAMS)
+    Wb1, Wb2, Wb3 = blocks
     return Model(
-        mlp=MLP.from_params(W1, b1, W2, b2, W3, b3, rng=0),
+        mlp=MLP.from_blocks(Wb1, Wb2, Wb3, rng=0),
         mean=arrays["mean"],
         scale=arrays["scale"],
         feature_names=[str(s) for s in arrays["feature_names"]],

@@ -16,9 +16,9 @@ takes. Here, every size is checked before it costs anything:
   directory (which costs about ten times the directory's size in objects), refuses
   compression methods other than stored and deflate, encrypted and duplicate members.
 * :meth:`Archive.read` parses a member's ``.npy`` header (of bounded length), lets the
-  caller refuse its dtype and shape, and only then allocates the array and inflates
-  exactly its bytes into it, a chunk at a time; the member must end there, and its
-  CRC is checked on the way.
+  caller refuse its dtype and shape, and only then allocates the array (or takes one
+  the caller allocated) and inflates exactly its bytes into it, a chunk at a time; the
+  member must end there, and its CRC is checked on the way.
 
 Whatever goes wrong raises :class:`~robot_daemon.errors.ModelError` naming the member.
 """
@@ -155,15 +155,25 @@ class Archive:
         """What the members would inflate to, as the directory declares it."""
         return sum(info.file_size for info in self.members.values())
 
-    def read(self, name: str, check: Check) -> npt.NDArray[Any]:
-        """The member ``name`` as an array, once ``check`` accepted its dtype and shape."""
+    def read(
+        self, name: str, check: Check, out: npt.NDArray[Any] | None = None
+    ) -> npt.NDArray[Any]:
+        """The member ``name`` as an array, once ``check`` accepted its dtype and shape.
+
+        With ``out`` (C-contiguous, of the dtype and shape ``check`` accepts), the member
+        is read into it and ``out`` is returned: no array of its own is allocated.
+        """
         with self._zip.open(self.members[name]) as f:
             dtype, shape, fortran = _header(f, name)
             if dtype.hasobject:
                 raise ModelError(f"member '{name}' is an object array, which needs pickle:"
                                  " refused")
             check(dtype, shape)
-            array = _data(f, name, dtype, shape, fortran)
+            if out is not None and (out.dtype != dtype or out.shape != shape
+                                    or not out.flags.c_contiguous):
+                raise ValueError(f"cannot read member '{name}' ({dtype} {shape}) into an"
+                                 f" array of {out.dtype} {out.shape}")
+            array = _data(f, name, dtype, shape, fortran, out)
             if f.read(1):
                 raise ModelError(f"member '{name}' has bytes after its array")
         return array
@@ -235,12 +245,17 @@ def _header(f: IO[bytes], name: str) -> tuple[np.dtype[Any], tuple[int, ...], bo
 
 
 def _data(
-    f: IO[bytes], name: str, dtype: np.dtype[Any], shape: tuple[int, ...], fortran: bool
+    f: IO[bytes], name: str, dtype: np.dtype[Any], shape: tuple[int, ...], fortran: bool,
+    out: npt.NDArray[Any] | None = None,
 ) -> npt.NDArray[Any]:
-    """Read the array the header announced, a chunk at a time, into its own memory."""
+    """Read the array the header announced, a chunk at a time, into its own memory or
+    into ``out`` (C-contiguous, of that dtype and shape)."""
     if dtype.itemsize == 0:
         raise ModelError(f"member '{name}' has items of 0 bytes")
-    flat = np.empty(math.prod(shape) * dtype.itemsize, dtype=np.uint8)
+    if out is None or fortran:
+        flat = np.empty(math.prod(shape) * dtype.itemsize, dtype=np.uint8)
+    else:
+        flat = out.reshape(-1).view(np.uint8)  # out's own bytes (a view: it is contiguous)
     buffer = flat.data  # a memoryview of the array's bytes
     done = 0
     while done < len(buffer):
@@ -251,8 +266,11 @@ def _data(
         done += len(chunk)
     array = flat.view(dtype)
     if fortran:  # column-major on disk: transposing the reversed shape reads it right
-        return np.ascontiguousarray(array.reshape(shape[::-1]).T)
-    return array.reshape(shape)
+        if out is None:
+            return np.ascontiguousarray(array.reshape(shape[::-1]).T)
+        out[...] = array.reshape(shape[::-1]).T
+        return out
+    return array.reshape(shape) if out is None else out
 
 
 def _read_exact(f: IO[bytes], size: int, name: str) -> bytes:

@@ -42,6 +42,16 @@ def test_the_answer_is_thirty_for_the_user_sizes() -> None:
     assert report.measured.answer == 30
 
 
+@pytest.mark.parametrize(("d", "h", "c"), [(16, 64, 8), (5, 7, 3)])
+def test_one_reading_is_counted_like_a_batch_of_one(d: int, h: int, c: int) -> None:
+    """The one-reading path's products include the bias row; they count as x @ W."""
+    mlp = nn.MLP(d, h, c, rng=0)
+    with nn.count_flops() as counter:
+        mlp.predict_proba(np.ones((1, d)))
+    assert counter.flops == flops.closed_form(1, d, h, c).inference_flops
+    assert counter.matmuls == 3
+
+
 def test_counter_counts_only_inside_its_block() -> None:
     a, b = np.ones((4, 3)), np.ones((3, 5))
     with nn.count_flops() as counter:

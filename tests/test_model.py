@@ -444,6 +444,22 @@ def test_a_fortran_order_or_deflated_model_loads() -> None:
     assert loaded.mlp.linears[0].W.flags.c_contiguous
 
 
+def test_a_load_holds_the_parameters_once() -> None:
+    """W1 ... b3 are read straight into the layers' blocks: no second copy is made."""
+    original = _model(h=2048)  # 34 MB of parameters: the loader's own buffers are small beside
+    data = original.to_bytes()
+    params = sum(lin.Wb.nbytes for lin in original.mlp.linears)
+    tracemalloc.start()
+    try:
+        loaded = model_mod.from_bytes(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1.5 * params  # a second copy would make it 2
+    for a, b in zip(original.mlp.linears, loaded.mlp.linears, strict=True):
+        np.testing.assert_array_equal(a.Wb, b.Wb)
+
+
 def _hostile_members(rng: np.random.Generator) -> dict[str, bytes]:
     """One member of a valid model replaced by something of the wrong kind."""
     members = members_of(_model())

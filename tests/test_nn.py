@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
+import sys
 import tracemalloc
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -296,7 +300,9 @@ def _assert_no_caches(mlp: MLP) -> None:
     for layer in mlp.layers:
         for name, value in vars(layer).items():
             if isinstance(value, np.ndarray):
-                assert name in ("W", "b"), f"{type(layer).__name__}.{name} is still held"
+                # A Linear's block of parameters is all a layer may hold.
+                assert isinstance(layer, Linear), f"{type(layer).__name__}.{name} is still held"
+                assert name == "Wb", f"Linear.{name} is still held"
 
 
 def test_recompute_gives_the_same_gradients() -> None:
@@ -387,15 +393,253 @@ def test_peak_memory_of_a_training_step() -> None:
     assert recompute <= default
 
 
-def test_from_params_wraps_the_arrays_without_drawing_or_copying() -> None:
+def _no_drawing(monkeypatch: pytest.MonkeyPatch) -> None:
+    def draw(*args: object) -> None:
+        raise AssertionError("a random draw")
+
+    monkeypatch.setattr(nn, "_standard_normal", draw)
+
+
+def test_from_params_copies_the_arrays_without_drawing(monkeypatch: pytest.MonkeyPatch) -> None:
     net = MLP(3, 5, 2, rng=4, dtype=np.float32)
-    params = [a for lin in net.linears for a in (lin.W, lin.b)]
+    params = net.copy_params()
+    _no_drawing(monkeypatch)
     rebuilt = MLP.from_params(*params)
     assert (rebuilt.d, rebuilt.h, rebuilt.c, rebuilt.dtype) == (3, 5, 2, np.float32)
-    assert all(a is b for a, b in zip(params, [a for lin in rebuilt.linears
-                                                for a in (lin.W, lin.b)], strict=True))
+    for got, want in zip(rebuilt.copy_params(), params, strict=True):
+        np.testing.assert_array_equal(got, want)
     X = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
+    np.testing.assert_array_equal(rebuilt.predict_proba(X), net.predict_proba(X))
+    params[0][...] = 0  # copies: the caller's arrays are not the layers'
     np.testing.assert_array_equal(rebuilt.predict_proba(X), net.predict_proba(X))
     params[2] = np.zeros((4, 5), dtype=np.float32)  # W2 (h, h) with h = 5: does not chain
     with pytest.raises(ShapeError, match="do not chain"):
         MLP.from_params(*params)
+
+
+def test_from_blocks_wraps_the_blocks_without_drawing_or_copying(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    net = MLP(3, 5, 2, rng=4)
+    blocks = [np.vstack([lin.W, lin.b]) for lin in net.linears]
+    _no_drawing(monkeypatch)
+    rebuilt = MLP.from_blocks(*blocks)
+    assert all(lin.Wb is Wb for lin, Wb in zip(rebuilt.linears, blocks, strict=True))
+    X = np.random.default_rng(0).standard_normal((4, 3))
+    np.testing.assert_array_equal(rebuilt.predict_proba(X), net.predict_proba(X))
+    with pytest.raises(ShapeError, match="do not chain"):
+        MLP.from_blocks(blocks[0], blocks[0], blocks[2])
+    with pytest.raises(ShapeError, match=r"block Wb of shape \(d_in \+ 1, d_out\)"):
+        Linear.from_block(np.zeros((1, 5)))
+
+
+# ---- the parameter block ------------------------------------------------------------------
+
+
+def test_W_and_b_are_the_block() -> None:
+    layer = Linear(3, 2, rng=0)
+    assert layer.Wb.shape == (4, 2)
+    assert np.shares_memory(layer.W, layer.Wb)
+    assert np.shares_memory(layer.b, layer.Wb)
+    np.testing.assert_array_equal(layer.Wb, np.vstack([layer.W, layer.b]))
+    layer.W[0, 0] = 5.0  # in place through the view
+    layer.b += 1.0  # augmented assignment: in place, then assigned to itself
+    np.testing.assert_array_equal(layer.Wb[0, 0], 5.0)
+    np.testing.assert_array_equal(layer.Wb[-1], [1.0, 1.0])
+
+
+def test_assigning_W_or_b_copies_into_the_block() -> None:
+    layer = Linear(3, 2, rng=0)
+    block = layer.Wb
+    new_W = np.arange(6.0).reshape(3, 2)
+    layer.W = new_W
+    layer.b = [7, 8]  # any array-like, cast to the layer's dtype
+    assert layer.Wb is block
+    np.testing.assert_array_equal(layer.Wb, [[0, 1], [2, 3], [4, 5], [7, 8]])
+    assert layer.b.dtype == np.float64
+    new_W[...] = -1  # the assigned array is not kept
+    np.testing.assert_array_equal(layer.W, [[0, 1], [2, 3], [4, 5]])
+    with pytest.raises(ShapeError, match=r"Linear.W must keep its shape \(3, 2\)"):
+        layer.W = np.zeros((2, 3))
+    with pytest.raises(ShapeError, match=r"Linear.b must keep its shape \(2,\)"):
+        layer.b = 0.0
+
+
+def test_a_copied_layer_keeps_its_parameters_in_one_block() -> None:
+    mlp = MLP(3, 5, 2, rng=0)
+    x = np.random.default_rng(1).standard_normal((1, 3))
+    for twin in (copy.deepcopy(mlp), pickle.loads(pickle.dumps(mlp))):
+        lin = twin.linears[2]
+        lin.W *= 3.0
+        lin.b += 1.0
+        np.testing.assert_array_equal(lin.Wb, np.vstack([lin.W, lin.b]))
+        np.testing.assert_allclose(twin.predict_proba(x), _reference(twin.copy_params(), x),
+                                   rtol=1e-12)
+        assert not np.allclose(twin.predict_proba(x), mlp.predict_proba(x))
+
+
+# ---- one reading ------------------------------------------------------------------------------
+
+
+def _reference(params: list[np.ndarray], X: np.ndarray) -> np.ndarray:
+    """The network written the obvious way, from W1, b1, ..., b3 (float64 arithmetic)."""
+    W1, b1, W2, b2, W3, b3 = (np.asarray(p, dtype=np.float64) for p in params)
+    Z = X @ W1 + b1
+    A = np.where(Z > 1, 2 * Z, 0.0)
+    Z = A @ W2 + b2
+    A = np.where(Z > 1, 2 * Z, 0.0)
+    return np.asarray(1 / (1 + np.exp(-(A @ W3 + b3))))
+
+
+def _batch_path(mlp: MLP, X: np.ndarray) -> np.ndarray:
+    """The layers' predict() in a row, the batch path's arithmetic, on a batch of any n."""
+    out = np.asarray(X, dtype=mlp.dtype)
+    for layer in mlp.layers:
+        out = layer.predict(out)
+    return out
+
+
+def _busy_mlp(d: int, h: int, c: int, dtype: type, seed: int) -> MLP:
+    """A network whose hidden units are often active (biases of either sign, not zero)."""
+    rng = np.random.default_rng(seed)
+    mlp = MLP(d, h, c, rng=rng, dtype=dtype)
+    for lin in mlp.linears:
+        lin.b = rng.normal(0.5, 1.0, lin.b.shape)
+    return mlp
+
+
+def _readings(d: int, dtype: type) -> np.ndarray:
+    """Ordinary readings (1, d), and some large enough to saturate the sigmoid both ways."""
+    rng = np.random.default_rng(d)
+    X = np.vstack([rng.standard_normal((300, d)), 1e3 * rng.standard_normal((20, d))])
+    return X.astype(dtype)[:, None, :]
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_one_reading_is_the_batch_path_at_the_issue_size(dtype: type) -> None:
+    """At (16, 64, 8) the one-reading path's probabilities are the batch path's on the
+    same reading as a 1-row batch, to the last bit on this machine's OpenBLAS (issue #14
+    asks for 1e-15 relative)."""
+    mlp = _busy_mlp(16, 64, 8, dtype, seed=0)
+    for x in _readings(16, dtype):
+        with np.errstate(all="raise"):  # no overflow, nor underflow, at any reading
+            one = mlp.predict_proba(x)
+        assert one.shape == (1, 8)
+        assert one.dtype == dtype
+        np.testing.assert_allclose(one, _batch_path(mlp, x), rtol=1e-15, atol=0)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize(("d", "h", "c"), [(1, 1, 1), (5, 37, 3), (7, 130, 5)])
+def test_one_reading_agrees_with_the_batch_path(d: int, h: int, c: int, dtype: type) -> None:
+    """At any size, to rounding. BLAS may add the fused bias (one more term of the
+    matrix-vector product) inside its sum rather than after it: a logit then moves by a
+    few ulps of the sum of its terms' magnitudes, a relative change of that much in a small
+    ``p`` (at most 80 eps seen here, on ordinary readings)."""
+    mlp = _busy_mlp(d, h, c, dtype, seed=d + h + c)
+    rtol = 500 * float(np.finfo(dtype).eps)
+    for i, x in enumerate(_readings(d, dtype)):
+        with np.errstate(all="raise"):
+            one = mlp.predict_proba(x)
+        assert one.shape == (1, c)
+        assert one.dtype == dtype
+        if i < 300:  # an ordinary reading; the saturated ones sum terms of 1e3 and more
+            np.testing.assert_allclose(one, _batch_path(mlp, x), rtol=rtol, atol=0)
+        else:
+            assert ((one >= 0) & (one <= 1)).all()
+
+
+def test_one_reading_leaves_the_callers_reading_alone() -> None:
+    mlp = MLP(4, 8, 2, rng=0)
+    x = np.array([[0.5, -2.0, 3.0, 10.0]])
+    mlp.predict_proba(x)
+    np.testing.assert_array_equal(x, [[0.5, -2.0, 3.0, 10.0]])
+
+
+def test_one_reading_returns_a_new_array_each_call() -> None:
+    mlp = MLP(4, 8, 2, rng=0)
+    rng = np.random.default_rng(1)
+    x, y = rng.standard_normal((1, 4)), rng.standard_normal((1, 4))
+    first = mlp.predict_proba(x)
+    kept = first.copy()
+    second = mlp.predict_proba(y)
+    assert not np.shares_memory(first, second)
+    np.testing.assert_array_equal(first, kept)
+
+
+def _change_W(mlp: MLP, how: str, rng: np.random.Generator) -> None:
+    """Change the middle layer's weights (or the model's parameters) the way ``how`` says."""
+    lin = mlp.linears[1]
+    G = rng.standard_normal(lin.W.shape)
+    if how == "assign W":
+        lin.W = rng.standard_normal(lin.W.shape)
+    elif how == "assign b":
+        lin.b = rng.normal(1.0, 1.0, lin.b.shape)
+    elif how == "W -= lr * g":
+        lin.W -= 0.5 * G
+    elif how == "view -= g":
+        W = lin.W
+        W -= 0.5 * G
+    elif how == "W[...] =":
+        lin.W[...] = G
+    elif how == "b[...] =":
+        lin.b[...] = rng.normal(1.0, 1.0, lin.b.shape)
+    elif how == "np.subtract(out=W)":
+        np.subtract(lin.W, G, out=lin.W)
+    elif how == "set_params":
+        mlp.set_params(_busy_mlp(mlp.d, mlp.h, mlp.c, np.float64, seed=99).copy_params())
+    elif how == "training step":
+        X = rng.standard_normal((50, mlp.d))
+        mlp.single_step_sgd(X, _labels(rng, 50, mlp.c), lr=5.0)
+    elif how == "new layer":
+        mlp.layers[2] = Linear(mlp.h, mlp.h, rng=rng)
+    else:
+        raise AssertionError(how)
+
+
+@pytest.mark.parametrize("how", [
+    "assign W", "assign b", "W -= lr * g", "view -= g", "W[...] =", "b[...] =",
+    "np.subtract(out=W)", "set_params", "training step", "new layer",
+])
+def test_one_reading_sees_every_change_of_the_parameters(how: str) -> None:
+    mlp = _busy_mlp(6, 16, 3, np.float64, seed=1)
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((1, 6))
+    before = mlp.predict_proba(x)  # the scratch of this thread now holds this call's vectors
+    _change_W(mlp, how, rng)
+    after = mlp.predict_proba(x)
+    np.testing.assert_allclose(after, _reference(mlp.copy_params(), x), rtol=1e-12)
+    np.testing.assert_allclose(after, _batch_path(mlp, x), rtol=1e-13)
+    assert not np.allclose(after, before, rtol=1e-6, atol=0)
+
+
+def test_one_reading_alternating_sizes_and_dtypes_in_one_thread() -> None:
+    nets = [_busy_mlp(3, 5, 2, np.float64, 0), _busy_mlp(3, 5, 2, np.float32, 0),
+            _busy_mlp(4, 7, 2, np.float64, 1), _busy_mlp(3, 6, 2, np.float64, 2)]
+    rng = np.random.default_rng(3)
+    for _ in range(3):
+        for mlp in nets:
+            x = rng.standard_normal((1, mlp.d))
+            rtol = 500 * float(np.finfo(mlp.dtype).eps)
+            np.testing.assert_allclose(mlp.predict_proba(x), _batch_path(mlp, x), rtol=rtol)
+
+
+def test_one_reading_from_many_threads_at_once() -> None:
+    """Threads predicting on one model at once (Dask workers) never mix their readings."""
+    mlp = _busy_mlp(16, 64, 8, np.float64, seed=4)
+    rng = np.random.default_rng(5)
+    readings = [rng.standard_normal((200, 1, 16)) for _ in range(8)]
+    expected = [np.vstack([_batch_path(mlp, x) for x in batch]) for batch in readings]
+
+    def predict_all(batch: np.ndarray) -> np.ndarray:
+        return np.vstack([mlp.predict_proba(x) for x in batch])
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter can
+    try:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            got = list(pool.map(predict_all, readings))
+    finally:
+        sys.setswitchinterval(interval)
+    for g, e in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(g, e)
