@@ -18,7 +18,7 @@ The loop (one thread, one :class:`zmq.Poller`):
   so that a frame's endpoint is known: a SUB socket connected to several publishers does
   not say which one sent a message) and decodes each payload
   (:func:`robot_daemon.wire.decode_frame_raw` with the model's ``d``) into the batch,
-  until the first early pass before a tick (below), so that the tick decodes little itself.
+  until the early pass 1 ms before a tick (below), so that the tick decodes little itself.
   Rejected payloads are counted by reason and logged at a bounded rate; gaps in each
   publisher's ``seq`` count as lost frames (ZeroMQ drops silently at its high-water
   marks). The pending batch keeps the newest ``max_batch`` frames
@@ -26,11 +26,11 @@ The loop (one thread, one :class:`zmq.Poller`):
   stays bounded whatever arrives.
 * **At each tick** one ``pred`` message with every pending frame's probabilities, its
   sensor time (``t_frame``) and source (``src``). The work is split
-  (:mod:`robot_daemon.serve.early`): 1.25 ms and again 0.31 ms before the deadline (at
-  20 ms ticks) the loop drains, runs the forward pass of the frames there and packs
-  their rows, sleeping in between, frames unwatched; the tick does the same for what
-  came in the last 0.3 ms, if anything, and sends. After 20 ms asleep a whole tick's
-  work ran several times slower than back to back; this way the tick itself does little.
+  (:mod:`robot_daemon.serve.early`): ``interval / EARLY_LEAD`` before the deadline (1 ms
+  at 20 ms ticks) the loop drains, runs the forward pass of the frames already there
+  and packs their rows, then sleeps to the deadline; the tick does the same for the
+  frames of that last millisecond and sends. After 20 ms asleep a whole tick's work ran
+  several times slower than back to back; this way the tick itself does little of it.
 * **Every status interval** a ``status`` message on the same PUB socket, a one-line
   summary in the log and ``STATUS=`` for ``systemctl status``.
 * **Liveness** (:mod:`robot_daemon.serve.liveness`): each valid frame marks its endpoint
@@ -189,9 +189,8 @@ class Daemon:
         self.seqs = SeqTracker()
         self._pending = PendingFrames(config.max_batch, self.served.model.d)
         self._early: early.Early | None = None  # the next tick's first frames, computed
-        self._early_tick = 0  # the tick the early passes done so far are for
-        self._early_done = 0  # how many of early.LEADS were considered for it
-        self._early_rows = [early.RowBudget() for _ in early.LEADS]
+        self._early_tick = 0  # the last tick an early pass was considered for
+        self._early_rows = early.RowBudget()
         self._reloader = Reloader(config.model, self.served.model.d, self.served.model.c)
         self._reject_log = RateLimiter(REJECT_LOG_PERIOD_NS)
         self._start_ns = time.monotonic_ns()
@@ -302,12 +301,7 @@ class Daemon:
         next_watchdog = start + watchdog_period if watchdog_period else None
         while not sigs.stop:
             deadline = start + tick * interval
-            # The next early pass (see _start_early), if one is left before this tick.
-            done = self._early_done if self._early_tick == tick else 0
-            if done and self._early is None:  # the first found nothing to do (or no time):
-                done = len(early.LEADS)  # no more wake-ups, the tick takes what comes
-            early_at = (deadline - interval // early.LEADS[done] if done < len(early.LEADS)
-                        else deadline)
+            early_at = deadline - interval // early.EARLY_LEAD  # see _start_early
             now = time.monotonic_ns()
             if now >= deadline:
                 self._count_lateness(deadline, now)
@@ -320,17 +314,16 @@ class Daemon:
                 self.counters.ticks_missed += max(0, following - tick - 1)
                 tick = max(tick + 1, following)
                 continue
-            if now >= early_at:
-                self._early_tick, self._early_done = tick, done + 1
-                lead = interval // early.LEADS[done]
-                self._drain(subs, deadline - lead // 2)
-                self._start_early(done, deadline, lead)
+            if now >= early_at and self._early_tick != tick:
+                self._early_tick = tick
+                self._drain(subs, deadline - interval // (2 * early.EARLY_LEAD))
+                self._start_early(deadline)
                 continue
             self._watches.service(now)  # reconnect what libzmq gave up on, when due
             self._reload_between_ticks(sigs)
             if self._labels is not None:
-                # Not after the first early pass: a step would change the weights it used.
-                self._learn(self._labels, deadline - interval // early.LEADS[0])
+                # Not after the early pass: a step would change the weights it used.
+                self._learn(self._labels, early_at)
             if now >= next_status:
                 self._publish_status(pub)
                 next_status += self.config.status_interval_ns * max(
@@ -339,20 +332,20 @@ class Daemon:
             if next_watchdog is not None and now >= next_watchdog:
                 self.notifier.watchdog()
                 next_watchdog = now + watchdog_period
-            wake = min(early_at, next_status, next_watchdog or deadline)
-            self._wait(subs, poller, sigs, wake, early_at, done > 0)
+            wake = min(deadline if self._early_tick == tick else early_at, next_status,
+                       next_watchdog or deadline)
+            self._wait(subs, poller, sigs, wake, deadline, self._early_tick == tick)
         return tick
 
     def _wait(
         self, subs: list[zmq.Socket[bytes]], poller: zmq.Poller, sigs: Signals, wake_ns: int,
-        early_at: int, early_begun: bool,
+        deadline_ns: int, early_done: bool,
     ) -> None:
         """Handle input until ``wake_ns`` or the first batch of events, whichever is first.
 
         Polls whole milliseconds, then sleeps the sub-millisecond rest: a poll timeout is
         rounded to milliseconds by libzmq, so polling alone wakes up to 1 ms late.
-        ``early_at``: the next early pass, or the tick. ``early_begun``: the tick's first
-        early pass ran; frames then wait for the next pass, only a signal wakes the loop.
+        ``early_done``: the tick's early pass ran; only a signal wakes the loop before it.
         """
         now = time.monotonic_ns()
         # Coalesce: after a drain, leave the frames socket alone for DRAIN_GAP of the
@@ -364,9 +357,10 @@ class Daemon:
             # A full batch that waits for room to step leaves the rest queued: not watched,
             # else a readable socket nobody reads would spin the poll until the tick.
             poller.register(self._labels, zmq.POLLIN if self.online.wants_labels() else 0)
-        # The last rest ends where the first early pass is due; after it, the frames wait
-        # for the next pass or the tick: no wake-up per frame in the last stretch.
-        rest_until = early_at if early_begun else min(self._next_drain_ns, early_at)
+        # The last rest ends where the early pass is due; after it, the frames wait for the
+        # tick: one wake-up fewer, and the tick's caches stay as the early pass left them.
+        rest_until = (deadline_ns if early_done else min(
+            self._next_drain_ns, deadline_ns - self.config.interval_ns // early.EARLY_LEAD))
         if now < rest_until:
             watch, wake_ns = sigs.poller, min(wake_ns, rest_until)
         remaining = wake_ns - now
@@ -469,24 +463,24 @@ class Daemon:
         worked = time.thread_time_ns() - self._woke_cpu_ns
         self.counters.ticks_late_os += worked <= deadline_ns + threshold - self._woke_ns
 
-    def _start_early(self, k: int, deadline_ns: int, lead_ns: int) -> None:
-        """Early pass ``k`` before a tick: the forward pass and ``pred`` rows of the frames
-        pending now (:mod:`robot_daemon.serve.early`), if they end well before the deadline."""
+    def _start_early(self, deadline_ns: int) -> None:
+        """Shortly before a tick: the forward pass and ``pred`` rows of the frames already
+        pending (:mod:`robot_daemon.serve.early`), as many as end well before ``deadline_ns``."""
         rows, t0 = len(self._pending), time.monotonic_ns()
         # Woken late (a status, a step that ran long): less than half the lead left is
-        # too little to start; the next pass or the tick takes them.
-        if deadline_ns - t0 < lead_ns // 2 or not rows or not self._early_rows[k].admit(rows):
+        # too little to start; the tick does it all.
+        if deadline_ns - t0 < self.config.interval_ns // (2 * early.EARLY_LEAD):
+            return
+        if not rows or not self._early_rows.admit(rows):
             return
         model, version, batch = self.served.model, self.version, self._pending.take()
-        first = self._early
         try:
-            self._early = (early.start(model, version, batch) if first is None
-                           else early.extended(first, model, version, batch))
+            self._early = early.start(model, version, batch)
         except Exception:  # as in a tick: the tick tries again, and answers these frames
             self.counters.tick_errors += 1
             log.exception("the early forward pass of %d frame(s) failed", len(batch))
-            self._early = early.failed(first, model, version, batch)
-        self._early_rows[k].ended(rows, t0, time.monotonic_ns(), deadline_ns)
+            self._early = early.failed(model, version, batch)
+        self._early_rows.ended(rows, t0, time.monotonic_ns(), deadline_ns)
 
     def _tick(self, pub: zmq.Socket[bytes], tick: int, deadline_ns: int, start_ns: int) -> None:
         """Serve the pending frames (and the early pass's): one ``pred`` message."""

@@ -1,31 +1,27 @@
-"""A tick's work begun before its deadline: the frames already waiting are computed and
-packed in early passes, and the tick adds the few that arrive after the last one.
+"""A tick's work in two parts: the frames already waiting shortly before the deadline,
+then the few that arrive after them.
 
 Measured at 1,000 frames/s (20 frames per 20 ms tick), inside the daemon: the forward
 pass of a tick took about 150 us p50 and encoding its ``pred`` 65 us, where back to back
 the same work takes 35 and 11: after 20 ms asleep the caches and branch predictors
-belong to other work. So at ``interval / lead`` before the deadline, for each lead of
-:data:`LEADS` (1.25 ms, then 0.31 ms at 20 ms ticks), the daemon runs the forward pass
-of the frames pending then and packs their rows of the ``pred`` (:func:`start`,
-:func:`extended`): the first pass takes the bulk of the tick's frames, the second the
-ones that came during the first. The tick computes and packs only what arrived in the
-last 0.3 ms (at 1,000 frames/s, a frame in one tick out of three or four) and sends
-(:func:`fast_pred`). Nothing is computed twice: the CPU per frame stays what it was, and
-the time from the deadline to the ``pred`` shrinks.
+belong to other work. So ``interval / EARLY_LEAD`` before the deadline the daemon runs
+the forward pass of the frames already pending and packs their rows of the ``pred``
+(:func:`start`); the tick then does that only for the frames of the last stretch (about
+one at 1,000 frames/s) and sends (:func:`fast_pred`). Nothing is computed twice: the CPU
+per frame stays what it was, and the time from the deadline to the ``pred`` shrinks.
 
 * **One set of weights per tick**: the early rows are kept with the model and version
-  that computed them. If either changed before the tick (a reload swapped in), the tick
-  computes them again (:func:`probabilities`), from readings copied out of the ring for
-  that purpose; online learning takes no step after the first early pass.
-* **The batch cap holds over all parts**: a tick serves the newest ``max_batch`` frames;
+  that computed them. If either changed before the tick (a reload swapped in, an online
+  step), the tick computes them again (:func:`probabilities`), from readings copied out
+  of the ring for that purpose.
+* **The batch cap holds over both parts**: a tick serves the newest ``max_batch`` frames;
   the oldest early ones beyond that are dropped (:func:`join`), as the ring drops them.
 * **Every check kept**: the early rows are checked as :func:`robot_daemon.wire.encode_pred`
   checks them; a row that failed (a NaN out of the model) sends the tick the general way,
   which leaves that frame out and counts it.
-* **Never a late tick**: an early pass takes at most as many rows as the recent passes
-  at its lead showed to end well before the deadline (:class:`RowBudget`), and none
-  starts with less than half its lead left; what is left goes to the tick, which does it
-  all, as it did before early passes.
+* **Never a late tick**: the early pass takes at most as many rows as the recent passes
+  showed to end well before the deadline (:class:`RowBudget`); a larger batch is left
+  to the tick, which does it all, as it did before early passes.
 """
 
 from __future__ import annotations
@@ -41,12 +37,10 @@ from robot_daemon.errors import WireError
 from robot_daemon.model import Model
 from robot_daemon.serve.batch import Batch
 
-#: The early passes run interval / lead before the deadline, for each lead in turn (1.25
-#: and 0.31 ms at 20 ms ticks). The first: late enough that most of a tick's frames are
-#: in, early enough that 20 frames' pass and packing on cold caches (0.3-0.6 ms) ends
-#: before the deadline twice over. The second takes the frame or two that came meanwhile
-#: (about 0.1 ms), so that the tick itself rarely has a frame to compute.
-LEADS: Final = (16, 64)
+#: The early pass runs interval / EARLY_LEAD before the deadline (1.25 ms at 20 ms
+#: ticks): late enough that most of a tick's frames are in, early enough that 20 frames'
+#: pass and packing on cold caches (0.3-0.6 ms) ends before the deadline twice over.
+EARLY_LEAD: Final = 16
 #: The rows the first early pass may take (:class:`RowBudget`): a cold pass and packing
 #: over 32 rows at h = 64 take about 0.5 ms.
 INITIAL_ROWS: Final = 32
@@ -60,14 +54,13 @@ class Early:
 
     batch : the frames, oldest first, their readings copied out of the ring.
     P : ndarray (len(batch), c) float32, or None if the pass raised (the tick retries).
-    rows : their rows of the ``pred``, packed, one part per pass; None if P is None or a
-        row failed the checks.
+    rows : their rows of the ``pred``, packed; None if P is None or failed the checks.
     model, version : the weights that computed P.
     """
 
     batch: Batch
     P: Probs | None
-    rows: tuple[wire.PredRows, ...] | None
+    rows: wire.PredRows | None
     model: Model
     version: str
 
@@ -115,31 +108,15 @@ def start(model: Model, version: str, batch: Batch) -> Early:
     kept = _copied(batch)
     P = forward(model, kept.X)
     try:
-        rows: tuple[wire.PredRows, ...] | None = (
-            wire.pred_rows(kept.seq, P, kept.t, kept.src),)
+        rows: wire.PredRows | None = wire.pred_rows(kept.seq, P, kept.t, kept.src)
     except WireError:  # a NaN out of the model: the tick's general way drops that frame
         rows = None
     return Early(kept, P, rows, model, version)
 
 
-def extended(first: Early, model: Model, version: str, batch: Batch) -> Early:
-    """``first``'s frames, then ``batch``'s, computed and packed now (a later early pass).
-
-    Raises what the forward pass raises; :func:`failed` then keeps the frames.
-    """
-    more = start(model, version, batch)
-    frames = _joined(first.batch, more.batch)
-    if first.P is None or more.P is None or not reused(first, model, version):
-        return Early(frames, None, None, model, version)  # the tick computes them all
-    rows = None if first.rows is None or more.rows is None else first.rows + more.rows
-    return Early(frames, np.concatenate([first.P, more.P]), rows, model, version)
-
-
-def failed(first: Early | None, model: Model, version: str, batch: Batch) -> Early:
-    """The early frames after a pass over ``batch`` raised: kept (``first``'s too), with
-    no probabilities, so that the tick computes and answers them."""
-    kept = _copied(batch) if first is None else _joined(first.batch, batch)
-    return Early(kept, None, None, model, version)
+def failed(model: Model, version: str, batch: Batch) -> Early:
+    """The early part of a pass that raised: kept, so that the tick still answers it."""
+    return Early(_copied(batch), None, None, model, version)
 
 
 def reused(early: Early, model: Model, version: str) -> bool:
@@ -163,7 +140,7 @@ def fast_pred(
     if (early is None or early.rows is None or not reused(early, model, version)
             or dropped(early, late, max_batch)):
         return None
-    parts = list(early.rows)
+    parts = [early.rows]
     if len(late):
         try:
             parts.append(wire.pred_rows(late.seq, forward(model, late.X), late.t, late.src))
@@ -177,7 +154,12 @@ def join(early: Early | None, late: Batch, max_batch: int) -> Batch:
     the newest ``max_batch`` of them."""
     if early is None:
         return late
-    return _joined(early.batch, late, dropped(early, late, max_batch))
+    first, drop = early.batch, dropped(early, late, max_batch)
+    return Batch(
+        np.concatenate([first.X[drop:], late.X]), first.seq[drop:] + late.seq,
+        first.t[drop:] + late.t, first.src[drop:] + late.src,
+        np.concatenate([first.arrival_ns[drop:], late.arrival_ns]),
+    )
 
 
 def probabilities(
@@ -197,12 +179,3 @@ def probabilities(
 
 def _copied(batch: Batch) -> Batch:
     return Batch(batch.X.copy(), batch.seq, batch.t, batch.src, batch.arrival_ns)
-
-
-def _joined(first: Batch, then: Batch, drop: int = 0) -> Batch:
-    """The frames of ``first`` but its ``drop`` oldest, then those of ``then`` (copied)."""
-    return Batch(
-        np.concatenate([first.X[drop:], then.X]), first.seq[drop:] + then.seq,
-        first.t[drop:] + then.t, first.src[drop:] + then.src,
-        np.concatenate([first.arrival_ns[drop:], then.arrival_ns]),
-    )

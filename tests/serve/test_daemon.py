@@ -258,7 +258,7 @@ def test_weights_swapped_between_the_early_pass_and_the_tick_serve_the_whole_tic
     X = _readings(5)
     for seq in range(3):
         d._pending.add(wire.RawFrame(seq, 0.0, X[seq].astype("<f4").tobytes(), None), 0)
-    d._start_early(0, time.monotonic_ns() + 10**9, 10**9)
+    d._start_early(time.monotonic_ns() + 10**9)
     assert d._early is not None
     other = _other_model(7)
     d.served = ServedModel(other, "other-1", d.served.path)

@@ -63,36 +63,6 @@ def test_early_and_late_rows_make_the_pred_of_one_pass(model: Model) -> None:
     _same(wire.decode_pred(payload), _whole(model, whole))
 
 
-def test_two_early_passes_and_the_tick_make_the_pred_of_one_pass(model: Model) -> None:
-    """The bulk 1.25 ms before the deadline, a top-up 0.3 ms before, the rest at the tick
-    (or nothing left for it): the same pred as one pass over all of them."""
-    whole = _pending(range(23)).take()
-    for last in (23, 21):
-        pending = _pending(range(18))
-        first = early.start(model, "v1", pending.take())
-        both = early.extended(first, model, "v1", _add(pending, range(18, 21)).take())
-        assert both.rows is not None
-        assert len(both.rows) == 2
-        late = _add(pending, range(21, last)).take()
-        if last == 21:  # the tick finds nothing new: it packs no rows of its own
-            late = _add(PendingFrames(64, D), range(0)).take()
-        payload = early.fast_pred(both, late, 64, model, "v1", 9, 1.5)
-        assert payload is not None
-        expected = _pending(range(last)).take() if last == 21 else whole
-        _same(wire.decode_pred(payload), _whole(model, expected))
-
-
-def test_a_later_pass_that_fails_keeps_every_early_frame(model: Model) -> None:
-    pending = _pending(range(4))
-    first = early.start(model, "v1", pending.take())
-    kept = early.failed(first, model, "v1", _add(pending, range(4, 6)).take())
-    assert kept.batch.seq == list(range(6))
-    assert kept.P is None
-    frames = early.join(kept, _pending(range(0)).take(), 64)
-    P = early.probabilities(kept, frames, 0, model, "v1")
-    np.testing.assert_allclose(P, early.forward(model, frames.X), rtol=0, atol=1e-6)
-
-
 def test_the_early_readings_are_copied_out_of_the_ring(model: Model) -> None:
     """The ring's rows are written over by the next frames: the early part keeps its own."""
     pending = _pending(range(5))
@@ -153,7 +123,7 @@ def test_a_nan_row_sends_the_tick_the_general_way(
 
 def test_a_failed_early_pass_keeps_its_frames_for_the_tick(model: Model) -> None:
     pending = _pending(range(3))
-    first = early.failed(None, model, "v1", pending.take())
+    first = early.failed(model, "v1", pending.take())
     frames = early.join(first, _pending(range(3, 5)).take(), 64)
     assert frames.seq == [0, 1, 2, 3, 4]
     P = early.probabilities(first, frames, 0, model, "v1")
