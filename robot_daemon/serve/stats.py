@@ -97,8 +97,9 @@ class Histogram:
     def add_many(self, values: npt.NDArray[np.float64]) -> None:
         """Add every value of ``values`` (k,): one pass, not k bisections."""
         buckets = np.searchsorted(self.edges, values, side="left")
-        for bucket, count in zip(*np.unique(buckets, return_counts=True), strict=True):
-            self.counts[int(bucket)] += int(count)
+        # bincount: one C loop (np.unique sorted and took 20 us a tick).
+        added = np.bincount(buckets, minlength=len(self.counts)).tolist()
+        self.counts = [n + k for n, k in zip(self.counts, added, strict=True)]
         self.sum += float(values.sum())
 
 
