@@ -97,7 +97,7 @@ class Histogram:
     def add_many(self, values: npt.NDArray[np.float64]) -> None:
         """Add every value of ``values`` (k,): one pass, not k bisections."""
         buckets = np.searchsorted(self.edges, values, side="left")
-        # bincount: one C loop (np.unique sorted and took 20 us a tick).
+        # bincount: one C loop (np.unique sorts: 19 us against 7 for a tick's 20 values).
         added = np.bincount(buckets, minlength=len(self.counts)).tolist()
         self.counts = [n + k for n, k in zip(self.counts, added, strict=True)]
         self.sum += float(values.sum())
