@@ -46,11 +46,12 @@ def _reject_ext(code: int, data: bytes) -> NoReturn:
 
 
 def _byte_buffer(payload: object, kind: str) -> bytes | bytearray | memoryview:
-    """``payload`` as a buffer of single bytes (a memoryview of floats would index floats)."""
+    """``payload`` as a buffer of single bytes (a memoryview of floats would index floats,
+    one of rows would index rows)."""
     if type(payload) is bytes or type(payload) is bytearray:
         return payload
     if isinstance(payload, memoryview):
-        if payload.c_contiguous and payload.format == "B":
+        if payload.c_contiguous and payload.format == "B" and payload.ndim == 1:
             return payload
         return payload.tobytes()  # a rare case: a copy is fine
     if isinstance(payload, bytes | bytearray):  # subclasses

@@ -193,3 +193,12 @@ def test_a_non_finite_value_is_found_in_every_position(n: int) -> None:
             raw = b"".join(v.to_bytes(4, "little") for v in lanes)
             assert not decode._f32_bytes_finite(raw, n)
         assert decode._f32_bytes_finite(b"\xff\xff\x7f\xff" * n, n)  # -3.4e38, finite
+
+
+@pytest.mark.parametrize("obj", [[1, 2, 3], {"a": 1}, {"seq": 1, "t": 1.0, "x": ONES}])
+def test_a_view_of_rows_is_read_as_its_bytes(obj: Any) -> None:
+    """A 2-D memoryview of bytes decodes as its bytes: indexed as it is, it would give
+    rows (memoryview raises NotImplementedError), not the map header's first byte."""
+    payload = _pack(obj)
+    rows = memoryview(payload).cast("B", shape=[1, len(payload)])
+    assert _outcome(rows, D) == _outcome(payload, D) == _agree(payload)
