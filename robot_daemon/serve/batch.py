@@ -1,9 +1,12 @@
-"""The frames waiting for the next tick: a preallocated ring that keeps the newest.
+"""The frames waiting for the next tick: a ring of ``max_batch`` slots that keeps the newest.
 
-Frames are copied into their row of a ``(max_batch, d)`` float32 array as they arrive,
-between ticks, so that the tick itself does not assemble the batch (``np.stack`` over
-hundreds of small arrays, right when latency matters). When more than ``max_batch``
-frames arrive before a tick, the oldest are overwritten and counted: the rule of
+A frame goes into its slot as it arrives, as decoded (:class:`robot_daemon.wire.RawFrame`,
+its readings still the payload's float32 bytes), and the tick assembles the batch from
+the slots in a few C-level passes (``zip``, ``bytes.join``, one ``np.frombuffer``). Per
+frame, adding and taking cost 0.16 us each, where copying each frame's readings into a
+row of a NumPy array and its fields into lists as it arrived cost 0.44 us: at the
+highest rates, per-frame work between ticks is what limits the daemon. When more than
+``max_batch`` frames arrive before a tick, the oldest are overwritten and counted: the rule of
 :func:`robot_daemon.offline.replay.newest`, applied as frames arrive so that memory stays bounded.
 """
 
@@ -24,7 +27,7 @@ T = TypeVar("T")
 class Batch:
     """The frames one tick answers, oldest first.
 
-    X : ndarray (n, d) float32, the readings (a view into the ring: use before the next add).
+    X : ndarray (n, d) float32, the readings (read-only: the frames' own bytes).
     seq, t, src : the frames' sequence numbers, sensor times and sources, length n.
     arrival_ns : ndarray (n,) int64, when each frame was received (monotonic ns).
     """
@@ -44,48 +47,34 @@ class PendingFrames:
 
     def __init__(self, max_batch: int, d: int) -> None:
         self.max_batch = max_batch
-        self._X = np.empty((max_batch, d), dtype="<f4")  # the wire's byte order
-        # The ring as flat bytes: a frame's readings go in as one slice assignment of its
-        # payload bytes, about 4x cheaper than assigning a NumPy row.
-        self._bytes = self._X.data.cast("B")
-        self._width = 4 * d
-        self._arrival = np.empty(max_batch, dtype=np.int64)
-        self._seq: list[int] = [0] * max_batch
-        self._t: list[float] = [0.0] * max_batch
-        self._src: list[str | None] = [None] * max_batch
+        self.d = d
+        self._frames: list[wire.RawFrame | None] = [None] * max_batch
+        self._arrival = [0] * max_batch
         self._count = 0  # frames added since the last take, dropped ones included
 
     def __len__(self) -> int:
         return min(self._count, self.max_batch)
 
-    @property
-    def d(self) -> int:
-        return self._X.shape[1]
-
     def add(self, frame: wire.RawFrame, arrival_ns: int) -> bool:
         """Store ``frame`` (its ``x`` of ``4 d`` bytes); ``True`` if the oldest pending
         frame was dropped for it."""
         i = self._count % self.max_batch
-        start = i * self._width
-        self._bytes[start:start + self._width] = frame.x
+        self._frames[i] = frame
         self._arrival[i] = arrival_ns
-        self._seq[i], self._t[i], self._src[i] = frame.seq, frame.t, frame.src
         self._count += 1
         return self._count > self.max_batch
 
     def take(self) -> Batch:
         """The pending frames, oldest first; the ring is empty afterwards."""
         n = len(self)
-        if self._count <= self.max_batch:
-            batch = Batch(self._X[:n], self._seq[:n], self._t[:n], self._src[:n],
-                          self._arrival[:n].copy())
-        else:  # wrapped: the oldest kept frame sits just after the newest
+        frames, arrival = self._frames[:n], self._arrival[:n]
+        if self._count > self.max_batch:  # wrapped: the oldest kept frame is after the newest
             k = self._count % self.max_batch
-            order = np.r_[k:n, 0:k]
-            batch = Batch(self._X[order], _rotate(self._seq, k), _rotate(self._t, k),
-                          _rotate(self._src, k), self._arrival[order])
+            frames, arrival = _rotate(frames, k), _rotate(arrival, k)
         self._count = 0
-        return batch
+        seq, t, x, src = zip(*frames, strict=True) if n else ((), (), (), ())
+        X = np.frombuffer(b"".join(x), dtype="<f4").reshape(n, self.d)  # the wire's byte order
+        return Batch(X, list(seq), list(t), list(src), np.array(arrival, dtype=np.int64))
 
 
 def _rotate(values: list[T], k: int) -> list[T]:

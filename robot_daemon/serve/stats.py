@@ -103,6 +103,10 @@ class Histogram:
         self.sum += float(values.sum())
 
 
+#: No frame's ``src`` (those are str or None): SeqTracker's newest source before any frame.
+_NO_SOURCE: Final = object()
+
+
 class SeqTracker:
     """Frames lost between publishers and the daemon, from gaps in each source's ``seq``.
 
@@ -114,6 +118,7 @@ class SeqTracker:
 
     def __init__(self, max_sources: int = 1024) -> None:
         self._last: dict[str | None, tuple[int, int]] = {}  # src -> (seq, when, in ns)
+        self._newest: object = _NO_SOURCE  # the last key of _last: the latest source seen
         self._max_sources = max_sources
         self.lost = 0
         self.resets = 0
@@ -123,18 +128,20 @@ class SeqTracker:
 
     def observe(self, src: str | None, seq: int, now_ns: int) -> None:
         """Account for frame ``seq`` of ``src``, received at ``now_ns`` (monotonic)."""
-        last = self._last.pop(src, None)  # re-inserted below: dict order = recency
-        if last is not None:
-            last_seq, last_ns = last
-            gap = seq - last_seq - 1
-            if 0 <= gap <= plausible_gap(now_ns - last_ns):
+        if src == self._newest:  # the usual case: the same source as the frame before
+            last: tuple[int, int] | None = self._last[src]  # last already: updated in place
+        else:
+            last = self._last.pop(src, None)  # re-inserted below: dict order = recency
+            self._newest = src
+            if last is None and len(self._last) >= self._max_sources:
+                # Forget the source heard from least recently; memory stays bounded even
+                # when a broken publisher invents a new src for every frame.
+                del self._last[next(iter(self._last))]
+        if last is not None and (gap := seq - last[0] - 1):  # none: the next seq, no loss
+            if 0 <= gap <= plausible_gap(now_ns - last[1]):
                 self.lost += gap
             else:
                 self.resets += 1
-        elif len(self._last) >= self._max_sources:
-            # Forget the source heard from least recently; memory stays bounded even when
-            # a broken publisher invents a new src for every frame.
-            del self._last[next(iter(self._last))]
         self._last[src] = (seq, now_ns)
 
 

@@ -9,8 +9,7 @@ from __future__ import annotations
 import difflib
 import functools
 import math
-import struct
-from typing import Any, NoReturn
+from typing import Any, Final, NoReturn
 
 import msgpack
 import numpy as np
@@ -23,6 +22,7 @@ from robot_daemon.wire.messages import (
     FRAME_KEYS,
     FRAME_LIMITS,
     FRAME_REQUIRED,
+    INT64_MAX,
     LABEL_KEYS,
     LABEL_REQUIRED,
     MAX_C,
@@ -46,11 +46,12 @@ def _reject_ext(code: int, data: bytes) -> NoReturn:
 
 
 def _byte_buffer(payload: object, kind: str) -> bytes | bytearray | memoryview:
-    """``payload`` as a buffer of single bytes (a memoryview of floats would index floats)."""
+    """``payload`` as a buffer of single bytes (a memoryview of floats would index floats,
+    one of rows would index rows)."""
     if type(payload) is bytes or type(payload) is bytearray:
         return payload
     if isinstance(payload, memoryview):
-        if payload.c_contiguous and payload.format == "B":
+        if payload.c_contiguous and payload.format == "B" and payload.ndim == 1:
             return payload
         return payload.tobytes()  # a rare case: a copy is fine
     if isinstance(payload, bytes | bytearray):  # subclasses
@@ -100,7 +101,11 @@ def _unpack_map(
     payload: bytes | bytearray | memoryview, limits: Limits, kind: str
 ) -> dict[Any, Any]:
     payload = _byte_buffer(payload, kind)
-    obj = _unpack(payload, limits, kind)
+    return _as_map(_unpack(payload, limits, kind), payload, kind)
+
+
+def _as_map(obj: Any, payload: bytes | bytearray | memoryview, kind: str) -> dict[Any, Any]:
+    """``obj``, unpacked from ``payload``, if it is a map without a repeated key."""
     if not isinstance(obj, dict):
         fail("not_a_map", f"{kind} payload must be a msgpack map, got {type(obj).__name__}")
     # msgpack keeps the last of two equal keys; the header still counts both, so a shorter
@@ -175,18 +180,30 @@ def _x_bytes(value: Any, d: int | None) -> bytes:
     return raw
 
 
-@functools.lru_cache(maxsize=64)
-def _f32_struct(n: int) -> struct.Struct:
-    return struct.Struct(f"<{n}f")
+def _f32_masks(n: int) -> tuple[int, int, int]:
+    """Masks over ``n`` float32 LE values read as one integer (value ``i`` in bits 32i to
+    32i+31): each value's exponent bits, the lowest of them, and its top (sign) bit."""
+    return (int.from_bytes(b"\x00\x00\x80\x7f" * n, "little"),
+            int.from_bytes(b"\x00\x00\x80\x00" * n, "little"),
+            int.from_bytes(b"\x00\x00\x00\x80" * n, "little"))
+
+
+#: :func:`_f32_masks` of every width up to 64, the widths checked as one integer.
+_F32_MASKS: Final = {n: _f32_masks(n) for n in range(1, 65)}
 
 
 def _f32_bytes_finite(raw: bytes, n: int) -> bool:
     """Whether the ``n`` float32 LE values in ``raw`` are all finite (see all_finite)."""
-    # For a frame, struct's tuple of Python floats is 3x cheaper than a NumPy array and
-    # its reduction; from 64 values on, NumPy wins.
-    if n <= 64:
-        return math.isfinite(sum(_f32_struct(n).unpack(raw)))
-    return bool(np.isfinite(np.frombuffer(raw, dtype=F32)).all())
+    # A float32 is NaN or infinite exactly when its 8 exponent bits are all set. With the
+    # other bits masked off, adding 1 at the exponent's lowest bit carries into the top bit
+    # exactly then, and never into the next value: a masked value is at most 0x7F800000.
+    # Three integer operations check a frame (d = 16) in half the time of struct's tuple
+    # of Python floats and its sum, a tenth of NumPy's; from 64 values on, NumPy wins.
+    masks = _F32_MASKS.get(n)
+    if masks is None:
+        return bool(np.isfinite(np.frombuffer(raw, dtype=F32)).all())
+    exponents, lowest, top = masks
+    return not ((int.from_bytes(raw, "little") & exponents) + lowest) & top
 
 
 def _y_field(value: Any, c: int | None) -> NDArray[np.uint8]:
@@ -248,7 +265,47 @@ def decode_frame_raw(payload: bytes | bytearray | memoryview, d: int | None = No
     array per frame would cost more than the rest of the decode.
     """
     _check_d(d)
-    obj = _unpack_map(payload, FRAME_LIMITS, "frame")
+    payload = _byte_buffer(payload, "frame")
+    obj = _unpack(payload, FRAME_LIMITS, "frame")
+    # payload[0] exists: msgpack refuses an empty payload.
+    frame = _plain_frame(obj, payload[0], d)
+    return frame if frame is not None else _checked_frame(obj, payload, d)
+
+
+def _plain_frame(obj: Any, head: int, d: int | None) -> RawFrame | None:
+    """``obj`` as a frame if it has the form our encoders give one, else ``None``.
+
+    The form: a fixmap (first byte ``head``) of seq, t, x and maybe src, no key twice;
+    seq an int in 0..2**63-1, t a finite float, x a bin of ``4 d`` bytes of finite
+    float32 (``d`` given, at most 64), src a str (unpacked within its limit). Such an
+    ``obj`` passes every check of :func:`_checked_frame`, which would return this same
+    frame, so ``None`` only means "check it in full": every payload is refused for the
+    same reason either way, and the common one is checked in half the time.
+    """
+    if type(obj) is not dict or head != 0x80 | len(obj) or d is None:
+        return None  # not a map, not a fixmap of distinct keys, or no d to check x by
+    seq, t, x, src = obj.get("seq"), obj.get("t"), obj.get("x"), obj.get("src")
+    if len(obj) != (3 if src is None else 4):
+        return None  # a key beyond the four, or a nil src
+    masks = _F32_MASKS.get(d)
+    if masks is None or not (type(seq) is int and 0 <= seq <= INT64_MAX
+                             and type(t) is float and math.isfinite(t)
+                             and type(x) is bytes and len(x) == 4 * d
+                             and (src is None or type(src) is str)):
+        return None
+    exponents, lowest, top = masks  # _f32_bytes_finite inline: this runs for every frame
+    if ((int.from_bytes(x, "little") & exponents) + lowest) & top:
+        return None  # a NaN or an infinity
+    return _raw_frame((seq, t, x, src))
+
+
+#: A RawFrame from a tuple, without the Python-level ``__new__`` of a NamedTuple.
+_raw_frame: Final = functools.partial(tuple.__new__, RawFrame)
+
+
+def _checked_frame(obj: Any, payload: bytes | bytearray | memoryview, d: int | None) -> RawFrame:
+    """Every check of a frame, in order, on ``obj`` unpacked from ``payload``."""
+    obj = _as_map(obj, payload, "frame")
     _check_keys(obj, FRAME_REQUIRED, FRAME_KEYS, "frame")
     return RawFrame(
         int_field(obj["seq"], "seq", "negative_seq"),

@@ -39,3 +39,15 @@ def test_a_full_batch_keeps_the_newest_like_replay() -> None:
     np.testing.assert_array_equal(batch.arrival_ns, [7, 8, 9, 10])
     pending.add(_frame(20), 20)  # the ring starts over after a take
     assert pending.take().seq == [20]
+
+
+def test_a_batch_holds_read_only_float32_rows_even_when_empty() -> None:
+    pending = PendingFrames(max_batch=4, d=3)
+    empty = pending.take()
+    assert (empty.X.shape, empty.X.dtype, empty.arrival_ns.shape) == ((0, 3), np.float32, (0,))
+    assert (empty.seq, empty.t, empty.src, len(empty)) == ([], [], [], 0)
+    pending.add(_frame(5), 7)
+    batch = pending.take()
+    assert (batch.X.shape, batch.X.dtype, batch.arrival_ns.dtype) == ((1, 3), np.float32, np.int64)
+    assert not batch.X.flags.writeable  # the frame's own bytes: a reader copies to write
+    np.testing.assert_array_equal(batch.X, [[5, 5, 5]])

@@ -104,3 +104,17 @@ def test_rate_limiter_reports_what_it_suppressed() -> None:
     assert r.allow("a", 10) == 2
     assert r.allow("b", 0) == 0
     assert r.allow("c", 0) is None  # beyond max_keys: silent, memory bounded
+
+
+def test_the_source_heard_least_recently_is_forgotten_first() -> None:
+    t = SeqTracker(max_sources=2)
+    for src, seq in (("a", 0), ("b", 0), ("a", 1), ("a", 2)):  # b is now the least recent
+        t.observe(src, seq, 0)
+    t.observe("c", 0, 0)  # full: b is forgotten, a kept
+    t.observe("a", 4, 0)
+    assert (t.lost, t.resets, len(t)) == (1, 0, 2)
+    t.observe("b", 9, 0)  # b starts afresh (no loss counted); c, the least recent, goes
+    t.observe("c", 9, 0)  # so c starts afresh too, not a gap of 8; a goes
+    assert (t.lost, t.resets, len(t)) == (1, 0, 2)
+    t.observe("c", 11, 0)
+    assert (t.lost, t.resets) == (2, 0)
