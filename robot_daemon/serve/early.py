@@ -12,8 +12,8 @@ per frame stays what it was, and the time from the deadline to the ``pred`` shri
 
 * **One set of weights per tick**: the early rows are kept with the model and version
   that computed them. If either changed before the tick (a reload swapped in, an online
-  step), the tick computes them again (:func:`probabilities`), from readings copied out
-  of the ring for that purpose.
+  step), the tick computes them again (:func:`probabilities`) from their readings, which
+  the early part keeps.
 * **The batch cap holds over both parts**: a tick serves the newest ``max_batch`` frames;
   the oldest early ones beyond that are dropped (:func:`join`), as the ring drops them.
 * **Every check kept**: the early rows are checked as :func:`robot_daemon.wire.encode_pred`
@@ -52,7 +52,7 @@ Probs = npt.NDArray[np.float32]
 class Early:
     """The forward pass of a tick's first frames, done before its deadline.
 
-    batch : the frames, oldest first, their readings copied out of the ring.
+    batch : the frames, oldest first (:meth:`PendingFrames.take`'s: they own their readings).
     P : ndarray (len(batch), c) float32, or None if the pass raised (the tick retries).
     rows : their rows of the ``pred``, packed; None if P is None or failed the checks.
     model, version : the weights that computed P.
@@ -101,22 +101,21 @@ def forward(model: Model, X: npt.NDArray[np.float32]) -> Probs:
 
 
 def start(model: Model, version: str, batch: Batch) -> Early:
-    """The early pass over ``batch`` (a view into the ring: its readings are copied).
+    """The early pass over ``batch`` (as :meth:`PendingFrames.take` gave it).
 
     Raises what the forward pass raises; :func:`failed` then keeps the frames.
     """
-    kept = _copied(batch)
-    P = forward(model, kept.X)
+    P = forward(model, batch.X)
     try:
-        rows: wire.PredRows | None = wire.pred_rows(kept.seq, P, kept.t, kept.src)
+        rows: wire.PredRows | None = wire.pred_rows(batch.seq, P, batch.t, batch.src)
     except WireError:  # a NaN out of the model: the tick's general way drops that frame
         rows = None
-    return Early(kept, P, rows, model, version)
+    return Early(batch, P, rows, model, version)
 
 
 def failed(model: Model, version: str, batch: Batch) -> Early:
     """The early part of a pass that raised: kept, so that the tick still answers it."""
-    return Early(_copied(batch), None, None, model, version)
+    return Early(batch, None, None, model, version)
 
 
 def reused(early: Early, model: Model, version: str) -> bool:
@@ -175,7 +174,3 @@ def probabilities(
     if len(P_first) == len(frames):
         return P_first
     return np.concatenate([P_first, forward(model, frames.X[len(P_first):])])
-
-
-def _copied(batch: Batch) -> Batch:
-    return Batch(batch.X.copy(), batch.seq, batch.t, batch.src, batch.arrival_ns)

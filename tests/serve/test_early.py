@@ -63,8 +63,8 @@ def test_early_and_late_rows_make_the_pred_of_one_pass(model: Model) -> None:
     _same(wire.decode_pred(payload), _whole(model, whole))
 
 
-def test_the_early_readings_are_copied_out_of_the_ring(model: Model) -> None:
-    """The ring's rows are written over by the next frames: the early part keeps its own."""
+def test_the_early_readings_outlive_the_ring_filling_again(model: Model) -> None:
+    """The ring's slots take the next frames: the early part keeps its readings."""
     pending = _pending(range(5))
     batch = pending.take()
     first = early.start(model, "v1", batch)
