@@ -26,10 +26,10 @@ The loop (one thread, one :class:`zmq.Poller`):
   stays bounded whatever arrives.
 * **At each tick** one ``pred`` message with every pending frame's probabilities, its
   sensor time (``t_frame``) and source (``src``). The work is split
-  (:mod:`robot_daemon.serve.early`): ``interval / EARLY_LEAD`` before the deadline (1 ms
-  at 20 ms ticks) the loop drains, runs the forward pass of the frames already there
-  and packs their rows, then sleeps to the deadline; the tick does the same for the
-  frames of that last millisecond and sends. After 20 ms asleep a whole tick's work ran
+  (:mod:`robot_daemon.serve.early`): ``interval / EARLY_LEAD`` before the deadline
+  (1.25 ms at 20 ms ticks) the loop drains, runs the forward pass of the frames already
+  there and packs their rows, then sleeps to the deadline; the tick does the same for
+  the frames of that last stretch and sends. After 20 ms asleep a whole tick's work ran
   several times slower than back to back; this way the tick itself does little of it.
 * **Every status interval** a ``status`` message on the same PUB socket, a one-line
   summary in the log and ``STATUS=`` for ``systemctl status``.
