@@ -18,7 +18,7 @@ The loop (one thread, one :class:`zmq.Poller`):
   so that a frame's endpoint is known: a SUB socket connected to several publishers does
   not say which one sent a message) and decodes each payload
   (:func:`robot_daemon.wire.decode_frame_raw` with the model's ``d``) into the batch,
-  until the early pass 1 ms before a tick (below), so that the tick decodes little itself.
+  until the early pass 1.25 ms before a tick (below), so that the tick decodes little.
   Rejected payloads are counted by reason and logged at a bounded rate; gaps in each
   publisher's ``seq`` count as lost frames (ZeroMQ drops silently at its high-water
   marks). The pending batch keeps the newest ``max_batch`` frames
@@ -54,7 +54,7 @@ The loop (one thread, one :class:`zmq.Poller`):
 
 ``status`` keys beyond ``docs/protocol.md``'s table: ``ticks_missed``, ``ticks_late_os``,
 ``ticks_early``, ``early_recomputed``, ``preds``,
-``tick_ms_p50/p99/max`` (tick processing from the deadline: the last millisecond's frames
+``tick_ms_p50/p99/max`` (tick processing from the deadline: the last stretch's frames
 and the ``pred``),
 ``tick_ms_edges``/``tick_ms_counts`` (ticks since the start per processing-time bucket),
 ``wake_late_ms_p50/p99/max`` (tick start minus its deadline), ``frames_seq_resets``,
