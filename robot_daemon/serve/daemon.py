@@ -497,7 +497,7 @@ class Daemon:
         drop = early.dropped(first, late, self.config.max_batch)
         self.counters.frames_dropped += drop
         try:
-            self._serve(pub, tick, wall, first, late)
+            self._serve(pub, tick, wall, first, late, drop)
         except Exception:  # a bug must not stop the robot seeing: count, log, go on
             self.counters.tick_errors += 1
             log.exception("tick %d failed; its %d frame(s) are not answered", tick,
@@ -514,19 +514,18 @@ class Daemon:
 
     def _serve(
         self, pub: zmq.Socket[bytes], tick: int, wall: float, first: early.Early | None,
-        late: Batch,
+        late: Batch, drop: int,
     ) -> None:
-        """One ``pred`` for the early frames ``first`` and the ``late`` ones: their rows
-        packed ahead if they can be, else the general way (:meth:`_encode`)."""
+        """One ``pred`` for the early frames ``first`` but the ``drop`` oldest, and the
+        ``late`` ones: their rows packed ahead if they can be, else the general way
+        (:meth:`_encode`)."""
         model, version = self.served.model, self.version
         if first is not None:
             self.counters.ticks_early += 1
             self.counters.early_recomputed += not early.reused(first, model, version)
-        payload = early.fast_pred(first, late, self.config.max_batch, model, version, tick,
-                                  wall)
+        payload = early.fast_pred(first, late, drop, model, version, tick, wall)
         if payload is None:
-            frames = early.join(first, late, self.config.max_batch)
-            drop = early.dropped(first, late, self.config.max_batch)
+            frames = early.join(first, late, drop)
             P = early.probabilities(first, frames, drop, model, version)
             payload = self._encode(tick, wall, frames, P)
             if payload is None:

@@ -130,14 +130,14 @@ def dropped(early: Early | None, late: Batch, max_batch: int) -> int:
 
 
 def fast_pred(
-    early: Early | None, late: Batch, max_batch: int, model: Model, version: str, tick: int,
+    early: Early | None, late: Batch, drop: int, model: Model, version: str, tick: int,
     wall: float,
 ) -> bytes | None:
     """The tick's ``pred`` from ``early``'s packed rows and ``late``'s (the frames pending
     at the tick, computed and packed now); None where the general way must serve: no
-    early rows, other weights since, a frame dropped for the cap, a row failing a check."""
-    if (early is None or early.rows is None or not reused(early, model, version)
-            or dropped(early, late, max_batch)):
+    early rows, other weights since, ``drop`` (:func:`dropped`) early frames dropped for
+    the cap, a row failing a check."""
+    if early is None or early.rows is None or drop or not reused(early, model, version):
         return None
     parts = [early.rows]
     if len(late):
@@ -148,12 +148,13 @@ def fast_pred(
     return wire.encode_pred_rows(tick, wall, version, parts)
 
 
-def join(early: Early | None, late: Batch, max_batch: int) -> Batch:
-    """A tick's frames, oldest first: the early ones, then ``late`` (pending at the tick),
-    the newest ``max_batch`` of them."""
+def join(early: Early | None, late: Batch, drop: int) -> Batch:
+    """A tick's frames, oldest first: the early ones but the ``drop`` oldest
+    (:func:`dropped`: the newest ``max_batch`` are kept), then ``late`` (pending at the
+    tick)."""
     if early is None:
         return late
-    first, drop = early.batch, dropped(early, late, max_batch)
+    first = early.batch
     return Batch(
         np.concatenate([first.X[drop:], late.X]), first.seq[drop:] + late.seq,
         first.t[drop:] + late.t, first.src[drop:] + late.src,

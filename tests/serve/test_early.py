@@ -58,7 +58,7 @@ def test_early_and_late_rows_make_the_pred_of_one_pass(model: Model) -> None:
     pending = _pending(range(20))
     first = early.start(model, "v1", pending.take())
     late = _add(pending, range(20, 23)).take()
-    payload = early.fast_pred(first, late, 64, model, "v1", 9, 1.5)
+    payload = early.fast_pred(first, late, 0, model, "v1", 9, 1.5)
     assert payload is not None
     _same(wire.decode_pred(payload), _whole(model, whole))
 
@@ -84,8 +84,8 @@ def test_weights_changed_since_the_early_pass_are_the_ones_served(model: Model) 
         first = early.start(model, "v1", pending.take())
         late = _add(pending, range(10, 12)).take()
         assert not early.reused(first, now_model, now_version)
-        assert early.fast_pred(first, late, 64, now_model, now_version, 9, 1.5) is None
-        frames = early.join(first, late, 64)
+        assert early.fast_pred(first, late, 0, now_model, now_version, 9, 1.5) is None
+        frames = early.join(first, late, 0)
         P = early.probabilities(first, frames, 0, now_model, now_version)
         np.testing.assert_array_equal(P, early.forward(now_model, frames.X))
 
@@ -96,8 +96,8 @@ def test_the_batch_cap_keeps_the_newest_over_both_parts(model: Model) -> None:
     first = early.start(model, "v1", pending.take())
     late = _add(pending, range(6, 11)).take()
     assert early.dropped(first, late, 8) == 3
-    assert early.fast_pred(first, late, 8, model, "v1", 9, 1.5) is None  # the general way
-    frames = early.join(first, late, 8)
+    assert early.fast_pred(first, late, 3, model, "v1", 9, 1.5) is None  # the general way
+    frames = early.join(first, late, 3)
     assert frames.seq == list(range(3, 11))
     np.testing.assert_array_equal(frames.arrival_ns, np.arange(1003, 1011))
     P = early.probabilities(first, frames, 3, model, "v1")
@@ -118,13 +118,13 @@ def test_a_nan_row_sends_the_tick_the_general_way(
     first = early.start(model, "v1", _pending(range(4)).take())
     assert first.P is not None
     assert first.rows is None
-    assert early.fast_pred(first, _pending(range(0)).take(), 64, model, "v1", 9, 1.5) is None
+    assert early.fast_pred(first, _pending(range(0)).take(), 0, model, "v1", 9, 1.5) is None
 
 
 def test_a_failed_early_pass_keeps_its_frames_for_the_tick(model: Model) -> None:
     pending = _pending(range(3))
     first = early.failed(model, "v1", pending.take())
-    frames = early.join(first, _pending(range(3, 5)).take(), 64)
+    frames = early.join(first, _pending(range(3, 5)).take(), 0)
     assert frames.seq == [0, 1, 2, 3, 4]
     P = early.probabilities(first, frames, 0, model, "v1")
     np.testing.assert_array_equal(P, early.forward(model, frames.X))
