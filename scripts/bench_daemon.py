@@ -373,13 +373,13 @@ def _hist_quantile(edges: tuple[float, ...], counts: np.ndarray, q: float) -> fl
     return edges[i] if i < len(edges) else float("inf")
 
 
-def _over_1ms(edges: tuple[float, ...], counts: np.ndarray) -> int:
-    """Ticks in the buckets above the 1 ms edge."""
-    return int(counts[edges.index(1) + 1:].sum())
+def ticks_over(edges: tuple[float, ...], counts: np.ndarray, edge_ms: float = 1) -> int:
+    """Ticks in the buckets above the ``edge_ms`` edge (1 ms: the tick goal)."""
+    return int(counts[edges.index(edge_ms) + 1:].sum())
 
 
 def _hist_line(edges: tuple[float, ...], counts: np.ndarray) -> str:
-    over = _over_1ms(edges, counts)
+    over = ticks_over(edges, counts)
     return (f"p50 <= {_hist_quantile(edges, counts, 0.5)} ms, p99 <= "
             f"{_hist_quantile(edges, counts, 0.99)} ms; {over} of {counts.sum()} over 1 ms")
 
@@ -429,7 +429,7 @@ def main() -> int:
               f"CPU): {os_late} of {ticks} in all trials")
         edges = at_1000[0].tick_edges_ms
         print(f"at 1,000 frames/s, 3 runs: the daemon's tick processing over all ticks: "
-              f"{_hist_line(edges, _pooled_counts(at_1000))}; p99 of its worst status "
+              f"{_hist_line(edges, pooled_counts(at_1000))}; p99 of its worst status "
               f"period: {', '.join(f'{t.tick_ms[1]:.2f}' for t in at_1000)} ms; tick start "
               f"to pred received p99 {_tick_p99(at_1000):.2f} ms")
         print(f"the reference ticks beside them (forward pass and encoding alone, same "
@@ -441,7 +441,7 @@ def main() -> int:
     return 0
 
 
-def _pooled_counts(trials: list[Trial]) -> np.ndarray:
+def pooled_counts(trials: list[Trial]) -> np.ndarray:
     """The tick histogram over every tick of ``trials``."""
     return np.asarray(np.sum([t.tick_counts for t in trials], axis=0))
 
@@ -469,8 +469,8 @@ def _write_json(
     bare = "bare ZeroMQ + msgpack transport"
     worst = max(at_1000, key=lambda t: t.tick_ms[1])
     pooled = _tick_p99(at_1000)
-    edges, counts = at_1000[0].tick_edges_ms, _pooled_counts(at_1000)
-    over = _over_1ms(edges, counts)
+    edges, counts = at_1000[0].tick_edges_ms, pooled_counts(at_1000)
+    over = ticks_over(edges, counts)
     ref = _reference_ms(at_1000)
     write_json(path, "bench_daemon", [
         Figure.compare("daemon sustained rate: no drop, loss or overrun", best.rate,

@@ -34,7 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from bench_daemon import Daemon, Trial  # noqa: E402
+from bench_daemon import Daemon, Trial, pooled_counts, ticks_over  # noqa: E402
 from benchlib import Figure, write_json  # noqa: E402
 
 RATE = 1000.0
@@ -54,9 +54,8 @@ def extract(rev: str, into: Path) -> Path:
 
 def over(trials: list[Trial], edge_ms: float) -> float:
     """Percent of the ticks of ``trials`` above the histogram edge ``edge_ms``."""
-    counts = np.sum([t.tick_counts for t in trials], axis=0)
-    i = trials[0].tick_edges_ms.index(edge_ms)
-    return 100 * float(counts[i + 1:].sum() / counts.sum())
+    counts = pooled_counts(trials)
+    return 100 * ticks_over(trials[0].tick_edges_ms, counts, edge_ms) / float(counts.sum())
 
 
 def summary(trials: list[Trial]) -> dict[str, float]:
