@@ -214,15 +214,20 @@ class PredRows:
     p: bytes
 
 
-_PACKER = msgpack.Packer(use_bin_type=True)
-_KEYS = {key: _PACKER.pack(key) for key in ("tick", "t", "seq", "p", "n", "c", "model",
-                                             "t_frame", "src")}
+_KEYS = {key: msgpack.packb(key) for key in ("tick", "t", "seq", "p", "n", "c", "model",
+                                               "t_frame", "src")}
 
 
-def _items(values: list[Any]) -> bytes:
+def _packer() -> msgpack.Packer:
+    # One per call, as msgpack.packb makes one: a Packer holds a buffer, so a shared one
+    # would mix the bytes of two threads.
+    return msgpack.Packer(use_bin_type=True)
+
+
+def _items(packer: msgpack.Packer, values: list[Any]) -> bytes:
     """The msgpack items of ``values``: the packed list without its array header."""
-    packed: bytes = _PACKER.pack(values)
-    return packed[len(_PACKER.pack_array_header(len(values))):]
+    packed: bytes = packer.pack(values)
+    return packed[len(packer.pack_array_header(len(values))):]
 
 
 def pred_rows(
@@ -247,8 +252,9 @@ def pred_rows(
     if type(p) is not np.ndarray or p.dtype != F32 or p.ndim != 2 or p.shape[0] != n:
         fail("wrong_n", f"p must be float32 of shape (n={n}, c)")
     check_probs(p)
-    return PredRows(n, p.shape[1], _items(seq), _items(t_frame), _items(src),
-                    np.ascontiguousarray(p).tobytes())
+    packer = _packer()
+    return PredRows(n, p.shape[1], _items(packer, seq), _items(packer, t_frame),
+                    _items(packer, src), np.ascontiguousarray(p).tobytes())
 
 
 def encode_pred_rows(tick: int, t: float, model: str, parts: Sequence[PredRows]) -> bytes:
@@ -265,10 +271,10 @@ def encode_pred_rows(tick: int, t: float, model: str, parts: Sequence[PredRows])
     c = parts[0].c
     if any(part.c != c for part in parts):
         fail("wrong_c", "the parts of a pred have different numbers of classes")
-    header = _PACKER.pack_array_header(n)
-    pack = _PACKER.pack
+    packer = _packer()
+    header, pack = packer.pack_array_header(n), packer.pack
     return b"".join([
-        _PACKER.pack_map_header(9),
+        packer.pack_map_header(9),
         _KEYS["tick"], pack(_encode_seq(tick, "tick")),
         _KEYS["t"], pack(_encode_time(t)),
         _KEYS["seq"], header, *[part.seq for part in parts],
