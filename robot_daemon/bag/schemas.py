@@ -64,6 +64,7 @@ _COUNTERS: Final = {
     "ticks_missed": "tick deadlines skipped because a tick ran past them",
     "ticks_late_os": "of ticks_late: the OS kept the CPU from the loop",
     "ticks_early": "ticks whose forward pass began before the deadline (the early pass)",
+    "ticks_caught_up": "of ticks_early: a catch-up pass took the frames since, 0.31 ms before",
     "early_recomputed": "of ticks_early: the weights changed after the early pass",
     "preds": "pred messages published",
     "frames_seq_resets": "a publisher's seq went back or jumped by more than 2^20",

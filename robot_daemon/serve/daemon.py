@@ -28,9 +28,12 @@ The loop (one thread, one :class:`zmq.Poller`):
   sensor time (``t_frame``) and source (``src``). The work is split
   (:mod:`robot_daemon.serve.early`): ``interval / EARLY_LEAD`` before the deadline
   (1.25 ms at 20 ms ticks) the loop drains, runs the forward pass of the frames already
-  there and packs their rows, then sleeps to the deadline; the tick does the same for
-  the frames of that last stretch and sends. After 20 ms asleep a whole tick's work ran
-  several times slower than back to back; this way the tick itself does little of it.
+  there and packs their rows; ``interval / CATCH_UP_LEAD`` before it (0.31 ms) it does
+  the same for the frames that came in since, then waits for the deadline awake (at most
+  those 0.31 ms); the tick does the same for the frames of the last stretch, if any, and
+  sends. After 20 ms asleep a whole tick's work ran several times slower than back to
+  back, and after any sleep the first NumPy calls do: this way the tick itself does
+  little of the work, on warm caches, and starts on time.
 * **Every status interval** a ``status`` message on the same PUB socket, a one-line
   summary in the log and ``STATUS=`` for ``systemctl status``.
 * **Liveness** (:mod:`robot_daemon.serve.liveness`): each valid frame marks its endpoint
@@ -53,7 +56,7 @@ The loop (one thread, one :class:`zmq.Poller`):
   already received, save a last checkpoint, close the sockets and return 0.
 
 ``status`` keys beyond ``docs/protocol.md``'s table: ``ticks_missed``, ``ticks_late_os``,
-``ticks_early``, ``early_recomputed``, ``preds``,
+``ticks_early``, ``ticks_caught_up``, ``early_recomputed``, ``preds``,
 ``tick_ms_p50/p99/max`` (tick processing from the deadline: the last stretch's frames
 and the ``pred``),
 ``tick_ms_edges``/``tick_ms_counts`` (ticks since the start per processing-time bucket),
@@ -127,8 +130,10 @@ TICK_MS_EDGES: Final = (0.1, 0.2, 0.3, 0.5, 0.7, 1, 1.5, 2, 3, 5, 7, 10, 15, 20,
 #: Bucket edges, in ms, of the frame-to-pred latency histogram (``latency_ms_counts``): a
 #: frame waits up to one 20 ms tick, so the buckets are finest there.
 LATENCY_MS_EDGES: Final = (1, 2, 5, 10, 15, 20, 25, 30, 40, 50, 75, 100, 250, 500, 1000)
-#: After a drain the frames socket rests for interval / DRAIN_GAP (2.5 ms at 20 ms ticks).
-DRAIN_GAP: Final = 8
+#: After a drain the frames socket rests for interval / DRAIN_GAP (5 ms at 20 ms ticks):
+#: each wake-up costs 0.1-0.2 ms of CPU cold, whatever it drains. Measured at 1,000
+#: frames/s, paired: 2.5 ms rests took 129 ms of CPU per 1,000 frames, 5 ms rests 117.
+DRAIN_GAP: Final = 4
 
 
 @dataclass
@@ -144,6 +149,7 @@ class Counters:
     ticks_late_os: int = 0  # of ticks_late: the OS, not our work, held the loop up
     ticks_missed: int = 0
     ticks_early: int = 0  # ticks whose forward pass began before the deadline (serve.early)
+    ticks_caught_up: int = 0  # of those: a catch-up pass took the frames since
     early_recomputed: int = 0  # of those: the weights changed in between, computed again
     preds: int = 0
     reloads: int = 0
@@ -191,6 +197,12 @@ class Daemon:
         self._early: early.Early | None = None  # the next tick's first frames, computed
         self._early_tick = 0  # the last tick an early pass was considered for
         self._early_rows = early.RowBudget()
+        self._catch_up_tick = 0  # the last tick a catch-up pass was considered for
+        # A catch-up has a quarter of its 0.31 ms to spare where the early pass has half of
+        # its 1.25 ms: its frames are few, its time to the deadline short.
+        self._catch_up_rows = early.RowBudget(spare=0.25)
+        lead = config.interval_ns // early.CATCH_UP_LEAD
+        self._catch_up_lead = lead if lead >= early.MIN_CATCH_UP_NS else 0
         self._reloader = Reloader(config.model, self.served.model.d, self.served.model.c)
         self._reject_log = RateLimiter(REJECT_LOG_PERIOD_NS)
         self._start_ns = time.monotonic_ns()
@@ -306,7 +318,9 @@ class Daemon:
             if now >= deadline:
                 self._count_lateness(deadline, now)
                 self._drain(subs, now + interval // 4)  # what arrived since the last drain
-                self._tick(pub, tick, deadline, now)
+                # Timed from the deadline where our own work (a catch-up pass) ran past it,
+                # from the wake-up where the OS woke the loop after it.
+                self._tick(pub, tick, deadline, max(deadline, self._woke_ns))
                 self._check_liveness(pub)
                 # Skip, and count, the deadlines this tick overran: never a burst of
                 # catch-up ticks.
@@ -319,6 +333,17 @@ class Daemon:
                 self._drain(subs, deadline - interval // (2 * early.EARLY_LEAD))
                 self._start_early(deadline)
                 continue
+            catch_up_at = deadline - self._catch_up_lead
+            if self._early is not None and self._catch_up_lead:
+                if self._catch_up_tick != tick and now >= catch_up_at:
+                    self._catch_up_tick = tick
+                    self._drain(subs, deadline - self._catch_up_lead // 2)
+                    self._catch_up(deadline)
+                    continue
+                if self._catch_up_tick == tick:
+                    _spin_until(deadline)  # at most the catch-up lead: see serve.early
+                    self._woke()
+                    continue
             self._watches.service(now)  # reconnect what libzmq gave up on, when due
             self._reload_between_ticks(sigs)
             if self._labels is not None:
@@ -332,8 +357,9 @@ class Daemon:
             if next_watchdog is not None and now >= next_watchdog:
                 self.notifier.watchdog()
                 next_watchdog = now + watchdog_period
-            wake = min(deadline if self._early_tick == tick else early_at, next_status,
-                       next_watchdog or deadline)
+            wake = min(early_at if self._early_tick != tick
+                       else catch_up_at if self._early is not None and self._catch_up_lead
+                       else deadline, next_status, next_watchdog or deadline)
             self._wait(subs, poller, sigs, wake, deadline, self._early_tick == tick)
         return tick
 
@@ -345,20 +371,21 @@ class Daemon:
 
         Polls whole milliseconds, then sleeps the sub-millisecond rest: a poll timeout is
         rounded to milliseconds by libzmq, so polling alone wakes up to 1 ms late.
-        ``early_done``: the tick's early pass ran; only a signal wakes the loop before it.
+        ``early_done``: the tick's early pass was considered; only a signal wakes the loop
+        before the deadline (or the catch-up pass).
         """
         now = time.monotonic_ns()
         # Coalesce: after a drain, leave the frames socket alone for DRAIN_GAP of the
         # interval, so that a stream costs a few wake-ups per tick instead of one per frame
         # (measured: at 1,000 frames/s, one per frame took 18-20 % of a core). Frames wait
-        # in ZeroMQ's queue meanwhile; the tick drains it before serving.
+        # in ZeroMQ's queue meanwhile; the early pass and the tick drain it before serving.
         watch = poller
         if self._labels is not None and self.online is not None:
             # A full batch that waits for room to step leaves the rest queued: not watched,
             # else a readable socket nobody reads would spin the poll until the tick.
             poller.register(self._labels, zmq.POLLIN if self.online.wants_labels() else 0)
         # The last rest ends where the early pass is due; after it, the frames wait for the
-        # tick: one wake-up fewer, and the tick's caches stay as the early pass left them.
+        # catch-up pass and the tick: no wake-up for each of them.
         rest_until = (deadline_ns if early_done else min(
             self._next_drain_ns, deadline_ns - self.config.interval_ns // early.EARLY_LEAD))
         if now < rest_until:
@@ -486,6 +513,23 @@ class Daemon:
             self._early = early.failed(model, version, batch)
         self._early_rows.ended(rows, t0, time.monotonic_ns(), deadline_ns)
 
+    def _catch_up(self, deadline_ns: int) -> None:
+        """After the early pass, shortly before the tick: the same for the frames pending
+        since (:func:`robot_daemon.serve.early.catch_up`), as many as end before
+        ``deadline_ns`` with time to spare."""
+        first, rows, t0 = self._early, len(self._pending), time.monotonic_ns()
+        if first is None or not rows or not self._catch_up_rows.admit(rows):
+            return
+        model, version, batch = self.served.model, self.version, self._pending.take()
+        try:
+            self._early = early.catch_up(first, model, version, batch)
+        except Exception:  # as in a tick: the tick tries again, and answers these frames
+            self.counters.tick_errors += 1
+            log.exception("the catch-up forward pass of %d frame(s) failed", len(batch))
+            self._early = early.failed(model, version, early.join(first, batch, 0))
+        self.counters.ticks_caught_up += 1
+        self._catch_up_rows.ended(rows, t0, time.monotonic_ns(), deadline_ns)
+
     def _tick(self, pub: zmq.Socket[bytes], tick: int, deadline_ns: int, start_ns: int) -> None:
         """Serve the pending frames (and the early pass's): one ``pred`` message."""
         self.counters.ticks += 1
@@ -611,6 +655,7 @@ class Daemon:
             "ticks_late_os": c.ticks_late_os,
             "ticks_missed": c.ticks_missed,
             "ticks_early": c.ticks_early,
+            "ticks_caught_up": c.ticks_caught_up,
             "early_recomputed": c.early_recomputed,
             "preds": c.preds,
             "batch_p50": round(w.batch.percentile(50)),
@@ -665,6 +710,13 @@ def summary(status: dict[str, Any]) -> str:
         f" latency p50 {status['latency_ms_p50']:.1f} p99 {status['latency_ms_p99']:.1f} ms;"
         f" model {status['model_version']}"
     )
+
+
+def _spin_until(deadline_ns: int) -> None:
+    """Wait for ``deadline_ns`` without sleeping: after any sleep the tick's first NumPy
+    calls ran 1.5-2 times slower (the CPU's caches and predictors went to other work)."""
+    while time.monotonic_ns() < deadline_ns:
+        pass
 
 
 def _metrics_server(address: str) -> MetricsServer:

@@ -96,6 +96,8 @@ def _ticks(status: Mapping[str, Any]) -> Iterator[Metric]:
                    status.get("ticks_missed", 0))
     yield _counter("ticks_early", "Ticks whose forward pass began before the deadline",
                    status.get("ticks_early", 0))
+    yield _counter("ticks_caught_up", "Of the early ticks: a catch-up pass took the frames "
+                   "since, shortly before the deadline", status.get("ticks_caught_up", 0))
     yield _counter("preds", "pred messages published", status.get("preds", 0))
     yield _counter("reloads", "Model reloads that took effect", status.get("reloads", 0))
     yield _counter("reload_failures", "Model reloads refused", status.get("reload_failures", 0))

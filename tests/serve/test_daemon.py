@@ -243,6 +243,8 @@ def test_a_steady_stream_is_served_partly_before_each_deadline_and_answered_once
                                rtol=1e-6, atol=1e-7)
     status = harness.status(lambda s: s["preds"] >= len(preds))
     assert status["ticks_early"] >= len(preds) // 2
+    # Frames also come in between the early pass and 0.31 ms before the deadline.
+    assert 0 < status["ticks_caught_up"] <= status["ticks_early"]
     assert status["early_recomputed"] == 0
     assert status["frames_dropped"] == 0
 
@@ -272,6 +274,36 @@ def test_weights_swapped_between_the_early_pass_and_the_tick_serve_the_whole_tic
     np.testing.assert_allclose(pred.p, other.predict_proba(X).astype(np.float32),
                                rtol=1e-6, atol=1e-7)
     assert (d.counters.ticks_early, d.counters.early_recomputed) == (1, 1)
+
+
+def test_a_catch_up_pass_joins_the_early_one_and_a_swap_after_it_serves_the_whole_tick(
+    workdir: Path,
+) -> None:
+    """In-process: early pass, catch-up pass, tick: one pred, in order, the early rows and
+    the caught-up ones; then the same with a reload landing after the catch-up."""
+    from robot_daemon.serve.reload import ServedModel
+
+    X = _readings(6)
+    for swap in (False, True):
+        d = _in_process(workdir)
+        for seq in range(6):
+            d._pending.add(wire.RawFrame(seq, 0.0, X[seq].astype("<f4").tobytes(), None), 0)
+            if seq == 2:
+                d._start_early(time.monotonic_ns() + 10**9)
+            if seq == 4:
+                d._catch_up(time.monotonic_ns() + 10**9)
+        served = d.served.model
+        if swap:
+            served = _other_model(7)
+            d.served = ServedModel(served, "other-1", d.served.path)
+        pub = _Pub()
+        d._tick(pub, 7, 0, 0)
+        pred = wire.decode_pred(pub.sent[0][1])
+        assert pred.seq.tolist() == list(range(6))
+        np.testing.assert_allclose(pred.p, served.predict_proba(X).astype(np.float32),
+                                   rtol=1e-6, atol=1e-7)
+        assert (d.counters.ticks_early, d.counters.ticks_caught_up,
+                d.counters.early_recomputed) == (1, 1, int(swap))
 
 
 def test_lost_frames_are_counted_from_seq_gaps_and_the_batch_is_capped(

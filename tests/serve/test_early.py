@@ -63,6 +63,64 @@ def test_early_and_late_rows_make_the_pred_of_one_pass(model: Model) -> None:
     _same(wire.decode_pred(payload), _whole(model, whole))
 
 
+def test_early_catch_up_and_late_rows_make_the_pred_of_one_pass(model: Model) -> None:
+    """Three parts (the early pass, the catch-up, the tick's) make one pass's pred."""
+    whole = _pending(range(24)).take()
+    pending = _pending(range(20))
+    first = early.start(model, "v1", pending.take())
+    caught_up = early.catch_up(first, model, "v1", _add(pending, range(20, 22)).take())
+    assert caught_up.batch.seq == list(range(22))
+    assert caught_up.rows is not None
+    assert len(caught_up.rows) == 2
+    late = _add(pending, range(22, 24)).take()
+    payload = early.fast_pred(caught_up, late, 0, model, "v1", 9, 1.5)
+    assert payload is not None
+    _same(wire.decode_pred(payload), _whole(model, whole))
+    nothing_late = early.fast_pred(caught_up, _pending(range(0)).take(), 0, model, "v1", 9, 1.5)
+    assert nothing_late is not None
+    _same(wire.decode_pred(nothing_late), _whole(model, _pending(range(22)).take()))
+
+
+def test_a_catch_up_after_other_weights_or_a_failed_pass_leaves_all_to_the_tick(
+    model: Model,
+) -> None:
+    """Other weights since the early pass (an online step), or an early pass that raised:
+    the catch-up computes nothing and keeps every frame; the tick computes them all with
+    the weights serving then."""
+    for first_version, first_failed in [("v1", False), ("v1", True)]:
+        pending = _pending(range(5))
+        batch = pending.take()
+        first = (early.failed(model, first_version, batch) if first_failed
+                 else early.start(model, first_version, batch))
+        now_version = "v1" if first_failed else "v1+1"
+        caught_up = early.catch_up(first, model, now_version, _add(pending, range(5, 7)).take())
+        assert caught_up.P is None
+        assert caught_up.rows is None
+        assert caught_up.batch.seq == list(range(7))
+        frames = early.join(caught_up, _pending(range(0)).take(), 0)
+        P = early.probabilities(caught_up, frames, 0, model, now_version)
+        np.testing.assert_array_equal(P, early.forward(model, frames.X))
+
+
+def test_a_nan_row_in_the_catch_up_sends_the_tick_the_general_way(
+    model: Model, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pending = _pending(range(4))
+    first = early.start(model, "v1", pending.take())
+    real = model.predict_proba
+
+    def nan_row(X: np.ndarray) -> np.ndarray:
+        P = real(X)
+        P[0, 1] = np.nan
+        return P
+
+    monkeypatch.setattr(model, "predict_proba", nan_row)
+    caught_up = early.catch_up(first, model, "v1", _add(pending, range(4, 6)).take())
+    assert caught_up.P is not None
+    assert caught_up.rows is None
+    assert early.fast_pred(caught_up, _pending(range(0)).take(), 0, model, "v1", 9, 1.5) is None
+
+
 def test_the_early_readings_outlive_the_ring_filling_again(model: Model) -> None:
     """The ring's slots take the next frames: the early part keeps its readings."""
     pending = _pending(range(5))
@@ -145,3 +203,15 @@ def test_the_row_budget_follows_how_passes_end_and_recovers_from_a_slow_spell() 
     while not budget.admit(40):  # a slow spell ends: the budget grows back by itself
         refusals += 1
     assert refusals <= 4
+
+
+def test_a_budget_with_less_to_spare_grows_on_passes_that_end_later() -> None:
+    """The catch-up's budget (a quarter to spare) grows on a pass ending 70 % of the way to
+    the deadline, which halves the early pass's (half to spare)."""
+    ms = 1_000_000
+    catch_up, first = early.RowBudget(spare=0.25), early.RowBudget()
+    for budget in (catch_up, first):
+        budget.ended(20, 0, 7 * ms, 10 * ms)
+    assert (catch_up.rows, first.rows) == (40, 10)
+    catch_up.ended(40, 0, 7 * ms, 10 * ms)
+    assert catch_up.rows == 80
