@@ -28,7 +28,7 @@ The loop (one thread, one :class:`zmq.Poller`):
   sensor time (``t_frame``) and source (``src``). The work is split
   (:mod:`robot_daemon.serve.early`): ``interval / EARLY_LEAD`` before the deadline
   (1.25 ms at 20 ms ticks) the loop drains, runs the forward pass of the frames already
-  there and packs their rows; ``interval / CATCH_UP_LEAD`` before it (0.31 ms) it does
+  there and packs their rows; ``CATCH_UP_NS`` (0.31 ms) before the deadline it does
   the same for the frames that came in since, then waits for the deadline awake (at most
   those 0.31 ms); the tick does the same for the frames of the last stretch, if any, and
   sends. After 20 ms asleep a whole tick's work ran several times slower than back to
@@ -201,8 +201,8 @@ class Daemon:
         # A catch-up has a quarter of its 0.31 ms to spare where the early pass has half of
         # its 1.25 ms: its frames are few, its time to the deadline short.
         self._catch_up_rows = early.RowBudget(spare=0.25)
-        lead = config.interval_ns // early.CATCH_UP_LEAD
-        self._catch_up_lead = lead if lead >= early.MIN_CATCH_UP_NS else 0
+        room = config.interval_ns // early.EARLY_LEAD >= early.CATCH_UP_ROOM * early.CATCH_UP_NS
+        self._catch_up_lead = early.CATCH_UP_NS if room else 0
         self._reloader = Reloader(config.model, self.served.model.d, self.served.model.c)
         self._reject_log = RateLimiter(REJECT_LOG_PERIOD_NS)
         self._start_ns = time.monotonic_ns()
@@ -316,11 +316,13 @@ class Daemon:
             early_at = deadline - interval // early.EARLY_LEAD  # see _start_early
             now = time.monotonic_ns()
             if now >= deadline:
-                self._count_lateness(deadline, now)
+                held_by_os = self._count_lateness(deadline, now)
                 self._drain(subs, now + interval // 4)  # what arrived since the last drain
-                # Timed from the deadline where our own work (a catch-up pass) ran past it,
-                # from the wake-up where the OS woke the loop after it.
-                self._tick(pub, tick, deadline, max(deadline, self._woke_ns))
+                # Timed from the deadline where our own work (a catch-up pass) ran past it;
+                # from the wake-up where the OS woke the loop after it; from now where the
+                # OS took the CPU away after the wake-up (wake_late_ms shows that).
+                self._tick(pub, tick, deadline,
+                           now if held_by_os else max(deadline, self._woke_ns))
                 self._check_liveness(pub)
                 # Skip, and count, the deadlines this tick overran: never a burst of
                 # catch-up ticks.
@@ -478,21 +480,24 @@ class Daemon:
             log.log(level, "%s", line)
         self._publish_status(pub)
 
-    def _count_lateness(self, deadline_ns: int, start_ns: int) -> None:
-        """Measure how late the tick due at ``deadline_ns`` starts, and who made it late."""
+    def _count_lateness(self, deadline_ns: int, start_ns: int) -> bool:
+        """Measure how late the tick due at ``deadline_ns`` starts, and who made it late;
+        whether the OS did."""
         late = start_ns - deadline_ns
         self.windows.wake_late_ns.add(late)
         threshold = LATE_FRACTION * self.config.interval_ns
         if late <= threshold:
-            return
+            return False
         self.counters.ticks_late += 1
         if self._woke_ns - deadline_ns > threshold:  # blocked in poll or sleep until then
             self.counters.ticks_late_os += 1
-            return
+            return True
         # Had our work since the wake-up run without a break, would it have crossed the
         # threshold? If not, the OS took the CPU away in between.
         worked = time.thread_time_ns() - self._woke_cpu_ns
-        self.counters.ticks_late_os += worked <= deadline_ns + threshold - self._woke_ns
+        held = worked <= deadline_ns + threshold - self._woke_ns
+        self.counters.ticks_late_os += held
+        return held
 
     def _start_early(self, deadline_ns: int) -> None:
         """Shortly before a tick: the forward pass and ``pred`` rows of the frames already
@@ -527,7 +532,8 @@ class Daemon:
             self.counters.tick_errors += 1
             log.exception("the catch-up forward pass of %d frame(s) failed", len(batch))
             self._early = early.failed(model, version, early.join(first, batch, 0))
-        self.counters.ticks_caught_up += 1
+        # Counted where it computed the frames since: not after other weights or a raise.
+        self.counters.ticks_caught_up += self._early.P is not None
         self._catch_up_rows.ended(rows, t0, time.monotonic_ns(), deadline_ns)
 
     def _tick(self, pub: zmq.Socket[bytes], tick: int, deadline_ns: int, start_ns: int) -> None:

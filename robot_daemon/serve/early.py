@@ -6,7 +6,7 @@ pass of a tick took about 150 us p50 and encoding its ``pred`` 65 us, where back
 the same work takes 35 and 11: after 20 ms asleep the caches and branch predictors
 belong to other work. So ``interval / EARLY_LEAD`` before the deadline the daemon runs
 the forward pass of the frames already pending and packs their rows of the ``pred``
-(:func:`start`). ``interval / CATCH_UP_LEAD`` before it (0.31 ms) the daemon does the
+(:func:`start`). ``CATCH_UP_NS`` before it (0.31 ms) the daemon does the
 same for the frames that came in since (:func:`catch_up`: about one at 1,000 frames/s) and
 then waits for the deadline awake, so that the tick, which does it once more for the
 frames of the last stretch (none in most ticks) and sends (:func:`fast_pred`), runs on
@@ -31,8 +31,11 @@ passes, 117 with them and the daemon's longer rests between drains (``DRAIN_GAP`
   checks them; a row that failed (a NaN out of the model) sends the tick the general way,
   which leaves that frame out and counts it.
 * **Never a late tick**: each pass takes at most as many rows as the recent passes
-  showed to end well before the deadline (:class:`RowBudget`, one per pass); a larger
-  batch is left to the tick, which does it all, as it did before early passes.
+  showed to end in time (:class:`RowBudget`, one per pass); a larger batch is left to
+  the tick, which does it all, as it did before early passes. The early pass ends well
+  before the deadline; a catch-up over a frame or two may end just after it, and the
+  tick is then timed from the deadline: its frames are served sooner than the tick alone
+  would have served them.
 """
 
 from __future__ import annotations
@@ -52,14 +55,15 @@ from robot_daemon.serve.batch import Batch
 #: ticks): late enough that most of a tick's frames are in, early enough that 20 frames'
 #: pass and packing on cold caches (0.3-0.6 ms) ends before the deadline twice over.
 EARLY_LEAD: Final = 16
-#: The catch-up pass runs interval / CATCH_UP_LEAD before the deadline (0.31 ms at 20 ms
-#: ticks). Measured p50: the wake-up 0.11 ms late, the drain 0.07, the pass over one frame
-#: 0.19 (cold). Earlier, more frames would fall to the tick and the wait awake would be
-#: longer: at 0.5 ms the CPU per 1,000 frames rose 8 %, the tick p50 fell 7 %.
-CATCH_UP_LEAD: Final = 64
-#: No catch-up pass where interval / CATCH_UP_LEAD is shorter (ticks under 16 ms): it
-#: could not end before the deadline.
-MIN_CATCH_UP_NS: Final = 250_000
+#: The catch-up pass runs this long before the deadline, whatever the interval: its costs
+#: do not grow with it (measured p50: the wake-up 0.11 ms late, the drain 0.07, the pass
+#: over one frame 0.19, cold), and the wait awake after it would. Earlier, more frames
+#: would fall to the tick and the wait would be longer: at 0.5 ms the CPU per 1,000
+#: frames rose 8 %, the tick p50 fell 7 %.
+CATCH_UP_NS: Final = 312_500
+#: A catch-up pass only where the early pass is due this many catch-up leads before the
+#: deadline (ticks of 15 ms and more): the early pass must be done before it.
+CATCH_UP_ROOM: Final = 3
 #: The rows the first early pass may take (:class:`RowBudget`): a cold pass and packing
 #: over 32 rows at h = 64 take about 0.5 ms.
 INITIAL_ROWS: Final = 32

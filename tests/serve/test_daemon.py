@@ -306,6 +306,87 @@ def test_a_catch_up_pass_joins_the_early_one_and_a_swap_after_it_serves_the_whol
                 d.counters.early_recomputed) == (1, 1, int(swap))
 
 
+def test_the_catch_up_lead_and_the_wait_after_it_do_not_grow_with_the_interval(
+    workdir: Path,
+) -> None:
+    """The catch-up's costs do not grow with the interval: at 1 s ticks a lead of
+    interval / 64 would have spun 15.6 ms a tick, blind to frames, status and signals."""
+    from robot_daemon.serve import early
+
+    leads = {ms: _in_process(workdir, interval_ms=ms)._catch_up_lead
+             for ms in (5, 14, 15, 20, 100, 1000, 60_000)}
+    assert leads == {5: 0, 14: 0, 15: early.CATCH_UP_NS, 20: early.CATCH_UP_NS,
+                     100: early.CATCH_UP_NS, 1000: early.CATCH_UP_NS,
+                     60_000: early.CATCH_UP_NS}
+
+
+def test_a_catch_up_that_computes_nothing_is_not_counted(workdir: Path) -> None:
+    """A reload between the early pass and the catch-up: the catch-up keeps the frames
+    for the tick but computes nothing, and is not counted in ticks_caught_up."""
+    from robot_daemon.serve.reload import ServedModel
+
+    d = _in_process(workdir)
+    x = _readings(1)[0].astype("<f4").tobytes()
+    for seq in range(5):
+        d._pending.add(wire.RawFrame(seq, 0.0, x, None), 0)
+        if seq == 2:
+            d._start_early(time.monotonic_ns() + 10**9)
+            d.served = ServedModel(_other_model(7), "other-1", d.served.path)
+    d._catch_up(time.monotonic_ns() + 10**9)
+    assert d._early is not None
+    assert d._early.P is None
+    assert d._early.batch.seq == list(range(5))
+    assert d.counters.ticks_caught_up == 0
+
+
+def test_a_tick_the_os_held_up_after_the_catch_up_is_not_timed_as_its_processing(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The OS takes the CPU for 5 ms during a catch-up (simulated: a sleep, no CPU time):
+    that tick counts as late for the OS, and its processing time is not those 5 ms."""
+    from robot_daemon.serve import daemon, early
+
+    d = _in_process(workdir, interval_ms=20, status_interval_s=60)
+    real, held = early.catch_up, []
+
+    def preempted(*args: Any) -> Any:
+        out = real(*args)
+        if not held:
+            held.append(1)
+            time.sleep(0.005)
+        return out
+
+    monkeypatch.setattr(daemon.early, "catch_up", preempted)
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.PUB)
+    pub.bind(f"ipc://{workdir}/f")
+    stop = threading.Event()
+
+    def feed() -> None:
+        x = np.zeros(d.served.model.d, np.float32)
+        seq = 0
+        while not stop.is_set():
+            pub.send_multipart([wire.TOPIC_FRAME, wire.encode_frame(seq, 0.0, x)])
+            seq += 1
+            time.sleep(0.001)
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    try:
+        _run_for(d, 0.8)
+    finally:
+        stop.set()
+        feeder.join()
+        pub.close(linger=0)
+        ctx.term()
+    assert held, "no catch-up ran"
+    assert d.counters.ticks_late_os >= 1
+    lower_edges = (0, *daemon.TICK_MS_EDGES)
+    over_3ms = [n for edge, n in zip(lower_edges, d.windows.tick_ms.counts, strict=True)
+                if edge >= 3]
+    assert sum(over_3ms) == 0, list(d.windows.tick_ms.counts)
+
+
 def test_lost_frames_are_counted_from_seq_gaps_and_the_batch_is_capped(
     workdir: Path,
 ) -> None:
