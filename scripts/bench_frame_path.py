@@ -35,7 +35,7 @@ import numpy as np  # noqa: E402
 import zmq  # noqa: E402
 
 from robot_daemon import wire  # noqa: E402
-from robot_daemon.serve import config, daemon, receive  # noqa: E402
+from robot_daemon.serve import config, daemon, receive, report  # noqa: E402
 from robot_daemon.serve.batch import PendingFrames  # noqa: E402
 from robot_daemon.serve.liveness import Liveness  # noqa: E402
 from robot_daemon.serve.stats import SeqTracker  # noqa: E402
@@ -73,7 +73,7 @@ def stage_passes(d: daemon.Daemon) -> list[tuple[str, Pass]]:
     frame = wire.decode_frame_raw(payloads(1)[0], D)
     seqs, live = SeqTracker(), Liveness(["ipc://x"], 10**9, 0)
     ring = PendingFrames(65_536, D)
-    counters = daemon.Counters()
+    counters = report.Counters()
     clock = time.monotonic_ns
     unpackb, decode = msgpack.unpackb, wire.decode_frame_raw
 

@@ -50,7 +50,7 @@ import pytest
 from robot_daemon import wire
 from robot_daemon.cli import build_parser
 from robot_daemon.errors import ConfigError
-from robot_daemon.serve import config, daemon
+from robot_daemon.serve import config, report
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "models/README.md"]
@@ -433,7 +433,7 @@ def test_deploy_summary_line_is_what_the_daemon_logs() -> None:
     status: defaultdict[str, Any] = defaultdict(int, frames_rejected={},
                                                 model_version=shown.rsplit(" model ", 1)[1],
                                                 health="ok", stale_endpoints=[], stale_srcs=[])
-    logged = daemon.summary(status)
+    logged = report.summary(status)
 
     def numbers_as_zero(line: str) -> str:
         return re.sub(r"\d+", "0", line)

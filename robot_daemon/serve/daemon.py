@@ -78,8 +78,6 @@ import functools
 import gc
 import logging
 import time
-from collections import Counter
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
@@ -88,19 +86,14 @@ import zmq
 from robot_daemon import wire
 from robot_daemon.errors import ModelError, RobotDaemonError, WireError
 from robot_daemon.learn.session import OnlineSession, resume
-from robot_daemon.serve import early, liveness, monitor, receive, signals
+from robot_daemon.serve import early, liveness, monitor, receive, report, signals
 from robot_daemon.serve.batch import Batch, PendingFrames
 from robot_daemon.serve.config import DaemonConfig
 from robot_daemon.serve.notify import Notifier
 from robot_daemon.serve.reload import Reloader, ServedModel, load_model
+from robot_daemon.serve.report import Counters, Windows
 from robot_daemon.serve.signals import Signals
-from robot_daemon.serve.stats import (
-    REJECT_LOG_PERIOD_NS,
-    Histogram,
-    RateLimiter,
-    SeqTracker,
-    Window,
-)
+from robot_daemon.serve.stats import REJECT_LOG_PERIOD_NS, RateLimiter, SeqTracker
 
 if TYPE_CHECKING:  # prometheus-client is optional: imported only for --metrics
     from robot_daemon.serve.metrics import MetricsServer
@@ -123,55 +116,10 @@ LINGER_MS: Final = 200
 MAX_MESSAGE_BYTES: Final = 1 << 20
 #: The PUB socket's send high-water mark, in messages (a slow consumer loses the excess).
 SNDHWM: Final = 10_000
-#: Samples kept per status period for each percentile.
-WINDOW: Final = 65_536
-#: Bucket edges, in ms, of the status's tick processing histogram (``tick_ms_counts``).
-TICK_MS_EDGES: Final = (0.1, 0.2, 0.3, 0.5, 0.7, 1, 1.5, 2, 3, 5, 7, 10, 15, 20, 30, 50, 100)
-#: Bucket edges, in ms, of the frame-to-pred latency histogram (``latency_ms_counts``): a
-#: frame waits up to one 20 ms tick, so the buckets are finest there.
-LATENCY_MS_EDGES: Final = (1, 2, 5, 10, 15, 20, 25, 30, 40, 50, 75, 100, 250, 500, 1000)
 #: After a drain the frames socket rests for interval / DRAIN_GAP (5 ms at 20 ms ticks):
 #: each wake-up costs 0.1-0.2 ms of CPU cold, whatever it drains. Measured at 1,000
 #: frames/s, paired: 2.5 ms rests took 129 ms of CPU per 1,000 frames, 5 ms rests 117.
 DRAIN_GAP: Final = 4
-
-
-@dataclass
-class Counters:
-    """Cumulative counters since start (the ``status`` message's integers)."""
-
-    frames_in: int = 0
-    frames_accepted: int = 0
-    frames_rejected: Counter[str] = field(default_factory=Counter)
-    frames_dropped: int = 0
-    ticks: int = 0
-    ticks_late: int = 0
-    ticks_late_os: int = 0  # of ticks_late: the OS, not our work, held the loop up
-    ticks_missed: int = 0
-    ticks_early: int = 0  # ticks whose forward pass began before the deadline (serve.early)
-    ticks_caught_up: int = 0  # of those: a catch-up pass took the frames since
-    early_recomputed: int = 0  # of those: the weights changed in between, computed again
-    preds: int = 0
-    reloads: int = 0
-    reload_failures: int = 0
-    tick_errors: int = 0
-
-
-@dataclass
-class Windows:
-    """Samples of the current status period, for its percentiles (all in ns but batch)."""
-
-    batch: Window = field(default_factory=lambda: Window(WINDOW))
-    latency_ns: Window = field(default_factory=lambda: Window(WINDOW))
-    tick_ns: Window = field(default_factory=lambda: Window(WINDOW))
-    wake_late_ns: Window = field(default_factory=lambda: Window(WINDOW))
-    #: Tick processing and frame-to-pred latency in ms since the start: never cleared.
-    tick_ms: Histogram = field(default_factory=lambda: Histogram(TICK_MS_EDGES))
-    latency_ms: Histogram = field(default_factory=lambda: Histogram(LATENCY_MS_EDGES))
-
-    def clear(self) -> None:
-        for window in (self.batch, self.latency_ns, self.tick_ns, self.wake_late_ns):
-            window.clear()
 
 
 class Daemon:
@@ -643,46 +591,14 @@ class Daemon:
 
     def status(self) -> dict[str, Any]:
         """The ``status`` message's map; percentiles cover the period since the last one."""
-        c, w = self.counters, self.windows
-        ms = 1e-6
         status: dict[str, Any] = {
             "t": time.time(),
             "uptime_s": (time.monotonic_ns() - self._start_ns) / 1e9,
             "model_version": self.version,
-            "frames_in": c.frames_in,
-            "frames_accepted": c.frames_accepted,
-            "frames_rejected": dict(c.frames_rejected),
-            "frames_dropped": c.frames_dropped,
+            **report.counts(self.counters, self.windows),
             "frames_lost": self.seqs.lost,
             "frames_seq_resets": self.seqs.resets,
             "sources": len(self.seqs),
-            "ticks": c.ticks,
-            "ticks_late": c.ticks_late,
-            "ticks_late_os": c.ticks_late_os,
-            "ticks_missed": c.ticks_missed,
-            "ticks_early": c.ticks_early,
-            "ticks_caught_up": c.ticks_caught_up,
-            "early_recomputed": c.early_recomputed,
-            "preds": c.preds,
-            "batch_p50": round(w.batch.percentile(50)),
-            "batch_p99": round(w.batch.percentile(99)),
-            "latency_ms_p50": w.latency_ns.percentile(50) * ms,
-            "latency_ms_p99": w.latency_ns.percentile(99) * ms,
-            "tick_ms_p50": w.tick_ns.percentile(50) * ms,
-            "tick_ms_p99": w.tick_ns.percentile(99) * ms,
-            "tick_ms_max": w.tick_ns.max() * ms,
-            "tick_ms_edges": list(TICK_MS_EDGES),
-            "tick_ms_counts": list(w.tick_ms.counts),
-            "tick_ms_sum": w.tick_ms.sum,
-            "latency_ms_edges": list(LATENCY_MS_EDGES),
-            "latency_ms_counts": list(w.latency_ms.counts),
-            "latency_ms_sum": w.latency_ms.sum,
-            "wake_late_ms_p50": w.wake_late_ns.percentile(50) * ms,
-            "wake_late_ms_p99": w.wake_late_ns.percentile(99) * ms,
-            "wake_late_ms_max": w.wake_late_ns.max() * ms,
-            "reloads": c.reloads,
-            "reload_failures": c.reload_failures,
-            "tick_errors": c.tick_errors,
             "reconnects": self._watches.status(),
         }
         status.update(self.liveness.status(time.monotonic_ns()))
@@ -696,26 +612,9 @@ class Daemon:
         pub.send_multipart([wire.TOPIC_STATUS, wire.encode_status(status)])
         if self.metrics is not None:
             self.metrics.update(status)
-        line = summary(status)
+        line = report.summary(status)
         log.info("%s", line)
         self.notifier.status(line)
-
-
-def summary(status: dict[str, Any]) -> str:
-    """The one-line log summary of a ``status`` map; the health first, so that
-    ``systemctl status`` shows it however narrow the terminal."""
-    rejected = sum(status["frames_rejected"].values())
-    return (
-        f"{liveness.summary(status)};"
-        f" frames in {status['frames_in']} ok {status['frames_accepted']} rejected {rejected}"
-        f" dropped {status['frames_dropped']} lost {status['frames_lost']};"
-        f" ticks {status['ticks']} late {status['ticks_late']}"
-        f" (os {status['ticks_late_os']}) missed {status['ticks_missed']};"
-        f" batch p50 {status['batch_p50']} p99 {status['batch_p99']};"
-        f" tick p99 {status['tick_ms_p99']:.2f} ms;"
-        f" latency p50 {status['latency_ms_p50']:.1f} p99 {status['latency_ms_p99']:.1f} ms;"
-        f" model {status['model_version']}"
-    )
 
 
 def _spin_until(deadline_ns: int) -> None:

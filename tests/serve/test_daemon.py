@@ -344,7 +344,7 @@ def test_a_tick_the_os_held_up_after_the_catch_up_is_not_timed_as_its_processing
 ) -> None:
     """The OS takes the CPU for 5 ms during a catch-up (simulated: a sleep, no CPU time):
     that tick counts as late for the OS, and its processing time is not those 5 ms."""
-    from robot_daemon.serve import daemon, early
+    from robot_daemon.serve import daemon, early, report
 
     d = _in_process(workdir, interval_ms=20, status_interval_s=60)
     real, held = early.catch_up, []
@@ -381,7 +381,7 @@ def test_a_tick_the_os_held_up_after_the_catch_up_is_not_timed_as_its_processing
         ctx.term()
     assert held, "no catch-up ran"
     assert d.counters.ticks_late_os >= 1
-    lower_edges = (0, *daemon.TICK_MS_EDGES)
+    lower_edges = (0, *report.TICK_MS_EDGES)
     over_3ms = [n for edge, n in zip(lower_edges, d.windows.tick_ms.counts, strict=True)
                 if edge >= 3]
     assert sum(over_3ms) == 0, list(d.windows.tick_ms.counts)
@@ -613,7 +613,7 @@ def test_a_late_tick_is_told_apart_as_the_os_or_our_own_work(
     workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """In-process: woken late, or preempted after the wake-up, is the OS; else it is ours."""
-    from robot_daemon.serve import daemon
+    from robot_daemon.serve import daemon, report
 
     d = _in_process(workdir, interval_ms=20)  # late: more than 2 ms after the deadline
     ms = 1_000_000
@@ -630,7 +630,7 @@ def test_a_late_tick_is_told_apart_as_the_os_or_our_own_work(
     assert (c.ticks_late, c.ticks_late_os) == (3, 2)
     status = d.status()
     assert (status["ticks_late"], status["ticks_late_os"]) == (3, 2)
-    assert "late 3 (os 2)" in daemon.summary(status)
+    assert "late 3 (os 2)" in report.summary(status)
 
 
 def test_a_machine_that_wakes_the_loop_late_counts_os_late_ticks(
