@@ -643,3 +643,63 @@ def test_one_reading_from_many_threads_at_once() -> None:
         sys.setswitchinterval(interval)
     for g, e in zip(got, expected, strict=True):
         np.testing.assert_array_equal(g, e)
+
+
+# ---- the batch path's buffers -------------------------------------------------------------
+
+
+def test_batches_reuse_this_threads_buffers_and_return_new_arrays() -> None:
+    """Batches of growing and shrinking sizes, two dtypes and two widths in one thread: each
+    answer is the layers' own, the buffers are reused (not reallocated for a smaller batch)
+    and an answer is never overwritten by the next call."""
+    nets = [_busy_mlp(16, 64, 8, np.float64, 6), _busy_mlp(16, 64, 8, np.float32, 6),
+            _busy_mlp(16, 32, 8, np.float64, 7)]
+    rng = np.random.default_rng(8)
+    for n in (20, 300, 7, 300, 2):
+        for mlp in nets:
+            X = rng.standard_normal((n, 16))
+            first = mlp.predict_proba(X)
+            kept = first.copy()
+            np.testing.assert_array_equal(first, _batch_path(mlp, X))
+            mlp.predict_proba(rng.standard_normal((n, 16)))
+            np.testing.assert_array_equal(first, kept)
+    mlp = nets[0]
+    mlp.predict_proba(rng.standard_normal((300, 16)))
+    held = nn._SCRATCH.batch
+    assert held is not None
+    mlp.predict_proba(rng.standard_normal((40, 16)))
+    assert nn._SCRATCH.batch is held
+
+
+def test_a_batch_over_the_buffer_limit_allocates_and_keeps_nothing() -> None:
+    mlp = _busy_mlp(4, 64, 3, np.float64, 9)
+    rng = np.random.default_rng(10)
+    mlp.predict_proba(rng.standard_normal((10, 4)))
+    held = nn._SCRATCH.batch
+    rows = nn.SCRATCH_MAX_BYTES // (64 * 8) + 1
+    X = rng.standard_normal((rows, 4))
+    np.testing.assert_array_equal(mlp.predict_proba(X), _batch_path(mlp, X))
+    assert nn._SCRATCH.batch is held
+
+
+def test_batches_from_many_threads_at_once() -> None:
+    """Threads predicting batches on one model at once never share a buffer."""
+    mlp = _busy_mlp(16, 64, 8, np.float64, seed=11)
+    rng = np.random.default_rng(12)
+    batches = [[rng.standard_normal((int(n), 16)) for n in rng.integers(2, 200, 30)]
+               for _ in range(8)]
+    expected = [[_batch_path(mlp, X) for X in batch] for batch in batches]
+
+    def predict_all(batch: list[np.ndarray]) -> list[np.ndarray]:
+        return [mlp.predict_proba(X) for X in batch]
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            got = list(pool.map(predict_all, batches))
+    finally:
+        sys.setswitchinterval(interval)
+    for g, e in zip(got, expected, strict=True):
+        for a, b in zip(g, e, strict=True):
+            np.testing.assert_array_equal(a, b)
