@@ -284,7 +284,8 @@ class Daemon:
                 self._start_early(deadline)
                 continue
             catch_up_at = deadline - self._catch_up_lead
-            if self._early is not None and self._catch_up_lead:
+            catching_up = self._early is not None and self._catch_up_lead > 0
+            if catching_up:
                 if self._catch_up_tick != tick and now >= catch_up_at:
                     self._catch_up_tick = tick
                     self._drain(subs, deadline - self._catch_up_lead // 2)
@@ -307,9 +308,9 @@ class Daemon:
             if next_watchdog is not None and now >= next_watchdog:
                 self.notifier.watchdog()
                 next_watchdog = now + watchdog_period
-            wake = min(early_at if self._early_tick != tick
-                       else catch_up_at if self._early is not None and self._catch_up_lead
-                       else deadline, next_status, next_watchdog or deadline)
+            next_pass = (early_at if self._early_tick != tick
+                         else catch_up_at if catching_up else deadline)
+            wake = min(next_pass, next_status, next_watchdog or deadline)
             self._wait(subs, poller, sigs, wake, deadline, self._early_tick == tick)
         return tick
 
@@ -450,39 +451,36 @@ class Daemon:
     def _start_early(self, deadline_ns: int) -> None:
         """Shortly before a tick: the forward pass and ``pred`` rows of the frames already
         pending (:mod:`robot_daemon.serve.early`), as many as end well before ``deadline_ns``."""
-        rows, t0 = len(self._pending), time.monotonic_ns()
         # Woken late (a status, a step that ran long): less than half the lead left is
         # too little to start; the tick does it all.
-        if deadline_ns - t0 < self.config.interval_ns // (2 * early.EARLY_LEAD):
-            return
-        if not rows or not self._early_rows.admit(rows):
-            return
-        model, version, batch = self.served.model, self.version, self._pending.take()
-        try:
-            self._early = early.start(model, version, batch)
-        except Exception:  # as in a tick: the tick tries again, and answers these frames
-            self.counters.tick_errors += 1
-            log.exception("the early forward pass of %d frame(s) failed", len(batch))
-            self._early = early.failed(model, version, batch)
-        self._early_rows.ended(rows, t0, time.monotonic_ns(), deadline_ns)
+        if deadline_ns - time.monotonic_ns() >= self.config.interval_ns // (2 * early.EARLY_LEAD):
+            self._pass(self._early_rows, deadline_ns)
 
     def _catch_up(self, deadline_ns: int) -> None:
         """After the early pass, shortly before the tick: the same for the frames pending
         since (:func:`robot_daemon.serve.early.catch_up`), as many as end before
         ``deadline_ns`` with time to spare."""
+        # Counted where it computed the frames since: not after other weights or a raise.
+        if self._early is not None and self._pass(self._catch_up_rows, deadline_ns):
+            self.counters.ticks_caught_up += self._early.P is not None
+
+    def _pass(self, budget: early.RowBudget, deadline_ns: int) -> bool:
+        """Take the pending frames, if ``budget`` admits them all, into a pass before the
+        tick: the early one (no ``_early`` yet) or a catch-up extending it. Whether one ran."""
         first, rows, t0 = self._early, len(self._pending), time.monotonic_ns()
-        if first is None or not rows or not self._catch_up_rows.admit(rows):
-            return
+        if not rows or not budget.admit(rows):
+            return False
         model, version, batch = self.served.model, self.version, self._pending.take()
         try:
-            self._early = early.catch_up(first, model, version, batch)
+            self._early = (early.start(model, version, batch) if first is None
+                           else early.catch_up(first, model, version, batch))
         except Exception:  # as in a tick: the tick tries again, and answers these frames
             self.counters.tick_errors += 1
-            log.exception("the catch-up forward pass of %d frame(s) failed", len(batch))
+            log.exception("the %s forward pass of %d frame(s) failed",
+                          "early" if first is None else "catch-up", len(batch))
             self._early = early.failed(model, version, early.join(first, batch, 0))
-        # Counted where it computed the frames since: not after other weights or a raise.
-        self.counters.ticks_caught_up += self._early.P is not None
-        self._catch_up_rows.ended(rows, t0, time.monotonic_ns(), deadline_ns)
+        budget.ended(rows, t0, time.monotonic_ns(), deadline_ns)
+        return True
 
     def _tick(self, pub: zmq.Socket[bytes], tick: int, deadline_ns: int, start_ns: int) -> None:
         """Serve the pending frames (and the early pass's): one ``pred`` message."""

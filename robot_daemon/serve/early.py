@@ -188,10 +188,10 @@ def fast_pred(
         return None
     parts = list(early.rows)
     if len(late):
-        try:
-            parts.append(wire.pred_rows(late.seq, forward(model, late.X), late.t, late.src))
-        except WireError:
+        more = _rows(late, forward(model, late.X))
+        if more is None:
             return None
+        parts.append(more)
     return wire.encode_pred_rows(tick, wall, version, parts)
 
 
