@@ -8,6 +8,7 @@ import sys
 import tracemalloc
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import numpy as np
 import pytest
@@ -15,6 +16,9 @@ import pytest
 from robot_daemon import nn
 from robot_daemon.errors import ShapeError
 from robot_daemon.nn import MLP, Linear, ScaledReLU, Sigmoid, get_grad_log_loss, log_loss
+
+T = TypeVar("T")
+U = TypeVar("U")
 
 FLOATS = [np.float64, np.float32]
 
@@ -634,15 +638,20 @@ def test_one_reading_from_many_threads_at_once() -> None:
     def predict_all(batch: np.ndarray) -> np.ndarray:
         return np.vstack([mlp.predict_proba(x) for x in batch])
 
+    for g, e in zip(_map_in_threads(predict_all, readings), expected, strict=True):
+        np.testing.assert_array_equal(g, e)
+
+
+def _map_in_threads(f: Callable[[T], U], items: list[T]) -> list[U]:
+    """``f`` over ``items``, one thread each, switching threads as often as the interpreter
+    can: threads sharing a buffer would see each other's values."""
     interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter can
+    sys.setswitchinterval(1e-6)
     try:
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            got = list(pool.map(predict_all, readings))
+        with ThreadPoolExecutor(max_workers=len(items)) as pool:
+            return list(pool.map(f, items))
     finally:
         sys.setswitchinterval(interval)
-    for g, e in zip(got, expected, strict=True):
-        np.testing.assert_array_equal(g, e)
 
 
 # ---- the batch path's buffers -------------------------------------------------------------
@@ -693,13 +702,6 @@ def test_batches_from_many_threads_at_once() -> None:
     def predict_all(batch: list[np.ndarray]) -> list[np.ndarray]:
         return [mlp.predict_proba(X) for X in batch]
 
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            got = list(pool.map(predict_all, batches))
-    finally:
-        sys.setswitchinterval(interval)
-    for g, e in zip(got, expected, strict=True):
+    for g, e in zip(_map_in_threads(predict_all, batches), expected, strict=True):
         for a, b in zip(g, e, strict=True):
             np.testing.assert_array_equal(a, b)
