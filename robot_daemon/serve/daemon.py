@@ -16,8 +16,9 @@ The loop (one thread, one :class:`zmq.Poller`):
   daemon's own work ran past the deadline (fewer frames per tick, a smaller model).
 * **Between ticks** it drains the ``frame`` SUB sockets (one per ``--frames`` endpoint,
   so that a frame's endpoint is known: a SUB socket connected to several publishers does
-  not say which one sent a message) and decodes each payload
-  (:func:`robot_daemon.wire.decode_frame_raw` with the model's ``d``) into the batch,
+  not say which one sent a message) and decodes each payload with the model's ``d``
+  into the batch (:mod:`robot_daemon.serve.intake`: the usual frame on a short path,
+  anything else through :func:`robot_daemon.wire.decode_frame_raw`'s full checks),
   until the early pass 1.25 ms before a tick (below), so that the tick decodes little.
   Rejected payloads are counted by reason and logged at a bounded rate; gaps in each
   publisher's ``seq`` count as lost frames (ZeroMQ drops silently at its high-water
@@ -74,7 +75,6 @@ the wire protocol's: ``bad_envelope`` (not a two-part ``[b"frame", payload]`` me
 from __future__ import annotations
 
 import contextlib
-import functools
 import gc
 import logging
 import time
@@ -89,6 +89,7 @@ from robot_daemon.learn.session import OnlineSession, resume
 from robot_daemon.serve import early, liveness, monitor, receive, report, signals
 from robot_daemon.serve.batch import Batch, PendingFrames
 from robot_daemon.serve.config import DaemonConfig
+from robot_daemon.serve.intake import FrameIntake
 from robot_daemon.serve.notify import Notifier
 from robot_daemon.serve.reload import Reloader, ServedModel, load_model
 from robot_daemon.serve.report import Counters, Windows
@@ -136,7 +137,7 @@ class Daemon:
             self.served = ServedModel(learned, self.served.version, self.served.path)
             self.online = OnlineSession(config, learned, self.served.version, steps)
         self._labels: zmq.Socket[bytes] | None = None  # the label socket while running
-        self._frames: list[receive.Receiver] = []  # read the frame sockets, in turn
+        self._frames: list[FrameIntake] = []  # read the frame sockets, in turn
         self._watches = monitor.Watches()  # connections libzmq may give up on
         self.counters = Counters()
         self.windows = Windows()
@@ -381,35 +382,13 @@ class Daemon:
 
     def _drain(self, subs: list[zmq.Socket[bytes]], until_ns: int) -> None:
         """Receive every waiting frame message, the sockets in turn
-        (:func:`robot_daemon.serve.receive.drain_each`)."""
-        if len(self._frames) != len(subs):  # one Receiver per socket, kept for its life
-            self._frames = [receive.Receiver(sub, functools.partial(self._on_message, i))
-                            for i, sub in enumerate(subs)]
+        (:func:`robot_daemon.serve.receive.drain_each`, :mod:`robot_daemon.serve.intake`)."""
+        if len(self._frames) != len(subs):  # one per socket, kept for its life
+            self._frames = [
+                FrameIntake(sub, i, self._pending, self.counters, self.seqs, self.liveness,
+                            self._reject)
+                for i, sub in enumerate(subs)]
         receive.drain_each(self._frames, until_ns)
-
-    def _on_message(self, endpoint: int, parts: list[bytes], count: int) -> None:
-        """One message from ``config.frames[endpoint]`` of ``count`` parts, of which
-        ``parts`` holds the first (at most 2): decode, count, queue for the tick."""
-        # Runs for every frame: each attribute is looked up once.
-        now_ns = time.monotonic_ns()
-        counters = self.counters
-        counters.frames_in += 1
-        if count != 2 or parts[0] != wire.TOPIC_FRAME:
-            self._reject("bad_envelope", f"expected [b'frame', payload], got {count} "
-                         f"part(s) with topic {parts[0][:16]!r}", now_ns)
-            return
-        pending = self._pending
-        try:  # the ring's d is the model's: a reload keeps d
-            frame = wire.decode_frame_raw(parts[1], pending.d)
-        except WireError as exc:
-            self._reject(exc.reason, str(exc), now_ns)
-            return
-        counters.frames_accepted += 1
-        src = frame.src
-        self.seqs.observe(src, frame.seq, now_ns)
-        self.liveness.heard(endpoint, src, now_ns)
-        # Keep the newest (the planner wants the present) and count the oldest dropped.
-        counters.frames_dropped += pending.add(frame, now_ns)
 
     def _reject(self, reason: str, message: str, now_ns: int) -> None:
         self.counters.frames_rejected[reason] += 1

@@ -1,0 +1,200 @@
+"""The frames intake: its short path for the usual message changes nothing.
+
+Every stream is drained twice, from two sockets fed the same messages: once by
+:class:`FrameIntake` (the short path for the usual message, the full one for the rest)
+and once by a plain :class:`Receiver` that hands every message to
+:meth:`FrameIntake.message` (the full path alone, as the daemon did before the short
+path). Everything the daemon keeps of a frame must be the same: the counters, each
+rejection's reason and message, the queued frames, the seq tracking and the liveness.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from unittest import mock
+
+import msgpack
+import numpy as np
+import pytest
+import zmq
+from hypothesis import given
+from hypothesis import strategies as st
+
+from robot_daemon import wire
+from robot_daemon.serve.batch import PendingFrames
+from robot_daemon.serve.intake import FrameIntake
+from robot_daemon.serve.liveness import Liveness
+from robot_daemon.serve.receive import DRAIN_CHUNK, Receiver, drain_each
+from robot_daemon.serve.report import Counters
+from robot_daemon.serve.stats import SeqTracker
+
+from ..wire.test_wire import FUZZ, corrupted_bytes, mutated_maps
+
+D = 16
+X = np.linspace(-2.0, 3.0, D, dtype="<f4").tobytes()
+
+
+@dataclass
+class Taken:
+    """What one drain left behind."""
+
+    counters: Counters = field(default_factory=Counters)
+    rejects: list[tuple[str, str]] = field(default_factory=list)
+    seqs: SeqTracker = field(default_factory=SeqTracker)
+    liveness: Liveness = field(default_factory=lambda: Liveness(["ep"], 10**9, 0))
+    pending: PendingFrames = field(default_factory=lambda: PendingFrames(8, D))
+
+    def intake(self, sock: zmq.Socket[bytes]) -> FrameIntake:
+        return FrameIntake(sock, 0, self.pending, self.counters, self.seqs, self.liveness,
+                           lambda reason, message, now_ns: self.rejects.append((reason, message)))
+
+    def outcome(self) -> tuple[Any, ...]:
+        batch = self.pending.take()
+        return (self.counters, self.rejects, self.seqs.lost, self.seqs.resets,
+                sorted(self.seqs._last, key=str), sorted(self.liveness._src_ns),
+                self.liveness._endpoint_ns[0] is not None,
+                batch.X.tobytes(), batch.seq, batch.t, batch.src)
+
+
+@pytest.fixture(scope="module")
+def pairs() -> Iterator[tuple[list[zmq.Socket[bytes]], list[zmq.Socket[bytes]]]]:
+    """Two inproc PAIR connections, (senders, receivers), fed the same messages."""
+    with zmq.Context() as ctx:
+        senders, receivers = [], []
+        for i in range(2):
+            rx = ctx.socket(zmq.PAIR)
+            rx.bind(f"inproc://intake-{i}")
+            tx = ctx.socket(zmq.PAIR)
+            tx.connect(f"inproc://intake-{i}")
+            senders.append(tx)
+            receivers.append(rx)
+        try:
+            yield senders, receivers
+        finally:
+            for sock in (*senders, *receivers):
+                sock.close(linger=0)
+
+
+def _both(
+    pairs: tuple[list[zmq.Socket[bytes]], list[zmq.Socket[bytes]]],
+    messages: list[list[bytes]],
+) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """The outcome of the short path and of the full path alone over ``messages``."""
+    senders, receivers = pairs
+    for tx in senders:
+        for message in messages:
+            tx.send_multipart(message)
+    for rx in receivers:
+        if messages:
+            assert rx.poll(1000), "nothing arrived"
+    short, full = Taken(), Taken()
+    drain_each([short.intake(receivers[0])], None)
+    plain = full.intake(receivers[1])
+    drain_each([Receiver(receivers[1], plain.message)], None)
+    for rx in receivers:
+        assert not rx.poll(0), "a message was left in the queue"
+    return short.outcome(), full.outcome()
+
+
+def _frame(seq: int, src: str | None = None, **changes: Any) -> bytes:
+    obj: dict[str, Any] = {"seq": seq, "t": 0.5 + seq, "x": X}
+    if src is not None:
+        obj["src"] = src
+    obj.update(changes)
+    out: bytes = msgpack.packb(obj, use_bin_type=True)
+    return out
+
+
+def test_the_usual_and_the_unusual_come_out_the_same(
+    pairs: tuple[list[zmq.Socket[bytes]], list[zmq.Socket[bytes]]],
+) -> None:
+    nan = np.full(D, np.nan, "<f4").tobytes()
+    messages = [
+        [wire.TOPIC_FRAME, _frame(1)],
+        [wire.TOPIC_FRAME, _frame(2, "lidar")],
+        [wire.TOPIC_FRAME, _frame(3, x=np.ones(D).tolist())],  # x as an array: full path
+        [wire.TOPIC_FRAME, _frame(4, x=nan)],  # non_finite
+        [wire.TOPIC_FRAME, _frame(5, x=X[:8])],  # wrong_d
+        [wire.TOPIC_FRAME, b"\xc1"],  # bad_msgpack
+        [b"framex", _frame(6)],  # bad_envelope: the topic
+        [wire.TOPIC_FRAME],  # one part
+        [wire.TOPIC_FRAME, _frame(7), b"more"],  # three parts
+        [wire.TOPIC_FRAME, *([b"p"] * (3 * DRAIN_CHUNK))],  # many, over several chunks
+        [wire.TOPIC_FRAME, _frame(9, "lidar")],  # a gap in lidar's seq
+        [wire.TOPIC_FRAME, _frame(10**6)],  # an implausible jump: a reset
+        *([wire.TOPIC_FRAME, _frame(20 + k)] for k in range(12)),  # the ring (8) drops 4
+    ]
+    short, full = _both(pairs, messages)
+    assert short == full
+    counters, rejects = short[0], short[1]
+    assert (counters.frames_in, counters.frames_accepted, counters.frames_dropped) == (
+        len(messages), 17, 9)
+    assert [reason for reason, _ in rejects] == [
+        "non_finite", "wrong_d", "bad_msgpack"] + ["bad_envelope"] * 4
+    # Lost: seq 2 of no src (it was lidar's), lidar's 3 to 8. Resets: the jump and back.
+    assert (short[2], short[3]) == (7, 2)
+
+
+message_parts = st.one_of(
+    st.builds(lambda seq, src: [wire.TOPIC_FRAME, _frame(seq, src)],
+              st.integers(0, 40), st.none() | st.sampled_from(["a", "b"])),
+    st.builds(lambda p: [wire.TOPIC_FRAME, p], mutated_maps() | corrupted_bytes()),
+    st.lists(st.sampled_from([wire.TOPIC_FRAME, b"", b"frame2", _frame(1)]), min_size=1,
+             max_size=5),
+)
+
+
+@FUZZ
+@given(messages=st.lists(message_parts, max_size=30))
+def test_a_fuzzed_stream_comes_out_the_same(
+    pairs: tuple[list[zmq.Socket[bytes]], list[zmq.Socket[bytes]]],
+    messages: list[list[bytes]],
+) -> None:
+    short, full = _both(pairs, messages)
+    assert short == full
+
+
+def test_the_usual_frames_take_the_short_path(
+    pairs: tuple[list[zmq.Socket[bytes]], list[zmq.Socket[bytes]]],
+) -> None:
+    senders, receivers = pairs
+    for seq in range(3 * DRAIN_CHUNK):
+        senders[0].send_multipart([wire.TOPIC_FRAME, _frame(seq, "cam" if seq % 2 else None)])
+    assert receivers[0].poll(1000)
+    taken = Taken(pending=PendingFrames(1024, D))
+    with mock.patch.object(wire, "decode_frame_raw", side_effect=AssertionError("full path")):
+        drain_each([taken.intake(receivers[0])], None)
+    assert taken.counters.frames_accepted == 3 * DRAIN_CHUNK
+    assert taken.pending.take().seq == list(range(3 * DRAIN_CHUNK))
+
+
+@dataclass
+class _Part:
+    bytes: bytes
+    more: bool
+
+
+class _Stuttering:
+    """A socket whose queue runs dry in the middle of a message (libzmq never does)."""
+
+    def __init__(self, *rounds: list[_Part]) -> None:
+        self.rounds = [list(r) for r in rounds]
+
+    def recv(self, flags: int, copy: bool) -> _Part:
+        if not self.rounds[0]:
+            self.rounds.pop(0)
+            raise zmq.Again()
+        return self.rounds[0].pop(0)
+
+
+def test_a_message_cut_off_after_its_first_part_is_finished_by_the_next_drain() -> None:
+    sock = _Stuttering([_Part(wire.TOPIC_FRAME, True)], [_Part(_frame(5), False)], [])
+    taken = Taken()
+    intake = taken.intake(sock)  # type: ignore[arg-type]
+    assert not intake.take(DRAIN_CHUNK)
+    assert taken.counters.frames_in == 0
+    assert not intake.take(DRAIN_CHUNK)
+    assert (taken.counters.frames_in, taken.counters.frames_accepted) == (1, 1)
+    assert taken.pending.take().seq == [5]
