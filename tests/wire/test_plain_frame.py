@@ -176,6 +176,32 @@ def test_fuzzed_payloads_decode_as_without_the_fast_path(payload: bytes) -> None
     _agree(payload, 3)
 
 
+def _usual_agrees(payload: bytes, d: int) -> None:
+    """usual_frame (the daemon's short path) returns decode_frame_raw's frame, or None."""
+    frame = decode.usual_frame(payload, d)
+    if frame is not None:
+        assert _outcome(payload, d) == (*frame, *map(type, frame))
+
+
+@settings(max_examples=1000, deadline=None)
+@given(payload=near_frames() | corrupted_bytes() | mutated_maps(),
+       d=st.sampled_from([D, D, 15, 17]))
+def test_the_short_path_gives_a_frame_only_as_the_full_checks_would(
+    payload: bytes, d: int
+) -> None:
+    _usual_agrees(payload, d)
+
+
+def test_the_short_path_takes_the_usual_frames_and_leaves_the_rest() -> None:
+    usual = _pack({"seq": 3, "t": 1.5, "x": ONES, "src": "cam"})
+    assert decode.usual_frame(usual, D) == wire.decode_frame_raw(usual, D)
+    nan = np.full(D, np.nan, "<f4").tobytes()
+    for other in (_map16({"seq": 3, "t": 1.5, "x": ONES}), _pack({"seq": 3, "t": 1.5, "x": nan}),
+                  b"\xc1", b"", _pack({"seq": 3, "t": 1.5, "x": ONES, "y": 1}),
+                  _pack({"seq": 3, "t": 1.5, "x": b"x" * 100_000})):
+        assert decode.usual_frame(other, D) is None
+
+
 @settings(max_examples=1000, deadline=None)
 @given(lanes=st.lists(F32_BITS, min_size=1, max_size=80))
 def test_the_integer_finiteness_check_agrees_with_numpy(lanes: list[int]) -> None:
