@@ -68,7 +68,9 @@ class FrameIntake(Receiver):
 
     def take(self, parts: int, keep_going: Callable[[], bool] | None = None) -> bool:
         """:meth:`Receiver.take`: up to ``parts`` parts; False once the queue is empty."""
-        if self._count or keep_going is not None:  # a message cut off by the last drain
+        if self._count or keep_going is not None:
+            # A message cut off by the last drain (or a caller that may stop between
+            # messages): the Receiver's path, part by part, through message().
             return super().take(parts, keep_going)
         # Runs for every frame: everything it uses is a local.
         recv, now = self.sock.recv, time.monotonic_ns
@@ -98,6 +100,7 @@ class FrameIntake(Receiver):
             if frame is None:
                 self.message([topic, payload], 2)
                 continue
+            # message()'s last lines, inline: a call would cost 0.1 us a frame.
             now_ns = now()
             counters.frames_in += 1
             counters.frames_accepted += 1
