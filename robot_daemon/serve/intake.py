@@ -77,25 +77,30 @@ class FrameIntake(Receiver):
         usual, d, add = usual_frame, self._pending.d, self._pending.add
         counters, observe = self._counters, self._seqs.observe
         heard, endpoint = self._liveness.heard, self.endpoint
-        while parts > 0:
+        # As many parts as the Receiver would take, no more: a message that the budget cuts
+        # off is finished by the next take, after the other sockets' turns (drain_each). One
+        # zmq.Frame alive at a time, as in Receiver.take: a part is up to MAXMSGSIZE.
+        while parts > 1:
             try:
-                first = recv(_NOBLOCK, copy=False)
+                part = recv(_NOBLOCK, copy=False)
             except zmq.Again:
                 return False
-            if not first.more:
+            if not part.more:
                 parts -= 1
-                self.message([first.bytes], 1)
+                self.message([part.bytes], 1)
                 continue
+            topic = part.bytes
             try:  # libzmq hands a message over whole: its second part is there already
-                second = recv(_NOBLOCK, copy=False)
+                part = recv(_NOBLOCK, copy=False)
             except zmq.Again:  # never seen; the next drain would finish the message
-                self._parts, self._count = [first.bytes], 1
+                self._parts, self._count = [topic], 1
                 return False
             parts -= 2
-            if second.more:  # three parts or more: the Receiver bounds and finishes it
-                self._parts, self._count = [first.bytes, second.bytes], 2
-                return super().take(max(parts, 1))
-            topic, payload = first.bytes, second.bytes
+            payload = part.bytes
+            if part.more:  # three parts or more: the Receiver bounds and finishes it
+                self._parts, self._count = [topic, payload], 2
+                del part
+                return super().take(parts) if parts else True
             frame = usual(payload, d) if topic == wire.TOPIC_FRAME else None
             if frame is None:
                 self.message([topic, payload], 2)
@@ -108,7 +113,9 @@ class FrameIntake(Receiver):
             observe(src, seq, now_ns)
             heard(endpoint, src, now_ns)
             counters.frames_dropped += add(frame, now_ns)
-        return True
+        # One part left (after a message of one part): the Receiver's way, which keeps the
+        # first part of a longer message for the next take.
+        return super().take(parts) if parts > 0 else True
 
     def message(self, parts: list[bytes], count: int) -> None:
         """One message of ``count`` parts, of which ``parts`` holds the first (at most 2):

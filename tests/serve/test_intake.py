@@ -10,6 +10,7 @@ rejection's reason and message, the queued frames, the seq tracking and the live
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +20,7 @@ import msgpack
 import numpy as np
 import pytest
 import zmq
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from robot_daemon import wire
@@ -198,3 +199,109 @@ def test_a_message_cut_off_after_its_first_part_is_finished_by_the_next_drain() 
     assert not intake.take(DRAIN_CHUNK)
     assert (taken.counters.frames_in, taken.counters.frames_accepted) == (1, 1)
     assert taken.pending.take().seq == [5]
+
+
+class _Counting:
+    """A socket that counts the parts each take receives and the zmq.Frames alive at once
+    (a part is up to MAXMSGSIZE: the Receiver holds one, and keeps MAX_PARTS as bytes)."""
+
+    def __init__(self, sock: zmq.Socket[bytes]) -> None:
+        self.sock = sock
+        self.received = 0
+        self.alive: list[weakref.ref[zmq.Frame]] = []
+        self.most_alive = 0
+
+    def recv(self, flags: int, copy: bool) -> zmq.Frame:
+        self.most_alive = max(self.most_alive, sum(r() is not None for r in self.alive))
+        part = self.sock.recv(flags, copy=copy)
+        self.received += 1
+        self.alive.append(weakref.ref(part))
+        return part
+
+
+@pytest.fixture(scope="module")
+def quads() -> Iterator[tuple[list[zmq.Socket[bytes]], list[zmq.Socket[bytes]]]]:
+    """Four inproc PAIR connections: two endpoints for each path."""
+    with zmq.Context() as ctx:
+        senders, receivers = [], []
+        for i in range(4):
+            rx = ctx.socket(zmq.PAIR)
+            rx.bind(f"inproc://intake-quad-{i}")
+            tx = ctx.socket(zmq.PAIR)
+            tx.connect(f"inproc://intake-quad-{i}")
+            senders.append(tx)
+            receivers.append(rx)
+        try:
+            yield senders, receivers
+        finally:
+            for sock in (*senders, *receivers):
+                sock.close(linger=0)
+
+
+endpoint_stream = st.lists(st.one_of(
+    st.builds(lambda seq: [wire.TOPIC_FRAME, _frame(seq)], st.integers(0, 40)),
+    st.lists(st.sampled_from([wire.TOPIC_FRAME, b"", _frame(1)]), min_size=1, max_size=4),
+    st.integers(3, 2 * DRAIN_CHUNK + 1).map(lambda n: [wire.TOPIC_FRAME] + [b"p"] * (n - 1)),
+), max_size=20)
+
+
+@FUZZ
+@given(streams=st.tuples(endpoint_stream, endpoint_stream),
+       turns=st.lists(st.integers(0, 1), max_size=12))
+# A message of one part leaves one part of a take: the next frame is cut off there.
+@example(streams=([[wire.TOPIC_FRAME]] + [[wire.TOPIC_FRAME, _frame(k)] for k in range(8)],
+                  [[wire.TOPIC_FRAME, _frame(k, "b")] for k in range(8)]), turns=[])
+@example(streams=([[wire.TOPIC_FRAME]] + [[wire.TOPIC_FRAME, _frame(k)] for k in range(8)],
+                  []), turns=[0])
+# A message of three parts with two parts of a take left.
+@example(streams=([[wire.TOPIC_FRAME, _frame(k)] for k in range(7)]
+                  + [[wire.TOPIC_FRAME, _frame(7), b""]], [[wire.TOPIC_FRAME, b"\xc1"]]),
+         turns=[])
+def test_several_sockets_take_the_same_parts_in_the_same_order(
+    quads: tuple[list[zmq.Socket[bytes]], list[zmq.Socket[bytes]]],
+    streams: tuple[list[list[bytes]], list[list[bytes]]],
+    turns: list[int],
+) -> None:
+    """Each take receives the parts Receiver.take would, whatever the messages: a message
+    cut off at the end of a take waits for the other sockets' turns (drain_each, and a
+    deadline that ends a drain), and no more of it is held."""
+    senders, receivers = quads
+    for rx in receivers:  # what a failed example left
+        while rx.poll(0):
+            rx.recv_multipart()
+    for i, messages in enumerate((*streams, *streams)):
+        for message in messages:
+            senders[i].send_multipart(message)
+    for i, rx in enumerate(receivers):
+        if streams[i % 2]:
+            assert rx.poll(1000), "nothing arrived"
+    short, full = (Taken(liveness=Liveness(["ep0", "ep1"], 10**9, 0),
+                         pending=PendingFrames(1024, D)) for _ in range(2))
+    socks = [_Counting(rx) for rx in receivers]
+    log: dict[str, list[bool]] = {"short": [], "full": []}
+
+    def intake(taken: Taken, i: int) -> FrameIntake:
+        return FrameIntake(socks[i], i % 2, taken.pending, taken.counters,  # type: ignore[arg-type]
+                           taken.seqs, taken.liveness,
+                           lambda reason, message, now_ns: taken.rejects.append((reason, message)))
+
+    short_in = [intake(short, 0), intake(short, 1)]
+    full_in = [intake(full, 2), intake(full, 3)]
+    full_rx = [Receiver(socks[2 + i], full_in[i].message) for i in range(2)]
+    # Some takes in a given order (as a deadline leaves them), then drain_each to the end.
+    for i in turns:
+        before = (socks[i].received, socks[2 + i].received)
+        log["short"].append(short_in[i].take(DRAIN_CHUNK))
+        log["full"].append(full_rx[i].take(DRAIN_CHUNK))
+        assert socks[i].received - before[0] == socks[2 + i].received - before[1]
+        assert short.counters == full.counters
+    drain_each(short_in, None)
+    drain_each(full_rx, None)
+    assert log["short"] == log["full"]
+    assert all((a is None) == (b is None)
+               for a, b in zip(short.liveness._endpoint_ns, full.liveness._endpoint_ns,
+                               strict=True))
+    assert short.outcome() == full.outcome()
+    assert [s.most_alive for s in socks[:2]] == [s.most_alive for s in socks[2:]]
+    for rx in receivers:
+        assert not rx.poll(0), "a message was left in the queue"
