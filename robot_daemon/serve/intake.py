@@ -39,7 +39,7 @@ from robot_daemon.serve.liveness import Liveness
 from robot_daemon.serve.receive import Receiver
 from robot_daemon.serve.report import Counters
 from robot_daemon.serve.stats import SeqTracker
-from robot_daemon.wire.decode import usual_frame
+from robot_daemon.wire.decode import USUAL_MAX_D, usual_frame
 
 _NOBLOCK: Final = int(zmq.NOBLOCK)
 
@@ -68,9 +68,10 @@ class FrameIntake(Receiver):
 
     def take(self, parts: int, keep_going: Callable[[], bool] | None = None) -> bool:
         """:meth:`Receiver.take`: up to ``parts`` parts; False once the queue is empty."""
-        if self._count or keep_going is not None:
-            # A message cut off by the last drain (or a caller that may stop between
-            # messages): the Receiver's path, part by part, through message().
+        if self._count or keep_going is not None or self._pending.d > USUAL_MAX_D:
+            # A message cut off by the last drain, a caller that may stop between
+            # messages, or frames too wide for the usual form (the short path would unpack
+            # each twice): the Receiver's path, part by part, through message().
             return super().take(parts, keep_going)
         # Runs for every frame: everything it uses is a local.
         recv, now = self.sock.recv, time.monotonic_ns

@@ -195,7 +195,10 @@ def _f32_masks(n: int) -> tuple[int, int, int]:
 
 
 #: :func:`_f32_masks` of every width up to 64, the widths checked as one integer.
-_F32_MASKS: Final = {n: _f32_masks(n) for n in range(1, 65)}
+#: The widest frame of the usual form (:func:`_plain_frame`, :func:`usual_frame`): wider
+#: ones are checked in full.
+USUAL_MAX_D: Final = 64
+_F32_MASKS: Final = {n: _f32_masks(n) for n in range(1, USUAL_MAX_D + 1)}
 
 
 def _f32_bytes_finite(raw: bytes, n: int) -> bool:
@@ -282,10 +285,11 @@ def usual_frame(payload: bytes, d: int) -> RawFrame | None:
     """The frame in ``payload`` if it has the usual form, else ``None``.
 
     The usual form is the one our encoders give (:func:`_plain_frame`), within
-    ``FRAME_LIMITS``. A frame returned is the one :func:`decode_frame_raw` returns; for
-    ``None`` call :func:`decode_frame_raw`, which checks the payload in full and raises
-    the reason it is refused. The daemon calls this for every frame: one call, the
-    limits' fields read once, no exception raised on the usual path.
+    ``FRAME_LIMITS``, ``d`` at most :data:`USUAL_MAX_D`. A frame returned is the one
+    :func:`decode_frame_raw` returns; for ``None`` call :func:`decode_frame_raw`, which
+    checks the payload in full and raises the reason it is refused. The daemon calls this
+    for every frame: one call, the limits' fields read once, no exception raised on the
+    usual path.
     """
     if len(payload) > _FRAME_PAYLOAD:
         return None

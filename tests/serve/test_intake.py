@@ -24,12 +24,14 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from robot_daemon import wire
+from robot_daemon.serve import intake as intake_module
 from robot_daemon.serve.batch import PendingFrames
 from robot_daemon.serve.intake import FrameIntake
 from robot_daemon.serve.liveness import Liveness
 from robot_daemon.serve.receive import DRAIN_CHUNK, Receiver, drain_each
 from robot_daemon.serve.report import Counters
 from robot_daemon.serve.stats import SeqTracker
+from robot_daemon.wire.decode import USUAL_MAX_D
 
 from ..wire.test_wire import FUZZ, corrupted_bytes, mutated_maps
 
@@ -84,6 +86,9 @@ def _both(
 ) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
     """The outcome of the short path and of the full path alone over ``messages``."""
     senders, receivers = pairs
+    for rx in receivers:  # what a failed example left
+        while rx.poll(0):
+            rx.recv_multipart()
     for tx in senders:
         for message in messages:
             tx.send_multipart(message)
@@ -305,3 +310,16 @@ def test_several_sockets_take_the_same_parts_in_the_same_order(
     assert [s.most_alive for s in socks[:2]] == [s.most_alive for s in socks[2:]]
     for rx in receivers:
         assert not rx.poll(0), "a message was left in the queue"
+
+
+def test_frames_too_wide_for_the_usual_form_take_the_full_path_once(
+    pairs: tuple[list[zmq.Socket[bytes]], list[zmq.Socket[bytes]]],
+) -> None:
+    senders, receivers = pairs
+    wide = np.ones(USUAL_MAX_D + 1, "<f4").tobytes()
+    senders[0].send_multipart([wire.TOPIC_FRAME, _frame(1, x=wide)])
+    assert receivers[0].poll(1000)
+    taken = Taken(pending=PendingFrames(8, USUAL_MAX_D + 1))
+    with mock.patch.object(intake_module, "usual_frame", side_effect=AssertionError("short")):
+        drain_each([taken.intake(receivers[0])], None)
+    assert taken.counters.frames_accepted == 1
