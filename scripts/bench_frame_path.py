@@ -124,7 +124,7 @@ def stage_passes(d: daemon.Daemon) -> list[tuple[str, Pass]]:
             counters.frames_dropped += False
 
     def full_path(items: list[bytes]) -> None:
-        handle = _intake(d, None).message
+        handle = _full_path(d)
         topic = wire.TOPIC_FRAME
         for p in items:
             handle([topic, p], 2)
@@ -140,11 +140,11 @@ def stage_passes(d: daemon.Daemon) -> list[tuple[str, Pass]]:
             ("FrameIntake.message: the full path", full_path)]
 
 
-def _intake(d: daemon.Daemon, sock: zmq.Socket[bytes] | None) -> FrameIntake:
-    """A FrameIntake into the daemon's ring, counters and trackers (``sock``: None if only
-    its ``message`` is called)."""
-    return FrameIntake(sock, 0, d._pending, d.counters, d.seqs,  # type: ignore[arg-type]
-                       d.liveness, d._reject)
+def _full_path(d: daemon.Daemon) -> receive.Handler:
+    """The daemon's full path for one message (``FrameIntake.message``) into its ring,
+    counters and trackers; no socket: the caller hands it the parts."""
+    return FrameIntake(None, 0, d._pending, d.counters, d.seqs,  # type: ignore[arg-type]
+                       d.liveness, d._reject).message
 
 
 def _ext(code: int, data: bytes) -> None:
@@ -187,7 +187,7 @@ def socket_passes(d: daemon.Daemon, pair: Pair) -> list[tuple[str, Pass]]:
         receive.Receiver(rx, _ignore).drain(None)
 
     def full_path(items: list[bytes]) -> None:
-        receive.drain_each([receive.Receiver(rx, _intake(d, None).message)], NEVER_NS)
+        receive.drain_each([receive.Receiver(rx, _full_path(d))], NEVER_NS)
 
     def daemon_drain(items: list[bytes]) -> None:
         d._drain([rx], NEVER_NS)

@@ -45,12 +45,6 @@ def _reject_ext(code: int, data: bytes) -> NoReturn:
     raise ValueError(f"extension type {code} is not part of protocol v1")
 
 
-# FRAME_LIMITS' fields, read once for usual_frame.
-_FRAME_PAYLOAD, _FRAME_STR, _FRAME_BIN, _FRAME_ARRAY, _FRAME_MAP = (
-    FRAME_LIMITS.payload, FRAME_LIMITS.str_len, FRAME_LIMITS.bin_len, FRAME_LIMITS.array_len,
-    FRAME_LIMITS.map_len)
-
-
 def _byte_buffer(payload: object, kind: str) -> bytes | bytearray | memoryview:
     """``payload`` as a buffer of single bytes (a memoryview of floats would index floats,
     one of rows would index rows)."""
@@ -279,6 +273,12 @@ def decode_frame_raw(payload: bytes | bytearray | memoryview, d: int | None = No
     # payload[0] exists: msgpack refuses an empty payload.
     frame = _plain_frame(obj, payload[0], d)
     return frame if frame is not None else _checked_frame(obj, payload, d)
+
+
+# FRAME_LIMITS' fields, read once for usual_frame.
+_FRAME_PAYLOAD, _FRAME_STR, _FRAME_BIN, _FRAME_ARRAY, _FRAME_MAP = (
+    FRAME_LIMITS.payload, FRAME_LIMITS.str_len, FRAME_LIMITS.bin_len, FRAME_LIMITS.array_len,
+    FRAME_LIMITS.map_len)
 
 
 def usual_frame(payload: bytes, d: int) -> RawFrame | None:

@@ -34,6 +34,7 @@ from robot_daemon.serve.stats import SeqTracker
 from robot_daemon.wire.decode import USUAL_MAX_D
 
 from ..wire.test_wire import FUZZ, corrupted_bytes, mutated_maps
+from .inproc import Pairs, pair_sockets
 
 D = 16
 X = np.linspace(-2.0, 3.0, D, dtype="<f4").tobytes()
@@ -62,26 +63,14 @@ class Taken:
 
 
 @pytest.fixture(scope="module")
-def pairs() -> Iterator[tuple[list[zmq.Socket[bytes]], list[zmq.Socket[bytes]]]]:
+def pairs() -> Iterator[Pairs]:
     """Two inproc PAIR connections, (senders, receivers), fed the same messages."""
-    with zmq.Context() as ctx:
-        senders, receivers = [], []
-        for i in range(2):
-            rx = ctx.socket(zmq.PAIR)
-            rx.bind(f"inproc://intake-{i}")
-            tx = ctx.socket(zmq.PAIR)
-            tx.connect(f"inproc://intake-{i}")
-            senders.append(tx)
-            receivers.append(rx)
-        try:
-            yield senders, receivers
-        finally:
-            for sock in (*senders, *receivers):
-                sock.close(linger=0)
+    with pair_sockets(2, "intake") as socks:
+        yield socks
 
 
 def _both(
-    pairs: tuple[list[zmq.Socket[bytes]], list[zmq.Socket[bytes]]],
+    pairs: Pairs,
     messages: list[list[bytes]],
 ) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
     """The outcome of the short path and of the full path alone over ``messages``."""
@@ -114,7 +103,7 @@ def _frame(seq: int, src: str | None = None, **changes: Any) -> bytes:
 
 
 def test_the_usual_and_the_unusual_come_out_the_same(
-    pairs: tuple[list[zmq.Socket[bytes]], list[zmq.Socket[bytes]]],
+    pairs: Pairs,
 ) -> None:
     nan = np.full(D, np.nan, "<f4").tobytes()
     messages = [
@@ -155,7 +144,7 @@ message_parts = st.one_of(
 @FUZZ
 @given(messages=st.lists(message_parts, max_size=30))
 def test_a_fuzzed_stream_comes_out_the_same(
-    pairs: tuple[list[zmq.Socket[bytes]], list[zmq.Socket[bytes]]],
+    pairs: Pairs,
     messages: list[list[bytes]],
 ) -> None:
     short, full = _both(pairs, messages)
@@ -163,7 +152,7 @@ def test_a_fuzzed_stream_comes_out_the_same(
 
 
 def test_the_usual_frames_take_the_short_path(
-    pairs: tuple[list[zmq.Socket[bytes]], list[zmq.Socket[bytes]]],
+    pairs: Pairs,
 ) -> None:
     senders, receivers = pairs
     for seq in range(3 * DRAIN_CHUNK):
@@ -225,22 +214,10 @@ class _Counting:
 
 
 @pytest.fixture(scope="module")
-def quads() -> Iterator[tuple[list[zmq.Socket[bytes]], list[zmq.Socket[bytes]]]]:
+def quads() -> Iterator[Pairs]:
     """Four inproc PAIR connections: two endpoints for each path."""
-    with zmq.Context() as ctx:
-        senders, receivers = [], []
-        for i in range(4):
-            rx = ctx.socket(zmq.PAIR)
-            rx.bind(f"inproc://intake-quad-{i}")
-            tx = ctx.socket(zmq.PAIR)
-            tx.connect(f"inproc://intake-quad-{i}")
-            senders.append(tx)
-            receivers.append(rx)
-        try:
-            yield senders, receivers
-        finally:
-            for sock in (*senders, *receivers):
-                sock.close(linger=0)
+    with pair_sockets(4, "intake-quad") as socks:
+        yield socks
 
 
 endpoint_stream = st.lists(st.one_of(
@@ -263,7 +240,7 @@ endpoint_stream = st.lists(st.one_of(
                   + [[wire.TOPIC_FRAME, _frame(7), b""]], [[wire.TOPIC_FRAME, b"\xc1"]]),
          turns=[])
 def test_several_sockets_take_the_same_parts_in_the_same_order(
-    quads: tuple[list[zmq.Socket[bytes]], list[zmq.Socket[bytes]]],
+    quads: Pairs,
     streams: tuple[list[list[bytes]], list[list[bytes]]],
     turns: list[int],
 ) -> None:
@@ -313,7 +290,7 @@ def test_several_sockets_take_the_same_parts_in_the_same_order(
 
 
 def test_frames_too_wide_for_the_usual_form_take_the_full_path_once(
-    pairs: tuple[list[zmq.Socket[bytes]], list[zmq.Socket[bytes]]],
+    pairs: Pairs,
 ) -> None:
     senders, receivers = pairs
     wide = np.ones(USUAL_MAX_D + 1, "<f4").tobytes()

@@ -10,24 +10,14 @@ import zmq
 
 from robot_daemon.serve.receive import DRAIN_CHUNK, Receiver, drain_each
 
+from .inproc import Pairs, pair_sockets
+
 
 @pytest.fixture
-def pairs() -> Iterator[tuple[list[zmq.Socket[bytes]], list[zmq.Socket[bytes]]]]:
+def pairs() -> Iterator[Pairs]:
     """Two inproc PAIR connections: (senders, receivers)."""
-    with zmq.Context() as ctx:
-        senders, receivers = [], []
-        for i in range(2):
-            rx = ctx.socket(zmq.PAIR)
-            rx.bind(f"inproc://drain-{i}")
-            tx = ctx.socket(zmq.PAIR)
-            tx.connect(f"inproc://drain-{i}")
-            senders.append(tx)
-            receivers.append(rx)
-        try:
-            yield senders, receivers
-        finally:
-            for sock in (*senders, *receivers):
-                sock.close(linger=0)
+    with pair_sockets(2, "drain") as socks:
+        yield socks
 
 
 def _wait_queued(sock: zmq.Socket[bytes]) -> None:
@@ -41,7 +31,7 @@ def _tagging(socks: list[zmq.Socket[bytes]], got: list[tuple[int, bytes]]) -> li
 
 
 def test_each_message_once_with_its_socket_and_a_flood_does_not_go_first(
-    pairs: tuple[list[zmq.Socket[bytes]], list[zmq.Socket[bytes]]],
+    pairs: Pairs,
 ) -> None:
     senders, receivers = pairs
     for n in range(100):  # socket 0 floods
@@ -61,7 +51,7 @@ def test_each_message_once_with_its_socket_and_a_flood_does_not_go_first(
 
 
 def test_a_deadline_stops_the_drain_after_a_chunk(
-    pairs: tuple[list[zmq.Socket[bytes]], list[zmq.Socket[bytes]]],
+    pairs: Pairs,
 ) -> None:
     senders, receivers = pairs
     for n in range(3 * DRAIN_CHUNK):
