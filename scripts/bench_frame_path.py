@@ -37,10 +37,11 @@ import zmq  # noqa: E402
 from robot_daemon import wire  # noqa: E402
 from robot_daemon.serve import config, daemon, receive, report  # noqa: E402
 from robot_daemon.serve.batch import PendingFrames  # noqa: E402
-from robot_daemon.serve.intake import FrameIntake  # noqa: E402
+from robot_daemon.serve.intake import HOLD_MAX, FrameIntake  # noqa: E402
 from robot_daemon.serve.liveness import Liveness  # noqa: E402
 from robot_daemon.serve.stats import SeqTracker  # noqa: E402
 from robot_daemon.wire.decode import usual_frame  # noqa: E402
+from robot_daemon.wire.layout import usual_frames  # noqa: E402
 
 D = 16
 #: Far enough away that no drain stops at it, yet read as the daemon reads its deadline.
@@ -105,6 +106,10 @@ def stage_passes(d: daemon.Daemon) -> list[tuple[str, Pass]]:
         for p in items:
             usual(p, D)
 
+    def decode_held(items: list[bytes]) -> None:
+        for i in range(0, len(items), HOLD_MAX):  # as the intake flushes them
+            usual_frames(items[i:i + HOLD_MAX], D)
+
     def observe(items: list[bytes]) -> None:
         for seq, _ in enumerate(items):
             seqs.observe(None, seq, seq)
@@ -133,7 +138,8 @@ def stage_passes(d: daemon.Daemon) -> list[tuple[str, Pass]]:
             ("msgpack.unpackb, no limits", unpack),
             ("msgpack.unpackb with the limits", unpack_limits),
             ("wire.decode_frame_raw", decode_raw),
-            ("wire.decode.usual_frame (short path)", decode_usual),
+            ("wire.decode.usual_frame (one)", decode_usual),
+            (f"wire.layout.usual_frames ({HOLD_MAX} at once)", decode_held),
             ("SeqTracker.observe", observe),
             ("Liveness.heard", heard), ("PendingFrames.add", add),
             ("Counters: 3 increments", count),
@@ -143,8 +149,7 @@ def stage_passes(d: daemon.Daemon) -> list[tuple[str, Pass]]:
 def _full_path(d: daemon.Daemon) -> receive.Handler:
     """The daemon's full path for one message (``FrameIntake.message``) into its ring,
     counters and trackers; no socket: the caller hands it the parts."""
-    return FrameIntake(None, 0, d._pending, d.counters, d.seqs,  # type: ignore[arg-type]
-                       d.liveness, d._reject).message
+    return FrameIntake(None, 0, d._arrivals).message  # type: ignore[arg-type]
 
 
 def _ext(code: int, data: bytes) -> None:

@@ -1,5 +1,6 @@
 """A tick's work in parts: the frames already waiting shortly before the deadline, those
-that came in since just before it, then the few that arrive after them.
+that came in since just before it, then the few that arrive after them; at high rates
+also the frames of each drain between ticks, as they come (passes ahead).
 
 Measured at 1,000 frames/s (20 frames per 20 ms tick), inside the daemon: the forward
 pass of a tick took about 150 us p50 and encoding its ``pred`` 65 us, where back to back
@@ -21,6 +22,11 @@ deadline; the tick's time counts from the deadline then. The wait awake is at mo
 ms per tick, which the warm tick pays back: CPU per 1,000 frames 121 ms before early
 passes, 117 with them and the daemon's longer rests between drains (``DRAIN_GAP``).
 
+* **Passes ahead**: at high rates a drain between ticks brings hundreds of frames, and
+  the daemon runs :func:`start` (or :func:`catch_up`) on them at once, when they are
+  :data:`AHEAD_ROWS` or more: the early pass, the catch-up and the tick are then left
+  the frames of the last few milliseconds. Not in online mode (a step between ticks
+  would void them), and not beyond ``max_batch`` frames kept for the tick.
 * **One set of weights per tick**: the early rows are kept with the model and version
   that computed them. If either changed before the tick (a reload swapped in, an online
   step), the tick computes them again (:func:`probabilities`) from their readings, which
@@ -67,6 +73,11 @@ CATCH_UP_ROOM: Final = 3
 #: The rows the first early pass may take (:class:`RowBudget`): a cold pass and packing
 #: over 32 rows at h = 64 take about 0.5 ms.
 INITIAL_ROWS: Final = 32
+#: A pass ahead (the daemon's, after a drain between ticks, before the early pass) only
+#: over this many rows or more. At 1,000 frames/s a drain brings about 5 and the early
+#: pass does them; at 80,000 it brings about 400, and a tick that computed all of its
+#: 1,600 frames took 4-9 ms, which pushed the frames' latency past two intervals.
+AHEAD_ROWS: Final = 128
 
 Probs = npt.NDArray[np.float32]
 
@@ -99,8 +110,8 @@ class RowBudget:
     passes for good. No cost model: it holds for any model size and any machine.
     """
 
-    def __init__(self, spare: float = 0.5) -> None:
-        self.rows = INITIAL_ROWS
+    def __init__(self, spare: float = 0.5, rows: int = INITIAL_ROWS) -> None:
+        self.rows = rows
         self.spare = spare
 
     def admit(self, rows: int) -> bool:

@@ -137,6 +137,16 @@ class Liveness:
         else:
             self.srcs_untracked += 1
 
+    def heard_run(self, endpoint: int, src: str | None, now_ns: int, count: int) -> None:
+        """:meth:`heard` of ``count`` frames in turn, the last at ``now_ns``."""
+        self._endpoint_ns[endpoint] = now_ns
+        if src is None:
+            return
+        if src in self._src_ns or len(self._src_ns) < self._max_srcs:
+            self._src_ns[src] = now_ns
+        else:
+            self.srcs_untracked += count
+
     def check(self, now_ns: int) -> Change | None:
         """Mark the sources silent for over ``stale_after_ns`` stale and the heard ones live.
 

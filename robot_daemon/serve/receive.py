@@ -55,10 +55,13 @@ class Receiver:
     def drain(self, until_ns: int | None, keep_going: Callable[[], bool] | None = None) -> None:
         """Pass each waiting message to the handler until the queue is empty,
         ``time.monotonic_ns()`` reaches ``until_ns`` (``None``: no deadline) or
-        ``keep_going()`` turns false (asked between messages only)."""
-        while self.take(DRAIN_CHUNK, keep_going):
-            if until_ns is not None and time.monotonic_ns() >= until_ns:
-                return
+        ``keep_going()`` turns false (asked between messages only); then :meth:`flush`."""
+        try:
+            while self.take(DRAIN_CHUNK, keep_going):
+                if until_ns is not None and time.monotonic_ns() >= until_ns:
+                    return
+        finally:
+            self.flush()
 
     def take(self, parts: int, keep_going: Callable[[], bool] | None = None) -> bool:
         """Receive up to ``parts`` parts, handling each message they finish; False once
@@ -89,18 +92,26 @@ class Receiver:
         finally:
             self._parts, self._count = kept, count
 
+    def flush(self) -> None:
+        """Hand over what :meth:`take` held back (a subclass's; this one holds nothing).
+        The drains call it before they return."""
+
 
 def drain_each(receivers: Sequence[Receiver], until_ns: int | None) -> None:
     """Drain every receiver's socket, taking up to :data:`DRAIN_CHUNK` parts from each in
     turn, until every queue is empty or ``time.monotonic_ns()`` reaches ``until_ns``
-    (``None``: no deadline)."""
+    (``None``: no deadline); then :meth:`Receiver.flush` each, however it ended."""
     waiting = list(receivers)
-    while waiting:
-        for receiver in tuple(waiting):
-            if not receiver.take(DRAIN_CHUNK):
-                waiting.remove(receiver)
-            if until_ns is not None and time.monotonic_ns() >= until_ns:
-                return
+    try:
+        while waiting:
+            for receiver in tuple(waiting):
+                if not receiver.take(DRAIN_CHUNK):
+                    waiting.remove(receiver)
+                if until_ns is not None and time.monotonic_ns() >= until_ns:
+                    return
+    finally:
+        for receiver in receivers:
+            receiver.flush()
 
 
 def drain(sock: zmq.Socket[bytes], handle: Handler) -> None:

@@ -145,6 +145,21 @@ class SeqTracker:
         self._last[src] = (seq, now_ns)
 
 
+    def observe_run(self, src: str | None, seqs: Sequence[int],
+                    arrival_ns: Sequence[int]) -> None:
+        """:meth:`observe` of frames of ``src`` in turn (``seqs`` and ``arrival_ns`` of one
+        length, at least 1); the usual run, each ``seq`` the one after the last, at once."""
+        self.observe(src, seqs[0], arrival_ns[0])
+        k = len(seqs)
+        if k > 1 and seqs[-1] - seqs[0] == k - 1 and list(seqs) == list(
+                range(seqs[0], seqs[0] + k)):
+            # Each further frame is the newest source's next seq: no gap, the last replaced.
+            self._last[src] = (seqs[-1], arrival_ns[-1])
+            return
+        for seq, now_ns in zip(seqs[1:], arrival_ns[1:], strict=True):
+            self.observe(src, seq, now_ns)
+
+
 def plausible_gap(elapsed_ns: int) -> int:
     """The most frames a source can have lost in ``elapsed_ns`` since its last frame."""
     return SEQ_GAP_SLACK + max(0, elapsed_ns) * MAX_FRAME_RATE_HZ // 1_000_000_000

@@ -100,6 +100,12 @@ class RawFrame(NamedTuple):
     src: str | None
 
 
+#: A :class:`RawFrame`'s fields as a plain tuple, ``(seq, t, x, src)``: what a decoder of
+#: many frames gives (:func:`robot_daemon.wire.layout.usual_frames`), where making a
+#: NamedTuple of each would cost more than the rest of its work.
+FrameFields = tuple[int, float, bytes, str | None]
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Label:
     """One decoded labelled example: a frame plus its ground truth.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
 
 from robot_daemon.offline.replay import newest
 from robot_daemon.serve.batch import PendingFrames
@@ -51,3 +53,19 @@ def test_a_batch_holds_read_only_float32_rows_even_when_empty() -> None:
     assert (batch.X.shape, batch.X.dtype, batch.arrival_ns.dtype) == ((1, 3), np.float32, np.int64)
     assert not batch.X.flags.writeable  # the frame's own bytes: a reader copies to write
     np.testing.assert_array_equal(batch.X, [[5, 5, 5]])
+
+
+@given(max_batch=st.integers(1, 8), before=st.integers(0, 20), k=st.integers(0, 30))
+def test_adding_many_at_once_is_adding_each_in_turn(max_batch: int, before: int,
+                                                    k: int) -> None:
+    each, many = PendingFrames(max_batch, d=3), PendingFrames(max_batch, d=3)
+    for seq in range(before):
+        each.add(_frame(seq), seq)
+        many.add(_frame(seq), seq)
+    frames = [_frame(seq) for seq in range(before, before + k)]
+    arrival = list(range(before, before + k))
+    dropped = sum(each.add(frame, at) for frame, at in zip(frames, arrival, strict=True))
+    assert many.add_many(frames, arrival) == dropped
+    a, b = each.take(), many.take()
+    assert (a.X.tobytes(), a.seq, a.t, a.src, a.arrival_ns.tolist()) == (
+        b.X.tobytes(), b.seq, b.t, b.src, b.arrival_ns.tolist())

@@ -306,6 +306,59 @@ def test_a_catch_up_pass_joins_the_early_one_and_a_swap_after_it_serves_the_whol
                 d.counters.early_recomputed) == (1, 1, int(swap))
 
 
+def test_passes_ahead_at_high_rates_join_the_early_pass_in_one_pred(workdir: Path) -> None:
+    """In-process: where a drain between ticks leaves AHEAD_ROWS frames or more, a pass
+    ahead computes them; with more passes ahead, the early pass, the catch-up and the
+    tick they make one pred, in order, as one pass over all of them would."""
+    from robot_daemon.serve import early
+
+    ahead = early.AHEAD_ROWS
+    X = _readings(2 * ahead + 3)
+    d = _in_process(workdir, max_batch=4096)
+    far = time.monotonic_ns() + 10**9
+    for seq in range(len(X)):
+        d._pending.add(wire.RawFrame(seq, 0.0, X[seq].astype("<f4").tobytes(), None), 0)
+        if seq in (ahead - 2, ahead - 1, 2 * ahead - 1):
+            d._pass_ahead(far)
+            computed = len(d._early.batch) if d._early else 0
+            assert computed == (seq + 1) // ahead * ahead
+        if seq == 2 * ahead:
+            d._start_early(far)
+        if seq == 2 * ahead + 1:
+            d._catch_up(far)
+    assert len(d._early.batch) == 2 * ahead + 2
+    pub = _Pub()
+    d._tick(pub, 7, 0, 0)
+    pred = wire.decode_pred(pub.sent[0][1])
+    assert pred.seq.tolist() == list(range(len(X)))
+    np.testing.assert_allclose(pred.p, d.served.model.predict_proba(X).astype(np.float32),
+                               rtol=1e-6, atol=1e-7)
+    assert (d.counters.ticks_early, d.counters.early_recomputed) == (1, 0)
+
+
+def test_no_pass_ahead_past_the_batch_cap_or_with_online_learning(workdir: Path) -> None:
+    """The frames kept for a tick stay within twice max_batch (the ring and the early
+    part); with online learning a step between ticks would void a pass ahead."""
+    from robot_daemon.serve import early
+
+    ahead = early.AHEAD_ROWS
+    x = _readings(1)[0].astype("<f4").tobytes()
+    d = _in_process(workdir, max_batch=ahead + ahead // 2)
+    for seq in range(2 * ahead):
+        d._pending.add(wire.RawFrame(seq, 0.0, x, None), 0)
+        d._pass_ahead(time.monotonic_ns() + 10**9)
+    assert (len(d._early.batch), len(d._pending)) == (ahead, ahead)
+    pub = _Pub()
+    d._tick(pub, 7, 0, 0)
+    assert wire.decode_pred(pub.sent[0][1]).seq.tolist() == list(range(ahead // 2, 2 * ahead))
+    with zmq.Context() as ctx, ctx.socket(zmq.SUB) as labels:
+        d._labels = labels  # as run() sets it in online mode
+        for seq in range(ahead):
+            d._pending.add(wire.RawFrame(seq, 0.0, x, None), 0)
+        d._pass_ahead(time.monotonic_ns() + 10**9)
+        assert d._early is None
+
+
 def test_the_catch_up_lead_and_the_wait_after_it_do_not_grow_with_the_interval(
     workdir: Path,
 ) -> None:

@@ -1,8 +1,8 @@
 """The frames intake: its short path for the usual message changes nothing.
 
 Every stream is drained twice, from two sockets fed the same messages: once by
-:class:`FrameIntake` (the short path for the usual message, the full one for the rest)
-and once by a plain :class:`Receiver` that hands every message to
+:class:`FrameIntake` (the usual message held, then decoded with the others held; the full
+path for the rest) and once by a plain :class:`Receiver` that hands every message to
 :meth:`FrameIntake.message` (the full path alone, as the daemon did before the short
 path). Everything the daemon keeps of a frame must be the same: the counters, each
 rejection's reason and message, the queued frames, the seq tracking and the liveness.
@@ -10,6 +10,8 @@ rejection's reason and message, the queued frames, the seq tracking and the live
 
 from __future__ import annotations
 
+import random
+import time
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,11 +28,12 @@ from hypothesis import strategies as st
 from robot_daemon import wire
 from robot_daemon.serve import intake as intake_module
 from robot_daemon.serve.batch import PendingFrames
-from robot_daemon.serve.intake import FrameIntake
+from robot_daemon.serve.intake import HOLD_BYTES, HOLD_MAX, Arrivals, FrameIntake
 from robot_daemon.serve.liveness import Liveness
 from robot_daemon.serve.receive import DRAIN_CHUNK, Receiver, drain_each
 from robot_daemon.serve.report import Counters
 from robot_daemon.serve.stats import SeqTracker
+from robot_daemon.wire import layout
 from robot_daemon.wire.decode import USUAL_MAX_D
 
 from ..wire.test_wire import FUZZ, corrupted_bytes, mutated_maps
@@ -50,9 +53,13 @@ class Taken:
     liveness: Liveness = field(default_factory=lambda: Liveness(["ep"], 10**9, 0))
     pending: PendingFrames = field(default_factory=lambda: PendingFrames(8, D))
 
-    def intake(self, sock: zmq.Socket[bytes]) -> FrameIntake:
-        return FrameIntake(sock, 0, self.pending, self.counters, self.seqs, self.liveness,
-                           lambda reason, message, now_ns: self.rejects.append((reason, message)))
+    def __post_init__(self) -> None:
+        self.arrivals = Arrivals(
+            self.pending, self.counters, self.seqs, self.liveness,
+            lambda reason, message, now_ns: self.rejects.append((reason, message)))
+
+    def intake(self, sock: zmq.Socket[bytes], endpoint: int = 0) -> FrameIntake:
+        return FrameIntake(sock, endpoint, self.arrivals)
 
     def outcome(self) -> tuple[Any, ...]:
         batch = self.pending.take()
@@ -189,8 +196,10 @@ def test_a_message_cut_off_after_its_first_part_is_finished_by_the_next_drain() 
     taken = Taken()
     intake = taken.intake(sock)  # type: ignore[arg-type]
     assert not intake.take(DRAIN_CHUNK)
+    intake.flush()
     assert taken.counters.frames_in == 0
     assert not intake.take(DRAIN_CHUNK)
+    intake.flush()
     assert (taken.counters.frames_in, taken.counters.frames_accepted) == (1, 1)
     assert taken.pending.take().seq == [5]
 
@@ -262,13 +271,8 @@ def test_several_sockets_take_the_same_parts_in_the_same_order(
     socks = [_Counting(rx) for rx in receivers]
     log: dict[str, list[bool]] = {"short": [], "full": []}
 
-    def intake(taken: Taken, i: int) -> FrameIntake:
-        return FrameIntake(socks[i], i % 2, taken.pending, taken.counters,  # type: ignore[arg-type]
-                           taken.seqs, taken.liveness,
-                           lambda reason, message, now_ns: taken.rejects.append((reason, message)))
-
-    short_in = [intake(short, 0), intake(short, 1)]
-    full_in = [intake(full, 2), intake(full, 3)]
+    short_in = [short.intake(socks[i], i) for i in range(2)]  # type: ignore[arg-type]
+    full_in = [full.intake(socks[2 + i], i) for i in range(2)]  # type: ignore[arg-type]
     full_rx = [Receiver(socks[2 + i], full_in[i].message) for i in range(2)]
     # Some takes in a given order (as a deadline leaves them), then drain_each to the end.
     for i in turns:
@@ -276,6 +280,7 @@ def test_several_sockets_take_the_same_parts_in_the_same_order(
         log["short"].append(short_in[i].take(DRAIN_CHUNK))
         log["full"].append(full_rx[i].take(DRAIN_CHUNK))
         assert socks[i].received - before[0] == socks[2 + i].received - before[1]
+        short.arrivals.flush()  # as a drain does before it returns
         assert short.counters == full.counters
     drain_each(short_in, None)
     drain_each(full_rx, None)
@@ -297,6 +302,67 @@ def test_frames_too_wide_for_the_usual_form_take_the_full_path_once(
     senders[0].send_multipart([wire.TOPIC_FRAME, _frame(1, x=wide)])
     assert receivers[0].poll(1000)
     taken = Taken(pending=PendingFrames(8, USUAL_MAX_D + 1))
-    with mock.patch.object(intake_module, "usual_frame", side_effect=AssertionError("short")):
+    with mock.patch.object(intake_module, "usual_frames", side_effect=AssertionError("short")):
         drain_each([taken.intake(receivers[0])], None)
     assert taken.counters.frames_accepted == 1
+
+
+def _long_stream(rng: random.Random, src: str, n: int) -> list[list[bytes]]:
+    """``n`` messages of one publisher: its seq crossing msgpack's uint 8 / uint 16 edge,
+    a gap now and then, and one odd message in 30 (all decoded alone)."""
+    nan = np.full(D, np.nan, "<f4").tobytes()
+    odd = [[wire.TOPIC_FRAME, _frame(1, src, x=nan)], [wire.TOPIC_FRAME, b"\xc1"],
+           [b"frame2", _frame(2, src)], [wire.TOPIC_FRAME], [wire.TOPIC_FRAME, _frame(3), b""],
+           [wire.TOPIC_FRAME, _frame(4, src, x=X[:8])], [wire.TOPIC_FRAME, _frame(5, "x" + src)]]
+    messages, seq = [], 200
+    for _ in range(n):
+        seq += 1 if rng.random() < 0.97 else rng.randint(2, 5)
+        messages.append(rng.choice(odd) if rng.random() < 1 / 30
+                        else [wire.TOPIC_FRAME, _frame(seq, src)])
+    return messages
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_long_streams_decoded_together_come_out_the_same(quads: Pairs, seed: int) -> None:
+    """Two sockets of more than HOLD_MAX frames each, into a ring that drops: the frames
+    held and decoded together (flushed mid-drain and at its end) are accounted for as the
+    full path does, in the same order."""
+    rng = random.Random(seed)
+    # "lidar" and "radar": two publishers whose payloads have one length and two layouts.
+    streams = [_long_stream(rng, src, HOLD_MAX + 150) for src in ("lidar", "radar")]
+    senders, receivers = quads
+    for i, messages in enumerate((*streams, *streams)):
+        for message in messages:
+            senders[i].send_multipart(message)
+    for rx in receivers:
+        assert rx.poll(1000), "nothing arrived"
+    time.sleep(0.05)  # inproc: every message is queued once the first is
+    short, full = (Taken(liveness=Liveness(["ep0", "ep1"], 10**9, 0),
+                         pending=PendingFrames(300, D)) for _ in range(2))
+    with mock.patch.object(layout, "_same_length", wraps=layout._same_length) as together:
+        drain_each([short.intake(receivers[i], i) for i in range(2)], None)
+    assert together.call_count >= 2
+    plain = [full.intake(receivers[2 + i], i) for i in range(2)]
+    drain_each([Receiver(receivers[2 + i], plain[i].message) for i in range(2)], None)
+    assert short.outcome() == full.outcome()
+    assert short.counters.frames_dropped > 0
+    for rx in receivers:
+        assert not rx.poll(0), "a message was left in the queue"
+
+
+def test_a_long_payload_is_not_held(pairs: Pairs) -> None:
+    """What is held stays within HOLD_MAX x HOLD_BYTES: a longer payload takes the full
+    path as it arrives, after the frames held before it."""
+    senders, receivers = pairs
+    for message in ([wire.TOPIC_FRAME, _frame(1)], [wire.TOPIC_FRAME, b"\x00" * (HOLD_BYTES + 1)],
+                    [wire.TOPIC_FRAME, _frame(2)]):
+        senders[0].send_multipart(message)
+    assert receivers[0].poll(1000)
+    taken = Taken()
+    intake = taken.intake(receivers[0])
+    assert not intake.take(DRAIN_CHUNK)
+    assert (taken.counters.frames_in, taken.counters.frames_accepted) == (2, 1)
+    assert [reason for reason, _ in taken.rejects] == ["bad_msgpack"]
+    assert len(taken.arrivals.held) == 1  # frame 2, until the flush
+    intake.flush()
+    assert taken.pending.take().seq == [1, 2]

@@ -129,3 +129,18 @@ def test_the_summary_names_three_stale_sources_at_most() -> None:
     assert summary(status) == ("health degraded (stale: frames endpoint "
                                f"{A!r}, src 'a', src 'b' and 2 more)")
     assert summary({"health": "ok", "stale_endpoints": [], "stale_srcs": []}) == "health ok"
+
+
+def test_a_run_heard_at_once_is_each_frame_heard_in_turn() -> None:
+    each, many = _tracker(max_srcs=2), _tracker(max_srcs=2)
+    runs = [(0, "cam", 3), (1, None, 2), (0, "lidar", 4), (1, "radar", 5), (0, "cam", 1),
+            (1, "radar", 2)]  # radar finds the table full: untracked, each frame counted
+    now = 1000 * MS
+    for endpoint, src, count in runs:
+        for _ in range(count):
+            now += MS
+            each.heard(endpoint, src, now)
+        many.heard_run(endpoint, src, now, count)
+    assert (each._endpoint_ns, each._src_ns, each.srcs_untracked) == (
+        many._endpoint_ns, many._src_ns, many.srcs_untracked)
+    assert many.srcs_untracked == 7

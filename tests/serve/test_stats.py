@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from robot_daemon.serve.stats import (
     MAX_FRAME_RATE_HZ,
@@ -118,3 +120,29 @@ def test_the_source_heard_least_recently_is_forgotten_first() -> None:
     assert (t.lost, t.resets, len(t)) == (1, 0, 2)
     t.observe("c", 11, 0)
     assert (t.lost, t.resets) == (2, 0)
+
+
+# Runs of one source's frames: each a source and its seqs, often each the one after the last.
+seq_runs = st.lists(st.tuples(
+    st.sampled_from([None, "a", "b", "c"]),
+    st.one_of(st.builds(lambda first, k: list(range(first, first + k)),
+                        st.integers(0, 60), st.integers(1, 6)),
+              st.lists(st.integers(0, 60), min_size=1, max_size=6))), max_size=8)
+
+
+@given(runs=seq_runs, gaps_ns=st.lists(st.integers(0, S), min_size=60, max_size=60))
+def test_a_run_observed_at_once_is_each_frame_observed_in_turn(
+    runs: list[tuple[str | None, list[int]]], gaps_ns: list[int],
+) -> None:
+    # Two sources tracked at most: the runs also forget and come back to sources.
+    each, many = SeqTracker(max_sources=2), SeqTracker(max_sources=2)
+    now, clock = 0, iter(gaps_ns * 2)
+    for src, seqs in runs:
+        arrival = []
+        for seq in seqs:
+            now += next(clock)
+            arrival.append(now)
+            each.observe(src, seq, now)
+        many.observe_run(src, seqs, arrival)
+        assert (each.lost, each.resets, list(each._last.items()), each._newest) == (
+            many.lost, many.resets, list(many._last.items()), many._newest)
