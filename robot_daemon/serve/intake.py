@@ -9,7 +9,8 @@ time; anything else takes the full path, with the same outcome either way:
   shares, in the order of arrival. :meth:`Arrivals.flush` (at the end of each drain, and
   every :data:`HOLD_MAX` frames) decodes what is held together
   (:func:`robot_daemon.wire.layout.usual_frames`: the payloads in our encoder's byte
-  layout with NumPy, the others one by one) and accounts for each frame in order;
+  layout with NumPy, the others one by one) and accounts for each frame in order. Under
+  ``BULK_MIN`` held (32: the few of a drain at low rates) each takes the full path;
 * **anything else** (another topic, one part or three), and a held payload that is not in
   the usual form or is invalid, goes to :meth:`Arrivals.message`: the envelope's checks,
   then :func:`robot_daemon.wire.decode_frame_raw`'s full checks, which give the reason a
@@ -47,7 +48,7 @@ from robot_daemon.serve.receive import Receiver
 from robot_daemon.serve.report import Counters
 from robot_daemon.serve.stats import SeqTracker
 from robot_daemon.wire.decode import USUAL_MAX_D
-from robot_daemon.wire.layout import usual_frames
+from robot_daemon.wire.layout import BULK_MIN, usual_frames
 from robot_daemon.wire.messages import FrameFields
 
 _NOBLOCK: Final = int(zmq.NOBLOCK)
@@ -86,6 +87,10 @@ class Arrivals:
             return
         held = self.held.copy()
         self.held.clear()  # in place: a take holds on to its append method
+        if len(held) < BULK_MIN:  # a few (low rates): one at a time costs less
+            for payload, now_ns, endpoint in held:
+                self.message(endpoint, [wire.TOPIC_FRAME, payload], 2, now_ns)
+            return
         payloads, arrival_ns, endpoints = zip(*held, strict=True)
         frames = usual_frames(payloads, self.pending.d)
         start = 0
