@@ -167,6 +167,11 @@ class FrameIntake(Receiver):
             # messages, or frames too wide for the usual form: the Receiver's path, part
             # by part, through message().
             return super().take(parts, keep_going)
+        if len(arrivals.held) + parts // 2 > HOLD_MAX:
+            # This take holds up to parts / 2 more (two parts a frame): at most HOLD_MAX
+            # held at any time, not only after a take (the drains' takes are of
+            # DRAIN_CHUNK parts, far below 2 HOLD_MAX).
+            arrivals.flush()
         # Runs for every frame: everything it uses is a local.
         recv, now, endpoint, hold = self.sock.recv, time.monotonic_ns, self.endpoint, (
             arrivals.held.append)

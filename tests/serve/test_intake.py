@@ -366,3 +366,39 @@ def test_a_long_payload_is_not_held(pairs: Pairs) -> None:
     assert len(taken.arrivals.held) == 1  # frame 2, until the flush
     intake.flush()
     assert taken.pending.take().seq == [1, 2]
+
+
+class _Peak(list[tuple[bytes, int, int]]):
+    """The held list, remembering the most it ever held."""
+
+    most = 0
+
+    def append(self, item: tuple[bytes, int, int]) -> None:
+        super().append(item)
+        self.most = max(self.most, len(self))
+
+
+def test_no_more_than_hold_max_payloads_are_held_at_any_time(quads: Pairs) -> None:
+    """HOLD_MAX x HOLD_BYTES bounds what is held during a take too, not only after it:
+    a take that starts with HOLD_MAX - 1 held holds up to DRAIN_CHUNK / 2 more."""
+    senders, receivers = quads
+    for i in range(2):
+        for seq in range(HOLD_MAX + 3 * DRAIN_CHUNK):
+            senders[i].send_multipart([wire.TOPIC_FRAME, _frame(seq, str(i))])
+        assert receivers[i].poll(1000)
+    time.sleep(0.05)  # inproc: every message is queued once the first is
+    taken = Taken(liveness=Liveness(["ep0", "ep1"], 10**9, 0), pending=PendingFrames(1024, D))
+    taken.arrivals.held = peak = _Peak()
+    intakes = [taken.intake(receivers[i], i) for i in range(2)]
+    # A few frames first, so that the takes of DRAIN_CHUNK parts (DRAIN_CHUNK / 2 frames)
+    # after them reach HOLD_MAX - 1 held, and the next one holds DRAIN_CHUNK / 2 more.
+    first = DRAIN_CHUNK // 2 - 1
+    for seq in range(first):
+        senders[2].send_multipart([wire.TOPIC_FRAME, _frame(seq, "z")])
+    assert receivers[2].poll(1000)
+    time.sleep(0.05)
+    assert taken.intake(receivers[2], 0).take(2 * first)
+    drain_each(intakes, None)
+    assert taken.counters.frames_accepted == first + 2 * (HOLD_MAX + 3 * DRAIN_CHUNK)
+    assert not receivers[2].poll(0)
+    assert peak.most <= HOLD_MAX
