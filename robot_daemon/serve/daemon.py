@@ -450,7 +450,8 @@ class Daemon:
         the frames pending (a pass before the early pass, :data:`early.AHEAD_ROWS`), so
         that the early pass and the tick are left the frames of the last few ms."""
         # Not with online learning: a step between ticks would make the pass's work void.
-        # Not past the batch cap: the frames kept for the tick stay within 2 max_batch.
+        # Not past the batch cap: passes ahead keep at most max_batch frames for the tick
+        # (the early pass, the catch-up and the ring may each add as many, as before).
         rows = len(self._pending)
         if rows < early.AHEAD_ROWS or self._labels is not None:
             return
