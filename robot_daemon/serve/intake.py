@@ -119,7 +119,7 @@ class Arrivals:
         for (endpoint, src), run in groupby(zip(endpoints, srcs, strict=True)):
             end = start + len(list(run))
             self._seqs.observe_run(src, seqs[start:end], arrival_ns[start:end])
-            self._liveness.heard_run(endpoint, src, arrival_ns[end - 1], end - start)
+            self._liveness.heard(endpoint, src, arrival_ns[end - 1], end - start)
             start = end
         # Keep the newest (the planner wants the present) and count the oldest dropped.
         self._counters.frames_dropped += self.pending.add_many(valid, arrival_ns)

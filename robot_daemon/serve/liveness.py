@@ -124,21 +124,13 @@ class Liveness:
         self.srcs_untracked = 0  # frames whose src found the table full
         self._told_full = False
 
-    def heard(self, endpoint: int, src: str | None, now_ns: int) -> None:
-        """A valid frame from ``self.endpoints[endpoint]`` with ``src`` arrived at ``now_ns``.
+    def heard(self, endpoint: int, src: str | None, now_ns: int, count: int = 1) -> None:
+        """``count`` valid frames from ``self.endpoints[endpoint]`` with ``src`` arrived,
+        the last at ``now_ns`` (the same as ``count`` calls for one frame each).
 
-        Called for every frame: two stores, no allocation once a ``src`` is known.
+        Called for every frame or run of frames: two stores, no allocation once a ``src``
+        is known.
         """
-        self._endpoint_ns[endpoint] = now_ns
-        if src is None:
-            return
-        if src in self._src_ns or len(self._src_ns) < self._max_srcs:
-            self._src_ns[src] = now_ns
-        else:
-            self.srcs_untracked += 1
-
-    def heard_run(self, endpoint: int, src: str | None, now_ns: int, count: int) -> None:
-        """:meth:`heard` of ``count`` frames in turn, the last at ``now_ns``."""
         self._endpoint_ns[endpoint] = now_ns
         if src is None:
             return

@@ -140,7 +140,7 @@ def test_a_run_heard_at_once_is_each_frame_heard_in_turn() -> None:
         for _ in range(count):
             now += MS
             each.heard(endpoint, src, now)
-        many.heard_run(endpoint, src, now, count)
+        many.heard(endpoint, src, now, count)
     assert (each._endpoint_ns, each._src_ns, each.srcs_untracked) == (
         many._endpoint_ns, many._src_ns, many.srcs_untracked)
     assert many.srcs_untracked == 7
