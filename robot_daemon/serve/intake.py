@@ -7,7 +7,7 @@ time; anything else takes the full path, with the same outcome either way:
 * **the usual message**: two parts, the topic ``frame``. :meth:`FrameIntake.take`
   receives it and holds its payload in the :class:`Arrivals` that every frames socket
   shares, in the order of arrival. :meth:`Arrivals.flush` (at the end of each drain, and
-  every :data:`HOLD_MAX` frames) decodes what is held together
+  before a take that could hold more than :data:`HOLD_MAX`) decodes what is held together
   (:func:`robot_daemon.wire.layout.usual_frames`: the payloads in our encoder's byte
   layout with NumPy, the others one by one) and accounts for each frame in order. Under
   ``BULK_MIN`` held (32: the few of a drain at low rates) each takes the full path;
@@ -169,48 +169,43 @@ class FrameIntake(Receiver):
             return super().take(parts, keep_going)
         if len(arrivals.held) + parts // 2 > HOLD_MAX:
             # This take holds up to parts / 2 more (two parts a frame): at most HOLD_MAX
-            # held at any time, not only after a take (the drains' takes are of
-            # DRAIN_CHUNK parts, far below 2 HOLD_MAX).
+            # held at any time (the drains' takes are of DRAIN_CHUNK parts, far below
+            # 2 HOLD_MAX). What is held when a drain ends, the drain flushes.
             arrivals.flush()
         # Runs for every frame: everything it uses is a local.
         recv, now, endpoint, hold = self.sock.recv, time.monotonic_ns, self.endpoint, (
             arrivals.held.append)
-        try:
-            # As many parts as the Receiver would take, no more: a message that the budget
-            # cuts off is finished by the next take, after the other sockets' turns
-            # (drain_each). One zmq.Frame alive at a time, as in Receiver.take: a part is
-            # up to MAXMSGSIZE.
-            while parts > 1:
-                try:
-                    part = recv(_NOBLOCK, copy=False)
-                except zmq.Again:
-                    return False
-                if not part.more:
-                    parts -= 1
-                    self.message([part.bytes], 1)
-                    continue
-                topic = part.bytes
-                try:  # libzmq hands a message over whole: its second part is there already
-                    part = recv(_NOBLOCK, copy=False)
-                except zmq.Again:  # never seen; the next drain would finish the message
-                    self._parts, self._count = [topic], 1
-                    return False
-                parts -= 2
-                payload = part.bytes
-                if part.more:  # three parts or more: the Receiver bounds and finishes it
-                    self._parts, self._count = [topic, payload], 2
-                    del part
-                    return super().take(parts) if parts else True
-                if topic != wire.TOPIC_FRAME or len(payload) > HOLD_BYTES:
-                    self.message([topic, payload], 2)
-                    continue
-                hold((payload, now(), endpoint))
-            # One part left (after a message of one part): the Receiver's way, which keeps
-            # the first part of a longer message for the next take.
-            return super().take(parts) if parts > 0 else True
-        finally:
-            if len(arrivals.held) >= HOLD_MAX:
-                arrivals.flush()
+        # As many parts as the Receiver would take, no more: a message that the budget cuts
+        # off is finished by the next take, after the other sockets' turns (drain_each). One
+        # zmq.Frame alive at a time, as in Receiver.take: a part is up to MAXMSGSIZE.
+        while parts > 1:
+            try:
+                part = recv(_NOBLOCK, copy=False)
+            except zmq.Again:
+                return False
+            if not part.more:
+                parts -= 1
+                self.message([part.bytes], 1)
+                continue
+            topic = part.bytes
+            try:  # libzmq hands a message over whole: its second part is there already
+                part = recv(_NOBLOCK, copy=False)
+            except zmq.Again:  # never seen; the next drain would finish the message
+                self._parts, self._count = [topic], 1
+                return False
+            parts -= 2
+            payload = part.bytes
+            if part.more:  # three parts or more: the Receiver bounds and finishes it
+                self._parts, self._count = [topic, payload], 2
+                del part
+                return super().take(parts) if parts else True
+            if topic != wire.TOPIC_FRAME or len(payload) > HOLD_BYTES:
+                self.message([topic, payload], 2)
+                continue
+            hold((payload, now(), endpoint))
+        # One part left (after a message of one part): the Receiver's way, which keeps the
+        # first part of a longer message for the next take.
+        return super().take(parts) if parts > 0 else True
 
     def message(self, parts: list[bytes], count: int) -> None:
         """The full path for one message (:meth:`Arrivals.message`), after what is held."""
