@@ -144,7 +144,6 @@ class SeqTracker:
                 self.resets += 1
         self._last[src] = (seq, now_ns)
 
-
     def observe_run(self, src: str | None, seqs: Sequence[int],
                     arrival_ns: Sequence[int]) -> None:
         """:meth:`observe` of frames of ``src`` in turn (``seqs`` and ``arrival_ns`` of one

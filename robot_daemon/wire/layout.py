@@ -65,8 +65,9 @@ def layout(payload: bytes, frame: RawFrame) -> Layout | None:
     for byte what our encoder gives for that frame (keys in its order, the shortest
     encoding of each value)."""
     seq, t, x, src = frame
-    obj = {"seq": seq, "t": t, "x": x} if src is None else {"seq": seq, "t": t, "x": x,
-                                                           "src": src}
+    obj: dict[str, object] = {"seq": seq, "t": t, "x": x}
+    if src is not None:
+        obj["src"] = src
     if msgpack.packb(obj) != payload:
         return None
     # 0x8N, then the key "seq" (a3 73 65 71): the value's first byte is at 5.
@@ -88,12 +89,13 @@ def usual_frames(payloads: Sequence[bytes], d: int) -> list[FrameFields | None]:
     0.2 us a frame, a third of the rest)."""
     if len(payloads) < BULK_MIN or d > USUAL_MAX_D:
         return [usual_frame(p, d) for p in payloads]
-    if len(set(map(len, payloads))) == 1:  # the usual case: one publisher, or names alike
+    lengths = list(map(len, payloads))
+    if len(set(lengths)) == 1:  # the usual case: one publisher, or names alike
         return _same_length(payloads, d)
-    lengths = np.fromiter(map(len, payloads), dtype=np.intp, count=len(payloads))
     frames: list[FrameFields | None] = [None] * len(payloads)
-    for length in np.unique(lengths).tolist():
-        at = np.flatnonzero(lengths == length).tolist()
+    by_length = np.asarray(lengths)
+    for length in set(lengths):
+        at = np.flatnonzero(by_length == length).tolist()
         for i, frame in zip(at, _same_length([payloads[i] for i in at], d), strict=True):
             frames[i] = frame
     return frames
