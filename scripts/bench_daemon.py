@@ -1,13 +1,13 @@
 """Benchmark ``robot-daemon run`` over loopback, beside the bare ZeroMQ + msgpack transport.
 
     .venv/bin/python scripts/bench_daemon.py [--duration 3] [--model models/default.npz]
-                                             [--json FIGURES.json]
+                                             [--nice N] [--json FIGURES.json]
 
 Prints, on this machine and in this run:
 
 1. **transport**: the rate at which a publisher process moves the same frames to a
-   subscriber that only receives and decodes them (``wire.decode_frame_raw``, the daemon's
-   decoder): the limit any subscriber written in Python on this machine runs into.
+   subscriber process that only receives and decodes them (``wire.decode_frame_raw``, the
+   daemon's decoder): the limit any subscriber written in Python on this machine runs into.
    Measured three times (at the start, before the rate search, after it) because a
    shared VM's speed drifts within a run; ratios are to the median;
 2. **sustained**: the highest frame rate (doubling, then bisecting) at which the real
@@ -28,6 +28,12 @@ Prints, on this machine and in this run:
    On a shared VM the same code runs several times slower after 20 ms away than back to
    back, and slower still when a neighbour takes the core: the reference shows what the
    machine did to that work at that moment, the floor under the daemon's tick times.
+
+The daemon runs as deploy/robot-daemon.service runs it: one BLAS thread (``SERVING_ENV``)
+and the unit's ``Nice=`` (``SERVING_NICE``, -10; ``--nice 0`` for an ordinary process),
+the reference ticks and the bare transport's subscriber at the same nice value. Lowering
+it needs root or ``CAP_SYS_NICE``; without them everything runs at the bench's own, and
+the output says so. The publisher stands for the sensor drivers: an ordinary process.
 
 The publisher is a separate process pacing frames on a drift-free schedule (sleeping, in
 bursts of at most 0.5 ms, never spinning: on 2 cores a spinning publisher takes the core
@@ -61,7 +67,7 @@ sys.path.insert(0, str(ROOT))
 from benchlib import Figure, write_json  # noqa: E402
 
 from robot_daemon import wire  # noqa: E402
-from robot_daemon.serve.daemon import SERVING_ENV  # noqa: E402
+from robot_daemon.serve.daemon import SERVING_ENV, SERVING_NICE  # noqa: E402
 
 D = 16
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -107,17 +113,22 @@ def publish(
         time.sleep(0.5)  # let the tail leave before closing
 
 
-def reference_ticks(model_path: Path, n: int, ms: Any, ready: Any, go: Any) -> None:
+def reference_ticks(
+    model_path: Path, n: int, ms: Any, ready: Any, go: Any, nice: int = 0
+) -> None:
     """Reference process: a tick's forward pass and ``pred`` encoding, alone, timed.
 
     Every 20 ms on the daemon's kind of schedule, ``predict_proba`` over 20 frames and
     ``encode_pred`` of the answer, in a plain loop with no sockets; the milliseconds of
     each go to ``ms``. Run beside a trial, it shows what this machine does to the same
-    work at the same moment: the floor under the daemon's tick times.
+    work at the same moment: the floor under the daemon's tick times. At the daemon's
+    ``nice`` value (an increment), so that the floor is measured as the daemon runs.
     """
     from threadpoolctl import threadpool_limits
 
     from robot_daemon import model as model_file
+
+    os.nice(nice)
 
     threadpool_limits(1)  # as SERVING_ENV does for the daemon
     model = model_file.load(model_path)
@@ -136,31 +147,54 @@ def reference_ticks(model_path: Path, n: int, ms: Any, ready: Any, go: Any) -> N
         ms[k] = (time.perf_counter_ns() - t0) / 1e6
 
 
-def bare_transport(workdir: Path, n: int) -> float:
-    """Frames/s from a publisher process to a subscriber that only decodes them."""
+def bare_transport(workdir: Path, n: int, nice: int = 0) -> float:
+    """Frames/s from a publisher process to a subscriber process (at ``nice``, as the
+    daemon) that only decodes them."""
     endpoint = f"ipc://{workdir}/bare"
-    ready, go = mp.Event(), mp.Event()
-    proc = mp.Process(target=publish, args=(endpoint, 0, n, ready, go))
-    proc.start()
+    ready, go, rate = mp.Event(), mp.Event(), mp.Value("d", 0.0)
+    procs = [mp.Process(target=publish, args=(endpoint, 0, n, ready, go)),
+             mp.Process(target=bare_subscriber, args=(endpoint, n, nice, ready, go, rate))]
+    for proc in procs:
+        proc.start()
     try:
-        with zmq.Context() as ctx, ctx.socket(zmq.SUB) as sub:
-            sub.setsockopt(zmq.RCVHWM, 1_000_000)
-            sub.connect(endpoint)
-            sub.subscribe(wire.TOPIC_FRAME)
-            ready.wait(10)
-            go.set()
+        procs[1].join(120)
+    finally:
+        for proc in procs:
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+    if not rate.value:
+        raise RuntimeError("the bare transport's subscriber did not finish")
+    return float(rate.value)
+
+
+def bare_subscriber(
+    endpoint: str, n: int, nice: int, ready: Any, go: Any, rate: Any
+) -> None:
+    """Subscriber process of :func:`bare_transport`: receive and decode ``n`` frames; the
+    rate of the last ``n - 1`` goes to ``rate.value``."""
+    os.nice(nice)
+    with zmq.Context() as ctx, ctx.socket(zmq.SUB) as sub:
+        sub.setsockopt(zmq.RCVHWM, 1_000_000)
+        sub.connect(endpoint)
+        sub.subscribe(wire.TOPIC_FRAME)
+        ready.wait(10)
+        go.set()
+        _, payload = sub.recv_multipart()
+        wire.decode_frame_raw(payload, d=D)
+        start = time.perf_counter()
+        for _ in range(n - 1):
             _, payload = sub.recv_multipart()
             wire.decode_frame_raw(payload, d=D)
-            start = time.perf_counter()
-            for _ in range(n - 1):
-                _, payload = sub.recv_multipart()
-                wire.decode_frame_raw(payload, d=D)
-            elapsed = time.perf_counter() - start
-    finally:
-        proc.join(10)
-        if proc.is_alive():
-            proc.kill()
-    return (n - 1) / elapsed
+        rate.value = (n - 1) / (time.perf_counter() - start)
+
+
+def usable_nice(nice: int) -> int:
+    """``nice`` if this process may start children at it (an increment; lowering it needs
+    root or CAP_SYS_NICE), else 0."""
+    probe = subprocess.run([sys.executable, "-c", f"import os; os.nice({nice})"],
+                           capture_output=True, check=False)
+    return nice if probe.returncode == 0 else 0
 
 
 @dataclass
@@ -234,17 +268,23 @@ class Trial:
 class Daemon:
     """The real daemon as a subprocess, with our SUB on its pred endpoint."""
 
-    def __init__(self, workdir: Path, model: Path, root: Path = ROOT, name: str = "") -> None:
+    def __init__(
+        self, workdir: Path, model: Path, root: Path = ROOT, name: str = "", nice: int = 0
+    ) -> None:
         """``root``: the source tree whose ``robot_daemon`` runs (another commit's, for a
-        paired comparison); ``name`` tells its endpoints and log apart from another's."""
+        paired comparison); ``name`` tells its endpoints and log apart from another's;
+        ``nice``: its nice value, an increment (the reference ticks run at it too)."""
         self.frames_ep = f"ipc://{workdir}/frames{name}"
         self.model = model
+        self.nice = nice
         pred_ep = f"ipc://{workdir}/pred{name}"
         # The tree's own package first: python -m puts the working directory on sys.path
         # ahead of the installed (editable) one.
         env = {**os.environ, **SERVING_ENV, "PYTHONPATH": str(root)}
         self.log = (workdir / f"daemon{name}.log").open("wb")
         self.proc = subprocess.Popen(
+            # nice(1) execs the daemon at the value: its ZeroMQ threads inherit it.
+            (["nice", "-n", str(nice)] if nice else []) +
             [sys.executable, "-m", "robot_daemon", "run", "--model", str(model),
              "--frames", self.frames_ep, "--pred", pred_ep, "--interval-ms", "20",
              "--max-batch", "65536", "--status-interval", "0.5", "--log-level", "WARNING"],
@@ -289,8 +329,9 @@ class Daemon:
         ref_ready = mp.Event()
         ref_ms = mp.Array("d", int(duration / 0.02) if reference else 0, lock=False)
         if reference:
-            procs.append(mp.Process(target=reference_ticks,
-                                    args=(self.model, len(ref_ms), ref_ms, ref_ready, go)))
+            procs.append(mp.Process(
+                target=reference_ticks,
+                args=(self.model, len(ref_ms), ref_ms, ref_ready, go, self.nice)))
             procs[-1].start()
         try:
             if not ready.wait(10):
@@ -399,22 +440,31 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per trial")
     parser.add_argument("--model", type=Path, default=ROOT / "models" / "default.npz")
     parser.add_argument("--bare-frames", type=int, default=200_000)
+    parser.add_argument("--nice", type=int, default=SERVING_NICE,
+                        help="the daemon's nice value, an increment (default: the unit's "
+                        "Nice=, %(default)s; 0: an ordinary process)")
     parser.add_argument("--json", type=Path, help="also write the headline figures here")
     args = parser.parse_args()
+    nice = usable_nice(args.nice)
+    print(f"the daemon, its reference ticks and the bare transport's subscriber at nice "
+          f"{nice:+d} (the bench's own {os.nice(0)} plus it)"
+          + ("" if nice == args.nice else
+             f": {args.nice:+d} needs root or CAP_SYS_NICE, which this process lacks"),
+          flush=True)
     workdir = Path(tempfile.mkdtemp(prefix="rd-bench-", dir="/tmp"))
     try:
-        bare = [_bare(workdir, args.bare_frames, "at the start")]
-        daemon = Daemon(workdir, args.model)
+        bare = [_bare(workdir, args.bare_frames, "at the start", nice)]
+        daemon = Daemon(workdir, args.model, nice=nice)
         try:
             at_1000 = [daemon.trial(1000, args.duration, reference=True) for _ in range(3)]
             for trial in at_1000:
                 print(trial.describe(), flush=True)
-            bare.append(_bare(workdir, args.bare_frames, "before the search"))
+            bare.append(_bare(workdir, args.bare_frames, "before the search", nice))
             best, failed = _search(daemon, args.duration, max(bare))
             print(best.describe())
         finally:
             daemon.close()
-        bare.append(_bare(workdir, args.bare_frames, "after the search"))
+        bare.append(_bare(workdir, args.bare_frames, "after the search", nice))
         transport = float(np.median(bare))
         print(f"bare transport, the median of the three: {transport:,.0f} frames/s")
         strict = max((t.rate for t in daemon.trials if t.strict), default=0.0)
@@ -435,7 +485,7 @@ def main() -> int:
         print(f"the reference ticks beside them (forward pass and encoding alone, same "
               f"schedule, no sockets): {_ref_line(_reference_ms(at_1000))}")
         if args.json:
-            _write_json(args.json, transport, best, strict, at_1000)
+            _write_json(args.json, transport, best, strict, at_1000, nice)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
@@ -450,8 +500,8 @@ def _reference_ms(trials: list[Trial]) -> np.ndarray:
     return np.concatenate([t.reference_ms for t in trials if t.reference_ms is not None])
 
 
-def _bare(workdir: Path, n: int, when: str) -> float:
-    rate = bare_transport(workdir, n)
+def _bare(workdir: Path, n: int, when: str, nice: int) -> float:
+    rate = bare_transport(workdir, n, nice)
     print(f"bare transport (publisher process -> SUB + decode_frame_raw), {when}: "
           f"{rate:,.0f} frames/s", flush=True)
     return rate
@@ -463,7 +513,8 @@ def _tick_p99(trials: list[Trial]) -> float:
 
 
 def _write_json(
-    path: Path, transport: float, best: Trial, strict: float, at_1000: list[Trial]
+    path: Path, transport: float, best: Trial, strict: float, at_1000: list[Trial],
+    nice: int,
 ) -> None:
     """The headline figures, each beside its same-run baseline (scripts/bench reads them)."""
     bare = "bare ZeroMQ + msgpack transport"
@@ -474,7 +525,8 @@ def _write_json(
     ref = _reference_ms(at_1000)
     write_json(path, "bench_daemon", [
         Figure.compare("daemon sustained rate: no drop, loss or overrun", best.rate,
-                       "frames/s", bare, transport, "goal: ratio >= 0.5"),
+                       "frames/s", bare, transport,
+                       f"goal: ratio >= 0.5; the daemon and the subscriber at nice {nice:+d}"),
         Figure.compare("daemon rate with not a single late tick, the OS's included", strict,
                        "frames/s", bare, transport, "on this shared VM: see ticks_late_os"),
         Figure.compare("tick processing p99 at 1,000 frames/s, over every tick of 3 runs "

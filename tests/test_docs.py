@@ -51,6 +51,7 @@ from robot_daemon import wire
 from robot_daemon.cli import build_parser
 from robot_daemon.errors import ConfigError
 from robot_daemon.serve import config, report
+from robot_daemon.serve.daemon import SERVING_ENV, SERVING_NICE
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "models/README.md"]
@@ -411,6 +412,23 @@ def test_deploy_config_table_lists_every_setting_flag_and_default() -> None:
     flags = {m[1] for cell, _ in rows.values() if (m := re.match(r"`(--[a-z-]+)", cell))}
     run = subcommands(build_parser())["run"]
     assert flags == options(run) - {"-h", "--help", "--config"}, "docs/deploy.md: run's flags"
+
+
+def test_the_unit_runs_the_daemon_as_the_benchmarks_do() -> None:
+    """deploy/robot-daemon.service's environment and nice value are the ones the benchmarks
+    start the daemon with (``SERVING_ENV``, ``SERVING_NICE``): its figures are the unit's."""
+    service: dict[str, str] = {}
+    section = ""
+    for line in (ROOT / "deploy/robot-daemon.service").read_text().splitlines():
+        if line.startswith("["):
+            section = line.strip("[]")
+        elif section == "Service" and "=" in line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            service[key] = value
+    env = dict(pair.split("=", 1) for pair in service["Environment"].split())
+    assert env == SERVING_ENV
+    assert int(service["Nice"]) == SERVING_NICE
+    assert int(service["CPUWeight"]) > 100  # the default: ahead of other services too
 
 
 def test_protocol_byte_example_is_what_the_encoder_writes() -> None:

@@ -111,6 +111,10 @@ log = logging.getLogger("robot_daemon")
 #: sensor publishers need.
 SERVING_ENV: Final = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
                       "MKL_NUM_THREADS": "1"}
+#: The nice value deploy/robot-daemon.service starts the daemon at (``Nice=``): on a robot's
+#: busy cores the OS then wakes it at its deadlines ahead of best-effort work. The
+#: benchmarks run it so (docs/deploy.md, "Priority").
+SERVING_NICE: Final = -10
 #: A tick that starts more than this fraction of the interval after its deadline is late
 #: (2 ms at 20 ms ticks): scheduling noise on a busy robot is not lateness.
 LATE_FRACTION: Final = 0.1
