@@ -82,14 +82,19 @@ class PendingFrames:
         self._count += len(frames)
         return max(0, self._count - size) - max(0, before - size)
 
-    def take(self) -> Batch:
-        """The pending frames, oldest first; the ring is empty afterwards."""
+    def take(self, limit: int | None = None) -> Batch:
+        """The pending frames, oldest first: all of them (the ring is empty afterwards), or
+        the oldest ``limit``, the newer rest staying pending in order."""
         n = len(self)
         frames, arrival = self._frames[:n], self._arrival[:n]
         if self._count > self.max_batch:  # wrapped: the oldest kept frame is after the newest
             k = self._count % self.max_batch
             frames, arrival = _rotate(frames, k), _rotate(arrival, k)
         self._count = 0
+        if limit is not None and limit < n:  # the rest back at the ring's start, in order
+            self._frames[:n - limit], self._arrival[:n - limit] = frames[limit:], arrival[limit:]
+            self._count, n = n - limit, limit
+            frames, arrival = frames[:n], arrival[:n]
         seq, t, x, src = zip(*frames, strict=True) if n else ((), (), (), ())
         X = np.frombuffer(b"".join(x), dtype="<f4").reshape(n, self.d)  # the wire's byte order
         return Batch(X, list(seq), list(t), list(src), np.array(arrival, dtype=np.int64))

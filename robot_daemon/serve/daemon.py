@@ -474,12 +474,14 @@ class Daemon:
             self.counters.ticks_caught_up += self._early.P is not None
 
     def _pass(self, budget: early.RowBudget, deadline_ns: int) -> bool:
-        """Take the pending frames, if ``budget`` admits them all, into a pass before the
-        tick: the early one (no ``_early`` yet) or a catch-up extending it. Whether one ran."""
-        first, rows, t0 = self._early, len(self._pending), time.monotonic_ns()
-        if not rows or not budget.admit(rows):
+        """Take the oldest pending frames that ``budget`` admits (all, within it) into a
+        pass before the tick: the early one (no ``_early`` yet) or a catch-up extending it.
+        Whether one ran."""
+        first, t0 = self._early, time.monotonic_ns()
+        rows = budget.admit(len(self._pending))
+        if not rows:
             return False
-        model, version, batch = self.served.model, self.version, self._pending.take()
+        model, version, batch = self.served.model, self.version, self._pending.take(rows)
         try:
             self._early = (early.start(model, version, batch) if first is None
                            else early.catch_up(first, model, version, batch))

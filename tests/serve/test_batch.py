@@ -69,3 +69,25 @@ def test_adding_many_at_once_is_adding_each_in_turn(max_batch: int, before: int,
     a, b = each.take(), many.take()
     assert (a.X.tobytes(), a.seq, a.t, a.src, a.arrival_ns.tolist()) == (
         b.X.tobytes(), b.seq, b.t, b.src, b.arrival_ns.tolist())
+
+
+@given(max_batch=st.integers(1, 8), before=st.integers(0, 20), limit=st.integers(0, 10),
+       after=st.integers(0, 20))
+def test_taking_the_oldest_leaves_the_rest_pending_as_if_never_taken(
+        max_batch: int, before: int, limit: int, after: int) -> None:
+    """take(limit) gives the oldest ``limit`` of what take() would give; the rest, and what
+    arrives after, come out of the next take() as from a ring that held them alone."""
+    ring, alone = PendingFrames(max_batch, d=3), PendingFrames(max_batch, d=3)
+    for seq in range(before):
+        ring.add(_frame(seq), seq)
+    whole = [f.seq for f in newest([_frame(seq) for seq in range(before)], max_batch)[0]]
+    first = ring.take(limit)
+    assert first.seq == whole[:limit]
+    np.testing.assert_array_equal(first.X[:, 0], whole[:limit])
+    assert len(ring) == len(whole) - len(first.seq)
+    assert not any(alone.add(_frame(seq), seq) for seq in whole[limit:])
+    for seq in range(before, before + after):  # the same drops, the oldest first
+        assert ring.add(_frame(seq), seq) == alone.add(_frame(seq), seq)
+    a, b = ring.take(), alone.take()
+    assert (a.X.tobytes(), a.seq, a.arrival_ns.tolist()) == (
+        b.X.tobytes(), b.seq, b.arrival_ns.tolist())

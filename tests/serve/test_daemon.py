@@ -336,6 +336,31 @@ def test_passes_ahead_at_high_rates_join_the_early_pass_in_one_pred(workdir: Pat
     assert (d.counters.ticks_early, d.counters.early_recomputed) == (1, 0)
 
 
+def test_an_early_pass_over_its_budget_takes_the_oldest_and_leaves_the_rest(
+        workdir: Path) -> None:
+    """After a slow pass halved the budget, the next early pass still computes the
+    frames the budget admits (the oldest) instead of none; the catch-up takes the rest
+    and the tick's pred has every frame, in order."""
+    X = _readings(20)
+    d = _in_process(workdir, max_batch=64)
+    d._early_rows.rows = 9
+    for seq in range(19):
+        d._pending.add(wire.RawFrame(seq, 0.0, X[seq].astype("<f4").tobytes(), None), 0)
+    far = time.monotonic_ns() + 10**9
+    d._start_early(far)
+    assert d._early.batch.seq == list(range(9))
+    assert len(d._pending) == 10
+    d._pending.add(wire.RawFrame(19, 0.0, X[19].astype("<f4").tobytes(), None), 0)
+    d._catch_up(far)
+    assert (len(d._early.batch), len(d._pending)) == (20, 0)
+    pub = _Pub()
+    d._tick(pub, 7, 0, 0)
+    pred = wire.decode_pred(pub.sent[0][1])
+    assert pred.seq.tolist() == list(range(20))
+    np.testing.assert_allclose(pred.p, d.served.model.predict_proba(X).astype(np.float32),
+                               rtol=1e-6, atol=1e-7)
+
+
 def test_no_pass_ahead_past_the_batch_cap_or_with_online_learning(workdir: Path) -> None:
     """The frames kept for a tick stay within twice max_batch (the ring and the early
     part); with online learning a step between ticks would void a pass ahead."""

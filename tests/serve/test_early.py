@@ -190,19 +190,19 @@ def test_a_failed_early_pass_keeps_its_frames_for_the_tick(model: Model) -> None
 
 def test_the_row_budget_follows_how_passes_end_and_recovers_from_a_slow_spell() -> None:
     budget, ms = early.RowBudget(), 1_000_000
-    assert budget.admit(early.INITIAL_ROWS)
-    assert not budget.admit(early.INITIAL_ROWS * 4)  # left to the tick
+    assert budget.admit(early.INITIAL_ROWS) == early.INITIAL_ROWS
+    assert budget.admit(early.INITIAL_ROWS * 4) == early.INITIAL_ROWS  # the oldest
     budget.ended(40, 0, 2 * ms, 10 * ms)  # done with most of its time to spare
-    assert budget.admit(80)
+    assert budget.admit(100) == 80
     budget.ended(80, 0, 9 * ms, 10 * ms)  # in the second half: the budget halves
-    assert budget.admit(40)
-    assert not budget.admit(41)
+    assert (budget.admit(30), budget.admit(41)) == (30, 40)
     budget.ended(40, 0, 12 * ms, 10 * ms)  # past the deadline
     assert budget.rows == 20
-    refusals = 0
-    while not budget.admit(40):  # a slow spell ends: the budget grows back by itself
-        refusals += 1
-    assert refusals <= 4
+    passes = 0
+    while budget.admit(40) < 40:  # a slow spell ends: passes that end in time grow it back
+        budget.ended(budget.admit(40), 0, 2 * ms, 10 * ms)
+        passes += 1
+    assert passes == 1
 
 
 def test_a_budget_with_less_to_spare_grows_on_passes_that_end_later() -> None:
