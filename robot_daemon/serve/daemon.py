@@ -451,8 +451,9 @@ class Daemon:
 
     def _pass_ahead(self, deadline_ns: int) -> None:
         """At high rates, after a drain between ticks: the forward pass and ``pred`` rows of
-        the frames pending (a pass before the early pass, :data:`early.AHEAD_ROWS`), so
-        that the early pass and the tick are left the frames of the last few ms."""
+        the pending frames its budget admits, the oldest (a pass before the early pass,
+        :data:`early.AHEAD_ROWS`), so that the early pass and the tick are left the frames
+        of the last few ms."""
         # Not with online learning: a step between ticks would make the pass's work void.
         # Not past the batch cap: passes ahead keep at most max_batch frames for the tick
         # (the early pass, the catch-up and the ring may each add as many, as before).
