@@ -102,6 +102,7 @@ from robot_daemon.serve.signals import Signals
 from robot_daemon.serve.stats import REJECT_LOG_PERIOD_NS, RateLimiter, SeqTracker
 
 if TYPE_CHECKING:  # prometheus-client is optional: imported only for --metrics
+    from robot_daemon.model import Model
     from robot_daemon.serve.metrics import MetricsServer
 
 log = logging.getLogger("robot_daemon")
@@ -152,18 +153,11 @@ class Daemon:
         self.windows = Windows()
         self.seqs = SeqTracker()
         self._pending = PendingFrames(config.max_batch, self.served.model.d)
-        self._early: early.Early | None = None  # the next tick's first frames, computed
+        # The passes before each tick (serve.early); none ahead with online learning.
+        self.passes = early.Passes(self._pending, self.counters, config.interval_ns,
+                                   config.max_batch, self._serving, ahead=not config.online)
         self._early_tick = 0  # the last tick an early pass was considered for
-        self._early_rows = early.RowBudget()
         self._catch_up_tick = 0  # the last tick a catch-up pass was considered for
-        # A catch-up has a quarter of its 0.31 ms to spare where the early pass has half of
-        # its 1.25 ms: its frames are few, its time to the deadline short.
-        self._catch_up_rows = early.RowBudget(spare=0.25)
-        # Passes ahead end before the early pass, a few ms away: a warm pass over 1,024
-        # rows takes about 1 ms.
-        self._ahead_rows = early.RowBudget(rows=1024)
-        room = config.interval_ns // early.EARLY_LEAD >= early.CATCH_UP_ROOM * early.CATCH_UP_NS
-        self._catch_up_lead = early.CATCH_UP_NS if room else 0
         self._reloader = Reloader(config.model, self.served.model.d, self.served.model.c)
         self._reject_log = RateLimiter(REJECT_LOG_PERIOD_NS)
         self._start_ns = time.monotonic_ns()
@@ -179,6 +173,10 @@ class Daemon:
     def version(self) -> str:
         """The version of the weights serving now (``pred``'s and ``status``'s)."""
         return self.online.version if self.online is not None else self.served.version
+
+    def _serving(self) -> tuple[Model, str]:
+        """The model serving now and its weights' version (the passes before a tick)."""
+        return self.served.model, self.version
 
     # ---------------------------------------------------------------- the loop
 
@@ -277,7 +275,7 @@ class Daemon:
         next_watchdog = start + watchdog_period if watchdog_period else None
         while not sigs.stop:
             deadline = start + tick * interval
-            early_at = deadline - interval // early.EARLY_LEAD  # see _start_early
+            early_at = self.passes.early_at(deadline)
             now = time.monotonic_ns()
             if now >= deadline:
                 held_by_os = self._count_lateness(deadline, now)
@@ -297,15 +295,15 @@ class Daemon:
             if now >= early_at and self._early_tick != tick:
                 self._early_tick = tick
                 self._drain(subs, deadline - interval // (2 * early.EARLY_LEAD))
-                self._start_early(deadline)
+                self.passes.run_early(deadline)
                 continue
-            catch_up_at = deadline - self._catch_up_lead
-            catching_up = self._early is not None and self._catch_up_lead > 0
+            catch_up_at = deadline - self.passes.catch_up_lead
+            catching_up = self.passes.catching_up()
             if catching_up:
                 if self._catch_up_tick != tick and now >= catch_up_at:
                     self._catch_up_tick = tick
-                    self._drain(subs, deadline - self._catch_up_lead // 2)
-                    self._catch_up(deadline)
+                    self._drain(subs, deadline - self.passes.catch_up_lead // 2)
+                    self.passes.run_catch_up(deadline)
                     continue
                 if self._catch_up_tick == tick:
                     _spin_until(deadline)  # at most the catch-up lead: see serve.early
@@ -354,7 +352,7 @@ class Daemon:
         # The last rest ends where the early pass is due; after it, the frames wait for the
         # catch-up pass and the tick: no wake-up for each of them.
         rest_until = (deadline_ns if early_done else min(
-            self._next_drain_ns, deadline_ns - self.config.interval_ns // early.EARLY_LEAD))
+            self._next_drain_ns, self.passes.early_at(deadline_ns)))
         if now < rest_until:
             watch, wake_ns = sigs.poller, min(wake_ns, rest_until)
         remaining = wake_ns - now
@@ -368,7 +366,7 @@ class Daemon:
             if any(sub in events for sub in subs):
                 self._drain(subs, wake_ns)
                 self._next_drain_ns = time.monotonic_ns() + self.config.interval_ns // DRAIN_GAP
-                self._pass_ahead(deadline_ns)
+                self.passes.run_ahead(deadline_ns)
             if self._labels is not None and self._labels in events and self.online is not None:
                 self.online.drain(self._labels, wake_ns)
         elif remaining > 0:
@@ -441,63 +439,10 @@ class Daemon:
         self.counters.ticks_late_os += held
         return held
 
-    def _start_early(self, deadline_ns: int) -> None:
-        """Shortly before a tick: the forward pass and ``pred`` rows of the frames already
-        pending (:mod:`robot_daemon.serve.early`), as many as end well before ``deadline_ns``."""
-        # Woken late (a status, a step that ran long): less than half the lead left is
-        # too little to start; the tick does it all.
-        if deadline_ns - time.monotonic_ns() >= self.config.interval_ns // (2 * early.EARLY_LEAD):
-            self._pass(self._early_rows, deadline_ns)
-
-    def _pass_ahead(self, deadline_ns: int) -> None:
-        """At high rates, after a drain between ticks: the forward pass and ``pred`` rows of
-        the pending frames its budget admits, the oldest (a pass before the early pass,
-        :data:`early.AHEAD_ROWS`), so that the early pass and the tick are left the frames
-        of the last few ms."""
-        # Not with online learning: a step between ticks would make the pass's work void.
-        # Not past the batch cap: passes ahead keep at most max_batch frames for the tick
-        # (the early pass, the catch-up and the ring may each add as many, as before).
-        rows = len(self._pending)
-        if rows < early.AHEAD_ROWS or self._labels is not None:
-            return
-        if rows + (len(self._early.batch) if self._early else 0) > self.config.max_batch:
-            return
-        # Where the early pass is due (a long drain ran up to it), it takes these rows.
-        if time.monotonic_ns() < deadline_ns - self.config.interval_ns // early.EARLY_LEAD:
-            self._pass(self._ahead_rows, deadline_ns)
-
-    def _catch_up(self, deadline_ns: int) -> None:
-        """After the early pass, shortly before the tick: the same for the frames pending
-        since (:func:`robot_daemon.serve.early.catch_up`), as many as end before
-        ``deadline_ns`` with time to spare."""
-        # Counted where it computed the frames since: not after other weights or a raise.
-        if self._early is not None and self._pass(self._catch_up_rows, deadline_ns):
-            self.counters.ticks_caught_up += self._early.P is not None
-
-    def _pass(self, budget: early.RowBudget, deadline_ns: int) -> bool:
-        """Take the oldest pending frames that ``budget`` admits (all, within it) into a
-        pass before the tick: the early one (no ``_early`` yet) or a catch-up extending it.
-        Whether one ran."""
-        first, t0 = self._early, time.monotonic_ns()
-        rows = budget.admit(len(self._pending))
-        if not rows:
-            return False
-        model, version, batch = self.served.model, self.version, self._pending.take(rows)
-        try:
-            self._early = (early.start(model, version, batch) if first is None
-                           else early.catch_up(first, model, version, batch))
-        except Exception:  # as in a tick: the tick tries again, and answers these frames
-            self.counters.tick_errors += 1
-            log.exception("the %s forward pass of %d frame(s) failed",
-                          "early" if first is None else "catch-up", len(batch))
-            self._early = early.failed(model, version, early.join(first, batch, 0))
-        budget.ended(rows, t0, time.monotonic_ns(), deadline_ns)
-        return True
-
     def _tick(self, pub: zmq.Socket[bytes], tick: int, deadline_ns: int, start_ns: int) -> None:
         """Serve the pending frames (and the early pass's): one ``pred`` message."""
         self.counters.ticks += 1
-        first, self._early = self._early, None
+        first = self.passes.take()
         if not self._pending and first is None:
             return
         wall = time.time()  # the pred's t: when the tick started serving

@@ -22,6 +22,11 @@ deadline; the tick's time counts from the deadline then. The wait awake is at mo
 ms per tick, which the warm tick pays back: CPU per 1,000 frames 121 ms before early
 passes, 117 with them and the daemon's longer rests between drains (``DRAIN_GAP``).
 
+:class:`Passes` runs them for one daemon: it keeps the part computed for the next tick
+and a budget of rows for each kind of pass; the daemon's loop calls it between its
+drains, at the times :meth:`Passes.early_at` and :attr:`Passes.catch_up_lead` give, and
+the tick takes the part (:meth:`Passes.take`).
+
 * **Passes ahead**: at high rates a drain between ticks brings hundreds of frames, and
   the daemon runs :func:`start` (or :func:`catch_up`) on them at once, when they are
   :data:`AHEAD_ROWS` or more: the early pass, the catch-up and the tick are then left
@@ -46,6 +51,9 @@ passes, 117 with them and the daemon's longer rests between drains (``DRAIN_GAP`
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -55,7 +63,10 @@ import numpy.typing as npt
 from robot_daemon import wire
 from robot_daemon.errors import WireError
 from robot_daemon.model import Model
-from robot_daemon.serve.batch import Batch
+from robot_daemon.serve.batch import Batch, PendingFrames
+from robot_daemon.serve.report import Counters
+
+log = logging.getLogger("robot_daemon")
 
 #: The early pass runs interval / EARLY_LEAD before the deadline (1.25 ms at 20 ms
 #: ticks): late enough that most of a tick's frames are in, early enough that 20 frames'
@@ -78,6 +89,9 @@ INITIAL_ROWS: Final = 32
 #: pass does them; at 80,000 it brings about 400, and a tick that computed all of its
 #: 1,600 frames took 4-9 ms, which pushed the frames' latency past two intervals.
 AHEAD_ROWS: Final = 128
+#: The rows a pass ahead may take at first: passes ahead end before the early pass, a few
+#: ms away, and a warm pass over 1,024 rows takes about 1 ms.
+AHEAD_INITIAL_ROWS: Final = 1024
 
 Probs = npt.NDArray[np.float32]
 
@@ -126,6 +140,108 @@ class RowBudget:
             self.rows = max(self.rows, 2 * rows)
         else:
             self.rows = max(1, rows // 2)
+
+
+#: The model and the version of the weights serving now: ``serving() -> (model, version)``.
+Serving = Callable[[], tuple[Model, str]]
+
+
+class Passes:
+    """The passes before the next tick of one daemon: the part of its work they computed
+    (:attr:`early`), and how many rows each kind of pass may take (a :class:`RowBudget`
+    each). The daemon's loop decides when each runs, around its drains; see the module.
+
+    pending : the daemon's ring; a pass takes the oldest frames it admits from it.
+    counters : ``tick_errors`` (a pass that raised) and ``ticks_caught_up`` go there.
+    interval_ns : the tick interval; max_batch : the frames a tick serves at most.
+    serving : the weights a pass computes with (:data:`Serving`).
+    ahead : whether passes ahead run (not with online learning: a step between ticks
+        would make their work void).
+    """
+
+    def __init__(
+        self, pending: PendingFrames, counters: Counters, interval_ns: int, max_batch: int,
+        serving: Serving, ahead: bool = True,
+    ) -> None:
+        self.early: Early | None = None  # the next tick's first frames, computed
+        self._pending = pending
+        self._counters = counters
+        self._interval_ns = interval_ns
+        self._max_batch = max_batch
+        self._serving = serving
+        self._ahead = ahead
+        self.early_rows = RowBudget()
+        # A catch-up has a quarter of its 0.31 ms to spare where the early pass has half of
+        # its 1.25 ms: its frames are few, its time to the deadline short.
+        self.catch_up_rows = RowBudget(spare=0.25)
+        self.ahead_rows = RowBudget(rows=AHEAD_INITIAL_ROWS)
+        room = interval_ns // EARLY_LEAD >= CATCH_UP_ROOM * CATCH_UP_NS
+        #: How long before the deadline the catch-up runs; 0: no catch-up (short ticks).
+        self.catch_up_lead = CATCH_UP_NS if room else 0
+
+    def early_at(self, deadline_ns: int) -> int:
+        """When the early pass of the tick due at ``deadline_ns`` is due."""
+        return deadline_ns - self._interval_ns // EARLY_LEAD
+
+    def catching_up(self) -> bool:
+        """Whether a catch-up follows the early pass: there is an early part to extend,
+        and the ticks are long enough (:data:`CATCH_UP_ROOM`)."""
+        return self.early is not None and self.catch_up_lead > 0
+
+    def run_early(self, deadline_ns: int) -> None:
+        """Shortly before the tick due at ``deadline_ns``: the early pass over the oldest
+        pending frames its budget admits."""
+        # Woken late (a status, a step that ran long): less than half the lead left is
+        # too little to start; the tick does it all.
+        if deadline_ns - time.monotonic_ns() >= self._interval_ns // (2 * EARLY_LEAD):
+            self._pass(self.early_rows, deadline_ns)
+
+    def run_ahead(self, deadline_ns: int) -> None:
+        """At high rates, after a drain between ticks: a pass over the oldest pending
+        frames its budget admits, so that the early pass and the tick are left the frames
+        of the last few ms. Only over :data:`AHEAD_ROWS` or more, before the early pass is
+        due, and while the frames kept for the tick stay within the batch cap (the early
+        pass, the catch-up and the ring may each add as many, as before)."""
+        rows = len(self._pending)
+        if not self._ahead or rows < AHEAD_ROWS:
+            return
+        if rows + (len(self.early.batch) if self.early else 0) > self._max_batch:
+            return
+        # Where the early pass is due (a long drain ran up to it), it takes these rows.
+        if time.monotonic_ns() < self.early_at(deadline_ns):
+            self._pass(self.ahead_rows, deadline_ns)
+
+    def run_catch_up(self, deadline_ns: int) -> None:
+        """After the early pass, shortly before the tick: the same for the frames pending
+        since (:func:`catch_up`), as many as its budget admits."""
+        # Counted where it computed the frames since: not after other weights or a raise.
+        if self.early is not None and self._pass(self.catch_up_rows, deadline_ns):
+            self._counters.ticks_caught_up += self.early.P is not None
+
+    def take(self) -> Early | None:
+        """The tick's: the part the passes computed, none left for the next tick."""
+        first, self.early = self.early, None
+        return first
+
+    def _pass(self, budget: RowBudget, deadline_ns: int) -> bool:
+        """Take the oldest pending frames that ``budget`` admits (all, within it) into a
+        pass: the first of the tick (no :attr:`early` yet) or one extending it. Whether
+        one ran."""
+        first, t0 = self.early, time.monotonic_ns()
+        rows = budget.admit(len(self._pending))
+        if not rows:
+            return False
+        (model, version), batch = self._serving(), self._pending.take(rows)
+        try:
+            self.early = (start(model, version, batch) if first is None
+                          else catch_up(first, model, version, batch))
+        except Exception:  # as in a tick: the tick tries again, and answers these frames
+            self._counters.tick_errors += 1
+            log.exception("the %s forward pass of %d frame(s) failed",
+                          "early" if first is None else "catch-up", len(batch))
+            self.early = failed(model, version, join(first, batch, 0))
+        budget.ended(rows, t0, time.monotonic_ns(), deadline_ns)
+        return True
 
 
 def forward(model: Model, X: npt.NDArray[np.float32]) -> Probs:

@@ -260,8 +260,8 @@ def test_weights_swapped_between_the_early_pass_and_the_tick_serve_the_whole_tic
     X = _readings(5)
     for seq in range(3):
         d._pending.add(wire.RawFrame(seq, 0.0, X[seq].astype("<f4").tobytes(), None), 0)
-    d._start_early(time.monotonic_ns() + 10**9)
-    assert d._early is not None
+    d.passes.run_early(time.monotonic_ns() + 10**9)
+    assert d.passes.early is not None
     other = _other_model(7)
     d.served = ServedModel(other, "other-1", d.served.path)
     for seq in range(3, 5):
@@ -289,9 +289,9 @@ def test_a_catch_up_pass_joins_the_early_one_and_a_swap_after_it_serves_the_whol
         for seq in range(6):
             d._pending.add(wire.RawFrame(seq, 0.0, X[seq].astype("<f4").tobytes(), None), 0)
             if seq == 2:
-                d._start_early(time.monotonic_ns() + 10**9)
+                d.passes.run_early(time.monotonic_ns() + 10**9)
             if seq == 4:
-                d._catch_up(time.monotonic_ns() + 10**9)
+                d.passes.run_catch_up(time.monotonic_ns() + 10**9)
         served = d.served.model
         if swap:
             served = _other_model(7)
@@ -319,14 +319,14 @@ def test_passes_ahead_at_high_rates_join_the_early_pass_in_one_pred(workdir: Pat
     for seq in range(len(X)):
         d._pending.add(wire.RawFrame(seq, 0.0, X[seq].astype("<f4").tobytes(), None), 0)
         if seq in (ahead - 2, ahead - 1, 2 * ahead - 1):
-            d._pass_ahead(far)
-            computed = len(d._early.batch) if d._early else 0
+            d.passes.run_ahead(far)
+            computed = len(d.passes.early.batch) if d.passes.early else 0
             assert computed == (seq + 1) // ahead * ahead
         if seq == 2 * ahead:
-            d._start_early(far)
+            d.passes.run_early(far)
         if seq == 2 * ahead + 1:
-            d._catch_up(far)
-    assert len(d._early.batch) == 2 * ahead + 2
+            d.passes.run_catch_up(far)
+    assert len(d.passes.early.batch) == 2 * ahead + 2
     pub = _Pub()
     d._tick(pub, 7, 0, 0)
     pred = wire.decode_pred(pub.sent[0][1])
@@ -343,16 +343,16 @@ def test_an_early_pass_over_its_budget_takes_the_oldest_and_leaves_the_rest(
     and the tick's pred has every frame, in order."""
     X = _readings(20)
     d = _in_process(workdir, max_batch=64)
-    d._early_rows.rows = 9
+    d.passes.early_rows.rows = 9
     for seq in range(19):
         d._pending.add(wire.RawFrame(seq, 0.0, X[seq].astype("<f4").tobytes(), None), 0)
     far = time.monotonic_ns() + 10**9
-    d._start_early(far)
-    assert d._early.batch.seq == list(range(9))
+    d.passes.run_early(far)
+    assert d.passes.early.batch.seq == list(range(9))
     assert len(d._pending) == 10
     d._pending.add(wire.RawFrame(19, 0.0, X[19].astype("<f4").tobytes(), None), 0)
-    d._catch_up(far)
-    assert (len(d._early.batch), len(d._pending)) == (20, 0)
+    d.passes.run_catch_up(far)
+    assert (len(d.passes.early.batch), len(d._pending)) == (20, 0)
     pub = _Pub()
     d._tick(pub, 7, 0, 0)
     pred = wire.decode_pred(pub.sent[0][1])
@@ -371,17 +371,16 @@ def test_no_pass_ahead_past_the_batch_cap_or_with_online_learning(workdir: Path)
     d = _in_process(workdir, max_batch=ahead + ahead // 2)
     for seq in range(2 * ahead):
         d._pending.add(wire.RawFrame(seq, 0.0, x, None), 0)
-        d._pass_ahead(time.monotonic_ns() + 10**9)
-    assert (len(d._early.batch), len(d._pending)) == (ahead, ahead)
+        d.passes.run_ahead(time.monotonic_ns() + 10**9)
+    assert (len(d.passes.early.batch), len(d._pending)) == (ahead, ahead)
     pub = _Pub()
     d._tick(pub, 7, 0, 0)
     assert wire.decode_pred(pub.sent[0][1]).seq.tolist() == list(range(ahead // 2, 2 * ahead))
-    with zmq.Context() as ctx, ctx.socket(zmq.SUB) as labels:
-        d._labels = labels  # as run() sets it in online mode
-        for seq in range(ahead):
-            d._pending.add(wire.RawFrame(seq, 0.0, x, None), 0)
-        d._pass_ahead(time.monotonic_ns() + 10**9)
-        assert d._early is None
+    d = _in_process(workdir, online=True, labels=f"ipc://{workdir}/labels")
+    for seq in range(ahead):
+        d._pending.add(wire.RawFrame(seq, 0.0, x, None), 0)
+    d.passes.run_ahead(time.monotonic_ns() + 10**9)
+    assert d.passes.early is None
 
 
 def test_the_catch_up_lead_and_the_wait_after_it_do_not_grow_with_the_interval(
@@ -391,7 +390,7 @@ def test_the_catch_up_lead_and_the_wait_after_it_do_not_grow_with_the_interval(
     interval / 64 would have spun 15.6 ms a tick, blind to frames, status and signals."""
     from robot_daemon.serve import early
 
-    leads = {ms: _in_process(workdir, interval_ms=ms)._catch_up_lead
+    leads = {ms: _in_process(workdir, interval_ms=ms).passes.catch_up_lead
              for ms in (5, 14, 15, 20, 100, 1000, 60_000)}
     assert leads == {5: 0, 14: 0, 15: early.CATCH_UP_NS, 20: early.CATCH_UP_NS,
                      100: early.CATCH_UP_NS, 1000: early.CATCH_UP_NS,
@@ -408,12 +407,12 @@ def test_a_catch_up_that_computes_nothing_is_not_counted(workdir: Path) -> None:
     for seq in range(5):
         d._pending.add(wire.RawFrame(seq, 0.0, x, None), 0)
         if seq == 2:
-            d._start_early(time.monotonic_ns() + 10**9)
+            d.passes.run_early(time.monotonic_ns() + 10**9)
             d.served = ServedModel(_other_model(7), "other-1", d.served.path)
-    d._catch_up(time.monotonic_ns() + 10**9)
-    assert d._early is not None
-    assert d._early.P is None
-    assert d._early.batch.seq == list(range(5))
+    d.passes.run_catch_up(time.monotonic_ns() + 10**9)
+    assert d.passes.early is not None
+    assert d.passes.early.P is None
+    assert d.passes.early.batch.seq == list(range(5))
     assert d.counters.ticks_caught_up == 0
 
 

@@ -4,7 +4,9 @@ max_batch frames and every check."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ from robot_daemon.model import Model
 from robot_daemon.nn import MLP
 from robot_daemon.serve import early
 from robot_daemon.serve.batch import Batch, PendingFrames
+from robot_daemon.serve.report import Counters
 
 D, C = 16, 8
 ROOT = Path(__file__).resolve().parents[2]
@@ -215,3 +218,71 @@ def test_a_budget_with_less_to_spare_grows_on_passes_that_end_later() -> None:
     assert (catch_up.rows, first.rows) == (40, 10)
     catch_up.ended(40, 0, 7 * ms, 10 * ms)
     assert catch_up.rows == 80
+
+
+class _Broken:
+    """A model whose forward pass raises, as a bug in it would."""
+
+    def predict_proba(self, X: object) -> object:
+        raise RuntimeError("a bug in the forward pass")
+
+
+def _passes(
+    pending: PendingFrames, model: object, ahead: bool = True, max_batch: int = 64
+) -> tuple[early.Passes, Counters]:
+    counters = Counters()
+    return early.Passes(pending, counters, 20_000_000, max_batch,
+                        lambda: (cast("Model", model), "v1"), ahead=ahead), counters
+
+
+def test_a_pass_that_raises_is_counted_and_keeps_its_frames_for_the_tick(
+    model: Model, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A pass before the tick whose forward pass raises: counted in tick_errors and
+    logged, its frames kept without probabilities (the tick computes them again), and a
+    catch-up after it computes nothing but keeps its frames too."""
+    pending = _pending(range(5))
+    passes, counters = _passes(pending, _Broken())
+    far = time.monotonic_ns() + 10**9
+    passes.run_early(far)
+    assert counters.tick_errors == 1
+    assert "the early forward pass of 5 frame(s) failed" in caplog.text
+    _add(pending, range(5, 7))
+    passes.run_catch_up(far)
+    first = passes.take()
+    assert first is not None
+    assert first.P is None
+    assert first.rows is None
+    assert first.batch.seq == list(range(7))
+    assert (len(pending), passes.early, counters.ticks_caught_up) == (0, None, 0)
+    P = early.probabilities(first, first.batch, 0, model, "v1")  # what the tick does
+    np.testing.assert_array_equal(P, early.forward(model, first.batch.X))
+
+
+def test_a_pass_ahead_runs_over_enough_rows_before_the_early_pass_within_the_cap(
+    model: Model,
+) -> None:
+    """A pass ahead takes the pending frames only where they are AHEAD_ROWS or more, the
+    early pass is not due yet, the frames kept stay within max_batch, and passes ahead
+    are on (they are off with online learning)."""
+    ahead = early.AHEAD_ROWS
+    far = time.monotonic_ns() + 10**9
+    pending = _pending(range(ahead - 1), max_batch=4 * ahead)
+    passes, _ = _passes(pending, model, max_batch=4 * ahead)
+    passes.run_ahead(far)
+    assert passes.early is None  # too few
+    _add(pending, range(ahead - 1, ahead))
+    passes.run_ahead(time.monotonic_ns() + 1_000_000)  # the early pass is due: its rows
+    assert passes.early is None
+    passes.run_ahead(far)
+    assert passes.early is not None
+    assert len(passes.early.batch) == ahead
+    _add(pending, range(ahead, 4 * ahead))
+    passes.run_ahead(far)  # 3 ahead more would keep 4 ahead: at the cap, not past it
+    assert (len(passes.early.batch), len(pending)) == (4 * ahead, 0)
+    _add(pending, range(4 * ahead, 5 * ahead))
+    passes.run_ahead(far)  # past the cap
+    assert (len(passes.early.batch), len(pending)) == (4 * ahead, ahead)
+    off, _ = _passes(_pending(range(ahead), max_batch=4 * ahead), model, ahead=False)
+    off.run_ahead(far)
+    assert off.early is None
