@@ -383,7 +383,7 @@ class Daemon:
         number of rows is read (:func:`pred_rows`), to know when every frame is answered.
         """
         answered = 0
-        received: list[tuple[float, bytes]] = []
+        received: list[tuple[float, bytes, int]] = []
         statuses: list[dict[str, Any]] = []
         deadline = time.monotonic() + timeout
         while answered < n and time.monotonic() < deadline:
@@ -394,12 +394,15 @@ class Daemon:
             if topic == wire.TOPIC_STATUS:
                 statuses.append(wire.decode_status(payload))
                 continue
-            received.append((now, payload))
-            answered += pred_rows(payload)
+            rows = pred_rows(payload)
+            received.append((now, payload, rows))
+            answered += rows
         statuses.append(self.status())
-        preds = [(now, wire.decode_pred(payload)) for now, payload in received]
-        if sum(len(pred.seq) for _, pred in preds) != answered:
-            raise RuntimeError("a pred's rows read ahead differ from its decoded rows")
+        preds = [(now, wire.decode_pred(payload)) for now, payload, _ in received]
+        for (_, _, rows), (_, pred) in zip(received, preds, strict=True):
+            if rows != len(pred.seq):
+                raise RuntimeError(f"pred of tick {pred.tick}: {rows} rows read ahead, "
+                                   f"{len(pred.seq)} decoded")
         return (answered, np.array([now - pred.t for now, pred in preds]),
                 [now - np.asarray(pred.extra["t_frame"]) for now, pred in preds], statuses)
 

@@ -28,7 +28,7 @@ drains, at the times :meth:`Passes.early_at` and :attr:`Passes.catch_up_lead` gi
 the tick takes the part (:meth:`Passes.take`).
 
 * **Passes ahead**: at high rates a drain between ticks brings hundreds of frames, and
-  the daemon runs :func:`start` (or :func:`catch_up`) on them at once, when they are
+  the daemon computes them at once (:meth:`Passes.run_ahead`), when they are
   :data:`AHEAD_ROWS` or more: the early pass, the catch-up and the tick are then left
   the frames of the last few milliseconds. Not in online mode (a step between ticks
   would void them), and not beyond ``max_batch`` frames kept for the tick.
@@ -84,8 +84,8 @@ CATCH_UP_ROOM: Final = 3
 #: The rows the first early pass may take (:class:`RowBudget`): a cold pass and packing
 #: over 32 rows at h = 64 take about 0.5 ms.
 INITIAL_ROWS: Final = 32
-#: A pass ahead (the daemon's, after a drain between ticks, before the early pass) only
-#: over this many rows or more. At 1,000 frames/s a drain brings about 5 and the early
+#: A pass ahead (:meth:`Passes.run_ahead`: after a drain between ticks, before the early
+#: pass) only over this many rows or more. At 1,000 frames/s a drain brings about 5 and the early
 #: pass does them; at 80,000 it brings about 400, and a tick that computed all of its
 #: 1,600 frames took 4-9 ms, which pushed the frames' latency past two intervals.
 AHEAD_ROWS: Final = 128
@@ -194,14 +194,15 @@ class Passes:
         # Woken late (a status, a step that ran long): less than half the lead left is
         # too little to start; the tick does it all.
         if deadline_ns - time.monotonic_ns() >= self._interval_ns // (2 * EARLY_LEAD):
-            self._pass(self.early_rows, deadline_ns)
+            self._pass(self.early_rows, deadline_ns, "the early pass")
 
     def run_ahead(self, deadline_ns: int) -> None:
         """At high rates, after a drain between ticks: a pass over the oldest pending
         frames its budget admits, so that the early pass and the tick are left the frames
         of the last few ms. Only over :data:`AHEAD_ROWS` or more, before the early pass is
-        due, and while the frames kept for the tick stay within the batch cap (the early
-        pass, the catch-up and the ring may each add as many, as before)."""
+        due, and while the part computed would stay within ``max_batch`` frames (the early
+        pass, the catch-up and the ring may each add up to as many again; the tick then
+        serves the newest ``max_batch``: :func:`dropped`)."""
         rows = len(self._pending)
         if not self._ahead or rows < AHEAD_ROWS:
             return
@@ -209,13 +210,14 @@ class Passes:
             return
         # Where the early pass is due (a long drain ran up to it), it takes these rows.
         if time.monotonic_ns() < self.early_at(deadline_ns):
-            self._pass(self.ahead_rows, deadline_ns)
+            self._pass(self.ahead_rows, deadline_ns, "a pass ahead")
 
     def run_catch_up(self, deadline_ns: int) -> None:
         """After the early pass, shortly before the tick: the same for the frames pending
         since (:func:`catch_up`), as many as its budget admits."""
         # Counted where it computed the frames since: not after other weights or a raise.
-        if self.early is not None and self._pass(self.catch_up_rows, deadline_ns):
+        if self.early is not None and self._pass(self.catch_up_rows, deadline_ns,
+                                                  "the catch-up pass"):
             self._counters.ticks_caught_up += self.early.P is not None
 
     def take(self) -> Early | None:
@@ -223,10 +225,10 @@ class Passes:
         first, self.early = self.early, None
         return first
 
-    def _pass(self, budget: RowBudget, deadline_ns: int) -> bool:
+    def _pass(self, budget: RowBudget, deadline_ns: int, name: str) -> bool:
         """Take the oldest pending frames that ``budget`` admits (all, within it) into a
-        pass: the first of the tick (no :attr:`early` yet) or one extending it. Whether
-        one ran."""
+        pass (``name`` for the log): the first of the tick (no :attr:`early` yet) or one
+        extending it. Whether one ran."""
         first, t0 = self.early, time.monotonic_ns()
         rows = budget.admit(len(self._pending))
         if not rows:
@@ -237,8 +239,7 @@ class Passes:
                           else catch_up(first, model, version, batch))
         except Exception:  # as in a tick: the tick tries again, and answers these frames
             self._counters.tick_errors += 1
-            log.exception("the %s forward pass of %d frame(s) failed",
-                          "early" if first is None else "catch-up", len(batch))
+            log.exception("the forward pass of %d frame(s) in %s failed", len(batch), name)
             self.early = failed(model, version, join(first, batch, 0))
         budget.ended(rows, t0, time.monotonic_ns(), deadline_ns)
         return True

@@ -307,9 +307,10 @@ def test_a_catch_up_pass_joins_the_early_one_and_a_swap_after_it_serves_the_whol
 
 
 def test_passes_ahead_at_high_rates_join_the_early_pass_in_one_pred(workdir: Path) -> None:
-    """In-process: where a drain between ticks leaves AHEAD_ROWS frames or more, a pass
-    ahead computes them; with more passes ahead, the early pass, the catch-up and the
-    tick they make one pred, in order, as one pass over all of them would."""
+    """In-process: where AHEAD_ROWS frames or more are pending (as after a drain between
+    ticks), a pass ahead computes them; with more passes ahead, the early pass, the
+    catch-up and the tick they make one pred, in order, as one pass over all of them
+    would."""
     from robot_daemon.serve import early
 
     ahead = early.AHEAD_ROWS

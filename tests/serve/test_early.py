@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import cast
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from robot_daemon import model as model_file
@@ -221,9 +222,16 @@ def test_a_budget_with_less_to_spare_grows_on_passes_that_end_later() -> None:
 
 
 class _Broken:
-    """A model whose forward pass raises, as a bug in it would."""
+    """A model whose forward pass raises, as a bug in it would: from its ``calls``-th call
+    on (the ones before go to ``model``)."""
 
-    def predict_proba(self, X: object) -> object:
+    def __init__(self, model: Model | None = None, calls: int = 0) -> None:
+        self.model, self.calls = model, calls
+
+    def predict_proba(self, X: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+        self.calls -= 1
+        if self.calls >= 0 and self.model is not None:
+            return self.model.predict_proba(X)
         raise RuntimeError("a bug in the forward pass")
 
 
@@ -246,7 +254,7 @@ def test_a_pass_that_raises_is_counted_and_keeps_its_frames_for_the_tick(
     far = time.monotonic_ns() + 10**9
     passes.run_early(far)
     assert counters.tick_errors == 1
-    assert "the early forward pass of 5 frame(s) failed" in caplog.text
+    assert "the forward pass of 5 frame(s) in the early pass failed" in caplog.text
     _add(pending, range(5, 7))
     passes.run_catch_up(far)
     first = passes.take()
@@ -286,3 +294,49 @@ def test_a_pass_ahead_runs_over_enough_rows_before_the_early_pass_within_the_cap
     off, _ = _passes(_pending(range(ahead), max_batch=4 * ahead), model, ahead=False)
     off.run_ahead(far)
     assert off.early is None
+
+
+def test_a_catch_up_that_raises_keeps_the_early_part_and_its_own_frames(
+    model: Model, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The early pass succeeds and the catch-up's forward pass raises: counted and logged,
+    not counted as caught up, and the tick gets every frame, early ones included, to
+    compute again."""
+    pending = _pending(range(5))
+    passes, counters = _passes(pending, _Broken(model, calls=1))
+    far = time.monotonic_ns() + 10**9
+    passes.run_early(far)
+    _add(pending, range(5, 7))
+    passes.run_catch_up(far)
+    assert counters.tick_errors == 1
+    assert "the forward pass of 2 frame(s) in the catch-up pass failed" in caplog.text
+    first = passes.take()
+    assert first is not None
+    assert first.P is None
+    assert first.batch.seq == list(range(7))
+    assert counters.ticks_caught_up == 0
+
+
+def test_an_early_pass_woken_with_under_half_its_lead_left_leaves_all_to_the_tick(
+    model: Model,
+) -> None:
+    """Woken late (a status or a step ran long), the early pass does not start: less than
+    half of its lead (1.25 ms at 20 ms ticks) is too little to end before the deadline.
+    With the whole lead left it starts. A catch-up with no early part does nothing; after
+    one, it takes the rows its own budget admits."""
+    pending = _pending(range(5))
+    passes, counters = _passes(pending, model)
+    lead = 20_000_000 // early.EARLY_LEAD
+    passes.run_catch_up(time.monotonic_ns() + lead)
+    assert (passes.early, len(pending)) == (None, 5)
+    passes.run_early(time.monotonic_ns() + lead // 2 - 50_000)
+    assert (passes.early, len(pending)) == (None, 5)
+    passes.run_early(time.monotonic_ns() + lead)
+    assert passes.early is not None
+    assert len(passes.early.batch) == 5
+    # The catch-up takes what its own budget admits, and learns from its own passes.
+    passes.catch_up_rows.rows = 1
+    _add(pending, range(5, 7))
+    passes.run_catch_up(time.monotonic_ns() + 10**9)
+    assert (len(passes.early.batch), len(pending)) == (6, 1)
+    assert (passes.catch_up_rows.rows, counters.ticks_caught_up) == (2, 1)
