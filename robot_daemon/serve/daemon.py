@@ -475,7 +475,8 @@ class Daemon:
         model, version = self.served.model, self.version
         if first is not None:
             self.counters.ticks_early += 1
-            self.counters.early_recomputed += not early.reused(first, model, version)
+            # A pass that raised is computed again too, but counted in tick_errors.
+            self.counters.early_recomputed += early.weights_changed(first, model, version)
         payload = early.fast_pred(first, late, drop, model, version, tick, wall)
         if payload is None:
             frames = early.join(first, late, drop)

@@ -295,7 +295,13 @@ def failed(model: Model, version: str, batch: Batch) -> Early:
 def reused(early: Early, model: Model, version: str) -> bool:
     """Whether the tick takes ``early``'s probabilities: the pass succeeded, and the
     weights serving now are the ones it used."""
-    return early.P is not None and early.model is model and early.version == version
+    return early.P is not None and not weights_changed(early, model, version)
+
+
+def weights_changed(early: Early, model: Model, version: str) -> bool:
+    """Whether the weights serving now (``model``, ``version``) are not the ones
+    ``early``'s passes were started with: a reload or an online step since."""
+    return early.model is not model or early.version != version
 
 
 def dropped(early: Early | None, late: Batch, max_batch: int) -> int:

@@ -276,6 +276,39 @@ def test_weights_swapped_between_the_early_pass_and_the_tick_serve_the_whole_tic
     assert (d.counters.ticks_early, d.counters.early_recomputed) == (1, 1)
 
 
+def test_an_early_pass_that_raised_is_answered_by_the_tick_and_not_counted_recomputed(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In-process: the early pass's forward pass raises once; the tick computes its frames
+    again and answers every frame. Counted in tick_errors, not in early_recomputed (the
+    weights did not change)."""
+    from robot_daemon.serve import early
+
+    real, raised = early.forward, []
+
+    def once(*args: Any) -> Any:
+        if not raised:
+            raised.append(1)
+            raise RuntimeError("a bug in the forward pass")
+        return real(*args)
+
+    monkeypatch.setattr(early, "forward", once)
+    d = _in_process(workdir)
+    X = _readings(5)
+    for seq in range(5):
+        d._pending.add(wire.RawFrame(seq, 0.0, X[seq].astype("<f4").tobytes(), None), 0)
+        if seq == 2:
+            d.passes.run_early(time.monotonic_ns() + 10**9)
+    pub = _Pub()
+    d._tick(pub, 7, 0, 0)
+    pred = wire.decode_pred(pub.sent[0][1])
+    assert pred.seq.tolist() == list(range(5))
+    np.testing.assert_allclose(pred.p, d.served.model.predict_proba(X).astype(np.float32),
+                               rtol=1e-6, atol=1e-7)
+    assert (d.counters.tick_errors, d.counters.ticks_early,
+            d.counters.early_recomputed) == (1, 1, 0)
+
+
 def test_a_catch_up_pass_joins_the_early_one_and_a_swap_after_it_serves_the_whole_tick(
     workdir: Path,
 ) -> None:
