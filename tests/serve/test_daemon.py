@@ -498,6 +498,60 @@ def test_a_tick_the_os_held_up_after_the_catch_up_is_not_timed_as_its_processing
     assert sum(over_3ms) == 0, list(d.windows.tick_ms.counts)
 
 
+def test_the_loop_passes_ahead_the_bursts_its_drains_bring(workdir: Path) -> None:
+    """In-process, a real loop: bursts of 300 frames between ticks; after the drains that
+    bring AHEAD_ROWS frames or more, passes ahead compute them before the early pass, and
+    every frame is answered once, in order."""
+    from robot_daemon.serve import early
+
+    d = _in_process(workdir, interval_ms=20, status_interval_s=60, max_batch=4096)
+    real, computed = d.passes.run_ahead, []
+
+    def recorded(deadline_ns: int) -> None:
+        before = len(d.passes.early.batch) if d.passes.early else 0
+        real(deadline_ns)
+        computed.append((len(d.passes.early.batch) if d.passes.early else 0) - before)
+
+    d.passes.run_ahead = recorded  # type: ignore[method-assign]
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.PUB)
+    pub.setsockopt(zmq.SNDHWM, 0)
+    pub.bind(f"ipc://{workdir}/f")
+    seen = ctx.socket(zmq.SUB)
+    seen.setsockopt(zmq.RCVHWM, 0)
+    seen.connect(f"ipc://{workdir}/p")
+    seen.subscribe(wire.TOPIC_PRED)
+    stop, sent = threading.Event(), [0]
+
+    def feed() -> None:
+        x = np.zeros(d.served.model.d, np.float32)
+        time.sleep(0.2)  # the daemon connected and subscribed
+        while not stop.is_set():
+            for _ in range(300):
+                pub.send_multipart([wire.TOPIC_FRAME, wire.encode_frame(sent[0], 0.0, x)])
+                sent[0] += 1
+            time.sleep(0.015)
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    quiet = threading.Timer(0.7, stop.set)  # the last bursts are answered before the stop
+    quiet.start()
+    try:
+        _run_for(d, 1.0)
+    finally:
+        stop.set()
+        quiet.cancel()
+        feeder.join()
+    seqs = []
+    while seen.poll(200):
+        seqs.extend(wire.decode_pred(seen.recv_multipart()[1]).seq.tolist())
+    seen.close(linger=0)
+    pub.close(linger=0)
+    ctx.term()
+    assert max(computed, default=0) >= early.AHEAD_ROWS, computed
+    assert seqs == list(range(sent[0]))
+
+
 def test_lost_frames_are_counted_from_seq_gaps_and_the_batch_is_capped(
     workdir: Path,
 ) -> None:
