@@ -259,20 +259,16 @@ def test_weights_swapped_between_the_early_pass_and_the_tick_serve_the_whole_tic
     d = _in_process(workdir)
     X = _readings(5)
     for seq in range(3):
-        d._pending.add(wire.RawFrame(seq, 0.0, X[seq].astype("<f4").tobytes(), None), 0)
+        _queue(d._pending, X, seq)
     d.passes.run_early(time.monotonic_ns() + 10**9)
     assert d.passes.early is not None
     other = _other_model(7)
     d.served = ServedModel(other, "other-1", d.served.path)
     for seq in range(3, 5):
-        d._pending.add(wire.RawFrame(seq, 0.0, X[seq].astype("<f4").tobytes(), None), 0)
-    pub = _Pub()
-    d._tick(pub, 7, 0, 0)
-    pred = wire.decode_pred(pub.sent[0][1])
-    assert pred.seq.tolist() == [0, 1, 2, 3, 4]
+        _queue(d._pending, X, seq)
+    pred = _tick_pred(d)
+    _assert_served_by(pred, other, X)
     assert pred.model == "other-1"
-    np.testing.assert_allclose(pred.p, other.predict_proba(X).astype(np.float32),
-                               rtol=1e-6, atol=1e-7)
     assert (d.counters.ticks_early, d.counters.early_recomputed) == (1, 1)
 
 
@@ -296,15 +292,11 @@ def test_an_early_pass_that_raised_is_answered_by_the_tick_and_not_counted_recom
     d = _in_process(workdir)
     X = _readings(5)
     for seq in range(5):
-        d._pending.add(wire.RawFrame(seq, 0.0, X[seq].astype("<f4").tobytes(), None), 0)
+        _queue(d._pending, X, seq)
         if seq == 2:
             d.passes.run_early(time.monotonic_ns() + 10**9)
-    pub = _Pub()
-    d._tick(pub, 7, 0, 0)
-    pred = wire.decode_pred(pub.sent[0][1])
-    assert pred.seq.tolist() == list(range(5))
-    np.testing.assert_allclose(pred.p, d.served.model.predict_proba(X).astype(np.float32),
-                               rtol=1e-6, atol=1e-7)
+    pred = _tick_pred(d)
+    _assert_served_by(pred, d.served.model, X)
     assert (d.counters.tick_errors, d.counters.ticks_early,
             d.counters.early_recomputed) == (1, 1, 0)
 
@@ -320,7 +312,7 @@ def test_a_catch_up_pass_joins_the_early_one_and_a_swap_after_it_serves_the_whol
     for swap in (False, True):
         d = _in_process(workdir)
         for seq in range(6):
-            d._pending.add(wire.RawFrame(seq, 0.0, X[seq].astype("<f4").tobytes(), None), 0)
+            _queue(d._pending, X, seq)
             if seq == 2:
                 d.passes.run_early(time.monotonic_ns() + 10**9)
             if seq == 4:
@@ -329,12 +321,8 @@ def test_a_catch_up_pass_joins_the_early_one_and_a_swap_after_it_serves_the_whol
         if swap:
             served = _other_model(7)
             d.served = ServedModel(served, "other-1", d.served.path)
-        pub = _Pub()
-        d._tick(pub, 7, 0, 0)
-        pred = wire.decode_pred(pub.sent[0][1])
-        assert pred.seq.tolist() == list(range(6))
-        np.testing.assert_allclose(pred.p, served.predict_proba(X).astype(np.float32),
-                                   rtol=1e-6, atol=1e-7)
+        pred = _tick_pred(d)
+        _assert_served_by(pred, served, X)
         assert (d.counters.ticks_early, d.counters.ticks_caught_up,
                 d.counters.early_recomputed) == (1, 1, int(swap))
 
@@ -351,7 +339,7 @@ def test_passes_ahead_at_high_rates_join_the_early_pass_in_one_pred(workdir: Pat
     d = _in_process(workdir, max_batch=4096)
     far = time.monotonic_ns() + 10**9
     for seq in range(len(X)):
-        d._pending.add(wire.RawFrame(seq, 0.0, X[seq].astype("<f4").tobytes(), None), 0)
+        _queue(d._pending, X, seq)
         if seq in (ahead - 2, ahead - 1, 2 * ahead - 1):
             d.passes.run_ahead(far)
             computed = len(d.passes.early.batch) if d.passes.early else 0
@@ -361,12 +349,8 @@ def test_passes_ahead_at_high_rates_join_the_early_pass_in_one_pred(workdir: Pat
         if seq == 2 * ahead + 1:
             d.passes.run_catch_up(far)
     assert len(d.passes.early.batch) == 2 * ahead + 2
-    pub = _Pub()
-    d._tick(pub, 7, 0, 0)
-    pred = wire.decode_pred(pub.sent[0][1])
-    assert pred.seq.tolist() == list(range(len(X)))
-    np.testing.assert_allclose(pred.p, d.served.model.predict_proba(X).astype(np.float32),
-                               rtol=1e-6, atol=1e-7)
+    pred = _tick_pred(d)
+    _assert_served_by(pred, d.served.model, X)
     assert (d.counters.ticks_early, d.counters.early_recomputed) == (1, 0)
 
 
@@ -379,20 +363,16 @@ def test_an_early_pass_over_its_budget_takes_the_oldest_and_leaves_the_rest(
     d = _in_process(workdir, max_batch=64)
     d.passes.early_rows.rows = 9
     for seq in range(19):
-        d._pending.add(wire.RawFrame(seq, 0.0, X[seq].astype("<f4").tobytes(), None), 0)
+        _queue(d._pending, X, seq)
     far = time.monotonic_ns() + 10**9
     d.passes.run_early(far)
     assert d.passes.early.batch.seq == list(range(9))
     assert len(d._pending) == 10
-    d._pending.add(wire.RawFrame(19, 0.0, X[19].astype("<f4").tobytes(), None), 0)
+    _queue(d._pending, X, 19)
     d.passes.run_catch_up(far)
     assert (len(d.passes.early.batch), len(d._pending)) == (20, 0)
-    pub = _Pub()
-    d._tick(pub, 7, 0, 0)
-    pred = wire.decode_pred(pub.sent[0][1])
-    assert pred.seq.tolist() == list(range(20))
-    np.testing.assert_allclose(pred.p, d.served.model.predict_proba(X).astype(np.float32),
-                               rtol=1e-6, atol=1e-7)
+    pred = _tick_pred(d)
+    _assert_served_by(pred, d.served.model, X)
 
 
 def test_no_pass_ahead_past_the_batch_cap_or_with_online_learning(workdir: Path) -> None:
@@ -727,6 +707,26 @@ class _Pub:
         self.sent.append(list(parts))
 
 
+def _queue(pending: Any, X: np.ndarray, seq: int) -> None:
+    """Frame ``seq``, with readings ``X[seq]``, into ``pending`` (a PendingFrames)."""
+    pending.add(wire.RawFrame(seq, 0.0, X[seq].astype("<f4").tobytes(), None), 0)
+
+
+def _tick_pred(d: Any) -> wire.Pred:
+    """A tick (number 7) of the in-process daemon ``d``: its one pred, decoded."""
+    pub = _Pub()
+    d._tick(pub, 7, 0, 0)
+    return wire.decode_pred(pub.sent[0][1])
+
+
+def _assert_served_by(pred: wire.Pred, model: Any, X: np.ndarray) -> None:
+    """``pred`` answers every frame of readings ``X``, in order, with ``model``'s
+    probabilities."""
+    assert pred.seq.tolist() == list(range(len(X)))
+    np.testing.assert_allclose(pred.p, model.predict_proba(X).astype(np.float32),
+                               rtol=1e-6, atol=1e-7)
+
+
 def _in_process(workdir: Path, **settings: Any) -> Any:
     """A Daemon built in this process on the default model, with ipc endpoints in workdir."""
     from robot_daemon.serve import config, daemon
@@ -823,7 +823,7 @@ def test_a_frame_the_model_answers_with_nan_is_left_out_and_counted(
     pending = PendingFrames(4, d.served.model.d)
     X = _readings(3)
     for seq in range(3):
-        pending.add(wire.RawFrame(seq, 0.0, X[seq].astype("<f4").tobytes(), None), 0)
+        _queue(pending, X, seq)
 
     def nan_for_row_1(X_raw: np.ndarray) -> np.ndarray:
         P = np.full((len(X_raw), d.served.model.c), 0.5)
@@ -832,9 +832,7 @@ def test_a_frame_the_model_answers_with_nan_is_left_out_and_counted(
 
     monkeypatch.setattr(d.served.model, "predict_proba", nan_for_row_1)
     d._pending = pending
-    pub = _Pub()
-    d._tick(pub, 7, 0, 0)
-    pred = wire.decode_pred(pub.sent[0][1])
+    pred = _tick_pred(d)
     assert pred.seq.tolist() == [0, 2]
     assert d.counters.frames_rejected == {"non_finite_output": 1}
 
