@@ -294,7 +294,7 @@ class Daemon:
                 continue
             if now >= early_at and self._early_tick != tick:
                 self._early_tick = tick
-                self._drain(subs, deadline - interval // (2 * early.EARLY_LEAD))
+                self._drain(subs, self.passes.early_latest(deadline))
                 self.passes.run_early(deadline)
                 continue
             catch_up_at = deadline - self.passes.catch_up_lead

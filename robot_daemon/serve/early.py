@@ -183,6 +183,11 @@ class Passes:
         """When the early pass of the tick due at ``deadline_ns`` is due."""
         return deadline_ns - self._interval_ns // EARLY_LEAD
 
+    def early_latest(self, deadline_ns: int) -> int:
+        """The latest the early pass of the tick due at ``deadline_ns`` may start (half
+        its lead before the deadline); the drain before it ends there too."""
+        return deadline_ns - self._interval_ns // (2 * EARLY_LEAD)
+
     def catching_up(self) -> bool:
         """Whether a catch-up follows the early pass: there is an early part to extend,
         and the ticks are long enough (:data:`CATCH_UP_ROOM`)."""
@@ -193,7 +198,7 @@ class Passes:
         pending frames its budget admits."""
         # Woken late (a status, a step that ran long): less than half the lead left is
         # too little to start; the tick does it all.
-        if deadline_ns - time.monotonic_ns() >= self._interval_ns // (2 * EARLY_LEAD):
+        if time.monotonic_ns() <= self.early_latest(deadline_ns):
             self._pass(self.early_rows, deadline_ns, "the early pass")
 
     def run_ahead(self, deadline_ns: int) -> None:
