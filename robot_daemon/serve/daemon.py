@@ -229,8 +229,10 @@ class Daemon:
             gc.freeze()
             self.notifier.ready(f"serving model {self.version}")
             tick = self._loop(subs, pub, poller, sigs)
-            # "Finish the current tick": the frames already received are answered.
+            # "Finish the current tick": the frames already received are answered, those
+            # libzmq holds for the next drain included (the loop rests between drains).
             now = time.monotonic_ns()
+            self._drain(subs, now + cfg.interval_ns // 4)
             self._tick(pub, tick, now, now)
             if self.online is not None:
                 self.online.checkpoint()  # what was learned since the last save

@@ -532,6 +532,44 @@ def test_the_loop_passes_ahead_the_bursts_its_drains_bring(workdir: Path) -> Non
     assert seqs == list(range(sent[0]))
 
 
+def test_sigterm_answers_the_frames_libzmq_holds_for_the_next_drain(workdir: Path) -> None:
+    """In-process, a real loop: a stream of frames, then SIGTERM 3 ms after the last one,
+    while most of them wait in the frames socket for the next drain (the loop rests 5 ms
+    after each): the last tick drains them and every frame sent is answered."""
+    d = _in_process(workdir, interval_ms=20, status_interval_s=60)
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.PUB)
+    pub.bind(f"ipc://{workdir}/f")
+    seen = ctx.socket(zmq.SUB)
+    seen.connect(f"ipc://{workdir}/p")
+    seen.subscribe(wire.TOPIC_PRED)
+    sent = [0]
+
+    def feed() -> None:
+        x = np.zeros(d.served.model.d, np.float32)
+        time.sleep(0.2)  # the daemon connected and subscribed
+        for _ in range(100):
+            pub.send_multipart([wire.TOPIC_FRAME, wire.encode_frame(sent[0], 0.0, x)])
+            sent[0] += 1
+            time.sleep(0.0007)
+        time.sleep(0.003)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    try:
+        assert d.run() == 0
+    finally:
+        feeder.join()
+    seqs = []
+    while seen.poll(200):
+        seqs.extend(wire.decode_pred(seen.recv_multipart()[1]).seq.tolist())
+    seen.close(linger=0)
+    pub.close(linger=0)
+    ctx.term()
+    assert seqs == list(range(sent[0]))
+
+
 def test_lost_frames_are_counted_from_seq_gaps_and_the_batch_is_capped(
     workdir: Path,
 ) -> None:
