@@ -206,7 +206,7 @@ class Daemon:
             poller = zmq.Poller()
             for sub in subs:
                 poller.register(sub, zmq.POLLIN)
-            poller.register(sigs.read_end, zmq.POLLIN)
+            poller.register(sigs.fd, zmq.POLLIN)
             for watch in watches:
                 self._watches.add(watch, poller)
             if self.online is not None:
@@ -363,8 +363,7 @@ class Daemon:
             events = dict(watch.poll(timeout_ms))
             self._woke()
             self._watches.on_events(events, self._woke_ns)
-            if sigs.read_end in events:
-                sigs.drain()
+            sigs.woke(events)
             if any(sub in events for sub in subs):
                 self._drain(subs, wake_ns)
                 self._next_drain_ns = time.monotonic_ns() + self.config.interval_ns // DRAIN_GAP

@@ -9,8 +9,9 @@ from __future__ import annotations
 import contextlib
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from types import FrameType
+from typing import Any
 
 import zmq
 
@@ -20,17 +21,23 @@ class Signals:
 
     Python runs signal handlers between bytecodes of the main thread; a blocking poll
     would only notice them at its timeout. :func:`signal.set_wakeup_fd` writes a byte to
-    ``self.read_end``'s peer on every signal, so the poller returns immediately.
+    the peer of the socket whose descriptor is :attr:`fd` on every signal, so the poller
+    returns immediately; :meth:`woke` reads that byte, else the socket stays readable and
+    every later poll returns at once (a busy loop).
     """
 
     def __init__(self) -> None:
         self.stop = False
         self.reload = False
-        self.read_end, self._write_end = socket.socketpair()
-        self.read_end.setblocking(False)
+        self._read_end, self._write_end = socket.socketpair()
+        self._read_end.setblocking(False)
         self._write_end.setblocking(False)
+        #: What to register in a poller. pyzmq's Poller reports a plain socket by its file
+        #: descriptor, whatever object was registered: registered as the number, the
+        #: socket is found in the events as it is reported.
+        self.fd = self._read_end.fileno()
         self.poller = zmq.Poller()  # signals only: for the waits that leave frames queued
-        self.poller.register(self.read_end, zmq.POLLIN)
+        self.poller.register(self.fd, zmq.POLLIN)
         self._previous_fd = signal.set_wakeup_fd(
             self._write_end.fileno(), warn_on_full_buffer=False
         )
@@ -43,16 +50,19 @@ class Signals:
         else:
             self.stop = True
 
-    def drain(self) -> None:
-        with contextlib.suppress(BlockingIOError):
-            while self.read_end.recv(256):
-                pass
+    def woke(self, events: Mapping[Any, int]) -> None:
+        """Read the wake-up bytes if a poll's ``events`` (socket or fd -> events) say
+        they are there."""
+        if self.fd in events:
+            with contextlib.suppress(BlockingIOError):
+                while self._read_end.recv(256):
+                    pass
 
     def close(self) -> None:
         for s, handler in self._previous.items():
             signal.signal(s, handler)
         signal.set_wakeup_fd(self._previous_fd)
-        self.read_end.close()
+        self._read_end.close()
         self._write_end.close()
 
 

@@ -646,6 +646,24 @@ def _other_model(seed: int) -> model_file.Model:
     return model_file.from_mlp(mlp, mean=default.mean, scale=default.scale)
 
 
+def _loop_cpu(pid: int, seconds: float = 1.0) -> float:
+    """The share of a core the daemon's main thread (the serving loop) used over ``seconds``."""
+    stat = Path(f"/proc/{pid}/task/{pid}/stat")
+
+    def ticks() -> int:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime + stime
+
+    start, t0 = ticks(), time.monotonic()
+    time.sleep(seconds)
+    return (ticks() - start) / os.sysconf("SC_CLK_TCK") / (time.monotonic() - t0)
+
+
+#: The loop's CPU when idle is a few percent (status every 100 ms here); a loop that polls
+#: without waiting takes 70-90 %.
+IDLE_CPU = 0.25
+
+
 def test_sighup_reloads_a_good_model_and_refuses_a_corrupt_one(workdir: Path) -> None:
     path = workdir / "model.npz"
     shutil.copy(DEFAULT_MODEL, path)
@@ -662,6 +680,8 @@ def test_sighup_reloads_a_good_model_and_refuses_a_corrupt_one(workdir: Path) ->
         h.proc.send_signal(signal.SIGHUP)
         status = h.status(lambda s: s["reloads"] == 1)
         assert status["model_version"] != first
+        # After a signal the loop waits again: it used to spin for good after the first.
+        assert _loop_cpu(h.proc.pid) < IDLE_CPU
         for i in range(1, 11):
             h.send(i, X[i])
         preds = h.preds(10)
@@ -674,6 +694,7 @@ def test_sighup_reloads_a_good_model_and_refuses_a_corrupt_one(workdir: Path) ->
         h.proc.send_signal(signal.SIGHUP)
         refused = h.status(lambda s: s["reload_failures"] == 1)
         assert refused["model_version"] == status["model_version"]
+        assert _loop_cpu(h.proc.pid) < IDLE_CPU
         for i in range(11, 21):
             h.send(i, X[i])
         assert {p.model for p in h.preds(10)} == {status["model_version"]}
