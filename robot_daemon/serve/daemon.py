@@ -96,7 +96,7 @@ from robot_daemon.serve.batch import Batch, PendingFrames
 from robot_daemon.serve.config import DaemonConfig
 from robot_daemon.serve.intake import Arrivals, FrameIntake
 from robot_daemon.serve.notify import Notifier
-from robot_daemon.serve.reload import Reloader, ServedModel, load_model
+from robot_daemon.serve.reload import Reloader, ServedModel, load_model, too_slow
 from robot_daemon.serve.report import Counters, Windows
 from robot_daemon.serve.signals import Signals
 from robot_daemon.serve.stats import REJECT_LOG_PERIOD_NS, RateLimiter, SeqTracker
@@ -141,6 +141,9 @@ class Daemon:
         self.notifier = notifier if notifier is not None else Notifier({})
         self.metrics: MetricsServer | None = None
         self.served = load_model(config.model)
+        slow = too_slow(self.served, config.max_batch, config.interval_ns)
+        if slow is not None:  # nothing else to serve: a slow model sees, refusing is blind
+            log.warning("%s; serving it all the same: there is no other model", slow)
         self.online: OnlineSession | None = None
         if config.online:
             learned, steps = resume(config, self.served.model, self.served.version)
@@ -158,7 +161,8 @@ class Daemon:
                                    config.max_batch, self._serving, ahead=not config.online)
         self._early_tick = 0  # the last tick an early pass was considered for
         self._catch_up_tick = 0  # the last tick a catch-up pass was considered for
-        self._reloader = Reloader(config.model, self.served.model.d, self.served.model.c)
+        self._reloader = Reloader(config.model, self.served.model.d, self.served.model.c,
+                                  config.max_batch, config.interval_ns)
         self._reject_log = RateLimiter(REJECT_LOG_PERIOD_NS)
         self._start_ns = time.monotonic_ns()
         self.liveness = liveness.Liveness(config.frames, config.stale_after_ns, self._start_ns)

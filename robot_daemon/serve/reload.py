@@ -12,6 +12,12 @@ it runs at nice 19, so that on a busy machine the loop gets the CPU first.
 A reload that would change ``d`` or ``c`` is refused: every sensor frame (``d`` values)
 would then be rejected as ``wrong_d``, and every consumer of ``pred`` would misread its
 ``c`` columns. Changing them is deliberate: a restart.
+
+So is a model too slow for the tick: a valid file within every size limit (h = 4,096 in
+float32) took 35-55 ms a tick at 20 ms ticks, missed 48-70 ticks in 4 s and answered
+frames 96 ms late. Before a swap the thread times the candidate's forward pass over a
+full tick (``max_batch`` frames) in CPU time (:func:`full_tick_ns`), and refuses one over
+:data:`TICK_BUDGET_SHARE` of the interval: the old model, which meets the tick, serves on.
 """
 
 from __future__ import annotations
@@ -21,19 +27,29 @@ import hashlib
 import logging
 import os
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 import numpy as np
 
 from robot_daemon import model as model_file
 from robot_daemon.errors import ModelError
+from robot_daemon.serve import early
 
 log = logging.getLogger("robot_daemon.serve.reload")
 
 #: The reload thread's niceness: on a busy robot it takes the CPU the serving loop leaves.
 RELOAD_NICE = 19
+#: The most CPU time a model may take for the forward pass of a full tick (``max_batch``
+#: frames), as a share of the interval (10 ms at 20 ms ticks): the rest of the interval
+#: goes to receiving, decoding and publishing, and to a machine that is busy with more.
+TICK_BUDGET_SHARE: Final = 0.5
+#: Timed passes at most; the fastest counts (a first pass meets cold caches, any pass a
+#: busy core). A model within its budget usually takes one or two.
+SPEED_TRIALS: Final = 3
 
 
 @dataclass(frozen=True, eq=False)
@@ -74,17 +90,56 @@ def model_version(loaded: model_file.Model, path: Path) -> str:
     return f"{path.stem}-{digest.hexdigest()[:12]}"
 
 
+def full_tick_ns(model: model_file.Model, rows: int, budget_ns: int | None = None) -> int:
+    """The CPU time (ns) of the daemon's forward pass over ``rows`` frames: the fastest of
+    up to :data:`SPEED_TRIALS` passes, fewer once one is within ``budget_ns`` or one is
+    far beyond it.
+
+    CPU time of the calling thread, not wall time: the reload thread runs at nice 19 and
+    may wait for the core; what the serving loop would pay is the work. (BLAS runs on the
+    calling thread as deployed, ``OPENBLAS_NUM_THREADS=1``.)
+    """
+    X = np.tile(model.mean.astype(np.float32), (rows, 1))  # (rows, d): the cost is the same
+    best = None
+    for _ in range(SPEED_TRIALS):
+        start = time.thread_time_ns()
+        early.forward(model, X)
+        took = time.thread_time_ns() - start
+        best = took if best is None else min(best, took)
+        if budget_ns is not None and (best <= budget_ns or best > 4 * budget_ns):
+            break
+    return int(best or 0)
+
+
+def too_slow(served: ServedModel, rows: int, interval_ns: int) -> str | None:
+    """Why ``served`` cannot answer a full tick of ``rows`` frames at ``interval_ns`` on
+    this machine, or None when it can (:func:`full_tick_ns`, :data:`TICK_BUDGET_SHARE`)."""
+    budget_ns = round(interval_ns * TICK_BUDGET_SHARE)
+    took = full_tick_ns(served.model, rows, budget_ns)
+    if took <= budget_ns:
+        return None
+    return (f"model file {served.path} (h={served.model.h}) takes {took / 1e6:.1f} ms of CPU"
+            f" for a full tick of max_batch={rows} frames, over the budget of"
+            f" {budget_ns / 1e6:g} ms ({TICK_BUDGET_SHARE:g} of the {interval_ns / 1e6:g} ms"
+            " interval) on this machine: use a smaller model, or lower max_batch or raise"
+            " interval_ms (a restart)")
+
+
 class Reloader:
     """Loads ``path`` again in a thread of its own, one load at a time.
 
     :meth:`request` on SIGHUP, :meth:`done` between ticks (it never blocks), :meth:`close`
-    at the end. The model that serves keeps ``d`` and ``c``: a file with others is refused.
+    at the end. The model that serves keeps ``d`` and ``c``: a file with others is refused,
+    and so is a model whose full tick (``rows`` frames) is over the budget for
+    ``interval_ns`` (:func:`too_slow`).
     """
 
-    def __init__(self, path: Path, d: int, c: int) -> None:
+    def __init__(self, path: Path, d: int, c: int, rows: int, interval_ns: int) -> None:
         self.path = path
         self.d = d
         self.c = c
+        self.rows = rows
+        self.interval_ns = interval_ns
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reload",
                                           initializer=_yield_to_the_loop)
         self._load: Future[ServedModel] | None = None
@@ -124,7 +179,8 @@ class Reloader:
         self._thread.shutdown(wait=True, cancel_futures=True)
 
     def _read(self) -> ServedModel:
-        """In the thread: load and validate, then refuse another ``d`` or ``c``."""
+        """In the thread: load and validate, then refuse another ``d`` or ``c`` and a model
+        too slow for the tick."""
         served = load_model(self.path)
         d, c = served.model.d, served.model.c
         if (d, c) != (self.d, self.c):
@@ -133,6 +189,9 @@ class Reloader:
                 f" c={self.c}: frames of the other width would all be rejected. Changing d"
                 " or c takes a restart (systemctl restart robot-daemon), not a reload"
             )
+        slow = too_slow(served, self.rows, self.interval_ns)
+        if slow is not None:
+            raise ModelError(slow)
         return served
 
 

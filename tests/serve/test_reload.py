@@ -44,10 +44,12 @@ MEMORY_LIMIT = 3 << 30
 class Daemon:
     """One daemon subprocess; a frame publisher (XPUB) and a pred/status subscriber."""
 
-    def __init__(self, workdir: Path, model: Path, interval_ms: int = 20) -> None:
+    def __init__(self, workdir: Path, model: Path, interval_ms: int = 20,
+                 max_batch: int = 256) -> None:
         self.workdir = workdir
         self.model = model
         self.interval_ms = interval_ms
+        self.max_batch = max_batch
         self.log = workdir / "daemon.log"
         self.ctx = zmq.Context()
         self.pub = self.ctx.socket(zmq.XPUB)
@@ -64,7 +66,8 @@ class Daemon:
     def start(self) -> None:
         cmd = [sys.executable, "-m", "robot_daemon", "run", "--model", str(self.model),
                "--frames", f"ipc://{self.workdir}/frames", "--pred", f"ipc://{self.workdir}/pred",
-               "--interval-ms", str(self.interval_ms), "--status-interval", "0.1"]
+               "--interval-ms", str(self.interval_ms), "--max-batch", str(self.max_batch),
+               "--status-interval", "0.1"]
         with self.log.open("ab") as log:  # SERVING_ENV: one BLAS thread, as deployed
             self.proc = subprocess.Popen(cmd, stderr=log, cwd=ROOT,
                                          env={**os.environ, **SERVING_ENV})
@@ -193,6 +196,10 @@ def test_a_bad_reload_never_kills_the_daemon_and_the_old_model_keeps_serving(
          "has d=17, c=8 but the daemon serves d=16, c=8"),
         ("another c", lambda p: _model(c=9).save(p),
          "has d=16, c=9 but the daemon serves d=16, c=8"),
+        # Valid and within the size limits, but 256 frames take it 40-150 ms where a tick
+        # has 20: it would miss most ticks (h = 4,096: 48-70 missed in 4 s).
+        ("a model too slow for the tick", lambda p: _model(h=2048).save(p),
+         "for a full tick of max_batch=256 frames, over the budget of 10 ms"),
     ]
     try:
         daemon.start()
@@ -254,7 +261,8 @@ def test_predictions_keep_coming_every_tick_while_a_large_model_loads(
     process now and then by itself, so up to three reloads (of new models) are tried
     and one must be free of gaps; a stall caused by reloading would be in every one.
     """
-    daemon = Daemon(workdir, model_path, interval_ms=20)
+    # At most 8 frames a tick (4 come): within the tick budget for h = 2048 (serve.reload).
+    daemon = Daemon(workdir, model_path, interval_ms=20, max_batch=8)
     stop = threading.Event()
 
     def stream() -> None:
@@ -305,7 +313,7 @@ def test_a_load_runs_at_low_priority_and_a_sighup_during_it_loads_once_more(
         return load_model(path)
 
     monkeypatch.setattr(reload, "load_model", slow_load)
-    reloader = Reloader(model_path, 16, 8)
+    reloader = Reloader(model_path, 16, 8, 256, 20_000_000)
     try:
         reloader.request()
         reloader.request()  # during the load: one more load after it, not a second thread
@@ -329,7 +337,7 @@ def test_a_refused_load_lets_go_of_the_file_at_once(workdir: Path) -> None:
     junk = workdir / "junk.npz"
     tail = zipped({"meta.npy": b""})
     junk.write_bytes(bytes(20 << 20) + tail)  # 20 MiB, read whole, then refused
-    reloader = Reloader(junk, 16, 8)
+    reloader = Reloader(junk, 16, 8, 256, 20_000_000)
     gc.disable()
     tracemalloc.start()
     try:
@@ -344,3 +352,37 @@ def test_a_refused_load_lets_go_of_the_file_at_once(workdir: Path) -> None:
         reloader.close()
     assert peak > 20 << 20
     assert current < 1 << 20
+
+
+def test_the_tick_budget_is_the_cpu_time_of_a_full_tick(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fastest of the timed passes counts; a pass within the budget (or far beyond
+    it) ends the timing."""
+    served = ServedModel(_model(), "m-1", Path("m.npz"))
+    times = iter([0, 30, 0, 12, 0, 8, 0, 100])  # thread_time_ns around each pass, in ms
+    monkeypatch.setattr(reload.time, "thread_time_ns", lambda: next(times) * 1_000_000)
+    why = reload.too_slow(served, 256, 20_000_000)  # budget 10 ms: 30, 12, 8 ms
+    assert why is None
+    times = iter([0, 50, 0, 100])
+    why = reload.too_slow(served, 256, 20_000_000)  # 50 ms > 4 x 10: one pass is enough
+    assert why is not None
+    assert "takes 50.0 ms of CPU for a full tick of max_batch=256" in why
+    times = iter([0, 30, 0, 12, 0, 11])
+    why = reload.too_slow(served, 256, 20_000_000)
+    assert why is not None
+    assert "takes 11.0 ms" in why
+
+
+def test_a_model_too_slow_at_start_serves_with_a_warning(
+    workdir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """At start there is no other model: a slow one sees late, refusing it would be blind."""
+    from robot_daemon.serve import config, daemon
+
+    path = workdir / "slow.npz"
+    _model(h=2048).save(path)
+    with caplog.at_level("WARNING", logger="robot_daemon"):
+        served = daemon.Daemon(config.load(None, {
+            "model": path, "frames": [f"ipc://{workdir}/f"], "pred": f"ipc://{workdir}/p"}))
+    assert served.served.model.h == 2048
+    assert "over the budget of 10 ms" in caplog.text
+    assert "serving it all the same" in caplog.text

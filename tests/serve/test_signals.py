@@ -13,7 +13,8 @@ def test_a_signal_wakes_the_poller_once_and_is_read_then() -> None:
         os.kill(os.getpid(), signal.SIGHUP)
         events = dict(sigs.poller.poll(1000))
         assert sigs.fd in events
-        assert sigs.reload and not sigs.stop
+        assert sigs.reload
+        assert not sigs.stop
         sigs.woke(events)
         # The wake-up byte was read: the next poll waits. Left unread, every poll returned
         # at once and the daemon's loop spun for good after its first SIGHUP.
