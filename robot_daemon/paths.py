@@ -74,7 +74,7 @@ def _check_existing(
         )
     _require_regular(path, st, what)
     for source in inputs:
-        if _same_file(path, source):
+        if same_file(path, source):
             same = "" if os.fspath(source) == os.fspath(path) else f" {os.fspath(source)}"
             raise ConfigError(
                 f"{what} {path} is the input{same}: writing it would destroy what is read;"
@@ -128,7 +128,7 @@ def _require_regular(path: StrPath, st: os.stat_result, what: str) -> None:
         )
 
 
-def _same_file(a: StrPath, b: StrPath) -> bool:
+def same_file(a: StrPath, b: StrPath) -> bool:
     """Whether ``a`` and ``b`` are one file (``st_dev`` and ``st_ino``); False if either is
     missing."""
     try:

@@ -19,16 +19,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from robot_daemon.cli.args import Subparsers, positive_int
-from robot_daemon.errors import RobotDaemonError
+from robot_daemon.errors import ConfigError, RobotDaemonError
+from robot_daemon.paths import check_input
 
 if TYPE_CHECKING:
+    from robot_daemon.fleet.sources import Source
     from robot_daemon.model import Model
     from robot_daemon.offline.train import TrainConfig
 
 WORKERS_HELP = ("Dask worker processes on this machine (default 1: one process, no Dask);"
                 " BLAS runs one thread per worker")
 SCHEDULER_HELP = ("a running Dask scheduler, tcp://HOST:PORT (started with `dask scheduler`,"
-                  " workers with `dask worker`); its workers read the same paths")
+                  " workers with `dask worker`), given 10 s to answer; its workers read"
+                  " the same paths")
 
 
 def add(sub: Subparsers) -> None:
@@ -64,7 +67,8 @@ def wanted(args: argparse.Namespace, sources: list[str]) -> bool:
     return args.workers != 1 or args.scheduler is not None or not all_plain_bags(sources)
 
 
-def _warn(line: str) -> None:
+def warn(line: str) -> None:
+    """``warning: LINE`` on stderr: a cut bag, a skipped file, a directory left out."""
     print(f"warning: {line}", file=sys.stderr, flush=True)
 
 
@@ -79,19 +83,20 @@ def _run_dataset(args: argparse.Namespace) -> int:
         from robot_daemon.fleet import INSTALL_HINT
 
         raise RobotDaemonError(INSTALL_HINT) from None
-    dataset.check_out(args.out)
-    sources = expand(args.sources)
-    if any(s.kind == "dataset" for s in sources):
-        raise RobotDaemonError("dataset reads bags; a dataset directory is already one")
-    Path(args.out).mkdir(parents=True, exist_ok=True)
+    sources = expand(args.sources, warn=warn)
+    for source in sources:
+        if source.kind == "dataset":
+            raise RobotDaemonError(f"dataset reads bags; {source.path}{source.named_by()}"
+                                   " is a dataset already: leave it out")
+    dataset.check_not_among_sources(args.out, sources)
     progress = Progress("dataset", len(sources))
-    written = []
-    with open_runner(args.workers, args.scheduler) as runner:
-        items = [(s.path, i) for i, s in enumerate(sources)]
-        for _, bag in runner.map_unordered(dataset.write_indexed, items, out=args.out):
-            written.append(bag)
-            progress.add(bag.frames)
-    summary = dataset.finish(args.out, written)
+    # Whatever stops the job (a full disk, an unreachable scheduler, Ctrl-C) takes the
+    # files written so far with it: a dataset without its manifest is no dataset.
+    with dataset.creating(args.out):
+        with open_runner(args.workers, args.scheduler, warn=warn) as runner:
+            written = dataset.write_all(runner, [s.path for s in sources], args.out,
+                                        progress)
+        summary = dataset.finish(args.out, written)
     print(summary.describe())
     print(f"wrote {args.out} ({progress.frames_per_s:,.0f} frames/s)")
     return 0
@@ -111,25 +116,26 @@ def run_eval(args: argparse.Namespace) -> int:
     from robot_daemon.offline import evaluate, train
 
     loaded = model.load(args.model)
-    parts = partitions(expand(args.bags))
+    parts = partitions(expand(args.bags, warn=warn))
     if not parts:
         raise RobotDaemonError("no bags in " + ", ".join(args.bags))
     scorers = [fleet_eval.Scorer("mlp", loaded, loaded.thresholds)]
-    sources = evaluate.baseline_sources(loaded, args.baseline_train)
-    note = None
-    if isinstance(sources, str):
-        note = f"baseline skipped: {sources}"
-    else:
-        baseline = evaluate.fit_baseline(train.read_labelled(sources))
-        scorers.append(fleet_eval.Scorer("logistic_regression", baseline.regression,
-                                         baseline.thresholds))
     _, class_names = names_of(parts, loaded.d, loaded.c)
     progress = Progress("eval", len(parts))
-    with open_runner(args.workers, args.scheduler) as runner:
+    # Connected first: a wrong --scheduler is reported before the baseline is fitted.
+    with open_runner(args.workers, args.scheduler, warn=warn) as runner:
+        sources = evaluate.baseline_sources(loaded, args.baseline_train)
+        note = None
+        if isinstance(sources, str):
+            note = f"baseline skipped: {sources}"
+        else:
+            baseline = evaluate.fit_baseline(train.read_labelled(sources))
+            scorers.append(fleet_eval.Scorer("logistic_regression", baseline.regression,
+                                             baseline.thresholds))
         result = fleet_eval.evaluate(runner, parts, scorers, loaded.d, loaded.c, class_names,
                                      progress)
     for line in [*result.warnings, *(f"skipped {s}" for s in result.skipped)]:
-        _warn(line)
+        warn(line)
     if args.json:
         out: dict[str, Any] = {r.name: r.as_dict() for r in result.evaluations}
         out["baseline_note"] = note
@@ -141,22 +147,23 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_train(args: argparse.Namespace, config: TrainConfig) -> Model:
+def run_train(args: argparse.Namespace, config: TrainConfig, sources: list[Source]) -> Model:
     """``train`` on many sources: decoded on the workers, SGD streamed in this process.
 
+    ``sources`` are ``args.bags`` expanded (and checked against ``--out``) by the caller.
     Returns the trained model; the caller saves and reports it as for one process.
     """
     from robot_daemon.fleet import train as fleet_train
     from robot_daemon.fleet.cluster import Progress, open_runner
-    from robot_daemon.fleet.sources import expand, partitions
+    from robot_daemon.fleet.sources import partitions
 
-    parts = partitions(expand(args.bags))
+    parts = partitions(sources)
     # Each epoch is a training pass and a validation pass, then one pass for the statistics.
     progress = Progress("train", len(parts) * (2 * config.epochs + 1))
-    with open_runner(args.workers, args.scheduler) as runner:
+    with open_runner(args.workers, args.scheduler, warn=warn) as runner:
         return fleet_train.train(runner, parts, config, args.bags,
                                  report=lambda r: print(r.describe(), flush=True),
-                                 progress=progress, warn=_warn)
+                                 progress=progress, warn=warn)
 
 
 def run_replay(args: argparse.Namespace) -> int:
@@ -166,19 +173,32 @@ def run_replay(args: argparse.Namespace) -> int:
     from robot_daemon.fleet.cluster import Progress, open_runner
     from robot_daemon.fleet.sources import expand
 
+    check_input(args.model, "model file")
     loaded = model.load(args.model)
-    jobs = fleet_replay.plan(expand([args.bag, *args.more]), args.out)
-    Path(args.out).mkdir(parents=True, exist_ok=True)
+    jobs = fleet_replay.plan(expand([args.bag, *args.more], warn=warn), args.out, args.model)
+    _make_directory(args.out)
     progress = Progress("replay", len(jobs))
-    with open_runner(args.workers, args.scheduler) as runner:
+    with open_runner(args.workers, args.scheduler, warn=warn) as runner:
         done = fleet_replay.replay_all(
             runner, jobs, loaded, model_name=Path(args.model).name,
             interval_ms=args.interval_ms, max_batch=args.max_batch, progress=progress)
     for result in done:
         if result.stats is None:
-            _warn(f"skipped {result.job.bag}: {result.skipped}")
+            warn(f"skipped {result.job.bag}: {result.skipped}")
             continue
         print(f"{result.job.bag} -> {result.job.out}")
         print("  " + result.stats.describe().replace("\n", "\n  "))
     print(f"wrote {sum(r.stats is not None for r in done)} bag(s) to {args.out}")
     return 0
+
+
+def _make_directory(out: str) -> None:
+    """The ``--out`` directory of a replay of many bags, made if missing."""
+    try:
+        Path(out).mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise ConfigError(f"--out {out} is a file; a replay of several bags writes one bag"
+                          " per input into a directory: give a directory") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot make the --out directory {out}:"
+                          f" {exc.strerror or exc}") from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -15,8 +16,9 @@ from robot_daemon.cli.args import (
     positive_int,
     seed,
 )
-from robot_daemon.errors import RobotDaemonError
-from robot_daemon.paths import check_input, check_output
+from robot_daemon.errors import ConfigError, RobotDaemonError
+from robot_daemon.fleet import sources
+from robot_daemon.paths import check_input, check_output, same_file
 
 
 def add(sub: Subparsers) -> None:
@@ -77,12 +79,16 @@ def _run_train(args: argparse.Namespace) -> int:
     )
     # Found out now, not after minutes of training: model files are renamed into place.
     config.check()
-    check_output(args.out, [b for b in args.bags if Path(b).is_file()], atomic=True)
+    # Every file the sources stand for (a directory's, a glob's), not only the files
+    # named: `train runs --out runs/a.mcap` must not replace the bag a.mcap.
+    found = sources.expand(args.bags, warn=fleet.warn)
+    sources.check_output(args.out, found, atomic=True)
     if args.plot:
         plots.require_matplotlib()
-        check_output(args.plot, [*args.bags, args.out], atomic=True, what="--plot")
+        sources.check_output(args.plot, found, atomic=True, what="--plot")
+        _check_not_the_model(args.plot, args.out)
     if fleet.wanted(args, args.bags):
-        model = fleet.run_train(args, config)
+        model = fleet.run_train(args, config, found)
     else:
         data = train.read_labelled(args.bags)
         print(f"{data.n} labelled frames from {len(args.bags)} bag(s), d={data.X.shape[1]},"
@@ -106,6 +112,13 @@ def _run_train(args: argparse.Namespace) -> int:
                               f"training of {Path(args.out).name}")
         print(f"wrote {args.plot}")
     return 0
+
+
+def _check_not_the_model(plot: str, out: str) -> None:
+    """The plot is written after the model: on the same path, it would replace it."""
+    if os.path.realpath(plot) == os.path.realpath(out) or same_file(plot, out):
+        raise ConfigError(f"--plot {plot} is the model file --out {out}: give the plot its"
+                          " own path (a .png)")
 
 
 def _add_eval(sub: Subparsers) -> None:

@@ -9,6 +9,8 @@
   started for the job and stopped after it.
 * ``--scheduler tcp://HOST:PORT``: a running cluster (``dask scheduler`` and
   ``dask worker``); its workers must have robot-daemon installed and read the same paths.
+  Any other form of address is refused, and the scheduler has :data:`CONNECT_TIMEOUT_S`
+  to answer, or the job stops with one line that says what to check.
 
 Both Dask runners are :class:`DaskRunner`. A task's function and arguments must pickle;
 every function shipped is a module-level function of :mod:`robot_daemon.fleet`.
@@ -16,9 +18,12 @@ every function shipped is a module-level function of :mod:`robot_daemon.fleet`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any, Protocol, TypeVar
 
@@ -31,6 +36,8 @@ R = TypeVar("R")
 PROGRESS_EVERY_S = 5.0
 #: Partitions a runner keeps in flight per worker in :meth:`Runner.map_ordered`.
 LOOKAHEAD_PER_WORKER = 2
+#: Seconds a ``--scheduler`` has to accept the connection and answer as Dask does.
+CONNECT_TIMEOUT_S = 10.0
 
 
 class Progress:
@@ -110,7 +117,9 @@ class DaskRunner:
 
     def __init__(self, client: Any) -> None:
         self.client = client
-        self.workers = max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
+        found = len(client.scheduler_info(n_workers=-1)["workers"])
+        self.has_workers = found > 0
+        self.workers = max(1, found)
 
     def map_unordered(
         self, fn: Callable[..., R], items: Sequence[Any], **kwargs: Any
@@ -148,30 +157,114 @@ class DaskRunner:
 
 @contextlib.contextmanager
 def open_runner(
-    workers: int = 1, scheduler: str | None = None, *, connect_timeout_s: float = 10.0
+    workers: int = 1, scheduler: str | None = None, *,
+    connect_timeout_s: float | None = None, warn: Callable[[str], None] | None = None,
 ) -> Iterator[Runner]:
-    """The runner for ``--workers``/``--scheduler``; a cluster it starts, it stops."""
+    """The runner for ``--workers``/``--scheduler``; a cluster it starts, it stops.
+
+    ``connect_timeout_s`` defaults to :data:`CONNECT_TIMEOUT_S`; ``warn`` is told of a
+    scheduler without workers (the job then waits for them).
+
+    Raises:
+        ConfigError: ``workers`` below 1, or a ``scheduler`` that is not ``tcp://HOST:PORT``
+            or does not answer as a Dask scheduler within ``connect_timeout_s``.
+    """
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
     if scheduler is None and workers == 1:
         yield InProcess()
         return
+    if scheduler is not None:
+        check_scheduler(scheduler)
     client_cls, cluster_cls = _dask()
     if scheduler is not None:
-        try:
-            client = client_cls(scheduler, timeout=f"{connect_timeout_s}s")
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot reach the Dask scheduler at {scheduler} ({exc}); start one with"
-                " `dask scheduler` and workers with `dask worker ADDRESS`"
-            ) from None
-        with client:
-            yield DaskRunner(client)
+        timeout_s = CONNECT_TIMEOUT_S if connect_timeout_s is None else connect_timeout_s
+        with _connect(client_cls, scheduler, timeout_s) as client:
+            runner = DaskRunner(client)
+            if not runner.has_workers and warn is not None:
+                warn(f"the Dask scheduler at {scheduler} has no workers yet; the job waits"
+                     f" for them (start some with `dask worker {scheduler}`)")
+            yield runner
         return
+    # Worker warnings (a task cancelled as a failed job stops) are noise on the user's
+    # terminal; what a job must report comes back in its results and its one error line.
+    # The scheduler's HTTP server runs even without a dashboard, on 8787 unless told
+    # otherwise: a free loopback port, not a warning when a `dask scheduler` holds 8787.
     with cluster_cls(n_workers=workers, threads_per_worker=1, processes=True,
-                     host="127.0.0.1", dashboard_address=None) as cluster, \
+                     host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                     silence_logs=logging.ERROR) as cluster, \
             client_cls(cluster) as client:
         yield DaskRunner(client)
+
+
+def check_scheduler(address: str) -> None:
+    """Raise a ConfigError that shows the right form unless ``address`` is
+    ``tcp://HOST:PORT``, the form ``dask scheduler`` prints. (Dask itself also takes
+    ``HOST:PORT``, ``tls://``, ``inproc://`` and more, and answers the mistakes among
+    them with tracebacks.)"""
+    problem = _address_problem(address)
+    if problem:
+        raise ConfigError(f"--scheduler {address!r}: {problem}; give the address `dask"
+                          " scheduler` prints, tcp://HOST:PORT (such as tcp://10.0.0.5:8786)")
+
+
+def _address_problem(address: str) -> str | None:
+    """What is wrong with a scheduler address, or ``None``."""
+    parts = urllib.parse.urlsplit(address)
+    if parts.scheme != "tcp" or not parts.netloc:
+        return "not a tcp:// address"
+    try:
+        port = parts.port
+    except ValueError:
+        return "the port is not a number from 1 to 65535"
+    if not parts.hostname:
+        return "no host"
+    if parts.username is not None:
+        return "a user name has no place in it"
+    if port is None or port == 0:
+        return "no port"
+    if parts.path or parts.query or parts.fragment:
+        return "a path after the port"
+    return None
+
+
+@contextlib.contextmanager
+def _connect(client_cls: Any, address: str, timeout_s: float) -> Iterator[Any]:
+    """A ``distributed.Client`` of the scheduler at ``address``, closed after the block.
+
+    The Client alone waits forever for a peer that accepts and never answers (its
+    timeout covers the TCP connect, not the handshake: dask/distributed#8071), and reads
+    an HTTP server's reply as a message of exabytes. A handshake of our own, under a
+    deadline, comes first; every failure is one ConfigError.
+    """
+    try:
+        _handshake(address, timeout_s)
+        client = client_cls(address, timeout=f"{timeout_s}s")
+    except TimeoutError:  # before OSError, which it is
+        reason = f"nothing answered within {timeout_s:g} s"
+    except OSError as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    except Exception as exc:  # whatever a server that is not Dask's sends breaks in it
+        reason = f"it answered, but not as a Dask scheduler ({type(exc).__name__})"
+    else:
+        with client:
+            yield client
+        return
+    raise ConfigError(
+        f"cannot reach the Dask scheduler at {address}: {reason}; check that `dask"
+        " scheduler` runs there and that the port is the scheduler's (8786 by default, not"
+        " the dashboard's 8787)")
+
+
+def _handshake(address: str, timeout_s: float) -> None:
+    """Connect to ``address`` and exchange Dask's handshake, within ``timeout_s``."""
+    from distributed.comm.core import connect
+
+    async def handshake() -> None:
+        comm = await connect(address, timeout=timeout_s)  # type: ignore[no-untyped-call]
+        await comm.close()
+
+    asyncio.run(asyncio.wait_for(handshake(), timeout_s))
 
 
 @contextlib.contextmanager

@@ -188,7 +188,8 @@ def evaluate(
             progress.add(result.rows)
     merged = [sums.total() for sums in totals]
     if merged[0] is None:
-        raise RobotDaemonError("no labelled frames ('label' topic) in any source")
+        why = f" ({len(skipped)} skipped, such as {skipped[0]})" if skipped else ""
+        raise RobotDaemonError(f"no labelled frames ('label' topic) in any source{why}")
     evaluations = [t.evaluation(s.name, class_names)
                    for s, t in zip(scorers, merged, strict=True) if t is not None]
     return FleetEvaluation(evaluations, len(parts), rejected, sorted(warnings), sorted(skipped),

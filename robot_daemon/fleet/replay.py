@@ -8,14 +8,13 @@ would overwrite an input, are refused before anything runs.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from robot_daemon.errors import BagError, ConfigError
 from robot_daemon.fleet.cluster import Progress, Runner, one_blas_thread
-from robot_daemon.fleet.sources import Source
+from robot_daemon.fleet.sources import InputFiles, Source
 from robot_daemon.model import Model
 from robot_daemon.offline.replay import ReplayStats, replay
 
@@ -37,10 +36,14 @@ class ReplayDone:
     skipped: str | None = None
 
 
-def plan(sources: Sequence[Source], out_dir: str) -> list[ReplayJob]:
-    """The output path of every input bag; ConfigError on a clash or a dataset source."""
+def plan(sources: Sequence[Source], out_dir: str, model: str | None = None) -> list[ReplayJob]:
+    """The output path of every input bag; ConfigError on a clash or a dataset source.
+
+    Refused: two inputs of one name, a dataset, and an output that is an input bag or the
+    ``model`` file (also through a symlink or a hard link).
+    """
     jobs: list[ReplayJob] = []
-    inputs = {os.path.realpath(s.path) for s in sources}
+    inputs = InputFiles([*sources, *([Source(model, "bag", model)] if model else [])])
     taken: dict[str, str] = {}
     for source in sources:
         if source.kind != "bag":
@@ -49,8 +52,7 @@ def plan(sources: Sequence[Source], out_dir: str) -> list[ReplayJob]:
         if out in taken:
             raise ConfigError(f"{source.path} and {taken[out]} would both be replayed to {out};"
                               " replay them into different --out directories")
-        if os.path.realpath(out) in inputs:
-            raise ConfigError(f"replaying {source.path} to {out} would overwrite an input bag")
+        inputs.check(out)
         taken[out] = source.path
         jobs.append(ReplayJob(source.path, out))
     return jobs
@@ -59,13 +61,16 @@ def plan(sources: Sequence[Source], out_dir: str) -> list[ReplayJob]:
 def replay_one(
     job: ReplayJob, model: Model, model_name: str, interval_ms: float, max_batch: int
 ) -> ReplayDone:
-    """Replay one bag (on a worker); a file that is not a bag is skipped, not fatal."""
+    """Replay one bag (on a worker); a file that is not a bag is skipped, not fatal.
+
+    The replay writes beside ``job.out`` and renames at the end, so a skipped bag leaves
+    ``job.out`` as it was (a file of that name from before is kept, not deleted).
+    """
     try:
         with one_blas_thread():
             stats = replay(model, job.bag, job.out, model_name=model_name,
                            interval_ms=interval_ms, max_batch=max_batch)
     except BagError as exc:
-        Path(job.out).unlink(missing_ok=True)
         return ReplayDone(job, skipped=str(exc))
     return ReplayDone(job, stats)
 

@@ -1,13 +1,27 @@
-"""Runners and the progress line."""
+"""Runners, the progress line, and the scheduler addresses that are not one."""
 
 from __future__ import annotations
 
 import io
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
+from robot_daemon.cli import main
 from robot_daemon.errors import ConfigError
+from robot_daemon.fleet import cluster
 from robot_daemon.fleet.cluster import InProcess, Progress, open_runner
+
+from .conftest import Bags
+
+#: The peers below hang up after this long: long enough that only a bounded connect
+#: reports them as not answering, short enough that an unbounded one fails, not hangs.
+HANG_UP_AFTER_S = 5.0
+#: What an HTTP server (a Dask dashboard, a metrics endpoint) answers to Dask's bytes.
+HTTP_400 = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
 
 def _square(x: int, plus: int = 0) -> int:
@@ -44,3 +58,114 @@ def test_workers_must_be_positive_and_a_dead_scheduler_is_named() -> None:
     with pytest.raises(ConfigError, match="cannot reach the Dask scheduler"), \
             open_runner(scheduler="tcp://127.0.0.1:9", connect_timeout_s=0.5):
         pass
+
+
+def _serve(answer: Callable[[socket.socket, threading.Event], None]) -> Iterator[str]:
+    """``tcp://127.0.0.1:PORT`` of a server that calls ``answer`` on each connection."""
+    stop = threading.Event()
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.05)
+
+    def run() -> None:
+        with server:
+            while not stop.is_set():
+                try:
+                    conn, _ = server.accept()
+                except TimeoutError:
+                    continue
+                with conn:
+                    answer(conn, stop)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield f"tcp://127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _say_nothing(conn: socket.socket, stop: threading.Event) -> None:
+    stop.wait(HANG_UP_AFTER_S)
+
+
+def _answer_http(conn: socket.socket, stop: threading.Event) -> None:
+    conn.settimeout(HANG_UP_AFTER_S)
+    conn.recv(65536)  # Dask's handshake, taken for a request
+    conn.sendall(HTTP_400)
+
+
+@pytest.fixture
+def silent() -> Iterator[str]:
+    """A port that accepts connections and never says a word."""
+    yield from _serve(_say_nothing)
+
+
+@pytest.fixture
+def http_server() -> Iterator[str]:
+    """A tiny HTTP server: it answers 400 to whatever it is sent, as a dashboard does."""
+    yield from _serve(_answer_http)
+
+
+@pytest.mark.parametrize(("address", "problem"), [
+    ("nonsense", "not a tcp:// address"),
+    ("http://127.0.0.1:8786", "not a tcp:// address"),
+    ("inproc://x", "not a tcp:// address"),
+    ("127.0.0.1:8786", "not a tcp:// address"),
+    ("tcp://localhost", "no port"),
+    ("tcp://localhost:0", "no port"),
+    ("tcp://localhost:65536", "not a number from 1 to 65535"),
+    ("tcp://:8786", "no host"),
+    ("tcp://localhost:8786/status", "a path after the port"),
+])
+def test_a_scheduler_address_of_another_form_is_refused_before_any_connection(
+    address: str, problem: str
+) -> None:
+    with pytest.raises(ConfigError, match=f"{problem}; give the address .* tcp://HOST:PORT"), \
+            open_runner(scheduler=address):
+        pass
+
+
+def test_a_peer_that_accepts_and_never_answers_is_given_up_on(silent: str) -> None:
+    with pytest.raises(ConfigError, match=r"nothing answered within 0\.5 s; check that `dask"
+                       r" scheduler` runs there"), \
+            open_runner(scheduler=silent, connect_timeout_s=0.5):
+        pass
+
+
+def test_an_http_server_is_not_taken_for_a_scheduler(http_server: str) -> None:
+    # Dask alone reads the reply's first bytes as a length: "Unable to allocate 3.07 EiB".
+    with pytest.raises(ConfigError, match=r"it answered, but not as a Dask scheduler .*"
+                       r"not the dashboard's 8787"), \
+            open_runner(scheduler=http_server, connect_timeout_s=0.5):
+        pass
+
+
+@pytest.mark.parametrize("kind", ["nonsense", "http://127.0.0.1:8786", "tcp://localhost",
+                                  "inproc://x", "silent", "http_server"])
+def test_every_scheduler_mistake_is_one_line_and_exit_2(
+    kind: str, request: pytest.FixtureRequest, bags: Bags, model_path: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    address = request.getfixturevalue(kind) if kind in ("silent", "http_server") else kind
+    monkeypatch.setattr(cluster, "CONNECT_TIMEOUT_S", 0.5, raising=False)
+    for command in (["eval", str(model_path), str(bags.good[0])],
+                    ["dataset", str(bags.good[0]), "--out", str(tmp_path / "ds")]):
+        assert main([*command, "--scheduler", address]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1, err
+        assert err.startswith(f"robot-daemon {command[0]}: error: ")
+    assert list(tmp_path.iterdir()) == []  # the dataset directory made for it, removed
+
+
+def test_a_scheduler_without_workers_is_reported() -> None:
+    from distributed import LocalCluster
+
+    warnings: list[str] = []
+    with LocalCluster(n_workers=0, processes=False, protocol="tcp", host="127.0.0.1",
+                      dashboard_address="127.0.0.1:0") as empty, \
+            open_runner(scheduler=empty.scheduler_address, warn=warnings.append) as runner:
+        assert runner.workers == 1
+    assert len(warnings) == 1
+    assert "has no workers yet; the job waits for them (start some with `dask worker" in \
+        warnings[0]

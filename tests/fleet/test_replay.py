@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from robot_daemon.cli import main
 from robot_daemon.errors import ConfigError
-from robot_daemon.fleet.replay import plan
+from robot_daemon.fleet.replay import ReplayJob, plan, replay_one
 from robot_daemon.fleet.sources import Source
 
 from .conftest import Bags
@@ -39,5 +40,48 @@ def test_two_inputs_of_one_name_are_refused(tmp_path: Path) -> None:
 
 
 def test_an_output_over_an_input_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="would overwrite an input bag"):
+    (tmp_path / "run.mcap").write_bytes(b"bag")
+    with pytest.raises(ConfigError, match="would destroy what is read"):
         plan([Source(str(tmp_path / "run.mcap"), "bag")], str(tmp_path))
+
+
+def test_an_output_over_an_input_by_hard_link_or_over_the_model_is_refused(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "out").mkdir()
+    bag, other = tmp_path / "a" / "run.mcap", tmp_path / "a" / "other.mcap"
+    bag.write_bytes(b"bag")
+    other.write_bytes(b"other")
+    os.link(other, tmp_path / "out" / "run.mcap")
+    with pytest.raises(ConfigError, match=r"out/run\.mcap is the input .*other\.mcap"):
+        plan([Source(str(bag), "bag"), Source(str(other), "bag")], str(tmp_path / "out"))
+    model = tmp_path / "out" / "m.npz"
+    model.write_bytes(b"model")
+    (tmp_path / "a" / "m.npz").write_bytes(b"a file that happens to share its name")
+    with pytest.raises(ConfigError, match=r"out/m\.npz is the input .*out/m\.npz"):
+        plan([Source(str(tmp_path / "a" / "m.npz"), "bag")], str(tmp_path / "out"), str(model))
+
+
+def test_a_skipped_bag_leaves_a_file_of_its_name_in_out_alone(
+    bags: Bags, model_path: Path, tmp_path: Path,
+) -> None:
+    from robot_daemon import model
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("the operator's notes\n")
+    done = replay_one(ReplayJob(str(bags.foreign), str(notes)), model.load(model_path),
+                      "model.npz", 20.0, 256)
+    assert done.skipped is not None
+    assert notes.read_text() == "the operator's notes\n"
+
+
+def test_an_out_that_is_a_file_is_one_line(
+    bags: Bags, model_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "preds"
+    out.write_text("")
+    assert main(["replay", str(model_path), str(bags.root), "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (
+        f"robot-daemon replay: error: --out {out} is a file; a replay of several bags writes"
+        " one bag per input into a directory: give a directory\n")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -55,3 +57,46 @@ def test_streamed_training_keeps_its_best_epoch_and_stops_early(
     assert history[best - 1] == max(history)
     assert training["epochs_run"] in (best, best + 1)  # stopped one epoch after the best
     assert training["validation"]["macro_f1"] == max(history)
+
+
+@pytest.fixture
+def runs(bags: Bags, tmp_path: Path) -> Path:
+    """A directory of two bags of this test's own (the commands below must not touch them)."""
+    path = tmp_path / "runs"
+    path.mkdir()
+    for bag in bags.good[1:]:
+        shutil.copyfile(bag, path / bag.name)
+    return path
+
+
+def test_an_output_that_a_directory_or_a_glob_names_is_refused_before_any_work(
+    runs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    before = {p: p.read_bytes() for p in runs.iterdir()}
+    (tmp_path / "link.mcap").symlink_to(runs / "run1.mcap")
+    os.link(runs / "run2.mcap", tmp_path / "hard.mcap")
+    monkeypatch.chdir(tmp_path)
+    cases = [("runs", "runs/run1.mcap"), ("runs/*.mcap", "runs/run2.mcap"),
+             ("runs/", "./runs/../runs/run1.mcap"), (str(runs), "runs/run1.mcap"),
+             ("runs/**", str(runs / "run2.mcap")), ("runs", "link.mcap"),
+             ("runs/*", "hard.mcap")]
+    for spec, out in cases:
+        assert main(["train", spec, "--out", out, "--epochs", "1", "--h", "4"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"robot-daemon train: error: output {out} is the input ")
+        assert err.endswith(f" (named by {spec!r}): writing it would destroy what is read;"
+                            " give another output path\n")
+    assert {p: p.read_bytes() for p in runs.iterdir()} == before
+
+
+def test_a_plot_on_the_model_path_is_refused(
+    runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "m.npz"
+    assert main(["train", str(runs), "--out", str(out), "--plot", str(out), "--epochs", "1",
+                 "--h", "4"]) == 2
+    assert capsys.readouterr().err == (f"robot-daemon train: error: --plot {out} is the model"
+                                       f" file --out {out}: give the plot its own path (a .png)\n")
+    assert not out.exists()
