@@ -46,7 +46,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import numpy.typing as npt
 
-from robot_daemon import npz
+from robot_daemon import nn, npz
 from robot_daemon.errors import ModelError
 from robot_daemon.nn import MLP, Array
 from robot_daemon.wire import messages as wire_messages
@@ -473,15 +473,25 @@ def _to_arrays(model: Model) -> dict[str, np.ndarray]:
 
 
 def check_predicts_finite(model: Model) -> None:
-    """Raise :class:`ModelError` unless ``model`` predicts finite values on its mean reading.
+    """Raise :class:`ModelError` unless ``model``'s logits are finite and within the
+    sigmoid's range on its mean reading and a standard deviation either side, alone (one
+    reading's path) and as a batch.
 
     Weights that are each finite can still overflow together (a model that diverged while
-    it learned): such a model would answer every frame with NaN.
+    it learned). What the CPU then makes of them differs: where BLAS fuses multiply-adds
+    ``inf - inf`` can come out ``+inf``, and clipped by the sigmoid, a confident 1, where
+    other CPUs give NaN; one reading and a batch differed too. The logits' range is the
+    same verdict on every CPU (:func:`robot_daemon.nn.logits_within`).
     """
+    probes = model.normalize(np.stack([model.mean, model.mean + model.scale,
+                                       model.mean - model.scale]))
     with np.errstate(all="ignore"):
-        probe = model.predict_proba(model.mean[np.newaxis, :])
-    if not np.all(np.isfinite(probe)):
-        raise ModelError("predicts NaN or infinity on its mean reading")
+        one, batch = model.mlp.logits(probes[:1]), model.mlp.logits(probes)
+    if not (nn.logits_within(one) and nn.logits_within(batch)):
+        limit = nn.logit_limit(model.mlp.dtype)
+        raise ModelError(f"overflows: its logits near its mean reading are not finite or"
+                         f" beyond +-{limit:g}, where the sigmoid says only 0 or 1 (weights"
+                         " that blew up together)")
 
 
 def fit_normalization(

@@ -206,22 +206,59 @@ _EPS = {t: float(np.finfo(t).eps) for t in _FLOATS}
 
 
 def sigmoid(Z: Array, out: Array | None = None) -> Array:
-    """Logistic function ``exp(z) / (1 + exp(z))``, elementwise, with no overflow or underflow.
+    """Logistic function ``exp(z) / (1 + exp(z))``, elementwise, with no overflow or
+    underflow; a row of logits with one that is not finite gives a row of NaN.
 
-    ``Z`` is first clipped to ``[-L, L]`` (``L = 708`` in float64, ``87`` in float32) so
-    that ``exp`` neither overflows nor underflows; beyond it the true sigmoid is 1, or
-    below the smallest normal number, to working precision. For negative ``Z`` the result
-    is ``exp(z)`` to full relative accuracy, which keeps ``log(p)`` meaningful.
+    ``Z`` is clipped to ``[-L, L]`` (``L = 708`` in float64, ``87`` in float32:
+    :func:`logit_limit`) so that ``exp`` neither overflows nor underflows; beyond it the
+    true sigmoid is 1, or below the smallest normal number, to working precision. For
+    negative ``Z`` the result is ``exp(z)`` to full relative accuracy, which keeps
+    ``log(p)`` meaningful.
+
+    A logit that is infinite or NaN means the network overflowed, and how it shows
+    depends on the CPU: where BLAS fuses multiply-adds (AVX2, AVX-512, ARM) ``inf - inf``
+    in a sum can come out ``+inf``, elsewhere NaN, and one reading (a matrix-vector
+    product) and a batch sum in different orders. Clipped, ``+inf`` was a confident 1 made
+    of overflow. So the whole row (one frame's answer) is NaN for either, on every CPU:
+    the daemon counts it as ``non_finite_output``. Finite logits beyond ``±L`` are clipped
+    as before (an extreme reading); a model whose logits leave that range on ordinary
+    readings is refused where it is checked (:func:`logits_within`).
 
     Z : ndarray of shape (n, c) or (c,), float32 or float64. ``out`` may be ``Z`` itself.
     Returns an ndarray of the same shape and dtype.
     """
     low, high, one = _SIGMOID_CONSTANTS[Z.dtype]
+    overflowed = None if _all_finite(Z) else ~np.isfinite(Z).all(axis=-1)
     E: Array = np.minimum(Z, high, out=out)  # two ufuncs: np.clip costs 3x more per call
     np.maximum(E, low, out=E)
     np.exp(E, out=E)
     E /= E + one
+    if overflowed is not None:
+        E[overflowed] = np.nan  # for (c,): a 0-d mask, the whole vector
     return E
+
+
+def _all_finite(Z: Array) -> bool:
+    """Whether every value of ``Z`` is finite: one BLAS call where they are moderate (a
+    sum of squares is finite when they all are and none is above 1e154), else one pass."""
+    flat = Z if Z.ndim == 1 else Z.reshape(-1)  # a view of the contiguous logits made here
+    return math.isfinite(flat.dot(flat)) or bool(np.isfinite(Z).all())
+
+
+def logit_limit(dtype: DTypeLike) -> float:
+    """``L``: the largest logit magnitude :func:`sigmoid` takes as it is (708 in float64,
+    87 in float32); beyond it the probability is exactly 0 or 1 to working precision."""
+    return _exp_limit(np.dtype(dtype))
+
+
+def logits_within(Z: Array) -> bool:
+    """Whether every logit of ``Z`` (n, c) is finite and within ``±L`` (:func:`logit_limit`).
+
+    A trained network's logits stay within about ±40; beyond ``L`` they come only from
+    weights that blew up together (a model that diverged while it learned), whatever the
+    CPU makes of them. The model checks and online learning's guards refuse such weights.
+    """
+    return bool(np.abs(Z).max() <= logit_limit(Z.dtype))  # NaN compares False
 
 
 def scaled_relu_(Z: Array) -> Array:
@@ -644,7 +681,7 @@ SCRATCH_MAX_BYTES: Final = 1 << 20
 
 
 class _Scratch(threading.local):
-    """Each thread's augmented vectors for :meth:`MLP._predict_one`, and its buffers for
+    """Each thread's augmented vectors for :meth:`MLP._logits_one`, and its buffers for
     a batch's hidden activations (:meth:`hidden`).
 
     ``[x, 1]`` (d + 1,), ``[a1, 1]`` (h + 1,) and ``[a2, 1]`` (h + 1,) for the network
@@ -830,6 +867,15 @@ class MLP:
             out = layer.forward(out)
         return out
 
+    def logits(self, X: npt.ArrayLike) -> Array:
+        """The logits (n, c) for readings X (n, d): :meth:`predict_proba` before its
+        sigmoid, on the same path (one reading, or a batch). For the model checks."""
+        readings = self._readings(X)
+        l1, l2, l3 = self.linears
+        if readings.shape[0] == 1:
+            return self._logits_one(readings, l1, l2, l3)[None]
+        return self._logits(readings, l1, l2, l3)
+
     def predict_proba(self, X: npt.ArrayLike) -> Array:
         """Probabilities (n, c) for readings X (n, d); keeps no activation anywhere.
 
@@ -841,13 +887,24 @@ class MLP:
         """
         # The layers' predict() in a row, flattened: at one reading per call, the per-layer
         # dispatch and input checks cost as much as the arithmetic.
+        readings = self._readings(X)
+        l1, l2, l3 = self.linears
+        if readings.shape[0] == 1:
+            z = self._logits_one(readings, l1, l2, l3)
+            return sigmoid(z, out=z)[None]
+        Z = self._logits(readings, l1, l2, l3)
+        return sigmoid(Z, out=Z)
+
+    def _readings(self, X: npt.ArrayLike) -> Array:
+        """``X`` as (n, d) readings of the network's dtype (a copy only to convert)."""
         readings = np.asarray(X, dtype=self.dtype)
         if readings.ndim != 2 or readings.shape[1] != self.d:
             raise ShapeError(f"MLP expects readings of shape (n, {self.d}), got"
                              f" {readings.shape}")
-        l1, l2, l3 = self.linears
-        if readings.shape[0] == 1:
-            return self._predict_one(readings, l1, l2, l3)[None]
+        return readings
+
+    def _logits(self, readings: Array, l1: Linear, l2: Linear, l3: Linear) -> Array:
+        """The batch path: readings (n, d) -> logits (n, c), a new array."""
         A1, A2 = _SCRATCH.hidden(self.dtype, readings.shape[0], self.h) or (None, None)
         Z = matmul(readings, l1.W, out=A1)
         Z += l1.b
@@ -855,10 +912,10 @@ class MLP:
         Z += l2.b
         Z = matmul(scaled_relu_(Z), l3.W)  # a new array: the only one returned
         Z += l3.b
-        return sigmoid(Z, out=Z)
+        return Z
 
-    def _predict_one(self, x: Array, l1: Linear, l2: Linear, l3: Linear) -> Array:
-        """x (1, d) -> probabilities (c,), a new array: :meth:`predict_proba` on a vector.
+    def _logits_one(self, x: Array, l1: Linear, l2: Linear, l3: Linear) -> Array:
+        """x (1, d) -> logits (c,), a new array: the batch path's on a vector.
 
         At one reading the time goes to NumPy calls, not arithmetic, so this path makes
         the fewest: the reading and each hidden activation go into this thread's
@@ -872,8 +929,7 @@ class MLP:
         x_part[...] = x  # (1, d) into (d,): indexing x[0] first would cost a call more
         scaled_relu_(affine(x1, l1.Wb, out=a1_part))
         scaled_relu_(affine(a1, l2.Wb, out=a2_part))
-        z = affine(a2, l3.Wb)  # a new array: the only one this function returns
-        return sigmoid(z, out=z)
+        return affine(a2, l3.Wb)  # a new array: the only one this function returns
 
     def loss(self, X: npt.ArrayLike, Y: npt.ArrayLike) -> float:
         """Mean negative log-likelihood of labels Y (n, c) given readings X (n, d)."""

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import copy
+import os
 import pickle
+import subprocess
 import sys
 import tracemalloc
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
@@ -164,8 +167,9 @@ def test_sigmoid_leaves_the_callers_logits_alone() -> None:
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
-def test_sigmoid_is_stable_at_extreme_logits(dtype: type) -> None:
-    Z = np.array([[-1e4, -800.0, -100.0, 0.0, 100.0, 800.0, 1e4]], dtype=dtype)
+def test_sigmoid_is_stable_to_the_edge_of_its_range(dtype: type) -> None:
+    L = 708.0 if dtype == np.float64 else 87.0
+    Z = np.array([[-L, -L / 2, -30.0, 0.0, 30.0, L / 2, L]], dtype=dtype)
     with np.errstate(all="raise"):
         P = Sigmoid(7).forward(Z)
     assert P.dtype == dtype
@@ -174,6 +178,40 @@ def test_sigmoid_is_stable_at_extreme_logits(dtype: type) -> None:
     assert P[0, 3] == 0.5
     assert P[0, -1] == 1.0
     assert np.all(np.diff(P[0]) >= 0)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+def test_a_row_of_logits_that_overflowed_is_nan_never_a_confident_answer(
+    dtype: type, bad: float
+) -> None:
+    """An infinite or NaN logit comes only from a network that overflowed, and which one
+    it is hangs on the CPU's BLAS kernel (fused multiply-adds turn inf - inf into inf):
+    clipped, +inf was a confident 1. The whole row, one frame's answer, is NaN, the other
+    rows untouched, on the batch and the one-reading path."""
+    Z = np.array([[0.0, 1.0, -2.0], [3.0, bad, 0.5], [-1.0, 0.0, 2.0]], dtype=dtype)
+    with np.errstate(all="raise"):
+        P = nn.sigmoid(Z.copy())
+        one = nn.sigmoid(Z[1].copy())
+        others = nn.sigmoid(Z[[0, 2]].copy())
+    assert np.isnan(P[1]).all()
+    assert np.isnan(one).all()
+    np.testing.assert_array_equal(P[[0, 2]], others)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_finite_logits_beyond_the_range_are_clipped_and_flagged(dtype: type) -> None:
+    """An extreme reading may give them: the sigmoid clips them (0 or 1), and
+    logits_within, which the model checks and the online guards use, says so."""
+    L = nn.logit_limit(dtype)
+    Z = np.array([[-1e4, -L - 1, 0.0, L + 1, 1e4]], dtype=dtype)
+    with np.errstate(all="raise"):
+        P = nn.sigmoid(Z.copy())
+    assert np.isfinite(P).all()
+    assert (P[0, 3], P[0, 4]) == (1.0, 1.0)
+    assert not nn.logits_within(Z)
+    assert nn.logits_within(np.array([[-L, 0.0, L]], dtype=dtype))
+    assert not nn.logits_within(np.array([[0.0, np.nan]], dtype=dtype))
 
 
 def test_sigmoid_matches_the_formula() -> None:
@@ -202,7 +240,8 @@ def test_loss_then_sigmoid_gradient_is_p_minus_y_over_n() -> None:
 
 @pytest.mark.parametrize("dtype", FLOATS)
 def test_saturated_sigmoid_still_gets_the_full_gradient(dtype: type) -> None:
-    Z = np.array([[50.0, -50.0], [1e4, -1e4]], dtype=dtype)
+    L = 708.0 if dtype == np.float64 else 87.0  # the edge of the sigmoid's range
+    Z = np.array([[50.0, -50.0], [L, -L]], dtype=dtype)
     Y = np.array([[0, 1], [0, 1]])  # every unit saturated on the wrong side
     sig = Sigmoid(2)
     P = sig.forward(Z)
@@ -547,10 +586,13 @@ def test_one_reading_agrees_with_the_batch_path(d: int, h: int, c: int, dtype: t
             one = mlp.predict_proba(x)
         assert one.shape == (1, c)
         assert one.dtype == dtype
+        batch = _batch_path(mlp, x)
         if i < 300:  # an ordinary reading; the saturated ones sum terms of 1e3 and more
-            np.testing.assert_allclose(one, _batch_path(mlp, x), rtol=rtol, atol=0)
-        else:
-            assert ((one >= 0) & (one <= 1)).all()
+            np.testing.assert_allclose(one, batch, rtol=rtol, atol=0)
+        else:  # the same verdict: probabilities, or a row that overflowed (NaN)
+            assert np.isnan(one).all() == np.isnan(batch).all()
+            assert not np.isnan(one).any() or np.isnan(one).all()
+            assert ((one >= 0) & (one <= 1)).all() or np.isnan(one).all()
 
 
 def test_one_reading_leaves_the_callers_reading_alone() -> None:
@@ -705,3 +747,55 @@ def test_batches_from_many_threads_at_once() -> None:
     for g, e in zip(_map_in_threads(predict_all, batches), expected, strict=True):
         for a, b in zip(g, e, strict=True):
             np.testing.assert_array_equal(a, b)
+
+
+# ---- the same answers on every CPU ------------------------------------------------------
+
+#: What docs/spec.md ("Numbers on other CPUs") promises between one reading and a batch,
+#: and between BLAS kernels or CPUs: 500 machine epsilons, relative (56 and 96 seen here
+#: across this machine's three OpenBLAS kernels, float64 and float32).
+CROSS_RTOL = 500
+
+_PROBE = """
+import sys
+import numpy as np
+from robot_daemon.nn import MLP
+out = {}
+for dtype in (np.float64, np.float32):
+    rng = np.random.default_rng(0)
+    mlp = MLP(16, 64, 8, rng=1, dtype=dtype)
+    for lin in mlp.linears:
+        lin.b = rng.normal(0.5, 1.0, lin.b.shape)
+    X = rng.standard_normal((200, 16)).astype(dtype)
+    out[np.dtype(dtype).name + "_batch"] = mlp.predict_proba(X)
+    out[np.dtype(dtype).name + "_one"] = np.vstack([mlp.predict_proba(x[None]) for x in X])
+    l2, l3 = mlp.linears[1:]
+    l2.b[:] = 1e200 if dtype == np.float64 else 1e30
+    l3.W[0, 0], l3.W[1, 0] = (1e300, -1e300) if dtype == np.float64 else (1e30, -1e30)
+    with np.errstate(all="ignore"):
+        out[np.dtype(dtype).name + "_overflow"] = mlp.predict_proba(X[:3])
+        out[np.dtype(dtype).name + "_overflow_one"] = mlp.predict_proba(X[:1])
+np.savez(sys.argv[1], **out)
+"""
+
+
+@pytest.mark.parametrize("kernel", ["Prescott", "Haswell"])
+def test_another_blas_kernel_gives_the_same_answers_and_the_same_overflow(
+    kernel: str, tmp_path: Path
+) -> None:
+    """OPENBLAS_CORETYPE picks the kernel: Prescott has no fused multiply-add, Haswell
+    and this machine's default may (where the CPU lacks a kernel's instructions OpenBLAS
+    falls back to one it has, and the comparison holds all the more)."""
+    here, there = tmp_path / "here.npz", tmp_path / "there.npz"
+    subprocess.run([sys.executable, "-c", _PROBE, str(here)], check=True)
+    subprocess.run([sys.executable, "-c", _PROBE, str(there)], check=True,
+                   env={**os.environ, "OPENBLAS_CORETYPE": kernel})
+    with np.load(here) as a, np.load(there) as b:
+        for dtype in ("float64", "float32"):
+            rtol = CROSS_RTOL * float(np.finfo(dtype).eps)
+            for path in ("batch", "one"):
+                np.testing.assert_allclose(b[f"{dtype}_{path}"], a[f"{dtype}_batch"],
+                                           rtol=rtol, atol=0)
+            for path in ("overflow", "overflow_one"):  # every row NaN, on both
+                assert np.isnan(a[f"{dtype}_{path}"]).all()
+                assert np.isnan(b[f"{dtype}_{path}"]).all()

@@ -16,7 +16,9 @@ whenever ``batch_size`` new frames are waiting. A step:
    them in arrival order drags the model from scene to scene (measured: held-out
    macro-F1 fell from 0.54 to 0.47 under drifted calibration, where drawing from the
    ring raised it to 0.61).
-3. **Runs with overflow raising**: an overflow, or weights that come out non-finite,
+3. **Runs with overflow raising**: an overflow, weights that come out non-finite, or
+   weights whose logits on the batch just trained on leave the sigmoid's range (the
+   network overflowed, whatever a CPU makes of it: :func:`robot_daemon.nn.logits_within`)
    restore the weights saved before the step (``rollback``).
 4. **Checks the holdout** (optional): every ``holdout_every``-th frame is kept aside,
    never trained on; a step that makes the holdout loss clearly worse is undone
@@ -194,6 +196,11 @@ class OnlineLearner:
         self.labels_in += 1
         x, y = self._normalized(label.x[None], label.y[None])
         if self.config.holdout_size and self.labels_in % self.config.holdout_every == 0:
+            if not float(np.abs(x).max()) <= self.config.max_abs_z:
+                # A sensor fault the outlier screen keeps out of training: as a judge it
+                # would weigh on every step's holdout loss for as long as it stays.
+                self.labels_not_trained += 1
+                return
             rows = self._holdout.extend(x, y)
             self._holdout_losses[rows] = np.nan  # a new frame: evaluated before the next step
             return
@@ -253,7 +260,10 @@ class OnlineLearner:
         except FloatingPointError:
             self._restore(snapshot)
             return StepResult(False, "rollback", loss)
-        if not self._weights_finite():
+        if not (self._weights_finite() and self._logits_within(X)):
+            # Weights that blew up, or whose logits on the very batch they learned from
+            # leave the sigmoid's range (nn.logits_within): what such weights answer
+            # depends on the CPU, and no later step would bring them back.
             self._restore(snapshot)
             return StepResult(False, "rollback", loss)
         if holdout_before is not None:
@@ -287,9 +297,13 @@ class OnlineLearner:
 
     def _row_losses(self, X: npt.NDArray[np.floating],
                     Y: npt.NDArray[np.floating]) -> npt.NDArray[np.float64]:
-        """Each frame's loss (n,), all inf when a reading is not finite or the pass fails."""
+        """Each frame's loss (n,), all inf when a reading is not finite or the pass fails,
+        inf for a frame whose logits overflowed (its probabilities are NaN: nn.sigmoid)."""
         losses = self._scored(X, Y, nn.log_loss_rows)
-        return np.full(len(X), math.inf) if losses is None else losses
+        if losses is None:
+            return np.full(len(X), math.inf)
+        losses[np.isnan(losses)] = math.inf  # the worst loss, not one that fails comparisons
+        return losses
 
     def _scored(self, X: npt.NDArray[np.floating], Y: npt.NDArray[np.floating],
                 loss: Callable[[npt.NDArray[np.floating], npt.NDArray[np.floating]], _L],
@@ -325,6 +339,12 @@ class OnlineLearner:
         """Undo a bad step: the weights from before it (``MLP.copy_params``)."""
         self.model.mlp.set_params(snapshot)
         self.model.mlp.clear_caches()  # a step that failed half-way left them behind
+
+    def _logits_within(self, X: npt.NDArray[np.floating]) -> bool:
+        """Whether the model's logits on normalised readings X (n, d) are all finite and
+        within the sigmoid's range."""
+        with np.errstate(all="ignore"):  # an overflow is the answer, not an error
+            return nn.logits_within(self.model.mlp.logits(X))
 
     def _weights_finite(self) -> bool:
         # A sum is finite only if every term is (or the weights are near the float's
