@@ -166,16 +166,16 @@ class Archive:
         with self._zip.open(self.members[name]) as f:
             dtype, shape, fortran = _header(f, name)
             if dtype.hasobject:
-                raise ModelError(f"member '{name}' is an object array, which needs pickle:"
+                raise ModelError(f"member {name!r} is an object array, which needs pickle:"
                                  " refused")
             check(dtype, shape)
             if out is not None and (out.dtype != dtype or out.shape != shape
                                     or not out.flags.c_contiguous):
-                raise ValueError(f"cannot read member '{name}' ({dtype} {shape}) into an"
+                raise ValueError(f"cannot read member {name!r} ({dtype} {shape}) into an"
                                  f" array of {out.dtype} {out.shape}")
             array = _data(f, name, dtype, shape, fortran, out)
             if f.read(1):
-                raise ModelError(f"member '{name}' has bytes after its array")
+                raise ModelError(f"member {name!r} has bytes after its array")
         return array
 
 
@@ -212,9 +212,9 @@ def _members(archive: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
     for info in archive.infolist():
         name = info.filename.removesuffix(".npy")
         if name in members:
-            raise ModelError(f"has duplicate members ('{name}'): refused")
+            raise ModelError(f"has duplicate members ({name!r}): refused")
         if info.compress_type not in _COMPRESSIONS or info.flag_bits & _ENCRYPTED:
-            raise ModelError(f"member '{name}' is encrypted or compressed with method"
+            raise ModelError(f"member {name!r} is encrypted or compressed with method"
                              f" {info.compress_type} (only stored and deflate are read)")
         members[name] = info
     return members
@@ -225,14 +225,14 @@ def _header(f: IO[bytes], name: str) -> tuple[np.dtype[Any], tuple[int, ...], bo
     try:
         version = np.lib.format.read_magic(f)
     except ValueError:
-        raise ModelError(f"member '{name}' is not an .npy array") from None
+        raise ModelError(f"member {name!r} is not an .npy array") from None
     length_bytes = _LENGTH_BYTES.get(version)
     if length_bytes is None:
-        raise ModelError(f"member '{name}' is .npy format {version}, not 1.0 or 2.0")
+        raise ModelError(f"member {name!r} is .npy format {version}, not 1.0 or 2.0")
     raw_length = _read_exact(f, length_bytes, name)
     length = int.from_bytes(raw_length, "little")
     if length > MAX_HEADER_BYTES:
-        raise ModelError(f"member '{name}' has an .npy header of {length:,} bytes, over the"
+        raise ModelError(f"member {name!r} has an .npy header of {length:,} bytes, over the"
                          f" limit of {MAX_HEADER_BYTES:,}")
     header = io.BytesIO(raw_length + _read_exact(f, length, name))
     read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
@@ -240,7 +240,7 @@ def _header(f: IO[bytes], name: str) -> tuple[np.dtype[Any], tuple[int, ...], bo
     try:
         shape, fortran, dtype = read(header, max_header_size=MAX_HEADER_BYTES)
     except ValueError as exc:
-        raise ModelError(f"member '{name}' has a malformed .npy header ({exc})") from None
+        raise ModelError(f"member {name!r} has a malformed .npy header ({exc})") from None
     return dtype, tuple(shape), bool(fortran)
 
 
@@ -251,7 +251,7 @@ def _data(
     """Read the array the header announced, a chunk at a time, into its own memory or
     into ``out`` (C-contiguous, of that dtype and shape)."""
     if dtype.itemsize == 0:
-        raise ModelError(f"member '{name}' has items of 0 bytes")
+        raise ModelError(f"member {name!r} has items of 0 bytes")
     if out is None or fortran:
         flat = np.empty(math.prod(shape) * dtype.itemsize, dtype=np.uint8)
     else:
@@ -261,7 +261,7 @@ def _data(
     while done < len(buffer):
         chunk = f.read(min(CHUNK_BYTES, len(buffer) - done))
         if not chunk:
-            raise ModelError(f"member '{name}' is truncated")
+            raise ModelError(f"member {name!r} is truncated")
         buffer[done:done + len(chunk)] = chunk
         done += len(chunk)
     array = flat.view(dtype)
@@ -276,7 +276,7 @@ def _data(
 def _read_exact(f: IO[bytes], size: int, name: str) -> bytes:
     data = f.read(size)
     if len(data) != size:
-        raise ModelError(f"member '{name}' is truncated")
+        raise ModelError(f"member {name!r} is truncated")
     return data
 
 

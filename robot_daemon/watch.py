@@ -11,6 +11,11 @@ Class names and thresholds come from ``--model`` (the file the daemon serves); w
 it the classes are numbered and the threshold is 0.5. Nothing here can disturb the
 daemon: a SUB socket is invisible to a PUB, and a slow watcher only loses messages
 (``RCVHWM``), never slows the daemon.
+
+Nothing the endpoints send can disturb the watcher either: a message that does not
+decode is counted, a ``status`` value of an unexpected type is shown as ``?`` (see
+:mod:`robot_daemon.liveview`), and every string shown is :func:`printable`, so that a
+name holding terminal escape codes is shown, not run.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import zmq
 from robot_daemon import model, wire
 from robot_daemon.errors import RobotDaemonError, WireError
 from robot_daemon.liveview import (
+    ABSENT,
     MIN_WIDTH,
     PlainView,
     RateMeter,
@@ -39,7 +45,14 @@ from robot_daemon.liveview import (
     daemon_counts,
     fit,
     health,
+    health_lines,
+    shown_field,
+    shown_names,
+    shown_number,
+    shown_text,
+    shown_total,
 )
+from robot_daemon.printable import printable
 from robot_daemon.serve import receive
 from robot_daemon.serve.config import DEFAULT_PRED
 
@@ -84,6 +97,8 @@ class WatchView:
     truth: npt.NDArray[np.uint8] | None
     labels_seen: int | None
     status: Mapping[str, Any] | None
+    #: Messages that did not decode (another protocol version, or not a daemon).
+    refused: int = 0
 
 
 class Watch:
@@ -99,7 +114,7 @@ class Watch:
         self.rejected = 0
         self._rate = RateMeter()
 
-    def on_message(self, parts: list[bytes], count: int) -> None:
+    def on_message(self, parts: list[receive.Part], count: int) -> None:
         """One message from either socket, of ``count`` parts of which ``parts`` holds the
         first two (:class:`robot_daemon.serve.receive.Receiver`): ``[topic, payload]`` is
         read, anything else counted."""
@@ -138,13 +153,16 @@ class Watch:
         seq, src, model, probs = self.newest if self.newest else (None, None, None, None)
         c = len(probs) if probs is not None else None
         names, thresholds = _classes(self.options, c)
+        truth = None if seq is None else self.labels.get(seq)
         return WatchView(
             endpoint=self.options.pred, elapsed_s=elapsed_s, class_names=names,
             thresholds=thresholds, answered=self.answered,
             frames_per_s=self.frames_per_s(now_ns), newest_seq=seq, newest_src=src,
             model=model, probs=probs if probs is not None and len(probs) == len(names) else None,
-            truth=None if seq is None else self.labels.get(seq),
+            # A label of another c (another labeller, another model) is no label of these.
+            truth=truth if truth is not None and len(truth) == len(names) else None,
             labels_seen=self.labels_seen if self.options.labels else None,
+            refused=self.rejected,
             status=self.status,
         )
 
@@ -163,18 +181,16 @@ def render(view: WatchView, width: int = 80, color: bool = False,
     """The watch view as lines of at most ``max(width, MIN_WIDTH)`` characters."""
     width = max(width, MIN_WIDTH)
     status = view.status
-    head = f"robot-daemon watch {view.endpoint}  {view.elapsed_s:6.1f} s"
+    head = f"robot-daemon watch {printable(view.endpoint)}  {view.elapsed_s:6.1f} s"
     if status is not None:
-        head += f"  model {status.get('model_version', view.model or '-')}"
-        head += f"  up {float(status.get('uptime_s', 0.0)):.0f} s"
+        head += f"  model {_model(status, view)}  up {shown_field(status, 'uptime_s')} s"
     lines = fit(head, width)
-    state = health(status, color=color)
-    lines += fit(state, width) if state else []
+    lines += health_lines(status, width=width, color=color)
     if view.newest_seq is None:
         lines.append("newest answered frame: none yet (is the daemon running, and fed?)")
     else:
-        src = f" from {view.newest_src}" if view.newest_src else ""
-        lines.append(f"newest answered frame: seq {view.newest_seq}{src}")
+        src = f" from {shown_text(view.newest_src)}" if view.newest_src else ""
+        lines += fit(f"newest answered frame: seq {view.newest_seq}{src}", width)
     lines += class_rows(view.class_names, view.thresholds, view.probs, view.truth,
                         width=width, color=color, unicode=unicode)
     lines += fit(_answers(view), width)
@@ -189,30 +205,55 @@ def render(view: WatchView, width: int = 80, color: bool = False,
     return lines
 
 
+def _model(status: Mapping[str, Any], view: WatchView) -> str:
+    """The model serving: the status's, or else the newest pred's."""
+    if "model_version" in status:
+        return shown_text(status["model_version"])
+    return ABSENT if view.model is None else shown_text(view.model)
+
+
 def _answers(view: WatchView) -> str:
     status = view.status
     latency = "latency -" if status is None else (
-        f"latency p50 {float(status.get('latency_ms_p50', 0.0)):.1f} ms"
-        f" p99 {float(status.get('latency_ms_p99', 0.0)):.1f} ms")
-    return f"answered {view.answered}  {view.frames_per_s:5.1f} frames/s  {latency}"
+        f"latency p50 {shown_field(status, 'latency_ms_p50', _ms)} ms"
+        f" p99 {shown_field(status, 'latency_ms_p99', _ms)} ms")
+    refused = f"  (messages refused: {view.refused})" if view.refused else ""
+    return f"answered {view.answered}  {view.frames_per_s:5.1f} frames/s  {latency}{refused}"
+
+
+def _ms(value: object) -> str:
+    return shown_number(value, 1)
 
 
 def online_line(status: Mapping[str, Any] | None) -> str:
     """What online learning did, from the ``status`` keys it adds; empty when it is off."""
     if status is None or "labels_received" not in status:
         return ""
-    rejected = sum(dict(status.get("labels_rejected", {})).values())
-    parts = [f"learning: labels {status.get('labels_accepted', 0)} used, {rejected} rejected",
-             f"steps {status.get('online_steps', 0)}"]
-    refused = {r: n for r, n in dict(status.get("online_rejected", {})).items() if n}
-    if refused:
-        parts.append(f"refused {sum(refused.values())} ("
-                     + ", ".join(f"{r} {n}" for r, n in sorted(refused.items())) + ")")
+    parts = [f"learning: labels {shown_field(status, 'labels_accepted')} used,"
+             f" {shown_field(status, 'labels_rejected', shown_total)} rejected",
+             f"steps {shown_field(status, 'online_steps')}"]
+    refused = _refused(status.get("online_rejected"))
+    parts += [refused] if refused else []
     last = status.get("online_last_step")
-    if isinstance(last, Mapping) and last.get("holdout_after") is not None:
-        parts.append(f"holdout loss {last['holdout_before']:.3f} -> {last['holdout_after']:.3f}")
-    parts.append(f"checkpoints {status.get('checkpoints_saved', 0)}")
+    if type(last) is dict and last.get("holdout_after") is not None:
+        parts.append(f"holdout loss {shown_number(last.get('holdout_before'), 3)}"
+                     f" -> {shown_number(last['holdout_after'], 3)}")
+    parts.append(f"checkpoints {shown_field(status, 'checkpoints_saved')}")
     return ", ".join(parts)
+
+
+def _refused(by_reason: object) -> str:
+    """``refused 2 (loss_jump 2)``: the steps refused, by reason; empty when none were."""
+    if by_reason is None:
+        return ""
+    if type(by_reason) is not dict:
+        return f"refused {shown_text(by_reason)}"
+    refused = {reason: n for reason, n in by_reason.items() if n != 0}
+    if not refused:
+        return ""
+    reasons = sorted(refused.items(), key=lambda item: shown_text(item[0]))
+    return (f"refused {shown_total(refused)} ("
+            + shown_names([f"{shown_text(r)} {shown_number(n)}" for r, n in reasons]) + ")")
 
 
 def progress_line(view: WatchView) -> str:

@@ -39,7 +39,7 @@ from robot_daemon.serve import config, daemon, receive, report  # noqa: E402
 from robot_daemon.serve.batch import PendingFrames  # noqa: E402
 from robot_daemon.serve.intake import HOLD_MAX, FrameIntake  # noqa: E402
 from robot_daemon.serve.liveness import Liveness  # noqa: E402
-from robot_daemon.serve.stats import SeqTracker  # noqa: E402
+from robot_daemon.serve.sequence import SeqTracker  # noqa: E402
 from robot_daemon.wire.decode import usual_frame  # noqa: E402
 from robot_daemon.wire.layout import usual_frames  # noqa: E402
 
@@ -112,7 +112,7 @@ def stage_passes(d: daemon.Daemon) -> list[tuple[str, Pass]]:
 
     def observe(items: list[bytes]) -> None:
         for seq, _ in enumerate(items):
-            seqs.observe(None, seq, seq)
+            seqs.observe((0, None), seq)
 
     def heard(items: list[bytes]) -> None:
         for seq, _ in enumerate(items):

@@ -2,17 +2,35 @@
 
 from __future__ import annotations
 
+import io
+import math
 import os
+import re
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
+import msgpack
 import numpy as np
+import pytest
 import zmq
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from robot_daemon import wire
-from robot_daemon.watch import Watch, WatchOptions, online_line, progress_line, render
+from robot_daemon.liveview import MIN_WIDTH, PlainView, TerminalView
+from robot_daemon.watch import (
+    Watch,
+    WatchOptions,
+    WatchView,
+    online_line,
+    progress_line,
+    render,
+    run,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = ROOT / "models" / "default.npz"
@@ -112,3 +130,197 @@ def test_watch_a_real_daemon_from_the_command_line(workdir: Path) -> None:
         daemon.terminate()
         daemon.wait(timeout=10)
         ctx.term()
+
+
+# ------------------------------------------------------------ what the network may send
+
+#: Issue 25's src: retitles the terminal that prints it ("PWNED") and clears its screen.
+HOSTILE = "\x1b]0;PWNED\x07\x1b[2J"
+#: Our colours, the only escape codes the views write into a line.
+OUR_COLOURS = re.compile(r"\x1b\[(?:31|32|33|0)m")
+
+
+def _shown_lines(status: dict[str, Any], width: int, color: bool,
+                 unicode: bool = True) -> list[str]:
+    """Both views of a watch fed ``_fed``'s messages, then ``status`` as a payload."""
+    watch = _fed(Watch(OPTIONS))
+    payload = msgpack.packb(status, use_bin_type=True)
+    watch.on_message([wire.TOPIC_STATUS, payload], 2)
+    wire.decode_status(payload)  # raises unless decode_status accepts it
+    assert watch.status is not None
+    assert msgpack.packb(watch.status, use_bin_type=True) == payload  # this one, not _fed's
+    view = watch.view(2.0, time.monotonic_ns())
+    return [*render(view, width, color, unicode), progress_line(view), online_line(view.status)]
+
+
+def _assert_safe(lines: list[str], width: int) -> None:
+    """No line wider than the view, none holding a control character but our colours."""
+    for line in lines[:-2]:  # the live view's
+        assert len(OUR_COLOURS.sub("", line)) <= max(width, MIN_WIDTH), line
+    for line in lines:
+        assert OUR_COLOURS.sub("", line).isprintable(), repr(line)
+
+
+def test_strings_from_the_network_are_shown_escaped_never_run() -> None:
+    status = {"model_version": HOSTILE, "health": "degraded\r", "stale_srcs": [HOSTILE],
+              "stale_endpoints": ["tcp://x\u202e:5556"], "frames_rejected": {HOSTILE: 1},
+              "labels_received": 1, "online_rejected": {HOSTILE: 2}}
+    lines = _shown_lines(status, 80, color=True)
+    _assert_safe(lines, 80)
+    text = " ".join(lines)
+    assert "model \\x1b]0;PWNED\\x07\\x1b[2J" in text
+    assert "health degraded\\r (stale: tcp://x\\u202e:5556, \\x1b]0;PWNED" in text
+    assert "refused 2 (\\x1b]0;PWNED\\x07\\x1b[2J 2)" in text
+
+
+def test_a_pred_whose_src_is_not_printable_is_refused_and_counted() -> None:
+    """A daemon of an older version passed such a src on: the pred is refused (bad_src)."""
+    watch = Watch(OPTIONS)
+    p = np.full((1, 3), 0.5, np.float32).tobytes()
+    pred = msgpack.packb({"tick": 1, "t": 1.0, "seq": [4], "p": p, "n": 1, "c": 3,
+                          "model": "m", "t_frame": [1.0], "src": [HOSTILE]})
+    watch.on_message([wire.TOPIC_PRED, pred], 2)
+    assert (watch.rejected, watch.newest) == (1, None)
+    view = watch.view(1.0, time.monotonic_ns())
+    assert "answered 0    0.0 frames/s  latency -  (messages refused: 1)" in render(view)
+
+
+def test_a_status_of_wrong_types_shows_what_it_can_and_marks_the_rest() -> None:
+    """Issue 25's 7 of 7: each crashed watch with a traceback."""
+    status = {"frames_rejected": ["wrong_d"], "frames_dropped": "3", "frames_lost": {"n": 1},
+              "uptime_s": 1e300, "latency_ms_p50": math.nan, "latency_ms_p99": [],
+              "model_version": 7, "health": ["ok"], "stale_srcs": "lidar",
+              "stale_endpoints": [None, "tcp://a:1"], "labels_received": 1,
+              "labels_accepted": True, "labels_rejected": {"outlier": "1"},
+              "online_steps": 2**64 - 1, "online_rejected": [1],
+              "online_last_step": {"holdout_after": "x"}}
+    lines = _shown_lines(status, 80, color=False)
+    _assert_safe(lines, 80)
+    text = " ".join(line.strip() for line in lines)
+    assert "model ?  up 1e+300 s" in text
+    assert "health ? (stale: ?, tcp://a:1, lidar)" in text  # a name for a list: shown
+    assert "latency p50 nan ms p99 ? ms" in text
+    assert "daemon: dropped ? rejected ? lost ?" in text
+    assert ("learning: labels ? used, ? rejected, steps 1.84e+19, refused ?, holdout loss ?"
+            " -> ?, checkpoints -") in text
+
+
+def test_a_status_without_the_keys_shows_dashes() -> None:
+    lines = _shown_lines({}, 80, color=False)
+    assert "daemon: dropped - rejected - lost -" in lines
+    assert "latency p50 - ms p99 - ms" in " ".join(lines)
+
+
+def test_a_label_of_another_class_count_is_not_matched_to_the_answer() -> None:
+    watch = _fed(Watch(OPTIONS))
+    x = np.zeros(4, np.float32)
+    watch.on_message([wire.TOPIC_LABEL, wire.encode_label(7, 1.0, x, np.array([1, 0]))], 2)
+    view = watch.view(1.0, time.monotonic_ns())
+    assert view.truth is None
+    assert "✓" not in "".join(render(view))
+
+
+_ODD_TEXTS = st.sampled_from([HOSTILE, "ok", "degraded", "blind", "\u202e", "a\u2028b",
+                              "\x9b2J", "é" * 3000, "x" * 70, "word " * 40])
+_SCALARS = (st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats()
+            | st.text(max_size=8) | st.binary(max_size=8) | _ODD_TEXTS)
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: st.lists(inner, max_size=12) | st.dictionaries(
+        st.text(max_size=5) | st.binary(max_size=3) | _ODD_TEXTS, inner, max_size=5),
+    max_leaves=24,
+)
+#: The keys watch reads, and others.
+_KEYS = st.sampled_from([
+    "model_version", "uptime_s", "health", "stale_endpoints", "stale_srcs", "frames_rejected",
+    "frames_dropped", "frames_lost", "latency_ms_p50", "latency_ms_p99", "labels_received",
+    "labels_accepted", "labels_rejected", "online_steps", "online_rejected",
+    "online_last_step", "checkpoints_saved"]) | st.text(max_size=6)
+
+
+@st.composite
+def _statuses(draw: st.DrawFn) -> dict[str, Any]:
+    """A map decode_status accepts: the daemon's keys (and others) with any values, nested
+    where the daemon nests (online_last_step's holdout losses)."""
+    status = draw(st.dictionaries(_KEYS, _VALUES, max_size=14))
+    if draw(st.booleans()):
+        status["online_last_step"] = draw(st.dictionaries(
+            st.sampled_from(["holdout_before", "holdout_after"]), _SCALARS))
+    return status
+
+
+@given(status=_statuses(), width=st.integers(0, 300), color=st.booleans(),
+       unicode=st.booleans())
+@example(status={"frames_rejected": [1], "frames_dropped": "3", "frames_lost": {},
+                 "uptime_s": "12", "latency_ms_p50": {}, "health": 1, "stale_srcs": {},
+                 "model_version": None, "labels_received": 0, "online_rejected": {"a": "b"}},
+         width=80, color=True, unicode=True)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_any_status_renders_in_both_views_at_any_width(
+    status: dict[str, Any], width: int, color: bool, unicode: bool,
+) -> None:
+    _assert_safe(_shown_lines(status, width, color, unicode), width)
+
+
+@pytest.mark.parametrize("live", [True, False], ids=["live", "no-live"])
+def test_a_name_the_terminal_cannot_encode_is_shown_escaped(live: bool) -> None:
+    """A src in another script is valid; on an ASCII terminal (LANG=C without UTF-8,
+    PYTHONIOENCODING=ascii) it ended watch with a UnicodeEncodeError."""
+    watch = _fed(Watch(OPTIONS))
+    watch.on_message([wire.TOPIC_STATUS, wire.encode_status({
+        "health": "degraded", "stale_srcs": ["caméra"]})], 2)
+    view = watch.view(1.0, time.monotonic_ns())
+    raw = io.BytesIO()
+    out = io.TextIOWrapper(raw, encoding="ascii", write_through=True)
+    shown: TerminalView[WatchView] | PlainView[WatchView] = (
+        TerminalView(out, render) if live else PlainView(out, progress_line, lambda v: 1.0))
+    with shown:
+        shown.update(view, final=True)
+    assert "stale: cam\\xe9ra" in raw.getvalue().decode("ascii")
+
+
+class _Terminal(io.StringIO):
+    """What a terminal receives; it says it is one, so watch draws its live view."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("live", [True, False], ids=["live", "no-live"])
+def test_watch_never_writes_what_a_hostile_publisher_sends(workdir: Path, live: bool) -> None:
+    """A publisher on the pred endpoint (an impostor, or a daemon of another version) sends
+    a hostile status and a pred with the hostile src: both views write neither raw."""
+    endpoint = f"ipc://{workdir}/p"
+    out = _Terminal() if live else io.StringIO()
+    stop = threading.Event()
+    options = WatchOptions(pred=endpoint, class_names=NAMES,
+                           thresholds=np.full(3, 0.5), live=live)
+    status = wire.encode_status({"model_version": HOSTILE, "health": "degraded",
+                                 "stale_srcs": [HOSTILE], "frames_dropped": "many"})
+    p = np.full((1, 3), 0.5, np.float32).tobytes()
+    pred = msgpack.packb({"tick": 1, "t": 1.0, "seq": [4], "p": p, "n": 1, "c": 3,
+                          "model": HOSTILE, "src": [HOSTILE]})
+    with zmq.Context() as ctx, ctx.socket(zmq.PUB) as pub:
+        pub.setsockopt(zmq.LINGER, 0)
+        pub.bind(endpoint)
+        watcher = threading.Thread(target=run, args=(options, out, stop))
+        watcher.start()
+        try:
+            deadline = time.monotonic() + 20
+            while "PWNED" not in out.getvalue() and time.monotonic() < deadline:
+                pub.send_multipart([wire.TOPIC_PRED, pred])
+                pub.send_multipart([wire.TOPIC_STATUS, status])
+                time.sleep(0.05)
+        finally:
+            stop.set()
+            watcher.join(timeout=10)
+    text = OUR_COLOURS.sub("", out.getvalue())
+    escaped = "\\x1b]0;PWNED\\x07\\x1b[2J"
+    assert f"stale: {escaped}" in text
+    if live:  # the model's name too (the plain line has none)
+        assert re.search(rf"model\s+{re.escape(escaped)}", text.replace("\x1b[K\n", " "))
+    assert "dropped ?" in text
+    # Only the live view's own codes: cursor hidden and shown, up, clear line and below.
+    own = re.compile(r"\x1b\[(?:\?25[lh]|\d+F|K|J)")
+    assert "\x1b" not in own.sub("", text)
+    assert "\x07" not in text

@@ -5,7 +5,7 @@ work, where tests can reach it. One module per command group registers its parse
 ``add(sub)`` and holds their handlers, each of which returns a process exit code:
 :mod:`.flops`, :mod:`.bag`, :mod:`.sim`, :mod:`.offline` (train, eval, replay),
 :mod:`.fleet` (dataset; train, eval and replay on many bags), :mod:`.serve` (run,
-keys), :mod:`.watch` and :mod:`.demo`. A new command goes into the module of its
+metrics, keys), :mod:`.watch` and :mod:`.demo`. A new command goes into the module of its
 group (or a new one), and into :func:`build_parser`.
 """
 
@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from robot_daemon import __version__
 from robot_daemon.cli import bag, demo, fleet, flops, offline, serve, sim, watch
 from robot_daemon.errors import RobotDaemonError
+from robot_daemon.printable import printable_lines
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -60,7 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         _discard_stdout()
         return EXIT_BROKEN_PIPE
     except RobotDaemonError as exc:
-        print(f"robot-daemon {args.command}: error: {exc}", file=sys.stderr)
+        # Messages name paths and members from outside (a file named with ESC in it).
+        print(f"robot-daemon {args.command}: error: {printable_lines(str(exc))}",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -17,6 +17,7 @@ from robot_daemon.cli.args import (
 )
 from robot_daemon.errors import ConfigError
 from robot_daemon.paths import check_output
+from robot_daemon.printable import printable_lines
 
 
 def add(sub: Subparsers) -> None:
@@ -182,7 +183,7 @@ def _run_bag_record(args: argparse.Namespace) -> int:
             stop=stop,
             flush_interval_ns=round(args.flush_interval * 1e9),
         )
-    print(summary.describe())
+    print(printable_lines(summary.describe()))  # topic names as publishers sent them
     return 0
 
 
@@ -227,7 +228,7 @@ def _run_bag_play(args: argparse.Namespace) -> int:
                 on_ready=ready,
                 on_progress=show if line.enabled else None,
             )
-    print(summary.describe())
+    print(printable_lines(summary.describe()))  # topic names as the bags hold them
     return 0
 
 
@@ -236,12 +237,14 @@ def _run_bag_info(args: argparse.Namespace) -> int:
 
     with BagReader(args.bag_in) as bag:
         report = bag.info()
-    print(json.dumps(report.as_dict(), indent=2) if args.json else report.describe())
+    # Names, topics and metadata as the bag holds them: escaped (JSON escapes its own).
+    print(json.dumps(report.as_dict(), indent=2) if args.json
+          else printable_lines(report.describe()))
     return 0
 
 
 def _run_bag_export(args: argparse.Namespace) -> int:
     from robot_daemon.bag import export as bagexport
 
-    print(bagexport.export_json(args.bag_in, args.out).describe())
+    print(printable_lines(bagexport.export_json(args.bag_in, args.out).describe()))
     return 0

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from robot_daemon.cli.args import Subparsers, positive_int
 from robot_daemon.errors import ConfigError, RobotDaemonError
 from robot_daemon.paths import check_input
+from robot_daemon.printable import printable_lines
 
 if TYPE_CHECKING:
     from robot_daemon.fleet.sources import Source
@@ -69,7 +70,7 @@ def wanted(args: argparse.Namespace, sources: list[str]) -> bool:
 
 def warn(line: str) -> None:
     """``warning: LINE`` on stderr: a cut bag, a skipped file, a directory left out."""
-    print(f"warning: {line}", file=sys.stderr, flush=True)
+    print(f"warning: {printable_lines(line)}", file=sys.stderr, flush=True)
 
 
 def _run_dataset(args: argparse.Namespace) -> int:

@@ -1,4 +1,5 @@
-"""``robot-daemon run`` (the daemon, with online learning) and ``robot-daemon keys``."""
+"""``robot-daemon run`` (the daemon, with online learning), ``robot-daemon metrics`` (its
+Prometheus exporter) and ``robot-daemon keys``."""
 
 from __future__ import annotations
 
@@ -7,10 +8,13 @@ import sys
 
 from robot_daemon.cli.args import Subparsers, positive_float, positive_int
 
+LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
+
 
 def add(sub: Subparsers) -> None:
-    """Register run and keys."""
+    """Register run, metrics and keys."""
     _add_run(sub)
+    _add_metrics(sub)
     _add_keys(sub)
 
 
@@ -44,9 +48,9 @@ def _add_run(sub: Subparsers) -> None:
                    help="a frames endpoint or src silent this long is stale; status "
                    "health turns degraded or blind (default 200)")
     p.add_argument("--metrics", metavar="[ADDRESS:]PORT",
-                   help="serve Prometheus metrics here (a bare port: loopback only; needs"
-                   " the metrics extra)")
-    p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+                   help="serve Prometheus metrics here, from an exporter process the daemon"
+                   " starts (a bare port: loopback only; needs the metrics extra)")
+    p.add_argument("--log-level", choices=LOG_LEVELS)
     _add_online_flags(p)
     p.set_defaults(handler=_run_daemon)
 
@@ -77,7 +81,6 @@ def _add_online_flags(p: argparse.ArgumentParser) -> None:
 
 def _run_daemon(args: argparse.Namespace) -> int:
     import logging
-    import os
 
     from robot_daemon.serve import config, daemon
 
@@ -93,12 +96,58 @@ def _run_daemon(args: argparse.Namespace) -> int:
         "curve_secret_key": args.curve_secret_key, "curve_allow": args.curve_allow,
         "insecure_labels": args.insecure_labels,
     })
-    # journald stamps every line itself (JOURNAL_STREAM is set when stderr goes there).
-    stamp = "" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s "
-    logging.basicConfig(stream=sys.stderr, level=cfg.log_level,
-                        format=stamp + "%(levelname)s %(message)s")
+    _log_to_stderr(cfg.log_level)
     logging.getLogger("robot_daemon").info("settings: %s", config.describe(cfg))
     return daemon.run(cfg)
+
+
+def _log_to_stderr(level: str, prefix: str = "") -> None:
+    import logging
+    import os
+
+    from robot_daemon.printable import PrintableFormatter
+
+    # journald stamps every line itself (JOURNAL_STREAM is set when stderr goes there).
+    stamp = "" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s "
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(PrintableFormatter(f"{stamp}%(levelname)s {prefix}%(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
+
+
+def _add_metrics(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "metrics",
+        help="the Prometheus exporter: a daemon's status on http://ADDRESS:PORT/metrics",
+        description=(
+            "Subscribes to a daemon's status (on its pred endpoint) and serves it as "
+            "Prometheus metrics, in a process of its own at nice 19, with bounded HTTP "
+            "(docs/deploy.md, 'Metrics'). 'run --metrics' starts one itself; this command "
+            "runs one on its own (a unit of its own, a test). Exits 0 on SIGTERM."
+        ),
+    )
+    p.add_argument("--pred", metavar="ENDPOINT", default="tcp://127.0.0.1:5557",
+                   help="the daemon's pred endpoint to connect to (default "
+                   "tcp://127.0.0.1:5557)")
+    p.add_argument("--listen", metavar="[ADDRESS:]PORT", default="9108",
+                   help="where to serve /metrics (default 9108, loopback only; 0: a free "
+                   "port, logged)")
+    p.add_argument("--allow-remote-bind", action="store_true",
+                   help="permit a --listen address that is not loopback")
+    p.add_argument("--log-level", choices=LOG_LEVELS, default="INFO")
+    # Set by the daemon that starts it: exit once that process is gone, and retry a port
+    # in use instead of exiting (robot_daemon.serve.exporter_child).
+    p.add_argument("--child-of", type=positive_int, metavar="PID", help=argparse.SUPPRESS)
+    p.set_defaults(handler=_run_metrics)
+
+
+def _run_metrics(args: argparse.Namespace) -> int:
+    from robot_daemon.serve import config
+
+    host, port = config.check_metrics_address(args.listen, args.allow_remote_bind)
+    _log_to_stderr(args.log_level, prefix="metrics: ")
+    from robot_daemon.serve import exporter  # needs prometheus-client: a clear error if not
+
+    return exporter.run(exporter.Options(args.pred, host, port, parent=args.child_of))
 
 
 def _add_keys(sub: Subparsers) -> None:

@@ -245,7 +245,7 @@ class Sockets:
         self.ctx.term()
 
 
-def _dispatch(stream: Stream, parts: list[bytes], count: int) -> None:
+def _dispatch(stream: Stream, parts: list[receive.Part], count: int) -> None:
     """A two-part message from the tap or the daemon, to ``stream`` by its topic."""
     if count != 2:
         return

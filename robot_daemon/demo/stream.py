@@ -43,7 +43,7 @@ class Stream:
         self.model_versions: set[str] = set()
         self._rate = RateMeter()
 
-    def on_frame(self, payload: bytes, now_ns: int) -> None:
+    def on_frame(self, payload: bytes | memoryview, now_ns: int) -> None:
         self.sent += 1
         with contextlib.suppress(WireError):  # invalid frames are only counted
             row = self._rows.get(wire.decode_frame(payload).seq)
@@ -51,7 +51,7 @@ class Stream:
                 self.sent_ns[row] = now_ns
                 self.sent_valid += 1
 
-    def on_pred(self, payload: bytes, now_ns: int) -> None:
+    def on_pred(self, payload: bytes | memoryview, now_ns: int) -> None:
         pred = wire.decode_pred(payload)
         self.model_versions.add(pred.model)
         for seq, p in zip(pred.seq.tolist(), pred.p, strict=True):
@@ -65,7 +65,7 @@ class Stream:
             self.P[row] = p
             self.newest_row = row
 
-    def on_status(self, payload: bytes) -> None:
+    def on_status(self, payload: bytes | memoryview) -> None:
         self.status = wire.decode_status(payload)
 
     def answered_rows(self) -> npt.NDArray[np.intp]:

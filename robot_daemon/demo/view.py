@@ -23,7 +23,7 @@ from robot_daemon.liveview import (
     class_rows,
     daemon_counts,
     fit,
-    health,
+    health_lines,
 )
 from robot_daemon.model import write_atomically
 from robot_daemon.offline import metrics
@@ -72,8 +72,7 @@ def render(view: LiveView, *, width: int = 80, color: bool = False,
                         width=width, color=color, unicode=unicode)
     lines += fit(_answers(view), width)
     lines += fit(f"daemon: {daemon_counts(view.status)}    Ctrl-C stops", width)
-    state = health(view.status, color=color)
-    return lines + (fit(state, width) if state else [])
+    return lines + health_lines(view.status, width=width, color=color)
 
 
 def draw(view: LiveView, width: int, color: bool, unicode: bool) -> list[str]:

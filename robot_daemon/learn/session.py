@@ -250,7 +250,7 @@ class OnlineSession:
             self._receiver = receive.Receiver(sock, self._on_label)
         self._receiver.drain(until_ns, keep_going=self.wants_labels)
 
-    def _on_label(self, parts: list[bytes], count: int) -> None:
+    def _on_label(self, parts: list[receive.Part], count: int) -> None:
         """One message of ``count`` parts, of which ``parts`` holds the first (at most 2)."""
         self.counters.labels_received += 1
         if count != 2 or parts[0] != wire.TOPIC_LABEL:

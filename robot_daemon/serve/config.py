@@ -78,8 +78,9 @@ class DaemonConfig:
     stale_after_ms : a frames endpoint or ``src`` silent this long is stale
         (:mod:`robot_daemon.serve.liveness`); checked at each tick.
     rcvhwm : the SUB socket's receive high-water mark, in messages.
-    metrics : ``PORT`` or ``ADDRESS:PORT`` of a Prometheus endpoint
-        (:mod:`robot_daemon.serve.metrics`); none: off. A bare port is loopback.
+    metrics : ``PORT`` or ``ADDRESS:PORT`` of a Prometheus endpoint, served by an exporter
+        process the daemon starts (:mod:`robot_daemon.serve.exporter_child`); none: off.
+        A bare port is loopback; ``pred`` must not be ``inproc://``.
     allow_remote_bind : permit ``pred`` and ``metrics`` to bind a non-loopback address.
     log_level : ``DEBUG``, ``INFO``, ``WARNING`` or ``ERROR``.
     """
@@ -234,11 +235,12 @@ def validate(config: DaemonConfig) -> None:
             "(tcp://127.0.0.1:PORT) or ipc://, or set allow_remote_bind = true"
         )
     if config.metrics is not None:
-        host, _ = metrics_address(config.metrics)
-        if not config.allow_remote_bind and not ipaddress.ip_address(host).is_loopback:
+        check_metrics_address(config.metrics, config.allow_remote_bind)
+        if config.pred.startswith("inproc://"):
             raise ConfigError(
-                f"metrics {config.metrics!r} would serve on the network; give a port alone"
-                " (loopback) or set allow_remote_bind = true"
+                f"metrics needs a pred endpoint another process can reach: the exporter is "
+                f"a process of its own that reads status from pred, and {config.pred!r} "
+                "exists only inside the daemon; bind pred to tcp://127.0.0.1:PORT or ipc://"
             )
     _validate_online(config)
     _check_number("interval_ms", config.interval_ms, 1.0, 60_000.0)
@@ -328,6 +330,21 @@ def metrics_address(text: str) -> tuple[str, int]:
         ) from None
     if not 0 <= port <= 65535:
         raise ConfigError(f"metrics address {text!r}: port must be 0-65535")
+    return host, port
+
+
+def check_metrics_address(text: str, allow_remote_bind: bool) -> tuple[str, int]:
+    """:func:`metrics_address`, refusing a non-loopback address unless ``allow_remote_bind``.
+
+    Raises:
+        ConfigError: not an address, or one on the network without ``allow_remote_bind``.
+    """
+    host, port = metrics_address(text)
+    if not allow_remote_bind and not ipaddress.ip_address(host).is_loopback:
+        raise ConfigError(
+            f"metrics {text!r} would serve on the network; give a port alone (loopback), or"
+            " allow it: allow_remote_bind = true (run), --allow-remote-bind (metrics)"
+        )
     return host, port
 
 

@@ -91,19 +91,21 @@ import zmq
 from robot_daemon import wire
 from robot_daemon.errors import ModelError, RobotDaemonError, WireError
 from robot_daemon.learn.session import OnlineSession, resume
-from robot_daemon.serve import early, liveness, monitor, receive, report, signals
+from robot_daemon.serve import early, liveness, memory, monitor, receive, report, signals
 from robot_daemon.serve.batch import Batch, PendingFrames
 from robot_daemon.serve.config import DaemonConfig
 from robot_daemon.serve.intake import Arrivals, FrameIntake
+from robot_daemon.serve.memory import MemoryBound
 from robot_daemon.serve.notify import Notifier
 from robot_daemon.serve.reload import Reloader, ServedModel, load_model, too_slow
 from robot_daemon.serve.report import Counters, Windows
+from robot_daemon.serve.sequence import SeqTracker
 from robot_daemon.serve.signals import Signals
-from robot_daemon.serve.stats import REJECT_LOG_PERIOD_NS, RateLimiter, SeqTracker
+from robot_daemon.serve.stats import REJECT_LOG_PERIOD_NS, RateLimiter
 
-if TYPE_CHECKING:  # prometheus-client is optional: imported only for --metrics
+if TYPE_CHECKING:
     from robot_daemon.model import Model
-    from robot_daemon.serve.metrics import MetricsServer
+    from robot_daemon.serve.exporter_child import ExporterChild
 
 log = logging.getLogger("robot_daemon")
 
@@ -121,10 +123,12 @@ SERVING_NICE: Final = -10
 LATE_FRACTION: Final = 0.1
 #: Closing the PUB socket waits at most this long for the last messages to leave.
 LINGER_MS: Final = 200
-#: One message above this disconnects its publisher (libzmq's only way to refuse it), so
-#: it sits far above the largest valid frame (64 KiB): no protocol-conforming publisher
-#: can be cut off, while a runaway one cannot make the daemon buffer gigabytes per message.
-MAX_MESSAGE_BYTES: Final = 1 << 20
+#: A message part above this disconnects its publisher (libzmq's only way to refuse it;
+#: the daemon connects again, serve.monitor), losing what the sensor sends meanwhile. Below
+#: it, a part too large for a frame (64 KiB) is received without a copy (serve.receive) and
+#: refused as ``oversized``: one frame lost, not 100 ms of a sensor as at 1 MiB. Memory is
+#: bounded by serve.memory, not by this.
+MAX_MESSAGE_BYTES: Final = 16 << 20
 #: The PUB socket's send high-water mark, in messages (a slow consumer loses the excess).
 SNDHWM: Final = 10_000
 #: After a drain the frames socket rests for interval / DRAIN_GAP (5 ms at 20 ms ticks):
@@ -139,7 +143,7 @@ class Daemon:
     def __init__(self, config: DaemonConfig, notifier: Notifier | None = None) -> None:
         self.config = config
         self.notifier = notifier if notifier is not None else Notifier({})
-        self.metrics: MetricsServer | None = None
+        self.metrics: ExporterChild | None = None  # the metrics exporter process, if any
         self.served = load_model(config.model)
         slow = too_slow(self.served, config.max_batch, config.interval_ns)
         if slow is not None:  # nothing else to serve: a slow model sees, refusing is blind
@@ -152,6 +156,8 @@ class Daemon:
         self._labels: zmq.Socket[bytes] | None = None  # the label socket while running
         self._frames: list[FrameIntake] = []  # read the frame sockets, in turn
         self._watches = monitor.Watches()  # connections libzmq may give up on
+        self._frame_watches: list[monitor.ConnectionWatch] = []  # one per frames endpoint
+        self._memory = MemoryBound()  # what libzmq holds of messages still arriving
         self.counters = Counters()
         self.windows = Windows()
         self.seqs = SeqTracker()
@@ -164,8 +170,11 @@ class Daemon:
         self._reloader = Reloader(config.model, self.served.model.d, self.served.model.c,
                                   config.max_batch, config.interval_ns)
         self._reject_log = RateLimiter(REJECT_LOG_PERIOD_NS)
+        self._memory_log = RateLimiter(REJECT_LOG_PERIOD_NS)
         self._start_ns = time.monotonic_ns()
         self.liveness = liveness.Liveness(config.frames, config.stale_after_ns, self._start_ns)
+        self._change_log = liveness.ChangeLog()  # liveness lines, at a bounded rate
+        self._status_pace = liveness.StatusPace()  # and the statuses they send at once
         # Every frames socket's frames on their way into the ring (serve.intake).
         self._arrivals = Arrivals(self._pending, self.counters, self.seqs, self.liveness,
                                   self._reject)
@@ -202,11 +211,12 @@ class Daemon:
                 sub, [endpoint], "frames publisher", monitor.FRAMES_RECONNECT_DELAY_NS))
                 for sub, endpoint in zip(subs, cfg.frames, strict=True)]
             stack.callback(self._reloader.close)
+            stack.callback(self._memory.close)
+            self._frame_watches = watches
             self._open(subs, pub)
-            if cfg.metrics is not None:
-                self.metrics = stack.enter_context(_metrics_server(cfg.metrics))
-                log.info("Prometheus metrics on http://%s:%d/metrics", self.metrics.host,
-                         self.metrics.port)
+            if cfg.metrics is not None:  # not waited for: serving first
+                self.metrics = stack.enter_context(
+                    _metrics_exporter(cfg.pred, cfg.metrics, cfg.allow_remote_bind))
             poller = zmq.Poller()
             for sub in subs:
                 poller.register(sub, zmq.POLLIN)
@@ -231,6 +241,7 @@ class Daemon:
             # stops taking milliseconds in the middle of a tick.
             gc.collect()
             gc.freeze()
+            self._memory.rebase()
             self.notifier.ready(f"serving model {self.version}")
             tick = self._loop(subs, pub, poller, sigs)
             # "Finish the current tick": the frames already received are answered, those
@@ -292,6 +303,7 @@ class Daemon:
                 self._tick(pub, tick, deadline,
                            now if held_by_os else max(deadline, self._woke_ns))
                 self._check_liveness(pub)
+                self._bound_memory()
                 # Skip, and count, the deadlines this tick overran: never a burst of
                 # catch-up ticks.
                 following = (time.monotonic_ns() - start) // interval + 1
@@ -316,6 +328,8 @@ class Daemon:
                     self._woke()
                     continue
             self._watches.service(now)  # reconnect what libzmq gave up on, when due
+            if self.metrics is not None:
+                self.metrics.service(now)  # restart an exporter that ended, when due
             self._reload_between_ticks(sigs)
             if self._labels is not None:
                 # Not after the early pass: a step would change the weights it used.
@@ -417,13 +431,38 @@ class Daemon:
     # ---------------------------------------------------------------- ticks
 
     def _check_liveness(self, pub: zmq.Socket[bytes]) -> None:
-        """After a tick: log what changed in the sources' liveness and publish it at once."""
-        change = self.liveness.check(time.monotonic_ns())
+        """After a tick: log what changed in the sources' liveness and publish it at once,
+        both at a bounded rate (:class:`robot_daemon.serve.liveness.ChangeLog`,
+        :class:`~robot_daemon.serve.liveness.StatusPace`)."""
+        now = time.monotonic_ns()
+        change = self.liveness.check(now)
         if change is None:
+            if self._status_pace.due(now):  # a change that waited for its gap
+                self._publish_status(pub)
             return
-        for level, line in change.lines():
+        for level, line in self._change_log.lines(change, now):
             log.log(level, "%s", line)
-        self._publish_status(pub)
+        if self._status_pace.changed(change, now):
+            self._publish_status(pub)
+
+    def _bound_memory(self) -> None:
+        """After a tick: above the memory bound, drop the connections of the frames
+        endpoints that went silent (:mod:`robot_daemon.serve.memory`)."""
+        if self._reloader.busy():  # a load holds up to three models for a moment
+            return
+        excess = self._memory.over()
+        if excess is None:
+            return
+        now = time.monotonic_ns()
+        silent = self.liveness.silent_endpoints(now, memory.SILENT_NS)
+        for i in silent:
+            self._frame_watches[i].drop(self.config.frames[i], (
+                f"the daemon holds {excess / 2**20:.0f} MiB over its memory bound and no valid"
+                f" frame came from here for {memory.SILENT_NS / 1e6:.0f} ms: a message of"
+                " many parts is still arriving"))
+        if not silent and self._memory_log.allow("none", now) is not None:
+            log.warning("the daemon holds %.0f MiB over its memory bound and every frames "
+                        "endpoint delivers: not a message held by libzmq", excess / 2**20)
 
     def _count_lateness(self, deadline_ns: int, start_ns: int) -> bool:
         """Measure how late the tick due at ``deadline_ns`` starts, and who made it late;
@@ -526,12 +565,16 @@ class Daemon:
             self.notifier.reloading()
             self._reloader.request()
         outcome = self._reloader.done()
+        if outcome is None:
+            return
         if isinstance(outcome, ModelError):
             self.counters.reload_failures += 1
             log.error("reload refused, still serving %s: %s", self.version, outcome)
             self.notifier.ready(f"reload refused; serving model {self.version}")
-        elif outcome is not None:
+        else:
             self._swap(outcome)
+        # What serving takes now: the new model, or what the load left in the allocator.
+        self._memory.rebase()
 
     def _swap(self, candidate: ServedModel) -> None:
         """Serve ``candidate`` (loaded and checked: same d and c) from the next tick on."""
@@ -559,6 +602,7 @@ class Daemon:
             **report.counts(self.counters, self.windows),
             "frames_lost": self.seqs.lost,
             "frames_seq_resets": self.seqs.resets,
+            "frames_out_of_seq": self.seqs.out_of_seq,
             "sources": len(self.seqs),
             "reconnects": self._watches.status(),
         }
@@ -571,8 +615,6 @@ class Daemon:
         status = self.status()
         self.windows.clear()
         pub.send_multipart([wire.TOPIC_STATUS, wire.encode_status(status)])
-        if self.metrics is not None:
-            self.metrics.update(status)
         line = report.summary(status)
         log.info("%s", line)
         self.notifier.status(line)
@@ -585,11 +627,12 @@ def _spin_until(deadline_ns: int) -> None:
         pass
 
 
-def _metrics_server(address: str) -> MetricsServer:
-    """The Prometheus endpoint; its module (and prometheus-client) only when asked for."""
-    from robot_daemon.serve.metrics import MetricsServer
+def _metrics_exporter(pred: str, address: str, remote: bool) -> ExporterChild:
+    """The Prometheus exporter, a child process reading ``status`` from ``pred``
+    (:mod:`robot_daemon.serve.exporter_child`); its module only when asked for."""
+    from robot_daemon.serve.exporter_child import ExporterChild
 
-    return MetricsServer(address)
+    return ExporterChild(pred, address, remote)
 
 
 def run(config: DaemonConfig, notifier: Notifier | None = None) -> int:

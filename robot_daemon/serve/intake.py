@@ -19,7 +19,7 @@ time; anything else takes the full path, with the same outcome either way:
   :class:`robot_daemon.serve.receive.Receiver` does it.
 
 Either way an accepted frame is counted, its ``seq`` tracked
-(:class:`robot_daemon.serve.stats.SeqTracker`), its endpoint and source marked heard
+(:class:`robot_daemon.serve.sequence.SeqTracker`), its endpoint and source marked heard
 (:class:`robot_daemon.serve.liveness.Liveness`) and the frame queued in the ring
 (:class:`robot_daemon.serve.batch.PendingFrames`), with the time it was received; a
 refused one is counted by reason and logged at a bounded rate (the daemon's ``reject``).
@@ -44,9 +44,9 @@ from robot_daemon import wire
 from robot_daemon.errors import WireError
 from robot_daemon.serve.batch import PendingFrames
 from robot_daemon.serve.liveness import Liveness
-from robot_daemon.serve.receive import Receiver
+from robot_daemon.serve.receive import COPY_MAX, Part, Receiver, kept
 from robot_daemon.serve.report import Counters
-from robot_daemon.serve.stats import SeqTracker
+from robot_daemon.serve.sequence import SeqTracker
 from robot_daemon.wire.decode import USUAL_MAX_D
 from robot_daemon.wire.layout import BULK_MIN, usual_frames
 from robot_daemon.wire.messages import FrameFields
@@ -118,20 +118,20 @@ class Arrivals:
         start = 0
         for (endpoint, src), run in groupby(zip(endpoints, srcs, strict=True)):
             end = start + len(list(run))
-            self._seqs.observe_run(src, seqs[start:end], arrival_ns[start:end])
+            self._seqs.observe_run((endpoint, src), seqs[start:end])
             self._liveness.heard(endpoint, src, arrival_ns[end - 1], end - start)
             start = end
         # Keep the newest (the planner wants the present) and count the oldest dropped.
         self._counters.frames_dropped += self.pending.add_many(valid, arrival_ns)
 
-    def message(self, endpoint: int, parts: list[bytes], count: int, now_ns: int) -> None:
+    def message(self, endpoint: int, parts: list[Part], count: int, now_ns: int) -> None:
         """One message of ``count`` parts from ``endpoint``, received at ``now_ns``, of
         which ``parts`` holds the first (at most 2): check, decode, count, queue for the
         tick (the full path; see the module). Call :meth:`flush` first."""
         self._counters.frames_in += 1
         if count != 2 or parts[0] != wire.TOPIC_FRAME:
             self._reject("bad_envelope", f"expected [b'frame', payload], got {count} "
-                         f"part(s) with topic {parts[0][:16]!r}", now_ns)
+                         f"part(s) with topic {bytes(parts[0][:16])!r}", now_ns)
             return
         try:  # the ring's d is the model's: a reload keeps d
             frame = wire.decode_frame_raw(parts[1], self.pending.d)
@@ -139,7 +139,7 @@ class Arrivals:
             self._reject(exc.reason, str(exc), now_ns)
             return
         self._counters.frames_accepted += 1
-        self._seqs.observe(frame.src, frame.seq, now_ns)
+        self._seqs.observe((endpoint, frame.src), frame.seq)
         self._liveness.heard(endpoint, frame.src, now_ns)
         # Keep the newest (the planner wants the present) and count the oldest dropped.
         self._counters.frames_dropped += self.pending.add(frame, now_ns)
@@ -185,29 +185,29 @@ class FrameIntake(Receiver):
                 return False
             if not part.more:
                 parts -= 1
-                self.message([part.bytes], 1)
+                self.message([kept(part)], 1)
                 continue
-            topic = part.bytes
+            # A topic of 16 MiB is not copied either (receive.kept, inline: every frame).
+            topic = part.bytes if len(part) <= COPY_MAX else part.buffer
             try:  # libzmq hands a message over whole: its second part is there already
                 part = recv(_NOBLOCK, copy=False)
             except zmq.Again:  # never seen; the next drain would finish the message
                 self._parts, self._count = [topic], 1
                 return False
             parts -= 2
-            payload = part.bytes
             if part.more:  # three parts or more: the Receiver bounds and finishes it
-                self._parts, self._count = [topic, payload], 2
+                self._parts, self._count = [topic, kept(part)], 2
                 del part
                 return super().take(parts) if parts else True
-            if topic != wire.TOPIC_FRAME or len(payload) > HOLD_BYTES:
-                self.message([topic, payload], 2)
+            if topic != wire.TOPIC_FRAME or len(part) > HOLD_BYTES:
+                self.message([topic, kept(part)], 2)
                 continue
-            hold((payload, now(), endpoint))
+            hold((part.bytes, now(), endpoint))
         # One part left (after a message of one part): the Receiver's way, which keeps the
         # first part of a longer message for the next take.
         return super().take(parts) if parts > 0 else True
 
-    def message(self, parts: list[bytes], count: int) -> None:
+    def message(self, parts: list[Part], count: int) -> None:
         """The full path for one message (:meth:`Arrivals.message`), after what is held."""
         self.arrivals.flush()
         self.arrivals.message(self.endpoint, parts, count, time.monotonic_ns())

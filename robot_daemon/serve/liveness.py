@@ -24,6 +24,14 @@ values are still served, only counted (``srcs_untracked``): a broken publisher t
 invents a name per frame cannot grow memory or push a real, silent sensor out of the
 table. A ``src`` that is retired for good is forgotten at the next restart.
 
+What changes is told, but not without bound: a publisher that cycles through ``src``
+names (256 at 4 Hz each) made 2,079 log lines and 51 ``status`` messages a second.
+:class:`ChangeLog` tells a ``src`` going stale at most once per
+:data:`SRC_LOG_PERIOD_NS`, and its coming back only after a stale line that was told (the
+next line counts the changes in between), and :data:`LINES_PER_S` lines a second in all,
+endpoints first (one line then counts what was held back); :class:`StatusPace` lets the
+changes out in a ``status`` at most every :data:`STATUS_GAP_NS`, ``blind`` at once.
+
 Nothing here reads a clock or logs: times are passed in (int ns on
 ``time.monotonic_ns()``), and :class:`Change` carries the log lines, so the logic is
 tested without sockets or sleeps.
@@ -44,6 +52,14 @@ DEFAULT_STALE_AFTER_MS: Final = 200.0
 MAX_SRCS: Final = 256
 #: Stale sources named in the one-line summary; ``status`` lists them all.
 SUMMARY_NAMES: Final = 3
+#: A ``src`` is told stale or back in the log at most once per this; endpoints (from the
+#: configuration, a few) each time.
+SRC_LOG_PERIOD_NS: Final = 10_000_000_000
+#: Liveness lines a second at most, in all.
+LINES_PER_S: Final = 10
+#: A change goes out in a ``status`` at once, but at most one such ``status`` per this
+#: (5 ticks of 20 ms); a change in between waits for it. ``blind`` never waits.
+STATUS_GAP_NS: Final = 100_000_000
 
 Health = Literal["ok", "degraded", "blind"]
 OK: Final = "ok"
@@ -83,19 +99,110 @@ class Change:
 
     def lines(self) -> list[tuple[int, str]]:
         """``(logging level, message)`` per source: a WARNING when stale, INFO when back."""
-        out: list[tuple[int, str]] = []
+        return [(level, line) for _, level, line in self.entries()]
+
+    def entries(self) -> list[tuple[Source | None, int, str]]:
+        """:meth:`lines`, each with its source (None: the table full); endpoints first."""
+        out: list[tuple[Source | None, int, str]] = []
         for source, silent_ns, ever in self.stale:
             since = "for" if ever else "since the start"
-            out.append((logging.WARNING, f"{source} stale: no valid frame {since} "
+            out.append((source, logging.WARNING, f"{source} stale: no valid frame {since} "
                         f"{silent_ns / 1e6:.0f} ms; health {self.health}"))
         for source, silent_ns in self.back:
-            out.append((logging.INFO, f"{source} live again after {silent_ns / 1e6:.0f} ms "
-                        f"without a valid frame; health {self.health}"))
+            out.append((source, logging.INFO, f"{source} live again after "
+                        f"{silent_ns / 1e6:.0f} ms without a valid frame; health {self.health}"))
         if self.srcs_full is not None:
-            out.append((logging.WARNING, f"{self.srcs_full} src values tracked, the most: "
-                        "frames of new ones are answered but not tracked for liveness "
+            out.append((None, logging.WARNING, f"{self.srcs_full} src values tracked, the "
+                        "most: frames of new ones are answered but not tracked for liveness "
                         "(srcs_untracked in status); does a publisher invent src names?"))
+        out.sort(key=lambda entry: entry[0] is not None and entry[0].kind == "src")
         return out
+
+
+class ChangeLog:
+    """The lines of each :class:`Change` that the log gets (see the module): a ``src``'s
+    stale line at most once per ``src_period_ns`` and its live-again line only after a
+    stale line that was told, the changes in between counted into its next line; at
+    most ``per_s`` lines a second in all."""
+
+    def __init__(self, src_period_ns: int = SRC_LOG_PERIOD_NS, per_s: int = LINES_PER_S,
+                 max_srcs: int = MAX_SRCS) -> None:
+        self._src_period_ns = src_period_ns
+        self._max_srcs = max_srcs
+        #: Per src: when its next stale line may be told, and the changes held back since.
+        self._srcs: dict[str, tuple[int, int]] = {}
+        self._told_stale: set[str] = set()  # srcs whose stale line was told, not yet back
+        self._per_s = per_s
+        self._second_ns: int | None = None  # the start of the current second
+        self._told = 0  # lines told in it
+        self._held = 0  # lines held back since the last line that counted them
+
+    def lines(self, change: Change, now_ns: int) -> list[tuple[int, str]]:
+        """``(logging level, message)`` to log of ``change`` at ``now_ns``."""
+        if self._second_ns is None or now_ns - self._second_ns >= 1_000_000_000:
+            self._second_ns, self._told = now_ns, 0
+        out: list[tuple[int, str]] = []
+        if self._held and self._told < self._per_s:
+            out.append((logging.WARNING, f"{self._held} more liveness change(s) not logged "
+                        "(over the rate limit): status lists the stale sources"))
+            self._held, self._told = 0, self._told + 1
+        stale = {source for source, _, _ in change.stale}
+        for source, level, line in change.entries():
+            if source is not None and source.kind == "src":
+                told = self._src_line(source.name, source in stale, now_ns)
+                if told is None:
+                    continue  # counted into its next line
+                line += told
+            if self._told >= self._per_s:
+                self._held += 1
+                continue
+            self._told += 1
+            out.append((level, line))
+        return out
+
+    def _src_line(self, name: str, stale: bool, now_ns: int) -> str | None:
+        """Whether a change of src ``name`` is told: None if not, else what its line adds
+        (the count of the changes held back since its last line)."""
+        next_ns, held = self._srcs.get(name, (now_ns, 0))
+        if not stale:  # back: told if its stale line was
+            if name in self._told_stale:
+                self._told_stale.discard(name)
+                return ""
+            self._srcs[name] = (next_ns, held + 1)
+            return None
+        if now_ns < next_ns or (name not in self._srcs
+                                and len(self._srcs) >= self._max_srcs):
+            self._srcs[name] = (next_ns, held + 1)
+            return None
+        self._srcs[name] = (now_ns + self._src_period_ns, 0)
+        self._told_stale.add(name)
+        return f" ({held} more change(s) of it since its last line)" if held else ""
+
+
+class StatusPace:
+    """When the changes go out in a ``status`` (see the module): :meth:`changed` on a
+    change, :meth:`due` after every tick."""
+
+    def __init__(self, gap_ns: int = STATUS_GAP_NS) -> None:
+        self._gap_ns = gap_ns
+        self._last_ns: int | None = None
+        self._owed = False
+
+    def changed(self, change: Change, now_ns: int) -> bool:
+        """Whether to publish ``change`` now; else :meth:`due` says when."""
+        self._owed = True
+        if change.health == BLIND != change.health_was:  # nothing delivers: say it now
+            self._owed, self._last_ns = False, now_ns
+            return True
+        return self.due(now_ns)
+
+    def due(self, now_ns: int) -> bool:
+        """Whether a change waits and its gap is over (then it is published: sent)."""
+        if not self._owed or (self._last_ns is not None
+                              and now_ns - self._last_ns < self._gap_ns):
+            return False
+        self._owed, self._last_ns = False, now_ns
+        return True
 
 
 class Liveness:
@@ -161,6 +268,12 @@ class Liveness:
         back = [(Source("endpoint", self.endpoints[i]), silent) for i, silent in back_e]
         back += [(Source("src", src), silent) for src, silent in back_s]
         return Change(tuple(stale), tuple(back), health_was, self.health, full)
+
+    def silent_endpoints(self, now_ns: int, longer_than_ns: int) -> list[int]:
+        """The endpoints (indices) without a valid frame for over ``longer_than_ns``;
+        never heard from counts from the start."""
+        return [i for i, t in enumerate(self._endpoint_ns)
+                if now_ns - (self._start_ns if t is None else t) > longer_than_ns]
 
     def _health(self) -> Health:
         if len(self._stale_endpoints) == len(self.endpoints):

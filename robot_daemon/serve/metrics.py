@@ -1,34 +1,38 @@
-"""Prometheus metrics: what ``status`` holds, on an HTTP endpoint a fleet can scrape.
+"""Prometheus metrics: the daemon's ``status`` map and the exporter's own, as text.
 
-``robot-daemon run --metrics [ADDRESS:]PORT`` serves them (off by default; a bare port
-binds loopback only). The daemon hands every ``status`` map it publishes to
-:meth:`MetricsServer.update`; a scrape turns the newest one into metric families
-(:class:`StatusCollector`), so the serving loop pays one attribute assignment per status
-period and nothing per scrape. The server runs in ``prometheus-client``'s own thread.
+:class:`StatusCollector` turns the newest ``status`` into metric families and
+:class:`Exposition` renders them with prometheus-client's own exposition, beside the
+exporter's own families (:class:`ExporterCounts`: how old the newest ``status`` is,
+statuses taken, HTTP requests, connections dropped; prometheus-client's ``process_*``).
+:mod:`robot_daemon.serve.exporter` (``robot-daemon metrics``, a process of its own that
+``run --metrics`` starts beside the daemon) serves that text on ``/metrics``. Nothing
+here runs in the serving process.
 
 Names follow Prometheus conventions: ``_total`` counters, base units (seconds), and
 labels for what varies (``result``, ``reason``, ``cause``, ``state``, ``source``). The
 tick-processing and latency histograms are the daemon's cumulative ones, so rates over
 any span are exact to a bucket edge. ``prometheus-client`` is the optional ``metrics``
-extra: nothing imports this module unless ``--metrics`` is given.
+extra: importing this module without it raises :class:`~robot_daemon.errors.ConfigError`
+with the command that installs it.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Final
 
-from robot_daemon.errors import ConfigError
-from robot_daemon.serve.config import metrics_address
+from robot_daemon.errors import ConfigError, WireError
 
 INSTALL_HINT: Final = (
-    "--metrics needs the prometheus-client package: pip install 'robot-daemon[metrics]'"
+    "metrics need the prometheus-client package: pip install 'robot-daemon[metrics]'"
 )
 HEALTH_STATES: Final = ("ok", "degraded", "blind")
 _PREFIX: Final = "robot_daemon"
 
 try:
-    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
     from prometheus_client.core import (
         CounterMetricFamily,
         GaugeMetricFamily,
@@ -40,6 +44,86 @@ except ModuleNotFoundError as exc:  # pragma: no cover - exercised in a subproce
     raise ConfigError(INSTALL_HINT) from exc
 
 
+@dataclass
+class ExporterCounts:
+    """What the exporter counts about itself; times in monotonic ns."""
+
+    started_ns: int
+    received_ns: int | None = None  # when the newest status arrived
+    statuses: Counter[str] = field(default_factory=Counter)  # accepted, rejected
+    requests: Counter[int] = field(default_factory=Counter)  # by HTTP status code
+    dropped: Counter[str] = field(default_factory=Counter)  # limit, timeout, ...
+
+    def age_s(self, now_ns: int) -> float:
+        """Seconds since the newest status arrived (since the start, before the first)."""
+        since = self.received_ns if self.received_ns is not None else self.started_ns
+        return (now_ns - since) / 1e9
+
+
+class Exposition:
+    """The text of a scrape: the newest status's families, rendered once per status
+    (scrapes in between share it), then the exporter's own, rendered per scrape."""
+
+    def __init__(self, counts: ExporterCounts) -> None:
+        self._collector = StatusCollector()
+        self._status_registry = CollectorRegistry(auto_describe=False)
+        self._status_registry.register(self._collector)
+        self._own = _ExporterCollector(counts)
+        self._own_registry = CollectorRegistry(auto_describe=False)
+        self._own_registry.register(self._own)
+        ProcessCollector(registry=self._own_registry)
+        self._status_text = b""
+
+    def update(self, status: Mapping[str, Any]) -> None:
+        """Serve ``status`` from now on.
+
+        Raises:
+            WireError: ``bad_status``, its families cannot be built (a value of the wrong
+                type); the previous status is served on.
+        """
+        previous, self._collector.status = self._collector.status, status
+        try:
+            self._status_text = generate_latest(self._status_registry)
+        except Exception as exc:  # whatever a wrong type raises in the families
+            self._collector.status = previous
+            raise WireError("bad_status", f"{type(exc).__name__}: {exc}") from None
+
+    def render(self, now_ns: int) -> bytes:
+        """The text a scrape at ``now_ns`` returns."""
+        self._own.now_ns = now_ns
+        return self._status_text + generate_latest(self._own_registry)
+
+
+class _ExporterCollector(Collector):
+    """The exporter's families: the newest status's age, statuses, requests, drops."""
+
+    def __init__(self, counts: ExporterCounts) -> None:
+        self.counts = counts
+        self.now_ns = counts.started_ns  # the time the age is reported at
+
+    def collect(self) -> Iterator[Metric]:
+        c = self.counts
+        yield GaugeMetricFamily(
+            f"{_PREFIX}_status_age_seconds",
+            "Seconds since the newest status arrived (since the exporter started, before "
+            "the first): it grows when the daemon stopped publishing",
+            value=c.age_s(self.now_ns))
+        yield _labelled("exporter_statuses", "status messages, by what became of them",
+                        "result", {"accepted": 0, "rejected": 0, **c.statuses})
+        yield _labelled("exporter_requests", "HTTP requests answered, by status code",
+                        "code", {str(code): n for code, n in sorted(c.requests.items())})
+        yield _labelled("exporter_connections_dropped", "HTTP connections closed unanswered:"
+                        " over the limit, or past their deadline", "reason",
+                        {"limit": 0, "timeout": 0, **c.dropped})
+
+
+def _labelled(name: str, doc: str, label: str, counts: Mapping[str, int]) -> Metric:
+    family = CounterMetricFamily(f"{_PREFIX}_{name}", doc, labels=[label])
+    for value, count in counts.items():
+        family.add_metric([value], count)
+    return family
+
+
 class StatusCollector(Collector):
     """Metric families from the newest ``status`` map; nothing before the first."""
 
@@ -47,7 +131,7 @@ class StatusCollector(Collector):
         self.status: Mapping[str, Any] | None = None
 
     def collect(self) -> Iterator[Metric]:
-        status = self.status  # one read: the daemon may swap it while we collect
+        status = self.status
         if status is None:
             return
         yield from _frames(status)
@@ -73,6 +157,8 @@ def _frames(status: Mapping[str, Any]) -> Iterator[Metric]:
     yield _counter("frames_received", "Messages on the frame topic", status.get("frames_in", 0))
     yield _counter("publisher_resets", "Sequence jumps taken as a publisher restart",
                    status.get("frames_seq_resets", 0))
+    yield _counter("frames_out_of_seq", "Frames whose seq fit no numbering of their stream",
+                   status.get("frames_out_of_seq", 0))
     reconnects = status.get("reconnects")
     if isinstance(reconnects, Mapping):
         family = CounterMetricFamily(f"{_PREFIX}_reconnects",
@@ -170,41 +256,3 @@ def _online(status: Mapping[str, Any]) -> Iterator[Metric]:
         value = status.get(key)
         if isinstance(value, int | float):
             yield _counter(name, doc, value)
-
-
-class MetricsServer:
-    """The HTTP endpoint: started by :meth:`start`, fed by :meth:`update`, stopped by
-    :meth:`close` (a context manager)."""
-
-    def __init__(self, address: str) -> None:
-        self.host, self.port = metrics_address(address)
-        self.collector = StatusCollector()
-        self._registry = CollectorRegistry(auto_describe=False)
-        self._registry.register(self.collector)
-        self._server: Any = None
-
-    def start(self) -> MetricsServer:
-        try:
-            self._server, _ = start_http_server(self.port, self.host, registry=self._registry)
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot serve metrics on {self.host}:{self.port}: {exc.strerror or exc}"
-            ) from None
-        self.port = self._server.server_port  # the real one when 0 was asked for
-        return self
-
-    def update(self, status: Mapping[str, Any]) -> None:
-        """The newest ``status`` map; scrapes from now on report it."""
-        self.collector.status = status
-
-    def close(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> MetricsServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -50,6 +50,9 @@ HANDSHAKE_FAILURES: Final[dict[int, str]] = {
 #: A disconnect that libzmq does not follow by a retry of its own: a protocol error (a
 #: part above MAXMSGSIZE, a malformed stream).
 DROPPED: Final = "protocol_error"
+#: The daemon dropped the connection itself: libzmq held too much of a message still
+#: arriving on it (robot_daemon.serve.memory).
+HELD: Final = "message_held"
 _EVENTS: Final = (zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED
                   | zmq.EVENT_HANDSHAKE_SUCCEEDED | sum(HANDSHAKE_FAILURES))
 #: The log tells each reconnect after a dropped connection (one line per event), at most
@@ -58,9 +61,10 @@ _EVENTS: Final = (zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED
 RECONNECT_LOG_PERIOD_NS: Final = 1_000_000_000
 RETRY_LOG_PERIOD_NS: Final = REJECT_LOG_PERIOD_NS
 #: The frame socket's delay: libzmq's own retry follows a disconnect within a millisecond
-#: (measured), so 100 ms tell the two apart with room to spare, and a sensor whose
-#: connection libzmq dropped sends valid frames again well within a second.
-FRAMES_RECONNECT_DELAY_NS: Final = 100_000_000
+#: (measured), so 20 ms tell the two apart, and a sensor whose connection libzmq dropped
+#: loses about a tick of frames (at 100 ms: 18,192 of 19,999 frames of a 2,000 frames/s
+#: sensor that sent a 3 MB frame every 30 ms); the frames lost are counted from its seq.
+FRAMES_RECONNECT_DELAY_NS: Final = 20_000_000
 
 
 @dataclass
@@ -164,7 +168,15 @@ class ConnectionWatch:
                 self._reconnect(endpoint, link)
         self._next_ns = self._earliest()
 
-    def _reconnect(self, endpoint: str, link: _Link) -> None:
+    def drop(self, endpoint: str, why: str) -> None:
+        """Drop ``endpoint``'s connection and make it again now, counted as
+        :data:`HELD` and logged with ``why``: libzmq frees what it held of it."""
+        link = self._links[endpoint]
+        link.reason = HELD
+        self._reconnect(endpoint, link, why)
+        self._next_ns = self._earliest()
+
+    def _reconnect(self, endpoint: str, link: _Link, why: str = "") -> None:
         reason = link.reason or DROPPED
         link.reason, link.reconnect_at = None, None
         with contextlib.suppress(zmq.ZMQError):  # already gone if libzmq terminated it
@@ -175,7 +187,10 @@ class ConnectionWatch:
             log.error("%s at %s: cannot connect again: %s", self.what, endpoint, exc)
             return
         self.reconnects.setdefault(endpoint, Counter())[reason] += 1
-        if reason == DROPPED:
+        if reason == HELD:
+            self._tell(self._reconnect_log, endpoint, f"{why}: connection dropped and made"
+                       " again (libzmq frees what it held of it)")
+        elif reason == DROPPED:
             self._tell(self._reconnect_log, endpoint, "libzmq dropped the connection (a "
                        "message part above the size limit, or a malformed stream) and does "
                        "not reconnect after that: connected again")

@@ -22,6 +22,8 @@ import socket
 import time
 from collections.abc import Mapping
 
+from robot_daemon.printable import printable
+
 log = logging.getLogger(__name__)
 
 
@@ -91,8 +93,9 @@ class Notifier:
 
 
 def _status(status: str | None) -> list[str]:
-    # A newline would start a new assignment: keep STATUS to its one line.
-    return [] if status is None else ["STATUS=" + status.replace("\n", " ")]
+    # A newline would start a new assignment, and `systemctl status` shows the line on a
+    # terminal: every character that is not printable escaped (a model file's name).
+    return [] if status is None else ["STATUS=" + printable(status.replace("\n", " "))]
 
 
 def _address(value: str) -> str | None:

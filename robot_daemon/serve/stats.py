@@ -1,8 +1,8 @@
-"""The daemon's bookkeeping: bounded sample windows, per-source sequence gaps, rate limits.
+"""The daemon's bookkeeping: bounded sample windows, histograms, rate limits.
 
 Everything here has a fixed memory bound whatever the input, because the daemon runs for
-months: a window keeps at most ``capacity`` samples, the sequence tracker at most
-``max_sources`` publishers, the log limiter one entry per rejection reason.
+months: a window keeps at most ``capacity`` samples, the log limiter ``max_keys`` keys.
+(Sequence gaps, the frames lost: :mod:`robot_daemon.serve.sequence`.)
 """
 
 from __future__ import annotations
@@ -13,16 +13,6 @@ from typing import Final
 
 import numpy as np
 import numpy.typing as npt
-
-#: A jump in ``seq`` is a plausible loss only if the source could have sent that many
-#: frames since its last one: at most MAX_FRAME_RATE_HZ frames a second (20 times a 50 Hz
-#: sensor) plus SEQ_GAP_SLACK (ZeroMQ delivers in bursts, so arrival times lag send times:
-#: 100 frames are 2 s of a 50 Hz sensor). A 50 Hz sensor that loses every frame of an
-#: outage of any length is still counted as loss (50 t < 100 + 1000 t); a larger jump is a
-#: publisher that restarted or sends nonsense, counted as a reset: one bad publisher adds at
-#: most SEQ_GAP_SLACK per frame plus MAX_FRAME_RATE_HZ per second to ``frames_lost``.
-MAX_FRAME_RATE_HZ: Final = 1_000
-SEQ_GAP_SLACK: Final = 100
 
 
 class Window:
@@ -101,67 +91,6 @@ class Histogram:
         added = np.bincount(buckets, minlength=len(self.counts)).tolist()
         self.counts = [n + k for n, k in zip(self.counts, added, strict=True)]
         self.sum += float(values.sum())
-
-
-#: No frame's ``src`` (those are str or None): SeqTracker's newest source before any frame.
-_NO_SOURCE: Final = object()
-
-
-class SeqTracker:
-    """Frames lost between publishers and the daemon, from gaps in each source's ``seq``.
-
-    A source is a frame's ``src`` (``None`` for publishers that send none). A ``seq`` that
-    goes backwards or jumps further than the source could have sent since its last frame
-    (:func:`plausible_gap`) is a publisher that restarted with a new counter: it is counted
-    as a reset and tracking starts again from it.
-    """
-
-    def __init__(self, max_sources: int = 1024) -> None:
-        self._last: dict[str | None, tuple[int, int]] = {}  # src -> (seq, when, in ns)
-        self._newest: object = _NO_SOURCE  # the last key of _last: the latest source seen
-        self._max_sources = max_sources
-        self.lost = 0
-        self.resets = 0
-
-    def __len__(self) -> int:
-        return len(self._last)
-
-    def observe(self, src: str | None, seq: int, now_ns: int) -> None:
-        """Account for frame ``seq`` of ``src``, received at ``now_ns`` (monotonic)."""
-        if src == self._newest:  # the usual case: the same source as the frame before
-            last: tuple[int, int] | None = self._last[src]  # last already: updated in place
-        else:
-            last = self._last.pop(src, None)  # re-inserted below: dict order = recency
-            self._newest = src
-            if last is None and len(self._last) >= self._max_sources:
-                # Forget the source heard from least recently; memory stays bounded even
-                # when a broken publisher invents a new src for every frame.
-                del self._last[next(iter(self._last))]
-        if last is not None and (gap := seq - last[0] - 1):  # none: the next seq, no loss
-            if 0 <= gap <= plausible_gap(now_ns - last[1]):
-                self.lost += gap
-            else:
-                self.resets += 1
-        self._last[src] = (seq, now_ns)
-
-    def observe_run(self, src: str | None, seqs: Sequence[int],
-                    arrival_ns: Sequence[int]) -> None:
-        """:meth:`observe` of frames of ``src`` in turn (``seqs`` and ``arrival_ns`` of one
-        length, at least 1); the usual run, each ``seq`` the one after the last, at once."""
-        self.observe(src, seqs[0], arrival_ns[0])
-        k = len(seqs)
-        if k > 1 and seqs[-1] - seqs[0] == k - 1 and list(seqs) == list(
-                range(seqs[0], seqs[0] + k)):
-            # Each further frame is the newest source's next seq: no gap, the last replaced.
-            self._last[src] = (seqs[-1], arrival_ns[-1])
-            return
-        for seq, now_ns in zip(seqs[1:], arrival_ns[1:], strict=True):
-            self.observe(src, seq, now_ns)
-
-
-def plausible_gap(elapsed_ns: int) -> int:
-    """The most frames a source can have lost in ``elapsed_ns`` since its last frame."""
-    return SEQ_GAP_SLACK + max(0, elapsed_ns) * MAX_FRAME_RATE_HZ // 1_000_000_000
 
 
 #: How often the log may repeat one rejection reason (the count of the others follows).

@@ -12,8 +12,9 @@ Decoding is strict because payloads come from other processes and other machines
   limits on every string, binary, array and map, and no extension types;
 - every key is checked: a missing key, an unknown key on ``frame``/``label`` (a misspelt
   ``"sq"`` must not silently become a frame without ``seq``), a duplicate key, a value of
-  the wrong type (``True`` is not an integer), a wrong length, a NaN or infinite reading
-  and a label that is not 0/1 are all rejected;
+  the wrong type (``True`` is not an integer), a wrong length, a NaN or infinite reading,
+  a label that is not 0/1 and a ``src`` that is not printable (a control character
+  would act in every terminal that shows it) are all rejected;
 - every rejection raises :class:`~robot_daemon.errors.WireError` whose ``reason`` is a
   short token (:data:`REASONS`) the daemon counts per reason. Nothing else escapes a
   decoder, whatever the bytes (a property-based test holds us to that).

@@ -43,6 +43,40 @@ def str_field(value: Any, name: str) -> str:
     return value
 
 
+def src_field(value: Any, name: str = "src") -> str:
+    """A publisher's name: a string (:func:`printable_src`)."""
+    return printable_src(str_field(value, name), name)
+
+
+def printable_src(src: str, name: str = "src") -> str:
+    """``src`` if every character of it is printable (``str.isprintable``), else refused.
+
+    A ``src`` travels on into ``pred``, ``status``, the log and every terminal that shows
+    them; a control character in it (an ESC sequence that clears a screen, a bidi override
+    that reorders a line) would act there, so it is refused where it enters.
+    """
+    if not src.isprintable():
+        # repr() escapes what is not printable: the message is safe to log and show.
+        fail("bad_src", f"{name} {src!r} holds a character that is not printable "
+             "(a control character, a bidi override or a line separator): send a plain name")
+    return src
+
+
+def pred_src_field(value: Any) -> None:
+    """Check the names in the ``src`` extra of a ``pred`` (open: any other shape is left
+    alone): a string, or a list whose strings are names, each printable (``bad_src``)."""
+    if type(value) is str:
+        src_field(value)
+    elif type(value) is list:
+        try:
+            names = set(value)  # a tick's rows share a few names: check each once
+        except TypeError:  # an unhashable entry (a list, a map) is no name: skip it
+            names = {name for name in value if type(name) is str}
+        for name in names:
+            if type(name) is str:
+                src_field(name, "a src entry")
+
+
 def check_probs(p: NDArray[np.float32]) -> None:
     c = p.shape[1]
     if not 1 <= c <= MAX_C:

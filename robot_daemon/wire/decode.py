@@ -16,7 +16,15 @@ import numpy as np
 from numpy.typing import NDArray
 
 from robot_daemon.errors import WireError
-from robot_daemon.wire.checks import all_finite, check_probs, fail, int_field, str_field
+from robot_daemon.wire.checks import (
+    all_finite,
+    check_probs,
+    fail,
+    int_field,
+    pred_src_field,
+    src_field,
+    str_field,
+)
 from robot_daemon.wire.messages import (
     F32,
     FRAME_KEYS,
@@ -235,7 +243,7 @@ def _y_field(value: Any, c: int | None) -> NDArray[np.uint8]:
 
 def _src_field(obj: dict[Any, Any]) -> str | None:
     src = obj.get("src")
-    return None if src is None and "src" not in obj else str_field(src, "src")
+    return None if src is None and "src" not in obj else src_field(src)
 
 
 def _check_d(d: int | None) -> None:
@@ -309,10 +317,12 @@ def _plain_frame(obj: Any, head: int, d: int | None) -> RawFrame | None:
 
     The form: a fixmap (first byte ``head``) of seq, t, x and maybe src, no key twice;
     seq an int in 0..2**63-1, t a finite float, x a bin of ``4 d`` bytes of finite
-    float32 (``d`` given, at most 64), src a str (unpacked within its limit). Such an
-    ``obj`` passes every check of :func:`_checked_frame`, which would return this same
-    frame, so ``None`` only means "check it in full": every payload is refused for the
-    same reason either way, and the common one is checked in half the time.
+    float32 (``d`` given, at most 64), src a str of printable characters (unpacked
+    within its limit). Such an ``obj`` passes every check of :func:`_checked_frame`,
+    which would return this same frame, so ``None`` only means "check it in full": every
+    payload is refused for the same reason either way, and the common one is checked in
+    half the time. (Many frames at once check their ``src`` only once per byte layout:
+    :mod:`robot_daemon.wire.layout`.)
     """
     if type(obj) is not dict or head != 0x80 | len(obj) or d is None:
         return None  # not a map, not a fixmap of distinct keys, or no d to check x by
@@ -323,7 +333,7 @@ def _plain_frame(obj: Any, head: int, d: int | None) -> RawFrame | None:
     if masks is None or not (type(seq) is int and 0 <= seq <= INT64_MAX
                              and type(t) is float and math.isfinite(t)
                              and type(x) is bytes and len(x) == 4 * d
-                             and (src is None or type(src) is str)):
+                             and (src is None or (type(src) is str and src.isprintable()))):
         return None
     exponents, lowest, top = masks  # _f32_bytes_finite inline: this runs for every frame
     if ((int.from_bytes(x, "little") & exponents) + lowest) & top:
@@ -395,6 +405,8 @@ def decode_pred(payload: bytes | bytearray | memoryview) -> Pred:
     for key in extra:
         if type(key) is not str:
             fail("unknown_key", f"pred keys must be strings, got {key!r}")
+    if "src" in extra:  # the frames' names, which reach terminals and logs from here
+        pred_src_field(extra["src"])
     n = int_field(obj["n"], "n", "wrong_n")
     c = int_field(obj["c"], "c", "wrong_c")
     if not 1 <= n <= MAX_PRED_ROWS:

@@ -15,7 +15,15 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from robot_daemon.errors import WireError
-from robot_daemon.wire.checks import all_finite, check_probs, fail, int_field, str_field
+from robot_daemon.wire.checks import (
+    all_finite,
+    check_probs,
+    fail,
+    int_field,
+    pred_src_field,
+    printable_src,
+    str_field,
+)
 from robot_daemon.wire.messages import (
     F32,
     MAX_C,
@@ -56,7 +64,7 @@ def _encode_src(src: Any) -> str:
         fail("wrong_type", f"src must be a string, got {type(src).__name__}")
     if len(src.encode()) > MAX_SRC_LEN:
         fail("oversized", f"src is longer than {MAX_SRC_LEN} bytes")
-    return src
+    return printable_src(src)
 
 
 def _encode_x(x: ArrayLike) -> bytes:
@@ -111,7 +119,7 @@ def encode_frame(
         seq: sequence number, ``0 <= seq <= 2**63 - 1`` (int or NumPy integer).
         t: sensor time in seconds (finite).
         x: readings, shape ``(d,)``, cast to float32 and sent as little-endian bin.
-        src: optional publisher name (at most MAX_SRC_LEN UTF-8 bytes).
+        src: optional publisher name (at most MAX_SRC_LEN UTF-8 bytes, printable).
 
     Raises:
         WireError: an argument breaks the protocol (same reasons as the decoder).
@@ -169,6 +177,8 @@ def encode_pred(
     clash = sorted(PRED_REQUIRED & extra.keys())
     if clash:
         fail("reserved_key", f"extra keys {clash} would shadow pred's own keys")
+    if "src" in extra:
+        pred_src_field(extra["src"])
     seq_arr = np.asarray(seq)
     n = seq_arr.shape[0] if seq_arr.ndim == 1 else -1
     if not 1 <= n <= MAX_PRED_ROWS:  # before the dtype: np.asarray([]) is float64
@@ -236,11 +246,11 @@ def pred_rows(
     """Pack rows of a ``pred`` (n >= 1, checked as :func:`encode_pred` checks them).
 
     seq : n ints >= 0. p : (n, c) float32, finite, in [0, 1]. t_frame : n sensor times.
-    src : n sources (a str, or None).
+    src : n sources (a str of printable characters, or None).
 
     Raises:
         WireError: as :func:`encode_pred` for the same rows (``wrong_n``, ``wrong_type``,
-            ``negative_seq``, ``wrong_c``, ``non_finite``, ``out_of_range``).
+            ``negative_seq``, ``wrong_c``, ``non_finite``, ``out_of_range``, ``bad_src``).
     """
     n = len(seq)
     if not 1 <= n <= MAX_PRED_ROWS or len(t_frame) != n or len(src) != n:
@@ -252,6 +262,7 @@ def pred_rows(
     if type(p) is not np.ndarray or p.dtype != F32 or p.ndim != 2 or p.shape[0] != n:
         fail("wrong_n", f"p must be float32 of shape (n={n}, c)")
     check_probs(p)
+    pred_src_field(src)
     packer = _packer()
     return PredRows(n, p.shape[1], _items(packer, seq), _items(packer, t_frame),
                     _items(packer, src), np.ascontiguousarray(p).tobytes())

@@ -49,7 +49,9 @@ class Layout:
     t_at : the 8 bytes of ``t``, a big-endian float64.
     x_at : the ``4 d`` bytes of ``x``, float32 little-endian.
     fixed : ndarray (length,) bool, the bytes that must equal the first payload's.
-    src : the ``src`` every payload of the layout carries (its bytes are fixed).
+    src : the ``src`` every payload of the layout carries (its bytes are fixed). It was
+        checked once, in the first payload (``usual_frame``: printable, else no layout),
+        so the payloads that share the layout need no check of their own.
     """
 
     seq_at: int
@@ -61,9 +63,9 @@ class Layout:
 
 
 def layout(payload: bytes, frame: RawFrame) -> Layout | None:
-    """The layout of ``payload``, which decodes to ``frame``; ``None`` unless it is byte
-    for byte what our encoder gives for that frame (keys in its order, the shortest
-    encoding of each value)."""
+    """The layout of ``payload``, which :func:`usual_frame` decoded to ``frame`` (so its
+    ``src`` passed the checks); ``None`` unless it is byte for byte what our encoder gives
+    for that frame (keys in its order, the shortest encoding of each value)."""
     seq, t, x, src = frame
     obj: dict[str, object] = {"seq": seq, "t": t, "x": x}
     if src is not None:

@@ -53,6 +53,7 @@ REASONS: Final = (
     "negative_seq",  # seq (or tick) below zero
     "out_of_range",  # an integer above int64, or a probability outside [0, 1]
     "reserved_key",  # encode_pred: an extra key that shadows a required key
+    "bad_src",  # a src with a character that is not printable (a control, a bidi override)
 )
 """Every ``WireError.reason`` this module raises."""
 

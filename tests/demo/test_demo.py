@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
 import os
 import re
 import select
@@ -331,6 +332,25 @@ def test_render_before_any_answer_in_ascii_with_colours() -> None:
     coloured = render(_view(), color=True)
     assert "\x1b[32m✓ present\x1b[0m" in coloured[3]
     assert "\x1b[31m✗ false alarm\x1b[0m" in coloured[5]
+
+
+def test_a_status_of_wrong_types_and_hostile_names_is_shown_safely() -> None:
+    """The demo's view shares watch's (robot_daemon/liveview.py): a status from another
+    daemon version, or an impostor on the endpoint, is shown, never run, never a crash."""
+    hostile = "\x1b]0;PWNED\x07\x1b[2J"
+    status = {"frames_dropped": "3", "frames_rejected": [1], "frames_lost": math.nan,
+              "health": "blind", "stale_srcs": [hostile] * 20, "stale_endpoints": {}}
+    view = _view(status=status)
+    for width in (0, 60, 80, 200):
+        lines = render(view, width=width, color=True)
+        plain = [re.sub(r"\x1b\[(?:31|32|33|0)m", "", line) for line in lines]
+        assert all(len(line) <= max(width, 60) and line.isprintable() for line in plain)
+    text = " ".join(line.strip() for line in render(view, width=80))
+    assert "daemon: dropped ? rejected ? lost nan" in text
+    assert "health blind (stale: ?, \\x1b]0;PWNED\\x07\\x1b[2J," in text
+    assert text.endswith("and 13 more)")  # 8 names shown of 21
+    assert render(view, color=True)[-1].startswith("\x1b[31m")  # blind: red, line by line
+    assert progress_line(view).endswith("dropped ? rejected ? lost nan")
 
 
 def test_progress_line_is_one_plain_line() -> None:

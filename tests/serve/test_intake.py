@@ -32,7 +32,7 @@ from robot_daemon.serve.intake import HOLD_BYTES, HOLD_MAX, Arrivals, FrameIntak
 from robot_daemon.serve.liveness import Liveness
 from robot_daemon.serve.receive import DRAIN_CHUNK, Receiver, drain_each
 from robot_daemon.serve.report import Counters
-from robot_daemon.serve.stats import SeqTracker
+from robot_daemon.serve.sequence import SeqTracker
 from robot_daemon.wire import layout
 from robot_daemon.wire.decode import USUAL_MAX_D
 
@@ -63,8 +63,8 @@ class Taken:
 
     def outcome(self) -> tuple[Any, ...]:
         batch = self.pending.take()
-        return (self.counters, self.rejects, self.seqs.lost, self.seqs.resets,
-                sorted(self.seqs._last, key=str), sorted(self.liveness._src_ns),
+        return (self.counters, self.rejects, self.seqs.lost, self.seqs.resets, self.seqs.out_of_seq,
+                sorted(self.seqs._streams, key=str), sorted(self.liveness._src_ns),
                 self.liveness._endpoint_ns[0] is not None,
                 batch.X.tobytes(), batch.seq, batch.t, batch.src)
 
@@ -125,7 +125,7 @@ def test_the_usual_and_the_unusual_come_out_the_same(
         [wire.TOPIC_FRAME, _frame(7), b"more"],  # three parts
         [wire.TOPIC_FRAME, *([b"p"] * (3 * DRAIN_CHUNK))],  # many, over several chunks
         [wire.TOPIC_FRAME, _frame(9, "lidar")],  # a gap in lidar's seq
-        [wire.TOPIC_FRAME, _frame(10**6)],  # an implausible jump: a reset
+        [wire.TOPIC_FRAME, _frame(10**6)],  # an implausible jump: out of sequence
         *([wire.TOPIC_FRAME, _frame(20 + k)] for k in range(12)),  # the ring (8) drops 4
     ]
     short, full = _both(pairs, messages)
@@ -135,8 +135,10 @@ def test_the_usual_and_the_unusual_come_out_the_same(
         len(messages), 17, 9)
     assert [reason for reason, _ in rejects] == [
         "non_finite", "wrong_d", "bad_msgpack"] + ["bad_envelope"] * 4
-    # Lost: seq 2 of no src (it was lidar's), lidar's 3 to 8. Resets: the jump and back.
-    assert (short[2], short[3]) == (7, 2)
+    # Lost, of no src: 2 (it was lidar's) and 4 to 19 (refused, or never sent), once 20 and
+    # 21 went on; not lidar's 3 to 8, held open (no lidar frame after 9). Out of sequence:
+    # the jump, a stray frame.
+    assert (short[2], short[3], short[4]) == (17, 0, 1)
 
 
 message_parts = st.one_of(
@@ -176,6 +178,9 @@ def test_the_usual_frames_take_the_short_path(
 class _Part:
     bytes: bytes
     more: bool
+
+    def __len__(self) -> int:
+        return len(self.bytes)
 
 
 class _Stuttering:

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import logging
 
-from robot_daemon.serve.liveness import Change, Liveness, Source, summary
+import numpy as np
+
+from robot_daemon.serve.liveness import (
+    LINES_PER_S,
+    STATUS_GAP_NS,
+    Change,
+    ChangeLog,
+    Liveness,
+    Source,
+    StatusPace,
+    summary,
+)
 
 MS = 1_000_000
 A, B = "ipc:///tmp/a", "ipc:///tmp/b"
@@ -144,3 +155,95 @@ def test_a_run_heard_at_once_is_each_frame_heard_in_turn() -> None:
     assert (each._endpoint_ns, each._src_ns, each.srcs_untracked) == (
         many._endpoint_ns, many._src_ns, many.srcs_untracked)
     assert many.srcs_untracked == 7
+
+
+def _flapping(seconds: int, srcs: int = 256) -> list[tuple[int, Change]]:
+    """A publisher that cycles through ``srcs`` names, one a millisecond (each heard every
+    256 ms: stale after 200, back 56 ms later): the changes a check every 20 ms finds."""
+    live = _tracker(A)
+    changes = []
+    for ms in range(1000, 1000 + 1000 * seconds):
+        live.heard(0, f"s{ms % srcs}", ms * MS)
+        if ms % 20 == 0 and (change := live.check(ms * MS)) is not None:
+            changes.append((ms * MS, change))
+    return changes
+
+
+def test_a_flapping_src_is_logged_at_a_bounded_rate_and_nothing_is_lost_count() -> None:
+    """256 names at 4 Hz each made 2,079 lines a second; now at most 10 a second, each
+    src at most once per 10 s, and what was held back is counted."""
+    changes = _flapping(seconds=20)
+    told = sum(len(c.stale) + len(c.back) for _, c in changes)
+    assert told > 15_000  # what would have been logged
+    log, lines = ChangeLog(), []
+    for now, change in changes:
+        lines += [(now, line) for _, line in log.lines(change, now)]
+    per_second = np.bincount([now // (1000 * MS) for now, _ in lines])
+    assert per_second.max() <= LINES_PER_S
+    held = [line for _, line in lines if "more liveness change(s) not logged" in line]
+    assert held, "what was held back is said"
+    first = [line for _, line in lines if line.startswith("src 's7' ")]
+    assert len(first) <= 3  # 20 s: at most once per 10 s (the first line was stale)
+    assert any("more change(s) of it since its last line" in line for _, line in lines)
+
+
+def test_an_endpoint_is_told_each_time_and_before_the_srcs() -> None:
+    live = _tracker(A)
+    live.heard(0, "lidar", 1000 * MS)
+    log = ChangeLog(per_s=1)
+    change = live.check(1300 * MS)  # both stale
+    assert change is not None
+    lines = log.lines(change, 1300 * MS)
+    assert [line.split(" stale")[0] for _, line in lines] == [f"frames endpoint {A!r}"]
+    live.heard(0, "lidar", 2400 * MS)
+    back = live.check(2400 * MS)
+    assert back is not None
+    lines = log.lines(back, 2400 * MS)  # a new second: first the count, then the endpoint
+    assert "1 more liveness change(s) not logged" in lines[0][1]
+
+
+def test_changes_go_out_in_a_status_at_a_bounded_rate_and_blind_at_once() -> None:
+    pace, sent = StatusPace(), []
+    changes = _flapping(seconds=3)
+    for now, change in changes:
+        if pace.changed(change, now):
+            sent.append(now)
+    for now in range(1000 * MS, 4000 * MS, 20 * MS):
+        if pace.due(now):
+            sent.append(now)
+    assert len(changes) > 100  # a status at every tick, before
+    gaps = np.diff(sorted(sent))
+    assert gaps.min() >= STATUS_GAP_NS
+    live = _tracker(A)
+    blind = live.check(1300 * MS)
+    assert blind is not None
+    assert blind.health == "blind"
+    assert StatusPace().changed(blind, 1300 * MS)
+    pace = StatusPace()
+    assert pace.changed(blind, 1300 * MS)
+    assert pace.changed(blind, 1301 * MS)  # blind again from another health: at once
+
+
+def test_a_src_told_stale_is_told_back_and_its_flaps_counted_after() -> None:
+    live, log = _tracker(A), ChangeLog()
+    lines: list[str] = []
+
+    def at(ms: int, heard: bool) -> None:
+        live.heard(0, "a", ms * MS)  # the endpoint stays live
+        if heard:
+            live.heard(0, "lidar", ms * MS)
+        change = live.check(ms * MS)
+        if change is not None:
+            lines.extend(line for _, line in log.lines(change, ms * MS))
+
+    at(1000, True)
+    for ms in range(1020, 6000, 20):  # stale 300 ms, live 300 ms: flapping at 1.7 Hz
+        at(ms, (ms // 300) % 2 == 0)
+    at(11_900, True)  # back: held, as its stale line was
+    at(12_150, False)  # stale again, 10 s after its first line: told, with the count
+    at(12_170, True)
+    assert lines[0].startswith("src 'lidar' stale")
+    assert lines[1].startswith("src 'lidar' live again")  # the pair, told
+    assert len(lines) == 4  # then nothing until its next stale line, which counts
+    assert "more change(s) of it since its last line" in lines[2]
+    assert lines[3].startswith("src 'lidar' live again")

@@ -1,15 +1,24 @@
-"""Prometheus metrics from the daemon's status: names, labels, histograms, the endpoint."""
+"""Prometheus metrics: the families from ``status``, the exporter process and its bounded
+HTTP server, and ``run --metrics`` starting, restarting and stopping it as a child."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
 import re
+import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import numpy as np
 import pytest
 import zmq
@@ -17,8 +26,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from robot_daemon import wire
 from robot_daemon.errors import ConfigError
+from robot_daemon.serve import config
 from robot_daemon.serve.config import metrics_address
-from robot_daemon.serve.metrics import MetricsServer
+from robot_daemon.serve.exporter import Exporter, Limits, ScrapeServer
+from robot_daemon.serve.exporter_child import CHECK_PERIOD_NS, ExporterChild, status_endpoint
+
+from .test_daemon import DEFAULT_MODEL, ROOT, Harness
+
+Samples = dict[str, dict[tuple[tuple[str, str], ...], float]]
 
 STATUS: dict[str, Any] = {
     "model_version": "default-0b5b", "uptime_s": 12.5,
@@ -33,21 +48,35 @@ STATUS: dict[str, Any] = {
     "labels_received": 30, "labels_accepted": 28, "labels_rejected": {"outlier": 2},
     "checkpoints_saved": 4,
 }
+S = 1_000_000_000  # one second in ns
 
 
-def _scrape(server: MetricsServer) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
-    return _scrape_port(server.port)
+def _status(status: dict[str, Any]) -> list[bytes]:
+    return [wire.TOPIC_STATUS, wire.encode_status(status)]
+
+
+def _parse(text: str) -> Samples:
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            samples.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
+    return samples
+
+
+# ---- the families ---------------------------------------------------------------------------
 
 
 def test_a_scrape_reports_the_newest_status_with_prometheus_names() -> None:
-    with MetricsServer("127.0.0.1:0") as server:
-        assert _scrape(server) == {}  # nothing before the first status
-        server.update(STATUS)
-        m = _scrape(server)
+    exporter = Exporter(0)
+    assert "robot_daemon_frames_total" not in _parse(exporter.render(0).decode())
+    exporter.update(_status({**STATUS, "ticks": 1}), 1)
+    exporter.update(_status(STATUS), 2)
+    m = _parse(exporter.render(3).decode())
     frames = m["robot_daemon_frames_total"]
     assert frames[(("reason", ""), ("result", "accepted"))] == 100
     assert frames[(("reason", "wrong_d"), ("result", "rejected"))] == 7
     assert frames[(("reason", ""), ("result", "lost"))] == 5
+    assert m["robot_daemon_ticks_total"][()] == 600  # the newest
     assert m["robot_daemon_ticks_late_total"] == {(("cause", "os"),): 3,
                                                    (("cause", "overrun"),): 1}
     ticks = m["robot_daemon_tick_seconds_bucket"]
@@ -63,6 +92,30 @@ def test_a_scrape_reports_the_newest_status_with_prometheus_names() -> None:
     assert m["robot_daemon_reconnects_total"][
         (("endpoint", "tcp://127.0.0.1:5556"), ("reason", "protocol_error"))] == 2
     assert m["robot_daemon_labels_total"][(("reason", "outlier"), ("result", "rejected"))] == 2
+    assert m["robot_daemon_exporter_statuses_total"][(("result", "accepted"),)] == 2
+    assert "process_open_fds" in m  # the exporter's own process
+
+
+def test_status_age_grows_while_the_daemon_is_silent_and_bad_statuses_do_not_reset_it() -> None:
+    exporter = Exporter(10 * S)
+
+    def age(now_ns: int) -> float:
+        return _parse(exporter.render(now_ns).decode())["robot_daemon_status_age_seconds"][()]
+
+    assert age(13 * S) == pytest.approx(3.0)  # none yet: since the exporter started
+    exporter.update(_status(STATUS), 20 * S)
+    assert age(20 * S + S // 2) == pytest.approx(0.5)
+    for bad in ([wire.TOPIC_STATUS, b"\xc1"],  # not msgpack
+                [wire.TOPIC_STATUS, msgpack.packb([1, 2])],  # not a map
+                [wire.TOPIC_STATUS, wire.encode_status({**STATUS, "frames_rejected": [1]})],
+                [wire.TOPIC_STATUS],  # one part
+                [wire.TOPIC_STATUS, b"x", b"y"]):
+        exporter.update(bad, 21 * S)
+    m = _parse(exporter.render(26 * S).decode())
+    assert m["robot_daemon_status_age_seconds"][()] == pytest.approx(6.0)
+    assert m["robot_daemon_exporter_statuses_total"] == {(("result", "accepted"),): 1,
+                                                         (("result", "rejected"),): 5}
+    assert m["robot_daemon_ticks_total"][()] == 600  # the last good status, served on
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -80,66 +133,468 @@ def test_bad_metrics_addresses_are_refused(text: str) -> None:
         metrics_address(text)
 
 
-def test_a_port_in_use_is_a_clear_error() -> None:
-    with MetricsServer("127.0.0.1:0") as first, pytest.raises(ConfigError, match="cannot serve"):
-        MetricsServer(f"127.0.0.1:{first.port}").start()
+@pytest.mark.parametrize(("pred", "endpoint"), [
+    ("tcp://*:5557", "tcp://127.0.0.1:5557"),
+    ("tcp://0.0.0.0:5557", "tcp://127.0.0.1:5557"),
+    ("tcp://[::]:5557", "tcp://[::1]:5557"),
+    ("tcp://127.0.0.1:5557", "tcp://127.0.0.1:5557"),
+    ("ipc:///run/robot-daemon/pred", "ipc:///run/robot-daemon/pred"),
+])
+def test_the_exporter_reaches_a_wildcard_pred_on_loopback(pred: str, endpoint: str) -> None:
+    assert status_endpoint(pred) == endpoint
 
 
-def test_scrape_a_real_daemon_while_frames_flow(workdir: Path) -> None:
-    frames_ep, pred_ep = f"ipc://{workdir}/frames", f"ipc://{workdir}/pred"
-    log = workdir / "daemon.log"
-    root = Path(__file__).resolve().parents[2]
-    with log.open("wb") as err:
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "robot_daemon", "run", "--model",
-             str(root / "models" / "default.npz"), "--frames", frames_ep, "--pred", pred_ep,
-             "--status-interval", "0.2", "--metrics", "0"],
-            stderr=err, cwd=root)
-    ctx = zmq.Context()
-    pub = ctx.socket(zmq.PUB)
-    try:
-        pub.bind(frames_ep)
-        port = _logged_port(log)
-        time.sleep(0.5)  # the daemon's SUB has joined
-        x = np.zeros(16, np.float32)
-        for seq in range(200):
-            pub.send_multipart([wire.TOPIC_FRAME, wire.encode_frame(seq, seq * 0.02, x)])
-            time.sleep(0.002)
+def test_metrics_with_an_inproc_pred_is_refused() -> None:
+    with pytest.raises(ConfigError, match="pred endpoint another process can reach"):
+        config.load(None, {"metrics": "9108", "pred": "inproc://pred"})
+
+
+# ---- the HTTP server, in this process --------------------------------------------------------
+
+
+async def _read_all(reader: asyncio.StreamReader, timeout_s: float = 5.0) -> bytes:
+    with contextlib.suppress(ConnectionResetError):
+        return await asyncio.wait_for(reader.read(), timeout_s)
+    return b""
+
+
+async def _served(limits: Limits) -> tuple[ScrapeServer, Exporter]:
+    exporter = Exporter(time.monotonic_ns())
+    server = ScrapeServer(exporter, limits)
+    await server.start("127.0.0.1", 0)
+    return server, exporter
+
+
+def test_connections_over_the_limit_are_closed_at_once_and_counted() -> None:
+    async def scenario() -> tuple[bytes, bytes, dict[str, int]]:
+        server, exporter = await _served(Limits(connections=2))
+        held = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(2)]
+        await asyncio.sleep(0.1)  # both accepted and waiting for their request
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET /metrics HTTP/1.1\r\n\r\n")
+        refused = await _read_all(reader)
+        writer.close()
+        held[0][1].write(b"GET /metrics HTTP/1.1\r\n\r\n")  # a held one is served
+        answered = await _read_all(held[0][0])
+        for _, w in held:
+            w.close()
+        await server.close()
+        return refused, answered, dict(exporter.counts.dropped)
+
+    refused, answered, dropped = asyncio.run(scenario())
+    assert refused == b""  # closed unanswered
+    assert answered.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert dropped == {"limit": 1}
+
+
+def test_connections_over_the_rate_wait_to_be_accepted() -> None:
+    async def scenario() -> tuple[list[bytes], bytes | None]:
+        server, _ = await _served(Limits(accept_rate=0.01, accept_burst=2))
+        answers = []
+        for _ in range(2):
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(b"GET /metrics HTTP/1.1\r\n\r\n")
+            answers.append(await _read_all(reader))
+            writer.close()
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET /metrics HTTP/1.1\r\n\r\n")
+        third: bytes | None = None
+        with contextlib.suppress(TimeoutError):
+            third = await asyncio.wait_for(reader.read(), 1.0)
+        writer.close()
+        await server.close()
+        return answers, third
+
+    answers, third = asyncio.run(scenario())
+    assert [a[:15] for a in answers] == [b"HTTP/1.1 200 OK"] * 2
+    assert third is None  # neither answered nor refused: in the backlog, waiting its turn
+
+
+def test_a_half_open_connection_is_closed_at_its_deadline() -> None:
+    async def scenario() -> tuple[bytes, dict[str, int], bytes]:
+        server, exporter = await _served(Limits(request_timeout_s=0.2))
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET /metr")  # and never the rest
+        cut = await _read_all(reader)
+        writer.close()
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET /metrics HTTP/1.1\r\n\r\n")
+        after = await _read_all(reader)
+        writer.close()
+        await server.close()
+        return cut, dict(exporter.counts.dropped), after
+
+    cut, dropped, after = asyncio.run(scenario())
+    assert cut == b""
+    assert dropped == {"timeout": 1}
+    assert after.startswith(b"HTTP/1.1 200 OK\r\n")  # the slot was given back
+
+
+# ---- the exporter process ----------------------------------------------------------------------
+
+
+class ExporterProcess:
+    """``robot-daemon metrics`` on a free port, fed by the test's own status publisher."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.log = workdir / "exporter.log"
+        self.ctx = zmq.Context()
+        self.pub = self.ctx.socket(zmq.PUB)
+        self.pub.setsockopt(zmq.LINGER, 0)
+        endpoint = f"ipc://{workdir}/pred"
+        self.pub.bind(endpoint)
+        with self.log.open("wb") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "robot_daemon", "metrics", "--pred", endpoint,
+                 "--listen", "0"], stderr=err, cwd=ROOT)
+        self.port = _logged_port(self.log)
+
+    def publish_until_served(self, status: dict[str, Any]) -> Samples:
+        """Publish ``status`` until a scrape shows it (the SUB joins a little late)."""
         deadline = time.monotonic() + 10
-        while True:
-            m = _scrape_port(port)
-            accepted = m.get("robot_daemon_frames_total", {}).get(
-                (("reason", ""), ("result", "accepted")))
-            if accepted == 200 or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
-        assert accepted == 200
-        assert m["robot_daemon_latency_seconds_count"][()] == 200
-        assert m["robot_daemon_tick_seconds_count"][()] >= 1
-        assert sum(m["robot_daemon_health"].values()) == 1
+        while time.monotonic() < deadline:
+            self.pub.send_multipart(_status(status))
+            m = _scrape(self.port)
+            if m.get("robot_daemon_ticks_total", {}).get(()) == status["ticks"]:
+                return m
+            time.sleep(0.05)
+        raise AssertionError(f"status never served; log:\n{self.log_text()}")
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def close(self) -> int:
+        """SIGTERM; the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=10)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            self.pub.close()
+            self.ctx.term()
+
+
+@pytest.fixture
+def exporter_process(workdir: Path) -> Iterator[ExporterProcess]:
+    process = ExporterProcess(workdir)
+    try:
+        yield process
     finally:
-        pub.close(linger=0)
-        ctx.term()
-        daemon.terminate()
-        daemon.wait(timeout=10)
+        if not process.pub.closed:
+            process.close()
 
 
-def _logged_port(log: Path) -> int:
+def _request(port: int, raw: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(raw)
+        chunks = []
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := s.recv(65536):
+                chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_the_exporter_refuses_what_is_not_a_scrape_without_a_traceback(
+    exporter_process: ExporterProcess,
+) -> None:
+    port = exporter_process.port
+    exporter_process.publish_until_served(STATUS)
+    long_line = b"GET /metrics HTTP/1.1\r\nX-Long: " + b"a" * 70_000 + b"\r\n\r\n"
+    many = b"GET /metrics HTTP/1.1\r\n" + b"X-Header: 1\r\n" * 101 + b"\r\n"
+    assert _request(port, long_line).startswith(b"HTTP/1.1 431 ")
+    assert _request(port, many).startswith(b"HTTP/1.1 431 ")
+    for raw in (long_line, many):  # and clients that leave without reading the answer
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(raw)
+    assert _request(port, b"GET /nothing HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 404 ")
+    assert _request(port, b"POST /metrics HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 405 ")
+    assert _request(port, b"\x1b[2J\x00 nonsense\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+    head = _request(port, b"HEAD /metrics HTTP/1.0\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert head.endswith(b"\r\n\r\n")  # no body
+    m = _scrape_until(port, lambda m: m["robot_daemon_exporter_requests_total"].get(
+        (("code", "431"),)) == 4)
+    assert m["robot_daemon_exporter_requests_total"][(("code", "400"),)] == 1
+    assert exporter_process.close() == 0  # SIGTERM
+    log = exporter_process.log_text()
+    assert "Traceback" not in log
+    assert "answered 431" in log
+    assert "\x1b" not in log  # what the client sent, control characters escaped
+
+
+def test_the_exporter_holds_no_more_than_its_connection_limit(
+    exporter_process: ExporterProcess,
+) -> None:
+    port = exporter_process.port
+    limit = Limits().connections
+    held = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(limit)]
+    try:
+        time.sleep(0.3)  # all accepted
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as extra:
+            extra.sendall(b"GET /metrics HTTP/1.1\r\n\r\n")
+            with contextlib.suppress(ConnectionResetError):
+                assert extra.recv(100) == b""  # closed at once, not answered
+    finally:
+        for s in held:
+            s.close()
+    m = _scrape_until(port, lambda m: True)  # once a slot is free again
+    assert m["robot_daemon_exporter_connections_dropped_total"][(("reason", "limit"),)] >= 1
+    assert "Traceback" not in exporter_process.log_text()
+
+
+def test_the_exporter_says_why_it_cannot_listen(workdir: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = _metrics_command("--pred", f"ipc://{workdir}/pred", "--listen", str(port))
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"robot-daemon metrics: error: cannot serve metrics on 127.0.0.1:{port}: "
+        "Address already in use"]
+    done = _metrics_command("--listen", "0.0.0.0:9108")
+    assert done.returncode == 2
+    assert "would serve on the network" in done.stderr
+    done = _metrics_command("--pred", "inproc://pred", "--listen", "0")
+    assert (done.returncode, done.stderr.count("\n")) == (2, 1)
+
+
+def _metrics_command(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "robot_daemon", "metrics", *args],
+                          capture_output=True, text=True, timeout=30, cwd=ROOT, check=False)
+
+
+# ---- run --metrics: the exporter as the daemon's child -----------------------------------------
+
+
+def _child(workdir: Path, code: str) -> ExporterChild:
+    """An ExporterChild whose child runs ``code`` instead of the exporter."""
+    child = ExporterChild(f"ipc://{workdir}/pred", "0")
+    child.command = [sys.executable, "-c", code]
+    return child
+
+
+def test_a_child_that_keeps_ending_is_restarted_ever_later(
+    workdir: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    child = _child(workdir, "raise SystemExit(3)")
+    now = 0
+    child.start(now)
+    delays = []
+    for _ in range(7):
+        assert child.proc is not None
+        child.proc.wait()
+        now += CHECK_PERIOD_NS
+        child.service(now)  # it ended: reaped, a start scheduled
+        assert child.proc is None
+        ended = now
+        while child.proc is None:  # the loop's passes until the next start
+            now += S // 4
+            child.service(now)
+        delays.append(now - ended)
+    child.close()
+    assert delays == [S, 2 * S, 4 * S, 8 * S, 16 * S, 30 * S, 30 * S]
+    assert child.restarts == 7
+    ended = [r.getMessage() for r in caplog.records if "exited with status 3" in r.getMessage()]
+    assert ended[0].startswith("the metrics exporter (pid ")
+    assert "restart 1 in 1 s" in ended[0]
+    assert len(ended) < 7  # at most one line per 10 s
+
+
+def test_metrics_without_prometheus_client_is_a_clear_error_at_start(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
+    child = _child(workdir, "pass")
+    with pytest.raises(ConfigError, match=r"pip install 'robot-daemon\[metrics\]'"):
+        child.start(0)
+    assert child.proc is None  # nothing started
+
+
+def test_closing_kills_a_child_that_ignores_sigterm(workdir: Path) -> None:
+    ready = workdir / "ready"
+    child = _child(workdir, "import pathlib, signal, sys, time\n"
+                   "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+                   f"pathlib.Path({str(ready)!r}).touch()\ntime.sleep(60)")
+    child.start(0)
+    proc = child.proc
+    assert proc is not None
+    while not ready.exists():
+        time.sleep(0.01)
+    child.close()
+    assert proc.returncode == -signal.SIGKILL  # reaped: no zombie left
+
+
+@pytest.fixture
+def daemon(workdir: Path) -> Iterator[Harness]:
+    h = Harness(workdir, DEFAULT_MODEL, args=("--metrics", "0"))
+    try:
+        h.start()
+        yield h
+        if h.proc is not None and h.proc.poll() is None:
+            h.stop()  # SIGTERM: the daemon stops its exporter
+    finally:
+        h.close()
+
+
+def test_scrape_a_real_daemon_while_frames_flow(daemon: Harness) -> None:
+    port = _logged_port(daemon.log)
+    x = np.zeros(16, np.float32)
+    for seq in range(200):
+        daemon.send(seq, x)
+        time.sleep(0.002)
+    m = _scrape_until(port, lambda m: m.get("robot_daemon_frames_total", {}).get(
+        (("reason", ""), ("result", "accepted"))) == 200)
+    assert m["robot_daemon_latency_seconds_count"][()] == 200
+    assert m["robot_daemon_tick_seconds_count"][()] >= 1
+    assert sum(m["robot_daemon_health"].values()) == 1
+    assert m["robot_daemon_status_age_seconds"][()] < 5
+
+
+def test_a_killed_exporter_is_restarted_and_none_outlives_the_daemon(daemon: Harness) -> None:
+    assert daemon.proc is not None
+    first = _logged_port(daemon.log)
+    child = _child_of(daemon.proc.pid)
+    assert _stat(child)[16] == "19"  # its nice value: the daemon first
+    os.kill(child, signal.SIGKILL)
+    second = _logged_port(daemon.log, after=first)
+    _scrape_until(second, lambda m: "robot_daemon_ticks_total" in m)
+    restarted = _child_of(daemon.proc.pid)
+    assert restarted != child
+    assert "was killed by SIGKILL; restart 1" in daemon.log_text()
+    code, _ = daemon.stop()
+    assert code == 0
+    assert not Path(f"/proc/{restarted}").exists()  # stopped and reaped, not a zombie
+    assert "Traceback" not in daemon.log_text()
+
+
+def test_a_flood_of_http_clients_takes_no_file_descriptor_of_the_daemon(
+    daemon: Harness,
+) -> None:
+    assert daemon.proc is not None
+    port = _logged_port(daemon.log)
+    _scrape_until(port, lambda m: "robot_daemon_ticks_total" in m)
+    exporter = _child_of(daemon.proc.pid)
+    fds_before = len(os.listdir(f"/proc/{daemon.proc.pid}/fd"))
+    exporter_fds_before = len(os.listdir(f"/proc/{exporter}/fd"))
+    flood = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(300)]
+    try:
+        time.sleep(0.5)  # the exporter accepted (or refused) what it takes
+        fds_during = len(os.listdir(f"/proc/{daemon.proc.pid}/fd"))
+        threads = len(os.listdir(f"/proc/{daemon.proc.pid}/task"))
+        exporter_fds_during = len(os.listdir(f"/proc/{exporter}/fd"))
+        x = np.zeros(16, np.float32)
+        for seq in range(100):
+            daemon.send(seq, x)
+        assert sorted(s for p in daemon.preds(100) for s in p.seq.tolist()) == list(range(100))
+    finally:
+        for s in flood:
+            s.close()
+    assert fds_during == fds_before
+    assert threads < 20  # no thread per connection (the old server's 300 and more)
+    assert exporter_fds_during <= exporter_fds_before + Limits().connections
+    m = _scrape_until(port, lambda m: True)
+    assert m["robot_daemon_exporter_connections_dropped_total"][(("reason", "limit"),)] >= 1
+
+
+def test_the_exporter_of_a_killed_daemon_stops(daemon: Harness) -> None:
+    assert daemon.proc is not None
+    child = _child_of(daemon.proc.pid)
+    daemon.proc.kill()
+    daemon.proc.wait()
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{child}").exists() and _state(child) != "Z":
+        assert time.monotonic() < deadline, "the exporter outlived its daemon"
+        time.sleep(0.1)
+    assert "the daemon (pid" in daemon.log_text()
+
+
+def test_a_port_in_use_does_not_stop_the_daemon_from_serving(workdir: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        h = Harness(workdir, DEFAULT_MODEL, args=("--metrics", str(port)))
+        try:
+            h.start()  # serving: a status came
+            x = np.zeros(16, np.float32)
+            h.send(0, x)
+            assert h.preds(1)[0].seq.tolist() == [0]
+            _wait_logged(h.log, "Address already in use")
+            taken.close()
+            m = _scrape_until(port, lambda m: "robot_daemon_ticks_total" in m)
+            assert m["robot_daemon_frames_total"][(("reason", ""), ("result", "accepted"))] == 1
+        finally:
+            h.close()
+    log = h.log_text()
+    assert log.count("Address already in use") == 1  # said once, then retried quietly
+    assert "serving after" in log
+    assert "Traceback" not in log
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+
+
+def _logged_port(log: Path, after: int | None = None) -> int:
+    """The port of the newest "Prometheus metrics on" line (one other than ``after``)."""
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
-        found = re.search(r"Prometheus metrics on http://127\.0\.0\.1:(\d+)/metrics",
-                          log.read_text(errors="replace"))
-        if found:
-            return int(found.group(1))
+        ports = [int(p) for p in re.findall(
+            r"Prometheus metrics on http://127\.0\.0\.1:(\d+)/metrics",
+            log.read_text(errors="replace"))]
+        if ports and ports[-1] != after:
+            return ports[-1]
         time.sleep(0.05)
     raise AssertionError(f"no metrics endpoint logged:\n{log.read_text(errors='replace')}")
 
 
-def _scrape_port(port: int) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+def _wait_logged(log: Path, text: str) -> None:
+    deadline = time.monotonic() + 15
+    while text not in log.read_text(errors="replace"):
+        assert time.monotonic() < deadline, f"never logged: {text}"
+        time.sleep(0.05)
+
+
+def _scrape(port: int) -> Samples:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-        text = r.read().decode()
-    samples: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            samples.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
-    return samples
+        return _parse(r.read().decode())
+
+
+def _scrape_until(port: int, done: Any, timeout_s: float = 15.0) -> Samples:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            m = _scrape(port)
+            if done(m):
+                return m
+        except (urllib.error.URLError, ConnectionError):
+            pass  # not listening yet
+        if time.monotonic() > deadline:
+            raise AssertionError("the scrape never showed what was expected")
+        time.sleep(0.1)
+
+
+def _child_of(pid: int) -> int:
+    """The one child process of ``pid`` (Linux: /proc's children list)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        if len(children) == 1:
+            return int(children[0])
+        time.sleep(0.05)
+    raise AssertionError(f"process {pid} has no single child")
+
+
+def _stat(pid: int) -> list[str]:
+    """The fields of /proc/PID/stat after the command name (state first, nice 17th)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def _state(pid: int) -> str:
+    try:
+        return _stat(pid)[0]
+    except OSError:
+        return "gone"

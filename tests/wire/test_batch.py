@@ -30,6 +30,7 @@ PAYLOADS = [
     b"\xc1",  # bad_msgpack
     _label(6, extra=1),  # unknown_key
     _label(7, x=np.array([np.inf, 0, 0, 0], dtype="<f4").tobytes(), y=bytes([5, 0])),
+    _label(8, src="\x1b]0;PWNED\x07"),  # bad_src
 ]
 
 
@@ -52,6 +53,7 @@ def test_decode_labels_accepts_and_rejects_as_decode_label() -> None:
         accepted, rejected = _one_by_one(d, c)
         assert (d_out, c_out) == (4, 2)
         assert batch.rejected == rejected
+        assert rejected["bad_src"] == 1
         assert batch.seq.tolist() == [label.seq for label in accepted] == [0, 3, 5]
         assert batch.t.tolist() == [label.t for label in accepted]
         assert batch.src == [label.src for label in accepted]
@@ -76,6 +78,7 @@ FRAMES = [
     msgpack.packb({"seq": 3, "t": 4.0, "x": b"\x00" * 12}),  # wrong_d
     b"\x93",  # bad_msgpack
     wire.encode_frame(4, 5.0, np.ones(4, dtype=np.float32)),
+    msgpack.packb({"seq": 5, "t": 6.0, "x": b"\x00" * 16, "src": "cam\x1b[2J"}),  # bad_src
 ]
 
 
@@ -93,6 +96,7 @@ def test_decode_frames_accepts_and_rejects_as_decode_frame() -> None:
             accepted.append(frame)
         assert d_out == 4
         assert batch.rejected == rejected
+        assert rejected["bad_src"] == 1
         assert batch.seq.tolist() == [f.seq for f in accepted] == [0, 2, 4]
         assert batch.src == [f.src for f in accepted]
         np.testing.assert_array_equal(batch.X, np.stack([f.x for f in accepted]))

@@ -123,10 +123,26 @@ def test_usual_frame_is_what_the_layout_is_checked_against() -> None:
         assert usual_frames(payloads, D) == [None] * 64
 
 
+def test_a_src_that_is_not_printable_is_refused_in_bulk_as_alone() -> None:
+    """The layout keeps the first payload's src for all that share its bytes: the check
+    of that first one (usual_frame) must hold for them all, and a byte changed in place
+    must take the payload out of the layout."""
+    hostile = [_payload(seq, "\x1b]0;PWNED\x07\x1b[2J") for seq in range(64)]
+    with mock.patch.object(layout, "layout", wraps=layout.layout) as built:
+        assert _agree(hostile) == [None] * 64
+    built.assert_not_called()  # no layout from a refused first payload
+    payloads = [_payload(seq, "lidar") for seq in range(64)]
+    at = payloads[0].index(b"lidar")
+    payloads[40] = _corrupt(payloads[40], at + 2, 0x1B)  # "li\x1bar": same length
+    frames = _agree(payloads)
+    assert [i for i, f in enumerate(frames) if f is None] == [40]
+
+
 streams = st.builds(
     lambda seq, srcs, n: [_payload(seq + k, srcs[k % len(srcs)]) for k in range(n)],
     st.sampled_from(SEQ_EDGES) | st.integers(0, INT64_MAX - 300),
-    st.lists(st.none() | st.sampled_from(["a", "b", "ab", "é", "lidar", "r" * 40]),
+    st.lists(st.none() | st.sampled_from(["a", "b", "ab", "é", "lidar", "r" * 40, "\x1b[2J",
+                                          "a\u202eb", "l\u2028"]),
              min_size=1, max_size=3),
     st.integers(BULK_MIN, 3 * BULK_MIN),
 )

@@ -69,7 +69,8 @@ FINITE_F32 = st.floats(width=32, allow_nan=False, allow_infinity=False)
 NEAR: dict[str, st.SearchStrategy[Any]] = {
     "seq": st.sampled_from([-1, INT64_MAX + 1, 2**64 - 1, True, False, 7.0, None, "7", b"7"]),
     "t": st.sampled_from([12, -3, True, None, "12.5", b"", math.nan, math.inf, -math.inf]),
-    "src": st.sampled_from([None, 5, b"lidar", "", "é" * 64, "é" * 65, "r" * 300, ["a"]]),
+    "src": st.sampled_from([None, 5, b"lidar", "", "é" * 64, "é" * 65, "r" * 300, ["a"],
+                            "\x1b[2J", "lidar\u202e", "a\nb", "\x9b"]),
     "y": st.just(b"\x01"),
     "sq": st.integers(0, 3),
 }

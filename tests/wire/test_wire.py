@@ -19,6 +19,11 @@ from robot_daemon.errors import RobotDaemonError, WireError
 D, C = 16, 8
 X = np.linspace(-2.0, 3.0, D, dtype=np.float32)
 Y = np.array([1, 0, 0, 1, 0, 0, 0, 1], dtype=np.uint8)
+#: The src of issue 25: retitles the terminal that shows it and clears its screen.
+HOSTILE_SRC = "\x1b]0;PWNED\x07\x1b[2J"
+#: Names a publisher may send: printable characters (str.isprintable), space included.
+NAMES = st.text(st.characters(codec="utf-8", exclude_categories=(
+    "Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp", "Zs")) | st.just(" "), max_size=20)
 
 
 def pack(obj: Any) -> bytes:
@@ -204,7 +209,7 @@ def test_sensor_time_is_none_without_a_usable_t(payload: Any) -> None:
         elements=st.floats(allow_nan=False, allow_infinity=False, width=32),
     ),
     y=hnp.arrays(np.uint8, st.integers(1, 32), elements=st.integers(0, 1)),
-    src=st.none() | st.text(max_size=20),
+    src=st.none() | NAMES,
 )
 @settings(max_examples=200, deadline=None)
 def test_label_round_trip_property(
@@ -281,6 +286,11 @@ REJECTIONS: list[tuple[str, Decoder, bytes, str]] = [
     ("out_of_range", wire.decode_frame, pack(frame_map(seq=2**64 - 1)), "fit in int64"),
     ("out_of_range", wire.decode_pred,
      pack(pred_map(n=1, seq=[1], c=1, p=np.array([1.5], np.float32).tobytes())), r"in \[0, 1\]"),
+    ("bad_src", wire.decode_frame, pack(frame_map(src=HOSTILE_SRC)),
+     r"src '\\x1b\]0;PWNED\\x07\\x1b\[2J' holds a character that is not printable"),
+    ("bad_src", wire.decode_label, pack(label_map(src="lidar\u202efront")), r"\\u202e"),
+    ("bad_src", wire.decode_pred, pack(pred_map(src=[None, "a\u2028b"])), r"\\u2028"),
+    ("bad_src", wire.decode_pred, pack(pred_map(src="radar\r")), r"\\r"),
 ]
 
 
@@ -332,6 +342,12 @@ def test_wire_error_is_a_robot_daemon_error() -> None:
         ("wrong_d", lambda: wire.encode_frame(1, 0.0, np.zeros((2, 2))), "shape"),
         ("wrong_d", lambda: wire.encode_frame(1, 0.0, []), "shape"),
         ("oversized", lambda: wire.encode_frame(1, 0.0, X, src="s" * 300), "longer"),
+        ("bad_src", lambda: wire.encode_frame(1, 0.0, X, src=HOSTILE_SRC), "not printable"),
+        ("bad_src", lambda: wire.encode_label(1, 0.0, X, Y, src="a\tb"), "not printable"),
+        ("bad_src", lambda: wire.encode_pred(1, 0.0, [1], np.zeros((1, 2)), "m",
+                                             src=[HOSTILE_SRC]), "not printable"),
+        ("bad_src", lambda: wire.pred_rows([1], np.zeros((1, 2), np.float32), [0.0],
+                                           ["\x9b2J"]), "not printable"),
         ("bad_label_value", lambda: wire.encode_label(1, 0.0, X, [0, 2]), "0 or 1"),
         ("wrong_type", lambda: wire.encode_label(1, 0.0, X, [0.0, 1.0]), "integers"),
         ("wrong_c", lambda: wire.encode_label(1, 0.0, X, [[0, 1]]), "shape"),

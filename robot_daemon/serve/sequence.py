@@ -1,0 +1,137 @@
+"""Frames lost between the publishers and the daemon, from the gaps in each stream's ``seq``.
+
+ZeroMQ drops silently at its high-water marks and while a connection is made again; the
+only trace is a gap in the ``seq`` that every publisher numbers its frames with. A
+*stream* is one publisher's numbering: a frames endpoint and a ``src`` (several sensors may
+share a publisher, each numbering its own frames; two publishers are never mixed up by a
+shared ``src``, or by none). For each stream :class:`SeqTracker` sorts every frame into:
+
+* **the next** (``seq`` one more than the last): nothing lost;
+* **a gap** forward (``seq`` more than one ahead): the frames in between are *lost*, if the
+  stream has the credit for them and the frame after it goes on forward. Credit: a stream
+  starts with :data:`CREDIT_START` and earns :data:`CREDIT_PER_FRAME` for each frame it
+  delivers, up to :data:`CREDIT_MAX`: a stream can be reported to have lost at most as
+  many frames as it delivered (plus the start), so one publisher that numbers its frames
+  in jumps (+101 a frame) cannot report 100,000 lost frames a second at 1,000 frames/s,
+  as it did when the bound was a rate per elapsed time;
+* **a misfit** (``seq`` back, repeated, or further ahead than the credit): a frame that
+  does not go on from the last. It is remembered, not followed: if the next frame is the
+  one after it, the publisher restarted with a new numbering (a *reset*: tracking goes on
+  from there, and a gap held open is dropped); if the stream goes on from where it was,
+  the misfit was a stray frame (*out of sequence*: a duplicate, or a hostile frame
+  with the stream's ``src``), and the stream's real losses are still counted.
+
+``frames_lost`` is thus a figure to alert on: the frames a publisher sent that never
+reached the daemon, bounded by what it delivered; ``frames_seq_resets`` counts publisher
+restarts and ``frames_out_of_seq`` the frames that fit no numbering.
+
+At most ``max_streams`` streams are tracked, the ones heard from least recently forgotten
+first: memory stays bounded when a broken publisher invents a ``src`` for every frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from typing import Final
+
+#: Lost frames a new stream may report before it delivered as many: a burst lost while
+#: the daemon started, a reconnect soon after (a second of a 1,000 frames/s sensor).
+CREDIT_START: Final = 1000
+#: Lost frames each delivered frame allows: at most half of a stream's frames reported lost.
+CREDIT_PER_FRAME: Final = 1
+#: The most credit a stream holds, so the largest gap counted as loss: 100,000 frames (33
+#: minutes of a 50 Hz sensor, 1 s at 100,000 frames/s); a larger jump is a new numbering.
+CREDIT_MAX: Final = 100_000
+#: Streams tracked at most.
+MAX_STREAMS: Final = 1024
+
+
+class _Stream:
+    """One stream's numbering: the last ``seq`` it went on from, its credit, the gap held
+    open until the next frame goes on forward, and the misfit that may start a new one."""
+
+    __slots__ = ("credit", "last", "misfit", "pending")
+
+    def __init__(self, seq: int) -> None:
+        self.last = seq
+        self.credit = CREDIT_START
+        self.pending = 0
+        self.misfit: int | None = None
+
+
+class SeqTracker:
+    """Lost, reset and out-of-sequence frames of every stream (see the module)."""
+
+    def __init__(self, max_streams: int = MAX_STREAMS) -> None:
+        self._streams: dict[Hashable, _Stream] = {}  # by key; dict order = recency
+        self._newest: Hashable = _NO_STREAM  # the last key seen: streams[key] is current
+        self._max_streams = max_streams
+        self.lost = 0
+        self.resets = 0
+        self.out_of_seq = 0
+
+    def __len__(self) -> int:
+        return len(self._streams)
+
+    def observe(self, key: Hashable, seq: int) -> None:
+        """Account for frame ``seq`` of stream ``key`` (an endpoint and a ``src``)."""
+        stream = self._stream(key, seq)
+        if stream is not None:
+            self._follow(stream, seq)
+
+    def observe_run(self, key: Hashable, seqs: Sequence[int]) -> None:
+        """:meth:`observe` of frames ``seqs`` (at least one) of stream ``key`` in turn; the
+        usual run, each ``seq`` the one after the last, at once."""
+        self.observe(key, seqs[0])
+        k = len(seqs)
+        if k > 1 and seqs[-1] - seqs[0] == k - 1 and list(seqs) == list(
+                range(seqs[0], seqs[0] + k)):
+            stream = self._streams[key]
+            if stream.last != seqs[0]:  # the first was a misfit: the next one decides
+                self._follow(stream, seqs[1])
+                seqs = seqs[1:]
+                if len(seqs) == 1:
+                    return
+            # Each further frame is the one after the last: what _follow does, at once.
+            self.lost += stream.pending
+            stream.pending, stream.misfit, stream.last = 0, None, seqs[-1]
+            stream.credit = min(CREDIT_MAX, stream.credit + CREDIT_PER_FRAME * (len(seqs) - 1))
+            return
+        for seq in seqs[1:]:
+            self.observe(key, seq)
+
+    def _stream(self, key: Hashable, seq: int) -> _Stream | None:
+        """The stream of ``key``, most recent from now on; None for its first frame."""
+        if key == self._newest:  # the usual case: the same stream as the frame before
+            return self._streams[key]
+        stream = self._streams.pop(key, None)  # re-inserted below: dict order = recency
+        self._newest = key
+        if stream is None:
+            if len(self._streams) >= self._max_streams:
+                del self._streams[next(iter(self._streams))]  # heard from least recently
+            self._streams[key] = _Stream(seq)
+            return None
+        self._streams[key] = stream
+        return stream
+
+    def _follow(self, stream: _Stream, seq: int) -> None:
+        """Frame ``seq`` of ``stream``: the next, a gap, or a misfit (see the module)."""
+        stream.credit = min(CREDIT_MAX, stream.credit + CREDIT_PER_FRAME)
+        gap = seq - stream.last - 1
+        if 0 <= gap <= stream.credit:  # goes on forward: what was held open was lost
+            self.lost += stream.pending
+            stream.credit -= gap
+            stream.pending, stream.misfit, stream.last = gap, None, seq
+            return
+        if stream.misfit is not None and seq == stream.misfit + 1:
+            # The misfit began a new numbering: the publisher restarted.
+            self.resets += 1
+            self.out_of_seq -= 1  # the misfit was its first frame, not a stray one
+            stream.pending, stream.misfit, stream.last = 0, None, seq
+            return
+        self.out_of_seq += 1
+        stream.misfit = seq
+
+
+#: No stream's key (keys are tuples): the newest stream before any frame.
+_NO_STREAM: Final = object()
