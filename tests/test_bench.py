@@ -61,7 +61,8 @@ def test_quick_faults_runs_every_fault_against_a_real_daemon(
     )
     assert done.returncode == 0, done.stdout + done.stderr  # no crash, whatever the goals
     out = done.stdout
-    for fault in ("silent sensor", "fuzz:", "oversized:", "reload storm:", "multipart:",
+    for fault in ("signals:", "silent sensor", "fuzz:", "seq jumps:", "flapping src:",
+                  "oversized:", "reload storm:", "multipart:",
                   "SIGKILL during online learning:"):
         assert f"\n{fault}" in out
     assert "serving daemon: exit status 0 on SIGTERM" in out

@@ -435,15 +435,19 @@ def test_a_tick_the_os_held_up_after_the_catch_up_is_not_timed_as_its_processing
 ) -> None:
     """The OS takes the CPU for 5 ms during a catch-up (simulated: a sleep, no CPU time):
     that tick counts as late for the OS, and its processing time is not those 5 ms."""
-    from robot_daemon.serve import daemon, early, report
+    from robot_daemon.serve import daemon, early
 
     d = _in_process(workdir, interval_ms=20, status_interval_s=60)
     real, held = early.catch_up, []
+    timed: list[tuple[int, float]] = []  # (tick number, processing ms) of every tick
+    record = d.windows.tick_ms.add
+    monkeypatch.setattr(d.windows.tick_ms, "add",
+                        lambda ms: (timed.append((d.counters.ticks, ms)), record(ms)))
 
     def preempted(*args: Any) -> Any:
         out = real(*args)
         if not held:
-            held.append(1)
+            held.append(d.counters.ticks + 1)  # the tick this catch-up is for
             time.sleep(0.005)
         return out
 
@@ -472,10 +476,9 @@ def test_a_tick_the_os_held_up_after_the_catch_up_is_not_timed_as_its_processing
         ctx.term()
     assert held, "no catch-up ran"
     assert d.counters.ticks_late_os >= 1
-    lower_edges = (0, *report.TICK_MS_EDGES)
-    over_3ms = [n for edge, n in zip(lower_edges, d.windows.tick_ms.counts, strict=True)
-                if edge >= 3]
-    assert sum(over_3ms) == 0, list(d.windows.tick_ms.counts)
+    # That tick's own work is a fraction of a millisecond; with the 5 ms it would be more.
+    (processing_ms,) = [ms for tick, ms in timed if tick == held[0]]
+    assert processing_ms < 4.0, timed
 
 
 def test_the_loop_passes_ahead_the_bursts_its_drains_bring(workdir: Path) -> None:
