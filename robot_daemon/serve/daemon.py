@@ -170,7 +170,6 @@ class Daemon:
         self._reloader = Reloader(config.model, self.served.model.d, self.served.model.c,
                                   config.max_batch, config.interval_ns)
         self._reject_log = RateLimiter(REJECT_LOG_PERIOD_NS)
-        self._memory_log = RateLimiter(REJECT_LOG_PERIOD_NS)
         self._start_ns = time.monotonic_ns()
         self.liveness = liveness.Liveness(config.frames, config.stale_after_ns, self._start_ns)
         self._change_log = liveness.ChangeLog()  # liveness lines, at a bounded rate
@@ -450,19 +449,17 @@ class Daemon:
         endpoints that went silent (:mod:`robot_daemon.serve.memory`)."""
         if self._reloader.busy():  # a load holds up to three models for a moment
             return
-        excess = self._memory.over()
-        if excess is None:
-            return
         now = time.monotonic_ns()
-        silent = self.liveness.silent_endpoints(now, memory.SILENT_NS)
-        for i in silent:
-            self._frame_watches[i].drop(self.config.frames[i], (
-                f"the daemon holds {excess / 2**20:.0f} MiB over its memory bound and no valid"
-                f" frame came from here for {memory.SILENT_NS / 1e6:.0f} ms: a message of"
-                " many parts is still arriving"))
-        if not silent and self._memory_log.allow("none", now) is not None:
-            log.warning("the daemon holds %.0f MiB over its memory bound and every frames "
-                        "endpoint delivers: not a message held by libzmq", excess / 2**20)
+        rss = self._memory.over(now)
+        if rss is None:
+            return
+        why = (f"the daemon's memory is {rss / 2**20:.0f} MiB, over its bound of"
+               f" {self._memory.bound / 2**20:.0f} MiB, and no valid frame came from here"
+               f" for {memory.SILENT_NS / 1e6:.0f} ms: a message of many parts is still"
+               " arriving")
+        for i in self.liveness.silent_endpoints(now, memory.SILENT_NS):
+            self._frame_watches[i].drop(self.config.frames[i], why)
+        self._memory.dropped(now)  # if that does not bring it down, it becomes the base
 
     def _count_lateness(self, deadline_ns: int, start_ns: int) -> bool:
         """Measure how late the tick due at ``deadline_ns`` starts, and who made it late;

@@ -11,22 +11,34 @@ meanwhile.
 
 So after every tick :class:`MemoryBound` reads the RSS (``/proc/self/statm``, a few
 microseconds). Above the RSS of the daemon serving its model (taken at the start and after
-each reload) plus :data:`HELD_MAX_BYTES`, it names the frames endpoints without a valid
-frame for :data:`SILENT_NS`, and the daemon drops and makes again their connections:
-libzmq frees what it held of a connection at once (measured: RSS 190 -> 18 MB within
-50 ms). A silent endpoint loses nothing by it, and a sensor stuck behind the message
-delivers again. While a reload loads (up to three models of 128 MiB at once) the bound
-is not checked.
+each reload) plus :data:`HELD_MAX_BYTES`, the daemon drops and makes again the connections
+of the frames endpoints without a valid frame for :data:`SILENT_NS`: libzmq frees what it
+held of a connection at once (measured: RSS 190 -> 18 MB within 50 ms). A silent endpoint
+loses nothing by it, and a sensor stuck behind the message delivers again.
+
+After a drop the allocator is asked to give free memory back (``malloc_trim``, where the
+C library has it), and the bound is left alone for :data:`SETTLE_NS`. If the RSS is still
+over it then, the memory is no longer libzmq's (the allocator kept it, or the daemon grew):
+that RSS becomes the base, once, instead of a drop at every tick that would cut a healthy
+10 Hz sensor (silent 100 ms between frames) off again and again. Freed memory is reused
+for the next message, so the base cannot climb past the largest burst. While a reload
+loads (up to three models of 128 MiB at once) the bound is not checked.
 
 The bound the daemon then keeps: its RSS serving the model, plus HELD_MAX_BYTES, plus what
-arrives within one tick (a tick is 20 ms; loopback delivered 250 MB/s to 2 GB/s here).
+arrives in the silence and the tick before it acts (loopback delivered 250 MB/s to 2 GB/s
+here).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import logging
 import os
+from collections.abc import Callable
 from typing import Final
+
+log = logging.getLogger("robot_daemon.serve.memory")
 
 #: What libzmq may hold beyond the daemon's RSS serving its model: its queues at the
 #: high-water mark with frames of the usual size (100,000 frames of 90 bytes, in libzmq's
@@ -35,19 +47,40 @@ HELD_MAX_BYTES: Final = 64 << 20
 #: A frames endpoint without a valid frame for this long may be the one whose message is
 #: held: a 50 Hz sensor sends one every 20 ms. What arrives meanwhile is over the bound.
 SILENT_NS: Final = 50_000_000
+#: After a drop, the time libzmq and the allocator have to give the memory back.
+SETTLE_NS: Final = 100_000_000
+
+
+def _trimmer() -> Callable[[], object] | None:
+    """glibc's ``malloc_trim(0)``: free pages of every arena back to the OS; None where
+    the C library has none (musl, macOS)."""
+    with contextlib.suppress(OSError, AttributeError):
+        trim = ctypes.CDLL(None).malloc_trim
+        trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+        return lambda: trim(0)
+    return None
 
 
 class MemoryBound:
-    """The RSS against the bound. :meth:`rebase` when the model changes, :meth:`over` after
-    each tick. Without ``/proc`` (not Linux) it never reports anything."""
+    """The RSS against the bound: :meth:`rebase` when the model changes, :meth:`over`
+    after each tick, :meth:`dropped` after connections were dropped for it. Without
+    ``/proc`` (not Linux) it never reports anything."""
 
     def __init__(self, held_max: int = HELD_MAX_BYTES) -> None:
         self.held_max = held_max
-        self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+        self._page = os.sysconf("SC_PAGE_SIZE")
         self._fd: int | None = None
         with contextlib.suppress(OSError):
             self._fd = os.open("/proc/self/statm", os.O_RDONLY)
+        self._trim = _trimmer()
+        self._settle_until: int | None = None  # after a drop: wait until then
         self.base = self.rss() or 0
+        self.rebased = 0  # times the RSS stayed over the bound after a drop
+
+    @property
+    def bound(self) -> int:
+        """The RSS above which :meth:`over` reports, in bytes."""
+        return self.base + self.held_max
 
     def rss(self) -> int | None:
         """This process's resident memory in bytes, or None where it cannot be read."""
@@ -62,16 +95,36 @@ class MemoryBound:
         """The RSS now is what serving takes (after the start, after a model swap)."""
         self.base = self.rss() or self.base
 
-    def over(self) -> int | None:
-        """The bytes the RSS is over the bound, or None when within it. A lower RSS than
-        the base becomes the base: the bound stays as tight as the daemon ever was."""
+    def over(self, now_ns: int) -> int | None:
+        """The RSS in bytes when it is over the bound and a drop is due, else None.
+
+        A lower RSS than the base becomes the base: the bound stays as tight as the daemon
+        ever was. Within SETTLE_NS of a drop nothing is reported; past it, an RSS still
+        over the bound becomes the base (see the module).
+        """
         rss = self.rss()
         if rss is None:
             return None
         if rss < self.base:
             self.base = rss
-        excess = rss - self.base - self.held_max
-        return excess if excess > 0 else None
+        if self._settle_until is not None:
+            if now_ns < self._settle_until:
+                return None
+            self._settle_until = None
+            if rss > self.bound:
+                log.warning("the daemon's memory stayed at %.0f MiB after the connections "
+                            "were dropped: not libzmq's; its bound is %.0f MiB from now on",
+                            rss / 2**20, (rss + self.held_max) / 2**20)
+                self.base, self.rebased = rss, self.rebased + 1
+                return None
+        return rss if rss > self.bound else None
+
+    def dropped(self, now_ns: int) -> None:
+        """Connections were dropped for the bound at ``now_ns``: give memory back to the
+        OS, and leave the bound alone for SETTLE_NS."""
+        if self._trim is not None:
+            self._trim()
+        self._settle_until = now_ns + SETTLE_NS
 
     def close(self) -> None:
         if self._fd is not None:
