@@ -11,6 +11,7 @@ publisher sends, the operator reads it, and the terminal runs none of it.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 
 def printable(text: str) -> str:
@@ -34,9 +35,14 @@ def printable_lines(text: str) -> str:
 
 
 class PrintableFormatter(logging.Formatter):
-    """A log formatter whose lines are :func:`printable_lines`: a message that carries a
-    string from outside (a ``src``, a file or member name, a library's exception text)
-    reaches the journal, and the terminal that shows it, escaped."""
+    """A log formatter that escapes what a message carries from outside (a ``src``, a file
+    or member name, a library's exception text) before it reaches the journal, and the
+    terminal that shows it: the message's line breaks too (a model file named with a
+    newline forged journal lines), a traceback's lines each."""
 
-    def format(self, record: logging.LogRecord) -> str:
-        return printable_lines(super().format(record))
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = printable(record.message)
+        return super().formatMessage(record)
+
+    def formatException(self, ei: Any) -> str:
+        return printable_lines(super().formatException(ei))

@@ -496,13 +496,13 @@ class Bench:
         first = len(self.sensors.injected)
         for _ in range(repeats):
             self.sensors.inject.put([wire.TOPIC_FRAME, bytes(4_000_000)])
-            time.sleep(0.5)
+            time.sleep(0.5 if not self.quick else 0.3)
         middle = self.settle(0.3)
         small = unanswered(self.sensors, self.answers, start, middle - 0.3, [])
         huge_from = len(self.sensors.injected)
         for _ in range(repeats):
             self.sensors.inject.put([wire.TOPIC_FRAME, bytes(17 << 20)])
-            time.sleep(2.0 if not self.quick else 1.5)
+            time.sleep(2.0 if not self.quick else 1.0)
         end = self.settle(0.5)
         peak_kb = memory_kb(self.daemon.proc.pid, "VmHWM")
         after = self.answers.status_after(end)
@@ -558,7 +558,7 @@ class Bench:
         while len(self.sensors.injected) == first:
             time.sleep(0.01)
         sent_at = self.sensors.injected[first]
-        end = self.settle(1.5 if self.quick else 3.0)
+        end = self.settle(1.0 if self.quick else 3.0)
         peak_kb = memory_kb(self.daemon.proc.pid, "VmHWM")
         after = self.answers.status_after(end)
         lost, inside = unanswered(self.sensors, self.answers, start, end - 0.3,
@@ -595,14 +595,14 @@ class Bench:
     def signals(self) -> Result:
         """SIGHUPs of the same model file: the loop's CPU after each (it spun at 70-90 %
         of a core for good after the first)."""
-        repeats, window_s = (1, 1.0) if self.quick else (3, 3.0)
+        repeats, window_s = (1, 0.5) if self.quick else (3, 3.0)
         start = self.settle()
         before = self.answers.status_after(start)
         idle_cpu = loop_cpu(self.daemon.proc.pid, window_s)
         after_each = []
         for _ in range(repeats):
             self.daemon.proc.send_signal(signal.SIGHUP)
-            time.sleep(0.5)  # the load and the swap
+            time.sleep(0.3 if self.quick else 0.5)  # the load and the swap
             after_each.append(loop_cpu(self.daemon.proc.pid, window_s))
         end = self.settle()
         after = self.answers.status_after(end)

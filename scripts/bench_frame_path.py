@@ -112,7 +112,7 @@ def stage_passes(d: daemon.Daemon) -> list[tuple[str, Pass]]:
 
     def observe(items: list[bytes]) -> None:
         for seq, _ in enumerate(items):
-            seqs.observe((0, None), seq)
+            seqs.observe(0, None, seq)
 
     def heard(items: list[bytes]) -> None:
         for seq, _ in enumerate(items):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -73,3 +75,23 @@ def test_the_daemons_log_lines_are_escaped() -> None:
                                "reload refused: member %s", ("'\x1b[2JW2'",), None)
     line = PrintableFormatter("%(levelname)s %(message)s").format(record)
     assert line == "WARNING reload refused: member '\\x1b[2JW2'"
+    # A newline in a file name forged journal lines: one line, escaped.
+    record = logging.LogRecord("robot_daemon", logging.INFO, __file__, 1,
+                               "reloaded %s", ("m\nWARNING forged.npz",), None)
+    assert PrintableFormatter("%(message)s").format(record) == "reloaded m\\nWARNING forged.npz"
+    try:
+        raise ValueError("bad\x1b[2J")
+    except ValueError:
+        record = logging.LogRecord("robot_daemon", logging.ERROR, __file__, 1, "failed", (),
+                                   sys.exc_info())
+    text = PrintableFormatter("%(message)s").format(record)
+    assert "\x1b" not in text
+    assert "Traceback (most recent call last):\n" in text
+
+
+def test_an_unknown_argument_is_shown_escaped() -> None:
+    done = subprocess.run([sys.executable, "-m", "robot_daemon", "run", "\x1b]0;PWNED\x07"],
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 2
+    assert "\x1b" not in done.stderr
+    assert "\\x1b]0;PWNED\\x07" in done.stderr

@@ -255,7 +255,7 @@ def _statuses(draw: st.DrawFn) -> dict[str, Any]:
                  "uptime_s": "12", "latency_ms_p50": {}, "health": 1, "stale_srcs": {},
                  "model_version": None, "labels_received": 0, "online_rejected": {"a": "b"}},
          width=80, color=True, unicode=True)
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_any_status_renders_in_both_views_at_any_width(
     status: dict[str, Any], width: int, color: bool, unicode: bool,
 ) -> None:

@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from robot_daemon import __version__
 from robot_daemon.cli import bag, demo, fleet, flops, offline, serve, sim, watch
@@ -25,8 +26,16 @@ from robot_daemon.printable import printable_lines
 Handler = Callable[[argparse.Namespace], int]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, its error line escaped: it quotes what was typed (``run $'\\e[2J'``
+    printed ESC raw). Subcommands' parsers are of the same class."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(printable_lines(message))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="robot-daemon",
         description="On-robot obstacle classifier: NumPy MLP, ZeroMQ daemon, sensor bags.",
     )

@@ -189,6 +189,7 @@ class OnlineSession:
         self._since_log: Counter[str] = Counter()  # step outcomes since the last INFO line
         self._receiver: receive.Receiver | None = None  # reads the label socket
         self.links: monitor.ConnectionWatch | None = None  # the label socket's, once open
+        self.last_label_ns = 0  # when the last label message came (monotonic), 0: none
         self.reset(model, base, steps)
 
     def reset(self, model: Model, base: str, steps: int) -> None:
@@ -253,6 +254,7 @@ class OnlineSession:
     def _on_label(self, parts: list[receive.Part], count: int) -> None:
         """One message of ``count`` parts, of which ``parts`` holds the first (at most 2)."""
         self.counters.labels_received += 1
+        self.last_label_ns = time.monotonic_ns()
         if count != 2 or parts[0] != wire.TOPIC_LABEL:
             self._reject("bad_envelope", f"expected [b'label', payload], got {count} part(s)")
             return

@@ -236,12 +236,7 @@ def validate(config: DaemonConfig) -> None:
         )
     if config.metrics is not None:
         check_metrics_address(config.metrics, config.allow_remote_bind)
-        if config.pred.startswith("inproc://"):
-            raise ConfigError(
-                f"metrics needs a pred endpoint another process can reach: the exporter is "
-                f"a process of its own that reads status from pred, and {config.pred!r} "
-                "exists only inside the daemon; bind pred to tcp://127.0.0.1:PORT or ipc://"
-            )
+        _check_reachable_pred(config.pred)
     _validate_online(config)
     _check_number("interval_ms", config.interval_ms, 1.0, 60_000.0)
     _check_number("status_interval_s", config.status_interval_s, 0.01, 3600.0)
@@ -252,6 +247,34 @@ def validate(config: DaemonConfig) -> None:
         raise ConfigError("allow_remote_bind must be true or false")
     if config.log_level not in LOG_LEVELS:
         raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
+
+
+def _check_reachable_pred(pred: str) -> None:
+    """With ``metrics``: the exporter, a process of its own, connects to ``pred`` to read
+    the daemon's status, so ``pred`` must name a place it can connect to: an IP address
+    (or ``*``, reached on loopback) and a port, or an ipc:// path. An interface name
+    (``tcp://lo:5557``) or ``ipc://*`` left the exporter connecting to nothing, its
+    status age growing and its alert firing while the daemon was fine."""
+    fix = "bind pred to tcp://127.0.0.1:PORT or ipc:///run/robot-daemon/pred"
+    if pred.startswith("inproc://"):
+        raise ConfigError(
+            f"metrics needs a pred endpoint another process can reach: the exporter is "
+            f"a process of its own that reads status from pred, and {pred!r} exists only "
+            f"inside the daemon; {fix}")
+    if pred.startswith("ipc://"):
+        if pred == "ipc://*":
+            raise ConfigError(f"metrics needs pred at a known ipc path, not {pred!r} (a "
+                              f"random one the exporter cannot find); {fix}")
+        return
+    host = pred[len("tcp://"):].rpartition(":")[0]  # check_endpoint made the port a number
+    literal = host.strip("[]")
+    try:
+        ipaddress.ip_address(literal)
+    except ValueError:
+        if host not in ("*", "localhost"):
+            raise ConfigError(
+                f"metrics needs pred at an IP address the exporter can connect to; "
+                f"{pred!r} names {host!r}, an interface or a host name; {fix}") from None
 
 
 def _validate_online(config: DaemonConfig) -> None:

@@ -129,8 +129,11 @@ LINGER_MS: Final = 200
 #: refused as ``oversized``: one frame lost, not 100 ms of a sensor as at 1 MiB. Memory is
 #: bounded by serve.memory, not by this.
 MAX_MESSAGE_BYTES: Final = 16 << 20
-#: The PUB socket's send high-water mark, in messages (a slow consumer loses the excess).
-SNDHWM: Final = 10_000
+#: The PUB socket's send high-water mark, in messages per subscriber: 5 s of preds at
+#: 20 ms ticks. A subscriber that falls further behind (a stopped `watch`, a hung exporter)
+#: loses the excess, and the daemon holds at most this many messages for it: at 10,000,
+#: eight stopped subscribers of large preds grew the daemon by 1.5 MB a second, unbounded.
+SNDHWM: Final = 250
 #: After a drain the frames socket rests for interval / DRAIN_GAP (5 ms at 20 ms ticks):
 #: each wake-up costs 0.1-0.2 ms of CPU cold, whatever it drains. Measured at 1,000
 #: frames/s, paired: 2.5 ms rests took 129 ms of CPU per 1,000 frames, 5 ms rests 117.
@@ -459,6 +462,10 @@ class Daemon:
                " arriving")
         for i in self.liveness.silent_endpoints(now, memory.SILENT_NS):
             self._frame_watches[i].drop(self.config.frames[i], why)
+        online = self.online
+        if (online is not None and online.links is not None and self.config.labels
+                and now - online.last_label_ns > memory.SILENT_NS):
+            online.links.drop(self.config.labels, why.replace("valid frame", "label"))
         self._memory.dropped(now)  # if that does not bring it down, it becomes the base
 
     def _count_lateness(self, deadline_ns: int, start_ns: int) -> bool:
@@ -576,10 +583,13 @@ class Daemon:
     def _swap(self, candidate: ServedModel) -> None:
         """Serve ``candidate`` (loaded and checked: same d and c) from the next tick on."""
         old = self.served
-        if self.online is not None and candidate.version == old.version:
-            # The same file: going back to its weights would throw away what was learned.
-            log.info("reload: %s is unchanged; learning goes on from %s", candidate.path,
-                     self.version)
+        if candidate.version == old.version:
+            # The same file: nothing to swap (online: going back to its weights would throw
+            # away what was learned). Told at most once per 10 s: a SIGHUP storm made a line
+            # each (1,851 in 8 s).
+            if self._reject_log.allow("unchanged model", time.monotonic_ns()) is not None:
+                log.info("reload: %s is unchanged; serving %s on", candidate.path,
+                         self.version)
             self.notifier.ready(f"serving model {self.version}")
             return
         self.served = candidate

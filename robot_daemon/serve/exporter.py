@@ -396,6 +396,9 @@ async def _main(options: Options) -> int:
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    # A SIGHUP (a `kill -HUP` meant for the daemon, its process group's) ended the exporter:
+    # it has nothing to reload.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     exporter = Exporter(time.monotonic_ns())
     server = ScrapeServer(exporter, options.limits)
     if options.parent is None:

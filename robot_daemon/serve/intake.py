@@ -118,7 +118,7 @@ class Arrivals:
         start = 0
         for (endpoint, src), run in groupby(zip(endpoints, srcs, strict=True)):
             end = start + len(list(run))
-            self._seqs.observe_run((endpoint, src), seqs[start:end])
+            self._seqs.observe_run(endpoint, src, seqs[start:end])
             self._liveness.heard(endpoint, src, arrival_ns[end - 1], end - start)
             start = end
         # Keep the newest (the planner wants the present) and count the oldest dropped.
@@ -139,7 +139,7 @@ class Arrivals:
             self._reject(exc.reason, str(exc), now_ns)
             return
         self._counters.frames_accepted += 1
-        self._seqs.observe((endpoint, frame.src), frame.seq)
+        self._seqs.observe(endpoint, frame.src, frame.seq)
         self._liveness.heard(endpoint, frame.src, now_ns)
         # Keep the newest (the planner wants the present) and count the oldest dropped.
         self._counters.frames_dropped += self.pending.add(frame, now_ns)

@@ -120,10 +120,10 @@ class Change:
 
 
 class ChangeLog:
-    """The lines of each :class:`Change` that the log gets (see the module): a ``src``'s
-    stale line at most once per ``src_period_ns`` and its live-again line only after a
-    stale line that was told, the changes in between counted into its next line; at
-    most ``per_s`` lines a second in all."""
+    """The lines of each :class:`Change` that the log gets (see the module): every
+    endpoint's; a ``src``'s stale line at most once per ``src_period_ns`` and its
+    live-again line only after a stale line that was told, the changes in between counted
+    into its next line; at most ``per_s`` ``src`` lines a second in all."""
 
     def __init__(self, src_period_ns: int = SRC_LOG_PERIOD_NS, per_s: int = LINES_PER_S,
                  max_srcs: int = MAX_SRCS) -> None:
@@ -148,7 +148,10 @@ class ChangeLog:
             self._held, self._told = 0, self._told + 1
         stale = {source for source, _, _ in change.stale}
         for source, level, line in change.entries():
-            if source is not None and source.kind == "src":
+            if source is not None and source.kind == "endpoint":
+                out.append((level, line))  # a few, from the configuration: each time
+                continue
+            if source is not None:
                 told = self._src_line(source.name, source in stale, now_ns)
                 if told is None:
                     continue  # counted into its next line
@@ -223,6 +226,9 @@ class Liveness:
         self._max_srcs = max_srcs
         #: Last valid frame per endpoint (``None``: none yet) and per ``src``.
         self._endpoint_ns: list[int | None] = [None] * len(self.endpoints)
+        #: Each endpoint's usual time between valid frames (a running mean, ns; 0: not
+        #: known yet): how long a silence of its is ordinary.
+        self._period_ns: list[float] = [0.0] * len(self.endpoints)
         self._src_ns: dict[str, int] = {}
         #: The stale ones, each with the time it was last heard before going stale.
         self._stale_endpoints: dict[int, int] = {}
@@ -235,9 +241,14 @@ class Liveness:
         """``count`` valid frames from ``self.endpoints[endpoint]`` with ``src`` arrived,
         the last at ``now_ns`` (the same as ``count`` calls for one frame each).
 
-        Called for every frame or run of frames: two stores, no allocation once a ``src``
-        is known.
+        Called for every frame or run of frames: a few stores, no allocation once a
+        ``src`` is known.
         """
+        last = self._endpoint_ns[endpoint]
+        if last is not None:  # the running mean of the time between frames (1/8 new)
+            period = self._period_ns[endpoint]
+            gap = (now_ns - last) / count
+            self._period_ns[endpoint] = gap if period == 0.0 else period + (gap - period) / 8
         self._endpoint_ns[endpoint] = now_ns
         if src is None:
             return
@@ -270,10 +281,12 @@ class Liveness:
         return Change(tuple(stale), tuple(back), health_was, self.health, full)
 
     def silent_endpoints(self, now_ns: int, longer_than_ns: int) -> list[int]:
-        """The endpoints (indices) without a valid frame for over ``longer_than_ns``;
-        never heard from counts from the start."""
+        """The endpoints (indices) without a valid frame for over ``longer_than_ns`` and
+        over three of their usual periods between frames (a 10 Hz sensor is silent for
+        100 ms between its frames); never heard from counts from the start."""
         return [i for i, t in enumerate(self._endpoint_ns)
-                if now_ns - (self._start_ns if t is None else t) > longer_than_ns]
+                if now_ns - (self._start_ns if t is None else t)
+                > max(longer_than_ns, 3 * self._period_ns[i])]
 
     def _health(self) -> Health:
         if len(self._stale_endpoints) == len(self.endpoints):
@@ -326,10 +339,14 @@ def summary(status: dict[str, Any]) -> str:
     """``health ok``, or ``health degraded (stale: src 'radar', ...)``: the summary's head.
 
     At most :data:`SUMMARY_NAMES` stale sources are named, so that the line stays short
-    enough for ``systemctl status``; ``status`` lists them all.
+    enough for ``systemctl status``; ``status`` lists them all. Endpoints first, then the
+    ``src`` values silent the longest: a sensor that died is named before names that come
+    and go (a publisher cycling through 250 names hid it).
     """
     stale = [str(Source("endpoint", ep)) for ep in status["stale_endpoints"]]
-    stale += [str(Source("src", src)) for src in status["stale_srcs"]]
+    silent = status.get("src_silent_ms") or {}
+    stale += [str(Source("src", src)) for src in sorted(
+        status["stale_srcs"], key=lambda src: -float(silent.get(src) or 0.0))]
     if not stale:
         return f"health {status['health']}"
     named = ", ".join(stale[:SUMMARY_NAMES])

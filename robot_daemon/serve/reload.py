@@ -6,8 +6,14 @@ took half a second on the development machine). Done in the serving loop, it sto
 every prediction for that long. :class:`Reloader` does it in a thread of its own: the
 loop keeps ticking meanwhile and swaps the new model in between two ticks, once it is
 ready. The heavy parts of a load (reading the file, inflating, CRCs, NumPy's checks,
-hashing) run in C without the GIL, so the thread does not hold the loop up either, and
-it runs at nice 19, so that on a busy machine the loop gets the CPU first.
+hashing) run in C without the GIL, so the thread does not hold the loop up either.
+
+The thread runs at the daemon's own priority. It ran at nice 19, so that the loop would
+get the CPU first, but between its C calls it holds the GIL, and on a busy machine two
+ordinary CPU hogs (nice 0) kept it off the CPU while it held it: the loop waited for the
+GIL, 114-201 ticks missed in 20 s over six reloads, gaps of 46-55 ticks between preds (a
+priority inversion; 0-2 missed on an idle machine). At the daemon's priority it gives
+the GIL back within its switch interval.
 
 A reload that would change ``d`` or ``c`` is refused: every sensor frame (``d`` values)
 would then be rejected as ``wrong_d``, and every consumer of ``pred`` would misread its
@@ -22,11 +28,8 @@ full tick (``max_batch`` frames) in CPU time (:func:`full_tick_ns`), and refuses
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
-import os
-import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -41,8 +44,6 @@ from robot_daemon.printable import printable
 
 log = logging.getLogger("robot_daemon.serve.reload")
 
-#: The reload thread's niceness: on a busy robot it takes the CPU the serving loop leaves.
-RELOAD_NICE = 19
 #: The most CPU time a model may take for the forward pass of a full tick (``max_batch``
 #: frames), as a share of the interval (10 ms at 20 ms ticks): the rest of the interval
 #: goes to receiving, decoding and publishing, and to a machine that is busy with more.
@@ -96,8 +97,8 @@ def full_tick_ns(model: model_file.Model, rows: int, budget_ns: int | None = Non
     up to :data:`SPEED_TRIALS` passes, fewer once one is within ``budget_ns`` or one is
     far beyond it.
 
-    CPU time of the calling thread, not wall time: the reload thread runs at nice 19 and
-    may wait for the core; what the serving loop would pay is the work. (BLAS runs on the
+    CPU time of the calling thread, not wall time: the reload thread may wait for the core
+    on a busy machine; what the serving loop would pay is the work. (BLAS runs on the
     calling thread as deployed, ``OPENBLAS_NUM_THREADS=1``.)
     """
     X = np.tile(model.mean.astype(np.float32), (rows, 1))  # (rows, d): the cost is the same
@@ -142,8 +143,7 @@ class Reloader:
         self.c = c
         self.rows = rows
         self.interval_ns = interval_ns
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reload",
-                                          initializer=_yield_to_the_loop)
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reload")
         self._load: Future[ServedModel] | None = None
         self._again = False
 
@@ -195,13 +195,3 @@ class Reloader:
         if slow is not None:
             raise ModelError(slow)
         return served
-
-
-def _yield_to_the_loop() -> None:
-    """Lower the calling thread's CPU priority to RELOAD_NICE (Linux: nice is per thread).
-
-    A load copies and checks up to MAX_FILE_BYTES without the GIL, on a core the serving
-    loop may need; at nice 19 the scheduler gives the loop the core first.
-    """
-    with contextlib.suppress(OSError):  # not Linux, or a sandbox that forbids it
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), RELOAD_NICE)

@@ -8,12 +8,14 @@ shared ``src``, or by none). For each stream :class:`SeqTracker` sorts every fra
 
 * **the next** (``seq`` one more than the last): nothing lost;
 * **a gap** forward (``seq`` more than one ahead): the frames in between are *lost*, if the
-  stream has the credit for them and the frame after it goes on forward. Credit: a stream
-  starts with :data:`CREDIT_START` and earns :data:`CREDIT_PER_FRAME` for each frame it
-  delivers, up to :data:`CREDIT_MAX`: a stream can be reported to have lost at most as
-  many frames as it delivered (plus the start), so one publisher that numbers its frames
-  in jumps (+101 a frame) cannot report 100,000 lost frames a second at 1,000 frames/s,
-  as it did when the bound was a rate per elapsed time;
+  stream's endpoint has the credit for them and the frame after it goes on forward.
+  Credit: an endpoint starts with :data:`CREDIT_START` and earns
+  :data:`CREDIT_PER_FRAME` for each frame it delivers, up to :data:`CREDIT_MAX`, shared
+  by its streams: an endpoint can be reported to have lost at most as many frames as it
+  delivered (plus the start), so one publisher that numbers its frames in jumps (+101 a
+  frame) cannot report 100,000 lost frames a second at 1,000 frames/s, as it did when
+  the bound was a rate per elapsed time, nor one that invents a ``src`` per frame, each
+  with a gap, as many as it likes;
 * **a misfit** (``seq`` back, repeated, or further ahead than the credit): a frame that
   does not go on from the last. It is remembered, not followed: if the next frame is the
   one after it, the publisher restarted with a new numbering (a *reset*: tracking goes on
@@ -34,27 +36,42 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 from typing import Final
 
-#: Lost frames a new stream may report before it delivered as many: a burst lost while
-#: the daemon started, a reconnect soon after (a second of a 1,000 frames/s sensor).
+#: Lost frames an endpoint's streams may report before they delivered as many: a burst lost
+#: while the daemon started, a reconnect soon after (a second of a 1,000 frames/s sensor).
 CREDIT_START: Final = 1000
-#: Lost frames each delivered frame allows: at most half of a stream's frames reported lost.
+#: Lost frames each delivered frame allows: at most half of an endpoint's frames lost.
 CREDIT_PER_FRAME: Final = 1
-#: The most credit a stream holds, so the largest gap counted as loss: 100,000 frames (33
-#: minutes of a 50 Hz sensor, 1 s at 100,000 frames/s); a larger jump is a new numbering.
+#: The most credit an endpoint holds, so the largest gap counted as loss: 100,000 frames
+#: (33 minutes of a 50 Hz sensor, 1 s at 100,000 frames/s); a larger jump is a new
+#: numbering.
 CREDIT_MAX: Final = 100_000
 #: Streams tracked at most.
 MAX_STREAMS: Final = 1024
 
 
+class _Credit:
+    """The lost frames an endpoint's streams may still report (shared by its streams, so
+    that a publisher inventing a ``src`` per frame gets no credit of its own for each)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = CREDIT_START
+
+    def earn(self, frames: int) -> None:
+        self.value = min(CREDIT_MAX, self.value + CREDIT_PER_FRAME * frames)
+
+
 class _Stream:
-    """One stream's numbering: the last ``seq`` it went on from, its credit, the gap held
-    open until the next frame goes on forward, and the misfit that may start a new one."""
+    """One stream's numbering: the last ``seq`` it went on from, its endpoint's credit, the
+    gap held open until the next frame goes on forward, and the misfit that may start a
+    new numbering."""
 
     __slots__ = ("credit", "last", "misfit", "pending")
 
-    def __init__(self, seq: int) -> None:
+    def __init__(self, seq: int, credit: _Credit) -> None:
         self.last = seq
-        self.credit = CREDIT_START
+        self.credit = credit
         self.pending = 0
         self.misfit: int | None = None
 
@@ -63,8 +80,9 @@ class SeqTracker:
     """Lost, reset and out-of-sequence frames of every stream (see the module)."""
 
     def __init__(self, max_streams: int = MAX_STREAMS) -> None:
-        self._streams: dict[Hashable, _Stream] = {}  # by key; dict order = recency
-        self._newest: Hashable = _NO_STREAM  # the last key seen: streams[key] is current
+        self._streams: dict[tuple[Hashable, str | None], _Stream] = {}  # dict order: recency
+        self._credits: dict[Hashable, _Credit] = {}  # per endpoint
+        self._newest: object = _NO_STREAM  # the last key seen: streams[key] is current
         self._max_streams = max_streams
         self.lost = 0
         self.resets = 0
@@ -73,20 +91,20 @@ class SeqTracker:
     def __len__(self) -> int:
         return len(self._streams)
 
-    def observe(self, key: Hashable, seq: int) -> None:
-        """Account for frame ``seq`` of stream ``key`` (an endpoint and a ``src``)."""
-        stream = self._stream(key, seq)
+    def observe(self, endpoint: Hashable, src: str | None, seq: int) -> None:
+        """Account for frame ``seq`` of the stream of ``endpoint`` and ``src``."""
+        stream = self._stream((endpoint, src), seq)
         if stream is not None:
             self._follow(stream, seq)
 
-    def observe_run(self, key: Hashable, seqs: Sequence[int]) -> None:
-        """:meth:`observe` of frames ``seqs`` (at least one) of stream ``key`` in turn; the
+    def observe_run(self, endpoint: Hashable, src: str | None, seqs: Sequence[int]) -> None:
+        """:meth:`observe` of frames ``seqs`` (at least one) of one stream in turn; the
         usual run, each ``seq`` the one after the last, at once."""
-        self.observe(key, seqs[0])
+        self.observe(endpoint, src, seqs[0])
         k = len(seqs)
         if k > 1 and seqs[-1] - seqs[0] == k - 1 and list(seqs) == list(
                 range(seqs[0], seqs[0] + k)):
-            stream = self._streams[key]
+            stream = self._streams[endpoint, src]
             if stream.last != seqs[0]:  # the first was a misfit: the next one decides
                 self._follow(stream, seqs[1])
                 seqs = seqs[1:]
@@ -95,12 +113,12 @@ class SeqTracker:
             # Each further frame is the one after the last: what _follow does, at once.
             self.lost += stream.pending
             stream.pending, stream.misfit, stream.last = 0, None, seqs[-1]
-            stream.credit = min(CREDIT_MAX, stream.credit + CREDIT_PER_FRAME * (len(seqs) - 1))
+            stream.credit.earn(len(seqs) - 1)
             return
         for seq in seqs[1:]:
-            self.observe(key, seq)
+            self.observe(endpoint, src, seq)
 
-    def _stream(self, key: Hashable, seq: int) -> _Stream | None:
+    def _stream(self, key: tuple[Hashable, str | None], seq: int) -> _Stream | None:
         """The stream of ``key``, most recent from now on; None for its first frame."""
         if key == self._newest:  # the usual case: the same stream as the frame before
             return self._streams[key]
@@ -109,18 +127,23 @@ class SeqTracker:
         if stream is None:
             if len(self._streams) >= self._max_streams:
                 del self._streams[next(iter(self._streams))]  # heard from least recently
-            self._streams[key] = _Stream(seq)
+            credit = self._credits.get(key[0])
+            if credit is None:
+                credit = self._credits[key[0]] = _Credit()
+            credit.earn(1)
+            self._streams[key] = _Stream(seq, credit)
             return None
         self._streams[key] = stream
         return stream
 
     def _follow(self, stream: _Stream, seq: int) -> None:
         """Frame ``seq`` of ``stream``: the next, a gap, or a misfit (see the module)."""
-        stream.credit = min(CREDIT_MAX, stream.credit + CREDIT_PER_FRAME)
+        credit = stream.credit
+        credit.earn(1)
         gap = seq - stream.last - 1
-        if 0 <= gap <= stream.credit:  # goes on forward: what was held open was lost
+        if 0 <= gap <= credit.value:  # goes on forward: what was held open was lost
             self.lost += stream.pending
-            stream.credit -= gap
+            credit.value -= gap
             stream.pending, stream.misfit, stream.last = gap, None, seq
             return
         if stream.misfit is not None and seq == stream.misfit + 1:

@@ -187,10 +187,12 @@ def test_a_flapping_src_is_logged_at_a_bounded_rate_and_nothing_is_lost_count() 
     assert any("more change(s) of it since its last line" in line for _, line in lines)
 
 
-def test_an_endpoint_is_told_each_time_and_before_the_srcs() -> None:
+def test_an_endpoint_is_told_each_time_whatever_the_srcs_used_of_the_budget() -> None:
+    """An endpoint going stale was missing from the log in 1 of 5 trials beside a
+    publisher flapping 250 names (attack review): endpoints are not rate-limited."""
     live = _tracker(A)
     live.heard(0, "lidar", 1000 * MS)
-    log = ChangeLog(per_s=1)
+    log = ChangeLog(per_s=0)  # no src line at all
     change = live.check(1300 * MS)  # both stale
     assert change is not None
     lines = log.lines(change, 1300 * MS)
@@ -198,8 +200,15 @@ def test_an_endpoint_is_told_each_time_and_before_the_srcs() -> None:
     live.heard(0, "lidar", 2400 * MS)
     back = live.check(2400 * MS)
     assert back is not None
-    lines = log.lines(back, 2400 * MS)  # a new second: first the count, then the endpoint
-    assert "1 more liveness change(s) not logged" in lines[0][1]
+    lines = log.lines(back, 2400 * MS)
+    assert [line.split(" live again")[0] for _, line in lines] == [f"frames endpoint {A!r}"]
+
+
+def test_the_summary_names_the_src_silent_the_longest_first() -> None:
+    status = {"health": "degraded", "stale_endpoints": [],
+              "stale_srcs": ["a1", "a2", "a3", "lidar"],
+              "src_silent_ms": {"a1": 210.0, "a2": 220.0, "a3": 230.0, "lidar": 9000.0}}
+    assert summary(status).startswith("health degraded (stale: src 'lidar', src 'a3'")
 
 
 def test_changes_go_out_in_a_status_at_a_bounded_rate_and_blind_at_once() -> None:
@@ -247,3 +256,17 @@ def test_a_src_told_stale_is_told_back_and_its_flaps_counted_after() -> None:
     assert len(lines) == 4  # then nothing until its next stale line, which counts
     assert "more change(s) of it since its last line" in lines[2]
     assert lines[3].startswith("src 'lidar' live again")
+
+
+def test_a_slow_sensor_is_not_silent_between_its_frames() -> None:
+    """The memory bound drops silent endpoints: a 10 Hz sensor, 100 ms between frames, was
+    dropped at 50 ms of silence during an attack (its own frames lost)."""
+    live = _tracker(A, B)
+    for k in range(20):  # A at 10 Hz, B at 50 Hz
+        live.heard(0, None, 1000 * MS + 100 * MS * k)
+        for j in range(5):
+            live.heard(1, None, 1000 * MS + 100 * MS * k + 20 * MS * j)
+    last_a, last_b = 2900 * MS, 2980 * MS
+    assert live.silent_endpoints(last_b + 90 * MS, 50 * MS) == [1]  # B: 4.5 of its periods
+    assert live.silent_endpoints(last_a + 290 * MS, 50 * MS) == [1]  # A: under 3 of its own
+    assert live.silent_endpoints(last_a + 310 * MS, 50 * MS) == [0, 1]

@@ -149,6 +149,17 @@ def test_metrics_with_an_inproc_pred_is_refused() -> None:
         config.load(None, {"metrics": "9108", "pred": "inproc://pred"})
 
 
+@pytest.mark.parametrize(("pred", "why"), [
+    ("ipc://*", "not 'ipc://\\*'"),
+    ("tcp://lo:5557", "an interface or a host name"),
+])
+def test_metrics_with_a_pred_the_exporter_cannot_reach_is_refused(pred: str, why: str) -> None:
+    """The exporter connected to the literal string and never got a status: its age
+    alert fired while the daemon was fine (attack review)."""
+    with pytest.raises(ConfigError, match=why):
+        config.load(None, {"metrics": "9108", "pred": pred, "allow_remote_bind": True})
+
+
 # ---- the HTTP server, in this process --------------------------------------------------------
 
 

@@ -39,6 +39,9 @@ ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL = ROOT / "models" / "default.npz"
 #: The daemon's address-space limit: several times what it maps when it serves h = 2048.
 MEMORY_LIMIT = 3 << 30
+#: The longest a test waits for the daemon (to start, to answer): it returns as soon as
+#: the daemon does, so this only matters on a slow machine (emulated ARM: 20x slower).
+WAIT_S = 60.0
 
 
 class Daemon:
@@ -85,7 +88,7 @@ class Daemon:
         self.pub.send_multipart([wire.TOPIC_FRAME, wire.encode_frame(self.sent, 0.0, x)])
         self.sent += 1
 
-    def messages(self, timeout: float = 10.0) -> Iterator[tuple[bytes, Any]]:
+    def messages(self, timeout: float = WAIT_S) -> Iterator[tuple[bytes, Any]]:
         """(topic, decoded message) as they come; fails after ``timeout`` without one."""
         while True:
             if not self.sub.poll(round(timeout * 1000)):
@@ -250,6 +253,7 @@ def _ticks_during_reload(daemon: Daemon, new_file: Path, model_path: Path) -> li
     return ticks
 
 
+@pytest.mark.timing
 def test_predictions_keep_coming_every_tick_while_a_large_model_loads(
     workdir: Path, model_path: Path
 ) -> None:
@@ -301,7 +305,8 @@ def _wait_done(reloader: Reloader) -> ServedModel | ModelError:
     return outcome
 
 
-def test_a_load_runs_at_low_priority_and_a_sighup_during_it_loads_once_more(
+@pytest.mark.timing
+def test_a_load_runs_at_the_daemons_priority_and_a_sighup_during_it_loads_once_more(
     model_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     release = threading.Event()
@@ -328,7 +333,9 @@ def test_a_load_runs_at_low_priority_and_a_sighup_during_it_loads_once_more(
         assert not reloader.busy()
     finally:
         reloader.close()
-    assert niceness == [reload.RELOAD_NICE] * 2
+    # Not lowered: a thread at nice 19 holding the GIL was kept off the CPU by ordinary
+    # work while the loop waited for it (a priority inversion).
+    assert niceness == [os.getpriority(os.PRIO_PROCESS, threading.get_native_id())] * 2
 
 
 def test_a_refused_load_lets_go_of_the_file_at_once(workdir: Path) -> None:

@@ -11,9 +11,9 @@ from robot_daemon.serve.sequence import CREDIT_MAX, CREDIT_START, SeqTracker
 A, B = ("ep0", "lidar"), ("ep1", "lidar")  # the same src from two publishers
 
 
-def _feed(t: SeqTracker, key: object, seqs: list[int] | range) -> SeqTracker:
+def _feed(t: SeqTracker, key: tuple[str, str | None], seqs: list[int] | range) -> SeqTracker:
     for seq in seqs:
-        t.observe(key, seq)
+        t.observe(*key, seq)
     return t
 
 
@@ -34,22 +34,22 @@ def test_two_publishers_with_one_src_are_two_streams() -> None:
     """Interleaved, they used to look like a reset at every frame."""
     t = SeqTracker()
     for i in range(100):
-        t.observe(A, i)
-        t.observe(B, 5000 + i)
+        t.observe(*A, i)
+        t.observe(*B, 5000 + i)
     assert _counts(t) == (0, 0, 0)
 
 
 def test_a_gap_is_counted_once_the_stream_goes_on() -> None:
     t = _feed(SeqTracker(), A, [0, 1, 50])
     assert t.lost == 0  # held open: a stray frame would not be loss
-    t.observe(A, 51)
+    t.observe(*A, 51)
     assert _counts(t) == (48, 0, 0)
 
 
 def test_every_other_frame_lost_is_half_lost() -> None:
     """What a full queue drained one slot at a time does: still counted."""
     t = _feed(SeqTracker(), A, range(0, 2000, 2))
-    t.observe(A, 2000)
+    t.observe(*A, 2000)
     assert _counts(t) == (999, 0, 0)
 
 
@@ -61,12 +61,21 @@ def test_a_publisher_numbering_in_jumps_reports_no_loss() -> None:
     assert t.resets == 0
 
 
+def test_a_publisher_inventing_src_names_reports_at_most_what_it_delivered_lost() -> None:
+    """Seq 0, 1000, 1001 for each of 5,000 new names: 999 lost each, 5 million in all,
+    when each stream had its own start credit (attack review)."""
+    t = SeqTracker()
+    for i in range(5000):
+        _feed(t, ("ep0", f"name{i}"), [0, 1000, 1001])
+    assert t.lost <= CREDIT_START + 3 * 5000
+
+
 def test_a_stream_reports_at_most_what_it_delivered_lost() -> None:
     """Pairs of frames 101 apart: each gap goes on forward, but the credit runs out."""
     t = SeqTracker()
     for i in range(5000):
-        t.observe(A, 101 * i)
-        t.observe(A, 101 * i + 1)
+        t.observe(*A, 101 * i)
+        t.observe(*A, 101 * i + 1)
     assert t.lost <= CREDIT_START + 10_000
 
 
@@ -74,11 +83,11 @@ def test_a_stray_frame_with_the_streams_src_hides_no_loss() -> None:
     """A hostile frame whose seq fell used to reset the stream and hide the real losses
     after it (49 of 49)."""
     t = _feed(SeqTracker(), A, range(100))
-    t.observe(A, 3)  # hostile: back
+    t.observe(*A, 3)  # hostile: back
     _feed(t, A, [110, 111])  # 10 lost
-    t.observe(A, 10**12)  # hostile: far ahead
+    t.observe(*A, 10**12)  # hostile: far ahead
     _feed(t, A, [150, 151])  # 38 lost
-    t.observe(A, 151)  # a duplicate
+    t.observe(*A, 151)  # a duplicate
     _feed(t, A, [153, 154])  # 1 lost
     assert _counts(t) == (10 + 38 + 1, 0, 3)
 
@@ -96,7 +105,7 @@ def test_a_restart_is_a_reset_confirmed_by_the_next_frame() -> None:
 def test_a_gap_held_open_is_dropped_when_a_new_numbering_begins() -> None:
     """A hostile frame ahead (within the credit) followed by the real stream: no loss."""
     t = _feed(SeqTracker(), A, range(5001))
-    t.observe(A, 5050)  # hostile, 49 ahead
+    t.observe(*A, 5050)  # hostile, 49 ahead
     _feed(t, A, [5001, 5002, 5003])  # the real stream, taken as a new numbering
     assert _counts(t) == (0, 1, 0)
 
@@ -115,15 +124,15 @@ def test_a_jump_beyond_the_credit_is_a_new_numbering() -> None:
 def test_memory_is_bounded_and_the_least_recent_stream_forgotten_first() -> None:
     t = SeqTracker(max_streams=2)
     for key, seq in ((A, 0), (B, 0), (A, 1), (A, 2)):  # B is now the least recent
-        t.observe(key, seq)
-    t.observe("c", 0)  # full: B is forgotten, A kept
-    t.observe(A, 4)
-    t.observe(A, 5)
+        t.observe(*key, seq)
+    t.observe("ep2", "c", 0)  # full: B is forgotten, A kept
+    t.observe(*A, 4)
+    t.observe(*A, 5)
     assert (t.lost, len(t)) == (1, 2)
-    t.observe(B, 9)  # B starts afresh (no loss counted); c, the least recent, goes
+    t.observe(*B, 9)  # B starts afresh (no loss counted); c, the least recent, goes
     assert (t.lost, t.resets, len(t)) == (1, 0, 2)
     for i in range(10_000):
-        t.observe(("ep", f"src{i}"), 0)
+        t.observe("ep", f"src{i}", 0)
     assert len(t) == 2
 
 
@@ -143,9 +152,10 @@ def test_a_run_observed_at_once_is_each_frame_observed_in_turn(
     each, many = SeqTracker(max_streams=2), SeqTracker(max_streams=2)
     for key, seqs in runs:
         _feed(each, key, seqs)
-        many.observe_run(key, seqs)
-        state = [(k, s.last, s.credit, s.pending, s.misfit) for k, s in each._streams.items()]
+        many.observe_run(*key, seqs)
+        state = [(k, s.last, s.credit.value, s.pending, s.misfit)
+                 for k, s in each._streams.items()]
         assert _counts(each) == _counts(many)
-        assert state == [(k, s.last, s.credit, s.pending, s.misfit)
+        assert state == [(k, s.last, s.credit.value, s.pending, s.misfit)
                          for k, s in many._streams.items()]
         assert each._newest == many._newest
