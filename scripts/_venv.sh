@@ -4,8 +4,9 @@
 #     source scripts/_venv.sh; ensure_venv EXTRAS
 #
 # ensure_venv creates (or reuses) the virtual environment ${ROBOT_DAEMON_VENV:-.venv} with
-# ${PYTHON:-python3}, installs robot-daemon[EXTRAS] into it in editable mode (again only when
-# pyproject.toml is newer than the last install of those extras) and sets $venv.
+# ${PYTHON:-python3}, installs robot-daemon[EXTRAS] into it in editable mode at the versions
+# constraints.txt pins (the ones CI tests; again only when pyproject.toml or constraints.txt
+# is newer than the last install of those extras) and sets $venv.
 # Anything that makes this impossible ends the calling script with one line saying why.
 
 _venv_say() { echo "scripts/${0##*/}: $*" >&2; }
@@ -51,6 +52,20 @@ EOF
     return "$rc"
 }
 
+# True when every package installed in $venv (but the project) is at the version
+# constraints.txt pins. pip freeze and the file name the same package alike after
+# normalisation (PEP 503: case, and runs of - _ . are one -).
+_venv_pinned() {
+    "$venv/bin/python" -m pip freeze --exclude-editable --disable-pip-version-check \
+        2>/dev/null | "$venv/bin/python" -c '
+import re, sys
+def pins(lines):
+    return {re.sub(r"[-_.]+", "-", line.strip().lower()) for line in lines
+            if line.strip() and not line.lstrip().startswith("#")}
+with open("constraints.txt") as f:
+    sys.exit(not pins(sys.stdin) <= pins(f))'
+}
+
 ensure_venv() {
     local extras=$1 python=${PYTHON:-python3} stamp
     venv=${ROBOT_DAEMON_VENV:-.venv}
@@ -74,10 +89,22 @@ ensure_venv() {
     _venv_require_311 "$venv/bin/python" "remove $venv and run again"
 
     stamp="$venv/.robot-daemon-installed-$extras"
-    if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-        _venv_say "installing robot-daemon[$extras] into $venv"
-        # -qq: errors only, not the build backend's warnings (about 50 lines from setuptools).
-        "$venv/bin/python" -m pip install -qq --disable-pip-version-check -e ".[$extras]" || exit
-        touch "$stamp"
+    if [ -f "$stamp" ] && [ ! pyproject.toml -nt "$stamp" ] && [ ! constraints.txt -nt "$stamp" ]; then
+        return
     fi
+    # Only constraints.txt changed, and the venv already holds what it pins: nothing to do.
+    if [ -f "$stamp" ] && [ ! pyproject.toml -nt "$stamp" ] && _venv_pinned; then
+        touch "$stamp"
+        return
+    fi
+    _venv_say "installing robot-daemon[$extras] into $venv (versions of constraints.txt)"
+    # -qq: errors only, not the build backend's warnings (about 50 lines from setuptools).
+    if ! "$venv/bin/python" -m pip install -qq --disable-pip-version-check \
+            -c constraints.txt -e ".[$extras]"; then
+        _venv_say "cannot install robot-daemon[$extras] into $venv (pip says why above); if" \
+            "pyproject.toml's ranges exclude a version constraints.txt pins, update it:" \
+            "scripts/update_constraints"
+        exit 1
+    fi
+    touch "$stamp"
 }
