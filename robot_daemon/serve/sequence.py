@@ -83,6 +83,7 @@ class SeqTracker:
         self._streams: dict[tuple[Hashable, str | None], _Stream] = {}  # dict order: recency
         self._credits: dict[Hashable, _Credit] = {}  # per endpoint
         self._newest: object = _NO_STREAM  # the last key seen: streams[key] is current
+        self._newest_stream: _Stream | None = None  # and its stream
         self._max_streams = max_streams
         self.lost = 0
         self.resets = 0
@@ -93,9 +94,12 @@ class SeqTracker:
 
     def observe(self, endpoint: Hashable, src: str | None, seq: int) -> None:
         """Account for frame ``seq`` of the stream of ``endpoint`` and ``src``."""
-        stream = self._stream((endpoint, src), seq)
-        if stream is not None:
-            self._follow(stream, seq)
+        stream = self._newest_stream
+        if stream is None or (endpoint, src) != self._newest:
+            stream = self._stream((endpoint, src), seq)
+            if stream is None:
+                return
+        self._follow(stream, seq)
 
     def observe_run(self, endpoint: Hashable, src: str | None, seqs: Sequence[int]) -> None:
         """:meth:`observe` of frames ``seqs`` (at least one) of one stream in turn; the
@@ -131,15 +135,17 @@ class SeqTracker:
             if credit is None:
                 credit = self._credits[key[0]] = _Credit()
             credit.earn(1)
-            self._streams[key] = _Stream(seq, credit)
+            stream = self._streams[key] = _Stream(seq, credit)
+            self._newest_stream = stream
             return None
-        self._streams[key] = stream
+        self._streams[key] = self._newest_stream = stream
         return stream
 
     def _follow(self, stream: _Stream, seq: int) -> None:
         """Frame ``seq`` of ``stream``: the next, a gap, or a misfit (see the module)."""
         credit = stream.credit
-        credit.earn(1)
+        if credit.value < CREDIT_MAX:  # earn(1), without its call: this runs for every frame
+            credit.value += CREDIT_PER_FRAME
         gap = seq - stream.last - 1
         if 0 <= gap <= credit.value:  # goes on forward: what was held open was lost
             self.lost += stream.pending
