@@ -10,12 +10,12 @@ shared ``src``, or by none). For each stream :class:`SeqTracker` sorts every fra
 * **a gap** forward (``seq`` more than one ahead): the frames in between are *lost*, if the
   stream's endpoint has the credit for them and the frame after it goes on forward.
   Credit: an endpoint starts with :data:`CREDIT_START` and earns
-  :data:`CREDIT_PER_FRAME` for each frame it delivers, up to :data:`CREDIT_MAX`, shared
-  by its streams: an endpoint can be reported to have lost at most as many frames as it
-  delivered (plus the start), so one publisher that numbers its frames in jumps (+101 a
-  frame) cannot report 100,000 lost frames a second at 1,000 frames/s, as it did when
-  the bound was a rate per elapsed time, nor one that invents a ``src`` per frame, each
-  with a gap, as many as it likes;
+  :data:`CREDIT_PER_FRAME` for each frame that goes on forward in its numbering, up to
+  :data:`CREDIT_MAX`, shared by its streams: an endpoint can be reported to have lost at
+  most as many frames as it delivered in order (plus the start), so one publisher that
+  numbers its frames in jumps (+101 a frame) cannot report 100,000 lost frames a second
+  at 1,000 frames/s, as it did when the bound was a rate per elapsed time, nor one that
+  invents a ``src`` per frame, each with a gap, as many as it likes;
 * **a misfit** (``seq`` back, repeated, or further ahead than the credit): a frame that
   does not go on from the last. It is remembered, not followed: if the next frame is the
   one after it, the publisher restarted with a new numbering (a *reset*: tracking goes on
@@ -39,7 +39,8 @@ from typing import Final
 #: Lost frames an endpoint's streams may report before they delivered as many: a burst lost
 #: while the daemon started, a reconnect soon after (a second of a 1,000 frames/s sensor).
 CREDIT_START: Final = 1000
-#: Lost frames each delivered frame allows: at most half of an endpoint's frames lost.
+#: Lost frames each frame that goes on forward in its numbering allows: at most half of an
+#: endpoint's frames reported lost.
 CREDIT_PER_FRAME: Final = 1
 #: The most credit an endpoint holds, so the largest gap counted as loss: 100,000 frames
 #: (33 minutes of a 50 Hz sensor, 1 s at 100,000 frames/s); a larger jump is a new
@@ -134,7 +135,6 @@ class SeqTracker:
             credit = self._credits.get(key[0])
             if credit is None:
                 credit = self._credits[key[0]] = _Credit()
-            credit.earn(1)
             stream = self._streams[key] = _Stream(seq, credit)
             self._newest_stream = stream
             return None
@@ -144,12 +144,12 @@ class SeqTracker:
     def _follow(self, stream: _Stream, seq: int) -> None:
         """Frame ``seq`` of ``stream``: the next, a gap, or a misfit (see the module)."""
         credit = stream.credit
-        if credit.value < CREDIT_MAX:  # earn(1), without its call: this runs for every frame
-            credit.value += CREDIT_PER_FRAME
         gap = seq - stream.last - 1
         if 0 <= gap <= credit.value:  # goes on forward: what was held open was lost
             self.lost += stream.pending
-            credit.value -= gap
+            # Only a frame that goes on forward earns (a stray frame, a new src, a jump
+            # beyond the credit earns nothing), without earn()'s call: it runs per frame.
+            credit.value = min(CREDIT_MAX, credit.value - gap + CREDIT_PER_FRAME)
             stream.pending, stream.misfit, stream.last = gap, None, seq
             return
         if stream.misfit is not None and seq == stream.misfit + 1:
