@@ -66,7 +66,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import bench_reload  # noqa: E402
-from benchlib import Figure, write_json  # noqa: E402
+from benchlib import Figure, terminate, write_json  # noqa: E402
 
 from robot_daemon import sim, wire  # noqa: E402
 from robot_daemon.serve.daemon import SERVING_ENV  # noqa: E402
@@ -177,7 +177,7 @@ class Answers(threading.Thread):
     def __init__(self, ctx: zmq.Context[Any], endpoint: str) -> None:
         super().__init__(daemon=True)
         self.ctx, self.endpoint = ctx, endpoint
-        self.answered: set[tuple[str, int]] = set()
+        self.answered: dict[str, dict[int, float]] = {}  # src -> seq -> when received
         self.preds: list[tuple[float, int]] = []  # (received, tick)
         self.statuses: list[tuple[float, dict[str, Any]]] = []
         self.stop = threading.Event()
@@ -198,11 +198,11 @@ class Answers(threading.Thread):
                     self.preds.append((now, pred.tick))
                     for src, seq in zip(pred.extra.get("src", []), pred.seq.tolist(),
                                         strict=False):
-                        self.answered.add((src, seq))
+                        self.answered.setdefault(src, {})[seq] = now
                 elif topic == wire.TOPIC_STATUS:
                     self.statuses.append((now, wire.decode_status(payload)))
 
-    def status_after(self, t: float, timeout_s: float = 5.0) -> dict[str, Any]:
+    def status_after(self, t: float, timeout_s: float = 30.0) -> dict[str, Any]:
         """The first status received after monotonic time ``t``."""
         end = time.monotonic() + timeout_s
         while time.monotonic() < end:
@@ -256,14 +256,7 @@ class Daemon:
 
     def close(self) -> int | None:
         """SIGTERM, and the exit status (None if it had to be killed)."""
-        code: int | None = self.proc.poll()
-        if code is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                code = self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        code = terminate(self.proc)
         self.log.close()
         return code
 
@@ -318,7 +311,7 @@ def unanswered(sensors: Sensors, answers: Answers, start: float, end: float,
     outside = inside = 0
     for src, sent in sensors.sent.items():
         for seq, t in list(sent.items()):
-            if start <= t <= end and (src, seq) not in answers.answered:
+            if start <= t <= end and seq not in answers.answered.get(src, {}):
                 if any(a <= t <= b for a, b in windows):
                     inside += 1
                 else:
@@ -513,7 +506,7 @@ class Bench:
         recovery = []
         for t in faults:
             answered = [ts for seq, ts in list(front.items())
-                        if ts > t and ("front", seq) in self.answers.answered]
+                        if ts > t and seq in self.answers.answered.get("front", {})]
             recovery.append((min(answered) - t) * 1e3 if answered else float("inf"))
         r = Result(f"oversized: {repeats} frames of 4 MB, then {repeats} parts of 17 MiB,"
                    " between front's valid frames",
@@ -565,7 +558,7 @@ class Bench:
                                   [(sent_at, sent_at + WINDOW_S)])
         front = self.sensors.sent["front"]
         answered = [ts for seq, ts in list(front.items())
-                    if ts > sent_at and ("front", seq) in self.answers.answered]
+                    if ts > sent_at and seq in self.answers.answered.get("front", {})]
         recovery_ms = (min(answered) - sent_at) * 1e3 if answered else float("inf")
         r = Result(f"multipart: one message of {parts:,} parts of 1.048 MB between front's"
                    " frames", f"1 message, {parts * 1.048:,.0f} MB", lost, inside,

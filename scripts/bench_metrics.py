@@ -64,7 +64,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from bench_daemon import usable_nice  # noqa: E402
-from benchlib import Figure, write_json  # noqa: E402
+from bench_faults import Answers  # noqa: E402
+from benchlib import Figure, terminate, write_json  # noqa: E402
 
 from robot_daemon import wire  # noqa: E402
 from robot_daemon.serve.daemon import SERVING_ENV, SERVING_NICE  # noqa: E402
@@ -153,52 +154,6 @@ class Sensor:
         self.proc.join(5)
 
 
-class Answers(threading.Thread):
-    """Every ``pred`` and ``status``: which frames were answered, when; the statuses."""
-
-    def __init__(self, ctx: zmq.Context[Any], endpoint: str) -> None:
-        super().__init__(daemon=True)
-        self.ctx, self.endpoint = ctx, endpoint
-        self.answered: dict[str, dict[int, float]] = {}  # src -> seq -> received
-        self.preds: list[tuple[float, int]] = []  # (received, tick)
-        self.statuses: list[tuple[float, dict[str, Any]]] = []
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        with self.ctx.socket(zmq.SUB) as sub:
-            sub.setsockopt(zmq.RCVHWM, 0)
-            sub.setsockopt(zmq.LINGER, 0)
-            sub.connect(self.endpoint)
-            sub.subscribe(b"")
-            while not self.stop.is_set():
-                if not sub.poll(50):
-                    continue
-                topic, payload = sub.recv_multipart()
-                now = time.monotonic()
-                if topic == wire.TOPIC_PRED:
-                    pred = wire.decode_pred(payload)
-                    self.preds.append((now, pred.tick))
-                    for src, seq in zip(pred.extra.get("src", []), pred.seq.tolist(),
-                                        strict=False):
-                        self.answered.setdefault(src, {})[seq] = now
-                elif topic == wire.TOPIC_STATUS:
-                    self.statuses.append((now, wire.decode_status(payload)))
-
-    def status_after(self, t: float, timeout_s: float = 30.0) -> dict[str, Any]:
-        """The first status received after monotonic time ``t``."""
-        end = time.monotonic() + timeout_s
-        while time.monotonic() < end:
-            if self.statuses and self.statuses[-1][0] > t:
-                return next(status for received, status in self.statuses if received > t)
-            time.sleep(0.02)
-        raise RuntimeError(f"no status from the daemon for {timeout_s:g} s")
-
-    def gap_ticks(self, start: float, end: float) -> int:
-        """The longest gap between two preds received in [start, end], in ticks."""
-        ticks = [tick for received, tick in self.preds if start <= received <= end]
-        return int(np.diff(ticks).max()) if len(ticks) > 1 else 0
-
-
 # ---- the daemon ----------------------------------------------------------------------------
 
 
@@ -246,14 +201,7 @@ class Daemon:
         """SIGTERM; the exit status (None: killed after 10 s) and whether a child of it
         was left running."""
         child = self.exporter()
-        code: int | None = self.proc.poll()
-        if code is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                code = self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        code = terminate(self.proc)
         left = child is not None and _alive(child)
         if left and child is not None:
             os.kill(child, signal.SIGKILL)

@@ -1,4 +1,5 @@
-"""What the benchmark scripts share: their headline figures as JSON, and the machine.
+"""What the benchmark scripts share: their headline figures as JSON, the machine, and how
+they stop the processes they start.
 
 Every benchmark script (``scripts/bench_*.py``, ``scripts/sim_baselines.py``) takes
 ``--json PATH`` and, besides its usual printout, writes its headline figures there;
@@ -34,6 +35,8 @@ import json
 import math
 import os
 import platform
+import signal
+import subprocess
 from dataclasses import asdict, dataclass, fields
 from importlib import metadata
 from pathlib import Path
@@ -158,3 +161,17 @@ def _memory() -> str:
     except (OSError, StopIteration, ValueError):
         return "unknown"
     return f"{kib / 2**20:.1f} GiB"
+
+
+def terminate(proc: subprocess.Popen[Any], timeout_s: float = 10.0) -> int | None:
+    """SIGTERM ``proc`` (if it still runs) and wait: its exit status, or None when it had
+    to be killed after ``timeout_s``."""
+    code: int | None = proc.poll()
+    if code is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return code
