@@ -36,8 +36,10 @@ sent within 1 s after a fault that makes libzmq drop a connection (``in window``
 SIGKILL, from two ticks before the kill to the first ``pred`` after the restart); the
 daemon's peak RSS (``VmHWM``, reset through ``/proc/PID/clear_refs`` before each fault)
 against its RSS just before (``idle``); the longest gap between two ``pred`` messages in
-ticks (1: every tick); and PASS/MISS per goal. It exits 1 if the daemon crashed. The
-metrics endpoint's floods are ``scripts/bench_metrics.py``'s.
+ticks (1: every tick); and PASS/MISS per goal. It exits 1 if the daemon crashed. A full
+run (not ``--quick``) ends with the metrics endpoint's floods, ``scripts/bench_metrics.py``'s
+(a daemon of their own with ``--metrics``): an HTTP flood, half-open connections at the fd
+limit, scrapers, oversized requests, 1,000 concurrent scrapes, with goals on the daemon.
 """
 
 from __future__ import annotations
@@ -883,6 +885,32 @@ FUZZ: dict[str, Callable[[np.random.Generator], list[bytes]]] = {
 }
 
 
+# ---- the metrics endpoint's floods (bench_metrics.py) ------------------------------------------
+
+
+def metrics_floods(workdir: Path, figures: list[Figure]) -> list[Result]:
+    """bench_metrics.py's attacks on a daemon with --metrics (its own, at 1,000 frames/s):
+    the HTTP flood, half-open connections at the fd limit, scrapers, oversized requests,
+    1,000 concurrent scrapes; each a Result whose goals are the daemon's."""
+    import bench_metrics
+
+    workdir.mkdir()
+    results = []
+    for flood in bench_metrics.attacks(workdir, False, figures):
+        under, base = flood.under, flood.baseline
+        r = Result(f"metrics endpoint: {flood.attack}", flood.key, flood.under.unanswered)
+        r.notes.append(f"ticks late {under.late} (baseline {base.late}), missed {under.missed}"
+                       f" (baseline {base.missed}); the daemon's CPU {under.cpu:.1f} %"
+                       f" ({base.cpu:.1f} %)")
+        r.goals["0 valid frames unanswered"] = (under.unanswered == 0, f"{under.unanswered}")
+        r.goals["no tick missed beyond the baseline's"] = (
+            under.missed <= base.missed, f"{under.missed} against {base.missed}")
+        r.goals["none of the daemon's fds taken"] = (
+            under.fds[1] <= under.fds[0] + 2, f"{under.fds[0]} -> {under.fds[1]}")
+        results.append(r)
+    return results
+
+
 # ---- main -------------------------------------------------------------------------------------
 
 
@@ -909,6 +937,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\nserving daemon: exit status {code} on SIGTERM after all of the above")
         results.append(kills(workdir, args.quick, figures))
         results[-1].report()
+        if not args.quick:  # 3 minutes of floods; --quick (the test suite's) leaves them out
+            results += metrics_floods(workdir / "metrics", figures)
     met = [(r.fault, g) for r in results for g, (ok, _) in r.goals.items() if ok]
     missed = [(r.fault.split(":")[0], g) for r in results for g, (ok, _) in r.goals.items()
               if not ok]
