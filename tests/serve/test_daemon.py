@@ -486,6 +486,7 @@ def test_a_tick_the_os_held_up_after_the_catch_up_is_not_timed_as_its_processing
     assert processing_ms < 4.0, timed
 
 
+@pytest.mark.timing
 def test_the_loop_passes_ahead_the_bursts_its_drains_bring(workdir: Path) -> None:
     """In-process, a real loop: bursts of 300 frames between ticks; after the drains that
     bring AHEAD_ROWS frames or more, passes ahead compute them before the early pass, and

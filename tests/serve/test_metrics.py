@@ -582,8 +582,8 @@ def _scrape_until(port: int, done: Any, timeout_s: float = 15.0) -> Samples:
             m = _scrape(port)
             if done(m):
                 return m
-        except (urllib.error.URLError, ConnectionError):
-            pass  # not listening yet
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass  # not listening yet, or a slot not free yet on a loaded machine
         if time.monotonic() > deadline:
             raise AssertionError("the scrape never showed what was expected")
         time.sleep(0.1)
