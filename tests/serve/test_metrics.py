@@ -347,10 +347,10 @@ def test_the_exporter_holds_no_more_than_its_connection_limit(
         time.sleep(0.3)  # all accepted
         # Closed at once, not answered: reset before or after the request is sent,
         # or even before connect() returned on a busy machine.
-        with contextlib.suppress(ConnectionResetError, BrokenPipeError):
-            with socket.create_connection(("127.0.0.1", port), timeout=5) as extra:
-                extra.sendall(b"GET /metrics HTTP/1.1\r\n\r\n")
-                assert extra.recv(100) == b""
+        with (contextlib.suppress(ConnectionResetError, BrokenPipeError),
+              socket.create_connection(("127.0.0.1", port), timeout=5) as extra):
+            extra.sendall(b"GET /metrics HTTP/1.1\r\n\r\n")
+            assert extra.recv(100) == b""
     finally:
         for s in held:
             s.close()
