@@ -33,6 +33,7 @@ refuses object arrays and pickles; and checks every shape, dtype, value and name
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -49,6 +50,7 @@ import numpy.typing as npt
 from robot_daemon import nn, npz
 from robot_daemon.errors import ModelError
 from robot_daemon.nn import MLP, Array
+from robot_daemon.printable import printable
 from robot_daemon.wire import messages as wire_messages
 
 FORMAT_VERSION = 1
@@ -223,6 +225,30 @@ def from_mlp(
         thresholds=np.full(c, 0.5) if thresholds is None else np.array(thresholds, float),
         training=dict(training or {}),
     )
+
+
+# ---- identity -----------------------------------------------------------------------------
+
+
+def identity(model: Model, path: str | os.PathLike[str]) -> str:
+    """``<file stem>-<12 hex digits>``: the name of ``model``, loaded from ``path``, in
+    every ``pred`` it produces: the daemon's (and its ``status``'s ``model_version``),
+    ``replay``'s, and ``eval --json``'s ``model``, so that they can be matched.
+
+    The digits begin the SHA-256 of the parameters and the normalisation (each layer's
+    ``W`` and ``b``, then ``mean`` and ``scale``, as held in memory, dtype included): what
+    computes the probabilities. Hashing what was loaded, not the file, names exactly what
+    produced a prediction, even when the file is replaced while it is being read; names,
+    thresholds and training metadata do not change ``p`` and are not hashed.
+    """
+    digest = hashlib.sha256()
+    for lin in model.mlp.linears:
+        digest.update(np.ascontiguousarray(lin.W).tobytes())
+        digest.update(np.ascontiguousarray(lin.b).tobytes())
+    digest.update(np.ascontiguousarray(model.mean).tobytes())
+    digest.update(np.ascontiguousarray(model.scale).tobytes())
+    # The stem is a file name, shown in logs, `status` and `watch`: escaped if need be.
+    return f"{printable(Path(path).stem)}-{digest.hexdigest()[:12]}"
 
 
 # ---- loading ------------------------------------------------------------------------------

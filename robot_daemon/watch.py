@@ -187,7 +187,7 @@ def render(view: WatchView, width: int = 80, color: bool = False,
     lines = fit(head, width)
     lines += health_lines(status, width=width, color=color)
     if view.newest_seq is None:
-        lines.append("newest answered frame: none yet (is the daemon running, and fed?)")
+        lines.append(f"newest answered frame: none yet {NOTHING_YET}")
     else:
         src = f" from {shown_text(view.newest_src)}" if view.newest_src else ""
         lines += fit(f"newest answered frame: seq {view.newest_seq}{src}", width)
@@ -256,11 +256,15 @@ def _refused(by_reason: object) -> str:
             + shown_names([f"{shown_text(r)} {shown_number(n)}" for r, n in reasons]) + ")")
 
 
+#: The hint while nothing was answered, live or plain.
+NOTHING_YET = "(is the daemon running, and fed?)"
+
+
 def progress_line(view: WatchView) -> str:
     """The plain one-line report (no terminal, or ``--no-live``)."""
     state = health(view.status)
     return (f"[{view.elapsed_s:6.1f} s] {_answers(view)}, {daemon_counts(view.status)}"
-            + (f", {state}" if state else ""))
+            + (f", {state}" if state else "") + (f" {NOTHING_YET}" if not view.answered else ""))
 
 
 def _draw(view: WatchView, width: int, color: bool, unicode: bool) -> list[str]:

@@ -59,7 +59,7 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "mode
 CHECKOUT_LINKS = ("deploy", "models", "scripts")
 BLOCK_TIMEOUT_S = 60
 
-LANGUAGES = {"sh", "console", "python", "text", "toml", "json", "ini", "yaml"}
+LANGUAGES = {"sh", "console", "python", "text", "toml", "json", "ini", "yaml", "promql", "sql"}
 ATTRIBUTES = {"python": {"notest"}, "console": {"run"}}
 COMMANDS = {"sh", "console", ""}  # blocks whose commands are parsed; "" is an indented one
 _FENCE = re.compile(r"^(`{3,}|~{3,})\s*(.*)$")

@@ -517,3 +517,48 @@ def test_a_model_beyond_the_limits_is_never_written(tmp_path: Path) -> None:
     """What load would refuse cannot be made, so offline tools cannot write it."""
     with pytest.raises(ModelError, match=r"'d' must be in \[1, 4096\], got 4097"):
         from_mlp(MLP(4097, 2, 1))
+
+
+def _sha256_of_members(path: Path) -> str:
+    """The identity's digest computed from the file's members (an oracle that does not
+    go through Model): W1 b1 W2 b2 W3 b3 mean scale, in that order."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with np.load(path, allow_pickle=False) as npz:
+        for name in ("W1", "b1", "W2", "b2", "W3", "b3", "mean", "scale"):
+            digest.update(np.ascontiguousarray(npz[name]).tobytes())
+    return digest.hexdigest()[:12]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_identity_is_the_file_stem_and_a_hash_of_what_computes_p(
+    tmp_path: Path, dtype: type
+) -> None:
+    path = tmp_path / "sidewalk-v3.npz"
+    _model(dtype=dtype).save(path)
+    loaded = load(path)
+    assert model_mod.identity(loaded, path) == f"sidewalk-v3-{_sha256_of_members(path)}"
+    assert model_mod.identity(loaded, str(path)) == model_mod.identity(loaded, path)
+    # thresholds, names and training metadata do not change p: the identity stays
+    relabelled = _model(dtype=dtype)
+    relabelled.thresholds[:] = 0.9
+    relabelled.class_names[0] = "stroller"
+    assert model_mod.identity(relabelled, path) == model_mod.identity(loaded, path)
+    # one weight does
+    loaded.mlp.linears[0].W[0, 0] += 1
+    assert model_mod.identity(loaded, path) != model_mod.identity(relabelled, path)
+    assert model_mod.identity(_model(seed=1), path) != model_mod.identity(relabelled, path)
+
+
+def test_the_identity_of_the_shipped_model_is_the_one_the_daemon_serves() -> None:
+    from robot_daemon.serve.reload import load_model
+
+    path = Path(__file__).resolve().parents[1] / "models" / "default.npz"
+    identity = model_mod.identity(load(path), path)
+    assert identity == f"default-{_sha256_of_members(path)}" == "default-0b5b4aa01b09"
+    assert load_model(path).version == identity  # what every pred of the daemon carries
+
+
+def test_an_identity_shows_no_control_characters() -> None:
+    assert model_mod.identity(_model(), "/m/\x1b[2Jevil.npz").startswith("\\x1b[2Jevil-")

@@ -6,8 +6,20 @@ has one channel per topic with ``message_encoding`` ``"json"`` and a JSON schema
 decoded with :mod:`robot_daemon.wire`: binary arrays become JSON arrays of numbers, and
 when the bag knows feature or class names the values also appear by name
 (``frame.features.range_center_m`` plots better than ``frame.x[1]``); the JSON schemas
-(:mod:`.schemas`) name every field, so Foxglove offers them. Payloads that do not decode
-are counted and left out: the copy is for looking at, the bag stays the record.
+(:mod:`.schemas`) name every field, so Foxglove offers them. msgpack payloads that do not
+decode are counted and left out: the copy is for looking at, the bag stays the record.
+
+What another tool wrote is kept as it was:
+
+* channels of another message encoding (``cdr``, ``protobuf``, ``json``, ...) are copied
+  unchanged, with their schema, channel metadata, times and sequence numbers: that is
+  valid MCAP, and Foxglove decodes the encodings it knows. Only a channel whose schema the
+  bag never declares cannot be copied validly: its messages are counted and left out;
+* attachments are copied unchanged up to ``max_attachment_bytes`` each
+  (:data:`MAX_ATTACHMENT_BYTES` by default; one is held in memory while it is copied);
+  larger ones are left out and named in the summary with their size;
+* every metadata record but our own ``robot_daemon`` is copied unchanged (ours is written
+  anew, with ``extra.exported_from``).
 """
 
 from __future__ import annotations
@@ -20,56 +32,163 @@ import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Final
+
+from mcap.records import Channel, Message, Metadata, Schema
 
 from robot_daemon import wire
 from robot_daemon.bag import BagMessage, BagMeta, BagReader, BagWriter, schemas
+from robot_daemon.bag.format import MESSAGE_ENCODING, META_RECORD
+from robot_daemon.bag.reader import AttachmentInfo, human_size, to_bag_message
 from robot_daemon.errors import WireError
 from robot_daemon.paths import check_output
 
 log = logging.getLogger(__name__)
+
+#: The largest attachment ``bag export`` copies (it holds one in memory while copying).
+MAX_ATTACHMENT_BYTES: Final = 64 << 20
 
 Converter = Callable[[bytes, BagMeta], dict[str, Any]]
 
 
 @dataclass
 class ExportSummary:
-    """What ``bag export`` wrote and what it left out."""
+    """What ``bag export`` wrote and what it left out.
+
+    ``counts``: messages written as JSON, per topic; ``copied``: messages copied
+    unchanged, per (topic, message encoding); ``skipped``: msgpack payloads that do not
+    decode, per topic; ``no_schema``: messages left out because their channel's schema is
+    missing, per topic; ``attachments`` and ``metadata``: names copied;
+    ``attachments_left_out``: (name, size in bytes) of those over ``max_attachment_bytes``.
+    """
 
     src: str
     dst: str
+    max_attachment_bytes: int = MAX_ATTACHMENT_BYTES
     counts: Counter[str] = field(default_factory=Counter)
+    copied: Counter[tuple[str, str]] = field(default_factory=Counter)
     skipped: Counter[str] = field(default_factory=Counter)
+    no_schema: Counter[str] = field(default_factory=Counter)
+    attachments: list[str] = field(default_factory=list)
+    attachments_left_out: list[tuple[str, int]] = field(default_factory=list)
+    metadata: list[str] = field(default_factory=list)
     warning: str | None = None
 
     def describe(self) -> str:
         total = sum(self.counts.values())
         lines = [f"exported {total} messages from {self.src} to {self.dst} (JSON, Foxglove)"]
+        for (topic, encoding), n in sorted(self.copied.items()):
+            lines.append(f"copied {n} {topic} messages unchanged (message encoding {encoding!r})")
+        for name in self.attachments:
+            lines.append(f"copied attachment {name}")
+        for name in self.metadata:
+            lines.append(f"copied metadata record {name}")
         for topic, n in sorted(self.skipped.items()):
             lines.append(f"left out {n} {topic} payloads that do not decode as protocol v1")
+        for topic, n in sorted(self.no_schema.items()):
+            lines.append(f"left out {n} {topic} messages: their channel's schema is not in the"
+                         " bag, so they cannot be copied as valid MCAP")
+        for name, size in self.attachments_left_out:
+            lines.append(f"left out attachment {name} ({human_size(size)}): over the limit of"
+                         f" {human_size(self.max_attachment_bytes)} per attachment")
         if self.warning:
             lines.append(f"warning: {self.warning}")
         return "\n".join(lines)
 
 
-def export_json(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> ExportSummary:
-    """Write ``dst``, a JSON-encoded copy of the bag ``src`` (complete messages only).
+def export_json(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    *,
+    max_attachment_bytes: int = MAX_ATTACHMENT_BYTES,
+) -> ExportSummary:
+    """Write ``dst``, a JSON-encoded copy of the bag ``src`` (complete messages only),
+    with its other channels, attachments and metadata records as they are (module doc).
 
     Raises:
         ConfigError: ``dst`` is ``src`` (also through a link) or cannot be written.
         BagError: ``src`` is not a readable bag.
     """
-    summary = ExportSummary(src=str(src), dst=str(dst))
+    summary = ExportSummary(src=str(src), dst=str(dst), max_attachment_bytes=max_attachment_bytes)
     # Before the reader: opening the writer truncates dst, which must not be src.
     check_output(dst, [src])
     with BagReader(src) as bag:
         meta = bag.meta
         out_meta = replace(meta, extra={**meta.extra, "exported_from": os.fspath(src)})
         with BagWriter(dst, meta=out_meta) as out:
-            for message in bag.messages():
-                _export_one(message, meta, out, summary)
+            copy = _Copy(bag, out, meta, summary)
+            for record in bag.records():
+                copy.add(record)
         summary.warning = bag.warning
     return summary
+
+
+class _Copy:
+    """One export: the source's schemas and channels as met, and the output channels of
+    those copied unchanged."""
+
+    def __init__(self, bag: BagReader, out: BagWriter, meta: BagMeta, summary: ExportSummary):
+        self.bag = bag
+        self.out = out
+        self.meta = meta
+        self.summary = summary
+        self.schemas: dict[int, Schema] = {}
+        self.channels: dict[int, Channel] = {}
+        self.out_schemas: dict[int, int] = {}  # source schema id -> output schema id
+        self.out_channels: dict[int, int] = {}  # source channel id -> output channel id
+
+    def add(self, record: object) -> None:
+        if isinstance(record, Schema):
+            self.schemas.setdefault(record.id, record)
+        elif isinstance(record, Channel):
+            # The summary section repeats the channels: the first declaration counts.
+            if self.channels.setdefault(record.id, record) is record:
+                self._declare(record)
+        elif isinstance(record, Message):
+            self._message(record)
+        elif isinstance(record, AttachmentInfo):
+            self._attachment(record)
+        elif isinstance(record, Metadata) and record.name != META_RECORD:
+            self.out.add_metadata(record.name, record.metadata)
+            self.summary.metadata.append(record.name)
+
+    def _declare(self, channel: Channel) -> None:
+        """Declare a channel of another encoding in the output, as it is."""
+        if channel.message_encoding == MESSAGE_ENCODING:
+            return  # ours: a JSON channel is declared with its first converted message
+        if channel.schema_id != 0:
+            schema = self.schemas.get(channel.schema_id)
+            if schema is None:
+                return  # its messages are counted in no_schema
+            if schema.id not in self.out_schemas:
+                self.out_schemas[schema.id] = self.out.add_schema(
+                    schema.name, schema.encoding, schema.data)
+        out_schema = self.out_schemas.get(channel.schema_id, 0)
+        self.out_channels[channel.id] = self.out.add_channel(
+            channel.topic, channel.message_encoding, out_schema, channel.metadata)
+
+    def _message(self, message: Message) -> None:
+        channel = self.channels[message.channel_id]  # BagReader.records() checked it
+        if channel.message_encoding == MESSAGE_ENCODING:
+            _export_one(to_bag_message(channel, message), self.meta, self.out, self.summary)
+            return
+        out_channel = self.out_channels.get(channel.id)
+        if out_channel is None:
+            self.summary.no_schema[channel.topic] += 1
+            return
+        self.out.write_raw(out_channel, message.data, log_time=message.log_time,
+                           publish_time=message.publish_time, sequence=message.sequence)
+        self.summary.copied[channel.topic, channel.message_encoding] += 1
+
+    def _attachment(self, attachment: AttachmentInfo) -> None:
+        if attachment.size_bytes > self.summary.max_attachment_bytes:
+            self.summary.attachments_left_out.append((attachment.name, attachment.size_bytes))
+            return
+        data = self.bag.read_attachment(attachment, self.summary.max_attachment_bytes)
+        self.out.add_attachment(attachment.name, attachment.media_type, data,
+                                log_time=attachment.log_time,
+                                create_time=attachment.create_time)
+        self.summary.attachments.append(attachment.name)
 
 
 def _export_one(message: BagMessage, meta: BagMeta, out: BagWriter, summary: ExportSummary) -> None:

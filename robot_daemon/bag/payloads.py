@@ -5,7 +5,8 @@ gives, with the same tolerance (every message of every complete chunk before the
 damage, nothing after it; CRCs checked) and the same metadata, about ten times faster:
 the records inside a chunk are cut with ``struct`` from the decompressed bytes instead of
 becoming one ``mcap.records.Message`` and one :class:`~robot_daemon.bag.BagMessage`
-each, and no time is computed (the caller decodes the payloads, which carry their own).
+each. The receive time (MCAP's log time) of each payload comes too when asked for
+(``dataset`` keeps it); the sensor time is in the payload itself.
 """
 
 from __future__ import annotations
@@ -35,30 +36,38 @@ _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _MESSAGE_HEAD = 22  # channel id u16, sequence u32, log time u64, publish time u64
+_LOG_TIME = 6  # the log time's offset in a message record's body
 
 
 @dataclass
 class Payloads:
-    """The payloads of each wanted topic in file order, the bag's meta, any damage."""
+    """The payloads of each wanted topic in file order, the bag's meta, any damage; with
+    ``log_times``, each payload's receive time (ns) in ``log_ns``, in the same order."""
 
     meta: BagMeta
     by_topic: dict[str, list[bytes]] = field(default_factory=dict)
     warning: str | None = None
+    log_ns: dict[str, list[int]] | None = None
 
 
 class _Damage(Exception):
     """A record that cannot be read: the bag ends here for the reader."""
 
 
-def read_payloads(path: str | os.PathLike[str], topics: Iterable[str]) -> Payloads:
-    """Every payload of ``topics`` in the bag at ``path``; see the module doc.
+def read_payloads(
+    path: str | os.PathLike[str], topics: Iterable[str], *, log_times: bool = False
+) -> Payloads:
+    """Every payload of ``topics`` in the bag at ``path`` (and its log time, with
+    ``log_times``); see the module doc.
 
     Raises:
         BagError: ``path`` is missing, empty or not an MCAP file (as BagReader does).
     """
     BagReader(path).close()  # the same checks and messages for a file that is no bag
     size = Path(path).stat().st_size
-    out = Payloads(BagMeta(), {t: [] for t in topics})
+    wanted = list(topics)
+    out = Payloads(BagMeta(), {t: [] for t in wanted},
+                   log_ns={t: [] for t in wanted} if log_times else None)
     with open(path, "rb") as f:
         scan = _Scan(f, size, out)
         try:
@@ -97,12 +106,12 @@ class _Scan:
                 raise _Damage(f"a record of {length} bytes in a file of {self.size}")
             body = self.read(length)
             if opcode == _OP_CHUNK:
-                _chunk(_chunk_record(body), self.channels, self.out.by_topic)
+                _chunk(_chunk_record(body), self.channels, self.out.by_topic, self.out.log_ns)
             elif opcode == _OP_CHANNEL:
                 self.channels[_U16.unpack_from(body)[0]] = _topic(body, 0)
             elif opcode == _OP_MESSAGE:
                 _add(self.channels, _U16.unpack_from(body)[0], body[_MESSAGE_HEAD:],
-                     self.out.by_topic)
+                     _U64.unpack_from(body, _LOG_TIME)[0], self.out.by_topic, self.out.log_ns)
             elif opcode == _OP_METADATA:
                 record = Metadata.read(ReadDataStream(io.BytesIO(body)))
                 if record.name == META_RECORD:
@@ -138,12 +147,13 @@ def _topic(data: bytes, body: int) -> str:
     return data[body + 8:body + 8 + topic_len].decode()
 
 
-def _chunk(chunk: Chunk, channels: dict[int, str], by_topic: dict[str, list[bytes]]) -> None:
+def _chunk(chunk: Chunk, channels: dict[int, str], by_topic: dict[str, list[bytes]],
+           log_ns: dict[str, list[int]] | None) -> None:
     """Add the wanted messages of one chunk, checked whole before any is added."""
     # mcap's own decompression and CRC check, as BagReader's breakup_chunk does them.
     stream, size = get_chunk_data_stream(chunk, validate_crc=True)
     data = stream.read(size)
-    found: list[tuple[str | None, int, bytes]] = []
+    found: list[tuple[int, int, int]] = []  # channel id, body offset, record end
     pos, end = 0, len(data)
     while pos < end:
         opcode, length = _RECORD_HEAD.unpack_from(data, pos)
@@ -154,28 +164,31 @@ def _chunk(chunk: Chunk, channels: dict[int, str], by_topic: dict[str, list[byte
         if opcode == _OP_MESSAGE:
             if length < _MESSAGE_HEAD:
                 raise _Damage("a message record shorter than its header")
-            channel_id = _U16.unpack_from(data, body)[0]
-            found.append((channels.get(channel_id), channel_id,
-                          data[body + _MESSAGE_HEAD:pos]))
+            found.append((_U16.unpack_from(data, body)[0], body, pos))
         elif opcode == _OP_CHANNEL:
             channels[_U16.unpack_from(data, body)[0]] = _topic(data, body)
     # The chunk is whole: its messages count up to an undeclared channel, as in BagReader.
-    for topic, channel_id, payload in found:
+    for channel_id, body, record_end in found:
+        topic = channels.get(channel_id)
         if topic is None:
             raise _Damage(f"message on undeclared channel {channel_id}")
         wanted = by_topic.get(topic)
         if wanted is not None:
-            wanted.append(payload)
+            wanted.append(data[body + _MESSAGE_HEAD:record_end])
+            if log_ns is not None:
+                log_ns[topic].append(_U64.unpack_from(data, body + _LOG_TIME)[0])
 
 
-def _add(channels: dict[int, str], channel_id: int, payload: bytes,
-         by_topic: dict[str, list[bytes]]) -> None:
+def _add(channels: dict[int, str], channel_id: int, payload: bytes, log_time: int,
+         by_topic: dict[str, list[bytes]], log_ns: dict[str, list[int]] | None) -> None:
     topic = channels.get(channel_id)
     if topic is None:
         raise _Damage(f"message on undeclared channel {channel_id}")
     wanted = by_topic.get(topic)
     if wanted is not None:
         wanted.append(payload)
+        if log_ns is not None:
+            log_ns[topic].append(log_time)
 
 
 def _warning(path: str | os.PathLike[str], offset: int, size: int, exc: Exception) -> str:

@@ -41,7 +41,7 @@ import zmq
 
 from robot_daemon.bag import BagInfo, BagMessage, BagReader
 from robot_daemon.errors import BagError, ConfigError
-from robot_daemon.serve.config import is_local_endpoint
+from robot_daemon.serve.config import check_endpoint, is_local_endpoint
 
 StrPath = str | os.PathLike[str]
 
@@ -213,8 +213,10 @@ def check_bind(endpoint: str, allow_remote_bind: bool) -> None:
 
     The daemon's rule for ``pred`` (:func:`robot_daemon.serve.config.is_local_endpoint`):
     a player bound to ``tcp://0.0.0.0:...`` or ``tcp://*:...`` publishes the recorded
-    sensor stream to every network the machine is on.
+    sensor stream to every network the machine is on. Not an endpoint at all
+    (``localhost:5590``): the daemon's message, which says what one looks like.
     """
+    check_endpoint(endpoint, "--bind", bind=True)
     if not allow_remote_bind and not is_local_endpoint(endpoint):
         raise ConfigError(
             f"--bind {endpoint!r} would publish the bag on the network; bind a loopback "
@@ -309,9 +311,17 @@ def _bind(pub: zmq.Socket[bytes], endpoint: str) -> None:
         pub.bind(endpoint)
     except zmq.ZMQError as exc:
         raise BagError(
-            f"cannot bind {endpoint!r}: {exc}; is another player or daemon bound there? "
-            "Give a free endpoint like tcp://127.0.0.1:5556"
+            f"cannot bind --bind {endpoint!r}: {exc}; is another player or daemon bound"
+            f" there? Give another endpoint, such as {_another(endpoint)}"
         ) from None
+
+
+def _another(endpoint: str) -> str:
+    """An endpoint like ``endpoint`` on the next port (never the one that failed)."""
+    host, _, port = endpoint.rpartition(":")
+    if endpoint.startswith("tcp://") and port.isdigit() and int(port) < 65_535:
+        return f"{host}:{int(port) + 1}"
+    return "tcp://127.0.0.1:5590"
 
 
 class _Subscriptions:

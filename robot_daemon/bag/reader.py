@@ -1,5 +1,11 @@
 """Reading bags tolerantly: :class:`BagReader` and :class:`BagInfo` (what ``bag info``
 prints).
+
+A bag is untrusted input. Every record is checked against the file's size before it is
+read, and an attachment's data (a map or a calibration another tool attached, possibly
+gigabytes) is never held: a scan reads it in pieces of :data:`ATTACHMENT_PIECE_BYTES` for
+the CRCs and keeps an :class:`AttachmentInfo`; :meth:`BagReader.read_attachment` reads
+one whole, up to a limit its caller states.
 """
 
 from __future__ import annotations
@@ -7,13 +13,17 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import struct
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Final, Self
 
+from mcap.data_stream import ReadDataStream
+from mcap.opcode import Opcode
 from mcap.records import Channel, Chunk, Message, Metadata
 from mcap.stream_reader import StreamReader, breakup_chunk
 
@@ -29,6 +39,32 @@ from robot_daemon.errors import BagError
 
 log = logging.getLogger(__name__)
 
+#: A scan reads an attachment's data in pieces of this size (for the CRCs), keeping none.
+ATTACHMENT_PIECE_BYTES: Final = 1 << 20
+#: ``bag info`` shows this many keys of a metadata record (``--json`` lists them all).
+SHOWN_KEYS: Final = 8
+
+
+@dataclass(frozen=True, slots=True)
+class AttachmentInfo:
+    """An attachment of a bag, without its data (read it with
+    :meth:`BagReader.read_attachment`). Times are integer nanoseconds, as MCAP stores
+    them; ``offset`` is the byte offset of the data in the file."""
+
+    name: str
+    media_type: str
+    size_bytes: int
+    log_time: int
+    create_time: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class MetadataInfo:
+    """A metadata record of a bag: its name and its keys, in file order."""
+
+    name: str
+    keys: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -72,12 +108,21 @@ class _TopicTally:
 
 @dataclass(frozen=True)
 class BagInfo:
-    """What ``bag info`` prints: times, per-topic counts and rates, meta, integrity."""
+    """What ``bag info`` prints: times, per-topic counts and rates, meta, attachments,
+    metadata records, integrity.
+
+    ``meta_recorded`` is ``False`` when the file has no ``robot_daemon`` metadata record
+    (another tool wrote it, or a recording was cut before it knew d and c): ``meta`` is
+    then the defaults and the protocol version is unknown.
+    """
 
     path: str
     file_size: int
     meta: BagMeta
+    meta_recorded: bool
     topics: dict[str, TopicInfo]
+    attachments: list[AttachmentInfo]
+    metadata: list[MetadataInfo]
     start_ns: int | None
     end_ns: int | None
     complete: bool
@@ -111,7 +156,8 @@ class BagInfo:
             "c": self.meta.c,
             "feature_names": self.meta.feature_names,
             "class_names": self.meta.class_names,
-            "protocol_version": self.meta.protocol_version,
+            # null, not a guess, when the file has no robot_daemon record
+            "protocol_version": self.meta.protocol_version if self.meta_recorded else None,
             "extra": self.meta.extra,
             "topics": {
                 name: {
@@ -124,6 +170,11 @@ class BagInfo:
                 }
                 for name, t in self.topics.items()
             },
+            "attachments": [
+                {"name": a.name, "media_type": a.media_type, "size_bytes": a.size_bytes}
+                for a in self.attachments
+            ],
+            "metadata": [{"name": m.name, "keys": list(m.keys)} for m in self.metadata],
         }
 
     def describe(self) -> str:
@@ -144,13 +195,26 @@ class BagInfo:
             lines.append(f"features:   {', '.join(self.meta.feature_names)}")
         if self.meta.class_names:
             lines.append(f"classes:    {', '.join(self.meta.class_names)}")
-        lines.append(f"protocol:   v{self.meta.protocol_version}")
+        if self.meta_recorded:
+            lines.append(f"protocol:   v{self.meta.protocol_version}")
+        else:
+            lines.append(
+                f"protocol:   unknown (no {META_RECORD!r} metadata record: written by another"
+                " tool, or a recording cut before it knew d and c)"
+            )
         for key, value in sorted(self.meta.extra.items()):
             lines.append(f"extra:      {key} = {value}")
         lines.append("topics:")
         for name, t in sorted(self.topics.items()):
             rate = "-" if t.rate_hz is None else f"{t.rate_hz:.2f} Hz"
             lines.append(f"  {name:<10} {t.count:>9} msgs  {rate:>12}  {t.message_encoding}")
+        lines.append("attachments:" + ("" if self.attachments else " none"))
+        for a in self.attachments:
+            media_type = a.media_type or "(no media type)"
+            lines.append(f"  {a.name}  {media_type}  {human_size(a.size_bytes)}")
+        lines.append("metadata:" + ("" if self.metadata else "   none"))
+        for m in self.metadata:
+            lines.append(f"  {m.name}  keys: {_keys_text(m.keys)}")
         return "\n".join(lines)
 
 
@@ -165,6 +229,15 @@ def human_size(n_bytes: int) -> str:
             return f"{value:.1f} {unit} ({exact})"
         value /= 1024
     return f"{value:.1f} TiB ({exact})"
+
+
+def _keys_text(keys: tuple[str, ...]) -> str:
+    """The first :data:`SHOWN_KEYS` keys, and how many more there are."""
+    if not keys:
+        return "none"
+    text = ", ".join(keys[:SHOWN_KEYS])
+    more = len(keys) - SHOWN_KEYS
+    return text + (f", ... ({more} more)" if more > 0 else "")
 
 
 def _or_unknown(value: int | None) -> str:
@@ -222,6 +295,24 @@ class BagReader:
             self._meta = meta
         return self._meta
 
+    def records(self) -> Iterator[Any]:
+        """Every record of the bag in file order, as :mod:`mcap.records` types (chunks
+        opened and CRC-checked: ``Header``, ``Schema``, ``Channel``, ``Message``,
+        ``Metadata``, the summary's records ...), except attachments, which come as
+        :class:`AttachmentInfo` (their data stays in the file).
+
+        Stops at the first damage, as :meth:`messages` does; a message on a channel not
+        declared before it is damage too.
+        """
+        declared: set[int] = set()
+        for record in self._records(full=True):
+            if isinstance(record, Channel):
+                declared.add(record.id)
+            elif isinstance(record, Message) and record.channel_id not in declared:
+                self._mark_damaged(None, f"message on undeclared channel {record.channel_id}")
+                return
+            yield record
+
     def messages(self, topics: Iterable[str] | None = None) -> Iterator[BagMessage]:
         """Yield the messages (of ``topics``, default all) in file order.
 
@@ -230,32 +321,59 @@ class BagReader:
         """
         wanted = None if topics is None else frozenset(topics)
         channels: dict[int, Channel] = {}
-        for record in self._records(full=True):
+        for record in self.records():
             if isinstance(record, Channel):
                 channels[record.id] = record
             elif isinstance(record, Message):
-                channel = channels.get(record.channel_id)
-                if channel is None:
-                    self._mark_damaged(None, f"message on undeclared channel {record.channel_id}")
-                    return
+                channel = channels[record.channel_id]  # records() checked it is declared
                 if wanted is None or channel.topic in wanted:
-                    yield _to_bag_message(channel, record)
+                    yield to_bag_message(channel, record)
+
+    def read_attachment(self, attachment: AttachmentInfo, max_bytes: int) -> bytes:
+        """The data of ``attachment`` (found by a scan of this bag), if it holds at most
+        ``max_bytes``: the size is checked before anything is allocated.
+
+        Raises:
+            BagError: the attachment is larger than ``max_bytes``, or the file no longer
+                holds it.
+        """
+        if attachment.size_bytes > max_bytes:
+            raise BagError(
+                f"attachment {attachment.name!r} of {self.path} holds"
+                f" {human_size(attachment.size_bytes)}, over the limit of {human_size(max_bytes)}"
+            )
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(attachment.offset)
+                data = f.read(attachment.size_bytes)
+        except OSError as exc:
+            raise BagError(f"cannot read bag {self.path}: {exc.strerror}") from None
+        if len(data) != attachment.size_bytes:
+            raise BagError(
+                f"{self.path} ends inside attachment {attachment.name!r}: the file changed"
+                " since it was scanned"
+            )
+        return data
 
     def info(self) -> BagInfo:
-        """Scan the whole bag: time range, per-topic counts and rates, meta, integrity."""
+        """Scan the whole bag: time range, per-topic counts and rates, meta, attachments,
+        metadata records, integrity."""
         tallies: dict[str, _TopicTally] = {}
         channels: dict[int, Channel] = {}
-        meta = BagMeta()
-        for record in self._records(full=True):
+        attachments: list[AttachmentInfo] = []
+        metadata: list[MetadataInfo] = []
+        meta, recorded = BagMeta(), False
+        for record in self.records():
             if isinstance(record, Channel):
                 channels[record.id] = record
-            elif isinstance(record, Metadata) and record.name == META_RECORD:
-                meta = BagMeta.from_record(record.metadata)
+            elif isinstance(record, AttachmentInfo):
+                attachments.append(record)
+            elif isinstance(record, Metadata):
+                metadata.append(MetadataInfo(record.name, tuple(record.metadata)))
+                if record.name == META_RECORD:
+                    meta, recorded = BagMeta.from_record(record.metadata), True
             elif isinstance(record, Message):
-                channel = channels.get(record.channel_id)
-                if channel is None:
-                    self._mark_damaged(None, f"message on undeclared channel {record.channel_id}")
-                    break
+                channel = channels[record.channel_id]
                 tally = tallies.get(channel.topic)
                 if tally is None:
                     tally = tallies[channel.topic] = _TopicTally(channel.message_encoding)
@@ -266,7 +384,10 @@ class BagReader:
             path=str(self.path),
             file_size=self.file_size,
             meta=meta,
+            meta_recorded=recorded,
             topics=topic_infos,
+            attachments=attachments,
+            metadata=metadata,
             start_ns=min((t.first_ns for t in topic_infos.values()), default=None),
             end_ns=max((t.last_ns for t in topic_infos.values()), default=None),
             complete=not self.damaged,
@@ -289,7 +410,7 @@ class BagReader:
         with open(self.path, "rb") as f:
             # A record longer than the file is damage; the limit also keeps a corrupt
             # length from allocating gigabytes.
-            reader = StreamReader(
+            reader = _StreamReader(
                 f, emit_chunks=True, validate_crcs=full, record_size_limit=self.file_size
             )
             records = reader.records
@@ -330,7 +451,63 @@ def _describe(exc: Exception) -> str:
     return type(exc).__name__ + (f": {text}" if text else "")
 
 
-def _to_bag_message(channel: Channel, message: Message) -> BagMessage:
+class _StreamReader(StreamReader):
+    """mcap's :class:`StreamReader`, except that an attachment becomes an
+    :class:`AttachmentInfo`: its data is read in pieces and dropped, never held whole.
+
+    mcap 1.6 reads every record through ``_read_record``; overriding it is the one way
+    to keep an attachment of gigabytes out of memory (the bag tests hold it to that).
+    """
+
+    def __init__(self, stream: Any, **kwargs: Any) -> None:
+        super().__init__(stream, **kwargs)
+        self._check_crcs = bool(kwargs.get("validate_crcs"))
+
+    def _read_record(self, opcode: int, length: int) -> Any:
+        if opcode == Opcode.ATTACHMENT:
+            return _scan_attachment(self._stream, length, check_crc=self._check_crcs)
+        return super()._read_record(opcode, length)
+
+
+def _scan_attachment(stream: ReadDataStream, length: int, *, check_crc: bool) -> AttachmentInfo:
+    """Read an attachment record of ``length`` bytes (after its opcode and length) from
+    ``stream``, keeping its fields but not its data; check its CRC when ``check_crc``.
+
+    Every length field is checked against what is left of the record before it is read,
+    so that a corrupt one is damage rather than an allocation of gigabytes.
+    """
+    left = length
+    crc = 0
+
+    def take(n: int) -> bytes:
+        nonlocal left, crc
+        if n > left:
+            raise ValueError(f"an attachment's field of {n} bytes runs past its record")
+        left -= n
+        data = stream.read(n)
+        crc = zlib.crc32(data, crc)
+        return data
+
+    log_time, create_time = struct.unpack("<QQ", take(16))
+    name = take(struct.unpack("<I", take(4))[0]).decode()
+    media_type = take(struct.unpack("<I", take(4))[0]).decode()
+    (size,) = struct.unpack("<Q", take(8))
+    offset = stream.count  # the stream has read the file from its first byte
+    if size + 4 > left:
+        raise ValueError(f"attachment {name!r} declares {size} bytes, more than its record holds")
+    remaining = size
+    while remaining:
+        piece = take(min(remaining, ATTACHMENT_PIECE_BYTES))
+        remaining -= len(piece)
+    computed = crc
+    (stated,) = struct.unpack("<I", take(4))
+    if check_crc and stated != 0 and stated != computed:
+        raise ValueError(f"attachment {name!r} fails its CRC")
+    return AttachmentInfo(name, media_type, size, log_time, create_time, offset)
+
+
+def to_bag_message(channel: Channel, message: Message) -> BagMessage:
+    """The :class:`BagMessage` of an MCAP message on ``channel``."""
     sensor_ns: int | None = message.publish_time
     if message.publish_time == message.log_time:
         # BagWriter stores an unknown sensor time as the receive time (MCAP's rule), so

@@ -103,6 +103,7 @@ STATUS_PROPERTIES: Final[dict[str, Schema]] = {
     "t": _described(NUMBER, "wall-clock seconds when the status was built"),
     "uptime_s": _described(NUMBER, "seconds since the daemon started"),
     "model_version": _described(STRING, "the model serving predictions"),
+    "pid": _described(INTEGER, "the daemon's process id (the metrics exporter's process_* series)"),
     "health": {
         "type": "string",
         "enum": ["ok", "degraded", "blind"],

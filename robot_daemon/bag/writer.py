@@ -100,10 +100,67 @@ class BagWriter:
         self._check_open()
         if topic in self._channels:
             raise BagError(f"topic {topic!r} is already declared in {self.path}")
-        schema_id = 0
-        if schema_encoding:
-            schema_id = self._writer.register_schema(schema_name, schema_encoding, schema)
-        self._channels[topic] = self._writer.register_channel(topic, message_encoding, schema_id)
+        schema_id = self.add_schema(schema_name, schema_encoding, schema) if schema_encoding else 0
+        self._channels[topic] = self.add_channel(topic, message_encoding, schema_id)
+
+    # ---- another tool's records, copied as they are (``bag export`` uses these) ----------
+
+    def add_schema(self, name: str, encoding: str, data: bytes) -> int:
+        """Declare a schema; returns its id for :meth:`add_channel`."""
+        self._check_open()
+        return int(self._writer.register_schema(name, encoding, data))
+
+    def add_channel(
+        self,
+        topic: str,
+        message_encoding: str,
+        schema_id: int = 0,
+        metadata: dict[str, str] | None = None,
+    ) -> int:
+        """Declare a channel as another tool wrote it; returns its id for
+        :meth:`write_raw`. A topic may have several (MCAP allows it); :meth:`write` does
+        not use them."""
+        self._check_open()
+        return int(self._writer.register_channel(topic, message_encoding, schema_id,
+                                                 dict(metadata or {})))
+
+    def write_raw(
+        self, channel_id: int, data: bytes, *, log_time: int, publish_time: int, sequence: int
+    ) -> None:
+        """Append one message to a channel of :meth:`add_channel`, times and sequence as
+        given (integer nanoseconds, uint64; sequence uint32)."""
+        self._check_open()
+        _check_time("log_time", log_time)
+        _check_time("publish_time", publish_time)
+        try:
+            self._writer.add_message(channel_id=channel_id, log_time=log_time, data=bytes(data),
+                                     publish_time=publish_time, sequence=sequence)
+        except OSError as exc:
+            raise _write_error(self.path, exc) from None
+        self.message_count += 1
+
+    def add_attachment(
+        self, name: str, media_type: str, data: bytes, *, log_time: int, create_time: int
+    ) -> None:
+        """Attach a file (``data`` held whole: the caller bounds its size)."""
+        self._check_open()
+        try:
+            self._writer.add_attachment(create_time=create_time, log_time=log_time, name=name,
+                                        media_type=media_type, data=bytes(data))
+        except OSError as exc:
+            raise _write_error(self.path, exc) from None
+
+    def add_metadata(self, name: str, record: dict[str, str]) -> None:
+        """Add another tool's metadata record; the ``robot_daemon`` record is the writer's
+        own (:meth:`write_meta`)."""
+        self._check_open()
+        if name == META_RECORD:
+            raise BagError(f"the {META_RECORD!r} metadata record is written from meta;"
+                           " use write_meta")
+        try:
+            self._writer.add_metadata(name, dict(record))
+        except OSError as exc:
+            raise _write_error(self.path, exc) from None
 
     def write(self, topic: str, payload: bytes, recv_ns: int, sensor_ns: int | None = None) -> None:
         """Append one message; ``recv_ns`` becomes MCAP log_time, ``sensor_ns`` publish_time.

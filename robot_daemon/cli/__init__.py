@@ -12,13 +12,16 @@ group (or a new one), and into :func:`build_parser`.
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from robot_daemon import __version__
+from robot_daemon.cli import args as arguments
 from robot_daemon.cli import bag, demo, fleet, flops, offline, serve, sim, watch
 from robot_daemon.errors import RobotDaemonError
 from robot_daemon.printable import printable_lines
@@ -27,11 +30,42 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse's parser, its error line escaped: it quotes what was typed (``run $'\\e[2J'``
-    printed ESC raw). Subcommands' parsers are of the same class."""
+    """argparse's parser made strict and helpful; subcommands' parsers are of this class.
+
+    No abbreviations: ``run --frame X`` ran as ``--frames X``, so a typo in a unit file
+    meant something else. A mistyped flag or command is answered with the closest real
+    one. The error line is escaped: it quotes what was typed (``run $'\\e[2J'``).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def parse_known_args(  # type: ignore[override]  # typeshed's overloads
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras and self._subparsers is None:
+            # A command's own parser knows its flags: the top one would only say
+            # "unrecognized arguments" without a suggestion.
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
 
     def error(self, message: str) -> NoReturn:
-        super().error(printable_lines(message))
+        super().error(printable_lines(message + self._suggestion(message)))
+
+    def _suggestion(self, message: str) -> str:
+        """``; did you mean --model?`` for the closest flag or command, if one is close."""
+        if message.startswith("unrecognized arguments: "):
+            typed = message.split(": ", 1)[1].split()[0].split("=", 1)[0]
+            known = list(self._option_string_actions)
+        else:
+            choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)$", message)
+            if choice is None:
+                return ""
+            typed, known = choice[1], re.findall(r"'([^']*)'", choice[2])
+        close = difflib.get_close_matches(typed, known, n=1, cutoff=0.6)
+        return f"; did you mean {close[0]}?" if close else ""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,8 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="On-robot obstacle classifier: NumPy MLP, ZeroMQ daemon, sensor bags.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.set_defaults(handler=arguments.help_handler(parser))
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
     for group in (flops, bag, sim, offline, fleet, serve, watch, demo):
         group.add(sub)
     return parser
@@ -56,14 +90,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` (default: ``sys.argv[1:]``), run the subcommand, return its exit code.
 
     Exit codes: the handler's (0 on success), 2 for a :class:`RobotDaemonError` (one line
-    on stderr), 130 for Ctrl-C, :data:`EXIT_BROKEN_PIPE` without a word when the reader
-    of stdout has gone.
+    on stderr), 130 for Ctrl-C, 143 for a job that SIGTERM stopped (a command that
+    finishes cleanly on SIGTERM, such as ``run``, exits 0), :data:`EXIT_BROKEN_PIPE`
+    without a word when the reader of stdout has gone.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Handler = args.handler
     try:
-        code = handler(args)
+        with arguments.terminate_raises():
+            code = arguments.exit_code(handler(args))
         sys.stdout.flush()  # a closed pipe shows up here, not at interpreter exit
         return code
     except BrokenPipeError:
@@ -71,11 +107,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BROKEN_PIPE
     except RobotDaemonError as exc:
         # Messages name paths and members from outside (a file named with ESC in it).
-        print(f"robot-daemon {args.command}: error: {printable_lines(str(exc))}",
+        print(f"robot-daemon {_command_name(args)}: error: {printable_lines(str(exc))}",
               file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        return 130
+        return arguments.EXIT_INTERRUPTED
+    except arguments.Terminated:
+        return arguments.EXIT_TERMINATED
+
+
+def _command_name(args: argparse.Namespace) -> str:
+    """``bag play``, ``keys generate``, ``run``: the command as typed, for its errors."""
+    words = (args.command, getattr(args, "bag_command", None), getattr(args, "keys_command", None))
+    return " ".join(w for w in words if w)
 
 
 def _discard_stdout() -> None:

@@ -7,11 +7,30 @@ import contextlib
 import math
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TypeAlias
 
 # A string: argparse's class is generic only to the type checker.
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+def help_handler(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
+    """The handler of a bare command or group (``robot-daemon``, ``robot-daemon bag``):
+    print its help, which lists its commands, and exit 0."""
+
+    def handler(args: argparse.Namespace) -> int:
+        parser.print_help()
+        return 0
+
+    return handler
+
+
+def add_overwrite(p: argparse.ArgumentParser, what: str = "the output") -> None:
+    """``--overwrite``: the one flag, on every command that writes a file or a directory,
+    that lets it replace an existing one. Without it the command refuses, naming the path
+    and the flag; an output that is one of its inputs stays refused even with it."""
+    p.add_argument("--overwrite", action="store_true",
+                   help=f"replace {what} if it exists (default: refuse; never an input)")
 
 
 def positive_int(text: str) -> int:
@@ -89,12 +108,52 @@ def fraction(text: str) -> float:
     return value
 
 
+#: SIGINT's exit code, as the shell reports a command that Ctrl-C killed: 128 + 2.
+EXIT_INTERRUPTED = 128 + signal.SIGINT
+#: A job (sim, train, eval, ...) stopped by SIGTERM before it was done: 128 + 15.
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+
+class Terminated(BaseException):
+    """SIGTERM during a job, raised like Ctrl-C's KeyboardInterrupt so that every
+    ``finally`` runs (temporary files removed, a partial dataset deleted) before the exit."""
+
+
 @contextlib.contextmanager
-def stop_on_signals() -> Iterator[threading.Event]:
-    """An event that SIGINT and SIGTERM set, so that loops finish their files cleanly."""
-    stop = threading.Event()
+def terminate_raises() -> Iterator[None]:
+    """SIGTERM raises :class:`Terminated` in the block, instead of killing the process
+    where it stands (Python's default leaves temporary files behind). A command that
+    finishes cleanly on SIGTERM (:func:`stop_on_signals`, the daemon) replaces it."""
 
     def handler(signum: int, frame: object) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class _Stopped:
+    """The signal that ended the last :func:`stop_on_signals` block, for :func:`exit_code`."""
+
+    signum: int | None = None
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[threading.Event]:
+    """An event that SIGINT and SIGTERM set, so that loops finish their files cleanly.
+
+    Which one set it decides the exit code (:func:`exit_code`): a job ended by Ctrl-C
+    exits 130 like any interrupted command, one that systemd stopped exits 0.
+    """
+    stop = threading.Event()
+    _Stopped.signum = None
+
+    def handler(signum: int, frame: object) -> None:
+        if _Stopped.signum is None:
+            _Stopped.signum = signum
         stop.set()
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -103,3 +162,9 @@ def stop_on_signals() -> Iterator[threading.Event]:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+def exit_code(code: int) -> int:
+    """``code``, or :data:`EXIT_INTERRUPTED` when SIGINT ended the command's last
+    :func:`stop_on_signals` block (the work was finished cleanly all the same)."""
+    return EXIT_INTERRUPTED if _Stopped.signum == signal.SIGINT else code

@@ -9,6 +9,8 @@ import sys
 from robot_daemon.cli import progress
 from robot_daemon.cli.args import (
     Subparsers,
+    add_overwrite,
+    help_handler,
     non_negative_float,
     non_negative_seconds,
     positive_int,
@@ -29,8 +31,8 @@ def add(sub: Subparsers) -> None:
             "(docs/bags.md). Needs the bag extra: pip install 'robot-daemon[bag]'."
         ),
     )
+    p.set_defaults(handler=help_handler(p))
     bag = p.add_subparsers(dest="bag_command", metavar="BAG_COMMAND")
-    bag.required = True
 
     rec = bag.add_parser(
         "record",
@@ -42,10 +44,8 @@ def add(sub: Subparsers) -> None:
             "finishes the file (exit 0); a crash loses at most the last interval."
         ),
     )
-    rec.add_argument("out", metavar="OUT", help="bag to write (must not exist, see --overwrite)")
-    rec.add_argument(
-        "--overwrite", action="store_true", help="replace OUT if it exists (default: refuse)"
-    )
+    rec.add_argument("out", metavar="OUT", help="bag to write")
+    add_overwrite(rec, "OUT")
     rec.add_argument(
         "--connect",
         action="append",
@@ -149,7 +149,8 @@ def add(sub: Subparsers) -> None:
     progress.add_flag(play)
     play.set_defaults(handler=_run_bag_play)
 
-    info = bag.add_parser("info", help="size, duration, topics, rates, d and c, integrity")
+    info = bag.add_parser("info", help="size, duration, topics, rates, d and c, attachments,"
+                          " metadata, integrity")
     info.add_argument("bag_in", metavar="IN", help="bag to inspect")
     info.add_argument("--json", action="store_true", help="print one JSON object")
     info.set_defaults(handler=_run_bag_info)
@@ -157,11 +158,14 @@ def add(sub: Subparsers) -> None:
     export = bag.add_parser(
         "export",
         help="write a JSON-encoded copy that Foxglove can plot",
-        description="Decodes every payload and writes an MCAP copy with JSON messages and "
-        "JSON schemas; payloads that do not decode are counted and left out.",
+        description="Decodes every msgpack payload into an MCAP copy with JSON messages and "
+        "JSON schemas; channels of other encodings, attachments (up to 64 MiB each) and "
+        "other tools' metadata records are copied unchanged; what is left out is named in "
+        "the summary.",
     )
     export.add_argument("bag_in", metavar="IN", help="bag to export")
-    export.add_argument("out", metavar="OUT", help="MCAP file to write (overwritten; not IN)")
+    export.add_argument("out", metavar="OUT", help="MCAP file to write (never IN)")
+    add_overwrite(export, "OUT")
     export.add_argument(
         "--json", action="store_true", required=True, help="JSON encoding (the only format)"
     )
@@ -246,5 +250,6 @@ def _run_bag_info(args: argparse.Namespace) -> int:
 def _run_bag_export(args: argparse.Namespace) -> int:
     from robot_daemon.bag import export as bagexport
 
+    check_output(args.out, [args.bag_in], overwrite=args.overwrite, what="bag")
     print(printable_lines(bagexport.export_json(args.bag_in, args.out).describe()))
     return 0

@@ -16,7 +16,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from robot_daemon.cli.args import Subparsers, positive_int
 from robot_daemon.errors import ConfigError, RobotDaemonError
@@ -50,6 +50,8 @@ def add(sub: Subparsers) -> None:
     )
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="bags, directories or globs")
     p.add_argument("--out", required=True, metavar="DIR", help="dataset directory to create")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a dataset already at --out (kept as it was if the job fails)")
     add_options(p)
     p.set_defaults(handler=_run_dataset)
 
@@ -84,6 +86,7 @@ def _run_dataset(args: argparse.Namespace) -> int:
         from robot_daemon.fleet import INSTALL_HINT
 
         raise RobotDaemonError(INSTALL_HINT) from None
+    dataset.check_out(args.out, args.overwrite)  # before the sources are walked
     sources = expand(args.sources, warn=warn)
     for source in sources:
         if source.kind == "dataset":
@@ -92,12 +95,12 @@ def _run_dataset(args: argparse.Namespace) -> int:
     dataset.check_not_among_sources(args.out, sources)
     progress = Progress("dataset", len(sources))
     # Whatever stops the job (a full disk, an unreachable scheduler, Ctrl-C) takes the
-    # files written so far with it: a dataset without its manifest is no dataset.
-    with dataset.creating(args.out):
+    # files written so far with it, and leaves an old dataset at --out as it was.
+    with dataset.creating(args.out, overwrite=args.overwrite) as build:
         with open_runner(args.workers, args.scheduler, warn=warn) as runner:
-            written = dataset.write_all(runner, [s.path for s in sources], args.out,
-                                        progress)
-        summary = dataset.finish(args.out, written)
+            written = dataset.write_all(runner, [s.path for s in sources],
+                                        str(build.staging), progress)
+        summary = dataset.finish(build, written)
     print(summary.describe())
     print(f"wrote {args.out} ({progress.frames_per_s:,.0f} frames/s)")
     return 0
@@ -138,8 +141,8 @@ def run_eval(args: argparse.Namespace) -> int:
     for line in [*result.warnings, *(f"skipped {s}" for s in result.skipped)]:
         warn(line)
     if args.json:
-        out: dict[str, Any] = {r.name: r.as_dict() for r in result.evaluations}
-        out["baseline_note"] = note
+        out = evaluate.as_json(result.evaluations, model=model.identity(loaded, args.model),
+                               baseline_note=note)
         print(json.dumps(out, indent=2))
     else:
         print(evaluate.describe(result.evaluations))
@@ -176,12 +179,13 @@ def run_replay(args: argparse.Namespace) -> int:
 
     check_input(args.model, "model file")
     loaded = model.load(args.model)
-    jobs = fleet_replay.plan(expand([args.bag, *args.more], warn=warn), args.out, args.model)
+    jobs = fleet_replay.plan(expand([args.bag, *args.more], warn=warn), args.out, args.model,
+                             overwrite=args.overwrite)
     _make_directory(args.out)
     progress = Progress("replay", len(jobs))
     with open_runner(args.workers, args.scheduler, warn=warn) as runner:
         done = fleet_replay.replay_all(
-            runner, jobs, loaded, model_name=Path(args.model).name,
+            runner, jobs, loaded, model_name=model.identity(loaded, args.model),
             interval_ms=args.interval_ms, max_batch=args.max_batch, progress=progress)
     for result in done:
         if result.stats is None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from robot_daemon.cli import fleet
 from robot_daemon.cli.args import (
     Subparsers,
+    add_overwrite,
     fraction,
     milliseconds,
     positive_float,
@@ -65,6 +66,7 @@ def _add_train(sub: Subparsers) -> None:
     p.add_argument("--plot", metavar="PNG",
                    help="also write loss and validation macro-F1 per epoch (plot extra)")
     p.add_argument("--dtype", choices=["float64", "float32"], default="float64")
+    add_overwrite(p, "MODEL and PNG")
     fleet.add_options(p)
     p.set_defaults(handler=_run_train)
 
@@ -82,10 +84,11 @@ def _run_train(args: argparse.Namespace) -> int:
     # Every file the sources stand for (a directory's, a glob's), not only the files
     # named: `train runs --out runs/a.mcap` must not replace the bag a.mcap.
     found = sources.expand(args.bags, warn=fleet.warn)
-    sources.check_output(args.out, found, atomic=True)
+    sources.check_output(args.out, found, overwrite=args.overwrite, atomic=True, what="--out")
     if args.plot:
         plots.require_matplotlib()
-        sources.check_output(args.plot, found, atomic=True, what="--plot")
+        sources.check_output(args.plot, found, overwrite=args.overwrite, atomic=True,
+                             what="--plot")
         _check_not_the_model(args.plot, args.out)
     if fleet.wanted(args, args.bags):
         model = fleet.run_train(args, config, found)
@@ -142,6 +145,7 @@ def _add_eval(sub: Subparsers) -> None:
                    help="also write per-class precision-recall, F1-threshold and reliability"
                    " plots and the class co-occurrence matrix into DIR (plot extra; bag"
                    " files only)")
+    add_overwrite(p, "the plots in DIR")
     fleet.add_options(p)
     p.set_defaults(handler=_run_eval)
 
@@ -152,7 +156,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     check_input(args.model, "model file")
     if args.plot:
         plots.require_matplotlib()
-        _check_plot_directory(Path(args.plot))
+        _check_plot_directory(Path(args.plot), overwrite=args.overwrite)
         if args.workers != 1 or args.scheduler or not _all_files(args.bags):
             raise RobotDaemonError("--plot reads plain bag files in this process: drop"
                                    " --workers/--scheduler, or give bag files")
@@ -183,12 +187,18 @@ def _plot_evaluation(args: argparse.Namespace) -> None:
           file=sys.stderr if args.json else sys.stdout)
 
 
-def _check_plot_directory(directory: Path) -> None:
-    """An existing directory, or one that can be made in an existing one; never a file."""
+def _check_plot_directory(directory: Path, *, overwrite: bool) -> None:
+    """An existing directory without the plots in it (unless ``overwrite``), or one that
+    can be made in an existing one; never a file."""
+    from robot_daemon.offline import plots
+
     if directory.exists() and not directory.is_dir():
         raise RobotDaemonError(f"--plot {directory} is not a directory")
     if not directory.exists():
-        check_output(directory, what="--plot directory")
+        check_output(directory, overwrite=False, what="--plot directory")
+        return
+    for name in plots.EVALUATION_PLOTS:
+        check_output(directory / name, overwrite=overwrite, atomic=True, what="plot")
 
 
 def _add_replay(sub: Subparsers) -> None:
@@ -206,11 +216,13 @@ def _add_replay(sub: Subparsers) -> None:
     p.add_argument("more", nargs="*", metavar="SOURCE",
                    help="more bags, directories or globs: --out is then a directory that"
                    " gets one output bag per input bag (docs/fleet.md)")
-    p.add_argument("--out", required=True, metavar="PRED_BAG", help="bag to write")
+    p.add_argument("--out", required=True, metavar="PRED_BAG",
+                   help="bag to write (a directory for many bags)")
     p.add_argument("--interval-ms", type=milliseconds, default=20.0,
                    help="tick interval (default 20 ms)")
     p.add_argument("--max-batch", type=positive_int, default=256,
                    help="frames answered per tick; older ones are dropped (default 256)")
+    add_overwrite(p, "PRED_BAG (or the bags in it)")
     fleet.add_options(p)
     p.set_defaults(handler=_run_replay)
 
@@ -221,10 +233,12 @@ def _run_replay(args: argparse.Namespace) -> int:
 
     if args.more or fleet.wanted(args, [args.bag]):
         return fleet.run_replay(args)
-    check_output(args.out, [args.model, args.bag], atomic=True)
+    check_output(args.out, [args.model, args.bag], overwrite=args.overwrite, atomic=True,
+                 what="--out")
     check_input(args.model, "model file")
+    loaded = model.load(args.model)
     stats = replay.replay(
-        model.load(args.model), args.bag, args.out, model_name=Path(args.model).name,
+        loaded, args.bag, args.out, model_name=model.identity(loaded, args.model),
         interval_ms=args.interval_ms, max_batch=args.max_batch,
     )
     print(stats.describe())

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from robot_daemon.cli.args import Subparsers, positive_float, positive_int
+from robot_daemon.cli.args import Subparsers, help_handler, positive_float, positive_int
 
 LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
 
@@ -25,7 +25,8 @@ def _add_run(sub: Subparsers) -> None:
         description=(
             "Connects to the sensor publishers, answers every frame with the model's "
             "per-class probabilities in one 'pred' message per tick, publishes 'status' "
-            "every second, reloads the model on SIGHUP and exits 0 on SIGTERM. Settings "
+            "every second, reloads the model on SIGHUP, exits 0 on SIGTERM and 130 on SIGINT. "
+            "Settings "
             "come from --config (TOML, see docs/deploy.md), then from these flags."
         ),
     )
@@ -44,6 +45,9 @@ def _add_run(sub: Subparsers) -> None:
                    help="frames answered per tick; older ones are dropped (default 256)")
     p.add_argument("--status-interval", type=positive_float, metavar="S",
                    help="seconds between status messages (default 1)")
+    p.add_argument("--log-summary-s", type=positive_float, metavar="S",
+                   help="seconds between summary lines in the log; state changes are logged"
+                   " when they happen (default 60)")
     p.add_argument("--stale-after-ms", type=positive_float, metavar="N",
                    help="a frames endpoint or src silent this long is stale; status "
                    "health turns degraded or blind (default 200)")
@@ -80,14 +84,13 @@ def _add_online_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _run_daemon(args: argparse.Namespace) -> int:
-    import logging
-
     from robot_daemon.serve import config, daemon
 
     cfg = config.load(args.config, {
         "model": args.model, "frames": args.frames, "labels": args.labels,
         "pred": args.pred, "interval_ms": args.interval_ms, "max_batch": args.max_batch,
         "status_interval_s": args.status_interval, "stale_after_ms": args.stale_after_ms,
+        "log_summary_s": args.log_summary_s,
         "log_level": args.log_level, "metrics": args.metrics,
         "online": args.online, "online_batch": args.online_batch, "online_lr": args.online_lr,
         "checkpoint_dir": args.checkpoint_dir,
@@ -97,7 +100,6 @@ def _run_daemon(args: argparse.Namespace) -> int:
         "insecure_labels": args.insecure_labels,
     })
     _log_to_stderr(cfg.log_level)
-    logging.getLogger("robot_daemon").info("settings: %s", config.describe(cfg))
     return daemon.run(cfg)
 
 
@@ -153,8 +155,8 @@ def _run_metrics(args: argparse.Namespace) -> int:
 def _add_keys(sub: Subparsers) -> None:
     p = sub.add_parser("keys", help="CurveZMQ key pairs for the label channel",
                        description="See docs/security.md for installing and rotating keys.")
+    p.set_defaults(handler=help_handler(p))
     keys = p.add_subparsers(dest="keys_command", metavar="KEYS_COMMAND")
-    keys.required = True
     gen = keys.add_parser(
         "generate",
         help="write DIR/NAME.key (public) and DIR/NAME.key_secret (mode 0600)",

@@ -8,8 +8,16 @@ import time
 from collections.abc import Callable
 
 from robot_daemon.cli import progress
-from robot_daemon.cli.args import Subparsers, finite_float, positive_float, seconds, seed
-from robot_daemon.paths import check_output
+from robot_daemon.cli.args import (
+    Subparsers,
+    add_overwrite,
+    finite_float,
+    positive_float,
+    seconds,
+    seed,
+)
+from robot_daemon.errors import ConfigError
+from robot_daemon.paths import check_output, replaced_on_success
 
 
 def add(sub: Subparsers) -> None:
@@ -37,6 +45,7 @@ def add(sub: Subparsers) -> None:
         metavar="K",
         help="systematic sensor miscalibration, 0 = calibrated (default 0)",
     )
+    add_overwrite(p, "OUT")
     progress.add_flag(p)
     p.set_defaults(handler=_run_sim)
 
@@ -44,7 +53,11 @@ def add(sub: Subparsers) -> None:
 def _run_sim(args: argparse.Namespace) -> int:
     from robot_daemon import sim
 
-    check_output(args.out)
+    if args.out == "-":
+        # Its report goes to stdout: a bag there would be mixed with text.
+        raise ConfigError("sim writes its bag to a file and its report to stdout: give a"
+                          " path such as run.mcap, not -")
+    check_output(args.out, overwrite=args.overwrite, what="bag")
     with progress.ProgressLine(sys.stderr, enabled=args.progress) as line:
         data = sim.simulate(
             args.duration,
@@ -54,7 +67,9 @@ def _run_sim(args: argparse.Namespace) -> int:
             progress=_reporter(line, "simulated", args.rate) if line.enabled else None,
         )
         written = _reporter(line, "written", args.rate) if line.enabled else None
-        sim.write_bag(args.out, data, progress=written)
+        # A bag stopped half-way (Ctrl-C, a full disk) is no bag: written beside, renamed.
+        with replaced_on_success(args.out) as tmp:
+            sim.write_bag(tmp, data, progress=written)
     print(f"wrote {args.out}")
     print(sim.describe(data))
     return 0

@@ -317,9 +317,6 @@ def run(options: DemoOptions, out: TextIO | None = None) -> int:
             print(f"\ninterrupted ({exc}) before streaming", file=out, flush=True)
             return 128 + exc.signum
         stream = Stream(contents, served.model.c)
-        # A timeline left from an earlier run must not pass for this one's if this run
-        # cannot write its own (a crash, no matplotlib).
-        options.png_path.unlink(missing_ok=True)
         start = time.monotonic()
         _serve_and_play(options, served, stream, signals, out)
         elapsed = time.monotonic() - start

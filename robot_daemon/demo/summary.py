@@ -101,11 +101,16 @@ def timeline_or_hint(stream: Stream, model: Model, path: Path, *, stopped: bool 
 
     ``stopped``: the run was interrupted; the timeline shows what was streamed, and says so.
     """
+    # The last good picture is kept when this run has none to draw: said, so that it
+    # does not pass for this run's.
+    earlier = f"; {path} is an earlier run's" if path.exists() else ""
+    if stream.answered == 0:
+        return f"timeline PNG skipped: no frame was answered{earlier}"
     try:
-        import matplotlib  # noqa: F401  - the optional "plot" extra
+        import matplotlib  # noqa: F401  - the "plot" and "demo" extras
     except ImportError:
         return (
-            "timeline PNG skipped: matplotlib is not installed. Install it with\n"
+            f"timeline PNG skipped: matplotlib is not installed{earlier}. Install it with\n"
             f"    {_pip()} install -e '.[plot]'\n"
             f"then rerun with --bag {stream.contents.path} to reuse the bag."
         )

@@ -13,7 +13,12 @@
   to answer, or the job stops with one line that says what to check.
 
 Both Dask runners are :class:`DaskRunner`. A task's function and arguments must pickle;
-every function shipped is a module-level function of :mod:`robot_daemon.fleet`.
+every function shipped is a module-level function of :mod:`robot_daemon.fleet`. A task's
+key names its function, its position and the bag or file it reads
+(``eval_partition-00003-runs/run7.mcap-<token>``, :func:`task_key`), so that the Dask
+dashboard of a ``--scheduler`` shows which bag a slow task holds. The ``LocalCluster``
+of ``--workers N`` runs no dashboard: it lives as long as the job, on a loopback port
+nobody is told, so nobody could open it.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import logging
 import sys
 import time
 import urllib.parse
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any, Protocol, TypeVar
 
@@ -38,6 +44,31 @@ PROGRESS_EVERY_S = 5.0
 LOOKAHEAD_PER_WORKER = 2
 #: Seconds a ``--scheduler`` has to accept the connection and answer as Dask does.
 CONNECT_TIMEOUT_S = 10.0
+#: The longest bag path a task key shows (its end, where the name is).
+KEY_PATH_CHARS = 120
+
+
+def partition_name(item: Any) -> str:
+    """The bag or file a task's item stands for: a :class:`~.sources.Source`'s ``path``,
+    a replay job's ``bag``, the first member of ``(path, index)``; else its type."""
+    for attribute in ("path", "bag"):
+        value = getattr(item, attribute, None)
+        if isinstance(value, str):
+            return value
+    if isinstance(item, tuple) and item and isinstance(item[0], str):
+        return item[0]
+    return type(item).__name__
+
+
+def task_key(fn: Callable[..., Any], i: int, item: Any, token: str) -> str:
+    """``write_indexed-00003-runs/run7.mcap-<token>``: the Dask key of the task that runs
+    ``fn`` on ``item``, the ``i``-th of a map. Dask's dashboard groups tasks by the words
+    before the number (the function); the token keeps keys unique when a map is run again
+    (an epoch of ``train``)."""
+    name = partition_name(item)
+    if len(name) > KEY_PATH_CHARS:
+        name = "..." + name[-KEY_PATH_CHARS:]
+    return f"{fn.__name__}-{i:05d}-{name}-{token}"
 
 
 class Progress:
@@ -126,7 +157,9 @@ class DaskRunner:
     ) -> Iterator[tuple[int, R]]:
         from distributed import as_completed
 
-        futures = [self.client.submit(fn, item, pure=False, **kwargs) for item in items]
+        token = uuid.uuid4().hex
+        futures = [self.client.submit(fn, item, key=task_key(fn, i, item, token), **kwargs)
+                   for i, item in enumerate(items)]
         index = {f.key: i for i, f in enumerate(futures)}
         try:
             for future in as_completed(futures):  # type: ignore[no-untyped-call]
@@ -141,12 +174,14 @@ class DaskRunner:
         self, fn: Callable[..., R], items: Sequence[Any], **kwargs: Any
     ) -> Iterator[R]:
         ahead = LOOKAHEAD_PER_WORKER * self.workers
+        token = uuid.uuid4().hex
         pending: list[Any] = []
         try:
             for i in range(len(items)):
                 while len(pending) < ahead and i + len(pending) < len(items):
+                    j = i + len(pending)
                     pending.append(self.client.submit(
-                        fn, items[i + len(pending)], pure=False, **kwargs))
+                        fn, items[j], key=task_key(fn, j, items[j], token), **kwargs))
                 future = pending.pop(0)
                 yield future.result()
                 future.release()
@@ -188,10 +223,13 @@ def open_runner(
         return
     # Worker warnings (a task cancelled as a failed job stops) are noise on the user's
     # terminal; what a job must report comes back in its results and its one error line.
-    # The scheduler's HTTP server runs even without a dashboard, on 8787 unless told
-    # otherwise: a free loopback port, not a warning when a `dask scheduler` holds 8787.
+    # No dashboard: nobody is told its port, and it lives only as long as the job (and
+    # without bokeh Dask would serve a page saying it needs bokeh). The scheduler's HTTP
+    # server runs even so, on 8787 unless told otherwise: a free loopback port, not a
+    # warning when a `dask scheduler` holds 8787.
     with cluster_cls(n_workers=workers, threads_per_worker=1, processes=True,
                      host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                     scheduler_kwargs={"dashboard": False},
                      silence_logs=logging.ERROR) as cluster, \
             client_cls(cluster) as client:
         yield DaskRunner(client)

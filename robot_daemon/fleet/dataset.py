@@ -1,25 +1,49 @@
 """Bags into a Parquet dataset (``robot-daemon dataset``), and its partitions back into arrays.
 
-The dataset directory::
+The dataset directory (format :data:`FORMAT`)::
 
-    DIR/dataset.json                      the manifest: d, c, names, every bag and file
-    DIR/frames/00000-run1.parquet         the frames of the first bag
-    DIR/labels/00000-run1.parquet         its labelled frames
-    DIR/frames/00001-run2.parquet ...
+    DIR/dataset.json                            the manifest, written last (below)
+    DIR/frames/frames-00000-run1.parquet        the frame messages of the first bag
+    DIR/labels/labels-00000-run1.parquet        its label messages (labelled frames)
+    DIR/frames/frames-00001-run2.parquet ...
 
-One file per bag and table, numbered in the order of the sources. Columns: ``seq``
-int64, ``t`` float64 (sensor seconds), ``src`` string, ``x`` the d readings
-(fixed-size list of float32), ``y`` (labels only) the c labels (fixed-size list of
-uint8), ``bag`` string (the bag the row came from, as given). Each file's Parquet schema
-metadata holds, under the key ``robot_daemon``, the JSON of its bag's metadata (d, c,
-feature and class names, protocol version, extra) and the bag's damage warning, if any.
-pyarrow (``pyarrow.dataset.dataset("DIR/labels")``), pandas, polars and DuckDB read the
-two tables as they are.
+One file per bag (an *episode*) and table, numbered in the order of the sources. Every
+file of both tables has the same columns, so that any glob over the dataset reads in
+every tool (DuckDB, polars, pyarrow, pandas) and says what each row is; a table is its
+directory (``DIR/labels/*.parquet``):
+
+=================  =============================  =========================================
+column             type                           what
+=================  =============================  =========================================
+``episode_index``  int32                          the bag's number in the dataset
+``frame_index``    int64                          the row's number among its bag's
+                                                  messages of its topic: 0, 1, 2, ...
+``topic``          dictionary string              ``frame`` or ``label``
+``timestamp``      timestamp[ns] (no time zone)   sensor time: ``t`` in integer ns, the
+                                                  bag's ``publish_time``, on the sensor's
+                                                  clock (not wall time: no time zone)
+``receive_time``   timestamp[ns, UTC]             the recorder's wall clock when the
+                                                  message arrived (MCAP ``log_time``)
+``seq``            int64                          the publisher's counter
+``t``              float64                        sensor time in seconds, as sent
+``src``            string                         the publisher's name, or null
+``x``              fixed-size list of float32     the d readings
+``y``              fixed-size list of uint8       the c labels; null in ``frames``
+``bag``            dictionary string              the bag the row came from, as given
+=================  =============================  =========================================
+
+Each file's Parquet schema metadata holds, under the key ``robot_daemon``, the JSON of
+its bag's metadata (d, c, feature and class names, protocol version, extra), the bag's
+damage warning if any, the format, its table and its episode index. The manifest holds
+d, c, the names, each table's glob and row count, statistics of ``x`` (over the frames)
+and of ``y`` (over the labels), and for every bag its files, row counts and frame rate.
 
 A cut bag contributes the messages of its complete chunks and is reported; a file that
 is not a bag, or whose d or c differ from the dataset's (the first bag's), is reported
-and skipped. The manifest is written last, atomically: a directory without it is not a
-finished dataset.
+and skipped. The tables are written into a hidden directory inside ``DIR`` and moved into
+place at the end, with the manifest last: a directory without the manifest is not a
+finished dataset, and ``--overwrite`` replaces an old dataset only once the new one is
+whole (the old one stays as it was if the build fails).
 """
 
 from __future__ import annotations
@@ -29,14 +53,16 @@ import json
 import os
 import re
 import shutil
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from robot_daemon.errors import ConfigError, RobotDaemonError
 from robot_daemon.fleet.cluster import Progress, Runner
@@ -45,12 +71,51 @@ from robot_daemon.fleet.sources import MANIFEST, Source
 from robot_daemon.paths import same_file
 from robot_daemon.wire.batch import FrameBatch, LabelBatch
 
-FORMAT = "robot_daemon.dataset/1"
+FORMAT_NAME = "robot_daemon.dataset"
+#: The format this version writes and reads; any other is refused with one line.
+FORMAT_VERSION = 2
+FORMAT = f"{FORMAT_NAME}/{FORMAT_VERSION}"
 META_KEY = b"robot_daemon"
 TABLES = ("frames", "labels")
+#: The topic of each table's rows.
+TOPICS = {"frames": "frame", "labels": "label"}
 #: Attempts, and the pause between them, to remove a failed job's files (:func:`_discard`).
 DISCARD_TRIES = 5
 DISCARD_PAUSE_S = 0.2
+#: Sensor times beyond this many ns (year 2262) do not fit a timestamp[ns]: null there.
+_MAX_NS = 2**63 - 2**10
+
+
+@dataclass
+class Moments:
+    """Count, mean, sum of squared deviations, min and max of each feature (d,) float64."""
+
+    n: int
+    mean: NDArray[np.float64]
+    m2: NDArray[np.float64]
+    low: NDArray[np.float64]
+    high: NDArray[np.float64]
+
+    @classmethod
+    def of(cls, X: NDArray[np.float32]) -> Moments:
+        """Of the rows of ``X`` (n, d), n >= 1."""
+        X64 = np.asarray(X, dtype=np.float64)
+        mean = X64.mean(axis=0)
+        return cls(len(X64), mean, ((X64 - mean) ** 2).sum(axis=0), X64.min(axis=0),
+                   X64.max(axis=0))
+
+    def merge(self, other: Moments) -> Moments:
+        """Chan et al.'s pairwise update: the moments of both sets of rows."""
+        n = self.n + other.n
+        delta = other.mean - self.mean
+        return Moments(n, self.mean + delta * (other.n / n),
+                       self.m2 + other.m2 + delta**2 * (self.n * other.n / n),
+                       np.minimum(self.low, other.low), np.maximum(self.high, other.high))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"count": self.n, "mean": self.mean.tolist(),
+                "std": np.sqrt(self.m2 / self.n).tolist(), "min": self.low.tolist(),
+                "max": self.high.tolist()}
 
 
 @dataclass
@@ -58,54 +123,77 @@ class WrittenBag:
     """What one bag became: its files and row counts, or why it was skipped."""
 
     source: str
-    index: int
+    episode_index: int
     frames: int = 0
     labels: int = 0
     files: dict[str, str] = field(default_factory=dict)
     d: int | None = None
     c: int | None = None
+    rate_hz: float | None = None
+    """Frames per second of sensor time: (frames - 1) / (last t - first t)."""
     meta: dict[str, str] | None = None
     rejected: dict[str, int] = field(default_factory=dict)
     warning: str | None = None
     skipped: str | None = None
     failed: str | None = None
     """Why its files could not be written (a full disk): that stops the job."""
+    x_moments: Moments | None = None
+    """Of the frames' readings (the manifest's statistics; not in the manifest itself)."""
+    positives: list[int] | None = None
+    """Labels of each class set to 1 (c,)."""
+
+    def manifest_entry(self) -> dict[str, Any]:
+        """The bag in the manifest's ``bags``."""
+        return {"source": self.source, "episode_index": self.episode_index,
+                "frames": self.frames, "labels": self.labels, "files": self.files,
+                "d": self.d, "c": self.c, "rate_hz": self.rate_hz, "meta": self.meta,
+                "rejected": self.rejected, "warning": self.warning}
 
 
 def file_stem(index: int, source: str) -> str:
-    """``00003-run7``: the file name (without .parquet) of the bag ``source``."""
+    """``00003-run7``: the bag's part of its files' names (``frames-00003-run7.parquet``)."""
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(source).stem)[:80] or "bag"
     return f"{index:05d}-{stem}"
 
 
 def write_bag(source: str, index: int, out: str) -> WrittenBag:
     """Decode the bag ``source`` and write its two tables under ``out`` (on a worker)."""
-    read = read_bag(source, labels=True, frames=True)
+    read = read_bag(source, labels=True, frames=True, receive_times=True)
     written = WrittenBag(source, index, d=read.d, c=read.c, meta=read.meta,
                          warning=read.warning, skipped=read.skipped)
     if read.skipped is not None:
         return written
-    metadata = _file_metadata(read)
     stem = file_stem(index, source)
+    tables: list[tuple[str, FrameBatch | LabelBatch, Any]] = []
+    if read.frames is not None and read.frames.n:
+        tables.append(("frames", read.frames, read.frame_recv_ns))
+        written.frames = read.frames.n
+        written.x_moments = Moments.of(read.frames.X)
+        written.rate_hz = _rate_hz(read.frames.t)
+    if read.labels is not None and read.labels.n:
+        tables.append(("labels", read.labels, read.label_recv_ns))
+        written.labels = read.labels.n
+        written.positives = read.labels.Y.sum(axis=0, dtype=np.int64).tolist()
     try:
-        if read.frames is not None and read.frames.n:
-            written.files["frames"] = _write(Path(out) / "frames" / f"{stem}.parquet",
-                                             _frames_table(read.frames, source), metadata)
-            written.frames = read.frames.n
-        if read.labels is not None and read.labels.n:
-            written.files["labels"] = _write(Path(out) / "labels" / f"{stem}.parquet",
-                                             _labels_table(read.labels, source), metadata)
-            written.labels = read.labels.n
+        for table, batch, recv_ns in tables:
+            columns = _columns(table, batch, recv_ns, index, source, read.c or 0)
+            written.files[table] = _write(Path(out) / table / f"{table}-{stem}.parquet",
+                                          columns, _file_metadata(read, table, index))
     except RobotDaemonError as exc:
         # Returned, not raised: a task that raises has Dask log its traceback.
         written.failed = str(exc)
         return written
     rejected: Counter[str] = Counter()
-    for batch in (read.frames, read.labels):
-        if batch is not None:
-            rejected.update(batch.rejected)
+    for decoded in (read.frames, read.labels):
+        if decoded is not None:
+            rejected.update(decoded.rejected)
     written.rejected = dict(rejected)
     return written
+
+
+def _rate_hz(t: NDArray[np.float64]) -> float | None:
+    span = float(t[-1] - t[0]) if len(t) > 1 else 0.0
+    return round((len(t) - 1) / span, 6) if span > 0 else None
 
 
 def write_indexed(item: tuple[str, int], out: str) -> WrittenBag:
@@ -116,8 +204,9 @@ def write_indexed(item: tuple[str, int], out: str) -> WrittenBag:
 def write_all(
     runner: Runner, sources: Sequence[str], out: str, progress: Progress | None = None
 ) -> list[WrittenBag]:
-    """Every bag of ``sources`` written under ``out`` by the runner's tasks, in the order
-    they finish. Run it inside :func:`creating`, which removes the files on a failure.
+    """Every bag of ``sources`` written under ``out`` (a :class:`Build`'s ``staging``) by
+    the runner's tasks, in the order they finish. Run it inside :func:`creating`, which
+    removes the files on a failure.
 
     Raises:
         RobotDaemonError: the first bag whose files could not be written (the tasks not
@@ -134,51 +223,61 @@ def write_all(
     return written
 
 
-def _file_metadata(read: BagRead) -> dict[bytes, bytes]:
+def _file_metadata(read: BagRead, table: str, index: int) -> dict[bytes, bytes]:
     from robot_daemon.bag import BagMeta
 
     meta = BagMeta.from_record(read.meta or {})
-    info = {"d": read.d, "c": read.c, "feature_names": meta.feature_names,
+    info = {"format": FORMAT, "table": table, "episode_index": index,
+            "d": read.d, "c": read.c, "feature_names": meta.feature_names,
             "class_names": meta.class_names, "protocol_version": meta.protocol_version,
             "extra": meta.extra, "bag": read.path, "warning": read.warning}
     return {META_KEY: json.dumps(info).encode()}
 
 
-def _columns(seq: Any, t: Any, src: list[str | None], X: Any, source: str) -> dict[str, Any]:
+def _columns(
+    table: str, batch: FrameBatch | LabelBatch, recv_ns: NDArray[np.int64] | None,
+    index: int, source: str, c: int,
+) -> Any:
+    """The Arrow table of one bag's rows of ``table`` (the module doc's columns)."""
     import pyarrow as pa
 
-    n, d = X.shape
-    return {
-        "seq": pa.array(seq, type=pa.int64()),
-        "t": pa.array(t, type=pa.float64()),
-        "src": pa.array(src, type=pa.string()),
-        "x": pa.FixedSizeListArray.from_arrays(pa.array(X.reshape(-1), pa.float32()), d),
-        "bag": pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int32)),
-                                              pa.array([source])),
-    }
+    n, d = batch.X.shape
+    ns = np.rint(batch.t * 1e9)
+    fits = np.abs(ns) <= _MAX_NS
+    recv = np.zeros(n, np.int64) if recv_ns is None else recv_ns
+    if isinstance(batch, LabelBatch):
+        y = pa.FixedSizeListArray.from_arrays(pa.array(batch.Y.reshape(-1), pa.uint8()), c)
+    else:
+        y = pa.nulls(n, pa.list_(pa.uint8(), c))
+    return pa.table({
+        "episode_index": pa.array(np.full(n, index, np.int32)),
+        "frame_index": pa.array(np.arange(n, dtype=np.int64)),
+        "topic": _constant(TOPICS[table], n),
+        "timestamp": pa.array(np.where(fits, ns, 0).astype(np.int64), pa.timestamp("ns"),
+                              mask=~fits),
+        "receive_time": pa.array(recv, pa.timestamp("ns", tz="UTC"),
+                                 mask=np.ones(n, bool) if recv_ns is None else None),
+        "seq": pa.array(batch.seq, type=pa.int64()),
+        "t": pa.array(batch.t, type=pa.float64()),
+        "src": pa.array(batch.src, type=pa.string()),
+        "x": pa.FixedSizeListArray.from_arrays(pa.array(batch.X.reshape(-1), pa.float32()), d),
+        "y": y,
+        "bag": _constant(source, n),
+    })
 
 
-def _frames_table(frames: FrameBatch, source: str) -> Any:
+def _constant(value: str, n: int) -> Any:
+    """A dictionary-encoded string column of ``n`` times ``value``."""
     import pyarrow as pa
 
-    return pa.table(_columns(frames.seq, frames.t, frames.src, frames.X, source))
-
-
-def _labels_table(labels: LabelBatch, source: str) -> Any:
-    import pyarrow as pa
-
-    columns = _columns(labels.seq, labels.t, labels.src, labels.X, source)
-    c = labels.Y.shape[1]
-    columns["y"] = pa.FixedSizeListArray.from_arrays(
-        pa.array(labels.Y.reshape(-1), pa.uint8()), c)
-    order = ["seq", "t", "src", "x", "y", "bag"]
-    return pa.table({k: columns[k] for k in order})
+    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int32)),
+                                          pa.array([value]))
 
 
 def _write(path: Path, table: Any, metadata: dict[bytes, bytes]) -> str:
     """Write ``table`` to ``path`` through a temporary name; return the name in the dataset.
 
-    The table directory is made inside the dataset directory, never the dataset directory
+    The table directory is made inside the build's directory, never that directory
     itself: once a failed job has removed it (:func:`creating`), a task still running on
     a worker cannot bring it back. On a failure (a full disk) the temporary file goes too.
     """
@@ -228,66 +327,135 @@ class DatasetSummary:
         lines += [f"skipped {s['source']}: {s['reason']}" for s in self.skipped]
         return "\n".join(lines)
 
+    def manifest(self) -> dict[str, Any]:
+        """The manifest's JSON document."""
+        rates = [b.rate_hz for b in self.bags if b.rate_hz is not None]
+        return {
+            "format": FORMAT, "d": self.d, "c": self.c, "feature_names": self.feature_names,
+            "class_names": self.class_names, "protocol_version": self.protocol_version,
+            "rate_hz": float(np.median(rates)) if rates else None,
+            "tables": {table: {"glob": f"{table}/*.parquet", "topic": TOPICS[table],
+                               "rows": self.frames if table == "frames" else self.labels}
+                       for table in TABLES},
+            "stats": self._stats(),
+            "bags": [b.manifest_entry() for b in self.bags],
+            "skipped": self.skipped,
+        }
 
-def check_out(out: str) -> None:
-    """Refuse an ``--out`` that already holds a dataset or its tables."""
+    def _stats(self) -> dict[str, Any]:
+        """``x`` over the frames (count, mean, std, min, max per feature), ``y`` over the
+        labels (count, positives and their share per class)."""
+        moments = [b.x_moments for b in self.bags if b.x_moments is not None]
+        x = moments[0] if moments else None
+        for other in moments[1:]:
+            x = x.merge(other) if x is not None else other
+        positives = [b.positives for b in self.bags if b.positives is not None]
+        y: dict[str, Any] | None = None
+        if positives and self.labels:
+            total = np.sum(positives, axis=0, dtype=np.int64)
+            y = {"count": self.labels, "positives": total.tolist(),
+                 "mean": (total / self.labels).tolist()}
+        return {"x": None if x is None else x.as_dict(), "y": y}
+
+
+def _dataset_parts(path: Path) -> list[Path]:
+    """The manifest and table directories of a dataset at ``path`` that exist."""
+    return [p for p in (path / MANIFEST, *(path / t for t in TABLES)) if os.path.lexists(p)]
+
+
+def check_out(out: str, overwrite: bool = False) -> None:
+    """Refuse an ``--out`` that is a file, or holds a dataset (unless ``overwrite``)."""
     path = Path(out)
-    taken = [p.name for p in (path / MANIFEST, *(path / t for t in TABLES))
-             if os.path.lexists(p)]
-    if taken:
-        raise ConfigError(f"{out} already holds {', '.join(taken)}; give a new --out directory")
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"{out} is a file; --out must be a directory")
+    if os.path.lexists(path) and not path.is_dir():
+        raise ConfigError(f"--out {out} is a file; --out must be a directory")
+    if _dataset_parts(path) and not overwrite:
+        raise ConfigError(f"--out {out} exists; pass --overwrite to replace it")
 
 
 def check_not_among_sources(out: str, sources: Sequence[Source]) -> None:
-    """Refuse an ``--out`` that holds a source bag: its manifest would make it a dataset,
-    and every later walk of it would read the dataset instead of its bags."""
-    seen: set[str] = set()
+    """Refuse an ``--out`` that holds a source bag, at any depth: its manifest would make
+    it a dataset, and every later walk of it would read the dataset instead of its bags
+    (and ``--overwrite`` would move the bags of its table directories away)."""
+    if not os.path.isdir(out):
+        return
+    checked: set[str] = set()
     for source in sources:
-        directory = os.path.dirname(source.path) or os.curdir
-        if directory not in seen and same_file(directory, out):
-            raise ConfigError(f"--out {out} holds the source {source.path}{source.named_by()}:"
-                              " it would become a dataset that hides its bags; give another"
-                              " --out directory")
-        seen.add(directory)
+        directory = os.path.dirname(os.path.abspath(source.path))
+        while directory not in checked:
+            checked.add(directory)
+            if same_file(directory, out):
+                raise ConfigError(
+                    f"--out {out} holds the source {source.path}{source.named_by()}: it would"
+                    " become a dataset that hides its bags; give another --out directory")
+            parent = os.path.dirname(directory)
+            if parent == directory:
+                break
+            directory = parent
+
+
+@dataclass
+class Build:
+    """A dataset being written: the tasks write the tables into ``staging``, a hidden
+    directory inside ``out``; :func:`finish` moves them into place."""
+
+    out: Path
+    staging: Path
+    made: bool
+    """``out`` was made by this job (and is removed if it fails)."""
+    replacing: bool
+    """``out`` held a dataset (``--overwrite``): it is kept if the job fails."""
+
+    def failed_note(self) -> str:
+        if self.replacing:
+            return f"the partial dataset was removed; {self.out} holds the old one as it was"
+        return f"the partial dataset {self.out} was removed"
 
 
 @contextlib.contextmanager
-def creating(out: str) -> Iterator[Path]:
-    """The dataset directory ``out`` made ready for the tasks; on any failure (a full
-    disk, Ctrl-C), everything made here removed: the table directories with what is in
-    them, the manifest's temporary file, and ``out`` itself if it was made here.
+def creating(out: str, *, overwrite: bool = False) -> Iterator[Build]:
+    """The build of the dataset ``out``, ready for the tasks; on any failure (a full
+    disk, Ctrl-C), everything made here removed: the build's directory with what is in
+    it, the manifest's temporary file, and ``out`` itself if it was made here. An old
+    dataset at ``out`` (``overwrite``) is left as it was until :func:`finish` replaces it.
 
     Raises:
-        ConfigError: ``out`` holds a dataset already, or cannot be made.
+        ConfigError: ``out`` holds a dataset already and not ``overwrite``, or cannot be
+            made.
         RobotDaemonError: what failed inside the block, saying the files were removed.
     """
-    check_out(out)
+    check_out(out, overwrite)
     path = Path(out)
     made = not os.path.lexists(path)
+    replacing = bool(_dataset_parts(path))
     try:
         path.mkdir(parents=True, exist_ok=True)
-        for table in TABLES:
-            (path / table).mkdir()
+        staging = Path(tempfile.mkdtemp(prefix=".building-", dir=path))
     except OSError as exc:
-        _discard(path, made)
+        if made:
+            shutil.rmtree(path, ignore_errors=True)
         raise ConfigError(f"cannot make the dataset directory {out}: {_reason(exc)}") from None
+    build = Build(path, staging, made, replacing)
     try:
-        yield path
+        for table in TABLES:
+            (staging / table).mkdir()
+        yield build
+    except OSError as exc:
+        _discard(build)
+        raise ConfigError(f"cannot make the dataset directory {out}: {_reason(exc)}") from None
     except RobotDaemonError as exc:
-        _discard(path, made)
-        raise RobotDaemonError(f"{exc} (the partial dataset {out} was removed)") from None
+        _discard(build)
+        raise RobotDaemonError(f"{exc} ({build.failed_note()})") from None
     except BaseException:
-        _discard(path, made)
+        _discard(build)
         raise
+    shutil.rmtree(staging, ignore_errors=True)
 
 
-def _discard(path: Path, made: bool) -> None:
+def _discard(build: Build) -> None:
     """Remove what :func:`creating` made. A task cancelled while it wrote may add a file
-    as the table directory is emptied: the removal is tried again a few times."""
-    doomed = [path] if made else [path / t for t in TABLES]
-    (path / f".{MANIFEST}.tmp").unlink(missing_ok=True)
+    as the build's directory is emptied: the removal is tried again a few times."""
+    doomed = [build.out] if build.made else [build.staging]
+    (build.out / f".{MANIFEST}.tmp").unlink(missing_ok=True)
     for _ in range(DISCARD_TRIES):
         for directory in doomed:
             shutil.rmtree(directory, ignore_errors=True)
@@ -296,21 +464,22 @@ def _discard(path: Path, made: bool) -> None:
         time.sleep(DISCARD_PAUSE_S)
 
 
-def finish(out: str, written: list[WrittenBag]) -> DatasetSummary:
-    """Check the bags agree on d and c, drop those that do not, write the manifest."""
+def summarize(written: list[WrittenBag]) -> tuple[DatasetSummary, list[WrittenBag]]:
+    """The bags that agree on d and c with the first (in source order), and those that do
+    not (to be removed)."""
     from robot_daemon.bag import BagMeta
 
-    ordered = sorted(written, key=lambda w: w.index)
     kept: list[WrittenBag] = []
+    dropped: list[WrittenBag] = []
     skipped: list[dict[str, str]] = []
     first: WrittenBag | None = None
-    for bag in ordered:
+    for bag in sorted(written, key=lambda w: w.episode_index):
         if bag.skipped is not None:
             skipped.append({"source": bag.source, "reason": bag.skipped})
         elif not bag.files:
             skipped.append({"source": bag.source, "reason": "no valid frame or label messages"})
         elif first is not None and (bag.d, bag.c) != (first.d, first.c):
-            _remove(out, bag)
+            dropped.append(bag)
             skipped.append({"source": bag.source, "reason": f"d={bag.d}, c={bag.c}, the dataset"
                             f" has d={first.d}, c={first.c} (from {first.source})"})
         else:
@@ -321,20 +490,65 @@ def finish(out: str, written: list[WrittenBag]) -> DatasetSummary:
         d=first.d if first else None, c=first.c if first else None,
         feature_names=meta.feature_names, class_names=meta.class_names,
         protocol_version=meta.protocol_version, bags=kept, skipped=skipped)
-    _write_manifest(Path(out), summary)
+    return summary, dropped
+
+
+def finish(build: Build | str, written: list[WrittenBag]) -> DatasetSummary:
+    """Drop the bags whose d or c differ from the first's, then put the tables in place
+    and write the manifest (:func:`_commit`). Given a directory instead of a build, the
+    tables were written there in place (``write_all`` into it): only the manifest is
+    written."""
+    if isinstance(build, str):
+        build = Build(Path(build), Path(build), made=False, replacing=False)
+    summary, dropped = summarize(written)
+    for bag in dropped:
+        for name in bag.files.values():
+            (build.staging / name).unlink(missing_ok=True)
+    _commit(build, summary)
     return summary
 
 
-def _remove(out: str, bag: WrittenBag) -> None:
-    for name in bag.files.values():
-        (Path(out) / name).unlink(missing_ok=True)
+def _commit(build: Build, summary: DatasetSummary) -> None:
+    """Set an old dataset at ``out`` aside (its manifest first: from then on ``out`` is
+    no dataset), move the new tables in and write the manifest, then delete the old one.
+    A failure on the way puts the old dataset back (its manifest last) before it raises.
+    """
+    out = build.out
+    if build.staging == out:  # written in place
+        _write_manifest(out, summary)
+        return
+    old = _dataset_parts(out)
+    # A hidden directory inside ``out``: on its file system, whatever mounts are around.
+    aside = Path(tempfile.mkdtemp(prefix=".replaced-", dir=out)) if old else out
+    moved_old: list[Path] = []
+    moved_new: list[str] = []
+    try:
+        for part in old:  # the manifest comes first in _dataset_parts
+            os.replace(part, aside / part.name)
+            moved_old.append(part)
+        for table in TABLES:
+            os.replace(build.staging / table, out / table)
+            moved_new.append(table)
+        _write_manifest(out, summary)
+    except (OSError, RobotDaemonError) as exc:
+        for table in moved_new:
+            shutil.rmtree(out / table, ignore_errors=True)
+        for part in reversed(moved_old):
+            os.replace(aside / part.name, part)
+        if old:
+            shutil.rmtree(aside, ignore_errors=True)
+        if isinstance(exc, RobotDaemonError):
+            raise
+        raise RobotDaemonError(f"cannot put the dataset in place in {out}:"
+                               f" {_reason(exc)}") from None
+    if old:
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def _write_manifest(out: Path, summary: DatasetSummary) -> None:
-    doc = {"format": FORMAT, **asdict(summary)}
     tmp = out / f".{MANIFEST}.tmp"
     try:
-        tmp.write_text(json.dumps(doc, indent=1) + "\n")
+        tmp.write_text(json.dumps(summary.manifest(), indent=1) + "\n")
         os.replace(tmp, out / MANIFEST)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
@@ -342,16 +556,38 @@ def _write_manifest(out: Path, summary: DatasetSummary) -> None:
 
 
 def read_manifest(directory: str) -> dict[str, Any]:
-    """The manifest of the dataset ``directory``; ConfigError if it is not one of ours."""
+    """The manifest of the dataset ``directory``.
+
+    Raises:
+        ConfigError: it cannot be read, is not ours, or is of another format version.
+    """
     path = Path(directory) / MANIFEST
     try:
         doc = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{directory} is not a readable dataset ({exc})") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise ConfigError(f"{path} is not a {FORMAT} manifest; write datasets with"
-                          " `robot-daemon dataset`")
-    return doc
+    found = doc.get("format") if isinstance(doc, dict) else None
+    if found == FORMAT:
+        return doc  # type: ignore[no-any-return]
+    version = _version(found)
+    again = (f"write it again with `robot-daemon dataset SOURCE... --out {directory}"
+             " --overwrite`")
+    if version is not None and version < FORMAT_VERSION:
+        raise ConfigError(f"{directory} is a dataset of the older format {found}; this"
+                          f" robot-daemon reads {FORMAT}: {again}")
+    if version is not None:
+        raise ConfigError(f"{directory} is a dataset of the newer format {found}; this"
+                          f" robot-daemon reads {FORMAT}: upgrade robot-daemon, or {again}")
+    raise ConfigError(f"{path} is not a {FORMAT} manifest; write datasets with"
+                      " `robot-daemon dataset`")
+
+
+def _version(found: Any) -> int | None:
+    """2 of ``robot_daemon.dataset/2``; ``None`` for anything else."""
+    prefix = f"{FORMAT_NAME}/"
+    if isinstance(found, str) and found.startswith(prefix) and found[len(prefix):].isdigit():
+        return int(found[len(prefix):])
+    return None
 
 
 def files(directory: str, table: str) -> list[str]:

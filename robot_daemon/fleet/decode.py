@@ -4,17 +4,28 @@
 bag (or cannot be read) comes back as a :class:`BagRead` with ``skipped`` set, a cut or
 damaged bag with the messages of its complete chunks and ``warning`` set, so that one bad
 file of a fleet's archive is reported, not fatal to the job.
+
+Bags are read fast (:func:`~robot_daemon.bag.payloads.read_payloads`); ``dataset`` also
+keeps each row's receive time (the MCAP message's ``log_time``), which that reader gives
+when asked.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+from numpy.typing import NDArray
 
 from robot_daemon import wire
-from robot_daemon.errors import BagError
+from robot_daemon.errors import BagError, WireError
 from robot_daemon.fleet.sources import Source
 from robot_daemon.wire.batch import FrameBatch, LabelBatch, decode_frames, decode_labels
+
+if TYPE_CHECKING:
+    pass
 
 FRAME, LABEL = wire.TOPIC_FRAME.decode(), wire.TOPIC_LABEL.decode()
 
@@ -25,6 +36,8 @@ class BagRead:
 
     ``meta`` is the bag's metadata as a :class:`~robot_daemon.bag.BagMeta` record dict
     (``None`` when skipped), ``d``/``c`` the sizes in force after decoding.
+    ``label_recv_ns`` and ``frame_recv_ns``, (n,) int64, are the receive times of the
+    decoded rows (integer ns since the Unix epoch), when they were asked for.
     """
 
     path: str
@@ -35,6 +48,8 @@ class BagRead:
     c: int | None = None
     warning: str | None = None
     skipped: str | None = None
+    label_recv_ns: NDArray[np.int64] | None = None
+    frame_recv_ns: NDArray[np.int64] | None = None
 
     @property
     def rows(self) -> int:
@@ -46,32 +61,62 @@ class BagRead:
 
 def read_bag(
     path: str, *, labels: bool = True, frames: bool = False,
-    d: int | None = None, c: int | None = None,
+    d: int | None = None, c: int | None = None, receive_times: bool = False,
 ) -> BagRead:
     """Decode the ``label`` (and ``frame``) messages of the bag at ``path``.
 
     ``d`` and ``c``: the sizes the caller expects (a model's); ``None`` takes the bag's
     metadata, or else the first valid message (as ``read_labelled`` does).
+    ``receive_times``: also give each decoded row's receive time (slower, module doc).
     """
+    topics = [t for t, wanted in ((FRAME, frames), (LABEL, labels)) if wanted]
     from robot_daemon.bag.payloads import read_payloads  # the optional mcap package
 
-    topics = [t for t, wanted in ((FRAME, frames), (LABEL, labels)) if wanted]
     try:
-        payloads = read_payloads(path, topics)
+        payloads = read_payloads(path, topics, log_times=receive_times)
     except BagError as exc:
         return BagRead(path, skipped=str(exc))
-    meta, warning = payloads.meta, payloads.warning
+    by_topic, recv, meta = payloads.by_topic, payloads.log_ns, payloads.meta
     d = d if d is not None else meta.d
     c = c if c is not None else meta.c
-    label_payloads = payloads.by_topic.get(LABEL, [])
-    frame_payloads = payloads.by_topic.get(FRAME, [])
-    read = BagRead(path, meta=meta.to_record(), warning=warning)
+    label_payloads = by_topic.get(LABEL, [])
+    frame_payloads = by_topic.get(FRAME, [])
+    read = BagRead(path, meta=meta.to_record(), warning=payloads.warning)
     if labels:
         read.labels, d, c = decode_labels(label_payloads, d, c)
     if frames:
         read.frames, d = decode_frames(frame_payloads, d)
     read.d, read.c = d, c
+    if recv is not None:
+        if read.labels is not None:
+            read.label_recv_ns = _kept(recv[LABEL], label_payloads, read.labels.n,
+                                       lambda p: wire.decode_label(p, d=d, c=c))
+        if read.frames is not None:
+            read.frame_recv_ns = _kept(recv[FRAME], frame_payloads, read.frames.n,
+                                       lambda p: wire.decode_frame(p, d=d))
     return read
+
+
+def _kept(
+    recv_ns: list[int], payloads: list[bytes], n: int, decode: Callable[[bytes], object]
+) -> NDArray[np.int64]:
+    """The receive times of the ``n`` payloads the batch decoder kept, in order.
+
+    Usually every payload was kept; otherwise each is decoded again on its own with the
+    d and c in force at the end, which accepts exactly the payloads the batch accepted
+    (the first valid one fixed them, and an earlier one was invalid with any d and c).
+    """
+    times = np.asarray(recv_ns, dtype=np.int64)
+    if n == len(payloads):
+        return times
+    keep = np.zeros(len(payloads), dtype=bool)
+    for i, payload in enumerate(payloads):
+        try:
+            decode(payload)
+        except WireError:
+            continue
+        keep[i] = True
+    return times[keep]
 
 
 def load_labels(part: Source, d: int | None = None, c: int | None = None) -> BagRead:

@@ -2,12 +2,14 @@
 
 Each task is :func:`robot_daemon.offline.replay.replay` on one bag, unchanged, so every
 output bag is byte for byte what the one-process replay writes for that bag. Outputs go
-to ``OUT/<name of the input bag>``; two inputs with the same name, or an output that
-would overwrite an input, are refused before anything runs.
+to ``OUT/<name of the input bag>``; two inputs with the same name, an output that exists
+(without ``--overwrite``) or that would overwrite an input, are refused before anything
+runs.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,11 +38,13 @@ class ReplayDone:
     skipped: str | None = None
 
 
-def plan(sources: Sequence[Source], out_dir: str, model: str | None = None) -> list[ReplayJob]:
+def plan(sources: Sequence[Source], out_dir: str, model: str | None = None, *,
+         overwrite: bool = False) -> list[ReplayJob]:
     """The output path of every input bag; ConfigError on a clash or a dataset source.
 
-    Refused: two inputs of one name, a dataset, and an output that is an input bag or the
-    ``model`` file (also through a symlink or a hard link).
+    Refused: two inputs of one name, a dataset, an output that exists unless
+    ``overwrite``, and one that is an input bag or the ``model`` file (also through a
+    symlink or a hard link).
     """
     jobs: list[ReplayJob] = []
     inputs = InputFiles([*sources, *([Source(model, "bag", model)] if model else [])])
@@ -53,6 +57,9 @@ def plan(sources: Sequence[Source], out_dir: str, model: str | None = None) -> l
             raise ConfigError(f"{source.path} and {taken[out]} would both be replayed to {out};"
                               " replay them into different --out directories")
         inputs.check(out)
+        if not overwrite and os.path.lexists(out):
+            raise ConfigError(f"{out} (the replay of {source.path}) exists; pass --overwrite"
+                              " to replace it")
         taken[out] = source.path
         jobs.append(ReplayJob(source.path, out))
     return jobs

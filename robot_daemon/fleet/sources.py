@@ -291,15 +291,17 @@ def files_read(sources: Sequence[Source]) -> Iterator[tuple[str, Source]]:
 
 
 def check_output(
-    out: str, sources: Sequence[Source], *, atomic: bool = False, what: str = "output"
+    out: str, sources: Sequence[Source], *, overwrite: bool, atomic: bool = False,
+    what: str = "output",
 ) -> None:
     """:meth:`InputFiles.check`, then :func:`robot_daemon.paths.check_output` of ``out``.
 
     Raises:
-        ConfigError: ``out`` is one of the files read, or cannot be written.
+        ConfigError: ``out`` is one of the files read, exists without ``overwrite``, or
+            cannot be written.
     """
     InputFiles(sources).check(out, what)
-    paths.check_output(out, atomic=atomic, what=what)
+    paths.check_output(out, overwrite=overwrite, atomic=atomic, what=what)
 
 
 class InputFiles:

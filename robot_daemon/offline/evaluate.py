@@ -141,6 +141,19 @@ def baseline_sources(model: Model, explicit: Sequence[str] | None) -> list[Path]
     return paths
 
 
+def as_json(
+    evaluations: Sequence[Evaluation], *, model: str, baseline_note: str | None
+) -> dict[str, Any]:
+    """``eval --json``'s object: ``model``, the model's identity
+    (:func:`robot_daemon.model.identity`, what its ``pred`` messages carry), then one
+    entry per evaluation under its name (:meth:`Evaluation.as_dict`) and
+    ``baseline_note`` (why the baseline was skipped, or None)."""
+    out: dict[str, Any] = {"model": model}
+    out.update({e.name: e.as_dict() for e in evaluations})
+    out["baseline_note"] = baseline_note
+    return out
+
+
 def describe(evaluations: Sequence[Evaluation]) -> str:
     """The per-class table and the summary lines, one column group per evaluation."""
     first = evaluations[0]

@@ -87,6 +87,11 @@ def training_curves(path: Path, history: Sequence[Mapping[str, Any]], title: str
     _save(fig, path)
 
 
+#: The files :func:`evaluation_plots` writes into its directory.
+EVALUATION_PLOTS = ("precision_recall.png", "f1_threshold.png", "reliability.png",
+                    "cooccurrence.png")
+
+
 def evaluation_plots(directory: Path, class_names: Sequence[str],
                      Y: npt.NDArray[np.uint8], P: npt.NDArray[np.floating[Any]],
                      thresholds: npt.NDArray[np.float64], title: str) -> list[Path]:
@@ -100,10 +105,8 @@ def evaluation_plots(directory: Path, class_names: Sequence[str],
     T = np.asarray(Y).astype(bool)
     probs = np.asarray(P, dtype=np.float64)
     written = []
-    for name, draw in (("precision_recall.png", _precision_recall),
-                       ("f1_threshold.png", _f1_threshold),
-                       ("reliability.png", _reliability),
-                       ("cooccurrence.png", _cooccurrence)):
+    drawers = (_precision_recall, _f1_threshold, _reliability, _cooccurrence)
+    for name, draw in zip(EVALUATION_PLOTS, drawers, strict=True):
         fig = draw(class_names, T, probs, thresholds)
         fig.suptitle(title, fontsize="medium")
         _save(fig, directory / name)

@@ -30,7 +30,7 @@ import numpy as np
 
 from robot_daemon import wire
 from robot_daemon.errors import BagError, RobotDaemonError, WireError
-from robot_daemon.model import Model
+from robot_daemon.model import Model, identity
 from robot_daemon.paths import check_output, replaced_on_success
 
 if TYPE_CHECKING:
@@ -118,17 +118,24 @@ def replay(
     bag_in: str | os.PathLike[str],
     bag_out: str | os.PathLike[str],
     *,
-    model_name: str = "model",
+    model_name: str | None = None,
     interval_ms: float = DEFAULT_INTERVAL_MS,
     max_batch: int = DEFAULT_MAX_BATCH,
 ) -> ReplayStats:
     """Run every ``frame`` of ``bag_in`` through ``model``; write ``pred`` messages to ``bag_out``.
 
     Each ``pred`` carries the tick, its end time (sensor seconds), the answered ``seq``
-    numbers with their probabilities and, as extra keys, each frame's sensor time
-    (``t_frame``) and source (``src``). Its receive and sensor times in the bag are the
-    tick's end. ``bag_out`` is written beside and renamed at the end, so that a refused
-    or failed replay leaves it as it was.
+    numbers with their probabilities, ``model_name`` as its ``model`` and, as extra keys,
+    each frame's sensor time (``t_frame``) and source (``src``). Its receive and sensor
+    times in the bag are the tick's end.
+
+    ``model_name`` should be the model's identity, ``robot_daemon.model.identity(model,
+    path)`` for the file it was loaded from: what the daemon's ``pred`` carries for that
+    file, so that a replay and a planner's log can be matched. By default it is the
+    identity with the stem ``model`` (``model-<12 hex digits>``).
+
+    ``bag_out`` is written beside and renamed at the end, so that a refused or failed
+    replay leaves it as it was.
 
     Raises:
         BagError: ``bag_in`` is not a readable bag, is a JSON copy (``bag export``),
@@ -141,6 +148,8 @@ def replay(
     if interval_ns <= 0:
         raise RobotDaemonError(f"the tick interval must be positive, got {interval_ms} ms")
     check_output(bag_out, [bag_in], atomic=True)
+    if model_name is None:
+        model_name = identity(model, "model")
     stats = ReplayStats()
     with BagReader(bag_in) as reader, replaced_on_success(bag_out) as tmp:
         _check_usable(reader, model)

@@ -74,7 +74,9 @@ class DaemonConfig:
     pred : endpoint the daemon's PUB socket binds for ``pred`` and ``status``.
     interval_ms : the tick interval in milliseconds.
     max_batch : most frames answered per tick; older ones are dropped and counted.
-    status_interval_s : seconds between ``status`` messages and summary log lines.
+    status_interval_s : seconds between ``status`` messages.
+    log_summary_s : seconds between summary lines in the log (and the journal): a state
+        change is logged when it happens, the counters at this pace.
     stale_after_ms : a frames endpoint or ``src`` silent this long is stale
         (:mod:`robot_daemon.serve.liveness`); checked at each tick.
     rcvhwm : the SUB socket's receive high-water mark, in messages.
@@ -102,6 +104,7 @@ class DaemonConfig:
     interval_ms: float = 20.0
     max_batch: int = 256
     status_interval_s: float = 1.0
+    log_summary_s: float = 60.0
     stale_after_ms: float = DEFAULT_STALE_AFTER_MS
     rcvhwm: int = DEFAULT_RCVHWM
     metrics: str | None = None
@@ -146,6 +149,7 @@ _TOML_TYPES: Final[Mapping[str, tuple[type, ...]]] = {
     "interval_ms": (int, float),
     "max_batch": (int,),
     "status_interval_s": (int, float),
+    "log_summary_s": (int, float),
     "stale_after_ms": (int, float),
     "rcvhwm": (int,),
     "metrics": (str, int),
@@ -240,6 +244,7 @@ def validate(config: DaemonConfig) -> None:
     _validate_online(config)
     _check_number("interval_ms", config.interval_ms, 1.0, 60_000.0)
     _check_number("status_interval_s", config.status_interval_s, 0.01, 3600.0)
+    _check_number("log_summary_s", config.log_summary_s, 0.01, 86_400.0)
     _check_number("stale_after_ms", config.stale_after_ms, 10.0, 600_000.0)
     _check_int("max_batch", config.max_batch, 1, 65_536)
     _check_int("rcvhwm", config.rcvhwm, 1, 10_000_000)
@@ -306,8 +311,9 @@ def _validate_online(config: DaemonConfig) -> None:
         )
 
 
-def check_endpoint(endpoint: object, name: str) -> None:
-    """Refuse anything but ``tcp://HOST:PORT``, ``ipc://PATH`` or ``inproc://NAME``."""
+def check_endpoint(endpoint: object, name: str, *, bind: bool = False) -> None:
+    """Refuse anything but ``tcp://HOST:PORT``, ``ipc://PATH`` or ``inproc://NAME``; an
+    endpoint to ``bind`` may also take any free port (``tcp://127.0.0.1:*``)."""
     if not isinstance(endpoint, str) or not endpoint.startswith(_SCHEMES):
         raise ConfigError(
             f"{name}: {endpoint!r} is not a ZeroMQ endpoint; use tcp://HOST:PORT, "
@@ -318,6 +324,8 @@ def check_endpoint(endpoint: object, name: str) -> None:
         raise ConfigError(f"{name}: {endpoint!r} lacks an address after '://'")
     if endpoint.startswith("tcp://"):
         host, _, port = rest.rpartition(":")
+        if bind and host and port == "*":
+            return
         if not host or not port.isdigit() or not 0 < int(port) < 65_536:
             raise ConfigError(f"{name}: {endpoint!r} needs a host and a port 1-65535")
 

@@ -59,7 +59,8 @@ The loop (one thread, one :class:`zmq.Poller`):
   swapped in between two ticks once it loaded and validated. A bad file, or one with
   another ``d`` or ``c``, is refused and the old model keeps serving; in online mode an
   unchanged file keeps the learned weights. SIGTERM and SIGINT serve the frames
-  already received, save a last checkpoint, close the sockets and return 0.
+  already received, save a last checkpoint, close the sockets and return 0 (SIGTERM) or
+  130 (SIGINT, as every command).
 
 ``status`` keys beyond ``docs/protocol.md``'s table: ``ticks_missed``, ``ticks_late_os``,
 ``ticks_early``, ``ticks_caught_up``, ``early_recomputed``, ``preds``,
@@ -82,6 +83,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import os
 import time
 from typing import TYPE_CHECKING, Any, Final
 
@@ -93,7 +95,7 @@ from robot_daemon.errors import ModelError, RobotDaemonError, WireError
 from robot_daemon.learn.session import OnlineSession, resume
 from robot_daemon.serve import early, liveness, memory, monitor, receive, report, signals
 from robot_daemon.serve.batch import Batch, PendingFrames
-from robot_daemon.serve.config import DaemonConfig
+from robot_daemon.serve.config import DaemonConfig, describe
 from robot_daemon.serve.intake import Arrivals, FrameIntake
 from robot_daemon.serve.memory import MemoryBound
 from robot_daemon.serve.notify import Notifier
@@ -148,6 +150,8 @@ class Daemon:
         self.notifier = notifier if notifier is not None else Notifier({})
         self.metrics: ExporterChild | None = None  # the metrics exporter process, if any
         self.served = load_model(config.model)
+        # After the load: a bad model file's one line of error comes first and alone.
+        log.info("settings: %s", describe(config))
         slow = too_slow(self.served, config.max_batch, config.interval_ns)
         if slow is not None:  # nothing else to serve: a slow model sees, refusing is blind
             log.warning("%s; serving it all the same: there is no other model", slow)
@@ -183,6 +187,7 @@ class Daemon:
         self._next_drain_ns = 0  # the frames socket is watched again from then on
         self._woke_ns = 0  # when the last poll or sleep returned (monotonic)
         self._woke_cpu_ns = 0  # and this thread's CPU time then
+        self._next_summary_ns = 0  # the next status is logged from then on (the first is)
 
     @property
     def version(self) -> str:
@@ -196,7 +201,7 @@ class Daemon:
     # ---------------------------------------------------------------- the loop
 
     def run(self) -> int:
-        """Serve until SIGTERM or SIGINT; return the exit code (0).
+        """Serve until SIGTERM or SIGINT; return the exit code (0, or 130 after SIGINT).
 
         Raises:
             RobotDaemonError: an endpoint cannot be bound or connected.
@@ -254,10 +259,10 @@ class Daemon:
             if self.online is not None:
                 self.online.checkpoint()  # what was learned since the last save
                 self.online.close()
-            self._publish_status(pub)
+            self._publish_status(pub, final=True)
             self.notifier.stopping()
             log.info("stopped after %d ticks", self.counters.ticks)
-        return 0
+            return sigs.exit_code
 
     def _open(self, subs: list[zmq.Socket[bytes]], pub: zmq.Socket[bytes]) -> None:
         cfg = self.config
@@ -606,6 +611,7 @@ class Daemon:
             "t": time.time(),
             "uptime_s": (time.monotonic_ns() - self._start_ns) / 1e9,
             "model_version": self.version,
+            "pid": os.getpid(),  # the exporter's process_* series, when it is not our child
             **report.counts(self.counters, self.windows),
             "frames_lost": self.seqs.lost,
             "frames_seq_resets": self.seqs.resets,
@@ -618,12 +624,17 @@ class Daemon:
             status.update(self.online.status())
         return status
 
-    def _publish_status(self, pub: zmq.Socket[bytes]) -> None:
+    def _publish_status(self, pub: zmq.Socket[bytes], *, final: bool = False) -> None:
         status = self.status()
         self.windows.clear()
         pub.send_multipart([wire.TOPIC_STATUS, wire.encode_status(status)])
         line = report.summary(status)
-        log.info("%s", line)
+        now = time.monotonic_ns()
+        if final or now >= self._next_summary_ns:
+            # A journal's pace, not the socket's: 1,440 lines a day, not 86,400. What
+            # changes (a sensor lost, a reload) is logged when it happens, elsewhere.
+            log.info("%s", line)
+            self._next_summary_ns = now + round(self.config.log_summary_s * 1e9)
         self.notifier.status(line)
 
 

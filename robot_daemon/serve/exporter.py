@@ -15,7 +15,10 @@ prometheus-client's own exposition, and the exporter's own
 * ``robot_daemon_exporter_requests_total{code}``: HTTP requests answered, by status code;
 * ``robot_daemon_exporter_connections_dropped_total{reason}``: connections closed
   unanswered: over the connection limit (``limit``), past their deadline (``timeout``);
-* prometheus-client's ``process_*`` of the exporter (CPU, memory, open fds, start time).
+* prometheus-client's ``process_*`` (CPU, memory, open fds, start time) of the daemon:
+  the exporter's parent when it is the daemon's child, else the process the newest
+  ``status``'s ``pid`` names (none while neither is known); the exporter's own as
+  ``robot_daemon_exporter_process_*``.
 
 Why a process: in the daemon, an HTTP server shares the GIL (and the file descriptors)
 with the serving loop; a flood of clients stalled ticks for seconds (issue 25). Here a
@@ -99,12 +102,13 @@ class Limits:
 class Exporter:
     """The newest ``status`` and the exporter's own counts, as the text of a scrape.
 
-    Times are passed in (monotonic ns), so that tests need no clock.
+    Times are passed in (monotonic ns), so that tests need no clock. ``daemon_pid``: the
+    daemon's pid when the exporter is its child (see :class:`Exposition`).
     """
 
-    def __init__(self, now_ns: int) -> None:
+    def __init__(self, now_ns: int, daemon_pid: int | None = None) -> None:
         self.counts = ExporterCounts(now_ns)
-        self._exposition = Exposition(self.counts)
+        self._exposition = Exposition(self.counts, daemon_pid)
         self._log = RateLimiter(REJECT_LOG_PERIOD_NS)
 
     def update(self, parts: Sequence[bytes], now_ns: int) -> None:
@@ -356,7 +360,8 @@ class Options:
     pred : the daemon's ``pred`` endpoint, to connect to (tcp:// or ipc://).
     host, port : where to serve ``/metrics`` (port 0: a free one, logged).
     parent : the daemon's pid when running as its child: the exporter exits once that
-        process is gone, and retries a port in use instead of exiting.
+        process is gone, retries a port in use instead of exiting, and serves that
+        process's ``process_*``.
     limits : the HTTP bounds.
     """
 
@@ -374,7 +379,8 @@ class Options:
 
 
 def run(options: Options) -> int:
-    """Serve until SIGTERM or SIGINT (or the parent's end); the exit code (0).
+    """Serve until SIGTERM or SIGINT (or the parent's end); the exit code (0, or 130
+    after SIGINT).
 
     Raises:
         ConfigError: the address cannot be served (not as a child) or ``pred`` not
@@ -394,12 +400,18 @@ async def _main(options: Options) -> int:
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(_loop_error)
     stop = asyncio.Event()
+    stopped_by: list[int] = []  # the first stop signal: SIGINT exits 130, as every command
+
+    def stopping(signum: int) -> None:
+        stopped_by.append(signum)
+        stop.set()
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, stopping, signum)
     # A SIGHUP (a `kill -HUP` meant for the daemon, its process group's) ended the exporter:
     # it has nothing to reload.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    exporter = Exporter(time.monotonic_ns())
+    exporter = Exporter(time.monotonic_ns(), options.parent)
     server = ScrapeServer(exporter, options.limits)
     if options.parent is None:
         await _listen(server, options)  # fail now, with the reason: exit 2
@@ -421,7 +433,7 @@ async def _main(options: Options) -> int:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
     log.info("stopped")
-    return 0
+    return 128 + signal.SIGINT if stopped_by[:1] == [signal.SIGINT] else 0
 
 
 async def _listen(server: ScrapeServer, options: Options) -> None:

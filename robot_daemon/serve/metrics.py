@@ -3,17 +3,24 @@
 :class:`StatusCollector` turns the newest ``status`` into metric families and
 :class:`Exposition` renders them with prometheus-client's own exposition, beside the
 exporter's own families (:class:`ExporterCounts`: how old the newest ``status`` is,
-statuses taken, HTTP requests, connections dropped; prometheus-client's ``process_*``).
+statuses taken, HTTP requests, connections dropped) and two sets of process families:
+the daemon's as ``process_*`` (prometheus-client's :class:`ProcessCollector` reading
+``/proc`` for the daemon's pid: the exporter's parent, or the ``status``'s ``pid``), the
+exporter's own as ``robot_daemon_exporter_process_*``.
 :mod:`robot_daemon.serve.exporter` (``robot-daemon metrics``, a process of its own that
 ``run --metrics`` starts beside the daemon) serves that text on ``/metrics``. Nothing
 here runs in the serving process.
 
 Names follow Prometheus conventions: ``_total`` counters, base units (seconds), and
-labels for what varies (``result``, ``reason``, ``cause``, ``state``, ``source``). The
-tick-processing and latency histograms are the daemon's cumulative ones, so rates over
-any span are exact to a bucket edge. ``prometheus-client`` is the optional ``metrics``
-extra: importing this module without it raises :class:`~robot_daemon.errors.ConfigError`
-with the command that installs it.
+labels for what varies (``reason``, ``cause``, ``state``, ``kind``). Each series counts
+one thing, so that a ``sum`` over a family means something: the frames received are the
+accepted and the rejected ones (by reason); the frames lost on the way and the accepted
+frames left unanswered are families of their own. Every known reason is there at 0 from
+the first scrape, so that ``increase()`` sees the first rejection. The tick-processing
+and latency histograms are the daemon's cumulative ones, so rates over any span are
+exact to a bucket edge. ``prometheus-client`` is the optional ``metrics`` extra:
+importing this module without it raises :class:`~robot_daemon.errors.ConfigError` with
+the command that installs it.
 """
 
 from __future__ import annotations
@@ -23,12 +30,23 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from robot_daemon import wire
 from robot_daemon.errors import ConfigError, WireError
 
 INSTALL_HINT: Final = (
     "metrics need the prometheus-client package: pip install 'robot-daemon[metrics]'"
 )
 HEALTH_STATES: Final = ("ok", "degraded", "blind")
+#: The reason the daemon counts in ``frames_rejected`` for an accepted frame whose
+#: probabilities came out NaN: served here as a drop, not a rejection.
+NON_FINITE_OUTPUT: Final = "non_finite_output"
+#: Why a received frame is refused: its envelope, or a reason of the frame decoder (the
+#: wire's reasons but those only a label, a pred or an encoder can have).
+FRAME_REJECT_REASONS: Final = ("bad_envelope", *(
+    r for r in wire.REASONS if r not in {"wrong_c", "wrong_n", "bad_label_value", "reserved_key"}))
+#: Why a label is refused: its envelope, or a reason of the label decoder.
+LABEL_REJECT_REASONS: Final = ("bad_envelope", *(
+    r for r in wire.REASONS if r not in {"wrong_n", "reserved_key"}))
 _PREFIX: Final = "robot_daemon"
 
 try:
@@ -62,16 +80,24 @@ class ExporterCounts:
 
 class Exposition:
     """The text of a scrape: the newest status's families, rendered once per status
-    (scrapes in between share it), then the exporter's own, rendered per scrape."""
+    (scrapes in between share it), then the exporter's own and the two processes',
+    rendered per scrape.
 
-    def __init__(self, counts: ExporterCounts) -> None:
+    ``daemon_pid``: the daemon's pid when the exporter is its child; otherwise the
+    newest status's ``pid``, if it has one, is the process whose ``process_*`` are served.
+    """
+
+    def __init__(self, counts: ExporterCounts, daemon_pid: int | None = None) -> None:
         self._collector = StatusCollector()
         self._status_registry = CollectorRegistry(auto_describe=False)
         self._status_registry.register(self._collector)
         self._own = _ExporterCollector(counts)
+        self._parent = daemon_pid
+        self._daemon = _DaemonProcess(daemon_pid)
         self._own_registry = CollectorRegistry(auto_describe=False)
         self._own_registry.register(self._own)
-        ProcessCollector(registry=self._own_registry)
+        self._own_registry.register(self._daemon)
+        ProcessCollector(namespace=f"{_PREFIX}_exporter", registry=self._own_registry)
         self._status_text = b""
 
     def update(self, status: Mapping[str, Any]) -> None:
@@ -87,11 +113,33 @@ class Exposition:
         except Exception as exc:  # whatever a wrong type raises in the families
             self._collector.status = previous
             raise WireError("bad_status", f"{type(exc).__name__}: {exc}") from None
+        if self._parent is None:
+            self._daemon.pid = _pid(status)
 
     def render(self, now_ns: int) -> bytes:
         """The text a scrape at ``now_ns`` returns."""
         self._own.now_ns = now_ns
         return self._status_text + generate_latest(self._own_registry)
+
+
+def _pid(status: Mapping[str, Any]) -> int | None:
+    pid = status.get("pid")
+    return pid if type(pid) is int and pid > 0 else None
+
+
+class _DaemonProcess(Collector):
+    """prometheus-client's ``process_*`` families of the process ``pid``, read from
+    ``/proc`` at each scrape; none while the pid is unknown or the process is gone. The
+    open fds need the daemon's user (``/proc/PID/fd``): an exporter of another user
+    serves the others only."""
+
+    def __init__(self, pid: int | None) -> None:
+        self.pid = pid
+        self._process = ProcessCollector(pid=lambda: str(self.pid), registry=None)
+
+    def collect(self) -> Iterator[Metric]:
+        if self.pid is not None:
+            yield from self._process.collect()
 
 
 class _ExporterCollector(Collector):
@@ -146,15 +194,21 @@ def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
 
 
 def _frames(status: Mapping[str, Any]) -> Iterator[Metric]:
-    frames = CounterMetricFamily(f"{_PREFIX}_frames", "Frames received, by what became of them",
-                                 labels=["result", "reason"])
-    frames.add_metric(["accepted", ""], status.get("frames_accepted", 0))
-    for reason, count in sorted(dict(status.get("frames_rejected", {})).items()):
-        frames.add_metric(["rejected", str(reason)], count)
-    frames.add_metric(["dropped", ""], status.get("frames_dropped", 0))
-    frames.add_metric(["lost", ""], status.get("frames_lost", 0))
-    yield frames
-    yield _counter("frames_received", "Messages on the frame topic", status.get("frames_in", 0))
+    rejected = {str(reason): count
+                for reason, count in sorted(dict(status.get("frames_rejected", {})).items())}
+    non_finite = rejected.pop(NON_FINITE_OUTPUT, 0)  # accepted first: not a rejection here
+    yield _counter("frames_received", "Messages read from the frame topic: the accepted "
+                   "frames and the rejected ones", status.get("frames_in", 0))
+    yield _counter("frames_accepted", "Received frames that decoded and validated",
+                   status.get("frames_accepted", 0))
+    yield _labelled("frames_rejected", "Received frames refused, by reason", "reason",
+                    {**dict.fromkeys(FRAME_REJECT_REASONS, 0), **rejected})
+    yield _labelled("frames_dropped", "Accepted frames left unanswered, by reason: "
+                    "batch_full (a tick's batch was full: the oldest go), non_finite_output "
+                    "(the model gave NaN)", "reason",
+                    {"batch_full": status.get("frames_dropped", 0), NON_FINITE_OUTPUT: non_finite})
+    yield _counter("frames_lost", "Frames a sensor sent that never arrived (gaps in each "
+                   "stream's seq): not among the received", status.get("frames_lost", 0))
     yield _counter("publisher_resets", "Sequence jumps taken as a publisher restart",
                    status.get("frames_seq_resets", 0))
     yield _counter("frames_out_of_seq", "Frames whose seq fit no numbering of their stream",
@@ -187,6 +241,17 @@ def _ticks(status: Mapping[str, Any]) -> Iterator[Metric]:
     yield _counter("preds", "pred messages published", status.get("preds", 0))
     yield _counter("reloads", "Model reloads that took effect", status.get("reloads", 0))
     yield _counter("reload_failures", "Model reloads refused", status.get("reload_failures", 0))
+    yield _counter("tick_errors", "Ticks that failed with an unexpected error (their frames "
+                   "unanswered)", status.get("tick_errors", 0))
+    if "batch_p50" in status:
+        # A percentile label, not a summary's quantile: the daemon sends the period's
+        # percentiles without the summary's count and sum.
+        batch = GaugeMetricFamily(f"{_PREFIX}_tick_batch_frames", "Frames per tick that had "
+                                  "frames, percentiles over the last status period",
+                                  labels=["percentile"])
+        batch.add_metric(["50"], status["batch_p50"])
+        batch.add_metric(["99"], status.get("batch_p99", 0))
+        yield batch
 
 
 def _histogram(name: str, doc: str, edges_ms: Sequence[float], counts: Sequence[int],
@@ -241,12 +306,14 @@ def _gauges(status: Mapping[str, Any]) -> Iterator[Metric]:
 def _online(status: Mapping[str, Any]) -> Iterator[Metric]:
     if "labels_received" not in status:
         return
-    labels = CounterMetricFamily(f"{_PREFIX}_labels", "Labelled frames, by what became of them",
-                                 labels=["result", "reason"])
-    labels.add_metric(["accepted", ""], status.get("labels_accepted", 0))
-    for reason, count in sorted(dict(status.get("labels_rejected", {})).items()):
-        labels.add_metric(["rejected", str(reason)], count)
-    yield labels
+    rejected = {str(reason): count
+                for reason, count in sorted(dict(status.get("labels_rejected", {})).items())}
+    yield _counter("labels_received", "Messages read from the label topic: the accepted "
+                   "labels and the rejected ones", status["labels_received"])
+    yield _counter("labels_accepted", "Received labels that decoded and validated",
+                   status.get("labels_accepted", 0))
+    yield _labelled("labels_rejected", "Received labels refused, by reason", "reason",
+                    {**dict.fromkeys(LABEL_REJECT_REASONS, 0), **rejected})
     for key, name, doc in (
         ("online_steps", "online_steps", "Online SGD steps taken"),
         ("online_rollbacks", "online_rollbacks", "Online steps rolled back by a guard"),

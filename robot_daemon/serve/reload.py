@@ -28,7 +28,6 @@ full tick (``max_batch`` frames) in CPU time (:func:`full_tick_ns`), and refuses
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -40,7 +39,6 @@ import numpy as np
 
 from robot_daemon import model as model_file
 from robot_daemon.errors import ModelError
-from robot_daemon.printable import printable
 
 log = logging.getLogger("robot_daemon.serve.reload")
 
@@ -55,7 +53,8 @@ SPEED_TRIALS: Final = 3
 
 @dataclass(frozen=True, eq=False)
 class ServedModel:
-    """A loaded model with the version string every ``pred`` carries."""
+    """A loaded model with the version string every ``pred`` carries
+    (:func:`robot_daemon.model.identity`)."""
 
     model: model_file.Model
     version: str
@@ -73,23 +72,7 @@ def load_model(path: Path) -> ServedModel:
         model_file.check_predicts_finite(loaded)
     except ModelError as exc:
         raise ModelError(f"model file {path} {exc}") from None
-    return ServedModel(loaded, model_version(loaded, path), path)
-
-
-def model_version(loaded: model_file.Model, path: Path) -> str:
-    """``<file stem>-<12 hex digits>``: a hash of the parameters and normalisation served.
-
-    Hashing what was loaded (not the file) names exactly what produced a prediction, even
-    when the file is replaced while it is being read.
-    """
-    digest = hashlib.sha256()
-    for lin in loaded.mlp.linears:
-        digest.update(np.ascontiguousarray(lin.W).tobytes())
-        digest.update(np.ascontiguousarray(lin.b).tobytes())
-    digest.update(loaded.mean.tobytes())
-    digest.update(loaded.scale.tobytes())
-    # The stem is a file name, shown in logs, `status` and `watch`: escaped if need be.
-    return f"{printable(path.stem)}-{digest.hexdigest()[:12]}"
+    return ServedModel(loaded, model_file.identity(loaded, path), path)
 
 
 def full_tick_ns(model: model_file.Model, rows: int, budget_ns: int | None = None) -> int:

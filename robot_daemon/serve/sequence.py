@@ -23,6 +23,13 @@ shared ``src``, or by none). For each stream :class:`SeqTracker` sorts every fra
   the misfit was a stray frame (*out of sequence*: a duplicate, or a hostile frame
   with the stream's ``src``), and the stream's real losses are still counted.
 
+One rule for what a publisher numbers: its frames, either per ``src`` or with one
+counter across its ``src`` names (a publisher that sends some frames with a ``src`` and
+some without, one counter). The tracker follows every endpoint both ways, per ``src`` and
+as one stream, and reports the way that fits it: the one in which more frames came
+exactly next. Per ``src`` only, such a publisher showed 339 frames lost of 400 sent, none
+lost.
+
 ``frames_lost`` is thus a figure to alert on: the frames a publisher sent that never
 reached the daemon, bounded by what it delivered; ``frames_seq_resets`` counts publisher
 restarts and ``frames_out_of_seq`` the frames that fit no numbering.
@@ -63,37 +70,91 @@ class _Credit:
         self.value = min(CREDIT_MAX, self.value + CREDIT_PER_FRAME * frames)
 
 
+class _Tally:
+    """What one way of numbering an endpoint's frames found (see :class:`SeqTracker`)."""
+
+    __slots__ = ("lost", "next", "out_of_seq", "resets")
+
+    def __init__(self) -> None:
+        self.lost = 0
+        self.resets = 0
+        self.out_of_seq = 0
+        self.next = 0  # frames exactly one after the last: how well this way fits
+
+
 class _Stream:
     """One stream's numbering: the last ``seq`` it went on from, its endpoint's credit, the
     gap held open until the next frame goes on forward, and the misfit that may start a
     new numbering."""
 
-    __slots__ = ("credit", "last", "misfit", "pending")
+    __slots__ = ("credit", "last", "misfit", "pending", "tally")
 
-    def __init__(self, seq: int, credit: _Credit) -> None:
+    def __init__(self, seq: int, credit: _Credit, tally: _Tally) -> None:
         self.last = seq
         self.credit = credit
+        self.tally = tally
         self.pending = 0
         self.misfit: int | None = None
 
 
 class SeqTracker:
-    """Lost, reset and out-of-sequence frames of every stream (see the module)."""
+    """Lost, reset and out-of-sequence frames of every stream (see the module).
+
+    Each endpoint's frames are followed per ``src`` and as one stream; each figure is the
+    sum over the endpoints of the way that fits each best.
+    """
 
     def __init__(self, max_streams: int = MAX_STREAMS) -> None:
-        self._streams: dict[tuple[Hashable, str | None], _Stream] = {}  # dict order: recency
+        self._by_src = _Numbering(max_streams)
+        self._as_one = _Numbering(max_streams)
+
+    def __len__(self) -> int:
+        return len(self._by_src)
+
+    def observe(self, endpoint: Hashable, src: str | None, seq: int) -> None:
+        """Account for frame ``seq`` of the stream of ``endpoint`` and ``src``."""
+        self._by_src.observe(endpoint, src, seq)
+        self._as_one.observe(endpoint, _ONE, seq)
+
+    def observe_run(self, endpoint: Hashable, src: str | None, seqs: Sequence[int]) -> None:
+        """:meth:`observe` of frames ``seqs`` (at least one) of one stream in turn."""
+        self._by_src.observe_run(endpoint, src, seqs)
+        self._as_one.observe_run(endpoint, _ONE, seqs)
+
+    def _fitting(self) -> list[_Tally]:
+        """Per endpoint, the tally of the way of numbering that fits its frames."""
+        one = self._as_one.tallies
+        return [one[e] if one[e].next > t.next else t for e, t in self._by_src.tallies.items()]
+
+    @property
+    def lost(self) -> int:
+        return sum(t.lost for t in self._fitting())
+
+    @property
+    def resets(self) -> int:
+        return sum(t.resets for t in self._fitting())
+
+    @property
+    def out_of_seq(self) -> int:
+        return sum(t.out_of_seq for t in self._fitting())
+
+
+class _Numbering:
+    """One way of following the frames: the streams of some keys (endpoint, src), each
+    endpoint's credit shared by its streams, and each endpoint's :class:`_Tally`."""
+
+    def __init__(self, max_streams: int) -> None:
+        self._streams: dict[tuple[Hashable, object], _Stream] = {}  # dict order: recency
         self._credits: dict[Hashable, _Credit] = {}  # per endpoint
+        self.tallies: dict[Hashable, _Tally] = {}  # per endpoint
         self._newest: object = _NO_STREAM  # the last key seen: streams[key] is current
         self._newest_stream: _Stream | None = None  # and its stream
         self._max_streams = max_streams
-        self.lost = 0
-        self.resets = 0
-        self.out_of_seq = 0
 
     def __len__(self) -> int:
         return len(self._streams)
 
-    def observe(self, endpoint: Hashable, src: str | None, seq: int) -> None:
+    def observe(self, endpoint: Hashable, src: object, seq: int) -> None:
         """Account for frame ``seq`` of the stream of ``endpoint`` and ``src``."""
         stream = self._newest_stream
         if stream is None or (endpoint, src) != self._newest:
@@ -102,7 +163,7 @@ class SeqTracker:
                 return
         self._follow(stream, seq)
 
-    def observe_run(self, endpoint: Hashable, src: str | None, seqs: Sequence[int]) -> None:
+    def observe_run(self, endpoint: Hashable, src: object, seqs: Sequence[int]) -> None:
         """:meth:`observe` of frames ``seqs`` (at least one) of one stream in turn; the
         usual run, each ``seq`` the one after the last, at once."""
         self.observe(endpoint, src, seqs[0])
@@ -116,14 +177,15 @@ class SeqTracker:
                 if len(seqs) == 1:
                     return
             # Each further frame is the one after the last: what _follow does, at once.
-            self.lost += stream.pending
+            stream.tally.lost += stream.pending
+            stream.tally.next += len(seqs) - 1
             stream.pending, stream.misfit, stream.last = 0, None, seqs[-1]
             stream.credit.earn(len(seqs) - 1)
             return
         for seq in seqs[1:]:
             self.observe(endpoint, src, seq)
 
-    def _stream(self, key: tuple[Hashable, str | None], seq: int) -> _Stream | None:
+    def _stream(self, key: tuple[Hashable, object], seq: int) -> _Stream | None:
         """The stream of ``key``, most recent from now on; None for its first frame."""
         if key == self._newest:  # the usual case: the same stream as the frame before
             return self._streams[key]
@@ -132,10 +194,12 @@ class SeqTracker:
         if stream is None:
             if len(self._streams) >= self._max_streams:
                 del self._streams[next(iter(self._streams))]  # heard from least recently
-            credit = self._credits.get(key[0])
+            endpoint = key[0]
+            credit = self._credits.get(endpoint)
             if credit is None:
-                credit = self._credits[key[0]] = _Credit()
-            stream = self._streams[key] = _Stream(seq, credit)
+                credit = self._credits[endpoint] = _Credit()
+                self.tallies[endpoint] = _Tally()
+            stream = self._streams[key] = _Stream(seq, credit, self.tallies[endpoint])
             self._newest_stream = stream
             return None
         self._streams[key] = self._newest_stream = stream
@@ -144,9 +208,11 @@ class SeqTracker:
     def _follow(self, stream: _Stream, seq: int) -> None:
         """Frame ``seq`` of ``stream``: the next, a gap, or a misfit (see the module)."""
         credit = stream.credit
+        tally = stream.tally
         gap = seq - stream.last - 1
         if 0 <= gap <= credit.value:  # goes on forward: what was held open was lost
-            self.lost += stream.pending
+            tally.lost += stream.pending
+            tally.next += gap == 0
             # Only a frame that goes on forward earns (a stray frame, a new src, a jump
             # beyond the credit earns nothing), without earn()'s call: it runs per frame.
             credit.value = min(CREDIT_MAX, credit.value - gap + CREDIT_PER_FRAME)
@@ -154,13 +220,15 @@ class SeqTracker:
             return
         if stream.misfit is not None and seq == stream.misfit + 1:
             # The misfit began a new numbering: the publisher restarted.
-            self.resets += 1
-            self.out_of_seq -= 1  # the misfit was its first frame, not a stray one
+            tally.resets += 1
+            tally.out_of_seq -= 1  # the misfit was its first frame, not a stray one
             stream.pending, stream.misfit, stream.last = 0, None, seq
             return
-        self.out_of_seq += 1
+        tally.out_of_seq += 1
         stream.misfit = seq
 
 
+#: The "src" of every frame when an endpoint's frames are followed as one stream.
+_ONE: Final = object()
 #: No stream's key (keys are tuples): the newest stream before any frame.
 _NO_STREAM: Final = object()

@@ -28,6 +28,8 @@ class Signals:
 
     def __init__(self) -> None:
         self.stop = False
+        #: The signal that stopped the loop first: SIGINT exits 130, SIGTERM 0.
+        self.stopped_by: int | None = None
         self.reload = False
         self._read_end, self._write_end = socket.socketpair()
         self._read_end.setblocking(False)
@@ -49,6 +51,13 @@ class Signals:
             self.reload = True
         else:
             self.stop = True
+            if self.stopped_by is None:
+                self.stopped_by = signum
+
+    @property
+    def exit_code(self) -> int:
+        """0 after SIGTERM (systemd's stop), 130 after SIGINT (Ctrl-C), as every command."""
+        return 128 + signal.SIGINT if self.stopped_by == signal.SIGINT else 0
 
     def woke(self, events: Mapping[Any, int]) -> None:
         """Read the wake-up bytes if a poll's ``events`` (socket or fd -> events) say

@@ -440,7 +440,7 @@ def test_play_refuses_options_that_select_nothing(
     for extra, message in cases.items():
         assert main(["bag", "play", str(source), "--bind", endpoint, *extra]) == 2
         err = capsys.readouterr().err
-        assert err.startswith("robot-daemon bag: error:"), err
+        assert err.startswith("robot-daemon bag play: error:"), err
         assert message in err
         assert err.count("\n") == 1
     assert main(["bag", "play", str(empty), "--bind", endpoint]) == 2

@@ -31,11 +31,14 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert __version__ in capsys.readouterr().out
 
 
-def test_a_subcommand_is_required(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exc:
-        main([])
-    assert exc.value.code == 2
-    assert "COMMAND" in capsys.readouterr().err
+def test_the_bare_command_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv, commands in (([], ("run", "sim", "train", "bag", "watch")),
+                           (["bag"], ("record", "play", "info", "export")),
+                           (["keys"], ("generate",))):
+        assert main(argv) == 0
+        out, err = capsys.readouterr()
+        assert not err
+        assert all(c in out for c in commands), out
 
 
 def test_sim_train_eval_replay_end_to_end(
@@ -54,7 +57,7 @@ def test_sim_train_eval_replay_end_to_end(
 
     assert main(["eval", "m.npz", "test.mcap", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert set(report) == {"mlp", "logistic_regression", "baseline_note"}
+    assert set(report) == {"model", "mlp", "logistic_regression", "baseline_note"}
     assert report["baseline_note"] is None
     for name in ("mlp", "logistic_regression"):
         assert report[name]["n"] == 1500
@@ -125,8 +128,9 @@ def test_commands_refuse_to_overwrite_their_input(
         ["bag", "export", str(small_bag), str(link), "--json"],
     ):
         capsys.readouterr()
-        assert main(argv) == 2, argv
-        _one_line_error(capsys, argv[0], "would destroy what is read")
+        assert main([*argv, "--overwrite"]) == 2, argv  # refused even with the flag
+        _one_line_error(capsys, " ".join(argv[:2]) if argv[0] == "bag" else argv[0],
+                        "would destroy what is read")
     assert small_bag.read_bytes() == before
 
 

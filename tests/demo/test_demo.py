@@ -255,10 +255,19 @@ def test_without_matplotlib_the_summary_says_how_to_get_the_png(
         Y=np.zeros((3, 8), np.uint8), labelled=np.ones(3, bool), messages=3, span_s=0.04,
     )
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now fails
-    text = summary.timeline_or_hint(stream.Stream(contents, 8), loaded, workdir / "demo.png")
+    streamed = stream.Stream(contents, 8)
+    streamed.answered = 3
+    text = summary.timeline_or_hint(streamed, loaded, workdir / "demo.png")
     assert "matplotlib is not installed" in text
     assert f"bin/pip install -e '.[plot]'\nthen rerun with --bag {bag} to reuse" in text
     assert not (workdir / "demo.png").exists()
+    # The last good picture is kept, and not passed off as this run's.
+    (workdir / "demo.png").write_bytes(b"\x89PNG an earlier picture")
+    for answered in (3, 0):
+        streamed.answered = answered
+        text = summary.timeline_or_hint(streamed, loaded, workdir / "demo.png")
+        assert f"{workdir / 'demo.png'} is an earlier run's" in text
+    assert (workdir / "demo.png").read_bytes() == b"\x89PNG an earlier picture"
 
 
 _VIEW = LiveView(

@@ -42,6 +42,44 @@ def test_a_dask_runner_keeps_the_order_where_asked(scheduler: str) -> None:
         assert sorted(runner.map_unordered(pow, [5, 6], exp=2)) == [(0, 25), (1, 36)]
 
 
+def test_a_task_key_names_its_bag_and_the_dashboard_groups_by_function() -> None:
+    from distributed.utils import key_split
+
+    from robot_daemon.fleet.evaluate import eval_partition
+    from robot_daemon.fleet.sources import Source
+
+    key = cluster.task_key(eval_partition, 3, Source("runs/run7.mcap", "bag"), "tok")
+    assert key == "eval_partition-00003-runs/run7.mcap-tok"
+    assert key_split(key) == "eval_partition"
+    assert cluster.task_key(len, 0, ("/fleet/bags/robot-12/hour-07.mcap", 0), "t") == \
+        "len-00000-/fleet/bags/robot-12/hour-07.mcap-t"
+    long = "/x" * 200 + "/last.mcap"
+    assert cluster.task_key(len, 1, (long, 1), "t").endswith("/x/x/last.mcap-t")
+
+
+def test_the_tasks_on_a_scheduler_are_keyed_by_their_bags(scheduler: str) -> None:
+    items = [("runs/a.mcap", 0), ("runs/b.mcap", 1), ("runs/c.mcap", 2)]
+    with open_runner(scheduler=scheduler) as runner:
+        for method in (runner.map_unordered, runner.map_ordered):
+            results = method(len, items)  # a builtin the workers know; len of a pair
+            next(results)
+            keys = sorted(str(k) for k in runner.client.futures)  # type: ignore[attr-defined]
+            assert [k.rsplit("-", 1)[0] for k in keys][-2:] == [
+                "len-00001-runs/b.mcap", "len-00002-runs/c.mcap"]
+            assert list(results)
+
+
+def test_a_local_cluster_runs_no_dashboard() -> None:
+    # Nobody is told its port, and without bokeh it would only say that it needs bokeh.
+    import urllib.error
+    import urllib.request
+
+    with open_runner(2) as runner:
+        port = runner.client.scheduler_info()["services"]["dashboard"]  # type: ignore[attr-defined]
+        with pytest.raises(urllib.error.HTTPError, match="404"):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=10)
+
+
 def test_progress_says_partitions_and_frames_per_second() -> None:
     stream = io.StringIO()
     progress = Progress("eval", 2, stream)

@@ -36,7 +36,7 @@ def test_eval_is_identical_in_one_process_on_two_workers_and_on_a_scheduler(
     from_dataset, _ = _eval(capsys, str(model_path), str(tmp_path / "ds"), "--workers", "2")
     assert today == one == two == remote == from_dataset
     result = json.loads(today)
-    assert set(result) == {"mlp", "logistic_regression", "baseline_note"}
+    assert set(result) == {"model", "mlp", "logistic_regression", "baseline_note"}
     assert result["mlp"]["n"] == 1000 + 800 + 600 + label_count(bags.cut)
     assert "cut.mcap is damaged" in err
     assert "skipped" in err

@@ -106,5 +106,5 @@ def test_an_output_that_a_directory_or_a_glob_names_is_refused(
         for out in ("runs/a.mcap", str(bag), "./runs/../runs/a.mcap", "link.mcap",
                     "hard.mcap"):
             with pytest.raises(ConfigError, match=f"is the input .*named by '{re.escape(spec)}'"):
-                check_output(out, found)
-    check_output("runs/b.mcap", expand(["runs"]))
+                check_output(out, found, overwrite=True)
+    check_output("runs/b.mcap", expand(["runs"]), overwrite=False)

@@ -84,7 +84,7 @@ def test_an_output_that_a_directory_or_a_glob_names_is_refused_before_any_work(
     for spec, out in cases:
         assert main(["train", spec, "--out", out, "--epochs", "1", "--h", "4"]) == 2
         err = capsys.readouterr().err
-        assert err.startswith(f"robot-daemon train: error: output {out} is the input ")
+        assert err.startswith(f"robot-daemon train: error: --out {out} is the input ")
         assert err.endswith(f" (named by {spec!r}): writing it would destroy what is read;"
                             " give another output path\n")
     assert {p: p.read_bytes() for p in runs.iterdir()} == before

@@ -12,7 +12,7 @@ from robot_daemon.bag import BagMeta, BagReader, BagWriter
 from robot_daemon.bag.export import export_json
 from robot_daemon.cli import main
 from robot_daemon.errors import BagError
-from robot_daemon.model import from_mlp
+from robot_daemon.model import from_mlp, identity, load
 from robot_daemon.nn import MLP
 from robot_daemon.offline.replay import replay, tick_batches
 
@@ -66,6 +66,38 @@ def test_replay_answers_every_frame_once_with_the_model_probabilities(
             answered += pred.seq.tolist()
     assert sorted(answered) == sorted(frames)
     assert stats.ticks == 1000  # 50 Hz frames, 20 ms ticks: one frame per tick
+
+
+DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "default.npz"
+
+
+def _pred_models(path: Path) -> set[str]:
+    with BagReader(path) as reader:
+        return {wire.decode_pred(m.payload).model for m in reader.messages(["pred"])}
+
+
+def test_replay_names_the_model_as_the_daemon_does(sim_bag: Path, tmp_path: Path) -> None:
+    from robot_daemon.serve.reload import load_model
+
+    served = load_model(DEFAULT_MODEL)  # what the daemon serves and puts in every pred
+    loaded = load(DEFAULT_MODEL)
+    assert identity(loaded, DEFAULT_MODEL) == served.version
+    replay(loaded, sim_bag, tmp_path / "named.mcap", model_name=identity(loaded, DEFAULT_MODEL))
+    assert _pred_models(tmp_path / "named.mcap") == {served.version}
+    # Without a name, the identity with the stem "model": still the weights' hash.
+    replay(loaded, sim_bag, tmp_path / "unnamed.mcap")
+    assert _pred_models(tmp_path / "unnamed.mcap") == {"model-" + served.version.split("-")[-1]}
+
+
+def test_the_replay_command_names_the_model_as_the_daemon_does(
+    sim_bag: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from robot_daemon.serve.reload import load_model
+
+    out = tmp_path / "p.mcap"
+    assert main(["replay", str(DEFAULT_MODEL), str(sim_bag), "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert _pred_models(out) == {load_model(DEFAULT_MODEL).version}
 
 
 def test_two_replays_write_identical_bytes(sim_bag: Path, tmp_path: Path) -> None:

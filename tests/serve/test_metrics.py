@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -21,6 +22,7 @@ from typing import Any
 import msgpack
 import numpy as np
 import pytest
+import yaml
 import zmq
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -30,6 +32,7 @@ from robot_daemon.serve import config
 from robot_daemon.serve.config import metrics_address
 from robot_daemon.serve.exporter import Exporter, Limits, ScrapeServer
 from robot_daemon.serve.exporter_child import CHECK_PERIOD_NS, ExporterChild, status_endpoint
+from robot_daemon.serve.metrics import FRAME_REJECT_REASONS, LABEL_REJECT_REASONS
 
 from .test_daemon import DEFAULT_MODEL, ROOT, Harness
 
@@ -46,9 +49,14 @@ STATUS: dict[str, Any] = {
     "health": "degraded", "stale_endpoints": ["tcp://127.0.0.1:5556"],
     "reconnects": {"tcp://127.0.0.1:5556": {"protocol_error": 2}},
     "labels_received": 30, "labels_accepted": 28, "labels_rejected": {"outlier": 2},
-    "checkpoints_saved": 4,
+    "checkpoints_saved": 4, "batch_p50": 3, "batch_p99": 9, "tick_errors": 0,
 }
 S = 1_000_000_000  # one second in ns
+RULES = ROOT / "deploy" / "robot-daemon.rules.yml"
+RULE_TESTS = Path(__file__).parent / "promtool"
+PROMTOOL = shutil.which("promtool")
+needs_promtool = pytest.mark.skipif(
+    PROMTOOL is None, reason="promtool (Prometheus's) is not on the PATH: apt install prometheus")
 
 
 def _status(status: dict[str, Any]) -> list[bytes]:
@@ -68,14 +76,15 @@ def _parse(text: str) -> Samples:
 
 def test_a_scrape_reports_the_newest_status_with_prometheus_names() -> None:
     exporter = Exporter(0)
-    assert "robot_daemon_frames_total" not in _parse(exporter.render(0).decode())
+    assert "robot_daemon_frames_received_total" not in _parse(exporter.render(0).decode())
     exporter.update(_status({**STATUS, "ticks": 1}), 1)
     exporter.update(_status(STATUS), 2)
     m = _parse(exporter.render(3).decode())
-    frames = m["robot_daemon_frames_total"]
-    assert frames[(("reason", ""), ("result", "accepted"))] == 100
-    assert frames[(("reason", "wrong_d"), ("result", "rejected"))] == 7
-    assert frames[(("reason", ""), ("result", "lost"))] == 5
+    assert m["robot_daemon_frames_received_total"][()] == 110
+    assert m["robot_daemon_frames_accepted_total"][()] == 100
+    assert m["robot_daemon_frames_rejected_total"][(("reason", "wrong_d"),)] == 7
+    assert m["robot_daemon_frames_dropped_total"][(("reason", "batch_full"),)] == 2
+    assert m["robot_daemon_frames_lost_total"][()] == 5
     assert m["robot_daemon_ticks_total"][()] == 600  # the newest
     assert m["robot_daemon_ticks_late_total"] == {(("cause", "os"),): 3,
                                                    (("cause", "overrun"),): 1}
@@ -85,17 +94,74 @@ def test_a_scrape_reports_the_newest_status_with_prometheus_names() -> None:
     assert ticks[(("le", "+Inf"),)] == 600
     assert m["robot_daemon_tick_seconds_sum"][()] == pytest.approx(0.25)
     assert m["robot_daemon_latency_seconds_count"][()] == 100
+    assert m["robot_daemon_tick_batch_frames"] == {(("percentile", "50"),): 3,
+                                                   (("percentile", "99"),): 9}
     assert m["robot_daemon_health"] == {(("state", "ok"),): 0, (("state", "degraded"),): 1,
                                         (("state", "blind"),): 0}
     assert m["robot_daemon_sources_stale"] == {(("kind", "endpoint"),): 1, (("kind", "src"),): 0}
     assert m["robot_daemon_model_info"] == {(("version", "default-0b5b"),): 1}
     assert m["robot_daemon_reconnects_total"][
         (("endpoint", "tcp://127.0.0.1:5556"), ("reason", "protocol_error"))] == 2
-    assert m["robot_daemon_labels_total"][(("reason", "outlier"), ("result", "rejected"))] == 2
+    assert m["robot_daemon_labels_received_total"][()] == 30
+    assert m["robot_daemon_labels_accepted_total"][()] == 28
+    assert m["robot_daemon_labels_rejected_total"][(("reason", "outlier"),)] == 2
     assert m["robot_daemon_exporter_statuses_total"][(("result", "accepted"),)] == 2
-    assert "process_open_fds" in m  # the exporter's own process
+    assert "robot_daemon_exporter_process_open_fds" in m  # the exporter's own process
 
 
+def test_each_frame_series_counts_one_thing_and_every_known_reason_is_there_from_the_start(
+) -> None:
+    exporter = Exporter(0)
+    exporter.update(_status({**STATUS, "frames_rejected": {}, "labels_rejected": {}}), 1)
+    m = _parse(exporter.render(1).decode())
+    rejected = m["robot_daemon_frames_rejected_total"]
+    assert {dict(labels)["reason"] for labels in rejected} == {
+        "bad_envelope", "bad_msgpack", "oversized", "not_a_map", "missing_key", "unknown_key",
+        "duplicate_key", "wrong_type", "wrong_d", "non_finite", "negative_seq",
+        "out_of_range", "bad_src"}  # what the frame decoder and the intake can refuse
+    assert set(rejected.values()) == {0}
+    assert set(FRAME_REJECT_REASONS) <= set(LABEL_REJECT_REASONS)  # a label also has y
+    assert {dict(labels)["reason"] for labels in m["robot_daemon_labels_rejected_total"]} == {
+        *FRAME_REJECT_REASONS, "wrong_c", "bad_label_value"}
+    assert m["robot_daemon_frames_dropped_total"] == {(("reason", "batch_full"),): 2,
+                                                      (("reason", "non_finite_output"),): 0}
+    for name, series in m.items():
+        assert all(value for labels in series for _, value in labels), name  # no reason=""
+
+    # A frame the model answered with NaN was accepted first: a drop, not a rejection.
+    exporter.update(_status({**STATUS, "frames_rejected": {"wrong_d": 10,
+                                                           "non_finite_output": 4}}), 2)
+    m = _parse(exporter.render(2).decode())
+    rejected = m["robot_daemon_frames_rejected_total"]
+    assert (m["robot_daemon_frames_accepted_total"][()] + sum(rejected.values())
+            == m["robot_daemon_frames_received_total"][()] == 110)
+    assert m["robot_daemon_frames_dropped_total"] == {(("reason", "batch_full"),): 2,
+                                                      (("reason", "non_finite_output"),): 4}
+
+
+def test_the_daemons_process_series_are_its_pids() -> None:
+    """``process_*`` describe the daemon: the exporter's parent, else the pid its status
+    names; the exporter's own are ``robot_daemon_exporter_process_*``."""
+    me = os.getpid()  # the daemon, in the first case; the exporter, in every case
+    as_child = _parse(Exporter(0, daemon_pid=me).render(0).decode())
+    assert as_child["process_start_time_seconds"][()] == pytest.approx(_started(me), abs=0.02)
+    assert as_child["robot_daemon_exporter_process_start_time_seconds"][()] == pytest.approx(
+        _started(me), abs=0.02)
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    service = Exporter(0)  # a service of its own: the pid comes with the status
+    served = []
+    for status in ({}, STATUS, {**STATUS, "pid": me}, {**STATUS, "pid": True},
+                   {**STATUS, "pid": gone.pid}):
+        if status:
+            service.update(_status(status), 1)
+        served.append(_parse(service.render(1).decode()).get("process_start_time_seconds"))
+    assert served[0] is None  # no status yet
+    assert served[1] is None  # a status without a pid
+    assert served[2] is not None
+    assert served[2][()] == pytest.approx(_started(me), abs=0.02)
+    assert served[3:] == [None, None]  # not a pid; a process that is gone
 def test_status_age_grows_while_the_daemon_is_silent_and_bad_statuses_do_not_reset_it() -> None:
     exporter = Exporter(10 * S)
 
@@ -116,6 +182,64 @@ def test_status_age_grows_while_the_daemon_is_silent_and_bad_statuses_do_not_res
     assert m["robot_daemon_exporter_statuses_total"] == {(("result", "accepted"),): 1,
                                                          (("result", "rejected"),): 5}
     assert m["robot_daemon_ticks_total"][()] == 600  # the last good status, served on
+
+
+# ---- the rules in deploy/ ------------------------------------------------------------------
+
+
+def _full_scrape() -> Samples:
+    exporter = Exporter(0, daemon_pid=os.getpid())
+    exporter.update(_status(STATUS), 1)
+    return _parse(exporter.render(1).decode())
+
+
+@needs_promtool
+def test_the_shipped_rules_pass_their_promtool_tests() -> None:
+    """Synthetic series through the rules (tests/serve/promtool/): each alert fires on
+    what it is about, and not before its ``for``, nor on a robot within bounds."""
+    assert PROMTOOL is not None
+    cases = sorted(str(path) for path in RULE_TESTS.glob("*.yml"))
+    assert cases
+    for args in (["check", "rules", str(RULES)], ["test", "rules", *cases]):
+        done = subprocess.run([PROMTOOL, *args], capture_output=True, text=True, timeout=120,
+                              check=False)
+        assert done.returncode == 0, f"promtool {' '.join(args)}:\n{done.stdout}{done.stderr}"
+
+
+@needs_promtool
+def test_a_scrape_passes_promtool_check_metrics() -> None:
+    assert PROMTOOL is not None
+    exporter = Exporter(0, daemon_pid=os.getpid())
+    exporter.update(_status(STATUS), 1)
+    done = subprocess.run([PROMTOOL, "check", "metrics"], input=exporter.render(1),
+                          capture_output=True, timeout=60, check=False)
+    assert (done.returncode, (done.stdout + done.stderr).decode()) == (0, "")
+
+
+def test_the_rules_select_series_the_exporter_serves() -> None:
+    """Where promtool is absent: every robot_daemon_* selector of the rules names a series
+    of a scrape, with label values it has (``le="0.001"`` is a bucket edge), and every
+    recorded series an alert reads is recorded."""
+    m = _full_scrape()
+    rules = [rule for group in yaml.safe_load(RULES.read_text())["groups"]
+             for rule in group["rules"]]
+    recorded = {rule["record"] for rule in rules if "record" in rule}
+    selectors = [found for rule in rules for found in re.findall(
+        r"(?<![\w:])(robot_daemon_\w+)(?:\{([^}]*)\})?", rule["expr"])]
+    assert len(selectors) >= 6
+    for name, matchers in selectors:
+        assert name in m, name
+        for label in re.findall(r'(\w+)="([^"]*)"', matchers):
+            assert any(label in labels for labels in m[name]), f"{name}{{{matchers}}}"
+    read = {name for rule in rules for name in re.findall(r"\w+:[\w:]+", rule["expr"])}
+    assert read
+    assert read <= recorded
+
+
+def test_the_docs_show_the_shipped_rules() -> None:
+    """docs/deploy.md shows deploy/robot-daemon.rules.yml as it is, not a copy that drifts."""
+    docs = (ROOT / "docs" / "deploy.md").read_text()
+    assert RULES.read_text() in re.findall(r"```yaml\n(.*?)```", docs, re.DOTALL)
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -460,9 +584,17 @@ def test_scrape_a_real_daemon_while_frames_flow(daemon: Harness) -> None:
     for seq in range(200):
         daemon.send(seq, x)
         time.sleep(0.002)
-    m = _scrape_until(port, lambda m: m.get("robot_daemon_frames_total", {}).get(
-        (("reason", ""), ("result", "accepted"))) == 200)
+    m = _scrape_until(port, lambda m: m.get("robot_daemon_frames_accepted_total", {}).get(
+        ()) == 200)
+    assert m["robot_daemon_frames_received_total"][()] == 200
+    assert set(m["robot_daemon_frames_rejected_total"].values()) == {0}
     assert m["robot_daemon_latency_seconds_count"][()] == 200
+    assert daemon.proc is not None  # process_* are the daemon's, not its exporter's
+    assert m["process_start_time_seconds"][()] == pytest.approx(
+        _started(daemon.proc.pid), abs=0.02)
+    assert m["robot_daemon_exporter_process_start_time_seconds"][()] == pytest.approx(
+        _started(_child_of(daemon.proc.pid)), abs=0.02)
+    assert m["process_open_fds"][()] >= 1
     assert m["robot_daemon_tick_seconds_count"][()] >= 1
     assert sum(m["robot_daemon_health"].values()) == 1
     assert m["robot_daemon_status_age_seconds"][()] < 5
@@ -540,7 +672,7 @@ def test_a_port_in_use_does_not_stop_the_daemon_from_serving(workdir: Path) -> N
             _wait_logged(h.log, "Address already in use")
             taken.close()
             m = _scrape_until(port, lambda m: "robot_daemon_ticks_total" in m)
-            assert m["robot_daemon_frames_total"][(("reason", ""), ("result", "accepted"))] == 1
+            assert m["robot_daemon_frames_accepted_total"][()] == 1
         finally:
             h.close()
     log = h.log_text()
@@ -623,6 +755,14 @@ def _child_of(pid: int) -> int:
 def _stat(pid: int) -> list[str]:
     """The fields of /proc/PID/stat after the command name (state first, nice 17th)."""
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def _started(pid: int) -> float:
+    """When process ``pid`` started, in Unix seconds: /proc's boot time plus its start
+    in clock ticks (proc(5))."""
+    boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                if line.startswith("btime "))
+    return boot + int(_stat(pid)[19]) / os.sysconf("SC_CLK_TCK")
 
 
 def _state(pid: int) -> str:

@@ -3,6 +3,8 @@ publisher restarts, and stray frames that hide nothing."""
 
 from __future__ import annotations
 
+import random
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -153,9 +155,35 @@ def test_a_run_observed_at_once_is_each_frame_observed_in_turn(
     for key, seqs in runs:
         _feed(each, key, seqs)
         many.observe_run(*key, seqs)
-        state = [(k, s.last, s.credit.value, s.pending, s.misfit)
-                 for k, s in each._streams.items()]
         assert _counts(each) == _counts(many)
-        assert state == [(k, s.last, s.credit.value, s.pending, s.misfit)
-                         for k, s in many._streams.items()]
-        assert each._newest == many._newest
+        assert _state(each) == _state(many)
+
+
+def _state(t: SeqTracker) -> list[object]:
+    """Everything both ways of numbering hold, to compare two trackers."""
+    state: list[object] = []
+    for numbering in (t._by_src, t._as_one):
+        state += [(k, s.last, s.credit.value, s.pending, s.misfit, s.tally.next)
+                  for k, s in numbering._streams.items()]
+        state.append(numbering._newest)
+    return state
+
+
+def test_a_publisher_with_one_counter_across_its_src_names_loses_nothing() -> None:
+    rng = random.Random(7)
+    t = SeqTracker()
+    for seq in range(400):  # some frames with a src, some without, one counter
+        t.observe("ep", rng.choice(["lidar", None]), seq)
+    assert _counts(t) == (0, 0, 0)
+    for seq in range(410, 800):  # 10 lost
+        t.observe("ep", rng.choice(["lidar", None]), seq)
+    assert _counts(t) == (10, 0, 0)
+
+
+def test_sensors_numbering_their_own_frames_on_one_endpoint_are_followed_each() -> None:
+    t = SeqTracker()
+    for seq in range(400):  # interleaved, each its own counter; radar loses 1 in 10
+        t.observe("ep", "lidar", seq)
+        if seq % 10:
+            t.observe("ep", "radar", 1000 + seq)
+    assert _counts(t)[0] == 39  # 40 lost; the first one lost is radar's first frame
