@@ -1,10 +1,12 @@
-"""The user's question: how many times more matmul FLOPs does training cost than inference?
+"""How many times more matmul FLOPs training costs than inference: the question of
+``docs/spec.md``, derived and measured.
 
-Training is the user's ``MLP.sgd`` on ``n`` examples (10 epochs of minibatch SGD, batch
-100); inference is one forward pass over the same ``n`` examples. Only matrix
-multiplications count. :func:`closed_form` gives the derivation of ``docs/flops.md`` as
-code; :func:`measure` runs the real code with every matmul instrumented
-(:func:`robot_daemon.nn.count_flops`) and reports what was executed.
+Training is ``MLP.sgd`` with the reference schedule of ``docs/spec.md`` on ``n`` examples
+(10 epochs of minibatch SGD, batch 100); inference is one forward pass over the same
+``n`` examples. Only matrix multiplications count. :func:`closed_form` gives the
+derivation of ``docs/flops.md`` as code; :func:`measure` runs the real code inside
+:func:`robot_daemon.nn.count_flops`, which every matmul of the network reports to
+(:mod:`robot_daemon.nn.counting`), and reports what was executed.
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from robot_daemon import nn
 from robot_daemon.errors import ConfigError
+from robot_daemon.nn import MLP, count_flops
 
-#: The user's ``MLP.sgd`` makes this many passes over the data.
-USER_EPOCHS = 10
+#: ``MLP.sgd`` makes this many passes over the data (the reference schedule, docs/spec.md).
+REFERENCE_EPOCHS = 10
 #: What :func:`measure` may allocate, checked before it allocates anything.
 MAX_BYTES = 2 * 2**30
 #: Training FLOPs :func:`measure` may execute: a few minutes at the 50 GFLOP/s a laptop
@@ -38,7 +40,7 @@ class FlopCount:
 
     @property
     def answer(self) -> int:
-        """The ratio rounded to the nearest integer: the answer to the user's question."""
+        """The ratio rounded to the nearest integer: the answer to the question of docs/spec.md."""
         return round(self.ratio)
 
 
@@ -48,7 +50,7 @@ def closed_form(
     h: int,
     c: int,
     *,
-    epochs: int = USER_EPOCHS,
+    epochs: int = REFERENCE_EPOCHS,
     input_grad: bool = True,
     recompute: bool = False,
 ) -> FlopCount:
@@ -190,7 +192,7 @@ def measure(
     recompute: bool = False,
     seed: int = 0,
 ) -> FlopReport:
-    """Run inference and the user's ``sgd`` on ``n`` random examples, counting matmuls.
+    """Run inference and the reference ``MLP.sgd`` on ``n`` random examples, counting matmuls.
 
     The counts do not depend on the data, only on the shapes, so random readings and
     labels are as good as real ones. Runs in float32 to halve the time it takes.
@@ -202,18 +204,18 @@ def measure(
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((n, d), dtype=np.float32)
     Y = rng.integers(0, 2, size=(n, c), dtype=np.uint8)
-    mlp = nn.MLP(d, h, c, rng=rng, dtype=np.float32, recompute=recompute,
-                 input_grad=not skip_input_grad)
-    with nn.count_flops() as inference:
+    mlp = MLP(d, h, c, rng=rng, dtype=np.float32, recompute=recompute,
+              input_grad=not skip_input_grad)
+    with count_flops() as inference:
         mlp.predict_proba(X)
-    with nn.count_flops() as training:
+    with count_flops() as training:
         mlp.sgd(X, Y)
     return FlopReport(
         n=n,
         d=d,
         h=h,
         c=c,
-        epochs=USER_EPOCHS,
+        epochs=REFERENCE_EPOCHS,
         batch_size=100,
         input_grad=not skip_input_grad,
         recompute=recompute,

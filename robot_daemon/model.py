@@ -1,33 +1,13 @@
 """The deployable model file: one ``.npz`` that loads without pickle and is validated.
 
-A :class:`Model` is the user's :class:`~robot_daemon.nn.MLP` plus what it needs to face
-raw sensor readings: the input normalisation fitted on the training data (the readings
-come in wildly different units), the feature and class names, per-class decision
-thresholds and the training metadata.
+A :class:`Model` is the reference :class:`~robot_daemon.nn.MLP` plus what it needs to face
+raw sensor readings: the input normalisation, the feature and class names, per-class
+thresholds and the training metadata, in one ``.npz`` of plain arrays (format version 1).
+:meth:`Model.save` writes atomically; :func:`load` treats the file as hostile
+(:mod:`robot_daemon.npz`) and raises :class:`~robot_daemon.errors.ModelError` naming the
+problem, whatever the bytes.
 
-File layout (format version 1), every member a plain array so that
-``np.load(allow_pickle=False)`` reads it:
-
-=================  ==========================  ============================================
-member             dtype, shape                meaning
-=================  ==========================  ============================================
-``W1 b1 W2 b2``    float32 or float64          the three Linear layers: W ``(d_in, d_out)``,
-``W3 b3``                                      b ``(d_out,)``
-``mean scale``     float64 ``(d,)``            ``x_norm = (x_raw - mean) / scale``
-``thresholds``     float64 ``(c,)``            ``predict = predict_proba >= threshold``
-``feature_names``  unicode ``(d,)``            one name per reading component
-``class_names``    unicode ``(c,)``            one name per obstacle class
-``meta``           unicode ``()``              JSON: format_version, d, h, c, dtype and
-                                               ``training`` (data, epochs, lr, seed, ...)
-=================  ==========================  ============================================
-
-:meth:`Model.save` writes atomically (temporary file in the same directory, fsync,
-rename, fsync of the directory): a crash at any moment leaves the old file or the new
-one. :func:`load` treats the file as hostile (:mod:`robot_daemon.npz`): it reads only a
-regular file of bounded size, once; checks the sizes the zip and the ``.npy`` headers
-declare against ``meta`` and the limits below before inflating or allocating anything;
-refuses object arrays and pickles; and checks every shape, dtype, value and name, raising
-:class:`~robot_daemon.errors.ModelError` that names the problem, whatever the bytes.
+Design: docs/architecture.md, "The model file".
 """
 
 from __future__ import annotations

@@ -1,26 +1,13 @@
 """Reading ``.npz`` archives that may be hostile: bounded, and checked before inflating.
 
-``np.load`` trusts its file more than a daemon on a robot can: it opens whatever the path
-names (a FIFO blocks it for good, ``/dev/zero`` is read until the kernel kills the
-process), inflates a member before anyone sees its size, hands back a member that is not
-``.npy`` as raw ``bytes``, and lets an ``.npy`` header choose how much memory the array
-takes. Here, every size is checked before it costs anything:
+``np.load`` trusts its file more than a daemon on a robot can; here every size is
+checked before it costs anything: :func:`read_archive` opens only a regular file of
+bounded size, without blocking, and reads it once; :class:`Archive` checks the zip's end
+record and members before :mod:`zipfile` parses them; :meth:`Archive.read` checks a
+member's ``.npy`` header before allocating and inflates exactly its bytes. Whatever goes
+wrong raises :class:`~robot_daemon.errors.ModelError` naming the member.
 
-* :func:`read_archive` opens the path without blocking (``O_NONBLOCK``: opening a FIFO
-  with no writer returns at once), refuses anything but a regular file (``fstat`` on
-  the open descriptor: a symlink to a regular file is fine, one to a device is not),
-  refuses a file over a size limit before reading a byte, checks the zip's end record
-  on its last 64 KiB, and reads it once into memory, so that the bytes checked are the
-  bytes parsed.
-* :class:`Archive` reads the zip's end record before :mod:`zipfile` parses the
-  directory (which costs about ten times the directory's size in objects), refuses
-  compression methods other than stored and deflate, encrypted and duplicate members.
-* :meth:`Archive.read` parses a member's ``.npy`` header (of bounded length), lets the
-  caller refuse its dtype and shape, and only then allocates the array (or takes one
-  the caller allocated) and inflates exactly its bytes into it, a chunk at a time; the
-  member must end there, and its CRC is checked on the way.
-
-Whatever goes wrong raises :class:`~robot_daemon.errors.ModelError` naming the member.
+Design: docs/architecture.md, "Reading hostile archives".
 """
 
 from __future__ import annotations

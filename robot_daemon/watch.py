@@ -34,6 +34,7 @@ import numpy.typing as npt
 import zmq
 
 from robot_daemon import model, wire
+from robot_daemon.config import DEFAULT_PRED
 from robot_daemon.errors import RobotDaemonError, WireError
 from robot_daemon.liveview import (
     ABSENT,
@@ -53,8 +54,7 @@ from robot_daemon.liveview import (
     shown_total,
 )
 from robot_daemon.printable import printable
-from robot_daemon.serve import receive
-from robot_daemon.serve.config import DEFAULT_PRED
+from robot_daemon.zmq_io import receive
 
 REFRESH_S: Final = 0.2
 #: Labels remembered by seq, to meet the pred that answers their frame (about 80 s at 50 Hz).
@@ -116,7 +116,7 @@ class Watch:
 
     def on_message(self, parts: list[receive.Part], count: int) -> None:
         """One message from either socket, of ``count`` parts of which ``parts`` holds the
-        first two (:class:`robot_daemon.serve.receive.Receiver`): ``[topic, payload]`` is
+        first two (:class:`robot_daemon.zmq_io.receive.Receiver`): ``[topic, payload]`` is
         read, anything else counted."""
         if count != 2:
             self.rejected += 1

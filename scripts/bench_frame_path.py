@@ -34,14 +34,15 @@ import msgpack  # noqa: E402
 import numpy as np  # noqa: E402
 import zmq  # noqa: E402
 
-from robot_daemon import wire  # noqa: E402
-from robot_daemon.serve import config, daemon, receive, report  # noqa: E402
+from robot_daemon import config, wire  # noqa: E402
+from robot_daemon.serve import daemon, report  # noqa: E402
 from robot_daemon.serve.batch import PendingFrames  # noqa: E402
 from robot_daemon.serve.intake import HOLD_MAX, FrameIntake  # noqa: E402
 from robot_daemon.serve.liveness import Liveness  # noqa: E402
 from robot_daemon.serve.sequence import SeqTracker  # noqa: E402
 from robot_daemon.wire.decode import usual_frame  # noqa: E402
 from robot_daemon.wire.layout import usual_frames  # noqa: E402
+from robot_daemon.zmq_io import receive  # noqa: E402
 
 D = 16
 #: Far enough away that no drain stops at it, yet read as the daemon reads its deadline.

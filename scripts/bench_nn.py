@@ -7,7 +7,7 @@
 
 Prints, per BLAS thread count (1 thread is the headline: 2-thread timings on these shared
 2-core machines swing 3-30x from run to run):
-- the user's ``sgd`` (n = 10,000, 10 epochs, batch 100) at three sizes and both dtypes:
+- the reference ``sgd`` (n = 10,000, 10 epochs, batch 100) at three sizes and both dtypes:
   ours as specified, ours with the first layer skipping its input gradient (what PyTorch
   does), and PyTorch CPU with identical initial weights when it is installed, with the
   relative difference of the trained weights;
@@ -64,7 +64,7 @@ def data(d: int, c: int, dtype: Any, seed: int = 0) -> tuple[np.ndarray, np.ndar
 
 
 def torch_sgd(mlp: MLP, X: np.ndarray, Y: np.ndarray, epochs: int) -> tuple[float, list]:
-    """The user's loop in PyTorch from ``mlp``'s weights; returns (seconds, [W1, W2, W3])."""
+    """The reference schedule in PyTorch from ``mlp``'s weights; returns (seconds, [W1, W2, W3])."""
     dtype = torch.float64 if X.dtype == np.float64 else torch.float32
     layers = []
     for lin in mlp.linears:
@@ -160,14 +160,14 @@ class TextbookMLP:
 
 
 def user_mlp_class() -> type:
-    """The user's ``MLP`` class, run from its text in docs/spec.md on our layers."""
+    """The reference ``MLP`` class, run from its text in docs/spec.md on our layers."""
     spec = (Path(__file__).resolve().parents[1] / "docs" / "spec.md").read_text()
     block = re.search(r"```python\n(class MLP:.*?)```", spec, re.S)
     if block is None:
-        raise SystemExit("docs/spec.md: the user's MLP class block is missing")
+        raise SystemExit("docs/spec.md: the reference MLP class block is missing")
     namespace = {name: getattr(nn, name) for name in
                  ("Linear", "ScaledReLU", "Sigmoid", "get_grad_log_loss")}
-    exec(block.group(1), namespace)  # the user's text, unchanged
+    exec(block.group(1), namespace)  # the specification's text, unchanged
     return namespace["MLP"]  # type: ignore[no-any-return]
 
 
@@ -191,7 +191,7 @@ def _torch_name() -> str:
 
 def bench_training(epochs: int) -> list[Figure]:
     per = f"{epochs} epoch{'s' if epochs > 1 else ''}"
-    print(f"\nuser's sgd, n={N}, batch 100, {per}")
+    print(f"\nreference sgd, n={N}, batch 100, {per}")
     head = f"{'(d,h,c)':>14} {'dtype':>7} {'ep':>3} {'ours':>9} {'ours*':>9}"
     if torch:
         head += f" {'torch':>9} {'ours*/torch':>11} {'max |dW|/|W|':>13}"
@@ -208,7 +208,7 @@ def bench_training(epochs: int) -> list[Figure]:
                 times.append(time.perf_counter() - start)
             row = f"{(d, h, c)!s:>14} {np.dtype(dtype).name:>7} {epochs:>3}"
             row += f" {times[0]:>8.3f}s {times[1]:>8.3f}s"
-            figure = (f"user's sgd, n={N:,}, {per}, {(d, h, c)} {np.dtype(dtype).name},"
+            figure = (f"reference sgd, n={N:,}, {per}, {(d, h, c)} {np.dtype(dtype).name},"
                       " first layer without input gradient")
             note = f"as specified, with the input gradient: {times[0]:.3f} s"
             if torch:
@@ -330,7 +330,7 @@ def bench_memory() -> list[Figure]:
     print(f"  in units of the two hidden activations (2*n*h floats = {2 * N * h * 8 / 1e6:.0f} MB)")
     peaks = {}
     for name, model in [
-        ("user's class as written", user_mlp_class()(d, h, c)),
+        ("reference class as written", user_mlp_class()(d, h, c)),
         ("ours, default", MLP(d, h, c, rng=0)),
         ("ours, recompute=True", MLP(d, h, c, rng=0, recompute=True)),
     ]:

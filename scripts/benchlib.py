@@ -8,7 +8,7 @@ The file is one JSON object::
 
     {"script": "bench_nn",
      "figures": [
-       {"figure": "user's sgd, n=10,000, 10 epochs, (16, 64, 8) float64, BLAS 1 thread",
+       {"figure": "reference sgd, n=10,000, 10 epochs, (16, 64, 8) float64, BLAS 1 thread",
         "value": 0.35, "unit": "s",
         "baseline": "PyTorch 2.13.0+cpu, same initial weights", "baseline_value": 0.95,
         "ratio": 0.37, "note": "as specified: 0.61 s"}]}

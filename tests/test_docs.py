@@ -13,7 +13,7 @@ language, further words are attributes.
   of work), or a transcript: ``$ command`` lines, each followed by its output.
   ``console run``: a transcript the test runs, requiring exactly the output shown.
 * ``text``, ``toml``, ``json``, ``ini``, ``yaml``: not run. ``toml`` blocks are daemon settings
-  files: each must load with :func:`robot_daemon.serve.config.load`.
+  files: each must load with :func:`robot_daemon.config.load`.
 
 Indented (unfenced) blocks are treated as ``console``. Every ``robot-daemon`` command of
 a ``sh``, ``console`` or indented block (also ``.venv/bin/robot-daemon ...`` and
@@ -47,10 +47,10 @@ from typing import Any
 
 import pytest
 
-from robot_daemon import wire
+from robot_daemon import config, wire
 from robot_daemon.cli import build_parser
 from robot_daemon.errors import ConfigError
-from robot_daemon.serve import config, report
+from robot_daemon.serve import report
 from robot_daemon.serve.daemon import SERVING_ENV, SERVING_NICE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -394,7 +394,7 @@ def _cell_value(cell: str) -> Any:
 
 
 def test_deploy_config_table_lists_every_setting_flag_and_default() -> None:
-    text = (ROOT / "docs/deploy.md").read_text()
+    text = (ROOT / "docs/daemon-reference.md").read_text()
     section = text.split("\n## The config file\n", 1)[1].split("\n## ", 1)[0]
     rows = {}  # key -> (flag cell, default cell)
     for line in section.splitlines():
@@ -406,12 +406,13 @@ def test_deploy_config_table_lists_every_setting_flag_and_default() -> None:
         value = f.default
         defaults[f.name] = (str(value) if isinstance(value, Path)
                             else list(value) if isinstance(value, tuple) else value)
-    assert set(rows) == set(defaults), "docs/deploy.md: the config table's keys"
+    page = "docs/daemon-reference.md"
+    assert set(rows) == set(defaults), f"{page}: the config table's keys"
     for key, (_, default) in rows.items():
-        assert _cell_value(default) == defaults[key], f"docs/deploy.md: the default of {key}"
+        assert _cell_value(default) == defaults[key], f"{page}: the default of {key}"
     flags = {m[1] for cell, _ in rows.values() if (m := re.match(r"`(--[a-z-]+)", cell))}
     run = subcommands(build_parser())["run"]
-    assert flags == options(run) - {"-h", "--help", "--config"}, "docs/deploy.md: run's flags"
+    assert flags == options(run) - {"-h", "--help", "--config"}, f"{page}: run's flags"
 
 
 def test_the_unit_runs_the_daemon_as_the_benchmarks_do() -> None:
@@ -446,7 +447,7 @@ def test_protocol_byte_example_is_what_the_encoder_writes() -> None:
 
 
 def test_deploy_summary_line_is_what_the_daemon_logs() -> None:
-    _, block = _block_after(ROOT / "docs/deploy.md", r"one summary line:")
+    _, block = _block_after(ROOT / "docs/deploy.md", r"warnings more\):")
     shown = " ".join(block.text.split())
     status: defaultdict[str, Any] = defaultdict(int, frames_rejected={},
                                                 model_version=shown.rsplit(" model ", 1)[1],
@@ -457,3 +458,38 @@ def test_deploy_summary_line_is_what_the_daemon_logs() -> None:
         return re.sub(r"\d+", "0", line)
 
     assert numbers_as_zero(shown) == numbers_as_zero(logged), f"{block.where}: {logged}"
+
+
+#: The README is a landing page: what it is, the Quickstart, a tour, the API, the
+#: commands, the conventions, where to go next. The rest lives in docs/.
+README_MAX_WORDS = 1600
+
+
+def test_the_readme_reads_in_five_minutes() -> None:
+    words = len((ROOT / "README.md").read_text().split())
+    assert words <= README_MAX_WORDS, f"README.md has {words} words: move detail into docs/"
+
+
+def test_the_docs_index_links_every_page() -> None:
+    index = (ROOT / "docs/README.md").read_text()
+    linked = set(re.findall(r"\]\(([\w.-]+\.md)\)", index))
+    pages = {p.name for p in (ROOT / "docs").glob("*.md")} - {"README.md"}
+    assert pages <= linked, f"docs/README.md does not link {sorted(pages - linked)}"
+
+
+def _help_texts(parser: argparse.ArgumentParser) -> Iterator[str]:
+    """The --help of ``parser`` and of every command under it."""
+    yield parser.format_help()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _help_texts(sub)
+
+
+def test_the_spec_parts_have_plain_names() -> None:
+    """The reference network and schedule of docs/spec.md, not "the user's" (to the
+    engineer reading, that reads as someone else's)."""
+    texts = {str(p.relative_to(ROOT)): p.read_text() for p in [*PAGES, ROOT / "CONTRIBUTING.md"]}
+    texts |= {f"--help {i}": text for i, text in enumerate(_help_texts(build_parser()))}
+    said = [where for where, text in texts.items() if re.search(r"\buser's\b", text)]
+    assert not said, f"'the user's' in {said}"

@@ -36,7 +36,7 @@ def test_closed_form_by_hand() -> None:
     assert recompute.training_flops == 10 * (3 * 360 + 2 * 10 * (6 + 9))
 
 
-def test_the_answer_is_thirty_for_the_user_sizes() -> None:
+def test_the_answer_is_thirty_at_the_default_sizes() -> None:
     report = flops.measure(10_000, 16, 64, 8)
     assert report.measured.ratio == 30.0
     assert report.measured.answer == 30

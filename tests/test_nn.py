@@ -18,7 +18,16 @@ import pytest
 
 from robot_daemon import nn
 from robot_daemon.errors import ShapeError
-from robot_daemon.nn import MLP, Linear, ScaledReLU, Sigmoid, get_grad_log_loss, log_loss
+from robot_daemon.nn import (
+    MLP,
+    Linear,
+    ScaledReLU,
+    Sigmoid,
+    buffers,
+    get_grad_log_loss,
+    layers,
+    log_loss,
+)
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -440,7 +449,7 @@ def _no_drawing(monkeypatch: pytest.MonkeyPatch) -> None:
     def draw(*args: object) -> None:
         raise AssertionError("a random draw")
 
-    monkeypatch.setattr(nn, "_standard_normal", draw)
+    monkeypatch.setattr(layers, "_standard_normal", draw)  # where Linear draws
 
 
 def test_from_params_copies_the_arrays_without_drawing(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -716,21 +725,21 @@ def test_batches_reuse_this_threads_buffers_and_return_new_arrays() -> None:
             np.testing.assert_array_equal(first, kept)
     mlp = nets[0]
     mlp.predict_proba(rng.standard_normal((300, 16)))
-    held = nn._SCRATCH.batch
+    held = buffers.SCRATCH.batch
     assert held is not None
     mlp.predict_proba(rng.standard_normal((40, 16)))
-    assert nn._SCRATCH.batch is held
+    assert buffers.SCRATCH.batch is held
 
 
 def test_a_batch_over_the_buffer_limit_allocates_and_keeps_nothing() -> None:
     mlp = _busy_mlp(4, 64, 3, np.float64, 9)
     rng = np.random.default_rng(10)
     mlp.predict_proba(rng.standard_normal((10, 4)))
-    held = nn._SCRATCH.batch
+    held = buffers.SCRATCH.batch
     rows = nn.SCRATCH_MAX_BYTES // (64 * 8) + 1
     X = rng.standard_normal((rows, 4))
     np.testing.assert_array_equal(mlp.predict_proba(X), _batch_path(mlp, X))
-    assert nn._SCRATCH.batch is held
+    assert buffers.SCRATCH.batch is held
 
 
 def test_batches_from_many_threads_at_once() -> None:

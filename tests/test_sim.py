@@ -173,7 +173,7 @@ def test_mlp_clearly_beats_logistic_regression() -> None:
     """The simulator's reason to exist: classes separable only through interactions.
 
     Same protocol as scripts/sim_baselines.py (train on one run, test on another), at
-    the user's MLP defaults (h = 64, batch 100, lr 0.1) with 30 shuffled epochs.
+    the reference MLP defaults (h = 64, batch 100, lr 0.1) with 30 shuffled epochs.
     """
     train = sim.simulate(7200, rate_hz=5, seed=1)
     test = sim.simulate(1200, rate_hz=5, seed=2)

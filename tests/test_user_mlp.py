@@ -1,4 +1,4 @@
-"""The user's MLP class, pasted unchanged from docs/spec.md, trains with our layers.
+"""The MLP class of docs/spec.md, pasted unchanged, trains with our layers.
 
 Nothing between the two ``---- docs/spec.md ----`` markers may be edited: it is the contract.
 """
@@ -71,7 +71,7 @@ def _copy_weights(src: nn.MLP, dst: MLP) -> None:
         theirs.b[...] = ours.b
 
 
-def test_user_mlp_trains_with_our_layers() -> None:
+def test_the_spec_class_trains_with_our_layers() -> None:
     X, Y = _toy_problem(3000, seed=1)
     mlp = MLP(4, 32, 3)
     before = nn.log_loss(Y, mlp.forward(X))
@@ -82,8 +82,8 @@ def test_user_mlp_trains_with_our_layers() -> None:
     assert accuracy > 0.85
 
 
-def test_user_mlp_and_ours_take_identical_steps() -> None:
-    # Same initial weights, same data: the user's loop over our layers and our MLP
+def test_the_spec_class_and_ours_take_identical_steps() -> None:
+    # Same initial weights, same data: the spec's loop over our layers and our MLP
     # (in place, boolean masks) must compute exactly the same updates.
     X, Y = _toy_problem(1000, seed=2)
     ours = nn.MLP(4, 16, 3, rng=3)
@@ -97,7 +97,7 @@ def test_user_mlp_and_ours_take_identical_steps() -> None:
         np.testing.assert_array_equal(a.b, b.b)
 
 
-def test_user_loop_leaves_no_batch_sized_cache() -> None:
+def test_the_spec_loop_leaves_no_batch_sized_cache() -> None:
     X, Y = _toy_problem(500, seed=4)
     mlp = MLP(4, 8, 3)
     mlp.single_step_sgd(X, Y)
@@ -109,7 +109,7 @@ def test_user_loop_leaves_no_batch_sized_cache() -> None:
 
 @pytest.mark.parametrize("layer", [ScaledReLU(3), Sigmoid(3)])
 def test_parameterless_backward_is_a_one_tuple(layer: ScaledReLU | Sigmoid) -> None:
-    # A bare (n, h) array would be unpacked row by row by the user's loop.
+    # A bare (n, h) array would be unpacked row by row by the spec's loop.
     X = np.array([[0.5, 1.5, 3.0], [2.0, -1.0, 1.0]])
     layer.forward(X.copy())
     result = layer.backward(np.ones_like(X))
@@ -130,9 +130,9 @@ def test_rows_passed_as_gradients_fail_loudly(layer: ScaledReLU | Sigmoid) -> No
         layer.update_params_(*rows, lr=0.1)
 
 
-def test_np_random_seed_reproduces_the_user_mlp() -> None:
+def test_np_random_seed_reproduces_the_spec_class() -> None:
     # As with np.random.randn initialisation: the global seed fixes the initial weights.
-    np.random.seed(7)  # noqa: NPY002 - the user's way of seeding
+    np.random.seed(7)  # noqa: NPY002 - how the spec's class is seeded
     first = [lay.W.copy() for lay in MLP(4, 8, 3).layers if isinstance(lay, Linear)]
     np.random.seed(7)  # noqa: NPY002
     second = [lay.W for lay in MLP(4, 8, 3).layers if isinstance(lay, Linear)]
@@ -143,8 +143,8 @@ def test_np_random_seed_reproduces_the_user_mlp() -> None:
 
 
 @pytest.mark.slow
-def test_user_mlp_training_step_keeps_little_beyond_two_activations() -> None:
-    """The issue's yardstick on the user's class as written: n=10,000, (64, 1024, 16)."""
+def test_the_spec_class_training_step_keeps_little_beyond_two_activations() -> None:
+    """The issue's yardstick on the spec's class as written: n=10,000, (64, 1024, 16)."""
     n, d, h, c = 10_000, 64, 1024, 16
     rng = np.random.default_rng(12)
     X = rng.standard_normal((n, d))
@@ -158,12 +158,12 @@ def test_user_mlp_training_step_keeps_little_beyond_two_activations() -> None:
     finally:
         tracemalloc.stop()
     ratio = peak / (2 * n * h * 8)  # the two hidden activations, the unavoidable part
-    print(f"user's class: peak / two activations {ratio:.3f}")
+    print(f"spec's class: peak / two activations {ratio:.3f}")
     assert ratio <= 1.1
 
 
 def test_the_class_above_is_the_one_in_docs_spec() -> None:
-    # The contract is the user's text: the class in this file must be exactly that block.
+    # The contract is docs/spec.md's text: the class in this file must be exactly that block.
     root = Path(__file__).resolve().parents[1]
     spec = (root / "docs" / "spec.md").read_text()
     block = re.search(r"```python\n(class MLP:.*?)```", spec, re.S)

@@ -1,25 +1,11 @@
 """``bag export --json``: a JSON-encoded copy of a bag that Foxglove can plot.
 
-msgpack is a registered MCAP message encoding, but Foxglove cannot display it. The copy
-has one channel per topic with ``message_encoding`` ``"json"`` and a JSON schema
-(``jsonschema``), the same log and publish times, and the same metadata. Payloads are
-decoded with :mod:`robot_daemon.wire`: binary arrays become JSON arrays of numbers, and
-when the bag knows feature or class names the values also appear by name
-(``frame.features.range_center_m`` plots better than ``frame.x[1]``); the JSON schemas
-(:mod:`.schemas`) name every field, so Foxglove offers them. msgpack payloads that do not
-decode are counted and left out: the copy is for looking at, the bag stays the record.
+Foxglove cannot display msgpack, so the copy has one ``json`` channel per topic with a
+JSON schema (:mod:`.schemas`) naming every field, the same times and metadata; payloads
+that do not decode are counted and left out. What another tool wrote (other encodings,
+attachments, other metadata) is copied unchanged.
 
-What another tool wrote is kept as it was:
-
-* channels of another message encoding (``cdr``, ``protobuf``, ``json``, ...) are copied
-  unchanged, with their schema, channel metadata, times and sequence numbers: that is
-  valid MCAP, and Foxglove decodes the encodings it knows. Only a channel whose schema the
-  bag never declares cannot be copied validly: its messages are counted and left out;
-* attachments are copied unchanged up to ``max_attachment_bytes`` each
-  (:data:`MAX_ATTACHMENT_BYTES` by default; one is held in memory while it is copied);
-  larger ones are left out and named in the summary with their size;
-* every metadata record but our own ``robot_daemon`` is copied unchanged (ours is written
-  anew, with ``extra.exported_from``).
+Design: docs/architecture.md, "Exporting bags for Foxglove".
 """
 
 from __future__ import annotations

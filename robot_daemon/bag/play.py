@@ -1,28 +1,12 @@
 """``bag play``: publish a bag's payloads on ZeroMQ with the recorded timing.
 
-Timing: message ``i`` is due at ``start + (recv_i - recv_0) / rate`` on
-``time.monotonic_ns()``, every deadline computed from the same start, so that lateness
-never accumulates (a late message does not delay the next one). The player sleeps to just
-before a deadline and spins the last :data:`SPIN_NS`, since ``time.sleep`` overshoots by
-tens of microseconds.
+:func:`play` publishes the payloads of one or more bags (merged by receive time) on an
+XPUB socket with the recorded timing, every deadline computed from one start on
+``time.monotonic_ns()``; it can wait for subscribers, and at ``rate == 0`` it blocks
+instead of dropping. Like the daemon's ``pred``, it binds only this machine unless
+``allow_remote_bind`` is set (:func:`robot_daemon.config.is_local_endpoint`).
 
-Delivery: the socket is an XPUB (a PUB that also hears subscriptions). With
-``--wait-subscribers N`` play starts once N subscriptions arrived, so the first messages
-are not lost to ZeroMQ's slow-joiner effect. At ``rate == 0`` (as fast as possible) the
-socket is set to ``XPUB_NODROP``: a full queue blocks the player instead of dropping, so a
-connected subscriber receives every message. At real rates a subscriber that falls more
-than :data:`SNDHWM` messages behind loses messages, as it would on the robot. After the
-last message the socket stays open ``drain_s`` seconds so that subscribers that are
-behind receive the tail (see :data:`DEFAULT_DRAIN_S`).
-
-Several bags play as one, merged by receive time, as ``ros2 bag play -i A -i B`` does:
-bags recorded side by side (one recorder per sensor) interleave as they were recorded,
-and bags recorded one after another play one after another, with the recorded gap
-between them. Messages with equal receive times keep the order of the bags as given.
-
-Binding: like the daemon's ``pred`` endpoint, the player binds only this machine
-(loopback ``tcp://``, ``ipc://``, ``inproc://``) unless ``allow_remote_bind`` is set
-(:func:`robot_daemon.serve.config.is_local_endpoint` is the one rule for both).
+Design: docs/architecture.md, "Playing bags".
 """
 
 from __future__ import annotations
@@ -40,8 +24,8 @@ from itertools import chain
 import zmq
 
 from robot_daemon.bag import BagInfo, BagMessage, BagReader
+from robot_daemon.config import check_endpoint, is_local_endpoint
 from robot_daemon.errors import BagError, ConfigError
-from robot_daemon.serve.config import check_endpoint, is_local_endpoint
 
 StrPath = str | os.PathLike[str]
 
@@ -211,7 +195,7 @@ def play(
 def check_bind(endpoint: str, allow_remote_bind: bool) -> None:
     """Refuse to bind ``endpoint`` off this machine unless ``allow_remote_bind``.
 
-    The daemon's rule for ``pred`` (:func:`robot_daemon.serve.config.is_local_endpoint`):
+    The daemon's rule for ``pred`` (:func:`robot_daemon.config.is_local_endpoint`):
     a player bound to ``tcp://0.0.0.0:...`` or ``tcp://*:...`` publishes the recorded
     sensor stream to every network the machine is on. Not an endpoint at all
     (``localhost:5590``): the daemon's message, which says what one looks like.

@@ -10,7 +10,7 @@ whose value may be null (``online_loss_avg`` and ``online_last_step`` before the
 step) is left to ``additionalProperties`` rather than typed wrongly.
 
 The ``status`` properties follow ``docs/protocol.md``'s status table and
-``docs/deploy.md``; new keys may appear without a protocol change, so the status schema
+``docs/daemon-reference.md``; new keys may appear without a protocol change, so the status schema
 requires none and allows others.
 """
 
@@ -60,7 +60,7 @@ _COUNTERS: Final = {
     "ticks_late": "ticks that started after their deadline",
     "batch_p50": "frames per tick, median over the last status period",
     "batch_p99": "frames per tick, 99th percentile over the last status period",
-    # docs/deploy.md, "What the daemon publishes"
+    # docs/daemon-reference.md, "What the daemon publishes"
     "ticks_missed": "tick deadlines skipped because a tick ran past them",
     "ticks_late_os": "of ticks_late: the OS kept the CPU from the loop",
     "ticks_early": "ticks whose forward pass began before the deadline (the early pass)",

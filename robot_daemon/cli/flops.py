@@ -1,4 +1,4 @@
-"""``robot-daemon flops``: the user's FLOP question, measured."""
+"""``robot-daemon flops``: the FLOP question of docs/spec.md, measured."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from robot_daemon.cli.args import Subparsers, positive_int
 def add(sub: Subparsers) -> None:
     p = sub.add_parser(
         "flops",
-        help="count the matmul FLOPs of training vs inference (the user's question)",
+        help="count the matmul FLOPs of training vs inference (the question of docs/spec.md)",
         description=(
-            "Runs inference on N examples and the user's MLP.sgd (10 epochs, batch 100) on "
+            "Runs inference on N examples and the reference MLP.sgd (10 epochs, batch 100) "
+            "on "
             "the same N examples with every matrix multiplication instrumented, and prints "
             "both FLOP counts, their ratio and the rounded answer."
         ),

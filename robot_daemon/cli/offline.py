@@ -36,8 +36,9 @@ def _add_train(sub: Subparsers) -> None:
         description=(
             "Reads every 'label' message of the bags, keeps the last --val-fraction of each "
             "bag for validation, fits the input normalisation, trains the MLP with the "
-            "user's SGD step (batch 100, lr 0.1) on shuffled examples, keeps the epoch with "
-            "the best validation macro-F1 and stops after --patience epochs without a "
+            "reference SGD step (docs/spec.md: batch 100, lr 0.1) on shuffled examples, "
+            "keeps the epoch with the best validation macro-F1 and stops after --patience "
+            "epochs without a "
             "better one (at most --epochs), tunes one threshold per class on the "
             "validation split and writes the model atomically. The same command and seed "
             "write the same bytes."
@@ -62,7 +63,7 @@ def _add_train(sub: Subparsers) -> None:
                    help="tail of each bag kept for validation (default 0.2)")
     p.add_argument("--shuffle", action=argparse.BooleanOptionalAction, default=True,
                    help="new example order every epoch (default on; --no-shuffle: the"
-                   " user's sgd, in order)")
+                   " reference schedule, in order)")
     p.add_argument("--plot", metavar="PNG",
                    help="also write loss and validation macro-F1 per epoch (plot extra)")
     p.add_argument("--dtype", choices=["float64", "float32"], default="float64")

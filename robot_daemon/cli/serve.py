@@ -27,7 +27,7 @@ def _add_run(sub: Subparsers) -> None:
             "per-class probabilities in one 'pred' message per tick, publishes 'status' "
             "every second, reloads the model on SIGHUP, exits 0 on SIGTERM and 130 on SIGINT. "
             "Settings "
-            "come from --config (TOML, see docs/deploy.md), then from these flags."
+            "come from --config (TOML, see docs/daemon-reference.md), then from these flags."
         ),
     )
     p.add_argument("--config", metavar="FILE.toml", help="settings file (flags override it)")
@@ -84,7 +84,8 @@ def _add_online_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _run_daemon(args: argparse.Namespace) -> int:
-    from robot_daemon.serve import config, daemon
+    from robot_daemon import config
+    from robot_daemon.serve import daemon
 
     cfg = config.load(args.config, {
         "model": args.model, "frames": args.frames, "labels": args.labels,
@@ -143,7 +144,7 @@ def _add_metrics(sub: Subparsers) -> None:
 
 
 def _run_metrics(args: argparse.Namespace) -> int:
-    from robot_daemon.serve import config
+    from robot_daemon import config
 
     host, port = config.check_metrics_address(args.listen, args.allow_remote_bind)
     _log_to_stderr(args.log_level, prefix="metrics: ")

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from robot_daemon.cli.args import Subparsers, positive_float, stop_on_signals
-from robot_daemon.serve.config import DEFAULT_MODEL, DEFAULT_PRED
+from robot_daemon.config import DEFAULT_MODEL, DEFAULT_PRED
 
 
 def add(sub: Subparsers) -> None:

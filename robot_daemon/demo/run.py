@@ -1,33 +1,12 @@
 """``robot-daemon demo``: the product end to end in one command, on a simulated sidewalk.
 
-1. **A bag.** :func:`prepare_bag` simulates one (:mod:`robot_daemon.sim`) or reuses one
-   that reads back whole. It is written under a temporary name and renamed, so that a
-   Ctrl-C never leaves half a bag for the next run to reuse.
-2. **The real daemon** (``python -m robot_daemon run``) as a subprocess on ipc://
-   endpoints in a private directory, in its own process group: a terminal's Ctrl-C
-   reaches only the demo, which then stops the player and the daemon in that order. The
-   daemon is ready once its first ``status`` arrives.
-3. **Playback.** :func:`robot_daemon.bag.play.play` in a thread publishes the bag's
-   ``frame`` messages with their recorded timing sped up ``rate`` times. It starts once
-   two subscriptions arrived: the daemon's, and the demo's *tap*, a SUB on the same
-   endpoint that stamps when each frame went out.
-4. **Live view** (:mod:`robot_daemon.demo.view`) redrawn five times a second, or one plain
-   line every few seconds when stdout is not a terminal or with ``--no-live``.
-5. **Summary** (:func:`summary_lines`): frames sent and answered, latency, the daemon's
-   drop/reject/loss counters, per-class scores of the streamed probabilities against the
-   bag's ``label`` messages (matched by ``seq``; thresholds from the model file, which
-   always stores them) and a check against the offline ``Model.predict_proba``.
-6. **Timeline PNG** (:func:`robot_daemon.demo.view.write_timeline`) when matplotlib (the
-   ``plot`` extra) is there; otherwise how to get it.
+:func:`run` simulates a bag (or reuses one), starts the real daemon as a subprocess on
+private ipc:// endpoints, plays the bag into it, shows a live view, and ends with a
+summary (latency, counters, per-class scores against the bag's labels) and a timeline PNG
+when matplotlib is there. Any of SIGINT, SIGTERM and SIGHUP stops everything in order and
+prints the partial summary.
 
-Latency is measured in this process, on ``time.monotonic_ns()``: a ``pred``'s arrival
-minus its frame's arrival at the tap. That is what a planner subscribed to ``pred``
-sees: transport both ways, the wait for the next 20 ms tick and the forward pass.
-
-SIGINT, SIGTERM and SIGHUP stop everything at any point (:class:`_StopSignals`): the
-player stops, the daemon gets SIGTERM (SIGKILL if it has not exited within
-:data:`STOP_TIMEOUT_S`), the cursor comes back, the partial summary is printed and the
-exit code is ``128 + signal`` (130 for Ctrl-C).
+Design: docs/architecture.md, "The demo".
 """
 
 from __future__ import annotations
@@ -61,9 +40,9 @@ from robot_daemon.errors import ModelError, RobotDaemonError
 from robot_daemon.liveview import PlainView, TerminalView
 from robot_daemon.model import Model
 from robot_daemon.paths import check_input, check_output
-from robot_daemon.serve import receive
 from robot_daemon.serve.daemon import SERVING_ENV
 from robot_daemon.serve.reload import ServedModel, load_model
+from robot_daemon.zmq_io import receive
 
 #: The daemon's first status: interpreter start, imports, model load, then 1 s.
 READY_TIMEOUT_S: Final = 20.0

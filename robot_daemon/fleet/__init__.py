@@ -1,8 +1,9 @@
 """Fleet-scale offline jobs: many bags decoded, evaluated, replayed and trained on Dask.
 
 The modules: :mod:`.sources` (bags, directories, globs and dataset directories into a
-list of partitions), :mod:`.decode` (one bag into arrays), :mod:`.dataset` (bags into a
-Parquet dataset, and its partitions back into arrays), :mod:`.cluster` (where the
+list of partitions), :mod:`.decode` (one partition into arrays: a bag, or a dataset's
+labels file), :mod:`.manifest` (a dataset's format and where its files are),
+:mod:`.dataset` (bags into a Parquet dataset), :mod:`.cluster` (where the
 partitions run: in this process, on a ``LocalCluster`` or on a running Dask scheduler,
 with a progress line), and one module per job: :mod:`.evaluate`, :mod:`.replay`,
 :mod:`.train`.

@@ -1,24 +1,12 @@
 """Where the partitions of a fleet job run, and the progress line while they do.
 
-:func:`open_runner` gives a :class:`Runner` for ``--workers N`` / ``--scheduler ADDRESS``:
+:func:`open_runner` gives a :class:`Runner` for ``--workers N`` / ``--scheduler
+ADDRESS``: :class:`InProcess` for one worker (Dask is not imported), else a
+:class:`DaskRunner` on a ``LocalCluster`` started for the job or on a running scheduler.
+Tasks are module-level functions that pickle, their keys name the bag or file they read,
+and :class:`Progress` draws the progress line.
 
-* ``--workers 1`` (the default): :class:`InProcess`, every partition in this process, one
-  after the other; Dask is not imported.
-* ``--workers N``: a ``distributed.LocalCluster`` of N worker processes with one thread
-  each (BLAS pinned to one thread by Dask's worker environment), on 127.0.0.1 only,
-  started for the job and stopped after it.
-* ``--scheduler tcp://HOST:PORT``: a running cluster (``dask scheduler`` and
-  ``dask worker``); its workers must have robot-daemon installed and read the same paths.
-  Any other form of address is refused, and the scheduler has :data:`CONNECT_TIMEOUT_S`
-  to answer, or the job stops with one line that says what to check.
-
-Both Dask runners are :class:`DaskRunner`. A task's function and arguments must pickle;
-every function shipped is a module-level function of :mod:`robot_daemon.fleet`. A task's
-key names its function, its position and the bag or file it reads
-(``eval_partition-00003-runs/run7.mcap-<token>``, :func:`task_key`), so that the Dask
-dashboard of a ``--scheduler`` shows which bag a slow task holds. The ``LocalCluster``
-of ``--workers N`` runs no dashboard: it lives as long as the job, on a loopback port
-nobody is told, so nobody could open it.
+Design: docs/architecture.md, "Where fleet jobs run".
 """
 
 from __future__ import annotations
@@ -26,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import sys
+import threading
 import time
 import urllib.parse
 import uuid
@@ -227,12 +217,28 @@ def open_runner(
     # without bokeh Dask would serve a page saying it needs bokeh). The scheduler's HTTP
     # server runs even so, on 8787 unless told otherwise: a free loopback port, not a
     # warning when a `dask scheduler` holds 8787.
-    with cluster_cls(n_workers=workers, threads_per_worker=1, processes=True,
-                     host="127.0.0.1", dashboard_address="127.0.0.1:0",
-                     scheduler_kwargs={"dashboard": False},
-                     silence_logs=logging.ERROR) as cluster, \
-            client_cls(cluster) as client:
+    with _workers_ignore_ctrl_c():
+        cluster = cluster_cls(n_workers=workers, threads_per_worker=1, processes=True,
+                              host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                              scheduler_kwargs={"dashboard": False},
+                              silence_logs=logging.ERROR)
+    with cluster, client_cls(cluster) as client:
         yield DaskRunner(client)
+
+
+@contextlib.contextmanager
+def _workers_ignore_ctrl_c() -> Iterator[None]:
+    """SIGINT ignored while the worker processes start, so that they inherit it ignored:
+    Ctrl-C reaches the terminal's whole process group, and each worker printed a
+    KeyboardInterrupt traceback while this process was stopping the cluster anyway."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def check_scheduler(address: str) -> None:

@@ -1,49 +1,13 @@
-"""Bags into a Parquet dataset (``robot-daemon dataset``), and its partitions back into arrays.
+"""Bags into a Parquet dataset: ``robot-daemon dataset``.
 
-The dataset directory (format :data:`FORMAT`)::
+:func:`write_bag` decodes one bag on a worker and writes its ``frames`` and ``labels``
+tables, one Parquet file each with the columns ``docs/fleet.md`` lists; :func:`creating`
+and :func:`finish` build the directory in a hidden staging directory and put it in place
+with the manifest last (:mod:`robot_daemon.fleet.manifest`), so that ``--overwrite``
+replaces an old dataset only once the new one is whole. Reading a dataset back is
+:mod:`robot_daemon.fleet.decode`'s.
 
-    DIR/dataset.json                            the manifest, written last (below)
-    DIR/frames/frames-00000-run1.parquet        the frame messages of the first bag
-    DIR/labels/labels-00000-run1.parquet        its label messages (labelled frames)
-    DIR/frames/frames-00001-run2.parquet ...
-
-One file per bag (an *episode*) and table, numbered in the order of the sources. Every
-file of both tables has the same columns, so that any glob over the dataset reads in
-every tool (DuckDB, polars, pyarrow, pandas) and says what each row is; a table is its
-directory (``DIR/labels/*.parquet``):
-
-=================  =============================  =========================================
-column             type                           what
-=================  =============================  =========================================
-``episode_index``  int32                          the bag's number in the dataset
-``frame_index``    int64                          the row's number among its bag's
-                                                  messages of its topic: 0, 1, 2, ...
-``topic``          dictionary string              ``frame`` or ``label``
-``timestamp``      timestamp[ns] (no time zone)   sensor time: ``t`` in integer ns, the
-                                                  bag's ``publish_time``, on the sensor's
-                                                  clock (not wall time: no time zone)
-``receive_time``   timestamp[ns, UTC]             the recorder's wall clock when the
-                                                  message arrived (MCAP ``log_time``)
-``seq``            int64                          the publisher's counter
-``t``              float64                        sensor time in seconds, as sent
-``src``            string                         the publisher's name, or null
-``x``              fixed-size list of float32     the d readings
-``y``              fixed-size list of uint8       the c labels; null in ``frames``
-``bag``            dictionary string              the bag the row came from, as given
-=================  =============================  =========================================
-
-Each file's Parquet schema metadata holds, under the key ``robot_daemon``, the JSON of
-its bag's metadata (d, c, feature and class names, protocol version, extra), the bag's
-damage warning if any, the format, its table and its episode index. The manifest holds
-d, c, the names, each table's glob and row count, statistics of ``x`` (over the frames)
-and of ``y`` (over the labels), and for every bag its files, row counts and frame rate.
-
-A cut bag contributes the messages of its complete chunks and is reported; a file that
-is not a bag, or whose d or c differ from the dataset's (the first bag's), is reported
-and skipped. The tables are written into a hidden directory inside ``DIR`` and moved into
-place at the end, with the manifest last: a directory without the manifest is not a
-finished dataset, and ``--overwrite`` replaces an old dataset only once the new one is
-whole (the old one stays as it was if the build fails).
+Design: docs/architecture.md, "The Parquet dataset".
 """
 
 from __future__ import annotations
@@ -67,18 +31,11 @@ from numpy.typing import NDArray
 from robot_daemon.errors import ConfigError, RobotDaemonError
 from robot_daemon.fleet.cluster import Progress, Runner
 from robot_daemon.fleet.decode import BagRead, read_bag
-from robot_daemon.fleet.sources import MANIFEST, Source
+from robot_daemon.fleet.manifest import FORMAT, MANIFEST, META_KEY, TABLES, TOPICS
+from robot_daemon.fleet.sources import Source
 from robot_daemon.paths import same_file
 from robot_daemon.wire.batch import FrameBatch, LabelBatch
 
-FORMAT_NAME = "robot_daemon.dataset"
-#: The format this version writes and reads; any other is refused with one line.
-FORMAT_VERSION = 2
-FORMAT = f"{FORMAT_NAME}/{FORMAT_VERSION}"
-META_KEY = b"robot_daemon"
-TABLES = ("frames", "labels")
-#: The topic of each table's rows.
-TOPICS = {"frames": "frame", "labels": "label"}
 #: Attempts, and the pause between them, to remove a failed job's files (:func:`_discard`).
 DISCARD_TRIES = 5
 DISCARD_PAUSE_S = 0.2
@@ -553,154 +510,3 @@ def _write_manifest(out: Path, summary: DatasetSummary) -> None:
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise RobotDaemonError(f"cannot write {out / MANIFEST}: {_reason(exc)}") from None
-
-
-def read_manifest(directory: str) -> dict[str, Any]:
-    """The manifest of the dataset ``directory``.
-
-    Raises:
-        ConfigError: it cannot be read, is not ours, or is of another format version.
-    """
-    path = Path(directory) / MANIFEST
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{directory} is not a readable dataset ({exc})") from None
-    found = doc.get("format") if isinstance(doc, dict) else None
-    if found == FORMAT:
-        return doc  # type: ignore[no-any-return]
-    version = _version(found)
-    again = (f"write it again with `robot-daemon dataset SOURCE... --out {directory}"
-             " --overwrite`")
-    if version is not None and version < FORMAT_VERSION:
-        raise ConfigError(f"{directory} is a dataset of the older format {found}; this"
-                          f" robot-daemon reads {FORMAT}: {again}")
-    if version is not None:
-        raise ConfigError(f"{directory} is a dataset of the newer format {found}; this"
-                          f" robot-daemon reads {FORMAT}: upgrade robot-daemon, or {again}")
-    raise ConfigError(f"{path} is not a {FORMAT} manifest; write datasets with"
-                      " `robot-daemon dataset`")
-
-
-def _version(found: Any) -> int | None:
-    """2 of ``robot_daemon.dataset/2``; ``None`` for anything else."""
-    prefix = f"{FORMAT_NAME}/"
-    if isinstance(found, str) and found.startswith(prefix) and found[len(prefix):].isdigit():
-        return int(found[len(prefix):])
-    return None
-
-
-def files(directory: str, table: str) -> list[str]:
-    """The Parquet files of ``table`` ("frames" or "labels") of a dataset, in bag order."""
-    doc = read_manifest(directory)
-    try:
-        names = [b["files"][table] for b in doc["bags"] if table in b["files"]]
-        ours = all(isinstance(n, str) for n in names)
-    except (KeyError, TypeError):  # a list or a string where a map belongs
-        ours = False
-    if not ours:
-        raise ConfigError(f"{Path(directory) / MANIFEST} does not list its files as"
-                          " `robot-daemon dataset` writes them; write the dataset again")
-    return [str(Path(directory) / n) for n in names]
-
-
-def read_labels(path: str) -> BagRead:
-    """One labels file of a dataset as :class:`BagRead` (the same arrays as the bag gave).
-
-    A file of another schema (the module doc's), or with missing values, comes back
-    skipped; rows the wire decoder would refuse (a reading that is not finite, a label
-    other than 0 or 1, a negative ``seq``) are left out and counted in ``rejected``.
-    """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        problem = _schema_problem(pq.read_schema(path))
-        if problem is not None:
-            return BagRead(path, skipped=f"not a labels file of a robot-daemon dataset"
-                           f" ({problem})")
-        table = pq.read_table(path, columns=["seq", "t", "x", "y"])
-    except (OSError, ValueError, pa.ArrowException) as exc:  # pyarrow's errors
-        return BagRead(path, skipped=f"cannot read {path}: {exc}")
-    x = table.column("x").combine_chunks()
-    y = table.column("y").combine_chunks()
-    X_flat, Y_flat = x.flatten(), y.flatten()
-    columns = {name: table.column(name) for name in table.column_names}
-    columns.update({"x values": X_flat, "y values": Y_flat})
-    empty = [name for name, column in columns.items() if column.null_count]
-    if empty:
-        return BagRead(path, skipped=f"missing values in {', '.join(empty)}")
-    n, d, c = table.num_rows, x.type.list_size, y.type.list_size
-    labels = LabelBatch(
-        seq=table.column("seq").to_numpy(),
-        t=table.column("t").to_numpy(),
-        X=X_flat.to_numpy(zero_copy_only=False).reshape(n, d),
-        Y=Y_flat.to_numpy(zero_copy_only=False).reshape(n, c),
-        src=[],  # not needed by the jobs that read datasets
-    )
-    return BagRead(path, labels=_valid_rows(labels), d=d, c=c)
-
-
-def _schema_problem(schema: Any) -> str | None:
-    """What keeps ``schema`` from being that of a labels file (module doc), or ``None``."""
-    import pyarrow as pa
-
-    columns = {"seq": pa.int64(), "t": pa.float64(), "x": pa.float32(), "y": pa.uint8()}
-    for name, wanted in columns.items():
-        if schema.get_field_index(name) < 0:  # -1 also for a name given twice
-            return f"no column {name}, or more than one"
-        got = schema.field(name).type
-        if name in ("x", "y"):
-            if not (pa.types.is_fixed_size_list(got) and got.value_type == wanted
-                    and got.list_size > 0):
-                return f"column {name} is {got}, not a fixed-size list of {wanted}"
-        elif got != wanted:
-            return f"column {name} is {got}, not {wanted}"
-    return None
-
-
-def _valid_rows(labels: LabelBatch) -> LabelBatch:
-    """The rows ``decode_label`` would accept; the others counted by its reasons."""
-    reasons = {
-        "negative_seq": labels.seq < 0,
-        "non_finite": ~np.isfinite(labels.t) | ~np.isfinite(labels.X).all(axis=1),
-        "bad_label_value": (labels.Y > 1).any(axis=1),
-    }
-    bad = np.zeros(len(labels.seq), dtype=bool)
-    for reason, rows in reasons.items():
-        new = rows & ~bad  # each row counted once, under its first reason
-        if new.any():
-            labels.rejected[reason] += int(new.sum())
-        bad |= new
-    if not bad.any():
-        return labels
-    keep = ~bad
-    return LabelBatch(seq=labels.seq[keep], t=labels.t[keep], X=labels.X[keep],
-                      Y=labels.Y[keep], src=[], rejected=labels.rejected)
-
-
-def file_info(path: str) -> dict[str, Any]:
-    """The bag metadata a dataset file carries in its schema metadata (module doc).
-
-    Raises:
-        ValueError: the file cannot be read, or carries no such metadata.
-    """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        metadata = pq.read_schema(path).metadata or {}
-    except pa.ArrowException as exc:  # pyarrow's errors that are not OSError/ValueError
-        raise ValueError(f"{path}: {exc}") from None
-    info = json.loads(metadata[META_KEY])
-    if not isinstance(info, dict):
-        raise ValueError(f"{path}: its {META_KEY!r} schema metadata is not a JSON object")
-    return info
-
-
-def dataset_meta(directory: str) -> dict[str, Any]:
-    """d, c and the names a dataset's manifest records."""
-    doc = read_manifest(directory)
-    if doc.get("d") is None:
-        raise RobotDaemonError(f"the dataset {directory} holds no bag")
-    return {k: doc.get(k) for k in ("d", "c", "feature_names", "class_names")}

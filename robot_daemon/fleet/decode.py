@@ -1,4 +1,4 @@
-"""One bag into arrays: its labelled frames (and its frames), with what went wrong.
+"""One partition into arrays: a bag decoded, or a dataset's labels file read.
 
 :func:`read_bag` runs on a worker; it never raises for a bad bag. A file that is not a
 bag (or cannot be read) comes back as a :class:`BagRead` with ``skipped`` set, a cut or
@@ -7,20 +7,23 @@ file of a fleet's archive is reported, not fatal to the job.
 
 Bags are read fast (:func:`~robot_daemon.bag.payloads.read_payloads`); ``dataset`` also
 keeps each row's receive time (the MCAP message's ``log_time``), which that reader gives
-when asked.
+when asked. A dataset's labels file (:func:`read_labels`) gives the same arrays as the
+bag it was written from.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from robot_daemon import wire
 from robot_daemon.errors import BagError, WireError
+from robot_daemon.fleet.manifest import META_KEY
 from robot_daemon.fleet.sources import Source
 from robot_daemon.wire.batch import FrameBatch, LabelBatch, decode_frames, decode_labels
 
@@ -122,8 +125,6 @@ def _kept(
 def load_labels(part: Source, d: int | None = None, c: int | None = None) -> BagRead:
     """A partition's labelled frames: a bag decoded, or a dataset's Parquet file read."""
     if part.kind == "parquet":
-        from robot_daemon.fleet.dataset import read_labels
-
         return read_labels(part.path)
     return read_bag(part.path, labels=True, d=d, c=c)
 
@@ -139,8 +140,6 @@ def names_of(
     for part in parts:
         try:
             if part.kind == "parquet":
-                from robot_daemon.fleet.dataset import file_info
-
                 info = file_info(part.path)
                 meta = BagMeta(feature_names=info.get("feature_names"),
                                class_names=info.get("class_names"))
@@ -158,3 +157,97 @@ def _names(names: list[str] | None, count: int | None, kind: str) -> list[str]:
     if names is not None and len(names) == count:
         return list(names)
     return [f"{kind}_{i}" for i in range(count or 0)]
+
+
+def read_labels(path: str) -> BagRead:
+    """One labels file of a dataset as :class:`BagRead` (the same arrays as the bag gave).
+
+    A file of another schema (the module doc's), or with missing values, comes back
+    skipped; rows the wire decoder would refuse (a reading that is not finite, a label
+    other than 0 or 1, a negative ``seq``) are left out and counted in ``rejected``.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        problem = _schema_problem(pq.read_schema(path))
+        if problem is not None:
+            return BagRead(path, skipped=f"not a labels file of a robot-daemon dataset"
+                           f" ({problem})")
+        table = pq.read_table(path, columns=["seq", "t", "x", "y"])
+    except (OSError, ValueError, pa.ArrowException) as exc:  # pyarrow's errors
+        return BagRead(path, skipped=f"cannot read {path}: {exc}")
+    x = table.column("x").combine_chunks()
+    y = table.column("y").combine_chunks()
+    X_flat, Y_flat = x.flatten(), y.flatten()
+    columns = {name: table.column(name) for name in table.column_names}
+    columns.update({"x values": X_flat, "y values": Y_flat})
+    empty = [name for name, column in columns.items() if column.null_count]
+    if empty:
+        return BagRead(path, skipped=f"missing values in {', '.join(empty)}")
+    n, d, c = table.num_rows, x.type.list_size, y.type.list_size
+    labels = LabelBatch(
+        seq=table.column("seq").to_numpy(),
+        t=table.column("t").to_numpy(),
+        X=X_flat.to_numpy(zero_copy_only=False).reshape(n, d),
+        Y=Y_flat.to_numpy(zero_copy_only=False).reshape(n, c),
+        src=[],  # not needed by the jobs that read datasets
+    )
+    return BagRead(path, labels=_valid_rows(labels), d=d, c=c)
+
+
+def _schema_problem(schema: Any) -> str | None:
+    """What keeps ``schema`` from being that of a labels file (module doc), or ``None``."""
+    import pyarrow as pa
+
+    columns = {"seq": pa.int64(), "t": pa.float64(), "x": pa.float32(), "y": pa.uint8()}
+    for name, wanted in columns.items():
+        if schema.get_field_index(name) < 0:  # -1 also for a name given twice
+            return f"no column {name}, or more than one"
+        got = schema.field(name).type
+        if name in ("x", "y"):
+            if not (pa.types.is_fixed_size_list(got) and got.value_type == wanted
+                    and got.list_size > 0):
+                return f"column {name} is {got}, not a fixed-size list of {wanted}"
+        elif got != wanted:
+            return f"column {name} is {got}, not {wanted}"
+    return None
+
+
+def _valid_rows(labels: LabelBatch) -> LabelBatch:
+    """The rows ``decode_label`` would accept; the others counted by its reasons."""
+    reasons = {
+        "negative_seq": labels.seq < 0,
+        "non_finite": ~np.isfinite(labels.t) | ~np.isfinite(labels.X).all(axis=1),
+        "bad_label_value": (labels.Y > 1).any(axis=1),
+    }
+    bad = np.zeros(len(labels.seq), dtype=bool)
+    for reason, rows in reasons.items():
+        new = rows & ~bad  # each row counted once, under its first reason
+        if new.any():
+            labels.rejected[reason] += int(new.sum())
+        bad |= new
+    if not bad.any():
+        return labels
+    keep = ~bad
+    return LabelBatch(seq=labels.seq[keep], t=labels.t[keep], X=labels.X[keep],
+                      Y=labels.Y[keep], src=[], rejected=labels.rejected)
+
+
+def file_info(path: str) -> dict[str, Any]:
+    """The bag metadata a dataset file carries in its schema metadata (module doc).
+
+    Raises:
+        ValueError: the file cannot be read, or carries no such metadata.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        metadata = pq.read_schema(path).metadata or {}
+    except pa.ArrowException as exc:  # pyarrow's errors that are not OSError/ValueError
+        raise ValueError(f"{path}: {exc}") from None
+    info = json.loads(metadata[META_KEY])
+    if not isinstance(info, dict):
+        raise ValueError(f"{path}: its {META_KEY!r} schema metadata is not a JSON object")
+    return info

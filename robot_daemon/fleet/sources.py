@@ -29,9 +29,9 @@ from typing import Literal
 
 from robot_daemon import paths
 from robot_daemon.errors import ConfigError
+from robot_daemon.fleet import manifest
+from robot_daemon.fleet.manifest import MANIFEST
 
-#: The file that makes a directory a dataset (see :mod:`robot_daemon.fleet.dataset`).
-MANIFEST = "dataset.json"
 #: Most files the sources of one command may expand to: twice a fleet-month of hourly
 #: bags (200 robots x 8 h x 30 days = 48,000); more is a mistyped glob or a job to split.
 MAX_FILES = 100_000
@@ -278,15 +278,13 @@ def _subdirectories(top: str, budget: _Budget) -> list[str]:
 def files_read(sources: Sequence[Source]) -> Iterator[tuple[str, Source]]:
     """Every file the sources stand for, beside the source it belongs to: each bag, and
     each dataset's manifest and the Parquet files of its two tables."""
-    from robot_daemon.fleet import dataset
-
     for source in sources:
         if source.kind != "dataset":
             yield source.path, source
             continue
         yield os.path.join(source.path, MANIFEST), source
-        for table in dataset.TABLES:
-            for name in dataset.files(source.path, table):
+        for table in manifest.TABLES:
+            for name in manifest.files(source.path, table):
                 yield name, source
 
 
@@ -345,13 +343,11 @@ def all_plain_bags(specs: Sequence[str]) -> bool:
 
 def partitions(sources: Sequence[Source], table: str = "labels") -> list[Source]:
     """Bags as they are, datasets as their Parquet files of ``table`` (kind "parquet")."""
-    from robot_daemon.fleet import dataset
-
     parts: list[Source] = []
     for source in sources:
         if source.kind == "dataset":
             parts += [Source(f, "parquet", source.spec)
-                      for f in dataset.files(source.path, table)]
+                      for f in manifest.files(source.path, table)]
         else:
             parts.append(source)
     return parts

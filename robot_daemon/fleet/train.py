@@ -1,25 +1,11 @@
 """``train`` over many partitions: decoded on the workers, streamed through SGD in the driver.
 
-The driver holds the network and at most a few decoded partitions (:data:`cluster.
-LOOKAHEAD_PER_WORKER` per worker), never the archive:
+The driver holds the network and at most a few decoded partitions, never the archive: a
+first pass sums the input normalisation, each epoch streams the partitions through the
+reference SGD step in batches of ``batch_size`` (the very batches of one-process training
+without ``--shuffle``), and a last pass counts what the thresholds are tuned from.
 
-1. a first pass over the partitions sums, for the training rows (the head of each bag,
-   :func:`~robot_daemon.offline.train.split_tail` as in one-process training), the
-   per-feature counts, means and squared deviations, merged with Chan's formula into the
-   input normalisation;
-2. every epoch, the partitions arrive in source order and the user's SGD step
-   (``MLP.single_step_sgd``) runs over their training rows in batches of
-   ``batch_size``; the rows left over at the end of a partition open the next batch.
-   Without ``--shuffle`` the batches are therefore the very batches of one-process
-   training, in the same order; with it, each partition is shuffled on its own and the
-   partitions come in a new order each epoch (the seed decides both);
-3. a last pass scores the validation rows (the tail of each bag) and counts, per class
-   and candidate threshold, the true and false positives and false negatives: the
-   thresholds are tuned from these counts as ``metrics.tune_thresholds`` tunes them.
-
-Each epoch's line reports the mean loss of the training rows as SGD met them (each
-partition right after its steps) and the validation macro-F1 at 0.5 of each bag's tail
-scored as it arrived, before the epoch's steps on that bag.
+Design: docs/architecture.md, "Training on many partitions".
 """
 
 from __future__ import annotations
@@ -303,7 +289,7 @@ def _epoch(
             raise RobotDaemonError(
                 f"training diverged in epoch {epoch} ({exc}); try a smaller --lr") from None
         carry_X, carry_Y = X[whole:], Y[whole:]
-    if len(carry_X):  # the last, short batch, as the user's sgd ends an epoch
+    if len(carry_X):  # the last, short batch, as the reference sgd ends an epoch
         mlp.single_step_sgd(carry_X, carry_Y, lr=config.lr)
         loss_sum += log_loss(carry_Y, mlp.predict_proba(carry_X)) * len(carry_X)
         seen += len(carry_X)

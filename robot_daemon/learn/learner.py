@@ -1,38 +1,12 @@
 """Online learning with guard rails: labelled frames fine-tune a serving model, safely.
 
-An :class:`OnlineLearner` owns the serving :class:`~robot_daemon.model.Model`. The daemon
-feeds it labelled frames as they arrive and, between ticks, asks it for one step
-whenever ``batch_size`` new frames are waiting. A step:
+An :class:`OnlineLearner` owns the serving :class:`~robot_daemon.model.Model`; the daemon
+feeds it labelled frames and, between ticks, asks for one step once ``batch_size`` new
+frames wait. A step screens the new batch (outliers, a non-finite or jumping loss), trains
+on a batch drawn from a replay ring, rolls back on an overflow and, optionally, undoes a
+step that makes a held-out loss worse; every rejection and rollback is counted.
 
-1. **Screens the new batch**, which is discarded and never trained on if it fails:
-   a reading more than ``max_abs_z`` standard deviations from the training mean
-   (``outlier``: a sensor fault that still passed the wire's finiteness check would
-   otherwise produce enormous gradients); a loss, from a forward pass that keeps nothing,
-   that is not finite (``non_finite_loss``) or far above its running average
-   (``loss_jump``: a batch of flipped labels).
-2. **Trains on a replay batch**: the screened frames join a bounded ring of recent
-   frames, and the user's ``single_step_sgd`` runs on ``batch_size`` frames drawn from
-   the whole ring. Consecutive frames of one scene are nearly identical: stepping on
-   them in arrival order drags the model from scene to scene (measured: held-out
-   macro-F1 fell from 0.54 to 0.47 under drifted calibration, where drawing from the
-   ring raised it to 0.61).
-3. **Runs with overflow raising**: an overflow, weights that come out non-finite, or
-   weights whose logits on the batch just trained on leave the sigmoid's range (the
-   network overflowed, whatever a CPU makes of it: :func:`robot_daemon.nn.logits_within`)
-   restore the weights saved before the step (``rollback``).
-4. **Checks the holdout** (optional): every ``holdout_every``-th frame is kept aside,
-   never trained on; a step that makes the holdout loss clearly worse is undone
-   (``holdout_worse``).
-
-The data path keeps work off the step: a labelled frame is normalised once, as it
-arrives, into preallocated arrays (the waiting batch, the replay ring, the holdout), so a
-step stacks nothing, loops over no rows and normalises nothing again. The holdout keeps
-each frame's loss under the current weights: before a step only frames that arrived
-since the last one are evaluated; after it, the whole holdout (the weights changed).
-
-Predictions stay consistent because the daemon is single-threaded: a step happens between
-two ticks, never during one, and ``version`` (carried by every ``pred`` message) counts
-the accepted steps. Every rejection and rollback is counted for ``status``.
+Design: docs/architecture.md, "The guarded online step".
 """
 
 from __future__ import annotations
@@ -59,7 +33,8 @@ REJECTIONS: Final = ("outlier", "non_finite_loss", "loss_jump", "rollback", "hol
 
 @dataclass(frozen=True)
 class OnlineConfig:
-    """Online-learning settings; batch size and learning rate default to the user's.
+    """Online-learning settings; batch size and learning rate default to the reference
+    schedule's (docs/spec.md).
 
     batch_size, lr: one step per ``batch_size`` new labelled frames.
     buffer_max: recent frames kept in the replay ring that steps draw from.

@@ -1,42 +1,12 @@
 """``robot-daemon run --online``: the label channel, learning between ticks, checkpoints.
 
-The daemon's loop stays in :mod:`robot_daemon.serve.daemon`; this module owns what online
-learning adds to it, so that the serving loop reads the same with it or without it:
+The daemon's loop stays in :mod:`robot_daemon.serve.daemon`; :class:`OnlineSession` owns
+what online learning adds to it, so that the serving loop reads the same with it or
+without it: the label SUB socket (CURVE-protected if configured), one guarded step or one
+checkpoint save between ticks where it fits before the next one, the ``<base>+<n>``
+version every ``pred`` carries, and checkpoints written by a thread of their own.
 
-* **Label channel**: a SUB socket that *connects* to the label publisher (which binds)
-  and subscribes to ``label``. With ``curve_secret_key`` it is a CURVE server and a ZAP
-  handler admits only the publishers whose public keys are in ``curve_allow``
-  (:mod:`robot_daemon.learn.keys`): an unknown key, a plain-text publisher or replayed bytes
-  never complete a handshake, so their messages never reach :meth:`OnlineSession.drain`.
-  Payloads are decoded with the model's ``d`` and ``c``; rejections are counted by reason.
-  A failed handshake (``labels_handshake_failed`` in ``status``: a wrong key, a
-  plain-text peer, replayed bytes) or an oversized message can make libzmq give up the
-  connection for good; :mod:`robot_daemon.serve.monitor` watches for it and the daemon
-  connects again after ``RECONNECT_AFTER_FAILURE_NS`` (after a failed handshake it stops
-  libzmq's own retries, every 0.1-0.2 s, until then), so the real publisher can always
-  come back and a refused one costs one handshake a second.
-* **Learning between ticks**: :meth:`OnlineSession.between_ticks` takes one guarded step
-  (:class:`robot_daemon.learn.learner.OnlineLearner`) when a batch is ready *and* the time left
-  to the next tick exceeds the expected step time plus a margin; otherwise the step is
-  deferred (counted once per tick) to a later gap. The loop is single-threaded, so a tick
-  always predicts with one consistent set of weights (the checkpoint writer thread only
-  writes bytes copied out between ticks).
-* **Versions**: ``pred`` and ``status`` carry ``<base>+<n>``, ``base`` the version of
-  the ``--model`` file and ``n`` a step number that grows by one with each accepted step
-  and never goes back in one checkpoint directory (it also names the checkpoints), so
-  that ``<base>+<n>`` names one set of weights, across restarts and redeployments.
-* **Checkpoints**: every ``checkpoint_every_steps`` accepted steps, or
-  ``checkpoint_every_s`` after the last save if the model changed, and at shutdown.
-  Between ticks the weights are copied out as a model file's bytes (well under a
-  millisecond at h = 64, again only where it fits before the next tick); a thread of its
-  own writes and fsyncs the file, so a slow disk or a loaded machine never holds a tick
-  or learning up. No step is taken while ``checkpoint_every_steps`` steps wait unsaved,
-  so a crash loses at most one checkpoint interval. A failed save (a full disk) is
-  logged once and retried after 1 s, then after twice as long each time up to 30 s;
-  meanwhile learning goes on in memory (steps no longer wait for the save) and the next
-  save that works writes all of it, logged once more. On start the newest checkpoint that
-  validates and was learned from the same ``--model`` is resumed; a new model file
-  (another base version) starts afresh, since its checkpoints describe another model.
+Design: docs/architecture.md, "Online learning inside the daemon".
 """
 
 from __future__ import annotations
@@ -55,14 +25,14 @@ import numpy as np
 import zmq
 
 from robot_daemon import wire
+from robot_daemon.config import DaemonConfig
 from robot_daemon.errors import ModelError, RobotDaemonError, WireError
 from robot_daemon.learn import keys
 from robot_daemon.learn.checkpoints import CheckpointStore
 from robot_daemon.learn.learner import OnlineConfig, OnlineLearner, StepResult
 from robot_daemon.model import Model
-from robot_daemon.serve import monitor, receive
-from robot_daemon.serve.config import DaemonConfig
-from robot_daemon.serve.stats import REJECT_LOG_PERIOD_NS, RateLimiter
+from robot_daemon.ratelimit import REJECT_LOG_PERIOD_NS, RateLimiter
+from robot_daemon.zmq_io import monitor, receive
 
 log = logging.getLogger("robot_daemon.learn.session")
 

@@ -4,7 +4,7 @@
 (:func:`read_labelled`), keeps the last ``val_fraction`` of each bag for validation
 (:func:`split_tail`; a random split would leak, since neighbouring readings of a time
 series are nearly identical), fits the input normalisation on the training part, trains
-the user's MLP with the user's SGD (10 epochs, batch 100, lr 0.1 by default), tunes one
+the reference MLP with the reference SGD (10 epochs, batch 100, lr 0.1 by default), tunes one
 decision threshold per class on the validation part and returns a
 :class:`~robot_daemon.model.Model`. Everything that goes into the file is determined by
 the data and the seed, so the same command writes the same bytes.
@@ -170,15 +170,15 @@ def check_footprint(n: int, d: int, h: int, c: int, dtype: str) -> None:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Training settings: the user's step (batch 100, lr 0.1, docs/spec.md) in a recipe that
+    """Training settings: the reference step (batch 100, lr 0.1, docs/spec.md) in a recipe that
     trains a good model from recorded bags.
 
-    The user's ``MLP.sgd`` makes 10 passes in order, right for their class and weak for
+    The reference ``MLP.sgd`` makes 10 passes in order, right for its class and weak for
     bags, whose consecutive frames are nearly the same scene: here the examples are
     shuffled every epoch, up to ``epochs`` passes are made, and the weights of the epoch
     with the best validation macro-F1 (thresholds tuned) are kept (``keep_best``); with
     ``patience`` > 0, training stops after that many epochs without a better one.
-    Measured on 30 simulated minutes (seed 21), scored on 5 others (seed 22): the user's
+    Measured on 30 simulated minutes (seed 21), scored on 5 others (seed 22): the reference
     10 ordered epochs 0.46 held-out macro-F1, this recipe 0.67 in 7 epochs (the best was
     the 2nd: more passes over the same scenes fit them, not the sidewalk).
     """

@@ -1,81 +1,13 @@
 """``robot-daemon run``: fixed-rate streaming inference over ZeroMQ, under systemd.
 
-The loop (one thread, one :class:`zmq.Poller`):
+The :class:`Daemon` runs one thread around one :class:`zmq.Poller`: ticks fall on a
+drift-free schedule, the frames are drained and decoded between them, each tick sends one
+``pred`` with every pending frame's probabilities and every status interval a ``status``.
+Online learning, reloads on SIGHUP and the liveness and memory checks run between ticks,
+so a tick always serves one model with one set of weights; SIGTERM and SIGINT finish the
+current tick, save a last checkpoint and return 0 or 130.
 
-* **Ticks** fall on a drift-free schedule on ``time.monotonic_ns()``: tick ``k`` is due at
-  ``start + k * interval``. A tick that runs late does not move the ones after it; the
-  deadlines it overran are counted in ``ticks_missed`` and skipped, not replayed.
-* **Waiting**: the poller's timeout is the time left to the next deadline (tick, status
-  or watchdog). ZeroMQ's poll takes whole milliseconds, so the loop polls to the last
-  whole millisecond and sleeps the rest: polling alone wakes up to 1 ms late or spins.
-  The wake-up lateness is measured (``wake_late_ms_*`` in ``status``). A late tick has
-  one of two causes, counted apart: ``ticks_late_os``, the OS kept the CPU from the
-  loop (it woke the loop late, or took the CPU away after waking it: the loop's own CPU
-  time since the wake-up would not have reached the lateness; a busy or virtualised
-  machine: give the daemon a core and a priority); or, the rest of ``ticks_late``, the
-  daemon's own work ran past the deadline (fewer frames per tick, a smaller model).
-* **Between ticks** it drains the ``frame`` SUB sockets (one per ``--frames`` endpoint,
-  so that a frame's endpoint is known: a SUB socket connected to several publishers does
-  not say which one sent a message) and decodes each payload with the model's ``d``
-  into the batch (:mod:`robot_daemon.serve.intake`: the usual frames held and decoded
-  many at a time, anything else through :func:`robot_daemon.wire.decode_frame_raw`'s
-  full checks), until the early pass 1.25 ms before a tick (below), so that the tick
-  decodes little. After a drain the sockets rest a quarter interval (``DRAIN_GAP``), so
-  that a stream costs a few wake-ups a tick, not one a frame. Where a drain brings
-  ``early.AHEAD_ROWS`` frames or more (128: from about 25,000 frames/s) the loop runs
-  their forward pass and packs their rows right away (a pass ahead): most of a tick's
-  frames are then computed before its deadline, where a tick that computed 1,600 of them
-  took 4-9 ms. Rejected payloads are counted by reason and logged at a bounded rate;
-  gaps in each publisher's ``seq`` count as lost frames (ZeroMQ drops silently at its
-  high-water marks). The pending batch keeps the newest ``max_batch`` frames
-  (:func:`robot_daemon.offline.replay.newest`'s rule) and counts the others as dropped,
-  so memory stays bounded whatever arrives.
-* **At each tick** one ``pred`` message with every pending frame's probabilities, its
-  sensor time (``t_frame``) and source (``src``). The work is split
-  (:mod:`robot_daemon.serve.early`): ``interval / EARLY_LEAD`` before the deadline
-  (1.25 ms at 20 ms ticks) the loop drains, runs the forward pass of the frames already
-  there and packs their rows; ``CATCH_UP_NS`` (0.31 ms) before the deadline it does
-  the same for the frames that came in since, then waits for the deadline awake (at most
-  those 0.31 ms); the tick does the same for the frames of the last stretch, if any, and
-  sends. After 20 ms asleep a whole tick's work ran several times slower than back to
-  back, and after any sleep the first NumPy calls do: this way the tick itself does
-  little of the work, on warm caches, and starts on time.
-* **Every status interval** a ``status`` message on the same PUB socket, a one-line
-  summary in the log and ``STATUS=`` for ``systemctl status``.
-* **Liveness** (:mod:`robot_daemon.serve.liveness`): each valid frame marks its endpoint
-  and its ``src`` as heard; after each tick, a source silent for over ``stale_after_ms``
-  turns stale (one WARNING) and a stale one heard again live (one INFO), and on any such
-  change a ``status`` goes out at once, so that a planner learns within a tick that the
-  daemon is ``degraded`` or ``blind`` (no frames at all), not at the next status.
-* **Online learning** (``--online``, :mod:`robot_daemon.learn.session`): a second SUB socket
-  receives ``label`` messages; between ticks, where the time left to the next early pass
-  allows (never between it and its tick), the model takes one guarded SGD step or saves
-  a checkpoint. ``pred`` then
-  carries ``<base version>+<steps>``. Ticks and steps share the one thread, so a tick
-  never sees weights half-way through a step.
-* **Signals** set flags and wake the poller through a self-pipe
-  (:func:`signal.set_wakeup_fd`): SIGHUP starts loading the model file in a thread
-  (:mod:`robot_daemon.serve.reload`) while the loop keeps ticking; the new model is
-  swapped in between two ticks once it loaded and validated. A bad file, or one with
-  another ``d`` or ``c``, is refused and the old model keeps serving; in online mode an
-  unchanged file keeps the learned weights. SIGTERM and SIGINT serve the frames
-  already received, save a last checkpoint, close the sockets and return 0 (SIGTERM) or
-  130 (SIGINT, as every command).
-
-``status`` keys beyond ``docs/protocol.md``'s table: ``ticks_missed``, ``ticks_late_os``,
-``ticks_early``, ``ticks_caught_up``, ``early_recomputed``, ``preds``,
-``tick_ms_p50/p99/max`` (tick processing from the deadline: the last stretch's frames
-and the ``pred``),
-``tick_ms_edges``/``tick_ms_counts`` (ticks since the start per processing-time bucket),
-``wake_late_ms_p50/p99/max`` (tick start minus its deadline), ``frames_seq_resets``,
-``sources``, ``reloads``, ``reload_failures``, ``tick_errors``, ``reconnects``
-(:mod:`robot_daemon.serve.monitor`: connections libzmq gave up that the daemon made
-again, by endpoint and reason), and liveness's ``health``, ``stale_endpoints``,
-``stale_srcs``, ``endpoint_silent_ms``, ``src_silent_ms``, ``srcs_untracked``; rejection
-reasons beyond
-the wire protocol's: ``bad_envelope`` (not a two-part ``[b"frame", payload]`` message) and
-``non_finite_output`` (a frame whose probabilities came out NaN). Online learning adds
-:meth:`robot_daemon.learn.session.OnlineSession.status`'s keys.
+Design: docs/architecture.md, "The serving loop".
 """
 
 from __future__ import annotations
@@ -91,11 +23,12 @@ import numpy as np
 import zmq
 
 from robot_daemon import wire
-from robot_daemon.errors import ModelError, RobotDaemonError, WireError
+from robot_daemon.config import DaemonConfig, describe
+from robot_daemon.errors import ModelError, WireError
 from robot_daemon.learn.session import OnlineSession, resume
-from robot_daemon.serve import early, liveness, memory, monitor, receive, report, signals
+from robot_daemon.ratelimit import REJECT_LOG_PERIOD_NS, RateLimiter
+from robot_daemon.serve import early, liveness, memory, report, signals, sockets
 from robot_daemon.serve.batch import Batch, PendingFrames
-from robot_daemon.serve.config import DaemonConfig, describe
 from robot_daemon.serve.intake import Arrivals, FrameIntake
 from robot_daemon.serve.memory import MemoryBound
 from robot_daemon.serve.notify import Notifier
@@ -103,7 +36,7 @@ from robot_daemon.serve.reload import Reloader, ServedModel, load_model, too_slo
 from robot_daemon.serve.report import Counters, Windows
 from robot_daemon.serve.sequence import SeqTracker
 from robot_daemon.serve.signals import Signals
-from robot_daemon.serve.stats import REJECT_LOG_PERIOD_NS, RateLimiter
+from robot_daemon.zmq_io import monitor, receive
 
 if TYPE_CHECKING:
     from robot_daemon.model import Model
@@ -123,19 +56,6 @@ SERVING_NICE: Final = -10
 #: A tick that starts more than this fraction of the interval after its deadline is late
 #: (2 ms at 20 ms ticks): scheduling noise on a busy robot is not lateness.
 LATE_FRACTION: Final = 0.1
-#: Closing the PUB socket waits at most this long for the last messages to leave.
-LINGER_MS: Final = 200
-#: A message part above this disconnects its publisher (libzmq's only way to refuse it;
-#: the daemon connects again, serve.monitor), losing what the sensor sends meanwhile. Below
-#: it, a part too large for a frame (64 KiB) is received without a copy (serve.receive) and
-#: refused as ``oversized``: one frame lost, not 100 ms of a sensor as at 1 MiB. Memory is
-#: bounded by serve.memory, not by this.
-MAX_MESSAGE_BYTES: Final = 16 << 20
-#: The PUB socket's send high-water mark, in messages per subscriber: 5 s of preds at
-#: 20 ms ticks. A subscriber that falls further behind (a stopped `watch`, a hung exporter)
-#: loses the excess, and the daemon holds at most this many messages for it: at 10,000,
-#: eight stopped subscribers of large preds grew the daemon by 1.5 MB a second, unbounded.
-SNDHWM: Final = 250
 #: After a drain the frames socket rests for interval / DRAIN_GAP (5 ms at 20 ms ticks):
 #: each wake-up costs 0.1-0.2 ms of CPU cold, whatever it drains. Measured at 1,000
 #: frames/s, paired: 2.5 ms rests took 129 ms of CPU per 1,000 frames, 5 ms rests 117.
@@ -220,7 +140,7 @@ class Daemon:
             stack.callback(self._reloader.close)
             stack.callback(self._memory.close)
             self._frame_watches = watches
-            self._open(subs, pub)
+            sockets.open_sockets(cfg, subs, pub)
             if cfg.metrics is not None:  # not waited for: serving first
                 self.metrics = stack.enter_context(
                     _metrics_exporter(cfg.pred, cfg.metrics, cfg.allow_remote_bind))
@@ -263,26 +183,6 @@ class Daemon:
             self.notifier.stopping()
             log.info("stopped after %d ticks", self.counters.ticks)
             return sigs.exit_code
-
-    def _open(self, subs: list[zmq.Socket[bytes]], pub: zmq.Socket[bytes]) -> None:
-        cfg = self.config
-        pub.setsockopt(zmq.SNDHWM, SNDHWM)
-        pub.setsockopt(zmq.LINGER, LINGER_MS)
-        for sub, endpoint in zip(subs, cfg.frames, strict=True):
-            sub.setsockopt(zmq.RCVHWM, cfg.rcvhwm)
-            sub.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
-            sub.setsockopt(zmq.LINGER, 0)
-            sub.subscribe(wire.TOPIC_FRAME)
-            try:
-                sub.connect(endpoint)
-            except zmq.ZMQError as exc:
-                raise RobotDaemonError(f"cannot connect to frames {endpoint!r}: {exc}") from None
-        try:
-            pub.bind(cfg.pred)
-        except zmq.ZMQError as exc:
-            raise RobotDaemonError(
-                f"cannot bind pred {cfg.pred!r}: {exc}; is another daemon running there?"
-            ) from None
 
     def _loop(
         self, subs: list[zmq.Socket[bytes]], pub: zmq.Socket[bytes], poller: zmq.Poller,
@@ -422,7 +322,7 @@ class Daemon:
 
     def _drain(self, subs: list[zmq.Socket[bytes]], until_ns: int) -> None:
         """Receive every waiting frame message, the sockets in turn
-        (:func:`robot_daemon.serve.receive.drain_each`, :mod:`robot_daemon.serve.intake`)."""
+        (:func:`robot_daemon.zmq_io.receive.drain_each`, :mod:`robot_daemon.serve.intake`)."""
         if len(self._frames) != len(subs):  # one per socket, kept for its life
             self._frames = [
                 FrameIntake(sub, i, self._arrivals) for i, sub in enumerate(subs)]

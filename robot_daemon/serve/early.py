@@ -2,51 +2,12 @@
 that came in since just before it, then the few that arrive after them; at high rates
 also the frames of each drain between ticks, as they come (passes ahead).
 
-Measured at 1,000 frames/s (20 frames per 20 ms tick), inside the daemon: the forward
-pass of a tick took about 150 us p50 and encoding its ``pred`` 65 us, where back to back
-the same work takes 35 and 11: after 20 ms asleep the caches and branch predictors
-belong to other work. So ``interval / EARLY_LEAD`` before the deadline the daemon runs
-the forward pass of the frames already pending and packs their rows of the ``pred``
-(:func:`start`). ``CATCH_UP_NS`` before it (0.31 ms) the daemon does the
-same for the frames that came in since (:func:`catch_up`: about one at 1,000 frames/s) and
-then waits for the deadline awake, so that the tick, which does it once more for the
-frames of the last stretch (none in most ticks) and sends (:func:`fast_pred`), runs on
-the caches the catch-up left warm and starts on time. Nothing is computed twice, and the
-time from the deadline to the ``pred`` shrinks.
+:class:`Passes` runs them for one daemon and keeps their packed rows for the tick, which
+then computes only the last few frames, on warm caches, and starts on time: after 20 ms
+asleep a whole tick's work ran several times slower than back to back. Nothing is
+computed twice, and rows computed by weights that changed since are computed again.
 
-Measured at 1,000 frames/s, paired, the tick timed from its deadline: 0.39 ms p50 before
-early passes, 0.26-0.30 with the early pass alone (the one or two frames of the last
-1.25 ms decoded, computed and packed cold after the sleep), 0.16 with the catch-up. A catch-up
-starts about 0.1 ms late (the wake-up) and its cold pass often ends just after the
-deadline; the tick's time counts from the deadline then. The wait awake is at most 0.31
-ms per tick, which the warm tick pays back: CPU per 1,000 frames 121 ms before early
-passes, 117 with them and the daemon's longer rests between drains (``DRAIN_GAP``).
-
-:class:`Passes` runs them for one daemon: it keeps the part computed for the next tick
-and a budget of rows for each kind of pass; the daemon's loop calls it between its
-drains, at the times :meth:`Passes.early_at` and :attr:`Passes.catch_up_lead` give, and
-the tick takes the part (:meth:`Passes.take`).
-
-* **Passes ahead**: at high rates a drain between ticks brings hundreds of frames, and
-  the daemon computes them at once (:meth:`Passes.run_ahead`), when they are
-  :data:`AHEAD_ROWS` or more: the early pass, the catch-up and the tick are then left
-  the frames of the last few milliseconds. Not in online mode (a step between ticks
-  would void them), and not beyond ``max_batch`` frames kept for the tick.
-* **One set of weights per tick**: the early rows are kept with the model and version
-  that computed them. If either changed before the tick (a reload swapped in, an online
-  step), the tick computes them again (:func:`probabilities`) from their readings, which
-  the early part keeps.
-* **The batch cap holds over both parts**: a tick serves the newest ``max_batch`` frames;
-  the oldest early ones beyond that are dropped (:func:`join`), as the ring drops them.
-* **Every check kept**: the early rows are checked as :func:`robot_daemon.wire.encode_pred`
-  checks them; a row that failed (a NaN out of the model) sends the tick the general way,
-  which leaves that frame out and counts it.
-* **Never a late tick**: each pass takes at most as many rows as the recent passes
-  showed to end in time (:class:`RowBudget`, one per pass), the oldest; the newer rest
-  is left to the next pass and the tick. The early pass ends well
-  before the deadline; a catch-up over a frame or two may end just after it, and the
-  tick is then timed from the deadline: its frames are served sooner than the tick alone
-  would have served them.
+Design: docs/architecture.md, "Early passes before a tick".
 """
 
 from __future__ import annotations

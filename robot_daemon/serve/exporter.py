@@ -1,39 +1,12 @@
 """``robot-daemon metrics``: the Prometheus exporter, a process of its own beside the daemon.
 
-It subscribes to a daemon's ``pred`` endpoint for the ``status`` topic only (the PUB
-socket filters, so the ``pred`` messages never leave the daemon for it), decodes each
-``status`` with :func:`robot_daemon.wire.decode_status` (bounded) and serves the newest
-one as Prometheus text on ``http://ADDRESS:PORT/metrics``: the families of
-:class:`~robot_daemon.serve.metrics.StatusCollector`, rendered once per ``status`` by
-prometheus-client's own exposition, and the exporter's own
-(:class:`~robot_daemon.serve.metrics.ExporterCounts`):
+It subscribes to a daemon's ``pred`` endpoint for ``status`` only and serves the newest
+one as Prometheus text on ``http://ADDRESS:PORT/metrics`` (:mod:`robot_daemon.serve.metrics`),
+with ``robot_daemon_status_age_seconds`` to alert on. It is a process of its own, at nice
+19, so that a flood of HTTP clients costs the daemon one subscriber and nothing else; its
+HTTP side (:class:`ScrapeServer`) is one asyncio loop, bounded by :class:`Limits`.
 
-* ``robot_daemon_status_age_seconds``: seconds since the newest ``status`` arrived (since
-  the exporter started, before the first). A daemon that stopped publishing, hangs or is
-  gone shows here; alert on it (docs/deploy.md, "Metrics");
-* ``robot_daemon_exporter_statuses_total{result}``: ``status`` messages taken or rejected;
-* ``robot_daemon_exporter_requests_total{code}``: HTTP requests answered, by status code;
-* ``robot_daemon_exporter_connections_dropped_total{reason}``: connections closed
-  unanswered: over the connection limit (``limit``), past their deadline (``timeout``);
-* prometheus-client's ``process_*`` (CPU, memory, open fds, start time) of the daemon:
-  the exporter's parent when it is the daemon's child, else the process the newest
-  ``status``'s ``pid`` names (none while neither is known); the exporter's own as
-  ``robot_daemon_exporter_process_*``.
-
-Why a process: in the daemon, an HTTP server shares the GIL (and the file descriptors)
-with the serving loop; a flood of clients stalled ticks for seconds (issue 25). Here a
-flood costs the daemon one subscriber on its PUB socket and nothing else, and the
-exporter runs at nice 19 so that on busy cores the daemon gets the CPU first.
-
-The HTTP side (:class:`ScrapeServer`) is one asyncio loop, no thread per connection, and
-bounded (:class:`Limits`). It accepts one connection at a time, at most 100 a second (a
-burst of 100; the others wait in a listen backlog of 128, then the kernel refuses them),
-and resets at once (counted) one over 64 open: a flood holds at most 64 of its fds and
-costs it at most 100 accepts a second. A client has 5 s to send its request and 5 s to
-take the response; a request head of at most 8 KiB and 100 headers (else 431), only
-``GET`` and ``HEAD`` (405) of ``/metrics`` (404), one request per connection. Bad
-requests are counted and logged at most once per 10 s per kind, their request line cut
-short with control characters escaped (:func:`quote`); no traceback reaches the log.
+Design: docs/architecture.md, "The metrics exporter".
 """
 
 from __future__ import annotations
@@ -54,12 +27,12 @@ import zmq
 import zmq.asyncio
 
 from robot_daemon import wire
+from robot_daemon.config import check_endpoint
 from robot_daemon.errors import ConfigError, WireError
 from robot_daemon.printable import printable
-from robot_daemon.serve.config import check_endpoint
+from robot_daemon.ratelimit import REJECT_LOG_PERIOD_NS, RateLimiter
 from robot_daemon.serve.exporter_child import EXPORTER_NICE
 from robot_daemon.serve.metrics import ExporterCounts, Exposition
-from robot_daemon.serve.stats import REJECT_LOG_PERIOD_NS, RateLimiter
 
 log = logging.getLogger("robot_daemon.exporter")
 

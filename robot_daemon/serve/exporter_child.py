@@ -31,7 +31,7 @@ import time
 from typing import Final
 
 from robot_daemon.errors import ConfigError
-from robot_daemon.serve.stats import REJECT_LOG_PERIOD_NS, RateLimiter
+from robot_daemon.ratelimit import REJECT_LOG_PERIOD_NS, RateLimiter
 
 log = logging.getLogger("robot_daemon")
 

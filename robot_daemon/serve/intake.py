@@ -1,34 +1,13 @@
 """The frames sockets' messages into the tick's ring: the daemon's work for every frame.
 
-At tens of thousands of frames a second this is most of the daemon's CPU, so the usual
-message is received on a short path, held, and decoded with the others held, many at a
-time; anything else takes the full path, with the same outcome either way:
+:class:`FrameIntake` reads one frames socket; the usual message (two parts, topic
+``frame``) is held in the :class:`Arrivals` that all frames sockets share and decoded with
+the others held, many at a time; anything else takes the full checks of
+:func:`robot_daemon.wire.decode_frame_raw`. Either way an accepted frame is counted, its
+``seq`` tracked, its source marked heard and the frame queued for the tick, and a refused
+one is counted by reason: this is most of the daemon's CPU at high rates.
 
-* **the usual message**: two parts, the topic ``frame``. :meth:`FrameIntake.take`
-  receives it and holds its payload in the :class:`Arrivals` that every frames socket
-  shares, in the order of arrival. :meth:`Arrivals.flush` (at the end of each drain, and
-  before a take that could hold more than :data:`HOLD_MAX`) decodes what is held together
-  (:func:`robot_daemon.wire.layout.usual_frames`: the payloads in our encoder's byte
-  layout with NumPy, the others one by one) and accounts for each frame in order. Under
-  ``BULK_MIN`` held (32: the few of a drain at low rates) each takes the full path;
-* **anything else** (another topic, one part or three), and a held payload that is not in
-  the usual form or is invalid, goes to :meth:`Arrivals.message`: the envelope's checks,
-  then :func:`robot_daemon.wire.decode_frame_raw`'s full checks, which give the reason a
-  payload is refused. Whatever is held is flushed first, so that the frames are accounted
-  for in the order they arrived. A message of many parts is received and bounded as
-  :class:`robot_daemon.serve.receive.Receiver` does it.
-
-Either way an accepted frame is counted, its ``seq`` tracked
-(:class:`robot_daemon.serve.sequence.SeqTracker`), its endpoint and source marked heard
-(:class:`robot_daemon.serve.liveness.Liveness`) and the frame queued in the ring
-(:class:`robot_daemon.serve.batch.PendingFrames`), with the time it was received; a
-refused one is counted by reason and logged at a bounded rate (the daemon's ``reject``).
-
-Measured in process (``scripts/bench_frame_path.py --n 50000``: the frames queued on an
-inproc socket, then drained), per frame from the socket to the ring, in one run on a
-slow spell of the VM: 6.1 us with every message on the full path, 3.8 us (0.62 x) with
-the usual ones held and decoded together, where decoding each as it came took 0.89 x;
-receiving the two parts (``zmq.Frame``) alone takes 2.0.
+Design: docs/architecture.md, "Frame intake".
 """
 
 from __future__ import annotations
@@ -44,12 +23,12 @@ from robot_daemon import wire
 from robot_daemon.errors import WireError
 from robot_daemon.serve.batch import PendingFrames
 from robot_daemon.serve.liveness import Liveness
-from robot_daemon.serve.receive import COPY_MAX, Part, Receiver, kept
 from robot_daemon.serve.report import Counters
 from robot_daemon.serve.sequence import SeqTracker
 from robot_daemon.wire.decode import USUAL_MAX_D
 from robot_daemon.wire.layout import BULK_MIN, usual_frames
 from robot_daemon.wire.messages import FrameFields
+from robot_daemon.zmq_io.receive import COPY_MAX, Part, Receiver, kept
 
 _NOBLOCK: Final = int(zmq.NOBLOCK)
 
@@ -148,7 +127,7 @@ class Arrivals:
 class FrameIntake(Receiver):
     """Reads the frames socket of ``endpoint`` into ``arrivals``; see the module docstring.
 
-    A :class:`~robot_daemon.serve.receive.Receiver` whose handler is :meth:`message`,
+    A :class:`~robot_daemon.zmq_io.receive.Receiver` whose handler is :meth:`message`,
     with :meth:`take` receiving the usual message itself.
     """
 

@@ -1,40 +1,13 @@
 """Sensor liveness: which sources stopped sending valid frames, and the daemon's health.
 
-Without it an operator cannot tell "no obstacles" from "no frames": a silent sensor
-produces no ``pred`` at all, which looks like a quiet road. A *source* is each ``frames``
-endpoint the daemon connects to and each ``src`` string frames carry (several sensors may
-share one publisher). Every valid frame refreshes its endpoint and its ``src``
-(:meth:`Liveness.heard`); a frame that is rejected refreshes nothing, since a sensor that
-sends only NaN sees nothing either. At each tick :meth:`Liveness.check` marks a source
-*stale* once it has been silent for more than ``stale_after_ns`` and *live* again when
-it is heard, and says what changed so that the daemon can log it once and publish a
-``status`` at once. The health follows from the stale set:
+:class:`Liveness` tracks each ``frames`` endpoint and each ``src`` by its last valid
+frame, marks a source stale after ``stale_after_ns`` of silence and live again when it is
+heard, and derives the daemon's health (``ok``, ``degraded``, ``blind``), so that an
+operator can tell "no obstacles" from "no frames". :class:`ChangeLog` and
+:class:`StatusPace` tell the changes at a bounded rate. Nothing here reads a clock or
+logs: times come in as integer ns, so the logic is tested without sockets or sleeps.
 
-* ``ok``: no source is stale (an endpoint not heard from yet is given ``stale_after_ns``
-  from the start before it counts as stale);
-* ``degraded``: some source is stale, but at least one endpoint still delivers;
-* ``blind``: no endpoint delivered a valid frame for ``stale_after_ns`` (or ever, once
-  ``stale_after_ns`` has passed since the start).
-
-Endpoints come from the configuration and are tracked for the life of the process. A
-``src`` is tracked from its first valid frame until the daemon restarts: a sensor that
-died stays stale rather than drop out of sight after some time, which would turn a dead
-sensor back into ``ok``. At most :data:`MAX_SRCS` are tracked; frames of further ``src``
-values are still served, only counted (``srcs_untracked``): a broken publisher that
-invents a name per frame cannot grow memory or push a real, silent sensor out of the
-table. A ``src`` that is retired for good is forgotten at the next restart.
-
-What changes is told, but not without bound: a publisher that cycles through ``src``
-names (256 at 4 Hz each) made 2,079 log lines and 51 ``status`` messages a second.
-:class:`ChangeLog` tells a ``src`` going stale at most once per
-:data:`SRC_LOG_PERIOD_NS`, and its coming back only after a stale line that was told (the
-next line counts the changes in between), and :data:`LINES_PER_S` lines a second in all,
-endpoints first (one line then counts what was held back); :class:`StatusPace` lets the
-changes out in a ``status`` at most every :data:`STATUS_GAP_NS`, ``blind`` at once.
-
-Nothing here reads a clock or logs: times are passed in (int ns on
-``time.monotonic_ns()``), and :class:`Change` carries the log lines, so the logic is
-tested without sockets or sleeps.
+Design: docs/architecture.md, "Sensor liveness".
 """
 
 from __future__ import annotations
@@ -44,10 +17,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, TypeVar
 
-#: 10 periods of a 50 Hz sensor: ten frames in a row missing, which the loss of a few
-#: frames or a 100 ms hiccup of the OS or the network does not reach, while a planner
-#: still learns of a dead sensor within a quarter of a second (22 cm at 1 m/s).
-DEFAULT_STALE_AFTER_MS: Final = 200.0
 #: Most ``src`` values tracked; far above the sensors of one robot.
 MAX_SRCS: Final = 256
 #: Stale sources named in the one-line summary; ``status`` lists them all.

@@ -1,32 +1,12 @@
 """The daemon's memory bound: what libzmq holds of a message that is still arriving.
 
-libzmq bounds a message *part* (``MAXMSGSIZE``) and the whole messages queued per
-connection (``RCVHWM``), but not the parts of one message: it hands a message over only
-once all of it arrived, and holds it meanwhile. One message of 2,000 parts of 1 MB took
-the daemon's RSS to 2 GB and held every valid frame behind it for 6.9 s (172 dropped, a
-tick of 160 ms). No socket option bounds it, and the daemon cannot see the message until
-it is whole. What it can see is its own RSS, and which publisher went silent: frames come
-in order on a connection, so the one sending such a message delivers nothing else
-meanwhile.
+After every tick :class:`MemoryBound` reads the daemon's RSS; above the RSS of the
+daemon serving its model plus :data:`HELD_MAX_BYTES`, the daemon drops and makes again the
+connections of the frames endpoints that went silent, and libzmq frees what it held of a
+message still arriving on them. No socket option bounds that message, and the daemon
+cannot see it until it is whole; it can see its own RSS and which publisher went silent.
 
-So after every tick :class:`MemoryBound` reads the RSS (``/proc/self/statm``, a few
-microseconds). Above the RSS of the daemon serving its model (taken at the start and after
-each reload) plus :data:`HELD_MAX_BYTES`, the daemon drops and makes again the connections
-of the frames endpoints without a valid frame for :data:`SILENT_NS`: libzmq frees what it
-held of a connection at once (measured: RSS 190 -> 18 MB within 50 ms). A silent endpoint
-loses nothing by it, and a sensor stuck behind the message delivers again.
-
-After a drop the allocator is asked to give free memory back (``malloc_trim``, where the
-C library has it), and the bound is left alone for :data:`SETTLE_NS`. If the RSS is still
-over it then, the memory is no longer libzmq's (the allocator kept it, or the daemon grew):
-that RSS becomes the base, once, instead of a drop at every tick that would cut a healthy
-10 Hz sensor (silent 100 ms between frames) off again and again. Freed memory is reused
-for the next message, so the base cannot climb past the largest burst. While a reload
-loads (up to three models of 128 MiB at once) the bound is not checked.
-
-The bound the daemon then keeps: its RSS serving the model, plus HELD_MAX_BYTES, plus what
-arrives in the silence and the tick before it acts (loopback delivered 250 MB/s to 2 GB/s
-here).
+Design: docs/architecture.md, "The memory bound".
 """
 
 from __future__ import annotations

@@ -1,26 +1,13 @@
 """Prometheus metrics: the daemon's ``status`` map and the exporter's own, as text.
 
 :class:`StatusCollector` turns the newest ``status`` into metric families and
-:class:`Exposition` renders them with prometheus-client's own exposition, beside the
-exporter's own families (:class:`ExporterCounts`: how old the newest ``status`` is,
-statuses taken, HTTP requests, connections dropped) and two sets of process families:
-the daemon's as ``process_*`` (prometheus-client's :class:`ProcessCollector` reading
-``/proc`` for the daemon's pid: the exporter's parent, or the ``status``'s ``pid``), the
-exporter's own as ``robot_daemon_exporter_process_*``.
-:mod:`robot_daemon.serve.exporter` (``robot-daemon metrics``, a process of its own that
-``run --metrics`` starts beside the daemon) serves that text on ``/metrics``. Nothing
-here runs in the serving process.
+:class:`Exposition` renders them with prometheus-client, beside the exporter's own
+(:class:`ExporterCounts`) and the daemon's and the exporter's process families. Nothing
+here runs in the serving process: :mod:`robot_daemon.serve.exporter` serves the text.
+prometheus-client is the optional ``metrics`` extra; importing this module without it
+raises :class:`~robot_daemon.errors.ConfigError` with the command that installs it.
 
-Names follow Prometheus conventions: ``_total`` counters, base units (seconds), and
-labels for what varies (``reason``, ``cause``, ``state``, ``kind``). Each series counts
-one thing, so that a ``sum`` over a family means something: the frames received are the
-accepted and the rejected ones (by reason); the frames lost on the way and the accepted
-frames left unanswered are families of their own. Every known reason is there at 0 from
-the first scrape, so that ``increase()`` sees the first rejection. The tick-processing
-and latency histograms are the daemon's cumulative ones, so rates over any span are
-exact to a bucket edge. ``prometheus-client`` is the optional ``metrics`` extra:
-importing this module without it raises :class:`~robot_daemon.errors.ConfigError` with
-the command that installs it.
+Design: docs/architecture.md, "Prometheus metrics".
 """
 
 from __future__ import annotations

@@ -1,29 +1,12 @@
 """The model the daemon serves: loaded at start, and on SIGHUP off the serving path.
 
-A reload reads, inflates and validates a file of up to
-:data:`robot_daemon.model.MAX_FILE_BYTES` (a float64 model with h = 2048 is 32 MiB and
-took half a second on the development machine). Done in the serving loop, it stopped
-every prediction for that long. :class:`Reloader` does it in a thread of its own: the
-loop keeps ticking meanwhile and swaps the new model in between two ticks, once it is
-ready. The heavy parts of a load (reading the file, inflating, CRCs, NumPy's checks,
-hashing) run in C without the GIL, so the thread does not hold the loop up either.
+:func:`load_model` loads the model at start; on SIGHUP the :class:`Reloader` loads and
+validates the file in a thread of its own while the loop keeps ticking, and the loop swaps
+the new model in between two ticks. A file that would change ``d`` or ``c``, or whose
+forward pass over a full tick would not fit the tick (:func:`too_slow`), is refused and the
+old model serves on.
 
-The thread runs at the daemon's own priority. It ran at nice 19, so that the loop would
-get the CPU first, but between its C calls it holds the GIL, and on a busy machine two
-ordinary CPU hogs (nice 0) kept it off the CPU while it held it: the loop waited for the
-GIL, 114-201 ticks missed in 20 s over six reloads, gaps of 46-55 ticks between preds (a
-priority inversion; 0-2 missed on an idle machine). At the daemon's priority it gives
-the GIL back within its switch interval.
-
-A reload that would change ``d`` or ``c`` is refused: every sensor frame (``d`` values)
-would then be rejected as ``wrong_d``, and every consumer of ``pred`` would misread its
-``c`` columns. Changing them is deliberate: a restart.
-
-So is a model too slow for the tick: a valid file within every size limit (h = 4,096 in
-float32) took 35-55 ms a tick at 20 ms ticks, missed 48-70 ticks in 4 s and answered
-frames 96 ms late. Before a swap the thread times the candidate's forward pass over a
-full tick (``max_batch`` frames) in CPU time (:func:`full_tick_ns`), and refuses one over
-:data:`TICK_BUDGET_SHARE` of the interval: the old model, which meets the tick, serves on.
+Design: docs/architecture.md, "Reloading the model".
 """
 
 from __future__ import annotations

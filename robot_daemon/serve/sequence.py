@@ -1,41 +1,13 @@
 """Frames lost between the publishers and the daemon, from the gaps in each stream's ``seq``.
 
-ZeroMQ drops silently at its high-water marks and while a connection is made again; the
-only trace is a gap in the ``seq`` that every publisher numbers its frames with. A
-*stream* is one publisher's numbering: a frames endpoint and a ``src`` (several sensors may
-share a publisher, each numbering its own frames; two publishers are never mixed up by a
-shared ``src``, or by none). For each stream :class:`SeqTracker` sorts every frame into:
+:class:`SeqTracker` follows each publisher's numbering (a frames endpoint and a ``src``,
+or one counter across its ``src`` names) and counts the frames lost in its gaps, the
+publisher restarts (``frames_seq_resets``) and the stray frames that fit no numbering
+(``frames_out_of_seq``). Losses are bounded by what an endpoint delivered in order and the
+streams tracked by ``max_streams``, so a broken or hostile publisher can neither inflate
+``frames_lost`` nor grow memory.
 
-* **the next** (``seq`` one more than the last): nothing lost;
-* **a gap** forward (``seq`` more than one ahead): the frames in between are *lost*, if the
-  stream's endpoint has the credit for them and the frame after it goes on forward.
-  Credit: an endpoint starts with :data:`CREDIT_START` and earns
-  :data:`CREDIT_PER_FRAME` for each frame that goes on forward in its numbering, up to
-  :data:`CREDIT_MAX`, shared by its streams: an endpoint can be reported to have lost at
-  most as many frames as it delivered in order (plus the start), so one publisher that
-  numbers its frames in jumps (+101 a frame) cannot report 100,000 lost frames a second
-  at 1,000 frames/s, as it did when the bound was a rate per elapsed time, nor one that
-  invents a ``src`` per frame, each with a gap, as many as it likes;
-* **a misfit** (``seq`` back, repeated, or further ahead than the credit): a frame that
-  does not go on from the last. It is remembered, not followed: if the next frame is the
-  one after it, the publisher restarted with a new numbering (a *reset*: tracking goes on
-  from there, and a gap held open is dropped); if the stream goes on from where it was,
-  the misfit was a stray frame (*out of sequence*: a duplicate, or a hostile frame
-  with the stream's ``src``), and the stream's real losses are still counted.
-
-One rule for what a publisher numbers: its frames, either per ``src`` or with one
-counter across its ``src`` names (a publisher that sends some frames with a ``src`` and
-some without, one counter). The tracker follows every endpoint both ways, per ``src`` and
-as one stream, and reports the way that fits it: the one in which more frames came
-exactly next. Per ``src`` only, such a publisher showed 339 frames lost of 400 sent, none
-lost.
-
-``frames_lost`` is thus a figure to alert on: the frames a publisher sent that never
-reached the daemon, bounded by what it delivered; ``frames_seq_resets`` counts publisher
-restarts and ``frames_out_of_seq`` the frames that fit no numbering.
-
-At most ``max_streams`` streams are tracked, the ones heard from least recently forgotten
-first: memory stays bounded when a broken publisher invents a ``src`` for every frame.
+Design: docs/architecture.md, "Frames lost, from the gaps in seq".
 """
 
 from __future__ import annotations

@@ -1,15 +1,14 @@
-"""The daemon's bookkeeping: bounded sample windows, histograms, rate limits.
+"""The daemon's bookkeeping: bounded sample windows and histograms.
 
 Everything here has a fixed memory bound whatever the input, because the daemon runs for
-months: a window keeps at most ``capacity`` samples, the log limiter ``max_keys`` keys.
-(Sequence gaps, the frames lost: :mod:`robot_daemon.serve.sequence`.)
+months: a window keeps at most ``capacity`` samples. (Sequence gaps, the frames lost:
+:mod:`robot_daemon.serve.sequence`; the log's rate limit: :mod:`robot_daemon.ratelimit`.)
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Hashable, Sequence
-from typing import Final
+from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -91,27 +90,3 @@ class Histogram:
         added = np.bincount(buckets, minlength=len(self.counts)).tolist()
         self.counts = [n + k for n, k in zip(self.counts, added, strict=True)]
         self.sum += float(values.sum())
-
-
-#: How often the log may repeat one rejection reason (the count of the others follows).
-REJECT_LOG_PERIOD_NS: Final = 10_000_000_000
-
-
-class RateLimiter:
-    """At most one event per key every ``period_ns``; counts what it suppressed."""
-
-    def __init__(self, period_ns: int, max_keys: int = 64) -> None:
-        self._period_ns = period_ns
-        self._max_keys = max_keys
-        self._next_ns: dict[Hashable, int] = {}
-        self._suppressed: dict[Hashable, int] = {}
-
-    def allow(self, key: Hashable, now_ns: int) -> int | None:
-        """``None`` to stay quiet, else how many events of ``key`` were suppressed before."""
-        if now_ns < self._next_ns.get(key, now_ns):
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
-            return None
-        if key not in self._next_ns and len(self._next_ns) >= self._max_keys:
-            return None
-        self._next_ns[key] = now_ns + self._period_ns
-        return self._suppressed.pop(key, 0)

@@ -95,7 +95,8 @@ def test_the_validator_catches_what_it_should() -> None:
 
 def _daemon_status(workdir: Path, *, online: bool) -> dict[str, Any]:
     """A real daemon's status map (built in this process, never run)."""
-    from robot_daemon.serve import config, daemon
+    from robot_daemon import config
+    from robot_daemon.serve import daemon
 
     settings: dict[str, Any] = {"model": str(ROOT / "models/default.npz"),
                                 "frames": [f"ipc://{workdir}/f"], "pred": f"ipc://{workdir}/p"}
@@ -196,6 +197,6 @@ def test_the_status_schema_has_the_documented_keys_with_their_types() -> None:
             assert (kind, properties[key]["items"]["type"]) == ("array", _DOC_TYPES[doc_type[9:]])
         else:
             assert kind == _DOC_TYPES[doc_type], key
-    deploy = _doc_table("deploy.md", "`status` holds the keys")
+    deploy = _doc_table("daemon-reference.md", "`status` holds the keys")
     assert len(deploy) > 20
     assert set(deploy) <= set(properties), set(deploy) - set(properties)

@@ -18,6 +18,7 @@ import pytest
 import zmq
 from mcap.reader import make_reader
 
+from robot_daemon import config as serve_config
 from robot_daemon import wire
 from robot_daemon.bag import BagMessage, BagMeta, BagReader, BagWriter, seconds_to_ns
 from robot_daemon.bag import play as bagplay
@@ -26,7 +27,6 @@ from robot_daemon.bag.export import export_json
 from robot_daemon.bag.play import PlayOptions, play
 from robot_daemon.cli import build_parser, main
 from robot_daemon.errors import BagError, ConfigError
-from robot_daemon.serve import config as serve_config
 
 T0_NS = 1_764_000_000_000_000_000
 TIMEOUT_S = 20

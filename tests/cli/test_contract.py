@@ -106,13 +106,20 @@ def _started(argv: Sequence[str], ready: str, cwd: Path, log: Path) -> subproces
     """``robot-daemon ARGV``, once it wrote ``ready`` on stderr (into ``log``)."""
     with log.open("wb") as stderr:
         proc = subprocess.Popen([sys.executable, "-m", "robot_daemon", *argv], cwd=cwd,
-                                stdout=subprocess.DEVNULL, stderr=stderr)
+                                stdout=subprocess.DEVNULL, stderr=stderr,
+                                preexec_fn=_ctrl_c_as_in_a_terminal)
     deadline = time.monotonic() + WAIT_S
     while ready not in log.read_text():
         assert proc.poll() is None, f"exited {proc.returncode}: {log.read_text()}"
         assert time.monotonic() < deadline, f"never said {ready!r}: {log.read_text()}"
         time.sleep(0.05)
     return proc
+
+
+def _ctrl_c_as_in_a_terminal() -> None:
+    """SIGINT's default action in the child: a test run in the background (``cmd &``, as
+    CI may) ignores SIGINT, and Python then installs no KeyboardInterrupt for it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _exit_after(proc: subprocess.Popen[bytes], signum: int) -> int:
@@ -128,6 +135,8 @@ def _exit_after(proc: subprocess.Popen[bytes], signum: int) -> int:
 STREAMING = {
     "run": (["run", "--model", MODEL, "--frames", "ipc://{tmp}/f", "--pred", "ipc://{tmp}/p"],
             "serving model"),
+    "metrics": (["metrics", "--pred", "ipc://{tmp}/p", "--listen", "0"],
+                "Prometheus metrics on"),
     "watch": (["watch", "--no-live", "--pred", "ipc://{tmp}/p"], ""),
     "bag play": (["bag", "play", "{bag}", "--loop", "--bind", "ipc://{tmp}/b"], "playing"),
     "bag record": (["bag", "record", "{tmp}/r.mcap", "--connect", "ipc://{tmp}/b"],
@@ -156,7 +165,7 @@ def test_sigint_exits_130_and_sigterm_0_after_a_clean_stop(
 def test_a_job_stopped_by_a_signal_leaves_no_output(
     signum: int, code: int, tmp_path: Path
 ) -> None:
-    proc = _started(["sim", "long.mcap", "--duration", "100000", "--progress"], "ETA",
+    proc = _started(["sim", "long.mcap", "--duration", "20000", "--progress"], "ETA",
                     tmp_path, tmp_path.parent / f"{tmp_path.name}.log")
     assert _exit_after(proc, signum) == code
     assert list(tmp_path.iterdir()) == []  # neither the bag nor a temporary file

@@ -103,6 +103,7 @@ def _processes_mentioning(text: str) -> list[int]:
     return found
 
 
+@pytest.mark.timing  # every frame sent before the stop answered: a loaded CPU lags
 def test_sigint_and_sigterm_mid_run_stop_everything_and_print_the_partial_summary(
     workdir: Path,
 ) -> None:

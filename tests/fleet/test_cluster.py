@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import signal
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -74,10 +75,20 @@ def test_a_local_cluster_runs_no_dashboard() -> None:
     import urllib.error
     import urllib.request
 
+    ours = signal.getsignal(signal.SIGINT)
     with open_runner(2) as runner:
         port = runner.client.scheduler_info()["services"]["dashboard"]  # type: ignore[attr-defined]
         with pytest.raises(urllib.error.HTTPError, match="404"):
             urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=10)
+        # Ctrl-C reaches the terminal's whole process group: the workers leave it to this
+        # process (which stops them and exits 130), instead of a traceback each.
+        ignored = runner.client.run(_ignores_sigint)  # type: ignore[attr-defined]
+        assert list(ignored.values()) == [True, True]
+        assert signal.getsignal(signal.SIGINT) == ours  # this process's handler again
+
+
+def _ignores_sigint() -> bool:
+    return signal.getsignal(signal.SIGINT) is signal.SIG_IGN
 
 
 def test_progress_says_partitions_and_frames_per_second() -> None:

@@ -17,7 +17,7 @@ import pytest
 
 from robot_daemon.cli import main
 from robot_daemon.errors import ConfigError
-from robot_daemon.fleet import dataset
+from robot_daemon.fleet import dataset, decode, manifest
 from robot_daemon.offline.train import read_labelled
 
 from .conftest import Bags, label_count
@@ -68,7 +68,7 @@ def test_columns_are_typed_and_the_bag_metadata_rides_in_the_schema(made: Path) 
     assert info["d"] == 16
     assert info["class_names"][0] == "pedestrian"
     assert info["protocol_version"] == 1
-    assert (info["format"], info["table"], info["episode_index"]) == (dataset.FORMAT, "labels", 0)
+    assert (info["format"], info["table"], info["episode_index"]) == (manifest.FORMAT, "labels", 0)
     assert "damaged" in info["warning"]
 
 
@@ -106,8 +106,8 @@ def test_the_times_are_the_bags_sensor_and_receive_times(bags: Bags, made: Path)
 
 def test_the_labels_read_back_equal_the_bags_decoded_one_by_one(bags: Bags, made: Path) -> None:
     expected = read_labelled(bags.readable)
-    files = dataset.files(str(made), "labels")
-    reads = [dataset.read_labels(f).labels for f in files]
+    files = manifest.files(str(made), "labels")
+    reads = [decode.read_labels(f).labels for f in files]
     X = np.concatenate([r.X for r in reads if r is not None])
     Y = np.concatenate([r.Y for r in reads if r is not None])
     np.testing.assert_array_equal(X, expected.X)
@@ -295,7 +295,7 @@ def test_a_labels_file_of_another_schema_is_skipped_with_its_reason(
     if any(v is None for v in columns.values()):
         table = pq.read_table(path)
         pq.write_table(table.drop_columns([k for k, v in columns.items() if v is None]), path)
-    read = dataset.read_labels(str(path))
+    read = decode.read_labels(str(path))
     assert read.labels is None
     assert read.skipped is not None
     assert reason in read.skipped
@@ -310,7 +310,7 @@ def test_rows_the_wire_decoder_would_refuse_are_counted_not_read(tmp_path: Path)
                    pa.list_(pa.float32(), 16)),
         y=pa.array([[0] * 8, [1] * 8, [1] * 8, [2] * 8], pa.list_(pa.uint8(), 8)),
     )
-    read = dataset.read_labels(str(path))
+    read = decode.read_labels(str(path))
     assert read.labels is not None
     assert read.labels.seq.tolist() == [0]
     assert dict(read.labels.rejected) == {"non_finite": 2, "negative_seq": 1}
@@ -337,10 +337,10 @@ def test_eval_and_train_skip_a_dataset_file_whose_x_has_no_fixed_size(
 
 
 def test_a_manifest_of_another_form_is_refused(tmp_path: Path) -> None:
-    (tmp_path / "dataset.json").write_text(json.dumps({"format": dataset.FORMAT,
+    (tmp_path / "dataset.json").write_text(json.dumps({"format": manifest.FORMAT,
                                                        "bags": [{"source": "a.mcap"}]}))
     with pytest.raises(ConfigError, match="does not list its files as `robot-daemon dataset`"):
-        dataset.files(str(tmp_path), "labels")
+        manifest.files(str(tmp_path), "labels")
 
 
 @pytest.mark.parametrize(("found", "said"), [

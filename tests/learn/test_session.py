@@ -31,10 +31,10 @@ import zmq.auth
 
 from robot_daemon import model as model_file
 from robot_daemon import sim, wire
+from robot_daemon.config import DaemonConfig
 from robot_daemon.learn import keys
 from robot_daemon.learn import session as learning
 from robot_daemon.learn.checkpoints import CheckpointStore
-from robot_daemon.serve.config import DaemonConfig
 from robot_daemon.serve.reload import load_model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -362,7 +362,8 @@ def test_a_full_checkpoint_disk_backs_off_logs_twice_and_loses_nothing(
     0.2, 0.4, 0.8 s), one ERROR, learning goes on, one INFO when a save works again, and
     the last checkpoint holds every step.
     """
-    from robot_daemon.serve import config, daemon
+    from robot_daemon import config
+    from robot_daemon.serve import daemon
 
     monkeypatch.setattr(learning, "CHECKPOINT_BACKOFF_FIRST_NS", 200_000_000)
     monkeypatch.setattr(learning, "CHECKPOINT_BACKOFF_MAX_NS", 800_000_000)

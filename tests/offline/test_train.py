@@ -213,7 +213,7 @@ def test_the_best_epoch_is_kept_and_training_stops_when_it_stops_improving(
 
 
 def test_the_users_loop_is_one_flag_away(sim_bag: Path) -> None:
-    # --no-shuffle --patience 0 --no-keep-best --epochs 10: the user's sgd, as specified.
+    # --no-shuffle --patience 0 --no-keep-best --epochs 10: the reference sgd, as specified.
     data = read_labelled([sim_bag])
     config = TrainConfig(h=8, epochs=2, shuffle=False, patience=0, keep_best=False)
     model = train.train(data, config)

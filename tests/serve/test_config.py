@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from robot_daemon import config
+from robot_daemon.config import DaemonConfig
 from robot_daemon.errors import ConfigError
-from robot_daemon.serve import config
-from robot_daemon.serve.config import DaemonConfig
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -177,7 +177,7 @@ def test_online_numbers_out_of_range_are_refused(key: str, value: object) -> Non
 
 
 def test_metrics_on_the_network_needs_allow_remote_bind() -> None:
-    from robot_daemon.serve import config
+    from robot_daemon import config
 
     assert config.load(None, {"metrics": "9108"}).metrics == "9108"
     with pytest.raises(ConfigError, match="would serve on the network"):

@@ -30,6 +30,7 @@ import zmq
 from robot_daemon import model as model_file
 from robot_daemon import wire
 from robot_daemon.nn import MLP
+from robot_daemon.serve import sockets
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL = ROOT / "models" / "default.npz"
@@ -860,7 +861,8 @@ def _assert_served_by(pred: wire.Pred, model: Any, X: np.ndarray) -> None:
 
 def _in_process(workdir: Path, **settings: Any) -> Any:
     """A Daemon built in this process on the default model, with ipc endpoints in workdir."""
-    from robot_daemon.serve import config, daemon
+    from robot_daemon import config
+    from robot_daemon.serve import daemon
 
     return daemon.Daemon(config.load(None, {
         "model": str(DEFAULT_MODEL), "frames": [f"ipc://{workdir}/f"],
@@ -1141,7 +1143,7 @@ def _daemon_sockets(d: Any) -> Iterator[tuple[zmq.Socket[bytes], zmq.Socket[byte
             ctx.socket(zmq.PUB) as pub:
         sensor.setsockopt(zmq.LINGER, 0)
         sensor.bind(d.config.frames[0])
-        d._open([sub], pub)
+        sockets.open_sockets(d.config, [sub], pub)
         assert sensor.poll(10_000), "the daemon's socket never subscribed"
         sensor.recv()
         yield sensor, sub

@@ -26,10 +26,9 @@ import yaml
 import zmq
 from prometheus_client.parser import text_string_to_metric_families
 
-from robot_daemon import wire
+from robot_daemon import config, wire
+from robot_daemon.config import metrics_address
 from robot_daemon.errors import ConfigError
-from robot_daemon.serve import config
-from robot_daemon.serve.config import metrics_address
 from robot_daemon.serve.exporter import Exporter, Limits, ScrapeServer
 from robot_daemon.serve.exporter_child import CHECK_PERIOD_NS, ExporterChild, status_endpoint
 from robot_daemon.serve.metrics import FRAME_REJECT_REASONS, LABEL_REJECT_REASONS

@@ -1,5 +1,5 @@
 """Connections libzmq gives up on: the premise (libzmq does not reconnect after a protocol
-error) and :class:`robot_daemon.serve.monitor.ConnectionWatch` on real sockets, in-process."""
+error) and :class:`robot_daemon.zmq_io.monitor.ConnectionWatch` on real sockets, in-process."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 import zmq
 
-from robot_daemon.serve import monitor
+from robot_daemon.zmq_io import monitor
 
 MAX_BYTES = 1 << 20
 

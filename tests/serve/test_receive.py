@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import zmq
 
-from robot_daemon.serve.receive import DRAIN_CHUNK, Receiver, drain_each
+from robot_daemon.zmq_io.receive import DRAIN_CHUNK, Receiver, drain_each
 
 from .inproc import Pairs, pair_sockets
 

@@ -383,7 +383,8 @@ def test_a_model_too_slow_at_start_serves_with_a_warning(
     workdir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """At start there is no other model: a slow one sees late, refusing it would be blind."""
-    from robot_daemon.serve import config, daemon
+    from robot_daemon import config
+    from robot_daemon.serve import daemon
 
     path = workdir / "slow.npz"
     _model(h=2048).save(path)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from robot_daemon.serve.stats import Histogram, RateLimiter, Window
+from robot_daemon.ratelimit import RateLimiter
+from robot_daemon.serve.stats import Histogram, Window
 
 
 def test_window_percentiles_match_numpy_and_keep_the_newest_samples() -> None:

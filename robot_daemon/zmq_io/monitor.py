@@ -1,27 +1,12 @@
 """Connections libzmq gave up on: notice them, connect again, count them, tell once.
 
-The daemon *connects* to its publishers (frames, labels). After an ordinary disconnect (a
-publisher that restarts) libzmq connects again by itself, every ``RECONNECT_IVL``. After
-a *protocol error* it does not, ever: a part above ``MAXMSGSIZE`` (one 4 MB frame), a
-malformed stream or a failed handshake ends that endpoint's connection for good, and the
-socket silently receives nothing from it again: a blind sensor. Measured with libzmq
-4.3.5 (pyzmq's socket monitor, a SUB connected to a PUB):
+A :class:`ConnectionWatch` sits on a connecting socket's monitor, takes an endpoint that
+libzmq dropped without retrying (a part above ``MAXMSGSIZE``, a malformed stream, a failed
+handshake) as given up, and connects it again after a delay; each reconnect is counted by
+endpoint and reason and logged at a bounded rate. Without it such a sensor would go blind
+for good.
 
-* a 4 MB message: ``DISCONNECTED``, then nothing; no valid message in the next 3 s;
-  ``disconnect`` + ``connect`` of the endpoint brings it back at once;
-* the publisher restarts: ``DISCONNECTED``, ``CONNECT_RETRIED`` (libzmq's own retry);
-* a CURVE key not allowed: ``HANDSHAKE_FAILED_AUTH``, ``DISCONNECTED``,
-  ``CONNECT_RETRIED``: libzmq retries by itself, every ``RECONNECT_IVL``;
-* a plain-text peer against CURVE: ``HANDSHAKE_FAILED_PROTOCOL``, ``DISCONNECTED``, then
-  nothing.
-
-So a :class:`ConnectionWatch` takes an endpoint whose ``DISCONNECTED`` is not followed by
-``CONNECT_RETRIED`` within ``delay_ns`` as given up, disconnects and connects it again.
-After a failed handshake it does not wait for libzmq, whose retries (every 0.1-0.2 s)
-would only fail again: it disconnects the endpoint at once and connects it again
-``delay_ns`` later. Each reconnect is counted in :attr:`ConnectionWatch.reconnects` by
-endpoint and reason, and logged. The monitor socket sits in the daemon's poller: nothing
-is read or checked per frame.
+Design: docs/architecture.md, "Reconnecting what libzmq gave up".
 """
 
 from __future__ import annotations
@@ -37,9 +22,9 @@ from typing import Any, Final
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from robot_daemon.serve.stats import REJECT_LOG_PERIOD_NS, RateLimiter
+from robot_daemon.ratelimit import REJECT_LOG_PERIOD_NS, RateLimiter
 
-log = logging.getLogger("robot_daemon.serve.monitor")
+log = logging.getLogger("robot_daemon.zmq_io.monitor")
 
 #: Handshake failures, by the name ``status`` counts them under.
 HANDSHAKE_FAILURES: Final[dict[int, str]] = {

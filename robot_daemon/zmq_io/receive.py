@@ -1,27 +1,13 @@
 """Draining ZeroMQ sockets between ticks without letting a flood delay the next tick.
 
-The daemon's frame sockets and the online label socket are read the same way: every
-waiting message, without blocking, looking at the clock every :data:`DRAIN_CHUNK` parts
-so that a burst cannot run past the deadline of the next tick.
+A :class:`Receiver` reads one socket's messages without blocking, looking at the clock
+every :data:`DRAIN_CHUNK` parts, and keeps at most :data:`MAX_PARTS` parts of a message
+(copied only up to :data:`COPY_MAX` bytes); :func:`drain_each` reads several sockets in
+turn. The daemon's frame sockets, the online label socket, ``watch`` and the demo read
+through it, so that a flood or a message of many parts can neither run past the next
+tick's deadline nor grow the daemon's memory.
 
-The daemon has one frame socket per ``frames`` endpoint, because a SUB socket connected
-to several publishers does not say which one a message came from, and the daemon must
-know which sensor fell silent (:mod:`robot_daemon.serve.liveness`). :func:`drain_each`
-reads them in turn, :data:`DRAIN_CHUNK` parts at a time, as ZeroMQ's fair queueing did
-inside the one socket: a flooding publisher cannot starve the others until the deadline.
-
-Memory: libzmq refuses a *part* above ``MAXMSGSIZE`` but not a message of many parts, and
-it hands a message over only once all of it arrived. What the daemon itself holds of a
-message is bounded here: a valid message has two parts (topic, payload), so a
-:class:`Receiver` keeps the first :data:`MAX_PARTS` parts and receives the rest one at a
-time, dropping each at once (libzmq frees a part when it is dropped). A message of
-thousands of parts is counted once, by its number of parts, and may be finished over
-several drains: the clock is looked at between parts, not only between messages.
-
-Time: a kept part is copied out of libzmq's message only up to :data:`COPY_MAX` bytes, the
-largest valid payload; a longer one is kept as a view of libzmq's buffer (no copy), which
-the decoders refuse by its size. A part of up to ``MAXMSGSIZE`` (16 MiB for frames) thus
-costs what a short one does, and a drain still looks at the clock every few microseconds.
+Design: docs/architecture.md, "Draining sockets".
 """
 from __future__ import annotations
 

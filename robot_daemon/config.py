@@ -1,30 +1,13 @@
 """The daemon's settings: one frozen dataclass, read from TOML, overridden by flags.
 
-``robot-daemon run --config daemon.toml`` reads a flat TOML table whose keys are the field
-names of :class:`DaemonConfig` (``docs/deploy.md`` lists them with their defaults)::
+``robot-daemon run --config daemon.toml`` reads a flat TOML table whose keys are the
+field names of :class:`DaemonConfig` (``docs/daemon-reference.md`` lists them); :func:`load`
+overrides the file with the flags. Validation is strict, because a typo in a config file
+on a robot must stop the service with a message rather than serve with a default. Serving
+(:mod:`robot_daemon.serve`), online learning (:mod:`robot_daemon.learn`), ``watch`` and
+``bag play`` share it.
 
-    model = "/var/lib/robot-daemon/models/default.npz"
-    frames = ["tcp://127.0.0.1:5556"]
-    pred = "tcp://127.0.0.1:5557"
-    interval_ms = 20
-    max_batch = 256
-
-Validation is strict, because a typo in a config file on a robot must stop the service
-with a message rather than silently serve with a default: an unknown key, a value of the
-wrong type, an endpoint that is not ``tcp://``, ``ipc://`` or ``inproc://`` and a number
-out of range all raise :class:`~robot_daemon.errors.ConfigError`. The daemon *binds* only
-its ``pred`` endpoint; binding it to anything but loopback (``tcp://*:5557``,
-``tcp://0.0.0.0:5557``, a LAN address) would publish the robot's perception to the
-network, so it needs ``allow_remote_bind = true``.
-
-Online learning (``online = true``) needs a ``labels`` endpoint. Labels change the
-model, so a ``labels`` endpoint that is not loopback (or ``ipc://``) is refused unless
-CURVE protects it (``curve_secret_key`` and ``curve_allow``, both or neither) or
-``insecure_labels = true`` says that the network is trusted (``docs/security.md``).
-
-Relative paths in a file (``model``, ``checkpoint_dir``, ``curve_secret_key``,
-``curve_allow``) are taken relative to the file's directory (so a config works wherever
-it is started from); on the command line, relative to the working directory.
+Design: docs/architecture.md, "The daemon's settings".
 """
 
 from __future__ import annotations
@@ -39,7 +22,6 @@ from pathlib import Path
 from typing import Any, Final
 
 from robot_daemon.errors import ConfigError
-from robot_daemon.serve.liveness import DEFAULT_STALE_AFTER_MS
 
 DEFAULT_MODEL: Final = Path("models/default.npz")
 DEFAULT_FRAMES: Final = ("tcp://127.0.0.1:5556",)
@@ -47,6 +29,11 @@ DEFAULT_PRED: Final = "tcp://127.0.0.1:5557"
 # ZeroMQ's default receive high-water mark (1000) lost a third of a burst in our
 # measurements; 100,000 frames of ~90 bytes cost under 10 MB at worst.
 DEFAULT_RCVHWM: Final = 100_000
+#: A source is stale after this silence (:mod:`robot_daemon.serve.liveness`): 10 periods
+#: of a 50 Hz sensor, ten frames in a row missing, which the loss of a few frames or a
+#: 100 ms hiccup of the OS or the network does not reach, while a planner still learns of
+#: a dead sensor within a quarter of a second (22 cm at 1 m/s).
+DEFAULT_STALE_AFTER_MS: Final = 200.0
 
 #: Settings that name files or directories (made Path; relative to a config file's dir).
 _PATHS: Final = ("model", "checkpoint_dir", "curve_secret_key", "curve_allow")
