@@ -21,6 +21,7 @@ A storm of these files, a SIGHUP after each, is one of ``scripts/bench_faults.py
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import os
@@ -31,7 +32,7 @@ import tempfile
 import threading
 import time
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -292,7 +293,11 @@ FAULTS: list[tuple[str, Callable[[Path], None] | None]] = [
 ]
 
 
-def main() -> int:
+def main(argv: Sequence[str] | None = None) -> int:
+    argparse.ArgumentParser(
+        description="Model-file faults against the real daemon: each bad file reloaded"
+        " with SIGHUP, the verdict and what it did to the ticks (see the module doc)."
+    ).parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="rd-reload-", dir="/tmp") as tmp:
         workdir = Path(tmp)
         path = workdir / "model.npz"
