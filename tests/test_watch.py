@@ -90,7 +90,9 @@ def test_before_anything_arrives_it_says_what_to_check() -> None:
     lines = render(Watch(OPTIONS).view(0.5, time.monotonic_ns()), width=80)
     assert "none yet (is the daemon running, and fed?)" in "\n".join(lines)
     assert online_line(None) == ""
-    assert progress_line(Watch(OPTIONS).view(0.5, 0)).startswith("[   0.5 s] answered 0")
+    plain = progress_line(Watch(OPTIONS).view(0.5, 0))  # --no-live: the same hint
+    assert plain.startswith("[   0.5 s] answered 0")
+    assert plain.endswith("(is the daemon running, and fed?)")
 
 
 def test_watch_a_real_daemon_from_the_command_line(workdir: Path) -> None:

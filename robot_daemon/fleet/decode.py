@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -26,9 +26,6 @@ from robot_daemon.errors import BagError, WireError
 from robot_daemon.fleet.manifest import META_KEY
 from robot_daemon.fleet.sources import Source
 from robot_daemon.wire.batch import FrameBatch, LabelBatch, decode_frames, decode_labels
-
-if TYPE_CHECKING:
-    pass
 
 FRAME, LABEL = wire.TOPIC_FRAME.decode(), wire.TOPIC_LABEL.decode()
 

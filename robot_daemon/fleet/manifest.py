@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from robot_daemon.errors import ConfigError, RobotDaemonError
+from robot_daemon.errors import ConfigError
 
 #: The file that makes a directory a dataset.
 MANIFEST = "dataset.json"
@@ -74,11 +74,3 @@ def files(directory: str, table: str) -> list[str]:
         raise ConfigError(f"{Path(directory) / MANIFEST} does not list its files as"
                           " `robot-daemon dataset` writes them; write the dataset again")
     return [str(Path(directory) / n) for n in names]
-
-
-def dataset_meta(directory: str) -> dict[str, Any]:
-    """d, c and the names a dataset's manifest records."""
-    doc = read_manifest(directory)
-    if doc.get("d") is None:
-        raise RobotDaemonError(f"the dataset {directory} holds no bag")
-    return {k: doc.get(k) for k in ("d", "c", "feature_names", "class_names")}

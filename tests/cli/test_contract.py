@@ -169,3 +169,20 @@ def test_a_job_stopped_by_a_signal_leaves_no_output(
                     tmp_path, tmp_path.parent / f"{tmp_path.name}.log")
     assert _exit_after(proc, signum) == code
     assert list(tmp_path.iterdir()) == []  # neither the bag nor a temporary file
+
+
+def test_bag_play_says_what_an_endpoint_is_and_suggests_a_free_one(
+    bag: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import zmq
+
+    assert main(["bag", "play", str(bag), "--bind", "localhost:5590"]) == 2
+    assert "is not a ZeroMQ endpoint; use tcp://HOST:PORT" in capsys.readouterr().err
+    with zmq.Context() as ctx, ctx.socket(zmq.PUB) as taken:
+        taken.bind("tcp://127.0.0.1:*")
+        endpoint = taken.getsockopt_string(zmq.LAST_ENDPOINT)
+        port = int(endpoint.rsplit(":", 1)[1])
+        assert main(["bag", "play", str(bag), "--bind", endpoint]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert f"Give another endpoint, such as tcp://127.0.0.1:{port + 1}" in err, err
