@@ -64,6 +64,9 @@ class DaemonConfig:
     status_interval_s : seconds between ``status`` messages.
     log_summary_s : seconds between summary lines in the log (and the journal): a state
         change is logged when it happens, the counters at this pace.
+    tick_phase : ``"fixed"``: the tick grid stays where the daemon started it; ``"auto"``:
+        it moves to fall just after the frames of the sensors with a stable phase
+        (:mod:`robot_daemon.serve.phase`).
     stale_after_ms : a frames endpoint or ``src`` silent this long is stale
         (:mod:`robot_daemon.serve.liveness`); checked at each tick.
     rcvhwm : the SUB socket's receive high-water mark, in messages.
@@ -92,6 +95,7 @@ class DaemonConfig:
     max_batch: int = 256
     status_interval_s: float = 1.0
     log_summary_s: float = 60.0
+    tick_phase: str = "fixed"
     stale_after_ms: float = DEFAULT_STALE_AFTER_MS
     rcvhwm: int = DEFAULT_RCVHWM
     metrics: str | None = None
@@ -137,6 +141,7 @@ _TOML_TYPES: Final[Mapping[str, tuple[type, ...]]] = {
     "max_batch": (int,),
     "status_interval_s": (int, float),
     "log_summary_s": (int, float),
+    "tick_phase": (str,),
     "stale_after_ms": (int, float),
     "rcvhwm": (int,),
     "metrics": (str, int),
@@ -144,6 +149,7 @@ _TOML_TYPES: Final[Mapping[str, tuple[type, ...]]] = {
     "log_level": (str,),
 }
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
+TICK_PHASES: Final = ("fixed", "auto")
 
 
 def load(
@@ -237,6 +243,8 @@ def validate(config: DaemonConfig) -> None:
     _check_int("rcvhwm", config.rcvhwm, 1, 10_000_000)
     if type(config.allow_remote_bind) is not bool:
         raise ConfigError("allow_remote_bind must be true or false")
+    if config.tick_phase not in TICK_PHASES:
+        raise ConfigError(f"tick_phase must be one of {', '.join(TICK_PHASES)}")
     if config.log_level not in LOG_LEVELS:
         raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
 

@@ -27,7 +27,7 @@ from robot_daemon.bag import BagMessage, BagMeta, BagReader, BagWriter, schemas
 from robot_daemon.bag.format import MESSAGE_ENCODING, META_RECORD
 from robot_daemon.bag.reader import AttachmentInfo, human_size, to_bag_message
 from robot_daemon.errors import WireError
-from robot_daemon.paths import check_output
+from robot_daemon.paths import check_output, replaced_on_success
 
 log = logging.getLogger(__name__)
 
@@ -96,12 +96,14 @@ def export_json(
         BagError: ``src`` is not a readable bag.
     """
     summary = ExportSummary(src=str(src), dst=str(dst), max_attachment_bytes=max_attachment_bytes)
-    # Before the reader: opening the writer truncates dst, which must not be src.
+    # Before the reader: dst must not be src, and must be writable.
     check_output(dst, [src])
     with BagReader(src) as bag:
         meta = bag.meta
         out_meta = replace(meta, extra={**meta.extra, "exported_from": os.fspath(src)})
-        with BagWriter(dst, meta=out_meta) as out:
+        # Written beside and renamed: a stopped or failed export leaves no bag that reads
+        # as complete with part of the messages, and an existing ``dst`` as it was.
+        with replaced_on_success(dst) as tmp, BagWriter(tmp, meta=out_meta) as out:
             copy = _Copy(bag, out, meta, summary)
             for record in bag.records():
                 copy.add(record)

@@ -132,6 +132,8 @@ STATUS_PROPERTIES: Final[dict[str, Schema]] = {
     "latency_ms_sum": _described(NUMBER, "sum of every answered frame's latency, ms"),
     "reconnects": _map(_map(INTEGER, "reconnects of the endpoint per reason"),
                        "endpoints libzmq gave up on that the daemon connected again"),
+    "tick_offset_ms": _described(NUMBER, "the tick grid against where it started, ms"),
+    "tick_moves": _described(INTEGER, "moves of the tick grid (tick_phase auto)"),
 }
 
 

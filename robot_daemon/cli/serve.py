@@ -45,6 +45,9 @@ def _add_run(sub: Subparsers) -> None:
                    help="frames answered per tick; older ones are dropped (default 256)")
     p.add_argument("--status-interval", type=positive_float, metavar="S",
                    help="seconds between status messages (default 1)")
+    p.add_argument("--tick-phase", choices=["fixed", "auto"],
+                   help="fixed: the tick grid stays where it started; auto: it moves to fall"
+                   " just after the sensors' frames (default fixed)")
     p.add_argument("--log-summary-s", type=positive_float, metavar="S",
                    help="seconds between summary lines in the log; state changes are logged"
                    " when they happen (default 60)")
@@ -91,7 +94,7 @@ def _run_daemon(args: argparse.Namespace) -> int:
         "model": args.model, "frames": args.frames, "labels": args.labels,
         "pred": args.pred, "interval_ms": args.interval_ms, "max_batch": args.max_batch,
         "status_interval_s": args.status_interval, "stale_after_ms": args.stale_after_ms,
-        "log_summary_s": args.log_summary_s,
+        "log_summary_s": args.log_summary_s, "tick_phase": args.tick_phase,
         "log_level": args.log_level, "metrics": args.metrics,
         "online": args.online, "online_batch": args.online_batch, "online_lr": args.online_lr,
         "checkpoint_dir": args.checkpoint_dir,

@@ -32,6 +32,7 @@ from robot_daemon.serve.batch import Batch, PendingFrames
 from robot_daemon.serve.intake import Arrivals, FrameIntake
 from robot_daemon.serve.memory import MemoryBound
 from robot_daemon.serve.notify import Notifier
+from robot_daemon.serve.phase import PhaseLock
 from robot_daemon.serve.reload import Reloader, ServedModel, load_model, too_slow
 from robot_daemon.serve.report import Counters, Windows
 from robot_daemon.serve.sequence import SeqTracker
@@ -108,6 +109,8 @@ class Daemon:
         self._woke_ns = 0  # when the last poll or sleep returned (monotonic)
         self._woke_cpu_ns = 0  # and this thread's CPU time then
         self._next_summary_ns = 0  # the next status is logged from then on (the first is)
+        # Where the tick grid falls against the sensors' frames (tick_phase = "auto").
+        self.phase = PhaseLock(config.interval_ns, config.tick_phase == "auto")
 
     @property
     def version(self) -> str:
@@ -213,6 +216,7 @@ class Daemon:
                 self._bound_memory()
                 # Skip, and count, the deadlines this tick overran: never a burst of
                 # catch-up ticks.
+                start -= self.phase.shift()  # 0 unless tick_phase = "auto" moves the grid
                 following = (time.monotonic_ns() - start) // interval + 1
                 self.counters.ticks_missed += max(0, following - tick - 1)
                 tick = max(tick + 1, following)
@@ -414,6 +418,9 @@ class Daemon:
         arrival = (late.arrival_ns if first is None
                    else np.concatenate([first.batch.arrival_ns[drop:], late.arrival_ns]))
         self.windows.batch.add(len(arrival))
+        if self.phase.enabled:
+            self.phase.observe(deadline_ns, arrival, (
+                late.src if first is None else [*first.batch.src[drop:], *late.src]))
         latency_ns = np.subtract(done, arrival, dtype=np.float64)
         self.windows.latency_ns.extend(latency_ns)
         self.windows.latency_ms.add_many(latency_ns * 1e-6)
@@ -518,6 +525,7 @@ class Daemon:
             "frames_out_of_seq": self.seqs.out_of_seq,
             "sources": len(self.seqs),
             "reconnects": self._watches.status(),
+            **self.phase.status(),
         }
         status.update(self.liveness.status(time.monotonic_ns()))
         if self.online is not None:

@@ -200,3 +200,29 @@ def test_the_status_schema_has_the_documented_keys_with_their_types() -> None:
     deploy = _doc_table("daemon-reference.md", "`status` holds the keys")
     assert len(deploy) > 20
     assert set(deploy) <= set(properties), set(deploy) - set(properties)
+
+
+def test_an_export_stopped_half_way_leaves_the_old_output_and_no_file_beside(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C or SIGTERM in the middle of an export: once, the output was a bag cut at
+    that message that ``bag info`` called complete, written over the old one."""
+    from robot_daemon.bag import export
+
+    source = tmp_path / "run.mcap"
+    sim.write_bag(source, sim.simulate(2, seed=4))
+    out = tmp_path / "out.mcap"
+    out.write_bytes(b"an earlier export")
+    real, calls = export._export_one, []
+
+    def stopped(*args: Any) -> None:
+        calls.append(1)
+        if len(calls) == 10:
+            raise KeyboardInterrupt
+        real(*args)
+
+    monkeypatch.setattr(export, "_export_one", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        export_json(source, out)
+    assert out.read_bytes() == b"an earlier export"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mcap", "run.mcap"]
