@@ -93,10 +93,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--frames", type=int, default=500)
     parser.add_argument("--settle", type=float, default=3.0)
+    parser.add_argument("--modes", nargs="+", default=["fixed", "auto"],
+                        choices=["fixed", "auto"])
     args = parser.parse_args(argv)
     rng = random.Random()
     with tempfile.TemporaryDirectory(prefix="rd-phase-") as tmp:
-        for mode in ("fixed", "auto"):
+        for mode in args.modes:
             worst = (0.0, 0.0)
             for run in range(args.runs):
                 lat, status = one_run(Path(tmp), mode, args.frames, args.settle, rng)

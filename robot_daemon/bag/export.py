@@ -28,6 +28,7 @@ from robot_daemon.bag.format import MESSAGE_ENCODING, META_RECORD
 from robot_daemon.bag.reader import AttachmentInfo, human_size, to_bag_message
 from robot_daemon.errors import WireError
 from robot_daemon.paths import check_output, replaced_on_success
+from robot_daemon.printable import printable
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,8 @@ class ExportSummary:
                          f" {human_size(self.max_attachment_bytes)} per attachment")
         if self.warning:
             lines.append(f"warning: {self.warning}")
-        return "\n".join(lines)
+        # Each line escaped on its own: an attachment named with a newline forged a line.
+        return "\n".join(map(printable, lines))
 
 
 def export_json(

@@ -36,6 +36,7 @@ from robot_daemon.bag.format import (
     seconds_to_ns,
 )
 from robot_daemon.errors import BagError
+from robot_daemon.printable import printable
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +216,9 @@ class BagInfo:
         lines.append("metadata:" + ("" if self.metadata else "   none"))
         for m in self.metadata:
             lines.append(f"  {m.name}  keys: {_keys_text(m.keys)}")
-        return "\n".join(lines)
+        # Each line escaped on its own: a name with a newline in it (an attachment's, a
+        # topic's) forged a line of the report when only the whole text was escaped.
+        return "\n".join(map(printable, lines))
 
 
 def human_size(n_bytes: int) -> str:

@@ -60,7 +60,7 @@ class BagWriter:
         try:
             self._file = open(self.path, "wb")  # noqa: SIM115 - closed in close()
         except OSError as exc:
-            raise BagError(f"cannot create bag {self.path}: {exc.strerror}") from None
+            raise BagWriteError(f"cannot create bag {self.path}: {exc.strerror}") from None
         self._closed = False
         try:
             self._writer = Writer(
@@ -240,15 +240,25 @@ class BagWriter:
         except OSError as exc:
             raise _write_error(self.path, exc) from None
         finally:
-            self._file.close()
+            # Closing flushes what is buffered: on a full disk it fails too, and a bare
+            # OSError from here replaced the BagError (a traceback, not one line).
+            try:
+                self._file.close()
+            except OSError as exc:
+                raise _write_error(self.path, exc) from None
 
 
 def _complete(meta: BagMeta) -> bool:
     return meta.d is not None and meta.c is not None
 
 
-def _write_error(path: Path, exc: OSError) -> BagError:
-    return BagError(
+class BagWriteError(BagError):
+    """The bag could not be written (a full disk, a lost mount). Unlike a bag that cannot
+    be read, which a job over many bags skips, this stops the job."""
+
+
+def _write_error(path: Path, exc: OSError) -> BagWriteError:
+    return BagWriteError(
         f"cannot write bag {path}: {exc.strerror or exc}; check free disk space and "
         "permissions (every chunk written before this error is readable)"
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import errno
 import os
 import re
 import signal
@@ -52,7 +53,9 @@ class _Parser(argparse.ArgumentParser):
         return parsed, extras
 
     def error(self, message: str) -> NoReturn:
-        super().error(printable_lines(message + self._suggestion(message)))
+        """One line, as every error of every command: the usage is what --help is for."""
+        line = printable_lines(message + self._suggestion(message)).replace("\n", " ")
+        self.exit(2, f"{self.prog}: error: {line} (see {self.prog} --help)\n")
 
     def _suggestion(self, message: str) -> str:
         """``; did you mean --model?`` for the closest flag or command, if one is close."""
@@ -110,10 +113,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"robot-daemon {_command_name(args)}: error: {printable_lines(str(exc))}",
               file=sys.stderr)
         return 2
+    except OSError as exc:
+        # A full disk or quota where a module writes without a message of its own (a
+        # model file, a plot): one line, not a traceback. Other OSErrors are bugs.
+        if exc.errno not in _DISK_FULL:
+            raise
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"robot-daemon {_command_name(args)}: error: cannot write{where}:"
+              f" {printable_lines(exc.strerror or str(exc))}; free some space and run again",
+              file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return arguments.EXIT_INTERRUPTED
     except arguments.Terminated:
         return arguments.EXIT_TERMINATED
+
+
+#: The errnos of a file system that takes no more data.
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
 def _command_name(args: argparse.Namespace) -> str:

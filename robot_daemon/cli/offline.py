@@ -157,7 +157,9 @@ def _run_eval(args: argparse.Namespace) -> int:
     check_input(args.model, "model file")
     if args.plot:
         plots.require_matplotlib()
-        _check_plot_directory(Path(args.plot), overwrite=args.overwrite)
+        _check_plot_directory(Path(args.plot), [args.model, *args.bags,
+                                                *(args.baseline_train or [])],
+                              overwrite=args.overwrite)
         if args.workers != 1 or args.scheduler or not _all_files(args.bags):
             raise RobotDaemonError("--plot reads plain bag files in this process: drop"
                                    " --workers/--scheduler, or give bag files")
@@ -188,9 +190,10 @@ def _plot_evaluation(args: argparse.Namespace) -> None:
           file=sys.stderr if args.json else sys.stdout)
 
 
-def _check_plot_directory(directory: Path, *, overwrite: bool) -> None:
+def _check_plot_directory(directory: Path, inputs: list[str], *, overwrite: bool) -> None:
     """An existing directory without the plots in it (unless ``overwrite``), or one that
-    can be made in an existing one; never a file."""
+    can be made in an existing one; never a file, and no plot that is one of ``inputs``
+    (a bag or the model linked under a plot's name)."""
     from robot_daemon.offline import plots
 
     if directory.exists() and not directory.is_dir():
@@ -199,7 +202,7 @@ def _check_plot_directory(directory: Path, *, overwrite: bool) -> None:
         check_output(directory, overwrite=False, what="--plot directory")
         return
     for name in plots.EVALUATION_PLOTS:
-        check_output(directory / name, overwrite=overwrite, atomic=True, what="plot")
+        check_output(directory / name, inputs, overwrite=overwrite, atomic=True, what="plot")
 
 
 def _add_replay(sub: Subparsers) -> None:

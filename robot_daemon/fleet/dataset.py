@@ -487,14 +487,16 @@ def _commit(build: Build, summary: DatasetSummary) -> None:
             os.replace(build.staging / table, out / table)
             moved_new.append(table)
         _write_manifest(out, summary)
-    except (OSError, RobotDaemonError) as exc:
+    except BaseException as exc:
+        # Also Ctrl-C or SIGTERM (Terminated) between two renames: the old dataset was
+        # left hidden in ``aside`` and ``out`` held new tables without a manifest.
         for table in moved_new:
             shutil.rmtree(out / table, ignore_errors=True)
         for part in reversed(moved_old):
             os.replace(aside / part.name, part)
         if old:
             shutil.rmtree(aside, ignore_errors=True)
-        if isinstance(exc, RobotDaemonError):
+        if not isinstance(exc, OSError):
             raise
         raise RobotDaemonError(f"cannot put the dataset in place in {out}:"
                                f" {_reason(exc)}") from None

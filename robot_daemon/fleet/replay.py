@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from robot_daemon.errors import BagError, ConfigError
+from robot_daemon.bag.writer import BagWriteError
+from robot_daemon.errors import BagError, ConfigError, RobotDaemonError
 from robot_daemon.fleet.cluster import Progress, Runner, one_blas_thread
 from robot_daemon.fleet.sources import InputFiles, Source
 from robot_daemon.model import Model
@@ -36,6 +37,8 @@ class ReplayDone:
     job: ReplayJob
     stats: ReplayStats | None = None
     skipped: str | None = None
+    failed: str | None = None
+    """Why its output could not be written (a full disk): that stops the job."""
 
 
 def plan(sources: Sequence[Source], out_dir: str, model: str | None = None, *,
@@ -77,6 +80,9 @@ def replay_one(
         with one_blas_thread():
             stats = replay(model, job.bag, job.out, model_name=model_name,
                            interval_ms=interval_ms, max_batch=max_batch)
+    except BagWriteError as exc:
+        # Returned, not raised: a task that raises has Dask log its traceback.
+        return ReplayDone(job, failed=str(exc))
     except BagError as exc:
         return ReplayDone(job, skipped=str(exc))
     return ReplayDone(job, stats)
@@ -86,10 +92,18 @@ def replay_all(
     runner: Runner, jobs: Sequence[ReplayJob], model: Model, *, model_name: str,
     interval_ms: float, max_batch: int, progress: Progress | None = None,
 ) -> list[ReplayDone]:
-    """Replay every job on ``runner``; the results in the order of ``jobs``."""
+    """Replay every job on ``runner``; the results in the order of ``jobs``.
+
+    Raises:
+        RobotDaemonError: the first output that could not be written (a full disk; the
+            tasks not yet finished are cancelled): a bag that cannot be read is skipped,
+            a disk that cannot take the replays is no reason to go on.
+    """
     done: list[ReplayDone | None] = [None] * len(jobs)
     for i, result in runner.map_unordered(replay_one, jobs, model=model, model_name=model_name,
                                           interval_ms=interval_ms, max_batch=max_batch):
+        if result.failed is not None:
+            raise RobotDaemonError(result.failed)
         done[i] = result
         if progress is not None:
             progress.add(result.stats.frames_in if result.stats else 0)

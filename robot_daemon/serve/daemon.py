@@ -284,6 +284,10 @@ class Daemon:
         # catch-up pass and the tick: no wake-up for each of them.
         rest_until = (deadline_ns if early_done else min(
             self._next_drain_ns, self.passes.early_at(deadline_ns)))
+        if early_done and self.phase.locked:
+            # Frames placed just before the deadline are read as they come, not at the
+            # tick: stamped late, they would pull the grid later at every decision.
+            rest_until = min(self._next_drain_ns, deadline_ns)
         if now < rest_until:
             watch, wake_ns = sigs.poller, min(wake_ns, rest_until)
         remaining = wake_ns - now

@@ -31,7 +31,8 @@ MIN_FRAMES: Final = 20
 #: Ticks between two decisions once a window is full.
 DECIDE_EVERY: Final = 25
 #: The least margin between a source's latest frames and the deadline; the margin is
-#: this plus twice the spread of its arrivals (5th to 95th percentile).
+#: this plus twice how much later than the median its latest frames come (1st percentile
+#: of the waits).
 MIN_MARGIN_NS: Final = 500_000
 #: A move must shorten the worst source's typical wait by this much (a source whose
 #: latest frames came closer to the deadline than half its margin, a sensor's clock
@@ -43,7 +44,7 @@ MAX_SPREAD: Final = 0.25
 
 
 class _Source:
-    """A stable source's waits: its latest frames' (5th percentile), its typical one
+    """A stable source's waits: its latest frames' (1st percentile), its typical one
     (median), and the margin its spread asks for, all in ns."""
 
     __slots__ = ("latest", "margin", "typical")
@@ -64,6 +65,9 @@ class PhaseLock:
         self.enabled = enabled
         self.moves = 0
         self.offset_ns = 0  # the grid against where it started, mod the interval
+        #: A source has a phase to lock to: the loop then reads frames as they come up to
+        #: the deadline, so that their arrival is not stamped late (serve.daemon._wait).
+        self.locked = False
         self._waits: defaultdict[str | None, deque[npt.NDArray[np.int64]]] = defaultdict(
             lambda: deque(maxlen=WINDOW_TICKS))
         self._ticks = 0  # ticks recorded since the last move (or the start)
@@ -100,6 +104,7 @@ class PhaseLock:
         if not self.enabled or self._ticks < WINDOW_TICKS or self._ticks % DECIDE_EVERY:
             return 0
         sources = self._stable()
+        self.locked = bool(sources)
         if not sources:
             return 0
         # Where it is, a source is too close only within half its margin: hysteresis.
@@ -147,11 +152,14 @@ class PhaseLock:
             waits = np.concatenate(ticks)
             if len(waits) < MIN_FRAMES or len(waits) > 1.5 * len(window):
                 continue  # too few, or more than one a tick: no phase
-            low, median, high = (int(v) for v in np.percentile(waits, [5, 50, 95]))
-            if high - low > MAX_SPREAD * self.interval_ns or low < 0:
+            latest, low, median, high = (
+                int(v) for v in np.percentile(waits, [1, 5, 50, 95]))
+            if high - low > MAX_SPREAD * self.interval_ns or latest < 0:
                 continue  # bursts, or frames already late: nothing to place
-            margin = min(MIN_MARGIN_NS + 2 * (high - low), self.interval_ns // 4)
-            stable.append(_Source(low, median, margin))
+            # The margin covers how much later than usual the late ones come (a sender's
+            # scheduling hiccups): a frame past its deadline waits a whole tick more.
+            margin = min(MIN_MARGIN_NS + 2 * (median - latest), self.interval_ns // 4)
+            stable.append(_Source(latest, median, margin))
         return stable
 
     def status(self) -> dict[str, object]:

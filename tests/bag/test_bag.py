@@ -354,3 +354,13 @@ def test_mcap_decodes_our_channels_with_our_decoder_factory(tmp_path: Path) -> N
 )
 def test_sizes_read_as_people_read_them_and_exactly(n_bytes: int, text: str) -> None:
     assert human_size(n_bytes) == text
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_full_disk_is_one_bag_error_also_when_the_close_fails() -> None:
+    """Closing flushes the buffer, which fails again on a full disk: once, that bare
+    OSError replaced the BagError and every command that writes bags showed a traceback."""
+    from robot_daemon.bag.writer import BagWriteError
+
+    with pytest.raises(BagWriteError, match="No space left on device"):
+        _write(Path("/dev/full"), _messages(2000))

@@ -208,3 +208,28 @@ def test_export_leaves_out_a_channel_whose_schema_is_missing(tmp_path: Path) -> 
     assert summary.no_schema == {"/points": 1}
     assert "left out 1 /points messages: their channel's schema is not in the bag" in (
         summary.describe())
+
+
+def test_info_and_export_reports_keep_one_line_per_item_whatever_the_names(
+    tmp_path: Path,
+) -> None:
+    """A newline in an attachment's, metadata record's or topic's name forged a line of
+    ``bag info`` and ``bag export``: the reports were escaped line by line afterwards."""
+    forged = "x\n\x1b[2Jrobot-daemon: forged line"
+    source = tmp_path / "forged.mcap"
+    with source.open("wb") as f:
+        writer = Writer(f)
+        writer.start(profile="", library="another tool")
+        writer.add_attachment(create_time=0, log_time=0, name=forged, media_type=forged,
+                              data=b"calibration")
+        writer.add_metadata(forged, {forged: forged})
+        channel = writer.register_channel(forged, "cdr", 0)
+        writer.add_message(channel, log_time=1, data=b"\x00", publish_time=1)
+        writer.finish()
+    with BagReader(source) as bag:
+        info = bag.info().describe()
+    exported = export_json(source, tmp_path / "out.mcap").describe()
+    for report in (info, exported):
+        assert "forged" in report
+        assert not any(line.startswith("robot-daemon") for line in report.split("\n"))
+        assert "\x1b" not in report

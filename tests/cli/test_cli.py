@@ -240,3 +240,24 @@ def test_train_and_eval_draw_their_plots(
     assert "is not a directory" in capsys.readouterr().err
     assert main(["eval", "m.npz", "s.mcap", "--plot", "p2", "--workers", "2"]) == 2
     assert "--plot reads plain bag files" in capsys.readouterr().err
+
+
+def test_a_full_disk_where_a_model_is_saved_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Once a traceback: the model file's writer has no message of its own."""
+    import errno
+
+    from robot_daemon.model import Model
+
+    def full(self: Model, path: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Model, "save", full)
+    monkeypatch.chdir(tmp_path)
+    assert main(["sim", "s.mcap", "--duration", "2"]) == 0
+    capsys.readouterr()
+    assert main(["train", "s.mcap", "--out", "m.npz", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("robot-daemon train: error: cannot write: No space left on device;"
+                   " free some space and run again\n")

@@ -60,6 +60,23 @@ def test_every_command_that_writes_refuses_an_existing_output(
     assert old.read_bytes() == b"five minutes of driving"
 
 
+def test_eval_plot_refuses_a_plot_that_is_an_input_even_with_overwrite(
+    bag: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The plots are replaced by name in DIR: once, a bag linked there as
+    reliability.png was taken for an old plot."""
+    pytest.importorskip("matplotlib")
+    plots = tmp_path / "plots"
+    plots.mkdir()
+    (plots / "reliability.png").hardlink_to(bag)
+    capsys.readouterr()
+    assert main(["eval", MODEL, str(bag), "--plot", str(plots), "--overwrite"]) == 2
+    out, err = capsys.readouterr()
+    assert not out
+    assert f"plot {plots / 'reliability.png'} is the input {bag}" in err, err
+    assert sorted(p.name for p in plots.iterdir()) == ["reliability.png"]
+
+
 def test_overwrite_replaces_an_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run.mcap"
     out.write_bytes(b"old")
@@ -90,7 +107,9 @@ def test_abbreviated_or_mistyped_flags_are_refused_with_a_suggestion(
         main(argv)
     assert exc.value.code == 2
     err = capsys.readouterr().err
-    assert err.rstrip().endswith(suggestion), err
+    assert err.count("\n") == 1, err  # one line: no usage before it
+    assert err.startswith("robot-daemon"), err
+    assert f"{suggestion} (see robot-daemon" in err, err
 
 
 def test_an_error_comes_first_and_alone(tmp_path: Path) -> None:

@@ -182,6 +182,26 @@ def test_a_manifest_that_fails_to_write_puts_the_old_dataset_back(
     assert sorted(p.name for p in out.iterdir()) == ["dataset.json", "frames", "labels"]
 
 
+def test_a_signal_while_the_dataset_is_put_in_place_puts_the_old_one_back(
+    bags: Bags, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SIGTERM (or Ctrl-C) between the renames: once, the old dataset stayed hidden in
+    a .replaced- directory, and --out held the new tables without a manifest."""
+    from robot_daemon.cli.args import Terminated
+
+    out = tmp_path / "ds"
+    assert main(["dataset", str(bags.good[2]), "--out", str(out)]) == 0
+    old = _snapshot(out)
+
+    def stopped(out: Path, summary: dataset.DatasetSummary) -> None:
+        raise Terminated
+
+    monkeypatch.setattr(dataset, "_write_manifest", stopped)
+    assert main(["dataset", str(bags.good[1]), "--out", str(out), "--overwrite"]) == 143
+    assert _snapshot(out) == old
+    assert sorted(p.name for p in out.iterdir()) == ["dataset.json", "frames", "labels"]
+
+
 def test_overwrite_does_not_take_an_output_that_holds_an_input(
     bags: Bags, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -76,6 +76,30 @@ def test_a_skipped_bag_leaves_a_file_of_its_name_in_out_alone(
     assert notes.read_text() == "the operator's notes\n"
 
 
+def test_a_full_disk_stops_the_replay_of_many_bags_in_one_line(
+    bags: Bags, model_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Once, every bag was "skipped" for the disk's sake and the job exited 0."""
+    import errno
+
+    from robot_daemon.bag import BagWriter
+    from robot_daemon.bag.writer import _write_error
+
+    def full(self: BagWriter, *args: object, **kwargs: object) -> None:
+        raise _write_error(self.path, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
+
+    monkeypatch.setattr(BagWriter, "write", full)
+    out = tmp_path / "preds"
+    capsys.readouterr()
+    assert main(["replay", str(model_path), *map(str, bags.readable), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("robot-daemon replay: error: cannot write bag "), err
+    assert err.count("\n") == 1, err
+    assert "No space left on device" in err
+    assert list(out.iterdir()) == []  # no temporary file either
+
+
 def test_an_out_that_is_a_file_is_one_line(
     bags: Bags, model_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
