@@ -1292,3 +1292,27 @@ def test_over_the_memory_bound_the_silent_frames_and_labels_endpoints_are_droppe
     Online.last_label_ns = time.monotonic_ns()
     d._bound_memory()  # both delivered just now: nothing to drop
     assert dropped == []
+
+
+@pytest.mark.timing  # a frame answered within a few ms of its arrival: a quiet CPU
+def test_with_tick_phase_auto_the_grid_settles_just_after_a_50_hz_sensor(
+    workdir: Path,
+) -> None:
+    h = Harness(workdir, DEFAULT_MODEL,
+                args=("--tick-phase", "auto", "--status-interval", "0.25"))
+    try:
+        h.start()  # serving: subscribed
+        x = np.zeros(16, np.float32)
+        start = time.monotonic()
+        for seq in range(250):  # 5 s at 50 Hz, from this process's clock
+            time.sleep(max(0.0, start + seq * 0.02 - time.monotonic()))
+            h.send(seq, x)
+        status = h.status(lambda s: s["frames_accepted"] >= 250)
+        # The last status period's frames, 4 s after the first: waited a few ms at most,
+        # where the fixed grid keeps whatever phase the start gave it (0 to 20 ms).
+        assert status["latency_ms_p50"] < 4.0, status
+        assert status["latency_ms_p99"] < 8.0, status
+        assert 0 <= status["tick_offset_ms"] < 20
+        assert (status["frames_lost"], status["frames_dropped"]) == (0, 0)
+    finally:
+        h.close()
