@@ -327,6 +327,26 @@ def check_out(out: str, overwrite: bool = False) -> None:
         raise ConfigError(f"--out {out} is a file; --out must be a directory")
     if _dataset_parts(path) and not overwrite:
         raise ConfigError(f"--out {out} exists; pass --overwrite to replace it")
+    _check_leftovers(path)
+
+
+def _check_leftovers(path: Path) -> None:
+    """Refuse a DIR that holds what a killed ``dataset`` left (SIGKILL leaves no time to
+    clean up): said by name, so that nothing piles up unseen, and the old dataset a
+    killed ``--overwrite`` moved aside is found again, not written over."""
+    if not path.is_dir():
+        return
+    for entry in sorted(path.iterdir()):
+        if entry.name.startswith(".replaced-"):
+            raise ConfigError(
+                f"--out {path} holds {entry}: the dataset a `dataset --overwrite` moved aside"
+                f" before it was killed. If {path / MANIFEST} is missing, move the contents"
+                " of that directory back into --out; else delete it. Then run again")
+        if entry.name.startswith(".building-"):
+            raise ConfigError(
+                f"--out {path} holds {entry}: the partial build of a `dataset` that was"
+                " killed, or that runs now. Delete it once no `dataset` writes to --out,"
+                " then run again")
 
 
 def check_not_among_sources(out: str, sources: Sequence[Source]) -> None:

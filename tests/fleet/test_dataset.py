@@ -396,3 +396,19 @@ def test_a_dataset_into_a_directory_of_its_bags_is_refused(
         assert main(["dataset", spec, "--out", str(runs)]) == 2
         assert f"--out {runs} holds the source {runs / 'run2.mcap'}" in capsys.readouterr().err
     assert sorted(p.name for p in runs.iterdir()) == ["run2.mcap"]
+
+
+def test_what_a_killed_dataset_left_is_named_not_piled_up_or_written_over(
+    tmp_path: Path,
+) -> None:
+    check_out = dataset.check_out
+    out = tmp_path / "ds"
+    out.mkdir()
+    check_out(str(out), overwrite=True)  # nothing left: fine
+    (out / ".building-abc").mkdir()  # a SIGKILL mid-build
+    with pytest.raises(ConfigError, match=r"\.building-abc: the partial build of a `dataset`"):
+        check_out(str(out), overwrite=True)
+    (out / ".building-abc").rmdir()
+    (out / ".replaced-xyz").mkdir()  # a SIGKILL while the new one was put in place
+    with pytest.raises(ConfigError, match=r"\.replaced-xyz: the dataset a `dataset --overwrite`"):
+        check_out(str(out), overwrite=True)
