@@ -1308,10 +1308,11 @@ def test_with_tick_phase_auto_the_grid_settles_just_after_a_50_hz_sensor(
             time.sleep(max(0.0, start + seq * 0.02 - time.monotonic()))
             h.send(seq, x)
         status = h.status(lambda s: s["frames_accepted"] >= 250)
-        # The last status period's frames, 4 s after the first: waited a few ms at most,
-        # where the fixed grid keeps whatever phase the start gave it (0 to 20 ms).
+        # The last status period's frames (about 12), 4 s after the first: the typical one
+        # waited a few ms, where the fixed grid keeps whatever phase the start gave it (0 to
+        # 20 ms). The tail (a frame the sender held past its deadline) is the benchmark's
+        # to measure (scripts/bench_phase.py), not a test's: one frame is its p99 here.
         assert status["latency_ms_p50"] < 4.0, status
-        assert status["latency_ms_p99"] < 8.0, status
         assert 0 <= status["tick_offset_ms"] < 20
         assert (status["frames_lost"], status["frames_dropped"]) == (0, 0)
     finally:
