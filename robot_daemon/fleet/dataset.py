@@ -32,6 +32,7 @@ from robot_daemon.errors import ConfigError, RobotDaemonError
 from robot_daemon.fleet.cluster import Progress, Runner
 from robot_daemon.fleet.decode import BagRead, read_bag
 from robot_daemon.fleet.manifest import FORMAT, MANIFEST, META_KEY, TABLES, TOPICS
+from robot_daemon.fleet.moments import Moments
 from robot_daemon.fleet.sources import Source
 from robot_daemon.paths import same_file
 from robot_daemon.wire.batch import FrameBatch, LabelBatch
@@ -41,38 +42,6 @@ DISCARD_TRIES = 5
 DISCARD_PAUSE_S = 0.2
 #: Sensor times beyond this many ns (year 2262) do not fit a timestamp[ns]: null there.
 _MAX_NS = 2**63 - 2**10
-
-
-@dataclass
-class Moments:
-    """Count, mean, sum of squared deviations, min and max of each feature (d,) float64."""
-
-    n: int
-    mean: NDArray[np.float64]
-    m2: NDArray[np.float64]
-    low: NDArray[np.float64]
-    high: NDArray[np.float64]
-
-    @classmethod
-    def of(cls, X: NDArray[np.float32]) -> Moments:
-        """Of the rows of ``X`` (n, d), n >= 1."""
-        X64 = np.asarray(X, dtype=np.float64)
-        mean = X64.mean(axis=0)
-        return cls(len(X64), mean, ((X64 - mean) ** 2).sum(axis=0), X64.min(axis=0),
-                   X64.max(axis=0))
-
-    def merge(self, other: Moments) -> Moments:
-        """Chan et al.'s pairwise update: the moments of both sets of rows."""
-        n = self.n + other.n
-        delta = other.mean - self.mean
-        return Moments(n, self.mean + delta * (other.n / n),
-                       self.m2 + other.m2 + delta**2 * (self.n * other.n / n),
-                       np.minimum(self.low, other.low), np.maximum(self.high, other.high))
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"count": self.n, "mean": self.mean.tolist(),
-                "std": np.sqrt(self.m2 / self.n).tolist(), "min": self.low.tolist(),
-                "max": self.high.tolist()}
 
 
 @dataclass
@@ -302,17 +271,17 @@ class DatasetSummary:
     def _stats(self) -> dict[str, Any]:
         """``x`` over the frames (count, mean, std, min, max per feature), ``y`` over the
         labels (count, positives and their share per class)."""
-        moments = [b.x_moments for b in self.bags if b.x_moments is not None]
-        x = moments[0] if moments else None
-        for other in moments[1:]:
-            x = x.merge(other) if x is not None else other
+        x = Moments.empty()
+        for bag in self.bags:
+            if bag.x_moments is not None:
+                x = x.merge(bag.x_moments)
         positives = [b.positives for b in self.bags if b.positives is not None]
         y: dict[str, Any] | None = None
         if positives and self.labels:
             total = np.sum(positives, axis=0, dtype=np.int64)
             y = {"count": self.labels, "positives": total.tolist(),
                  "mean": (total / self.labels).tolist()}
-        return {"x": None if x is None else x.as_dict(), "y": y}
+        return {"x": x.as_dict() if x.n else None, "y": y}
 
 
 def _dataset_parts(path: Path) -> list[Path]:

@@ -22,6 +22,7 @@ from robot_daemon import __version__
 from robot_daemon.errors import RobotDaemonError
 from robot_daemon.fleet.cluster import Progress, Runner
 from robot_daemon.fleet.decode import load_labels, names_of
+from robot_daemon.fleet.moments import Moments
 from robot_daemon.fleet.sources import Source
 from robot_daemon.model import Model
 from robot_daemon.nn import MLP, log_loss
@@ -66,38 +67,11 @@ def load_part(part: Source, val_fraction: float) -> Part:
 
 
 @dataclass
-class _Moments:
-    """Count, mean (d,) and sum of squared deviations (d,) of some rows, float64."""
-
-    n: int
-    mean: NDArray[np.float64]
-    m2: NDArray[np.float64]
-
-    @classmethod
-    def of(cls, X: NDArray[np.float32]) -> _Moments:
-        X64 = np.asarray(X, dtype=np.float64)
-        mean = X64.mean(axis=0)
-        return cls(len(X64), mean, ((X64 - mean) ** 2).sum(axis=0))
-
-    def merge(self, other: _Moments) -> _Moments:
-        """Chan et al.'s pairwise update: the moments of both sets of rows."""
-        if other.n == 0:
-            return self
-        if self.n == 0:
-            return other
-        n = self.n + other.n
-        delta = other.mean - self.mean
-        mean = self.mean + delta * (other.n / n)
-        m2 = self.m2 + other.m2 + delta**2 * (self.n * other.n / n)
-        return _Moments(n, mean, m2)
-
-
-@dataclass
 class _Summary:
     """What the first pass needs of a partition: its training rows' moments and sizes."""
 
     source: str
-    moments: _Moments
+    moments: Moments
     d: int | None
     c: int | None
     rejected: int
@@ -109,12 +83,12 @@ def summarize_part(part: Source, val_fraction: float) -> _Summary:
     """The first pass over one partition (on a worker)."""
     loaded = load_part(part, val_fraction)
     X = loaded.X_train
-    moments = _Moments.of(X) if len(X) else _Moments(0, np.zeros(0), np.zeros(0))
+    moments = Moments.of(X)
     return _Summary(loaded.source, moments, loaded.d, loaded.c, loaded.rejected,
                     loaded.warning, loaded.skipped)
 
 
-def normalization(moments: _Moments) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+def normalization(moments: Moments) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Mean and scale as :func:`robot_daemon.model.fit_normalization` floors them."""
     std = np.sqrt(moments.m2 / moments.n)
     floor = 1e-6 * max(1.0, float(np.abs(moments.mean).max()))
@@ -214,7 +188,7 @@ def train(
 
 @dataclass
 class _First:
-    moments: _Moments
+    moments: Moments
     d: int | None
     c: int | None
     rejected: int
@@ -226,7 +200,7 @@ class _First:
 def _first_pass(
     runner: Runner, parts: Sequence[Source], config: TrainConfig, progress: Progress | None,
 ) -> _First:
-    moments = _Moments(0, np.zeros(0), np.zeros(0))
+    moments = Moments.empty()
     d = c = None
     rejected = 0
     warnings: list[str] = []
