@@ -90,8 +90,12 @@ class SeqTracker:
 
     def observe_run(self, endpoint: Hashable, src: str | None, seqs: Sequence[int]) -> None:
         """:meth:`observe` of frames ``seqs`` (at least one) of one stream in turn."""
-        self._by_src.observe_run(endpoint, src, seqs)
-        self._as_one.observe_run(endpoint, _ONE, seqs)
+        # The usual run, each ``seq`` the one after the last: checked once for both ways.
+        k = len(seqs)
+        consecutive = k > 1 and seqs[-1] - seqs[0] == k - 1 and list(seqs) == list(
+            range(seqs[0], seqs[0] + k))
+        self._by_src.observe_run(endpoint, src, seqs, consecutive)
+        self._as_one.observe_run(endpoint, _ONE, seqs, consecutive)
 
     def _fitting(self) -> list[_Tally]:
         """Per endpoint, the tally of the way of numbering that fits its frames."""
@@ -135,13 +139,12 @@ class _Numbering:
                 return
         self._follow(stream, seq)
 
-    def observe_run(self, endpoint: Hashable, src: object, seqs: Sequence[int]) -> None:
-        """:meth:`observe` of frames ``seqs`` (at least one) of one stream in turn; the
-        usual run, each ``seq`` the one after the last, at once."""
+    def observe_run(self, endpoint: Hashable, src: object, seqs: Sequence[int],
+                    consecutive: bool) -> None:
+        """:meth:`observe` of frames ``seqs`` (at least one) of one stream in turn; a
+        ``consecutive`` run (each ``seq`` the one after the last) at once."""
         self.observe(endpoint, src, seqs[0])
-        k = len(seqs)
-        if k > 1 and seqs[-1] - seqs[0] == k - 1 and list(seqs) == list(
-                range(seqs[0], seqs[0] + k)):
+        if consecutive:
             stream = self._streams[endpoint, src]
             if stream.last != seqs[0]:  # the first was a misfit: the next one decides
                 self._follow(stream, seqs[1])
