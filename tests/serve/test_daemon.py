@@ -1294,7 +1294,7 @@ def test_over_the_memory_bound_the_silent_frames_and_labels_endpoints_are_droppe
     assert dropped == []
 
 
-@pytest.mark.timing  # a frame answered within a few ms of its arrival: a quiet CPU
+@pytest.mark.timing  # a 50 Hz sender in real time: run alone
 def test_with_tick_phase_auto_the_grid_settles_just_after_a_50_hz_sensor(
     workdir: Path,
 ) -> None:
@@ -1303,16 +1303,20 @@ def test_with_tick_phase_auto_the_grid_settles_just_after_a_50_hz_sensor(
     try:
         h.start()  # serving: subscribed
         x = np.zeros(16, np.float32)
-        start = time.monotonic()
-        for seq in range(250):  # 5 s at 50 Hz, from this process's clock
+        h.send(0, x)
+        h.preds(1)
+        # The worst phase for a grid that stays where it started: just after a tick, so
+        # that each frame would wait about 18 of the 20 ms.
+        start = time.monotonic() + 0.002
+        for seq in range(1, 251):  # 5 s at 50 Hz, from this process's clock
             time.sleep(max(0.0, start + seq * 0.02 - time.monotonic()))
             h.send(seq, x)
-        status = h.status(lambda s: s["frames_accepted"] >= 250)
-        # The last status period's frames (about 12), 4 s after the first: the typical one
-        # waited a few ms, where the fixed grid keeps whatever phase the start gave it (0 to
-        # 20 ms). The tail (a frame the sender held past its deadline) is the benchmark's
-        # to measure (scripts/bench_phase.py), not a test's: one frame is its p99 here.
-        assert status["latency_ms_p50"] < 4.0, status
+        status = h.status(lambda s: s["frames_accepted"] >= 251)
+        assert status["tick_moves"] >= 1, status
+        # The last status period's frames (about 12), 4 s after the first: the deadlines
+        # now fall in the half interval after the frames. How close (the goal is 2 ms) is
+        # scripts/bench_phase.py's to measure: a busy CI machine widens the margin.
+        assert status["latency_ms_p50"] < 10.0, status
         assert 0 <= status["tick_offset_ms"] < 20
         assert (status["frames_lost"], status["frames_dropped"]) == (0, 0)
     finally:
