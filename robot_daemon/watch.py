@@ -194,6 +194,8 @@ def render(view: WatchView, width: int = 80, color: bool = False,
     lines += class_rows(view.class_names, view.thresholds, view.probs, view.truth,
                         width=width, color=color, unicode=unicode)
     lines += fit(_answers(view), width)
+    ticks = tick_line(status)
+    lines += fit(ticks, width) if ticks else []
     lines += fit(f"daemon: {daemon_counts(status)}", width)
     learning = online_line(status)
     lines += fit(learning, width) if learning else []
@@ -223,6 +225,29 @@ def _answers(view: WatchView) -> str:
 
 def _ms(value: object) -> str:
     return shown_number(value, 1)
+
+
+def tick_line(status: Mapping[str, Any] | None) -> str:
+    """Each source's latency p50/p99 (ms) and, once the grid moved (tick_phase auto),
+    where it is: empty before a status says either."""
+    if status is None:
+        return ""
+    parts = []
+    by_src = status.get("src_latency_ms")
+    if type(by_src) is dict and by_src:
+        parts.append("latency by src: " + shown_names([
+            f"{shown_text(src)} {_pair(pcts)} ms" for src, pcts in by_src.items()]))
+    if status.get("tick_moves"):
+        parts.append(f"grid moved {shown_field(status, 'tick_moves')}x, offset"
+                     f" {shown_field(status, 'tick_offset_ms', _ms)} ms")
+    return "; ".join(parts)
+
+
+def _pair(pcts: object) -> str:
+    """``0.6/1.4``: a [p50, p99] of a status."""
+    if type(pcts) is not list or len(pcts) != 2:
+        return shown_text(pcts)
+    return "/".join(shown_number(v, 1) for v in pcts)
 
 
 def online_line(status: Mapping[str, Any] | None) -> str:

@@ -30,6 +30,7 @@ from robot_daemon.watch import (
     progress_line,
     render,
     run,
+    tick_line,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -326,3 +327,13 @@ def test_watch_never_writes_what_a_hostile_publisher_sends(workdir: Path, live: 
     own = re.compile(r"\x1b\[(?:\?25[lh]|\d+F|K|J)")
     assert "\x1b" not in own.sub("", text)
     assert "\x07" not in text
+
+
+def test_the_tick_line_shows_each_source_and_where_the_grid_moved() -> None:
+    assert tick_line(None) == tick_line({"tick_moves": 0}) == ""
+    line = tick_line({"src_latency_ms": {"lidar": [0.61, 1.4], "(no src)": [10.0, 19.5]},
+                      "tick_moves": 2, "tick_offset_ms": 7.25})
+    assert line == ("latency by src: lidar 0.6/1.4 ms, (no src) 10.0/19.5 ms;"
+                    " grid moved 2x, offset 7.2 ms")
+    hostile = tick_line({"src_latency_ms": {"\x1b[2J": "x", "ok": [1, "\x1b"]}})
+    assert "\x1b" not in hostile

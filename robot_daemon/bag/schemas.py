@@ -134,6 +134,10 @@ STATUS_PROPERTIES: Final[dict[str, Schema]] = {
                        "endpoints libzmq gave up on that the daemon connected again"),
     "tick_offset_ms": _described(NUMBER, "the tick grid against where it started, ms"),
     "tick_moves": _described(INTEGER, "moves of the tick grid (tick_phase auto)"),
+    "ticks_before_deadline": _described(
+        INTEGER, "ticks served before their deadline, every locked source's frame in"),
+    "src_latency_ms": _map(_described(_NUMBERS, "[p50, p99], ms"),
+                           "per src (at most 16), frame arrival to pred published"),
 }
 
 

@@ -107,6 +107,7 @@ class Daemon:
                                   self._reject)
         self._next_drain_ns = 0  # the frames socket is watched again from then on
         self._woke_ns = 0  # when the last poll or sleep returned (monotonic)
+        self._ticked_ns = 0  # when the last tick's drain ended: later frames are the next's
         self._woke_cpu_ns = 0  # and this thread's CPU time then
         self._next_summary_ns = 0  # the next status is logged from then on (the first is)
         # Where the tick grid falls against the sensors' frames (tick_phase = "auto").
@@ -204,14 +205,18 @@ class Daemon:
             deadline = start + tick * interval
             early_at = self.passes.early_at(deadline)
             now = time.monotonic_ns()
-            if now >= deadline:
-                held_by_os = self._count_lateness(deadline, now)
+            on_time = now >= deadline
+            if on_time or self.phase.ready(now, deadline, self._ticked_ns,
+                                           self.liveness.heard_since):
+                held_by_os = on_time and self._count_lateness(deadline, now)
                 self._drain(subs, now + interval // 4)  # what arrived since the last drain
+                self._ticked_ns = time.monotonic_ns()  # later frames are the next tick's
                 # Timed from the deadline where our own work (a catch-up pass) ran past it;
                 # from the wake-up where the OS woke the loop after it; from now where the
-                # OS took the CPU away after the wake-up (wake_late_ms shows that).
-                self._tick(pub, tick, deadline,
-                           now if held_by_os else max(deadline, self._woke_ns))
+                # OS took the CPU away after the wake-up (wake_late_ms shows that), or where
+                # the tick goes out before its deadline (the locked sources' frames came).
+                self._tick(pub, tick, deadline, now if held_by_os or not on_time
+                           else max(deadline, self._woke_ns))
                 self._check_liveness(pub)
                 self._bound_memory()
                 # Skip, and count, the deadlines this tick overran: never a burst of
@@ -422,11 +427,11 @@ class Daemon:
         arrival = (late.arrival_ns if first is None
                    else np.concatenate([first.batch.arrival_ns[drop:], late.arrival_ns]))
         self.windows.batch.add(len(arrival))
-        if self.phase.enabled:
-            self.phase.observe(deadline_ns, arrival, (
-                late.src if first is None else [*first.batch.src[drop:], *late.src]))
+        src = late.src if first is None else [*first.batch.src[drop:], *late.src]
+        self.phase.observe(deadline_ns, arrival, src)
         latency_ns = np.subtract(done, arrival, dtype=np.float64)
         self.windows.latency_ns.extend(latency_ns)
+        self.windows.latency_by_src.add(src, latency_ns)
         self.windows.latency_ms.add_many(latency_ns * 1e-6)
 
     def _serve(

@@ -226,6 +226,17 @@ class Liveness:
         else:
             self.srcs_untracked += count
 
+    def heard_since(self, srcs: Sequence[str | None], since_ns: int) -> bool:
+        """Whether each of ``srcs`` sent a valid frame at or after ``since_ns``; ``None``
+        stands for the frames without a ``src``, of whichever endpoint."""
+        for src in srcs:
+            if src is None:
+                if not any(t is not None and t >= since_ns for t in self._endpoint_ns):
+                    return False
+            elif self._src_ns.get(src, -1) < since_ns:
+                return False
+        return True
+
     def check(self, now_ns: int) -> Change | None:
         """Mark the sources silent for over ``stale_after_ns`` stale and the heard ones live.
 

@@ -230,6 +230,7 @@ def _ticks(status: Mapping[str, Any]) -> Iterator[Metric]:
     yield _counter("reload_failures", "Model reloads refused", status.get("reload_failures", 0))
     yield _counter("tick_errors", "Ticks that failed with an unexpected error (their frames "
                    "unanswered)", status.get("tick_errors", 0))
+    yield from _phase(status)
     if "batch_p50" in status:
         # A percentile label, not a summary's quantile: the daemon sends the period's
         # percentiles without the summary's count and sum.
@@ -239,6 +240,30 @@ def _ticks(status: Mapping[str, Any]) -> Iterator[Metric]:
         batch.add_metric(["50"], status["batch_p50"])
         batch.add_metric(["99"], status.get("batch_p99", 0))
         yield batch
+
+
+def _phase(status: Mapping[str, Any]) -> Iterator[Metric]:
+    """Where the tick grid is (tick_phase auto), and each source's latency."""
+    yield GaugeMetricFamily(f"{_PREFIX}_tick_offset_seconds", "The tick grid against where "
+                            "it started, within the interval", value=float(
+                                status.get("tick_offset_ms", 0.0)) / 1000)
+    yield _counter("tick_moves", "Moves of the tick grid (tick_phase auto)",
+                   status.get("tick_moves", 0))
+    yield _counter("ticks_before_deadline", "Ticks served before their deadline, every "
+                   "locked source's frame in (tick_phase auto)",
+                   status.get("ticks_before_deadline", 0))
+    by_src = status.get("src_latency_ms")
+    if isinstance(by_src, dict) and by_src:
+        latency = GaugeMetricFamily(
+            f"{_PREFIX}_src_latency_seconds", "Frame arrival to its pred published, per "
+            "src (\"(no src)\": frames without one), percentiles over the last status period",
+            labels=["src", "percentile"])
+        for src, pcts in sorted(by_src.items(), key=lambda item: str(item[0])):
+            if (isinstance(pcts, list) and len(pcts) == 2
+                    and all(isinstance(v, int | float) for v in pcts)):
+                latency.add_metric([str(src), "50"], pcts[0] / 1000)
+                latency.add_metric([str(src), "99"], pcts[1] / 1000)
+        yield latency
 
 
 def _histogram(name: str, doc: str, edges_ms: Sequence[float], counts: Sequence[int],

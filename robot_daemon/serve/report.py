@@ -12,10 +12,14 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from robot_daemon.serve import liveness
-from robot_daemon.serve.stats import Histogram, Window
+from robot_daemon.serve.stats import Histogram, PerSource, Window
 
 #: Samples kept per status period for each percentile.
 WINDOW: Final = 65_536
+#: Sources whose latency ``status`` reports on its own (``src_latency_ms``), and the
+#: samples kept of each in a period (a 50 Hz sensor sends 50 a second): 256 KiB at most.
+SRC_WINDOWS: Final = 16
+SRC_WINDOW: Final = 2048
 #: Bucket edges, in ms, of the status's tick processing histogram (``tick_ms_counts``).
 TICK_MS_EDGES: Final = (0.1, 0.2, 0.3, 0.5, 0.7, 1, 1.5, 2, 3, 5, 7, 10, 15, 20, 30, 50, 100)
 #: Bucket edges, in ms, of the frame-to-pred latency histogram (``latency_ms_counts``): a
@@ -52,6 +56,9 @@ class Windows:
     latency_ns: Window = field(default_factory=lambda: Window(WINDOW))
     tick_ns: Window = field(default_factory=lambda: Window(WINDOW))
     wake_late_ns: Window = field(default_factory=lambda: Window(WINDOW))
+    #: Per source (at most SRC_WINDOWS of them): frame-to-pred latency of the period.
+    latency_by_src: PerSource = field(
+        default_factory=lambda: PerSource(SRC_WINDOW, SRC_WINDOWS))
     #: Tick processing and frame-to-pred latency in ms since the start: never cleared.
     tick_ms: Histogram = field(default_factory=lambda: Histogram(TICK_MS_EDGES))
     latency_ms: Histogram = field(default_factory=lambda: Histogram(LATENCY_MS_EDGES))
@@ -59,6 +66,7 @@ class Windows:
     def clear(self) -> None:
         for window in (self.batch, self.latency_ns, self.tick_ns, self.wake_late_ns):
             window.clear()
+        self.latency_by_src.clear()
 
 
 def counts(c: Counters, w: Windows) -> dict[str, Any]:
@@ -81,6 +89,7 @@ def counts(c: Counters, w: Windows) -> dict[str, Any]:
         "batch_p99": round(w.batch.percentile(99)),
         "latency_ms_p50": w.latency_ns.percentile(50) * ms,
         "latency_ms_p99": w.latency_ns.percentile(99) * ms,
+        "src_latency_ms": w.latency_by_src.percentiles((50, 99), ms),
         "tick_ms_p50": w.tick_ns.percentile(50) * ms,
         "tick_ms_p99": w.tick_ns.percentile(99) * ms,
         "tick_ms_max": w.tick_ns.max() * ms,

@@ -90,3 +90,56 @@ class Histogram:
         added = np.bincount(buckets, minlength=len(self.counts)).tolist()
         self.counts = [n + k for n, k in zip(self.counts, added, strict=True)]
         self.sum += float(values.sum())
+
+
+#: The name :class:`PerSource` gives the frames without a ``src``.
+NO_SRC = "(no src)"
+
+
+class PerSource:
+    """Each source's samples of the current period (a :class:`Window` of ``capacity``
+    each), for its percentiles: at most ``max_srcs`` sources, the first seen since the
+    last :meth:`clear`; the others are left out of it (the daemon's overall window has
+    every frame). Frames without a ``src`` are the source :data:`NO_SRC`.
+    """
+
+    def __init__(self, capacity: int, max_srcs: int) -> None:
+        self._capacity = capacity
+        self._max_srcs = max_srcs
+        self._windows: dict[str, Window] = {}
+
+    def add(self, srcs: Sequence[str | None], values: npt.NDArray[np.float64]) -> None:
+        """``values`` (n,) of the frames from ``srcs`` (n,)."""
+        if not len(srcs):
+            return
+        first = srcs[0]
+        if all(s == first for s in srcs):  # the usual tick: one source
+            if self._has_room(first):
+                self._window(first).extend(values)
+            return
+        keys = np.array([NO_SRC if s is None else s for s in srcs], dtype=object)
+        for src in dict.fromkeys(keys.tolist()):
+            if self._has_room(src):
+                self._window(src).extend(values[keys == src])
+
+    def _has_room(self, src: str | None) -> bool:
+        return (NO_SRC if src is None else src) in self._windows or (
+            len(self._windows) < self._max_srcs)
+
+    def _window(self, src: str | None) -> Window:
+        key = NO_SRC if src is None else src
+        window = self._windows.get(key)
+        if window is None:
+            window = self._windows[key] = Window(self._capacity)
+        return window
+
+    def percentiles(self, qs: Sequence[float], scale: float = 1.0) -> dict[str, list[float]]:
+        """Per source with samples, its ``qs`` percentiles times ``scale``."""
+        return {src: [w.percentile(q) * scale for q in qs]
+                for src, w in sorted(self._windows.items()) if len(w)}
+
+    def clear(self) -> None:
+        """A new period: the sources that sent nothing in this one make room."""
+        self._windows = {src: w for src, w in self._windows.items() if len(w)}
+        for window in self._windows.values():
+            window.clear()

@@ -49,6 +49,8 @@ STATUS: dict[str, Any] = {
     "reconnects": {"tcp://127.0.0.1:5556": {"protocol_error": 2}},
     "labels_received": 30, "labels_accepted": 28, "labels_rejected": {"outlier": 2},
     "checkpoints_saved": 4, "batch_p50": 3, "batch_p99": 9, "tick_errors": 0,
+    "tick_offset_ms": 7.5, "tick_moves": 2, "ticks_before_deadline": 550,
+    "src_latency_ms": {"lidar": [0.5, 1.5], "(no src)": [10.0, 19.0], "bad": "no pair"},
 }
 S = 1_000_000_000  # one second in ns
 RULES = ROOT / "deploy" / "robot-daemon.rules.yml"
@@ -95,6 +97,14 @@ def test_a_scrape_reports_the_newest_status_with_prometheus_names() -> None:
     assert m["robot_daemon_latency_seconds_count"][()] == 100
     assert m["robot_daemon_tick_batch_frames"] == {(("percentile", "50"),): 3,
                                                    (("percentile", "99"),): 9}
+    assert m["robot_daemon_tick_offset_seconds"][()] == pytest.approx(0.0075)
+    assert m["robot_daemon_tick_moves_total"][()] == 2
+    assert m["robot_daemon_ticks_before_deadline_total"][()] == 550
+    assert m["robot_daemon_src_latency_seconds"] == pytest.approx({  # "bad" left out
+        (("percentile", "50"), ("src", "lidar")): 0.0005,
+        (("percentile", "99"), ("src", "lidar")): 0.0015,
+        (("percentile", "50"), ("src", "(no src)")): 0.010,
+        (("percentile", "99"), ("src", "(no src)")): 0.019})
     assert m["robot_daemon_health"] == {(("state", "ok"),): 0, (("state", "degraded"),): 1,
                                         (("state", "blind"),): 0}
     assert m["robot_daemon_sources_stale"] == {(("kind", "endpoint"),): 1, (("kind", "src"),): 0}

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from robot_daemon.ratelimit import RateLimiter
-from robot_daemon.serve.stats import Histogram, Window
+from robot_daemon.serve.stats import NO_SRC, Histogram, PerSource, Window
 
 
 def test_window_percentiles_match_numpy_and_keep_the_newest_samples() -> None:
@@ -56,3 +56,18 @@ def test_rate_limiter_reports_what_it_suppressed() -> None:
     assert r.allow("a", 10) == 2
     assert r.allow("b", 0) == 0
     assert r.allow("c", 0) is None  # beyond max_keys: silent, memory bounded
+
+
+def test_per_source_windows_split_a_tick_by_src_and_stay_bounded() -> None:
+    per = PerSource(capacity=4, max_srcs=2)
+    per.add(["lidar", "lidar"], np.array([1.0, 3.0]))  # the usual tick: one source
+    per.add(["radar", None, "lidar"], np.array([10.0, 20.0, 5.0]))  # None: no room left
+    assert per.percentiles((50, 100)) == {"lidar": [3.0, 5.0], "radar": [10.0, 10.0]}
+    per.add(["lidar"] * 9, np.arange(9.0))
+    assert per.percentiles((0,), scale=2)["lidar"] == [10.0]  # the newest 4: 5..8
+    per.clear()  # a new period: radar and lidar keep their places only if they send
+    per.add(["lidar"], np.array([1.0]))
+    assert per.percentiles((50,)) == {"lidar": [1.0]}
+    per.clear()
+    per.add([None], np.array([2.0]))  # radar made room for the frames without a src
+    assert per.percentiles((50,)) == {NO_SRC: [2.0]}
