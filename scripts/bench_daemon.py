@@ -269,11 +269,13 @@ class Daemon:
     """The real daemon as a subprocess, with our SUB on its pred endpoint."""
 
     def __init__(
-        self, workdir: Path, model: Path, root: Path = ROOT, name: str = "", nice: int = 0
+        self, workdir: Path, model: Path, root: Path = ROOT, name: str = "", nice: int = 0,
+        args: tuple[str, ...] = (),
     ) -> None:
         """``root``: the source tree whose ``robot_daemon`` runs (another commit's, for a
         paired comparison); ``name`` tells its endpoints and log apart from another's;
-        ``nice``: its nice value, an increment (the reference ticks run at it too)."""
+        ``nice``: its nice value, an increment (the reference ticks run at it too);
+        ``args``: more options of ``robot-daemon run``."""
         self.frames_ep = f"ipc://{workdir}/frames{name}"
         self.model = model
         self.nice = nice
@@ -287,7 +289,8 @@ class Daemon:
             (["nice", "-n", str(nice)] if nice else []) +
             [sys.executable, "-m", "robot_daemon", "run", "--model", str(model),
              "--frames", self.frames_ep, "--pred", pred_ep, "--interval-ms", "20",
-             "--max-batch", "65536", "--status-interval", "0.5", "--log-level", "WARNING"],
+             "--max-batch", "65536", "--status-interval", "0.5", "--log-level", "WARNING",
+             *args],
             stderr=self.log, env=env, cwd=root,
         )
         self.trials: list[Trial] = []

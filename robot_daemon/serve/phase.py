@@ -170,9 +170,10 @@ class PhaseLock:
             if not ticks:
                 del self._waits[key]
                 continue
-            waits = np.concatenate(ticks)
-            if len(waits) < MIN_FRAMES or len(waits) > 1.5 * len(window):
+            n = sum(len(w) for w in ticks)
+            if n < MIN_FRAMES or n > 1.5 * len(window):
                 continue  # too few, or more than one a tick: no phase
+            waits = np.concatenate(ticks)
             latest, low, median, high = (int(v) for v in np.percentile(
                 _one_arc(waits, self.interval_ns), [1, 5, 50, 95]))
             if high - low > MAX_SPREAD * self.interval_ns:
