@@ -11,11 +11,13 @@ the examples, except average precision, which needs the ranking of every score:
   label), the partitions' rankings merged into the ranking of all the examples.
 
 Both feed the formulas the one-process evaluation uses, so the figures are identical,
-bit for bit, not close. :func:`score_partition` (a partition read and scored) and
-:func:`gather` (every partition's result, in the partitions' order) are shared with
-``compare`` (:mod:`robot_daemon.fleet.compare`). The price is the rankings: the driver holds 9 bytes per labelled
+bit for bit, not close. The price is the rankings: the driver holds 9 bytes per labelled
 frame and class (a float64 score and a label) at the end; see docs/fleet.md for the
 arithmetic.
+
+:func:`score_partition` (a partition read and scored) and :func:`gather` (every
+partition's result, in the partitions' order) are shared with ``compare``
+(:mod:`robot_daemon.fleet.compare`).
 """
 
 from __future__ import annotations
