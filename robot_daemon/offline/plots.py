@@ -250,17 +250,21 @@ def comparison_f1(directory: Path, comparison: Comparison, title: str) -> Path:
             (-0.2, f1.base, "base", comparison.macro_f1.base, "tab:gray"),
             (0.2, f1.candidate, "candidate", comparison.macro_f1.candidate, "tab:blue")):
         top.bar(x + offset, values, 0.4, color=color, label=f"{model}: macro F1 {macro:.3f}")
-    top.set_ylim(0, 1.05)
+    top.set_ylim(0, 1.2)  # room for the legend above the bars
     top.set_ylabel("F1")
-    top.legend(loc="lower right", fontsize="small")
+    top.legend(loc="upper left", ncols=2, fontsize="small", frameon=False)
     diff = f1.difference
     # A percentile interval need not contain the point estimate: no negative bar.
     errors = np.maximum(0.0, [diff - f1.low, f1.high - diff])
     level = f"{comparison.config.level * 100:g} %"
+    drop = comparison.config.max_class_drop
     bottom.errorbar(x, diff, yerr=errors, fmt="o", capsize=4, color="tab:blue",
                     label=f"candidate - base, {level} interval")
+    held = diff < -drop
+    if held.any():  # the classes that hold the candidate back, in the verdict's colour
+        bottom.plot(x[held], diff[held], "o", color="tab:red", zorder=3,
+                    label="drops more than allowed")
     bottom.axhline(0.0, color="black", linewidth=0.8)
-    drop = comparison.config.max_class_drop
     bottom.axhline(-drop, color="tab:red", linestyle="--", linewidth=1,
                    label=f"largest drop allowed ({drop:g})")
     bottom.set_ylabel("F1 difference")
