@@ -1,10 +1,11 @@
-"""``robot-daemon dataset``, and the fleet side of ``train | eval | replay``.
+"""``robot-daemon dataset``, and the fleet side of ``train | eval | compare | replay``.
 
 ``dataset`` is registered here. ``train``, ``eval`` and ``replay`` keep their parsers in
 :mod:`.offline`, which adds the options below with :func:`add_options` and hands a run to
 the handlers here when it needs them (:func:`wanted`): more than one worker, a scheduler,
 or a source that is not a plain bag file (a directory, a glob, a dataset). Otherwise the
-one-process job runs exactly as before.
+one-process job runs exactly as before. ``compare`` (parser in :mod:`.offline` too)
+always runs here, partition by partition, as ``eval`` does.
 
 Nothing here imports Dask or pyarrow at import time: ``robot-daemon run`` on a robot
 never loads them.
@@ -26,6 +27,7 @@ from robot_daemon.printable import printable_lines
 if TYPE_CHECKING:
     from robot_daemon.fleet.sources import Source
     from robot_daemon.model import Model
+    from robot_daemon.offline.compare import Comparison
     from robot_daemon.offline.train import TrainConfig
 
 WORKERS_HELP = ("Dask worker processes on this machine (default 1: one process, no Dask);"
@@ -116,13 +118,10 @@ def run_eval(args: argparse.Namespace) -> int:
     from robot_daemon.fleet import evaluate as fleet_eval
     from robot_daemon.fleet.cluster import Progress, open_runner
     from robot_daemon.fleet.decode import names_of
-    from robot_daemon.fleet.sources import expand, partitions
     from robot_daemon.offline import evaluate, train
 
     loaded = model.load(args.model)
-    parts = partitions(expand(args.bags, warn=warn))
-    if not parts:
-        raise RobotDaemonError("no bags in " + ", ".join(args.bags))
+    parts = labelled_partitions(args.bags)
     scorers = [fleet_eval.Scorer("mlp", loaded, loaded.thresholds)]
     _, class_names = names_of(parts, loaded.d, loaded.c)
     progress = Progress("eval", len(parts))
@@ -149,6 +148,53 @@ def run_eval(args: argparse.Namespace) -> int:
         if note:
             print(note)
     return 0
+
+
+def labelled_partitions(specs: list[str]) -> list[Source]:
+    """The partitions (bags, dataset files) of ``eval`` and ``compare``'s sources."""
+    from robot_daemon.fleet.sources import expand, partitions
+
+    parts = partitions(expand(specs, warn=warn))
+    if not parts:
+        raise RobotDaemonError("no bags in " + ", ".join(specs))
+    return parts
+
+
+def run_compare(args: argparse.Namespace) -> Comparison:
+    """``compare`` of two models on every partition, in one pass; prints the table (or the
+    JSON) and returns the comparison, whose verdict decides the exit code.
+
+    As for ``eval``, each partition is scored with BLAS on one thread, and the bootstrap
+    sees only the blocks' statistics in a fixed order: the same output on one worker or
+    many.
+    """
+    from robot_daemon import model
+    from robot_daemon.fleet import compare
+    from robot_daemon.fleet.cluster import Progress, open_runner
+    from robot_daemon.fleet.evaluate import Scorer
+    from robot_daemon.offline import compare as offline_compare
+
+    base, candidate = model.load(args.base), model.load(args.candidate)
+    offline_compare.check_comparable(base, candidate)
+    parts = labelled_partitions(args.bags)
+    config = offline_compare.CompareConfig(resamples=args.resamples, seed=args.seed,
+                                           max_class_drop=args.max_class_drop)
+    progress = Progress("compare", len(parts))
+    with open_runner(args.workers, args.scheduler, warn=warn) as runner:
+        result = compare.compare(
+            runner, parts, Scorer("base", base, base.thresholds),
+            Scorer("candidate", candidate, candidate.thresholds), base.d, base.c,
+            base.class_names, config, progress)
+    for line in [*result.warnings, *(f"skipped {s}" for s in result.skipped)]:
+        warn(line)
+    if args.json:
+        out = offline_compare.as_json(result.comparison,
+                                      base=model.identity(base, args.base),
+                                      candidate=model.identity(candidate, args.candidate))
+        print(json.dumps(out, indent=2))
+    else:
+        print(offline_compare.describe(result.comparison))
+    return result.comparison
 
 
 def run_train(args: argparse.Namespace, config: TrainConfig, sources: list[Source]) -> Model:

@@ -1,10 +1,11 @@
-"""``robot-daemon train | eval | replay``: the offline jobs on recorded bags."""
+"""``robot-daemon train | eval | compare | replay``: the offline jobs on recorded bags."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from robot_daemon.cli import fleet
@@ -23,9 +24,10 @@ from robot_daemon.paths import check_input, check_output, same_file
 
 
 def add(sub: Subparsers) -> None:
-    """Register train, eval and replay."""
+    """Register train, eval, compare and replay."""
     _add_train(sub)
     _add_eval(sub)
+    _add_compare(sub)
     _add_replay(sub)
 
 
@@ -159,7 +161,7 @@ def _run_eval(args: argparse.Namespace) -> int:
         plots.require_matplotlib()
         _check_plot_directory(Path(args.plot), [args.model, *args.bags,
                                                 *(args.baseline_train or [])],
-                              overwrite=args.overwrite)
+                              plots.EVALUATION_PLOTS, overwrite=args.overwrite)
         if args.workers != 1 or args.scheduler or not _all_files(args.bags):
             raise RobotDaemonError("--plot reads plain bag files in this process: drop"
                                    " --workers/--scheduler, or give bag files")
@@ -190,19 +192,83 @@ def _plot_evaluation(args: argparse.Namespace) -> None:
           file=sys.stderr if args.json else sys.stdout)
 
 
-def _check_plot_directory(directory: Path, inputs: list[str], *, overwrite: bool) -> None:
-    """An existing directory without the plots in it (unless ``overwrite``), or one that
-    can be made in an existing one; never a file, and no plot that is one of ``inputs``
-    (a bag or the model linked under a plot's name)."""
-    from robot_daemon.offline import plots
-
+def _check_plot_directory(directory: Path, inputs: list[str], names: Sequence[str], *,
+                          overwrite: bool) -> None:
+    """An existing directory without the plots ``names`` in it (unless ``overwrite``), or
+    one that can be made in an existing one; never a file, and no plot that is one of
+    ``inputs`` (a bag or the model linked under a plot's name)."""
     if directory.exists() and not directory.is_dir():
         raise RobotDaemonError(f"--plot {directory} is not a directory")
     if not directory.exists():
         check_output(directory, overwrite=False, what="--plot directory")
         return
-    for name in plots.EVALUATION_PLOTS:
+    for name in names:
         check_output(directory / name, inputs, overwrite=overwrite, atomic=True, what="plot")
+
+
+def _add_compare(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="gate a candidate model against the base on labelled bags: promote or hold",
+        description=(
+            "Scores both models on the same labelled frames in one pass: per class and "
+            "macro F1 and average precision of each, the difference CANDIDATE - BASE and "
+            "its 95 % interval from a block bootstrap (blocks are whole bags, or whole "
+            "minutes of sensor time when fewer than 20 bags hold labelled frames), and a "
+            "verdict: promote where macro F1 improves with the interval above 0 and no "
+            "class's F1 drops by more than --max-class-drop, else hold, with the reason. "
+            "Exit 0 to promote, 1 to hold, 2 on an error. The models need the same d, c "
+            "and class names. See docs/fleet.md."
+        ),
+    )
+    p.add_argument("base", metavar="BASE", help="the model in service (.npz)")
+    p.add_argument("candidate", metavar="CANDIDATE", help="the model that would replace it")
+    p.add_argument("bags", nargs="+", metavar="SOURCE", help="MCAP bags with 'label'"
+                   " messages, directories, globs, datasets (docs/fleet.md); held out from"
+                   " both models' training")
+    p.add_argument("--max-class-drop", type=fraction, default=0.02, metavar="DROP",
+                   help="largest F1 loss of any class that still promotes, in [0, 1)"
+                   " (default 0.02)")
+    p.add_argument("--seed", type=seed, default=0,
+                   help="the bootstrap's seed, >= 0 (default 0): the same seed draws the"
+                   " same resamples, so the same intervals")
+    p.add_argument("--resamples", type=_resamples, default=2000, metavar="N",
+                   help="bootstrap resamples (default 2000, at most 100000)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--plot", metavar="DIR",
+                   help="also write compare_f1.png (both models' F1 per class, the"
+                   " differences and their intervals) into DIR (plot extra)")
+    add_overwrite(p, "the plot in DIR")
+    fleet.add_options(p)
+    p.set_defaults(handler=_run_compare)
+
+
+def _resamples(text: str) -> int:
+    from robot_daemon.offline.bootstrap import MAX_RESAMPLES
+
+    value = positive_int(text)
+    if value > MAX_RESAMPLES:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_RESAMPLES}, got {text}")
+    return value
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    from robot_daemon.offline import plots
+
+    for path, what in ((args.base, "BASE model file"), (args.candidate, "CANDIDATE model file")):
+        check_input(path, what)
+    if args.plot:
+        plots.require_matplotlib()
+        _check_plot_directory(Path(args.plot), [args.base, args.candidate, *args.bags],
+                              [plots.COMPARE_PLOT], overwrite=args.overwrite)
+    comparison = fleet.run_compare(args)
+    if args.plot:
+        written = plots.comparison_f1(
+            Path(args.plot), comparison,
+            f"{Path(args.candidate).name} against {Path(args.base).name}, {comparison.n}"
+            " labelled frames")
+        print(f"wrote {written}", file=sys.stderr if args.json else sys.stdout)
+    return comparison.verdict.exit_code
 
 
 def _add_replay(sub: Subparsers) -> None:

@@ -14,13 +14,17 @@ Both feed the formulas the one-process evaluation uses, so the figures are ident
 bit for bit, not close. The price is the rankings: the driver holds 9 bytes per labelled
 frame and class (a float64 score and a label) at the end; see docs/fleet.md for the
 arithmetic.
+
+:func:`score_partition` (a partition read and scored) and :func:`gather` (every
+partition's result, in the partitions' order) are shared with ``compare``
+(:mod:`robot_daemon.fleet.compare`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -72,6 +76,21 @@ class Tally:
             ranked=[metrics.RankedScores.of(T[:, j], P[:, j]) for j in range(T.shape[1])],
         )
 
+    @classmethod
+    def merge(cls, tallies: Sequence[Tally]) -> Tally:
+        """The tally of all the rows of ``tallies`` (at least one): counts summed, the
+        rankings merged in one sort per class."""
+        return cls(
+            n=sum(t.n for t in tallies),
+            tp=np.sum([t.tp for t in tallies], axis=0, dtype=np.int64),
+            fp=np.sum([t.fp for t in tallies], axis=0, dtype=np.int64),
+            fn=np.sum([t.fn for t in tallies], axis=0, dtype=np.int64),
+            errors=sum(t.errors for t in tallies),
+            exact=sum(t.exact for t in tallies),
+            ranked=[metrics.RankedScores.concat([t.ranked[j] for t in tallies])
+                    for j in range(len(tallies[0].tp))],
+        )
+
     def evaluation(self, name: str, class_names: Sequence[str]) -> Evaluation:
         """The :class:`Evaluation` that ``offline.evaluate.score`` gives on the same rows."""
         per_class = metrics.scores_from_counts(self.tp, self.fp, self.fn)
@@ -95,21 +114,38 @@ class Tally:
 
 
 @dataclass(eq=False)
-class PartitionEval:
-    """One partition's tallies (one per scorer), or why it gave none."""
+class PartitionResult:
+    """What a worker made of one partition: how many rows it scored, or why none."""
 
     source: str
     rows: int = 0
-    tallies: list[Tally] = field(default_factory=list)
     rejected: int = 0
     warning: str | None = None
     skipped: str | None = None
 
 
-def eval_partition(part: Source, scorers: Sequence[Scorer], d: int, c: int) -> PartitionEval:
-    """Score one partition with every scorer (on a worker)."""
+@dataclass(eq=False)
+class Scored(PartitionResult):
+    """One partition's labelled rows scored by every scorer (on a worker; never shipped).
+
+    T : (n, c) bool labels; t : (n,) float64 sensor times (s); P : one (n, c) float64
+    array of probabilities per scorer.
+    """
+
+    T: NDArray[np.bool_] = field(default_factory=lambda: np.zeros((0, 0), bool))
+    t: NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
+    P: list[NDArray[np.float64]] = field(default_factory=list)
+
+
+def score_partition(part: Source, scorers: Sequence[Scorer], d: int, c: int) -> Scored:
+    """Read one partition's labelled frames and score them with every scorer.
+
+    The probabilities are computed with BLAS on one thread, so that they do not depend on
+    where the partition ran (``one_blas_thread``): the job's figures are the same on one
+    worker and many. ``eval`` and ``compare`` both start here.
+    """
     read = load_labels(part, d, c)
-    out = PartitionEval(part.path, warning=read.warning, skipped=read.skipped)
+    out = Scored(part.path, warning=read.warning, skipped=read.skipped)
     if read.skipped is not None or read.labels is None:
         return out
     labels = read.labels
@@ -119,40 +155,67 @@ def eval_partition(part: Source, scorers: Sequence[Scorer], d: int, c: int) -> P
     if (read.d, read.c) != (d, c):
         out.skipped = f"holds d={read.d}, c={read.c}; the model expects d={d}, c={c}"
         return out
-    T = labels.Y.astype(bool)
-    out.rows = labels.n
+    out.T, out.t, out.rows = labels.Y.astype(bool), labels.t, labels.n
     for scorer in scorers:
         with one_blas_thread():
-            P = np.asarray(scorer.classifier.predict_proba(labels.X), dtype=np.float64)
-        out.tallies.append(Tally.of(T, P, scorer.thresholds))
+            out.P.append(np.asarray(scorer.classifier.predict_proba(labels.X),
+                                    dtype=np.float64))
     return out
 
 
-class _Sums:
-    """The tallies of one scorer, summed as they arrive; the rankings are kept apart and
-    merged once, in one sort per class, at the end."""
+@dataclass(eq=False)
+class PartitionEval(PartitionResult):
+    """One partition's tallies (one per scorer), or why it gave none."""
 
-    def __init__(self) -> None:
-        self.tallies: list[Tally] = []
+    tallies: list[Tally] = field(default_factory=list)
 
-    def add(self, tally: Tally) -> None:
-        self.tallies.append(tally)
 
-    def total(self) -> Tally | None:
-        if not self.tallies:
-            return None
-        first = self.tallies[0]
-        c = len(first.tp)
-        return Tally(
-            n=sum(t.n for t in self.tallies),
-            tp=np.sum([t.tp for t in self.tallies], axis=0, dtype=np.int64),
-            fp=np.sum([t.fp for t in self.tallies], axis=0, dtype=np.int64),
-            fn=np.sum([t.fn for t in self.tallies], axis=0, dtype=np.int64),
-            errors=sum(t.errors for t in self.tallies),
-            exact=sum(t.exact for t in self.tallies),
-            ranked=[metrics.RankedScores.concat([t.ranked[j] for t in self.tallies])
-                    for j in range(c)],
-        )
+def eval_partition(part: Source, scorers: Sequence[Scorer], d: int, c: int) -> PartitionEval:
+    """Score one partition with every scorer (on a worker)."""
+    s = score_partition(part, scorers, d, c)
+    out = PartitionEval(s.source, s.rows, s.rejected, s.warning, s.skipped)
+    if s.rows:
+        out.tallies = [Tally.of(s.T, P, scorer.thresholds)
+                       for scorer, P in zip(scorers, s.P, strict=True)]
+    return out
+
+
+ResultT = TypeVar("ResultT", bound=PartitionResult)
+
+
+@dataclass(eq=False)
+class Gathered(Generic[ResultT]):
+    """Every partition's result in the order of the partitions (not the order they
+    finished in), and what the job met on its way."""
+
+    results: list[ResultT]
+    rejected: int
+    warnings: list[str]
+    skipped: list[str]
+
+    def require_rows(self) -> None:
+        """Raise :class:`RobotDaemonError` unless some partition gave labelled rows."""
+        if not any(r.rows for r in self.results):
+            why = (f" ({len(self.skipped)} skipped, such as {self.skipped[0]})"
+                   if self.skipped else "")
+            raise RobotDaemonError(f"no labelled frames ('label' topic) in any source{why}")
+
+
+def gather(
+    runner: Runner, fn: Callable[..., ResultT], parts: Sequence[Source],
+    progress: Progress | None = None, **kwargs: Any,
+) -> Gathered[ResultT]:
+    """``fn(part, **kwargs)`` for every partition on ``runner``, results put back in order."""
+    results: list[ResultT | None] = [None] * len(parts)
+    for i, result in runner.map_unordered(fn, parts, **kwargs):
+        results[i] = result
+        if progress is not None:
+            progress.add(result.rows)
+    done = [r for r in results if r is not None]
+    return Gathered(
+        done, rejected=sum(r.rejected for r in done),
+        warnings=sorted(r.warning for r in done if r.warning),
+        skipped=sorted(f"{r.source}: {r.skipped}" for r in done if r.skipped))
 
 
 @dataclass(eq=False)
@@ -171,26 +234,12 @@ def evaluate(
     runner: Runner, parts: Sequence[Source], scorers: Sequence[Scorer], d: int, c: int,
     class_names: Sequence[str], progress: Progress | None = None,
 ) -> FleetEvaluation:
-    """Score every partition on ``runner``; merge the tallies as they come in."""
-    totals = [_Sums() for _ in scorers]
-    rejected = 0
-    warnings: list[str] = []
-    skipped: list[str] = []
-    for _, result in runner.map_unordered(eval_partition, parts, scorers=scorers, d=d, c=c):
-        rejected += result.rejected
-        if result.warning:
-            warnings.append(result.warning)
-        if result.skipped:
-            skipped.append(f"{result.source}: {result.skipped}")
-        for sums, tally in zip(totals, result.tallies, strict=False):
-            sums.add(tally)
-        if progress is not None:
-            progress.add(result.rows)
-    merged = [sums.total() for sums in totals]
-    if merged[0] is None:
-        why = f" ({len(skipped)} skipped, such as {skipped[0]})" if skipped else ""
-        raise RobotDaemonError(f"no labelled frames ('label' topic) in any source{why}")
-    evaluations = [t.evaluation(s.name, class_names)
-                   for s, t in zip(scorers, merged, strict=True) if t is not None]
-    return FleetEvaluation(evaluations, len(parts), rejected, sorted(warnings), sorted(skipped),
+    """Score every partition on ``runner``; merge the tallies."""
+    got = gather(runner, eval_partition, parts, progress, scorers=scorers, d=d, c=c)
+    got.require_rows()
+    evaluations = [
+        Tally.merge([r.tallies[k] for r in got.results if r.tallies]).evaluation(s.name,
+                                                                                  class_names)
+        for k, s in enumerate(scorers)]
+    return FleetEvaluation(evaluations, len(parts), got.rejected, got.warnings, got.skipped,
                            progress.frames_per_s if progress else 0.0)

@@ -1,10 +1,13 @@
-"""Pictures of training and evaluation: what ``train --plot`` and ``eval --plot`` write.
+"""Pictures of training and evaluation: what ``--plot`` of ``train``, ``eval`` and ``compare``
+writes.
 
 * :func:`training_curves`: training loss and validation macro-F1 per epoch, from the
   history a model file keeps.
 * :func:`evaluation_plots`: per class, the precision-recall curve with the model's
   threshold marked, F1 against the threshold, and a reliability (calibration) diagram;
   and the co-occurrence of true and predicted classes.
+* :func:`comparison_f1`: what ``compare --plot`` writes, two models' F1 per class and
+  the differences with their intervals.
 
 matplotlib is the optional ``plot`` extra; it is used through its object API with an
 explicit Agg canvas (no pyplot, no global state, no display), and every file is written
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -23,6 +26,9 @@ import numpy.typing as npt
 from robot_daemon.errors import RobotDaemonError
 from robot_daemon.model import write_atomically
 from robot_daemon.offline import metrics
+
+if TYPE_CHECKING:
+    from robot_daemon.offline.compare import Comparison
 
 INSTALL_HINT: Final = "plots need matplotlib: pip install 'robot-daemon[plot]'"
 #: Probability bins of the reliability diagram.
@@ -224,3 +230,47 @@ def _cooccurrence(names: Sequence[str], T: npt.NDArray[np.bool_],
     ax.set_ylabel("truly present")
     fig.colorbar(image, ax=ax, shrink=0.8, label="share of the row's frames")
     return fig
+
+
+#: The file :func:`comparison_f1` writes into its directory (``compare --plot DIR``).
+COMPARE_PLOT: Final = "compare_f1.png"
+
+
+def comparison_f1(directory: Path, comparison: Comparison, title: str) -> Path:
+    """``compare --plot``: both models' F1 per class as bars; below, the difference
+    candidate - base with its interval, beside 0 and the largest drop allowed. Written to
+    ``directory`` (created); returns the PNG's path."""
+    require_matplotlib()
+    directory.mkdir(parents=True, exist_ok=True)
+    f1, names = comparison.f1, comparison.class_names
+    x = np.arange(len(names))
+    fig = _figure(max(6.0, 0.8 * len(names) + 2.0), 6.0)
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(3, 2))
+    for offset, values, model, macro, color in (
+            (-0.2, f1.base, "base", comparison.macro_f1.base, "tab:gray"),
+            (0.2, f1.candidate, "candidate", comparison.macro_f1.candidate, "tab:blue")):
+        top.bar(x + offset, values, 0.4, color=color, label=f"{model}: macro F1 {macro:.3f}")
+    top.set_ylim(0, 1.2)  # room for the legend above the bars
+    top.set_ylabel("F1")
+    top.legend(loc="upper left", ncols=2, fontsize="small", frameon=False)
+    diff = f1.difference
+    # A percentile interval need not contain the point estimate: no negative bar.
+    errors = np.maximum(0.0, [diff - f1.low, f1.high - diff])
+    level = f"{comparison.config.level * 100:g} %"
+    drop = comparison.config.max_class_drop
+    bottom.errorbar(x, diff, yerr=errors, fmt="o", capsize=4, color="tab:blue",
+                    label=f"candidate - base, {level} interval")
+    held = diff < -drop
+    if held.any():  # the classes that hold the candidate back, in the verdict's colour
+        bottom.plot(x[held], diff[held], "o", color="tab:red", zorder=3,
+                    label="drops more than allowed")
+    bottom.axhline(0.0, color="black", linewidth=0.8)
+    bottom.axhline(-drop, color="tab:red", linestyle="--", linewidth=1,
+                   label=f"largest drop allowed ({drop:g})")
+    bottom.set_ylabel("F1 difference")
+    bottom.set_xticks(x, names, rotation=30, ha="right")
+    bottom.legend(loc="lower right", fontsize="x-small")
+    fig.suptitle(f"{title}: {comparison.verdict.decision}", fontsize="medium")
+    path = directory / COMPARE_PLOT
+    _save(fig, path)
+    return path

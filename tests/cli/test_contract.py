@@ -44,6 +44,7 @@ def test_every_command_that_writes_refuses_an_existing_output(
     plots = tmp_path / "plots"
     plots.mkdir()
     (plots / "reliability.png").write_bytes(b"a plot")
+    (plots / "compare_f1.png").write_bytes(b"a plot")
     replays = tmp_path / "replays"
     replays.mkdir()
     (replays / bag.name).write_bytes(b"an earlier replay")
@@ -55,6 +56,7 @@ def test_every_command_that_writes_refuses_an_existing_output(
         (["bag", "export", str(bag), str(old), "--json"], old),
         (["bag", "record", str(old), "--connect", "tcp://127.0.0.1:1"], old),
         (["eval", MODEL, str(bag), "--plot", str(plots)], plots / "reliability.png"),
+        (["compare", MODEL, MODEL, str(bag), "--plot", str(plots)], plots / "compare_f1.png"),
     ):
         _refused(capsys, argv, named)
     assert old.read_bytes() == b"five minutes of driving"
@@ -75,6 +77,20 @@ def test_eval_plot_refuses_a_plot_that_is_an_input_even_with_overwrite(
     assert not out
     assert f"plot {plots / 'reliability.png'} is the input {bag}" in err, err
     assert sorted(p.name for p in plots.iterdir()) == ["reliability.png"]
+
+
+def test_compare_exits_1_to_hold_and_2_on_an_error(
+    bag: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A gate: 0 promote, 1 hold (tests/fleet/test_compare.py has the verdicts), 2 an
+    error in one line, nothing on stdout."""
+    assert main(["compare", MODEL, MODEL, str(bag)]) == 1
+    assert capsys.readouterr().out.splitlines()[-1].startswith("hold: no improvement")
+    assert main(["compare", MODEL, str(tmp_path / "nope.npz"), str(bag)]) == 2
+    out, err = capsys.readouterr()
+    assert not out
+    assert err.startswith("robot-daemon compare: error:"), err
+    assert err.count("\n") == 1, err
 
 
 def test_overwrite_replaces_an_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
