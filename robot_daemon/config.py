@@ -64,9 +64,10 @@ class DaemonConfig:
     status_interval_s : seconds between ``status`` messages.
     log_summary_s : seconds between summary lines in the log (and the journal): a state
         change is logged when it happens, the counters at this pace.
-    tick_phase : ``"fixed"``: the tick grid stays where the daemon started it; ``"auto"``:
-        it moves to fall just after the frames of the sensors with a stable phase
-        (:mod:`robot_daemon.serve.phase`).
+    tick_phase : ``"auto"``: the tick grid moves to fall just after the frames of the
+        sensors with a stable phase, and a tick goes out as soon as their frames came
+        (:mod:`robot_daemon.serve.phase`); ``"fixed"``: it stays where the daemon started
+        it, and every tick waits for its deadline.
     stale_after_ms : a frames endpoint or ``src`` silent this long is stale
         (:mod:`robot_daemon.serve.liveness`); checked at each tick.
     rcvhwm : the SUB socket's receive high-water mark, in messages.
@@ -95,7 +96,7 @@ class DaemonConfig:
     max_batch: int = 256
     status_interval_s: float = 1.0
     log_summary_s: float = 60.0
-    tick_phase: str = "fixed"
+    tick_phase: str = "auto"
     stale_after_ms: float = DEFAULT_STALE_AFTER_MS
     rcvhwm: int = DEFAULT_RCVHWM
     metrics: str | None = None

@@ -46,8 +46,9 @@ def _add_run(sub: Subparsers) -> None:
     p.add_argument("--status-interval", type=positive_float, metavar="S",
                    help="seconds between status messages (default 1)")
     p.add_argument("--tick-phase", choices=["fixed", "auto"],
-                   help="fixed: the tick grid stays where it started; auto: it moves to fall"
-                   " just after the sensors' frames (default fixed)")
+                   help="auto: the tick grid moves to fall just after the sensors' frames,"
+                   " and a tick goes out as soon as they came; fixed: it stays where it"
+                   " started, for ticks at known times (default auto)")
     p.add_argument("--log-summary-s", type=positive_float, metavar="S",
                    help="seconds between summary lines in the log; state changes are logged"
                    " when they happen (default 60)")
