@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from robot_daemon.fleet.sources import Source
     from robot_daemon.model import Model
     from robot_daemon.offline.compare import Comparison
+    from robot_daemon.offline.finetune import Init
     from robot_daemon.offline.train import TrainConfig
 
 WORKERS_HELP = ("Dask worker processes on this machine (default 1: one process, no Dask);"
@@ -197,10 +198,12 @@ def run_compare(args: argparse.Namespace) -> Comparison:
     return result.comparison
 
 
-def run_train(args: argparse.Namespace, config: TrainConfig, sources: list[Source]) -> Model:
+def run_train(args: argparse.Namespace, config: TrainConfig, sources: list[Source],
+              init: Init | None = None) -> Model:
     """``train`` on many sources: decoded on the workers, SGD streamed in this process.
 
-    ``sources`` are ``args.bags`` expanded (and checked against ``--out``) by the caller.
+    ``sources`` are ``args.bags`` expanded (and checked against ``--out``) by the caller;
+    ``init`` the model a fine-tune starts from (``--init``).
     Returns the trained model; the caller saves and reports it as for one process.
     """
     from robot_daemon.fleet import train as fleet_train
@@ -208,12 +211,14 @@ def run_train(args: argparse.Namespace, config: TrainConfig, sources: list[Sourc
     from robot_daemon.fleet.sources import partitions
 
     parts = partitions(sources)
-    # Each epoch is a training pass and a validation pass, then one pass for the statistics.
-    progress = Progress("train", len(parts) * (2 * config.epochs + 1))
+    # Each epoch is a training pass and a validation pass, after one pass for the
+    # statistics (and, in a fine-tune, one judging the starting model).
+    passes = 2 * config.epochs + 1 + (init is not None)
+    progress = Progress("train", len(parts) * passes)
     with open_runner(args.workers, args.scheduler, warn=warn) as runner:
         return fleet_train.train(runner, parts, config, args.bags,
                                  report=lambda r: print(r.describe(), flush=True),
-                                 progress=progress, warn=warn)
+                                 progress=progress, warn=warn, init=init)
 
 
 def run_replay(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from robot_daemon.cli import fleet
 from robot_daemon.cli.args import (
@@ -21,6 +22,10 @@ from robot_daemon.cli.args import (
 from robot_daemon.errors import ConfigError, RobotDaemonError
 from robot_daemon.fleet import sources
 from robot_daemon.paths import check_input, check_output, same_file
+
+if TYPE_CHECKING:
+    from robot_daemon.offline.finetune import Init
+    from robot_daemon.offline.train import TrainConfig
 
 
 def add(sub: Subparsers) -> None:
@@ -49,7 +54,14 @@ def _add_train(sub: Subparsers) -> None:
     p.add_argument("bags", nargs="+", metavar="BAG", help="MCAP bags with 'label' messages"
                    " (or directories, globs, datasets: see docs/fleet.md)")
     p.add_argument("--out", required=True, metavar="MODEL", help="model file to write (.npz)")
-    p.add_argument("--h", type=positive_int, default=64, help="hidden width (default 64)")
+    p.add_argument("--init", metavar="MODEL",
+                   help="fine-tune MODEL instead of training from scratch: its weights,"
+                   " layer sizes, dtype and input normalisation; the data must have its d,"
+                   " c and class names (docs/getting-started.md)")
+    p.add_argument("--renormalise", action="store_true",
+                   help="with --init: fit the input normalisation on the new data instead"
+                   " of keeping MODEL's")
+    p.add_argument("--h", type=positive_int, help="hidden width (default 64; --init: MODEL's)")
     p.add_argument("--epochs", type=positive_int, default=40,
                    help="most passes over the data (default 40)")
     p.add_argument("--patience", type=int, default=5, metavar="N",
@@ -68,7 +80,8 @@ def _add_train(sub: Subparsers) -> None:
                    " reference schedule, in order)")
     p.add_argument("--plot", metavar="PNG",
                    help="also write loss and validation macro-F1 per epoch (plot extra)")
-    p.add_argument("--dtype", choices=["float64", "float32"], default="float64")
+    p.add_argument("--dtype", choices=["float64", "float32"],
+                   help="default float64; --init: MODEL's")
     add_overwrite(p, "MODEL and PNG")
     fleet.add_options(p)
     p.set_defaults(handler=_run_train)
@@ -77,11 +90,8 @@ def _add_train(sub: Subparsers) -> None:
 def _run_train(args: argparse.Namespace) -> int:
     from robot_daemon.offline import plots, train
 
-    config = train.TrainConfig(
-        h=args.h, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-        val_fraction=args.val_fraction, shuffle=args.shuffle, dtype=args.dtype,
-        keep_best=args.keep_best, patience=args.patience,
-    )
+    init = _init(args)
+    config = _train_config(args, init)
     # Found out now, not after minutes of training: model files are renamed into place.
     config.check()
     # Every file the sources stand for (a directory's, a glob's), not only the files
@@ -93,18 +103,28 @@ def _run_train(args: argparse.Namespace) -> int:
         sources.check_output(args.plot, found, overwrite=args.overwrite, atomic=True,
                              what="--plot")
         _check_not_the_model(args.plot, args.out)
+    if init is not None:  # the model a fine-tune descends from is an input, kept
+        for flag, out in (("--out", args.out), ("--plot", args.plot)):
+            if out:
+                check_output(out, [args.init], overwrite=args.overwrite, atomic=True, what=flag)
     if fleet.wanted(args, args.bags):
-        model = fleet.run_train(args, config, found)
+        model = fleet.run_train(args, config, found, init)
     else:
         data = train.read_labelled(args.bags)
+        if init is not None:  # refused before any line of output
+            init.check_data(data.X.shape[1], data.Y.shape[1], data.class_names)
         print(f"{data.n} labelled frames from {len(args.bags)} bag(s), d={data.X.shape[1]},"
               f" c={data.Y.shape[1]}; {data.rejected} rejected", flush=True)
         for warning in data.warnings:
             print(f"warning: {warning}", file=sys.stderr)
-        model = train.train(data, config, lambda report: print(report.describe(), flush=True))
+        model = train.train(data, config, lambda report: print(report.describe(), flush=True),
+                            init)
     model.save(args.out)
     best = model.training["best_epoch"]
-    if best is not None:
+    if best == 0:
+        print(f"kept the --init model's weights: none of {model.training['epochs_run']}"
+              " epochs beat them on validation (thresholds tuned anew)")
+    elif best is not None:
         print(f"kept epoch {best} of {model.training['epochs_run']} (best validation macro-F1)")
     validation = model.training["validation"]
     if validation["n"]:
@@ -118,6 +138,33 @@ def _run_train(args: argparse.Namespace) -> int:
                               f"training of {Path(args.out).name}")
         print(f"wrote {args.plot}")
     return 0
+
+
+def _init(args: argparse.Namespace) -> Init | None:
+    """The model ``--init`` names, loaded and validated; None without ``--init``."""
+    from robot_daemon.offline.finetune import Init
+
+    if args.init is None:
+        if args.renormalise:
+            raise ConfigError("--renormalise needs --init MODEL: a model trained from"
+                              " scratch always fits its normalisation on its data")
+        return None
+    return Init.load(args.init, renormalise=args.renormalise)
+
+
+def _train_config(args: argparse.Namespace, init: Init | None) -> TrainConfig:
+    """The recipe's settings; a fine-tune takes its layer sizes and dtype from ``init``."""
+    from robot_daemon.offline.train import TrainConfig
+
+    h, dtype = args.h or TrainConfig.h, args.dtype or TrainConfig.dtype
+    if init is not None:
+        init.check_architecture(args.h, args.dtype)
+        h, dtype = init.model.h, init.model.mlp.dtype.name
+    return TrainConfig(
+        h=h, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+        val_fraction=args.val_fraction, shuffle=args.shuffle, dtype=dtype,
+        keep_best=args.keep_best, patience=args.patience,
+    )
 
 
 def _check_not_the_model(plot: str, out: str) -> None:

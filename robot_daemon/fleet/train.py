@@ -27,11 +27,13 @@ from robot_daemon.fleet.sources import Source
 from robot_daemon.model import Model
 from robot_daemon.nn import MLP, log_loss
 from robot_daemon.offline import metrics
+from robot_daemon.offline.finetune import Init
 from robot_daemon.offline.train import (
-    BestEpoch,
+    EpochLog,
     EpochReport,
     TrainConfig,
     build_date,
+    lineage,
     split_tail,
 )
 
@@ -128,59 +130,75 @@ def train(
     report: Callable[[EpochReport], None] | None = None,
     progress: Progress | None = None,
     warn: Callable[[str], None] | None = None,
+    init: Init | None = None,
 ) -> Model:
     """Train a model on the labelled frames of ``parts``, streaming them through SGD.
 
     ``report`` is called after every epoch, ``progress`` counts every partition of every
-    pass (``len(parts) * (epochs + 2)``), ``warn`` gets each cut or skipped source once.
+    pass (``len(parts) * (2 * epochs + 1)``, two more with ``init``), ``warn`` gets each
+    cut or skipped source once. ``init`` as for one-process training
+    (:func:`robot_daemon.offline.train.train`): epoch 0 is the starting model.
     """
     config.check()
+    if init is not None:
+        init.check_architecture(config.h, config.dtype)
     first = _first_pass(runner, parts, config, progress)
     for warning in first.warnings:
         if warn is not None:
             warn(warning)
     if first.moments.n == 0 or first.d is None or first.c is None:
         raise RobotDaemonError("no training examples in any source")
-    mean, scale = normalization(first.moments)
+    if init is not None:
+        init.check_data(first.d, first.c, first.class_names)
+    if init is None or init.renormalise:
+        mean, scale = normalization(first.moments)
+    else:
+        mean, scale = init.normalisation()
     dtype = np.dtype(config.dtype)
-    mlp = MLP(first.d, config.h, first.c, rng=config.seed, dtype=dtype)
+    if init is None:
+        mlp = MLP(first.d, config.h, first.c, rng=config.seed, dtype=dtype)
+    else:
+        mlp = init.network(config.seed)
     order_rng = np.random.default_rng(config.seed)
-    history: list[dict[str, Any]] = []
-    best = BestEpoch()
-    started = time.perf_counter()
+    log = EpochLog(config, report)
+    judged = _Judged(np.full(first.c, 0.5), {"n": 0})
+    if init is not None:
+        # Epoch 0, the starting model: what the fine-tune has to beat.
+        judged = _tune(runner, parts, mlp, mean, scale, config, first.class_names, progress,
+                       train_loss=True)
+        log.close(EpochReport(epoch=0, epochs=config.epochs, train_loss=judged.train_loss,
+                              val_macro_f1=judged.f1_at_half, examples_per_s=0.0,
+                              val_macro_f1_tuned=judged.validation.get("macro_f1")),
+                  mlp, (judged.thresholds, judged.validation))
     for epoch in range(1, config.epochs + 1):
         order = order_rng.permutation(len(parts)) if config.shuffle else np.arange(len(parts))
         done = _epoch(runner, [parts[i] for i in order], mlp, mean, scale, config, epoch,
                       progress)
         # Judged as one-process training judges an epoch: validation macro-F1 at
         # thresholds tuned on the validation tails (one more pass over them).
-        thresholds, validation = _tune(runner, parts, mlp, mean, scale, config,
-                                       first.class_names, progress)
-        f1 = validation.get("macro_f1")
-        if f1 is not None:
-            best.offer(epoch, f1, mlp, (thresholds, validation))
-        done = replace(done, val_macro_f1_tuned=f1, best_epoch=best.epoch,
-                       eta_s=(time.perf_counter() - started) / epoch * (config.epochs - epoch))
-        history.append({"epoch": epoch, "train_loss": done.train_loss,
-                        "val_macro_f1": done.val_macro_f1, "val_macro_f1_tuned": f1})
-        if report is not None:
-            report(done)
-        if best.stale(epoch, config.patience):
+        judged = _tune(runner, parts, mlp, mean, scale, config, first.class_names, progress)
+        if log.close(replace(done, val_macro_f1_tuned=judged.validation.get("macro_f1")),
+                     mlp, (judged.thresholds, judged.validation)):
             break
+    thresholds, validation = judged.thresholds, judged.validation
+    best = log.best
     if config.keep_best and best.epoch is not None:
         best.restore(mlp)
         thresholds, validation = best.extra
+    if init is not None and not validation["n"]:
+        thresholds = init.thresholds()  # nothing to tune new ones on
     return Model(
         mlp=mlp, mean=mean, scale=scale,
         feature_names=first.feature_names, class_names=first.class_names,
         thresholds=thresholds,
         training={
             "data": list(sources), "n_train": first.moments.n, "rejected_labels": first.rejected,
-            "config": asdict(config), "history": history, "validation": validation,
-            "epochs_run": len(history),
+            "config": asdict(config), "history": log.history, "validation": validation,
+            "epochs_run": log.run,
             "best_epoch": best.epoch if config.keep_best else None,
             "fleet": {"partitions": len(parts), "workers": runner.workers,
                       "sgd": "streamed in the driver"},
+            **lineage(init),
             "date": build_date(), "robot_daemon": __version__,
         },
     )
@@ -273,30 +291,53 @@ def _epoch(
                        val_macro_f1=val_f1, examples_per_s=seen / max(elapsed, 1e-9))
 
 
+@dataclass
+class _Judged:
+    """A pass over the validation tails: thresholds (c,) tuned on them, the validation
+    summary, macro-F1 at thresholds 0.5 and, when asked, the training rows' mean loss."""
+
+    thresholds: NDArray[np.float64]
+    validation: dict[str, Any]
+    f1_at_half: float | None = None
+    train_loss: float = 0.0
+
+
 def _tune(
     runner: Runner, parts: Sequence[Source], mlp: MLP, mean: NDArray[np.float64],
     scale: NDArray[np.float64], config: TrainConfig, class_names: list[str],
-    progress: Progress | None,
-) -> tuple[NDArray[np.float64], dict[str, Any]]:
-    """Thresholds tuned on the validation tails, and the validation summary."""
+    progress: Progress | None, *, train_loss: bool = False,
+) -> _Judged:
+    """Thresholds tuned on the validation tails, and the validation summary; with
+    ``train_loss``, also the loss of the training heads (epoch 0 of a fine-tune, which
+    has no SGD pass to measure it on)."""
     candidates = metrics.threshold_candidates()
     dtype = np.dtype(config.dtype)
     total: _Counts | None = None
     n_val = 0
+    loss_sum, seen = 0.0, 0
     for part in runner.map_ordered(load_part, parts, val_fraction=config.val_fraction):
         if progress is not None:
             progress.add(len(part.X_train) + len(part.X_val))
-        if part.skipped is not None or len(part.X_val) == 0:
+        if part.skipped is not None:
+            continue
+        if train_loss and len(part.X_train):
+            X = ((part.X_train - mean) / scale).astype(dtype)
+            loss_sum += log_loss(part.Y_train.astype(dtype), mlp.predict_proba(X)) * len(X)
+            seen += len(X)
+        if len(part.X_val) == 0:
             continue
         P = mlp.predict_proba(((part.X_val - mean) / scale).astype(dtype))
         counts = _Counts.of(part.Y_val, P, candidates)
         total = counts if total is None else total + counts
         n_val += len(part.X_val)
+    loss = loss_sum / max(seen, 1)
     if total is None:
-        return np.full(len(class_names), 0.5), {"n": 0}
+        return _Judged(np.full(len(class_names), 0.5), {"n": 0}, train_loss=loss)
     f1 = total.f1()
     thresholds = metrics.pick_thresholds(candidates, f1)
     picked = [int(np.flatnonzero(candidates == t)[0]) for t in thresholds]
     chosen = f1[picked, np.arange(len(thresholds))]  # each class at its own threshold
-    return thresholds, {"n": n_val, "macro_f1": float(chosen.mean()),
-                        "f1": dict(zip(class_names, chosen.tolist(), strict=True))}
+    at_half = int(np.argmin(np.abs(candidates - 0.5)))
+    return _Judged(thresholds, {"n": n_val, "macro_f1": float(chosen.mean()),
+                                "f1": dict(zip(class_names, chosen.tolist(), strict=True))},
+                   float(f1[at_half].mean()), loss)

@@ -7,7 +7,8 @@ series are nearly identical), fits the input normalisation on the training part,
 the reference MLP with the reference SGD (10 epochs, batch 100, lr 0.1 by default), tunes one
 decision threshold per class on the validation part and returns a
 :class:`~robot_daemon.model.Model`. Everything that goes into the file is determined by
-the data and the seed, so the same command writes the same bytes.
+the data and the seed, so the same command writes the same bytes. With ``--init MODEL``
+the network and the normalisation come from MODEL instead (:mod:`.finetune`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,7 @@ from robot_daemon.errors import BagError, ConfigError, RobotDaemonError, WireErr
 from robot_daemon.model import Model, fit_normalization
 from robot_daemon.nn import MLP
 from robot_daemon.offline import metrics
+from robot_daemon.offline.finetune import Init
 
 
 @dataclass(frozen=True, eq=False)
@@ -212,7 +214,8 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EpochReport:
-    """Progress after one epoch: training loss, validation macro-F1, throughput, ETA.
+    """Progress after one epoch: training loss, validation macro-F1, throughput, ETA;
+    epoch 0 is the model a fine-tune starts from (``--init``), before any step.
 
     ``val_macro_f1`` is at thresholds 0.5, ``val_macro_f1_tuned`` at thresholds tuned on
     the validation split (what the saved model uses, and what picks the best epoch).
@@ -235,6 +238,8 @@ class EpochReport:
             line += f"  val macro-F1 {self.val_macro_f1_tuned:.3f} (best: epoch {self.best_epoch})"
         elif self.val_macro_f1 is not None:
             line += f"  val macro-F1 {self.val_macro_f1:.3f} (thresholds 0.5)"
+        if self.epoch == 0:
+            return line + "  (the --init model, before training)"
         line += f"  {self.examples_per_s:,.0f} examples/s"
         if self.epoch < self.epochs:
             line += f"  ETA {_duration(self.eta_s)}"
@@ -249,25 +254,40 @@ def train(
     data: Dataset,
     config: TrainConfig = TrainConfig(),
     progress: Callable[[EpochReport], None] | None = None,
+    init: Init | None = None,
 ) -> Model:
-    """Train a model on ``data``; call ``progress`` after every epoch."""
+    """Train a model on ``data``; call ``progress`` after every epoch.
+
+    With ``init`` the network starts from that model (:mod:`.finetune`): ``config.h`` and
+    ``config.dtype`` must be its own, and the starting model is judged as epoch 0, kept
+    if no epoch beats it on the validation split.
+    """
     config.check()
+    if init is not None:
+        init.check_architecture(config.h, config.dtype)
+        init.check_data(data.X.shape[1], data.Y.shape[1], data.class_names)
     check_footprint(data.n, data.X.shape[1], config.h, data.Y.shape[1], config.dtype)
     train_rows, val_rows = split_tail(data.bag, config.val_fraction)
     if len(train_rows) == 0:
         raise RobotDaemonError("no training examples left after the validation split")
     X_raw, Y = data.subset(train_rows)
-    mean, scale = fit_normalization(X_raw)
+    if init is None or init.renormalise:
+        mean, scale = fit_normalization(X_raw)
+    else:
+        mean, scale = init.normalisation()
     dtype = np.dtype(config.dtype)
     X = ((X_raw - mean) / scale).astype(dtype)
     Yf = Y.astype(dtype)
     X_val_raw, Y_val = data.subset(val_rows)
     X_val = ((X_val_raw - mean) / scale).astype(dtype)
+    log = EpochLog(config, progress)
 
-    mlp = MLP(data.X.shape[1], config.h, data.Y.shape[1], rng=config.seed, dtype=dtype)
-    history: list[dict[str, Any]] = []
-    best = BestEpoch()
-    started = time.perf_counter()
+    if init is None:
+        mlp = MLP(data.X.shape[1], config.h, data.Y.shape[1], rng=config.seed, dtype=dtype)
+    else:
+        mlp = init.network(config.seed)
+        # Epoch 0, the starting model: what the fine-tune has to beat.
+        log.close(_judged(0, config, mlp, _loss(mlp, X, Yf, 0), 0.0, X_val, Y_val), mlp)
     for epoch in range(1, config.epochs + 1):
         start = time.perf_counter()
         try:
@@ -276,31 +296,14 @@ def train(
             with np.errstate(over="raise", invalid="raise", divide="raise"):
                 mlp.sgd(X, Yf, epochs=1, bs=config.batch_size, lr=config.lr,
                         shuffle=config.shuffle)
-                elapsed = time.perf_counter() - start
-                loss = mlp.loss(X, Yf)
         except FloatingPointError as exc:
-            raise RobotDaemonError(
-                f"training diverged in epoch {epoch} ({exc}); try a smaller --lr"
-            ) from None
-        f1_half = f1_tuned = None
-        if len(val_rows):
-            P_val = mlp.predict_proba(X_val)
-            f1_half = metrics.macro_f1(Y_val, P_val >= 0.5)
-            f1_tuned = metrics.macro_f1(Y_val, P_val >= metrics.tune_thresholds(Y_val, P_val))
-            best.offer(epoch, f1_tuned, mlp)
-        per_epoch = (time.perf_counter() - started) / epoch
-        report = EpochReport(
-            epoch=epoch, epochs=config.epochs, train_loss=loss, val_macro_f1=f1_half,
-            examples_per_s=len(X) / max(elapsed, 1e-9), val_macro_f1_tuned=f1_tuned,
-            best_epoch=best.epoch, eta_s=per_epoch * (config.epochs - epoch),
-        )
-        history.append({"epoch": epoch, "train_loss": report.train_loss,
-                        "val_macro_f1": report.val_macro_f1, "val_macro_f1_tuned": f1_tuned})
-        if progress is not None:
-            progress(report)
-        if best.stale(epoch, config.patience):
+            raise _diverged(epoch, exc) from None
+        speed = len(X) / max(time.perf_counter() - start, 1e-9)
+        if log.close(_judged(epoch, config, mlp, _loss(mlp, X, Yf, epoch), speed, X_val, Y_val),
+                     mlp):
             break  # no better validation for `patience` epochs: more passes only fit
 
+    best = log.best
     if config.keep_best:
         best.restore(mlp)
     if len(val_rows):
@@ -313,7 +316,7 @@ def train(
             "f1": dict(zip(data.class_names, scores.f1.tolist(), strict=True)),
         }
     else:
-        thresholds = np.full(data.Y.shape[1], 0.5)
+        thresholds = np.full(data.Y.shape[1], 0.5) if init is None else init.thresholds()
         validation = {"n": 0}
     return Model(
         mlp=mlp,
@@ -327,14 +330,52 @@ def train(
             "n_train": len(train_rows),
             "rejected_labels": data.rejected,
             "config": asdict(config),
-            "history": history,
-            "epochs_run": len(history),
+            "history": log.history,
+            "epochs_run": log.run,
             "best_epoch": best.epoch if config.keep_best else None,
             "validation": validation,
+            **lineage(init),
             "date": build_date(),
             "robot_daemon": __version__,
         },
     )
+
+
+def lineage(init: Init | None) -> dict[str, Any]:
+    """The ``init`` entry of a fine-tuned model's training metadata; none from scratch
+    (so that a model trained from scratch is written as it always was)."""
+    return {} if init is None else {"init": init.metadata()}
+
+
+def _loss(mlp: MLP, X: npt.NDArray[Any], Y: npt.NDArray[Any], epoch: int) -> float:
+    """Mean loss of X (n, d) against Y (n, c); an overflow is a divergence."""
+    try:
+        with np.errstate(over="raise", invalid="raise", divide="raise"):
+            return mlp.loss(X, Y)
+    except FloatingPointError as exc:
+        raise _diverged(epoch, exc) from None
+
+
+def _diverged(epoch: int, exc: FloatingPointError) -> RobotDaemonError:
+    if epoch == 0:  # a model that overflows on this data before a single step
+        return RobotDaemonError(f"the --init model overflows on this data ({exc})")
+    return RobotDaemonError(f"training diverged in epoch {epoch} ({exc}); try a smaller --lr")
+
+
+def _judged(
+    epoch: int, config: TrainConfig, mlp: MLP, loss: float, examples_per_s: float,
+    X_val: npt.NDArray[Any], Y_val: npt.NDArray[np.uint8],
+) -> EpochReport:
+    """The report of ``epoch``, scored on the validation split (X_val (m, d) normalised,
+    Y_val (m, c)) at thresholds 0.5 and at thresholds tuned on it (none if m = 0)."""
+    f1_half = f1_tuned = None
+    if len(Y_val):
+        P_val = mlp.predict_proba(X_val)
+        f1_half = metrics.macro_f1(Y_val, P_val >= 0.5)
+        f1_tuned = metrics.macro_f1(Y_val, P_val >= metrics.tune_thresholds(Y_val, P_val))
+    return EpochReport(epoch=epoch, epochs=config.epochs, train_loss=loss,
+                       val_macro_f1=f1_half, examples_per_s=examples_per_s,
+                       val_macro_f1_tuned=f1_tuned)
 
 
 class BestEpoch:
@@ -364,6 +405,40 @@ class BestEpoch:
         """Put the best epoch's weights back (nothing to do without a validation split)."""
         if self._params:
             mlp.set_params(self._params)
+
+
+class EpochLog:
+    """The epochs of one training run, one-process or streamed: each one's report
+    recorded in ``history`` and passed to ``progress``, the best kept (:class:`BestEpoch`)
+    and the early stop decided, the same way in both."""
+
+    def __init__(self, config: TrainConfig,
+                 progress: Callable[[EpochReport], None] | None = None) -> None:
+        self.config = config
+        self.progress = progress
+        self.best = BestEpoch()
+        self.history: list[dict[str, Any]] = []
+        self._started = time.perf_counter()
+
+    @property
+    def run(self) -> int:
+        """Epochs of SGD run (epoch 0, a fine-tune's starting model, is none)."""
+        return int(self.history[-1]["epoch"]) if self.history else 0
+
+    def close(self, report: EpochReport, mlp: MLP, extra: Any = None) -> bool:
+        """Record ``report`` (its tuned validation macro-F1 picks the best epoch, whose
+        weights and ``extra`` are kept); whether training should stop now."""
+        if report.val_macro_f1_tuned is not None:
+            self.best.offer(report.epoch, report.val_macro_f1_tuned, mlp, extra)
+        per_epoch = (time.perf_counter() - self._started) / max(report.epoch, 1)
+        report = replace(report, best_epoch=self.best.epoch,
+                         eta_s=per_epoch * (self.config.epochs - report.epoch))
+        self.history.append({"epoch": report.epoch, "train_loss": report.train_loss,
+                             "val_macro_f1": report.val_macro_f1,
+                             "val_macro_f1_tuned": report.val_macro_f1_tuned})
+        if self.progress is not None:
+            self.progress(report)
+        return self.best.stale(report.epoch, self.config.patience)
 
 
 def build_date() -> str:

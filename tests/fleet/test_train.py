@@ -100,3 +100,44 @@ def test_a_plot_on_the_model_path_is_refused(
     assert capsys.readouterr().err == (f"robot-daemon train: error: --plot {out} is the model"
                                        f" file --out {out}: give the plot its own path (a .png)\n")
     assert not out.exists()
+
+
+def test_a_fine_tune_on_a_scheduler_matches_the_one_process_fine_tune(
+    bags: Bags, model_path: Path, scheduler: str, tmp_path: Path,
+) -> None:
+    alone, fleet = tmp_path / "alone.npz", tmp_path / "fleet.npz"
+    args = ["--init", str(model_path), "--epochs", "2", "--no-shuffle", "--patience", "0",
+            "--no-keep-best"]
+    assert main(["train", *map(str, bags.good), "--out", str(alone), *args]) == 0
+    glob = str(bags.root / "run*.mcap")
+    assert main(["train", glob, "--out", str(fleet), "--scheduler", scheduler, *args]) == 0
+    a, b = model.load(alone), model.load(fleet)
+    init = model.load(model_path)
+    # The init's normalisation, kept as it is: no summing to round differently.
+    np.testing.assert_array_equal(b.mean, init.mean)
+    for la, lb in zip(a.mlp.linears, b.mlp.linears, strict=True):
+        np.testing.assert_allclose(la.W, lb.W, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(a.thresholds, b.thresholds)
+    for m in (a, b):
+        assert m.training["init"]["model"] == model.identity(init, model_path)
+        assert [h["epoch"] for h in m.training["history"]] == [0, 1, 2]
+    # Epoch 0 is judged alike: the init's loss on the training heads, and its
+    # validation macro-F1 at tuned thresholds.
+    h_a, h_b = a.training["history"][0], b.training["history"][0]
+    assert h_b["train_loss"] == pytest.approx(h_a["train_loss"], rel=1e-12)
+    assert h_b["val_macro_f1_tuned"] == pytest.approx(h_a["val_macro_f1_tuned"], abs=0.01)
+
+
+def test_a_streamed_fine_tune_keeps_the_init_model_when_no_epoch_beats_it(
+    bags: Bags, model_path: Path, tmp_path: Path,
+) -> None:
+    out = tmp_path / "m.npz"
+    glob = str(bags.root / "run*.mcap")
+    assert main(["train", glob, "--init", str(model_path), "--out", str(out), "--epochs", "2",
+                 "--lr", "1e-12", "--renormalise"]) == 0
+    tuned, init = model.load(out), model.load(model_path)
+    assert tuned.training["best_epoch"] == 0
+    assert tuned.training["init"]["normalisation"] == "refitted on the data"
+    assert not np.array_equal(tuned.mean, init.mean)
+    for ours, theirs in zip(tuned.mlp.copy_params(), init.mlp.copy_params(), strict=True):
+        np.testing.assert_array_equal(ours, theirs)

@@ -1,0 +1,91 @@
+"""Fine-tuning: the starting point ``train --init MODEL`` takes from a model file.
+
+A fine-tune starts from MODEL's weights instead of a Kaiming draw and keeps MODEL's
+input normalisation, so that a reading means to the new network what it meant to the
+old one (``renormalise`` fits it on the new data instead). The layer sizes and dtype are
+MODEL's; data of another d, c or class names is refused, since the new model would
+answer other questions than the one it starts from. The new model's training metadata
+says where it came from (``init``: MODEL's :func:`~robot_daemon.model.identity`, the
+name the daemon, ``replay`` and ``eval --json`` give it), so that lineage can be traced.
+One-process and streamed (fleet) training both start here.
+
+Design: docs/architecture.md, "Fine-tuning from a model".
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from robot_daemon import model as model_file
+from robot_daemon.errors import ConfigError
+from robot_daemon.model import Model
+from robot_daemon.nn import MLP
+from robot_daemon.paths import check_input
+
+
+@dataclass(frozen=True, eq=False)
+class Init:
+    """A model to start training from; its arrays are copied, never changed.
+
+    model : the starting model (d, h, c, dtype, mean (d,), scale (d,), thresholds (c,)).
+    name : its identity, ``<file stem>-<12 hex digits>``: what ``init`` records.
+    path : the file it was read from, as given.
+    renormalise : fit the normalisation on the new data instead of keeping the model's.
+    """
+
+    model: Model
+    name: str
+    path: str
+    renormalise: bool = False
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], *, renormalise: bool = False) -> Init:
+        """Read and validate the model file ``path`` (ConfigError or ModelError if unfit)."""
+        check_input(path, "--init model file")
+        loaded = model_file.load(path)
+        return cls(loaded, model_file.identity(loaded, path), os.fspath(path), renormalise)
+
+    def check_architecture(self, h: int | None, dtype: str | None) -> None:
+        """Refuse a hidden width or dtype other than the model's (None: not asked for)."""
+        m = self.model
+        for flag, asked, has in (("--h", h, m.h), ("--dtype", dtype, m.mlp.dtype.name)):
+            if asked is not None and asked != has:
+                raise ConfigError(
+                    f"{flag} {asked} conflicts with --init {self.path} ({flag[2:]} = {has}):"
+                    f" a fine-tune keeps the model's layer sizes and dtype; leave {flag} out")
+
+    def check_data(self, d: int, c: int, class_names: Sequence[str]) -> None:
+        """Refuse data of another width (d), number of classes (c) or class names."""
+        m = self.model
+        if (d, c) != (m.d, m.c):
+            raise ConfigError(f"--init {self.path} takes d = {m.d} and predicts c = {m.c}"
+                              f" classes; the data has d = {d}, c = {c}: fine-tune it on"
+                              " readings and labels of its own kind")
+        if list(class_names) != m.class_names:
+            raise ConfigError(f"--init {self.path} predicts {', '.join(m.class_names)}; the"
+                              f" data labels {', '.join(class_names)}: the classes must be"
+                              " the same, in the same order")
+
+    def normalisation(self) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """Copies of the model's mean (d,) and scale (d,), float64."""
+        return self.model.mean.copy(), self.model.scale.copy()
+
+    def network(self, seed: int) -> MLP:
+        """A new MLP holding copies of the model's weights; ``seed`` drives its shuffling."""
+        params = [a for lin in self.model.mlp.linears for a in (lin.W, lin.b)]
+        return MLP.from_params(*params, rng=seed)
+
+    def thresholds(self) -> npt.NDArray[np.float64]:
+        """The model's thresholds (c,): kept where no validation split can tune new ones."""
+        return self.model.thresholds.copy()
+
+    def metadata(self) -> dict[str, Any]:
+        """What the fine-tuned model's ``training["init"]`` records."""
+        return {"model": self.name, "path": self.path,
+                "normalisation": "refitted on the data" if self.renormalise else "kept"}
