@@ -15,7 +15,12 @@ TOPIC_FRAME: Final = b"frame"
 TOPIC_LABEL: Final = b"label"
 TOPIC_PRED: Final = b"pred"
 TOPIC_STATUS: Final = b"status"
-TOPICS: Final = (TOPIC_FRAME, TOPIC_LABEL, TOPIC_PRED, TOPIC_STATUS)
+#: A shadow model's answers (``run --shadow``): the ``pred`` format, its own identity.
+TOPIC_SHADOW: Final = b"shadow"
+#: Why a frame was captured (``run --capture``): in capture bags only.
+TOPIC_CAPTURE: Final = b"capture"
+TOPICS: Final = (TOPIC_FRAME, TOPIC_LABEL, TOPIC_PRED, TOPIC_STATUS, TOPIC_SHADOW,
+                 TOPIC_CAPTURE)
 
 # Upper bounds that hold whatever the model: a decoder called without d or c still refuses
 # a frame of a million features. They are far above any real robot and far below what
