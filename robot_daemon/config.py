@@ -36,7 +36,7 @@ DEFAULT_RCVHWM: Final = 100_000
 DEFAULT_STALE_AFTER_MS: Final = 200.0
 
 #: Settings that name files or directories (made Path; relative to a config file's dir).
-_PATHS: Final = ("model", "checkpoint_dir", "curve_secret_key", "curve_allow")
+_PATHS: Final = ("model", "shadow", "checkpoint_dir", "curve_secret_key", "curve_allow")
 _SCHEMES: Final = ("tcp://", "ipc://", "inproc://")
 _LOOPBACK_NAMES: Final = frozenset({"localhost", "ip6-localhost", "ip6-loopback"})
 
@@ -50,6 +50,8 @@ class DaemonConfig:
     labels : endpoint of the labelled-frame publisher; the daemon's label SUB connects.
     online : fine-tune the model from ``labels`` between ticks (:mod:`robot_daemon.learn.session`).
     online_batch, online_lr : labelled frames per SGD step and its learning rate.
+    shadow : a candidate model run beside the serving one on the same frames, after each
+        tick's ``pred`` (:mod:`robot_daemon.serve.shadow`); none: off.
     checkpoint_dir : where online learning saves checkpoints (none: learning is lost at exit).
     checkpoint_every_steps, checkpoint_every_s : save after this many accepted steps, or
         this many seconds after the last save if the model changed since (whichever first).
@@ -79,6 +81,7 @@ class DaemonConfig:
     """
 
     model: Path = DEFAULT_MODEL
+    shadow: Path | None = None
     frames: tuple[str, ...] = DEFAULT_FRAMES
     labels: str | None = None
     online: bool = False
@@ -130,6 +133,7 @@ _TOML_TYPES: Final[Mapping[str, tuple[type, ...]]] = {
     "online": (bool,),
     "online_batch": (int,),
     "online_lr": (int, float),
+    "shadow": (str,),
     "checkpoint_dir": (str,),
     "checkpoint_every_steps": (int,),
     "checkpoint_every_s": (int, float),
@@ -218,6 +222,9 @@ def validate(config: DaemonConfig) -> None:
     """Raise :class:`ConfigError` naming the first invalid setting of ``config``."""
     if not isinstance(config.model, Path) or not str(config.model):
         raise ConfigError("model must be a path to a model file (.npz)")
+    if config.shadow is not None and (not isinstance(config.shadow, Path)
+                                      or not str(config.shadow)):
+        raise ConfigError("shadow must be a path to a model file (.npz)")
     if not config.frames:
         raise ConfigError("frames needs at least one publisher endpoint to connect to")
     for endpoint in config.frames:

@@ -196,6 +196,8 @@ def render(view: WatchView, width: int = 80, color: bool = False,
     lines += fit(_answers(view), width)
     ticks = tick_line(status)
     lines += fit(ticks, width) if ticks else []
+    shadow = shadow_line(status)
+    lines += fit(shadow, width) if shadow else []
     lines += fit(f"daemon: {daemon_counts(status)}", width)
     learning = online_line(status)
     lines += fit(learning, width) if learning else []
@@ -241,6 +243,40 @@ def tick_line(status: Mapping[str, Any] | None) -> str:
         parts.append(f"grid moved {shown_field(status, 'tick_moves')}x, offset"
                      f" {shown_field(status, 'tick_offset_ms', _ms)} ms")
     return "; ".join(parts)
+
+
+def shadow_line(status: Mapping[str, Any] | None) -> str:
+    """The shadow model against the serving one (``run --shadow``): empty without one."""
+    shadow = None if status is None else status.get("shadow")
+    if type(shadow) is not dict:
+        return ""
+    parts = [f"shadow {shown_field(shadow, 'model', shown_text)}: compared"
+             f" {shown_field(shadow, 'frames_compared')}, skipped"
+             f" {shown_field(shadow, 'frames_skipped')}"]
+    disagree = shadow.get("disagree")
+    if type(disagree) is dict and disagree:
+        most = sorted(disagree.items(), key=lambda item: -_number(item[1]))
+        parts.append("decisions differ " + shown_names(
+            [f"{shown_text(name)} {_percent(share)}" for name, share in most]))
+    serving, candidate = shadow.get("f1_serving"), shadow.get("f1_shadow")
+    if type(serving) is dict and type(candidate) is dict:
+        parts.append(f"macro F1 serving {shown_number(serving.get('macro'), 3)} shadow"
+                     f" {shown_number(candidate.get('macro'), 3)}"
+                     f" ({shown_field(shadow, 'labelled')} labels)")
+    return "; ".join(parts)
+
+
+def _number(value: object) -> float:
+    """A share from a status, 0.0 for anything but a number (sorting only)."""
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) \
+        else 0.0
+
+
+def _percent(value: object) -> str:
+    """``3.1%``; what shown_number shows for anything but a number."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return shown_number(value)
+    return f"{value:.1%}"
 
 
 def _pair(pcts: object) -> str:

@@ -30,6 +30,7 @@ from robot_daemon.watch import (
     progress_line,
     render,
     run,
+    shadow_line,
     tick_line,
 )
 
@@ -337,3 +338,17 @@ def test_the_tick_line_shows_each_source_and_where_the_grid_moved() -> None:
                     " grid moved 2x, offset 7.2 ms")
     hostile = tick_line({"src_latency_ms": {"\x1b[2J": "x", "ok": [1, "\x1b"]}})
     assert "\x1b" not in hostile
+
+
+def test_the_shadow_line_compares_the_candidate_with_the_serving_model() -> None:
+    assert shadow_line(None) == shadow_line({"ticks": 3}) == ""
+    status = {"shadow": {"model": "cand-1", "frames_compared": 90, "frames_skipped": 2,
+                         "disagree": {"dog": 0.031, "pedestrian": 0.2},
+                         "f1_serving": {"macro": 0.61}, "f1_shadow": {"macro": 0.66},
+                         "labelled": 40}}
+    assert shadow_line(status) == (
+        "shadow cand-1: compared 90, skipped 2; decisions differ pedestrian 20.0%,"
+        " dog 3.1%; macro F1 serving 0.610 shadow 0.660 (40 labels)")
+    hostile = shadow_line({"shadow": {"model": "\x1b[31m", "disagree": {"\x07": True}}})
+    assert "\x1b" not in hostile
+    assert "\x07" not in hostile

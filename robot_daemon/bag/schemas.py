@@ -138,6 +138,20 @@ STATUS_PROPERTIES: Final[dict[str, Schema]] = {
         INTEGER, "ticks served before their deadline, every locked source's frame in"),
     "src_latency_ms": _map(_described(_NUMBERS, "[p50, p99], ms"),
                            "per src (at most 16), frame arrival to pred published"),
+    "shadow": {
+        "type": "object",
+        "description": "run --shadow: the candidate model against the serving one",
+        "properties": {
+            "model": _described(STRING, "the shadow model's identity"),
+            "frames_compared": _described(INTEGER, "frames both models answered"),
+            "frames_skipped": _described(INTEGER, "frames the shadow had no time for"),
+            "disagree": _map(NUMBER, "per class, share of frames whose decisions differ"),
+            "mean_abs_diff": _map(NUMBER, "per class, mean |p_shadow - p_serving|"),
+            "labelled": _described(INTEGER, "labelled frames both models were scored on"),
+            "f1_serving": _map(NUMBER, "per class and macro, the serving model's F1"),
+            "f1_shadow": _map(NUMBER, "per class and macro, the shadow's F1"),
+        },
+    },
 }
 
 

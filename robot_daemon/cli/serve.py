@@ -32,6 +32,9 @@ def _add_run(sub: Subparsers) -> None:
     )
     p.add_argument("--config", metavar="FILE.toml", help="settings file (flags override it)")
     p.add_argument("--model", metavar="PATH", help="model file (default models/default.npz)")
+    p.add_argument("--shadow", metavar="PATH",
+                   help="a candidate model run on the same frames after each pred, answering"
+                   " on the 'shadow' topic and compared in status; never delays a pred")
     p.add_argument("--frames", action="append", metavar="ENDPOINT",
                    help="sensor publisher to connect to, repeatable "
                    "(default tcp://127.0.0.1:5556)")
@@ -92,7 +95,8 @@ def _run_daemon(args: argparse.Namespace) -> int:
     from robot_daemon.serve import daemon
 
     cfg = config.load(args.config, {
-        "model": args.model, "frames": args.frames, "labels": args.labels,
+        "model": args.model, "shadow": args.shadow, "frames": args.frames,
+        "labels": args.labels,
         "pred": args.pred, "interval_ms": args.interval_ms, "max_batch": args.max_batch,
         "status_interval_s": args.status_interval, "stale_after_ms": args.stale_after_ms,
         "log_summary_s": args.log_summary_s, "tick_phase": args.tick_phase,

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,6 +160,8 @@ class OnlineSession:
         self._receiver: receive.Receiver | None = None  # reads the label socket
         self.links: monitor.ConnectionWatch | None = None  # the label socket's, once open
         self.last_label_ns = 0  # when the last label message came (monotonic), 0: none
+        #: Told of each accepted label (the shadow scores both models on it), if set.
+        self.on_label: Callable[[wire.Label], None] | None = None
         self.reset(model, base, steps)
 
     def reset(self, model: Model, base: str, steps: int) -> None:
@@ -236,6 +238,8 @@ class OnlineSession:
             return
         self.counters.labels_accepted += 1
         self.learner.add(label)
+        if self.on_label is not None:  # the shadow scores both models on it
+            self.on_label(label)
 
     def _reject(self, reason: str, message: str) -> None:
         self.counters.labels_rejected[reason] += 1

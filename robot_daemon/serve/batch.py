@@ -20,6 +20,8 @@ from typing import TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from robot_daemon import wire
+from robot_daemon.errors import WireError
 from robot_daemon.wire.messages import FrameFields
 
 T = TypeVar("T")
@@ -102,3 +104,23 @@ class PendingFrames:
 
 def _rotate(values: list[T], k: int) -> list[T]:
     return values[k:] + values[:k]
+
+
+def encode_answers(tick: int, wall: float, batch: Batch, P: npt.NDArray[np.floating],
+                   version: str) -> tuple[bytes | None, int]:
+    """The ``pred`` payload answering ``batch`` with probabilities ``P`` (n, c) from
+    model ``version``, and how many frames it left out: those the model answered with NaN
+    (None when that is all of them)."""
+    seq, t, src = batch.seq, batch.t, batch.src
+    try:
+        return wire.encode_pred(tick, wall, seq, P, version, t_frame=t, src=src), 0
+    except WireError:
+        # Readings at the edge of float32 can overflow the forward pass. Rare: so the
+        # check runs only when the encoder refused, and the other frames are answered.
+        keep = np.flatnonzero(np.isfinite(P).all(axis=1))
+        if keep.size == 0:
+            return None, len(batch)
+        payload = wire.encode_pred(
+            tick, wall, [seq[i] for i in keep], P[keep], version,
+            t_frame=[t[i] for i in keep], src=[src[i] for i in keep])
+        return payload, len(batch) - keep.size

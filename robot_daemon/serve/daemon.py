@@ -24,11 +24,11 @@ import zmq
 
 from robot_daemon import wire
 from robot_daemon.config import DaemonConfig, describe
-from robot_daemon.errors import ModelError, WireError
+from robot_daemon.errors import ModelError
 from robot_daemon.learn.session import OnlineSession, resume
 from robot_daemon.ratelimit import REJECT_LOG_PERIOD_NS, RateLimiter
 from robot_daemon.serve import early, liveness, memory, report, signals, sockets
-from robot_daemon.serve.batch import Batch, PendingFrames
+from robot_daemon.serve.batch import Batch, PendingFrames, encode_answers
 from robot_daemon.serve.intake import Arrivals, FrameIntake
 from robot_daemon.serve.memory import MemoryBound
 from robot_daemon.serve.notify import Notifier
@@ -36,6 +36,7 @@ from robot_daemon.serve.phase import PhaseLock
 from robot_daemon.serve.reload import Reloader, ServedModel, load_model, too_slow
 from robot_daemon.serve.report import Counters, Windows
 from robot_daemon.serve.sequence import SeqTracker
+from robot_daemon.serve.shadow import ShadowSlot
 from robot_daemon.serve.signals import Signals
 from robot_daemon.zmq_io import monitor, receive
 
@@ -81,6 +82,9 @@ class Daemon:
             learned, steps = resume(config, self.served.model, self.served.version)
             self.served = ServedModel(learned, self.served.version, self.served.path)
             self.online = OnlineSession(config, learned, self.served.version, steps)
+        # A candidate beside the serving model (run --shadow), reloaded with it on SIGHUP.
+        self.shadows = None if config.shadow is None else ShadowSlot(
+            config.shadow, config, self.served.model, self.online)
         self._labels: zmq.Socket[bytes] | None = None  # the label socket while running
         self._frames: list[FrameIntake] = []  # read the frame sockets, in turn
         self._watches = monitor.Watches()  # connections libzmq may give up on
@@ -142,6 +146,8 @@ class Daemon:
                 sub, [endpoint], "frames publisher", monitor.FRAMES_RECONNECT_DELAY_NS))
                 for sub, endpoint in zip(subs, cfg.frames, strict=True)]
             stack.callback(self._reloader.close)
+            if self.shadows is not None:
+                stack.callback(self.shadows.close)
             stack.callback(self._memory.close)
             self._frame_watches = watches
             sockets.open_sockets(cfg, subs, pub)
@@ -225,6 +231,9 @@ class Daemon:
                 following = (time.monotonic_ns() - start) // interval + 1
                 self.counters.ticks_missed += max(0, following - tick - 1)
                 tick = max(tick + 1, following)
+                if self.shadows is not None:  # the pred is out: what is left, the shadow's
+                    self.shadows.run(pub, self.served.model,
+                                     self._next_work_ns(start + tick * interval))
                 continue
             if now >= early_at and self._early_tick != tick:
                 self._early_tick = tick
@@ -263,6 +272,14 @@ class Daemon:
             wake = min(next_pass, next_status, next_watchdog or deadline)
             self._wait(subs, poller, sigs, wake, deadline, self._early_tick == tick)
         return tick
+
+    def _next_work_ns(self, deadline_ns: int) -> int:
+        """When the work for the tick due at ``deadline_ns`` may begin: its early pass, or
+        half an interval after the last tick where a locked tick may go out that early."""
+        begins = self.passes.early_at(deadline_ns)
+        if self.phase.locked:
+            begins = min(begins, self._ticked_ns + self.config.interval_ns // 2)
+        return begins
 
     def _wait(
         self, subs: list[zmq.Socket[bytes]], poller: zmq.Poller, sigs: Signals, wake_ns: int,
@@ -447,36 +464,25 @@ class Daemon:
             # A pass that raised is computed again too, but counted in tick_errors.
             self.counters.early_recomputed += early.weights_changed(first, model, version)
         payload = early.fast_pred(first, late, drop, model, version, tick, wall)
+        frames: Batch | None = None
         if payload is None:
             frames = early.join(first, late, drop)
             P = early.probabilities(first, frames, drop, model, version)
-            payload = self._encode(tick, wall, frames, P)
+            payload, left_out = encode_answers(tick, wall, frames, P, self.version)
+            for _ in range(left_out):
+                self._reject("non_finite_output", "the model gave NaN for a frame",
+                             time.monotonic_ns())
             if payload is None:
                 return
         # Two sends: send_multipart's generic loop took twice as long (3 us against 1.5).
         pub.send(wire.TOPIC_PRED, zmq.SNDMORE)
         pub.send(payload)
         self.counters.preds += 1
-
-    def _encode(self, tick: int, wall: float, batch: Batch, P: early.Probs) -> bytes | None:
-        """The ``pred`` of ``batch`` with probabilities ``P`` (n, c); the frames the model
-        answered with NaN left out and counted (None: all of them)."""
-        seq, t, src = batch.seq, batch.t, batch.src
-        try:
-            return wire.encode_pred(tick, wall, seq, P, self.version, t_frame=t, src=src)
-        except WireError:
-            # Readings at the edge of float32 can overflow the forward pass. Rare: so the
-            # check runs only when the encoder refused, and the other frames are served.
-            keep = np.flatnonzero(np.isfinite(P).all(axis=1))
-            for _ in range(len(batch) - keep.size):
-                self._reject("non_finite_output", "the model gave NaN for a frame",
-                             time.monotonic_ns())
-            if keep.size == 0:
-                return None
-            return wire.encode_pred(
-                tick, wall, [seq[i] for i in keep], P[keep], self.version,
-                t_frame=[t[i] for i in keep], src=[src[i] for i in keep],
-            )
+        if self.shadows is not None:  # after the pred: the planner never waits for this
+            if frames is None:  # the fast way packed the rows without joining them
+                frames = early.join(first, late, drop)
+                P = early.probabilities(first, frames, drop, model, version)
+            self.shadows.served_frames(tick, frames, P)
 
     # ---------------------------------------------------------------- reload, status
 
@@ -489,6 +495,10 @@ class Daemon:
             sigs.reload = False
             self.notifier.reloading()
             self._reloader.request()
+            if self.shadows is not None:
+                self.shadows.request()
+        if self.shadows is not None and self.shadows.reloaded(self.served.model) is False:
+            self.counters.reload_failures += 1
         outcome = self._reloader.done()
         if outcome is None:
             return
@@ -514,6 +524,8 @@ class Daemon:
             self.notifier.ready(f"serving model {self.version}")
             return
         self.served = candidate
+        if self.shadows is not None:
+            self.shadows.serving_changed(candidate.model)
         if self.online is not None:  # a new model file: learning starts again from it
             self.online.reset(candidate.model, candidate.version, self.online.learner.version)
         self.counters.reloads += 1
@@ -539,6 +551,8 @@ class Daemon:
         status.update(self.liveness.status(time.monotonic_ns()))
         if self.online is not None:
             status.update(self.online.status())
+        if self.shadows is not None and self.shadows.current is not None:
+            status["shadow"] = self.shadows.current.status()
         return status
 
     def _publish_status(self, pub: zmq.Socket[bytes], *, final: bool = False) -> None:

@@ -174,6 +174,7 @@ class StatusCollector(Collector):
         yield from _histograms(status)
         yield from _gauges(status)
         yield from _online(status)
+        yield from _shadow(status)
 
 
 def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
@@ -335,3 +336,48 @@ def _online(status: Mapping[str, Any]) -> Iterator[Metric]:
         value = status.get(key)
         if isinstance(value, int | float):
             yield _counter(name, doc, value)
+
+
+def _shadow(status: Mapping[str, Any]) -> Iterator[Metric]:
+    """``run --shadow``: the candidate against the serving model, per class."""
+    shadow = status.get("shadow")
+    if not isinstance(shadow, dict):
+        return
+    info = GaugeMetricFamily(f"{_PREFIX}_shadow_info", "The shadow model", labels=["version"])
+    info.add_metric([str(shadow.get("model", ""))], 1)
+    yield info
+    frames = CounterMetricFamily(f"{_PREFIX}_shadow_frames", "Frames the shadow answered"
+                                 " (compared) or had no time for (skipped)",
+                                 labels=["outcome"])
+    for outcome in ("compared", "skipped"):
+        value = shadow.get(f"frames_{outcome}", 0)
+        frames.add_metric([outcome], value if isinstance(value, int | float) else 0)
+    yield frames
+    for key, name, doc in (
+        ("disagree", "shadow_disagree_ratio", "Share of frames whose thresholded decisions "
+         "differ between the shadow and the serving model"),
+        ("mean_abs_diff", "shadow_abs_diff_mean", "Mean |p_shadow - p_serving|"),
+    ):
+        yield _per_class(f"{_PREFIX}_{name}", doc, shadow.get(key), [])
+    f1 = GaugeMetricFamily(f"{_PREFIX}_shadow_f1", "F1 on the labelled frames (online "
+                           "learning), per class and macro", labels=["model", "class"])
+    for key, which in (("f1_serving", "serving"), ("f1_shadow", "shadow")):
+        _add_per_class(f1, shadow.get(key), [which])
+    yield f1
+
+
+def _per_class(name: str, doc: str, values: object, labels: list[str]) -> Metric:
+    family = GaugeMetricFamily(name, doc, labels=["class"])
+    _add_per_class(family, values, labels)
+    return family
+
+
+def _add_per_class(family: GaugeMetricFamily, values: object, labels: list[str]) -> None:
+    """A sample per class of ``values`` ({class: number}, from the network: anything
+    else is left out)."""
+    if not isinstance(values, dict):
+        return
+    for name, value in sorted(values.items(), key=lambda item: str(item[0])):
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            family.add_metric([*labels, str(name)], value)
+

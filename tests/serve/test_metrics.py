@@ -51,6 +51,10 @@ STATUS: dict[str, Any] = {
     "checkpoints_saved": 4, "batch_p50": 3, "batch_p99": 9, "tick_errors": 0,
     "tick_offset_ms": 7.5, "tick_moves": 2, "ticks_before_deadline": 550,
     "src_latency_ms": {"lidar": [0.5, 1.5], "(no src)": [10.0, 19.0], "bad": "no pair"},
+    "shadow": {"model": "candidate-12ab", "frames_compared": 90, "frames_skipped": 10,
+               "disagree": {"pedestrian": 0.1, "dog": 0.0}, "mean_abs_diff": {"dog": 0.02},
+               "labelled": 5, "f1_serving": {"dog": 0.5, "macro": 0.5},
+               "f1_shadow": {"dog": 1.0, "macro": "not a number"}},
 }
 S = 1_000_000_000  # one second in ns
 RULES = ROOT / "deploy" / "robot-daemon.rules.yml"
@@ -100,6 +104,16 @@ def test_a_scrape_reports_the_newest_status_with_prometheus_names() -> None:
     assert m["robot_daemon_tick_offset_seconds"][()] == pytest.approx(0.0075)
     assert m["robot_daemon_tick_moves_total"][()] == 2
     assert m["robot_daemon_ticks_before_deadline_total"][()] == 550
+    assert m["robot_daemon_shadow_info"] == {(("version", "candidate-12ab"),): 1}
+    assert m["robot_daemon_shadow_frames_total"] == {(("outcome", "compared"),): 90,
+                                                      (("outcome", "skipped"),): 10}
+    assert m["robot_daemon_shadow_disagree_ratio"] == {(("class", "dog"),): 0.0,
+                                                        (("class", "pedestrian"),): 0.1}
+    assert m["robot_daemon_shadow_abs_diff_mean"] == {(("class", "dog"),): 0.02}
+    assert m["robot_daemon_shadow_f1"] == {  # what is not a number is left out
+        (("class", "dog"), ("model", "serving")): 0.5,
+        (("class", "macro"), ("model", "serving")): 0.5,
+        (("class", "dog"), ("model", "shadow")): 1.0}
     assert m["robot_daemon_src_latency_seconds"] == pytest.approx({  # "bad" left out
         (("percentile", "50"), ("src", "lidar")): 0.0005,
         (("percentile", "99"), ("src", "lidar")): 0.0015,
@@ -593,8 +607,10 @@ def test_scrape_a_real_daemon_while_frames_flow(daemon: Harness) -> None:
     for seq in range(200):
         daemon.send(seq, x)
         time.sleep(0.002)
+    # The 200th frame is accepted a tick before it is answered: a status between them
+    # has the one and not yet the other.
     m = _scrape_until(port, lambda m: m.get("robot_daemon_frames_accepted_total", {}).get(
-        ()) == 200)
+        ()) == 200 and m.get("robot_daemon_latency_seconds_count", {}).get(()) == 200)
     assert m["robot_daemon_frames_received_total"][()] == 200
     assert set(m["robot_daemon_frames_rejected_total"].values()) == {0}
     assert m["robot_daemon_latency_seconds_count"][()] == 200
