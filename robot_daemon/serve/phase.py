@@ -25,7 +25,7 @@ Design: docs/architecture.md, "The tick's timing".
 
 from __future__ import annotations
 
-from collections import defaultdict, deque
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Final
 
@@ -48,6 +48,9 @@ MARGIN: Final = 0.25
 MIN_GAIN_NS: Final = 1_000_000
 #: A source is stable when its arrivals spread over at most this share of the interval.
 MAX_SPREAD: Final = 0.25
+#: Sources watched at once (the first seen; a silent one makes room at the next
+#: decision): a decision's work and memory stay bounded whatever names frames carry.
+MAX_SOURCES: Final = 16
 
 
 class _Source:
@@ -79,8 +82,7 @@ class PhaseLock:
         #: its frame, the tick need not wait for its deadline (:meth:`ready`).
         self.expected: tuple[str | None, ...] = ()
         self.ticks_ready = 0  # ticks served before their deadline by :meth:`ready`
-        self._waits: defaultdict[str | None, deque[npt.NDArray[np.int64]]] = defaultdict(
-            lambda: deque(maxlen=WINDOW_TICKS))
+        self._waits: dict[str | None, deque[npt.NDArray[np.int64]]] = {}
         self._ticks = 0  # ticks recorded since the last move (or the start)
 
     def observe(self, deadline_ns: int, arrival_ns: npt.NDArray[np.int64],
@@ -99,12 +101,19 @@ class PhaseLock:
         if all(s == first for s in src):  # the usual tick: one source
             self._record(first, waits)
             return
-        for key in set(src):
-            self._record(key, waits[[s == key for s in src]])
+        rows: dict[str | None, list[int]] = {}  # one pass: a tick may hold many names
+        for i, key in enumerate(src):
+            rows.setdefault(key, []).append(i)
+        for key, at in rows.items():
+            self._record(key, waits[at])
 
     def _record(self, key: str | None, waits: npt.NDArray[np.int64]) -> None:
-        window = self._waits[key]
-        if window and window[-1] is _NONE:
+        window = self._waits.get(key)
+        if window is None:
+            if len(self._waits) >= MAX_SOURCES:  # a publisher cycling through names
+                return
+            window = self._waits[key] = deque([_NONE], maxlen=WINDOW_TICKS)
+        if window[-1] is _NONE:
             window[-1] = waits
         else:
             window.append(waits)

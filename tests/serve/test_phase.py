@@ -189,3 +189,16 @@ def test_with_ready_a_frame_that_missed_its_tick_does_not_start_the_next_early()
     waits = np.array(_run(lock, {"lidar": one_late}, ticks=500, ready=True)["lidar"]) / MS
     assert waits[300] > 10  # it waited for the next tick's half interval
     assert np.percentile(waits[302:], 99) == 0  # and the frames after it did not
+
+
+def test_a_publisher_cycling_through_names_keeps_the_work_bounded() -> None:
+    from robot_daemon.serve.phase import MAX_SOURCES
+
+    lock = PhaseLock(T, enabled=True)
+    for tick in range(1, 200):
+        deadline = tick * T
+        names = [f"n{tick}-{i}" for i in range(500)]  # 500 new names every tick
+        lock.observe(deadline, np.full(500, deadline - MS, dtype=np.int64), names)
+        lock.shift()
+        assert len(lock._waits) <= MAX_SOURCES
+    assert lock.moves == 0
