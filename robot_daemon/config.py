@@ -24,6 +24,8 @@ from typing import Any, Final
 from robot_daemon.errors import ConfigError
 
 DEFAULT_MODEL: Final = Path("models/default.npz")
+#: What can capture a frame (robot_daemon.capture.triggers.REASONS, without importing it).
+CAPTURE_TRIGGERS: Final = ("uncertain", "disagree", "contradict", "health")
 DEFAULT_FRAMES: Final = ("tcp://127.0.0.1:5556",)
 DEFAULT_PRED: Final = "tcp://127.0.0.1:5557"
 # ZeroMQ's default receive high-water mark (1000) lost a third of a burst in our
@@ -36,7 +38,8 @@ DEFAULT_RCVHWM: Final = 100_000
 DEFAULT_STALE_AFTER_MS: Final = 200.0
 
 #: Settings that name files or directories (made Path; relative to a config file's dir).
-_PATHS: Final = ("model", "shadow", "checkpoint_dir", "curve_secret_key", "curve_allow")
+_PATHS: Final = ("model", "shadow", "capture", "checkpoint_dir", "curve_secret_key",
+                 "curve_allow")
 _SCHEMES: Final = ("tcp://", "ipc://", "inproc://")
 _LOOPBACK_NAMES: Final = frozenset({"localhost", "ip6-localhost", "ip6-loopback"})
 
@@ -52,6 +55,13 @@ class DaemonConfig:
     online_batch, online_lr : labelled frames per SGD step and its learning rate.
     shadow : a candidate model run beside the serving one on the same frames, after each
         tick's ``pred`` (:mod:`robot_daemon.serve.shadow`); none: off.
+    capture : a directory for capture bags: the frames the triggers pick
+        (:mod:`robot_daemon.serve.capturing`); none: off.
+    capture_max_mb : the hard bound on the capture bags in ``capture``, MB.
+    capture_margin : a served probability this close to its threshold is captured.
+    capture_rate : frames captured a second at most, on average.
+    capture_triggers : which triggers capture: ``uncertain``, ``disagree`` (with a
+        shadow), ``contradict`` (with online learning), ``health``.
     checkpoint_dir : where online learning saves checkpoints (none: learning is lost at exit).
     checkpoint_every_steps, checkpoint_every_s : save after this many accepted steps, or
         this many seconds after the last save if the model changed since (whichever first).
@@ -82,6 +92,11 @@ class DaemonConfig:
 
     model: Path = DEFAULT_MODEL
     shadow: Path | None = None
+    capture: Path | None = None
+    capture_max_mb: float = 1000.0
+    capture_margin: float = 0.05
+    capture_rate: float = 10.0
+    capture_triggers: tuple[str, ...] = CAPTURE_TRIGGERS
     frames: tuple[str, ...] = DEFAULT_FRAMES
     labels: str | None = None
     online: bool = False
@@ -134,6 +149,11 @@ _TOML_TYPES: Final[Mapping[str, tuple[type, ...]]] = {
     "online_batch": (int,),
     "online_lr": (int, float),
     "shadow": (str,),
+    "capture": (str,),
+    "capture_max_mb": (int, float),
+    "capture_margin": (int, float),
+    "capture_rate": (int, float),
+    "capture_triggers": (list,),
     "checkpoint_dir": (str,),
     "checkpoint_every_steps": (int,),
     "checkpoint_every_s": (int, float),
@@ -178,8 +198,9 @@ def load(
     for key in _PATHS:
         if key in values:
             values[key] = Path(values[key])
-    if "frames" in values:
-        values["frames"] = tuple(values["frames"])
+    for key in ("frames", "capture_triggers"):
+        if key in values:
+            values[key] = tuple(values[key])
     return DaemonConfig(**values)
 
 
@@ -225,6 +246,7 @@ def validate(config: DaemonConfig) -> None:
     if config.shadow is not None and (not isinstance(config.shadow, Path)
                                       or not str(config.shadow)):
         raise ConfigError("shadow must be a path to a model file (.npz)")
+    _validate_capture(config)
     if not config.frames:
         raise ConfigError("frames needs at least one publisher endpoint to connect to")
     for endpoint in config.frames:
@@ -399,3 +421,20 @@ def describe(config: DaemonConfig) -> str:
         for f in dataclasses.fields(config)
     ]
     return " ".join(parts)
+
+
+def _validate_capture(config: DaemonConfig) -> None:
+    """The capture settings: numbers in range and known triggers (the directory itself
+    is checked when the daemon starts, by robot_daemon.capture.writer)."""
+    for name, low, high in (("capture_max_mb", 1.0, 1e9), ("capture_margin", 0.0, 0.5),
+                            ("capture_rate", 1e-3, 1e6)):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not (
+                low <= value <= high):
+            raise ConfigError(f"{name} must be a number from {low:g} to {high:g}, got {value!r}")
+    triggers = config.capture_triggers
+    if (not isinstance(triggers, tuple | list) or not triggers
+            or any(t not in CAPTURE_TRIGGERS for t in triggers)):
+        raise ConfigError(f"capture_triggers must be some of {', '.join(CAPTURE_TRIGGERS)},"
+                          f" got {triggers!r}")
+

@@ -35,6 +35,20 @@ def _add_run(sub: Subparsers) -> None:
     p.add_argument("--shadow", metavar="PATH",
                    help="a candidate model run on the same frames after each pred, answering"
                    " on the 'shadow' topic and compared in status; never delays a pred")
+    p.add_argument("--capture", metavar="DIR",
+                   help="capture the frames worth a label or a training step (see"
+                   " --capture-triggers) into bags in DIR, within --capture-max-mb")
+    p.add_argument("--capture-max-mb", type=positive_float, metavar="N",
+                   help="hard bound on the capture bags in DIR; the oldest go first"
+                   " (default 1000)")
+    p.add_argument("--capture-margin", type=float, metavar="P",
+                   help="capture a frame whose probability is this close to a class's"
+                   " threshold (default 0.05)")
+    p.add_argument("--capture-rate", type=positive_float, metavar="N",
+                   help="frames captured a second at most, on average (default 10)")
+    p.add_argument("--capture-triggers", type=_triggers, metavar="LIST",
+                   help="comma-separated: uncertain, disagree (with --shadow), contradict"
+                   " (with --online), health (default all)")
     p.add_argument("--frames", action="append", metavar="ENDPOINT",
                    help="sensor publisher to connect to, repeatable "
                    "(default tcp://127.0.0.1:5556)")
@@ -90,13 +104,20 @@ def _add_online_flags(p: argparse.ArgumentParser) -> None:
                    help="learn from a non-loopback labels endpoint without CURVE")
 
 
+def _triggers(text: str) -> list[str]:
+    """``uncertain,health``: the capture triggers (checked with the config)."""
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
 def _run_daemon(args: argparse.Namespace) -> int:
     from robot_daemon import config
     from robot_daemon.serve import daemon
 
     cfg = config.load(args.config, {
         "model": args.model, "shadow": args.shadow, "frames": args.frames,
-        "labels": args.labels,
+        "labels": args.labels, "capture": args.capture, "capture_max_mb": args.capture_max_mb,
+        "capture_margin": args.capture_margin, "capture_rate": args.capture_rate,
+        "capture_triggers": args.capture_triggers,
         "pred": args.pred, "interval_ms": args.interval_ms, "max_batch": args.max_batch,
         "status_interval_s": args.status_interval, "stale_after_ms": args.stale_after_ms,
         "log_summary_s": args.log_summary_s, "tick_phase": args.tick_phase,

@@ -29,6 +29,7 @@ from robot_daemon.learn.session import OnlineSession, resume
 from robot_daemon.ratelimit import REJECT_LOG_PERIOD_NS, RateLimiter
 from robot_daemon.serve import early, liveness, memory, report, signals, sockets
 from robot_daemon.serve.batch import Batch, PendingFrames, encode_answers
+from robot_daemon.serve.beside import Beside
 from robot_daemon.serve.intake import Arrivals, FrameIntake
 from robot_daemon.serve.memory import MemoryBound
 from robot_daemon.serve.notify import Notifier
@@ -36,7 +37,6 @@ from robot_daemon.serve.phase import PhaseLock
 from robot_daemon.serve.reload import Reloader, ServedModel, load_model, too_slow
 from robot_daemon.serve.report import Counters, Windows
 from robot_daemon.serve.sequence import SeqTracker
-from robot_daemon.serve.shadow import ShadowSlot
 from robot_daemon.serve.signals import Signals
 from robot_daemon.zmq_io import monitor, receive
 
@@ -82,9 +82,9 @@ class Daemon:
             learned, steps = resume(config, self.served.model, self.served.version)
             self.served = ServedModel(learned, self.served.version, self.served.path)
             self.online = OnlineSession(config, learned, self.served.version, steps)
-        # A candidate beside the serving model (run --shadow), reloaded with it on SIGHUP.
-        self.shadows = None if config.shadow is None else ShadowSlot(
-            config.shadow, config, self.served.model, self.online)
+        # After each pred: a candidate model (run --shadow), the capture (run --capture).
+        self.beside = (Beside(config, self.served.model, self.served.version, self.online)
+                       if Beside.wanted(config) else None)
         self._labels: zmq.Socket[bytes] | None = None  # the label socket while running
         self._frames: list[FrameIntake] = []  # read the frame sockets, in turn
         self._watches = monitor.Watches()  # connections libzmq may give up on
@@ -146,8 +146,8 @@ class Daemon:
                 sub, [endpoint], "frames publisher", monitor.FRAMES_RECONNECT_DELAY_NS))
                 for sub, endpoint in zip(subs, cfg.frames, strict=True)]
             stack.callback(self._reloader.close)
-            if self.shadows is not None:
-                stack.callback(self.shadows.close)
+            if self.beside is not None:
+                stack.callback(self.beside.close)
             stack.callback(self._memory.close)
             self._frame_watches = watches
             sockets.open_sockets(cfg, subs, pub)
@@ -231,9 +231,9 @@ class Daemon:
                 following = (time.monotonic_ns() - start) // interval + 1
                 self.counters.ticks_missed += max(0, following - tick - 1)
                 tick = max(tick + 1, following)
-                if self.shadows is not None:  # the pred is out: what is left, the shadow's
-                    self.shadows.run(pub, self.served.model,
-                                     self._next_work_ns(start + tick * interval))
+                if self.beside is not None:  # the pred is out: the shadow, the capture
+                    self.beside.run(pub, self.served.model, self.version,
+                                    self._next_work_ns(start + tick * interval))
                 continue
             if now >= early_at and self._early_tick != tick:
                 self._early_tick = tick
@@ -379,6 +379,8 @@ class Daemon:
             return
         for level, line in self._change_log.lines(change, now):
             log.log(level, "%s", line)
+        if self.beside is not None and (change.stale or change.back):
+            self.beside.health_changed()  # the seconds before it, into the capture
         if self._status_pace.changed(change, now):
             self._publish_status(pub)
 
@@ -478,11 +480,11 @@ class Daemon:
         pub.send(wire.TOPIC_PRED, zmq.SNDMORE)
         pub.send(payload)
         self.counters.preds += 1
-        if self.shadows is not None:  # after the pred: the planner never waits for this
+        if self.beside is not None:  # after the pred: the planner never waits for this
             if frames is None:  # the fast way packed the rows without joining them
                 frames = early.join(first, late, drop)
                 P = early.probabilities(first, frames, drop, model, version)
-            self.shadows.served_frames(tick, frames, P)
+            self.beside.served(tick, frames, P)
 
     # ---------------------------------------------------------------- reload, status
 
@@ -495,9 +497,9 @@ class Daemon:
             sigs.reload = False
             self.notifier.reloading()
             self._reloader.request()
-            if self.shadows is not None:
-                self.shadows.request()
-        if self.shadows is not None and self.shadows.reloaded(self.served.model) is False:
+            if self.beside is not None:
+                self.beside.request_reload()
+        if self.beside is not None and self.beside.reloaded(self.served.model) is False:
             self.counters.reload_failures += 1
         outcome = self._reloader.done()
         if outcome is None:
@@ -524,8 +526,8 @@ class Daemon:
             self.notifier.ready(f"serving model {self.version}")
             return
         self.served = candidate
-        if self.shadows is not None:
-            self.shadows.serving_changed(candidate.model)
+        if self.beside is not None:
+            self.beside.serving_changed(candidate.model)
         if self.online is not None:  # a new model file: learning starts again from it
             self.online.reset(candidate.model, candidate.version, self.online.learner.version)
         self.counters.reloads += 1
@@ -551,8 +553,8 @@ class Daemon:
         status.update(self.liveness.status(time.monotonic_ns()))
         if self.online is not None:
             status.update(self.online.status())
-        if self.shadows is not None and self.shadows.current is not None:
-            status["shadow"] = self.shadows.current.status()
+        if self.beside is not None:
+            status.update(self.beside.status())
         return status
 
     def _publish_status(self, pub: zmq.Socket[bytes], *, final: bool = False) -> None:

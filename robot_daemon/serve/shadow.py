@@ -31,7 +31,6 @@ import zmq
 from robot_daemon import wire
 from robot_daemon.config import DaemonConfig
 from robot_daemon.errors import ModelError
-from robot_daemon.learn.session import OnlineSession
 from robot_daemon.model import Model
 from robot_daemon.serve.batch import Batch, encode_answers
 from robot_daemon.serve.reload import Reloader, ServedModel, full_tick_ns, load_model
@@ -238,19 +237,11 @@ class ShadowSlot:
         ModelError: at start, the shadow model file is unusable or does not match.
     """
 
-    def __init__(self, path: Path, config: DaemonConfig, serving: Model,
-                 online: OnlineSession | None) -> None:
+    def __init__(self, path: Path, config: DaemonConfig, serving: Model) -> None:
         self.rows = config.max_batch
-        self.online = online
-        self.current: Shadow | None = None
-        self._use(Shadow(load_model(path), serving, self.rows))
+        self.current: Shadow | None = Shadow(load_model(path), serving, self.rows)
         self.loader = Reloader(path, serving.d, serving.c, config.max_batch,
                                config.interval_ns, speed_check=False)
-
-    def _use(self, shadow: Shadow | None) -> None:
-        self.current = shadow
-        if self.online is not None:  # its labels score both models
-            self.online.on_label = None if shadow is None else shadow.label
 
     def served_frames(self, tick: int, frames: Batch, P: npt.NDArray[Any]) -> None:
         if self.current is not None:
@@ -281,7 +272,7 @@ class ShadowSlot:
         except ModelError as exc:
             log.error("shadow reload refused, still shadowing %s: %s", was, exc)
             return False
-        self._use(shadow)
+        self.current = shadow
         log.info("shadow reloaded: %s (was %s)", shadow.served.version, was)
         return True
 
@@ -294,7 +285,7 @@ class ShadowSlot:
             check_matches(self.current.served.model, serving, self.current.served.path)
         except ModelError as exc:
             log.error("shadow stopped: %s; a reload with a matching one starts it again", exc)
-            self._use(None)
+            self.current = None
 
     def close(self) -> None:
         self.loader.close()

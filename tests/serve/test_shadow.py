@@ -200,7 +200,7 @@ def test_a_shadow_too_slow_for_the_tick_skips_frames_and_never_delays_a_pred(
     finally:
         stop.set()
         feeder.join()
-    tally = d.shadows.current.tally
+    tally = d.beside.shadows.current.tally
     assert d.counters.frames_accepted > 20
     assert tally.skipped > 20
     assert tally.compared == 0

@@ -1,0 +1,144 @@
+"""``run --capture DIR``: each tick's served frames through the triggers into capture bags.
+
+After a tick's ``pred`` (and the shadow's pass), :meth:`Capturer.tick` picks the frames
+worth keeping (:mod:`robot_daemon.capture.triggers`: a served probability near its
+threshold, the shadow deciding otherwise, the seconds around a health change) and hands
+them to :class:`robot_daemon.capture.writer.Capture`, which never blocks: the bags are
+written by a thread of their own, within a hard bound on disk. With online learning, a
+label that contradicts what the serving model decides for its reading is captured with
+the label. Everything here runs on the tick thread after the ``pred`` went out, and costs
+microseconds a frame.
+Design: docs/daemon-reference.md, "Capture".
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+from robot_daemon import wire
+from robot_daemon.bag.format import BagMeta
+from robot_daemon.capture import triggers
+from robot_daemon.capture.frames import CapturedFrame
+from robot_daemon.capture.writer import Capture, CaptureConfig
+from robot_daemon.model import Model
+from robot_daemon.serve.batch import Batch
+
+#: Labels waiting to be checked against the serving model's decision; the oldest go first.
+MAX_LABELS: Final = 256
+
+#: The shadow's answers (n, c) to a tick's frames, its thresholds (c,) and its identity.
+Shadow = tuple[npt.NDArray[Any], npt.NDArray[np.float64], str]
+
+
+class Capturer:
+    """The triggers over each tick, and the :class:`Capture` they feed."""
+
+    def __init__(self, config: CaptureConfig, meta: BagMeta) -> None:
+        self.config = config
+        self.on = config.triggers
+        self.capture = Capture(config, meta)
+        # The frames of the last seconds that no trigger took, for a health change; a
+        # frame is kept as the row of its tick it was (the tick's arrays are kept alive).
+        self.recent: triggers.Recent[tuple[int, Batch, int, npt.NDArray[Any], str]] = (
+            triggers.Recent(config.health_window_s))
+        self._labels: deque[wire.Label] = deque(maxlen=MAX_LABELS)
+
+    def tick(self, tick: int, frames: Batch, P: npt.NDArray[Any], serving: Model,
+             version: str, shadow: Shadow | None) -> None:
+        """The frames (n) a tick answered with the serving model's ``P`` (n, c) (model
+        ``version``), and the shadow's answers, thresholds and identity when it ran on
+        them."""
+        now = time.monotonic_ns()
+        reasons = self._reasons(P, serving.thresholds, shadow)
+        picked = [i for i, why in enumerate(reasons) if why]
+        wall = _wall_offset_ns(now)
+        self.capture.offer([
+            _captured(tick, frames, i, P, version, shadow, reasons[i], wall) for i in picked
+        ], now)
+        if triggers.HEALTH in self.on:
+            left = [i for i, why in enumerate(reasons) if not why]
+            keep = left[-self.recent.max_frames:]  # a flood keeps only what the ring holds
+            self.recent.add(((tick, frames, i, P, version) for i in keep), now)
+        self._check_labels(serving, version, now)
+
+    def _reasons(self, P: npt.NDArray[Any], thresholds: npt.NDArray[np.float64],
+                 shadow: Shadow | None) -> list[tuple[str, ...]]:
+        """Per frame, the triggers that pick it (empty: none)."""
+        masks: list[tuple[str, npt.NDArray[np.bool_]]] = []
+        if triggers.UNCERTAIN in self.on:
+            masks.append((triggers.UNCERTAIN,
+                          triggers.uncertain(P, thresholds, self.config.margin)))
+        if triggers.DISAGREE in self.on and shadow is not None:
+            S, shadow_thresholds, _ = shadow  # each model decides at its own thresholds
+            masks.append((triggers.DISAGREE,
+                          triggers.disagree(P, S, thresholds, shadow_thresholds)))
+        around = triggers.HEALTH in self.on and self.recent.in_window(time.monotonic_ns())
+        picked = np.zeros(len(P), bool)
+        for _, mask in masks:
+            picked |= mask
+        if not picked.any() and not around:  # the usual tick: nothing to keep
+            return [()] * len(P)
+        return [tuple(name for name, mask in masks if mask[i])
+                + ((triggers.HEALTH,) if around else ()) for i in range(len(P))]
+
+    def health_changed(self) -> None:
+        """A source went stale or came back: the frames of the seconds before it."""
+        if triggers.HEALTH not in self.on:
+            return
+        now = time.monotonic_ns()
+        wall = _wall_offset_ns(now)
+        self.capture.offer([
+            _captured(tick, frames, i, P, version, None, (triggers.HEALTH,), wall)
+            for tick, frames, i, P, version in self.recent.health_changed(now)], now)
+
+    def label(self, label: wire.Label) -> None:
+        """A labelled frame (online learning): captured if it contradicts the serving
+        model's decision for its reading."""
+        if triggers.CONTRADICT in self.on:
+            self._labels.append(label)
+
+    def _check_labels(self, serving: Model, version: str, now: int) -> None:
+        if not self._labels:
+            return
+        labels = list(self._labels)
+        self._labels.clear()
+        X = np.stack([label.x for label in labels]).astype(np.float32)
+        Y = np.stack([label.y for label in labels])
+        with np.errstate(all="ignore"):
+            P = serving.predict_proba(X).astype(np.float32)
+        wrong = triggers.contradicts(P, Y, serving.thresholds) & np.isfinite(P).all(axis=1)
+        wall = _wall_offset_ns(now)
+        self.capture.offer([CapturedFrame(
+            seq=label.seq, t=label.t, x=X[i], src=label.src, recv_ns=now + wall, p=P[i],
+            model=version, shadow_p=None, shadow_model=None, y=np.asarray(Y[i], np.uint8),
+            reasons=(triggers.CONTRADICT,)) for i, label in enumerate(labels) if wrong[i]],
+            now)
+
+    def status(self) -> dict[str, Any]:
+        return self.capture.status()
+
+    def close(self) -> None:
+        self.capture.close()
+
+
+def _wall_offset_ns(monotonic_ns: int) -> int:
+    """Wall clock minus monotonic, in ns: a frame's arrival as a bag's log time."""
+    return time.time_ns() - monotonic_ns
+
+
+def _captured(tick: int, frames: Batch, i: int, P: npt.NDArray[Any], version: str,
+              shadow: Shadow | None, reasons: tuple[str, ...],
+              wall_offset_ns: int) -> CapturedFrame:
+    """Frame ``i`` of a tick's ``frames`` as captured for ``reasons``."""
+    return CapturedFrame(
+        seq=frames.seq[i], t=frames.t[i], x=np.asarray(frames.X[i], np.float32),
+        src=frames.src[i], recv_ns=int(frames.arrival_ns[i]) + wall_offset_ns,
+        p=np.asarray(P[i], np.float32), model=version,
+        shadow_p=None if shadow is None else np.asarray(shadow[0][i], np.float32),
+        shadow_model=None if shadow is None else shadow[2], y=None, reasons=reasons,
+        tick=tick)
