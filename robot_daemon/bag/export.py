@@ -254,6 +254,7 @@ _CONVERTERS: dict[str, Converter] = {
     wire.TOPIC_FRAME.decode(): _frame,
     wire.TOPIC_LABEL.decode(): _label,
     wire.TOPIC_PRED.decode(): _pred,
+    wire.TOPIC_SHADOW.decode(): _pred,
 }
 
 

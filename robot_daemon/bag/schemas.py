@@ -152,6 +152,25 @@ STATUS_PROPERTIES: Final[dict[str, Schema]] = {
             "f1_shadow": _map(NUMBER, "per class and macro, the shadow's F1"),
         },
     },
+    # run --capture (robot_daemon.capture.writer.Capture.status)
+    "capture_frames": _described(INTEGER, "captured frames written into capture bags"),
+    "capture_dropped": _map(INTEGER, "captured frames not written, per cause",
+                            ("rate", "queue", "error")),
+    "capture_bytes": _described(INTEGER, "bytes of the capture bags on disk"),
+    "capture_bags": _described(INTEGER, "capture bags on disk, the open one included"),
+    "capture_errors": _described(INTEGER, "capture writes that failed (a full disk, ...)"),
+    "capture_by_reason": _map(INTEGER, "captured frames written, per trigger",
+                              ("uncertain", "disagree", "contradict", "health")),
+}
+
+
+#: A capture bag's ``capture`` message: why a frame was kept (robot_daemon.capture).
+CAPTURE_PROPERTIES: Final[dict[str, Schema]] = {
+    "seq": _described(INTEGER, "the captured frame's seq"),
+    "t": _described(NUMBER, "the captured frame's sensor time, seconds"),
+    "src": _described(STRING, "the captured frame's src (when it had one)"),
+    "reasons": _described(_STRINGS, "the triggers that captured it: uncertain, disagree,"
+                                    " contradict, health"),
 }
 
 
@@ -179,9 +198,12 @@ def schema(topic: str, meta: BagMeta) -> Schema:
             "classes": _map(INTEGER, "y by class name (when known)", class_names),
         }
         return _object("robot_daemon.label", label, ["seq", "t", "x", "y"])
-    if topic == wire.TOPIC_PRED.decode():
-        return _object("robot_daemon.pred", _pred_properties(class_names),
+    if topic in (wire.TOPIC_PRED.decode(), wire.TOPIC_SHADOW.decode()):
+        # A shadow model's answers have the pred format (run --shadow, capture bags).
+        return _object(f"robot_daemon.{topic}", _pred_properties(class_names),
                        ["tick", "t", "seq", "p", "n", "c", "model"])
+    if topic == wire.TOPIC_CAPTURE.decode():
+        return _object("robot_daemon.capture", CAPTURE_PROPERTIES, ["seq", "t", "reasons"])
     if topic == wire.TOPIC_STATUS.decode():
         return {**_object("robot_daemon.status", STATUS_PROPERTIES, []),
                 "additionalProperties": True}

@@ -213,6 +213,13 @@ class BagWriter:
         if self._closed:
             raise BagError(f"bag {self.path} is already closed; open a new BagWriter")
 
+    @property
+    def size(self) -> int:
+        """Bytes of the file so far, those the file object still buffers included; not the
+        chunk in progress (until :meth:`flush` closes it) nor the summary :meth:`close`
+        writes. A writer that bounds a bag's size adds those two (``robot_daemon.capture``)."""
+        return self._file.tell()
+
     def flush(self) -> None:
         """Close the chunk in progress and hand everything to the OS.
 

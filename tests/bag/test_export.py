@@ -226,3 +226,37 @@ def test_an_export_stopped_half_way_leaves_the_old_output_and_no_file_beside(
         export_json(source, out)
     assert out.read_bytes() == b"an earlier export"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mcap", "run.mcap"]
+
+
+def test_a_capture_bags_shadow_and_capture_topics_have_schemas_that_validate(
+    tmp_path: Path
+) -> None:
+    from robot_daemon.capture import CapturedFrame
+    from robot_daemon.capture.frames import messages
+
+    meta = BagMeta(d=2, c=2, class_names=["person", "dog"])
+    source, out = tmp_path / "capture.mcap", tmp_path / "capture.json.mcap"
+    with BagWriter(source, meta=meta) as bag:
+        for src in ("lidar", None):
+            frame = CapturedFrame(7, 100.5, np.ones(2, np.float32), src, T0_NS,
+                                  np.array([0.48, 0.9], np.float32), "m-1",
+                                  np.array([0.6, 0.9], np.float32), "m-2",
+                                  np.array([1, 1], np.uint8), ("uncertain", "disagree"))
+            for message in messages(frame):
+                bag.write(message.topic, message.payload, T0_NS, message.sensor_ns)
+    assert export_json(source, out).skipped == {}
+    with open(out, "rb") as f:
+        records = list(make_reader(f).iter_messages())
+    seen = set()
+    for schema_record, channel, message in records:
+        assert schema_record is not None
+        schema = json.loads(schema_record.data)
+        _check_structure(schema)
+        _validate(json.loads(message.data), schema, channel.topic)
+        seen.add((channel.topic, schema["title"]))
+    assert seen == {("frame", "robot_daemon.frame"), ("pred", "robot_daemon.pred"),
+                    ("shadow", "robot_daemon.shadow"), ("label", "robot_daemon.label"),
+                    ("capture", "robot_daemon.capture")}
+    shadow = next(json.loads(m.data) for _, c, m in records if c.topic == "shadow")
+    assert (shadow["model"], shadow["classes"]) == ("m-2", [{"person": pytest.approx(0.6),
+                                                             "dog": pytest.approx(0.9)}])
