@@ -198,6 +198,8 @@ def render(view: WatchView, width: int = 80, color: bool = False,
     lines += fit(ticks, width) if ticks else []
     shadow = shadow_line(status)
     lines += fit(shadow, width) if shadow else []
+    capture = capture_line(status)
+    lines += fit(capture, width) if capture else []
     lines += fit(f"daemon: {daemon_counts(status)}", width)
     learning = online_line(status)
     lines += fit(learning, width) if learning else []
@@ -264,6 +266,21 @@ def shadow_line(status: Mapping[str, Any] | None) -> str:
                      f" {shown_number(candidate.get('macro'), 3)}"
                      f" ({shown_field(shadow, 'labelled')} labels)")
     return "; ".join(parts)
+
+
+def capture_line(status: Mapping[str, Any] | None) -> str:
+    """What ``run --capture`` kept: empty without it."""
+    if status is None or "capture_frames" not in status:
+        return ""
+    reasons = status.get("capture_by_reason")
+    why = ""
+    if type(reasons) is dict:
+        kept = [f"{shown_text(k)} {shown_number(v)}" for k, v in reasons.items() if v]
+        why = f" ({shown_names(kept)})" if kept else ""
+    return (f"capture: {shown_field(status, 'capture_frames')} frames{why}, dropped"
+            f" {shown_field(status, 'capture_dropped', shown_total)}, errors"
+            f" {shown_field(status, 'capture_errors')}; {shown_field(status, 'capture_bags')}"
+            f" bags, {shown_field(status, 'capture_bytes')} bytes")
 
 
 def _number(value: object) -> float:

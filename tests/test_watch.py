@@ -26,6 +26,7 @@ from robot_daemon.watch import (
     Watch,
     WatchOptions,
     WatchView,
+    capture_line,
     online_line,
     progress_line,
     render,
@@ -352,3 +353,15 @@ def test_the_shadow_line_compares_the_candidate_with_the_serving_model() -> None
     hostile = shadow_line({"shadow": {"model": "\x1b[31m", "disagree": {"\x07": True}}})
     assert "\x1b" not in hostile
     assert "\x07" not in hostile
+
+
+def test_the_capture_line_says_what_was_kept_and_dropped() -> None:
+    assert capture_line(None) == capture_line({"ticks": 1}) == ""
+    status = {"capture_frames": 12, "capture_by_reason": {"uncertain": 10, "disagree": 0,
+                                                          "health": 2},
+              "capture_dropped": {"rate": 3, "queue": 0, "error": 1}, "capture_errors": 1,
+              "capture_bags": 2, "capture_bytes": 4096}
+    assert capture_line(status) == ("capture: 12 frames (uncertain 10, health 2), dropped 4,"
+                                     " errors 1; 2 bags, 4096 bytes")
+    assert "\x1b" not in capture_line({"capture_frames": 1,
+                                       "capture_by_reason": {"\x1b[2J": 1}})

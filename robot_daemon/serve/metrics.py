@@ -175,6 +175,7 @@ class StatusCollector(Collector):
         yield from _gauges(status)
         yield from _online(status)
         yield from _shadow(status)
+        yield from _capture(status)
 
 
 def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
@@ -364,6 +365,31 @@ def _shadow(status: Mapping[str, Any]) -> Iterator[Metric]:
     for key, which in (("f1_serving", "serving"), ("f1_shadow", "shadow")):
         _add_per_class(f1, shadow.get(key), [which])
     yield f1
+
+
+def _capture(status: Mapping[str, Any]) -> Iterator[Metric]:
+    """``run --capture``: frames written and not, the bags on disk."""
+    if "capture_frames" not in status:
+        return
+    yield _counter("capture_frames", "Captured frames written into capture bags",
+                   status.get("capture_frames", 0))
+    for key, name, doc, label in (
+        ("capture_dropped", "capture_dropped", "Captured frames not written, by cause",
+         "cause"),
+        ("capture_by_reason", "capture_reasons", "Captured frames written, per trigger that"
+         " picked them", "trigger"),
+    ):
+        counts = status.get(key)
+        if isinstance(counts, dict):
+            yield _labelled(name, doc, label, {
+                str(k): v for k, v in sorted(counts.items(), key=lambda kv: str(kv[0]))
+                if isinstance(v, int) and not isinstance(v, bool)})
+    yield _counter("capture_errors", "Capture writes that failed (a full disk, ...)",
+                   status.get("capture_errors", 0))
+    yield GaugeMetricFamily(f"{_PREFIX}_capture_bytes", "Bytes of the capture bags on disk",
+                            value=status.get("capture_bytes", 0))
+    yield GaugeMetricFamily(f"{_PREFIX}_capture_bags", "Capture bags on disk",
+                            value=status.get("capture_bags", 0))
 
 
 def _per_class(name: str, doc: str, values: object, labels: list[str]) -> Metric:

@@ -55,6 +55,9 @@ STATUS: dict[str, Any] = {
                "disagree": {"pedestrian": 0.1, "dog": 0.0}, "mean_abs_diff": {"dog": 0.02},
                "labelled": 5, "f1_serving": {"dog": 0.5, "macro": 0.5},
                "f1_shadow": {"dog": 1.0, "macro": "not a number"}},
+    "capture_frames": 12, "capture_dropped": {"rate": 3, "queue": 0, "error": 1},
+    "capture_bytes": 4096, "capture_bags": 2, "capture_errors": 1,
+    "capture_by_reason": {"uncertain": 10, "health": 2, "odd": "x"},
 }
 S = 1_000_000_000  # one second in ns
 RULES = ROOT / "deploy" / "robot-daemon.rules.yml"
@@ -114,6 +117,14 @@ def test_a_scrape_reports_the_newest_status_with_prometheus_names() -> None:
         (("class", "dog"), ("model", "serving")): 0.5,
         (("class", "macro"), ("model", "serving")): 0.5,
         (("class", "dog"), ("model", "shadow")): 1.0}
+    assert m["robot_daemon_capture_frames_total"][()] == 12
+    assert m["robot_daemon_capture_dropped_total"] == {
+        (("cause", "error"),): 1, (("cause", "queue"),): 0, (("cause", "rate"),): 3}
+    assert m["robot_daemon_capture_reasons_total"] == {(("trigger", "health"),): 2,
+                                                        (("trigger", "uncertain"),): 10}
+    assert (m["robot_daemon_capture_bytes"][()], m["robot_daemon_capture_bags"][()]) == (
+        4096, 2)
+    assert m["robot_daemon_capture_errors_total"][()] == 1
     assert m["robot_daemon_src_latency_seconds"] == pytest.approx({  # "bad" left out
         (("percentile", "50"), ("src", "lidar")): 0.0005,
         (("percentile", "99"), ("src", "lidar")): 0.0015,
