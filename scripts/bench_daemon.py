@@ -298,7 +298,8 @@ class Daemon:
         self.sub = self.ctx.socket(zmq.SUB)
         self.sub.setsockopt(zmq.RCVHWM, 1_000_000)
         self.sub.connect(pred_ep)
-        self.sub.subscribe(b"")
+        self.sub.subscribe(wire.TOPIC_PRED)  # not the shadow's answers (run --shadow)
+        self.sub.subscribe(wire.TOPIC_STATUS)
         self.status()
 
     def cpu_s(self) -> float:
