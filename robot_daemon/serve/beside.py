@@ -19,6 +19,7 @@ from robot_daemon.config import DaemonConfig
 from robot_daemon.learn.session import OnlineSession
 from robot_daemon.model import Model
 from robot_daemon.serve.batch import Batch
+from robot_daemon.serve.reload import ServedModel
 from robot_daemon.serve.shadow import ShadowSlot
 
 if TYPE_CHECKING:
@@ -26,7 +27,8 @@ if TYPE_CHECKING:
 
 
 class Beside:
-    """The shadow and the capture of ``config`` (either may be off), for ``serving``.
+    """The shadow (``shadow``, loaded from ``config.shadow``) and the capture of
+    ``config`` (either may be off), for ``serving``.
 
     Raises:
         ModelError: the shadow model cannot be loaded or does not match ``serving``.
@@ -34,9 +36,8 @@ class Beside:
     """
 
     def __init__(self, config: DaemonConfig, serving: Model, meta_model: str,
-                 online: OnlineSession | None) -> None:
-        self.shadows = (None if config.shadow is None
-                        else ShadowSlot(config.shadow, config, serving))
+                 online: OnlineSession | None, shadow: ServedModel | None) -> None:
+        self.shadows = None if shadow is None else ShadowSlot(shadow, config, serving)
         self.capturer = None if config.capture is None else _capturer(config, serving,
                                                                        meta_model)
         self._served: tuple[int, Batch, npt.NDArray[Any]] | None = None

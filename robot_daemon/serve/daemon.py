@@ -72,7 +72,9 @@ class Daemon:
         self.notifier = notifier if notifier is not None else Notifier({})
         self.metrics: ExporterChild | None = None  # the metrics exporter process, if any
         self.served = load_model(config.model)
-        # After the load: a bad model file's one line of error comes first and alone.
+        shadow = (None if config.shadow is None
+                  else load_model(config.shadow, "shadow model file"))
+        # After the loads: a bad model file's one line of error comes first and alone.
         log.info("settings: %s", describe(config))
         slow = too_slow(self.served, config.max_batch, config.interval_ns)
         if slow is not None:  # nothing else to serve: a slow model sees, refusing is blind
@@ -83,8 +85,8 @@ class Daemon:
             self.served = ServedModel(learned, self.served.version, self.served.path)
             self.online = OnlineSession(config, learned, self.served.version, steps)
         # After each pred: a candidate model (run --shadow), the capture (run --capture).
-        self.beside = (Beside(config, self.served.model, self.served.version, self.online)
-                       if Beside.wanted(config) else None)
+        self.beside = (Beside(config, self.served.model, self.served.version, self.online,
+                              shadow) if Beside.wanted(config) else None)
         self._labels: zmq.Socket[bytes] | None = None  # the label socket while running
         self._frames: list[FrameIntake] = []  # read the frame sockets, in turn
         self._watches = monitor.Watches()  # connections libzmq may give up on
@@ -306,10 +308,12 @@ class Daemon:
         # catch-up pass and the tick: no wake-up for each of them.
         rest_until = (deadline_ns if early_done else min(
             self._next_drain_ns, self.passes.early_at(deadline_ns)))
-        if early_done and self.phase.locked:
-            # Frames placed just before the deadline are read as they come, not at the
-            # tick: stamped late, they would pull the grid later at every decision.
-            rest_until = min(self._next_drain_ns, deadline_ns)
+        if self.phase.locked:
+            # Where the locked sensors' frames come, each is read as it comes (no rest
+            # after another source's frame): stamped late, it would be answered late
+            # and pull the grid later at every decision.
+            opens = deadline_ns - self.phase.watch_ns
+            rest_until = min(rest_until, opens) if now < opens else now
         if now < rest_until:
             watch, wake_ns = sigs.poller, min(wake_ns, rest_until)
         remaining = wake_ns - now

@@ -199,6 +199,7 @@ class Liveness:
         #: known yet): how long a silence of its is ordinary.
         self._period_ns: list[float] = [0.0] * len(self.endpoints)
         self._src_ns: dict[str, int] = {}
+        self._no_src_ns = -1  # the last valid frame without a src (-1: none yet)
         #: The stale ones, each with the time it was last heard before going stale.
         self._stale_endpoints: dict[int, int] = {}
         self._stale_srcs: dict[str, int] = {}
@@ -220,6 +221,7 @@ class Liveness:
             self._period_ns[endpoint] = gap if period == 0.0 else period + (gap - period) / 8
         self._endpoint_ns[endpoint] = now_ns
         if src is None:
+            self._no_src_ns = now_ns
             return
         if src in self._src_ns or len(self._src_ns) < self._max_srcs:
             self._src_ns[src] = now_ns
@@ -228,12 +230,13 @@ class Liveness:
 
     def heard_since(self, srcs: Sequence[str | None], since_ns: int) -> bool:
         """Whether each of ``srcs`` sent a valid frame at or after ``since_ns``; ``None``
-        stands for the frames without a ``src``, of whichever endpoint."""
+        stands for the frames without a ``src``, of whichever endpoint (a frame with a
+        ``src`` is not one of them: a lidar must not stand in for a camera without a name).
+        A ``src`` past the table's ``max_srcs`` is never heard: its ticks wait for their
+        deadline."""
         for src in srcs:
-            if src is None:
-                if not any(t is not None and t >= since_ns for t in self._endpoint_ns):
-                    return False
-            elif self._src_ns.get(src, -1) < since_ns:
+            last = self._no_src_ns if src is None else self._src_ns.get(src, -1)
+            if last < since_ns:
                 return False
         return True
 

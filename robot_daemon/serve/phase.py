@@ -25,7 +25,7 @@ Design: docs/architecture.md, "The tick's timing".
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from typing import Final
 
@@ -46,16 +46,21 @@ MARGIN: Final = 0.25
 #: drifting towards missing its tick, counts a whole interval): hysteresis, so that the
 #: grid does not wander.
 MIN_GAIN_NS: Final = 1_000_000
+#: The loop reads frames as they come from this long before the locked sources'
+#: earliest frames (:attr:`PhaseLock.watch_ns`).
+WATCH_EARLY_NS: Final = 1_000_000
 #: A source is stable when its arrivals spread over at most this share of the interval.
 MAX_SPREAD: Final = 0.25
 #: Sources watched at once (the first seen; a silent one makes room at the next
 #: decision): a decision's work and memory stay bounded whatever names frames carry.
 MAX_SOURCES: Final = 16
+#: Names seen in one tick only, remembered until they come again (the oldest forgotten).
+SEEN_ONCE: Final = 1024
 
 
 class _Source:
     """A stable source's waits in ns: its latest frames' (1st percentile), its typical
-    one (median) and its earliest frames' (95th percentile)."""
+    one (median) and its earliest frames' (99th percentile)."""
 
     __slots__ = ("earliest", "latest", "typical")
 
@@ -82,7 +87,11 @@ class PhaseLock:
         #: its frame, the tick need not wait for its deadline (:meth:`ready`).
         self.expected: tuple[str | None, ...] = ()
         self.ticks_ready = 0  # ticks served before their deadline by :meth:`ready`
+        #: How long before a deadline the locked sources' frames may come: from then on
+        #: the loop reads frames as they come, not after its rest between drains.
+        self.watch_ns = 0
         self._waits: dict[str | None, deque[npt.NDArray[np.int64]]] = {}
+        self._seen_once: OrderedDict[str | None, None] = OrderedDict()  # the newest last
         self._ticks = 0  # ticks recorded since the last move (or the start)
 
     def observe(self, deadline_ns: int, arrival_ns: npt.NDArray[np.int64],
@@ -110,8 +119,15 @@ class PhaseLock:
     def _record(self, key: str | None, waits: npt.NDArray[np.int64]) -> None:
         window = self._waits.get(key)
         if window is None:
-            if len(self._waits) >= MAX_SOURCES:  # a publisher cycling through names
+            # A source is watched from its second tick on, where there is room: a name
+            # seen once (a publisher cycling through names) never takes a sensor's place.
+            if key not in self._seen_once or len(self._waits) >= MAX_SOURCES:
+                self._seen_once[key] = None
+                self._seen_once.move_to_end(key)
+                if len(self._seen_once) > SEEN_ONCE:
+                    self._seen_once.popitem(last=False)
                 return
+            del self._seen_once[key]
             window = self._waits[key] = deque([_NONE], maxlen=WINDOW_TICKS)
         if window[-1] is _NONE:
             window[-1] = waits
@@ -127,23 +143,31 @@ class PhaseLock:
         self.locked = bool(stable)
         move = self._placement(list(stable.values())) if stable else 0
         # The sources a tick waits for: those whose frames then fall in the half
-        # interval before the deadline (:meth:`ready` counts no earlier frame).
+        # interval before the deadline (:meth:`ready` counts no earlier frame); the loop
+        # reads frames as they come from the earliest of theirs on (watch_ns before it).
         half = self.interval_ns // 2
-        self.expected = tuple(
-            key for key, s in stable.items()
-            if (s.latest - move) % self.interval_ns + s.earliest - s.latest < half)
+        earliest = {key: (s.latest - move) % self.interval_ns + s.earliest - s.latest
+                    for key, s in stable.items()}
+        self.expected = tuple(key for key, wait in earliest.items() if wait < half)
+        self.watch_ns = min(half, max((earliest[key] for key in self.expected), default=0)
+                            + WATCH_EARLY_NS)
         if move == 0:
             return 0
         self.moves += 1
         self.offset_ns = (self.offset_ns - move) % self.interval_ns
-        self._waits.clear()  # waits against the old grid
+        for window in self._waits.values():
+            window.clear()  # waits against the old grid; each source keeps its place
         self._ticks = 0
         return move
 
     def _placement(self, sources: list[_Source]) -> int:
         """The move (ns earlier, within (-interval/2, interval/2]) that serves
         ``sources`` best, or 0 where it gains less than MIN_GAIN_NS."""
-        margin = round(MARGIN * self.interval_ns)
+        # The margin, narrower for a wide source: its earliest frames must still fall in
+        # the half interval that :meth:`ready` looks at.
+        spread = max(s.earliest - s.latest for s in sources)
+        margin = max(MIN_GAIN_NS, min(round(MARGIN * self.interval_ns),
+                                      self.interval_ns // 2 - spread - WATCH_EARLY_NS))
         # Where it is, a source is too close only within half the margin: hysteresis.
         now_cost = self._cost(sources, 0, margin // 2)
         best, best_cost = 0, now_cost
@@ -183,11 +207,11 @@ class PhaseLock:
             if n < MIN_FRAMES or n > 1.5 * len(window):
                 continue  # too few, or more than one a tick: no phase
             waits = np.concatenate(ticks)
-            latest, low, median, high = (int(v) for v in np.percentile(
-                _one_arc(waits, self.interval_ns), [1, 5, 50, 95]))
+            latest, low, median, high, earliest = (int(v) for v in np.percentile(
+                _one_arc(waits, self.interval_ns), [1, 5, 50, 95, 99]))
             if high - low > MAX_SPREAD * self.interval_ns:
                 continue  # bursts: nothing to place
-            stable[key] = _Source(latest, median, high)
+            stable[key] = _Source(latest, median, earliest)
         return stable
 
     def ready(self, now_ns: int, deadline_ns: int, last_tick_ns: int,

@@ -21,7 +21,6 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
@@ -32,8 +31,9 @@ from robot_daemon import wire
 from robot_daemon.config import DaemonConfig
 from robot_daemon.errors import ModelError
 from robot_daemon.model import Model
+from robot_daemon.ratelimit import REJECT_LOG_PERIOD_NS, RateLimiter
 from robot_daemon.serve.batch import Batch, encode_answers
-from robot_daemon.serve.reload import Reloader, ServedModel, full_tick_ns, load_model
+from robot_daemon.serve.reload import Reloader, ServedModel, full_tick_ns
 
 log = logging.getLogger("robot_daemon.serve.shadow")
 
@@ -74,10 +74,15 @@ class Cost:
 
     @classmethod
     def timed(cls, model: Model, rows: int) -> Cost:
-        one = full_tick_ns(model, 1)
-        many = full_tick_ns(model, max(2, rows))
-        per_row = max(0.0, (many - one) / (max(2, rows) - 1))
-        return cls(max(0.0, one - per_row), per_row, deque(maxlen=RATIOS))
+        """Passes over 1 and ``rows`` rows of ``model``, timed now (CPU time)."""
+        rows = max(2, rows)
+        return cls.fitted(full_tick_ns(model, 1), full_tick_ns(model, rows), rows)
+
+    @classmethod
+    def fitted(cls, one_ns: int, many_ns: int, rows: int) -> Cost:
+        """The line through a pass of 1 row (``one_ns``) and one of ``rows`` rows."""
+        per_row = max(0.0, (many_ns - one_ns) / (rows - 1))
+        return cls(max(0.0, one_ns - per_row), per_row, deque(maxlen=RATIOS))
 
     def expected_ns(self, n: int) -> float:
         ratio = float(np.median(self.ratios)) if self.ratios else 1.0
@@ -141,7 +146,9 @@ class Shadow:
     def __init__(self, shadow: ServedModel, serving: Model, rows: int) -> None:
         check_matches(shadow.model, serving, shadow.path)
         self.served = shadow
-        self.cost = Cost.timed(shadow.model, rows)
+        # Timed where it was loaded (the reload thread); at start, here, before serving.
+        self.cost = (Cost.fitted(*shadow.pass_ns) if shadow.pass_ns is not None
+                     else Cost.timed(shadow.model, rows))
         self.tally = Tally(shadow.model.c)
         #: The last tick's frames, not shadowed yet, and the serving model's answers.
         self._waiting: tuple[Batch, npt.NDArray[Any]] | None = None
@@ -237,11 +244,13 @@ class ShadowSlot:
         ModelError: at start, the shadow model file is unusable or does not match.
     """
 
-    def __init__(self, path: Path, config: DaemonConfig, serving: Model) -> None:
+    def __init__(self, loaded: ServedModel, config: DaemonConfig, serving: Model) -> None:
         self.rows = config.max_batch
-        self.current: Shadow | None = Shadow(load_model(path), serving, self.rows)
-        self.loader = Reloader(path, serving.d, serving.c, config.max_batch,
-                               config.interval_ns, speed_check=False)
+        self.current: Shadow | None = Shadow(loaded, serving, self.rows)
+        self.loader = Reloader(loaded.path, serving.d, serving.c, config.max_batch,
+                               config.interval_ns, shadow=True)
+        # A storm of SIGHUPs with a bad file: one line per 10 s, not one per signal.
+        self._refusals = RateLimiter(REJECT_LOG_PERIOD_NS)
 
     def served_frames(self, tick: int, frames: Batch, P: npt.NDArray[Any]) -> None:
         if self.current is not None:
@@ -270,7 +279,10 @@ class ShadowSlot:
                 return True  # the same file: its comparison goes on
             shadow = Shadow(outcome, serving, self.rows)
         except ModelError as exc:
-            log.error("shadow reload refused, still shadowing %s: %s", was, exc)
+            suppressed = self._refusals.allow("refused", time.monotonic_ns())
+            if suppressed is not None:
+                more = f" ({suppressed} more since the last report)" if suppressed else ""
+                log.error("shadow reload refused, still shadowing %s: %s%s", was, exc, more)
             return False
         self.current = shadow
         log.info("shadow reloaded: %s (was %s)", shadow.served.version, was)

@@ -270,3 +270,15 @@ def test_a_slow_sensor_is_not_silent_between_its_frames() -> None:
     assert live.silent_endpoints(last_b + 90 * MS, 50 * MS) == [1]  # B: 4.5 of its periods
     assert live.silent_endpoints(last_a + 290 * MS, 50 * MS) == [1]  # A: under 3 of its own
     assert live.silent_endpoints(last_a + 310 * MS, 50 * MS) == [0, 1]
+
+
+def test_heard_since_tells_the_frames_without_a_src_from_the_others() -> None:
+    live = _tracker(max_srcs=1)
+    live.heard(0, "lidar", 1010 * MS)
+    assert live.heard_since(["lidar"], 1010 * MS)
+    assert not live.heard_since([None], 1000 * MS)  # a named frame is not a nameless one
+    live.heard(1, None, 1020 * MS)
+    assert live.heard_since([None, "lidar"], 1010 * MS)
+    assert not live.heard_since([None, "lidar"], 1015 * MS)
+    live.heard(0, "radar", 1030 * MS)  # past max_srcs: never heard
+    assert not live.heard_since(["radar"], 0)

@@ -202,3 +202,24 @@ def test_a_publisher_cycling_through_names_keeps_the_work_bounded() -> None:
         lock.shift()
         assert len(lock._waits) <= MAX_SOURCES
     assert lock.moves == 0
+
+
+def test_a_sensor_locks_beside_a_publisher_cycling_through_names() -> None:
+    """The attack: 100 new names a tick, from before the sensor starts. A name seen once
+    never takes a place, so the sensor is watched and locked, and keeps its place across
+    the grid's moves."""
+    lock = PhaseLock(T, enabled=True)
+    start, tick = 0, 1
+    for k in range(400):
+        deadline = start + tick * T
+        names = [f"n{k}-{i}" for i in range(100)]
+        arrival = [deadline - 3 * MS] * 100
+        if k >= 20:  # the sensor starts later, at 13 ms into the fixed grid's interval
+            names.append("cam")
+            arrival.append(deadline - T + 13 * MS + 100_000 * (k % 2))
+        lock.observe(deadline, np.array(arrival, dtype=np.int64), names)
+        start -= lock.shift()
+        tick += 1
+    assert "cam" in lock._waits
+    assert lock.expected == ("cam",)
+    assert lock.moves >= 1

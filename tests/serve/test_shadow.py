@@ -163,12 +163,14 @@ def test_a_shadow_too_slow_for_the_tick_skips_frames_and_never_delays_a_pred(
 ) -> None:
     """In-process, a shadow whose pass takes 40 ms of CPU (two intervals): every tick's
     frames are skipped and counted, and no tick is late by the daemon's own work."""
-    from robot_daemon.serve import shadow as shadow_module
+    from robot_daemon.serve import daemon
 
-    real_load = shadow_module.load_model
+    real_load = daemon.load_model
 
-    def slow_load(path: Path) -> Any:
-        served = real_load(path)
+    def slow_load(path: Path, role: str = "model file") -> Any:
+        served = real_load(path, role)
+        if role == "model file":
+            return served
         real = served.model.predict_proba
 
         def slow(X: np.ndarray) -> np.ndarray:
@@ -180,7 +182,7 @@ def test_a_shadow_too_slow_for_the_tick_skips_frames_and_never_delays_a_pred(
         served.model.predict_proba = slow  # type: ignore[method-assign]
         return served
 
-    monkeypatch.setattr(shadow_module, "load_model", slow_load)
+    monkeypatch.setattr(daemon, "load_model", slow_load)
     d = _in_process(workdir, shadow=str(_saved(_model(4), workdir / "slow.npz")))
     stop = threading.Event()
 
@@ -205,3 +207,39 @@ def test_a_shadow_too_slow_for_the_tick_skips_frames_and_never_delays_a_pred(
     assert tally.skipped > 20
     assert tally.compared == 0
     assert d.counters.ticks_late - d.counters.ticks_late_os == 0  # none late by our work
+
+
+def test_a_shadow_reload_is_timed_in_the_reload_thread_not_the_serving_one(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reload of a big shadow once timed it on the serving thread: 0.57 s without a tick
+    (h=4000). The reload thread times it; the serving thread only fits the line."""
+    from robot_daemon.serve import reload, shadow
+
+    path = _saved(_model(6), workdir / "candidate.npz")
+    loader = reload.Reloader(path, 16, 8, rows=64, interval_ns=20_000_000, shadow=True)
+    try:
+        loader.request()
+        deadline = time.monotonic() + 10
+        while (loaded := loader.done()) is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    finally:
+        loader.close()
+    assert isinstance(loaded, reload.ServedModel)
+    assert loaded.pass_ns is not None
+    assert loaded.pass_ns[2] == 64
+
+    def no_timing(*args: object) -> int:
+        raise AssertionError("timed on the serving thread")
+
+    monkeypatch.setattr(shadow, "full_tick_ns", no_timing)
+    candidate = shadow.Shadow(loaded, model_file.load(DEFAULT_MODEL), rows=64)
+    assert candidate.cost.expected_ns(64) > candidate.cost.expected_ns(1) > 0
+
+
+def test_a_shadow_that_is_not_a_model_file_is_named_as_the_shadow(workdir: Path) -> None:
+    from robot_daemon.serve.reload import load_model
+
+    with pytest.raises(ModelError, match=r"^shadow model file .*directory"):
+        load_model(workdir, "shadow model file")
