@@ -162,7 +162,8 @@ class Reloader:
     def _read(self) -> ServedModel:
         """In the thread: load and validate, then refuse another ``d`` or ``c`` and a model
         too slow for the tick."""
-        served = load_model(self.path, "shadow model file" if self.shadow else "model file")
+        served = (load_model(self.path, "shadow model file") if self.shadow
+                  else load_model(self.path))
         d, c = served.model.d, served.model.c
         if self.shadow:
             if (d, c) != (self.d, self.c):
