@@ -9,6 +9,7 @@ change a ``pred``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy.typing as npt
@@ -18,12 +19,17 @@ from robot_daemon import wire
 from robot_daemon.config import DaemonConfig
 from robot_daemon.learn.session import OnlineSession
 from robot_daemon.model import Model
+from robot_daemon.serve import early
 from robot_daemon.serve.batch import Batch
 from robot_daemon.serve.reload import ServedModel
 from robot_daemon.serve.shadow import ShadowSlot
 
 if TYPE_CHECKING:
     from robot_daemon.serve.capturing import Capturer
+
+#: A tick's frames (n), the serving model's probabilities (n, c), the model and its
+#: weights' version: computed after the pred, when the shadow or the capture runs.
+Answers = Callable[[], tuple[Batch, npt.NDArray[Any], Model, str]]
 
 
 class Beside:
@@ -40,7 +46,7 @@ class Beside:
         self.shadows = None if shadow is None else ShadowSlot(shadow, config, serving)
         self.capturer = None if config.capture is None else _capturer(config, serving,
                                                                        meta_model)
-        self._served: tuple[int, Batch, npt.NDArray[Any]] | None = None
+        self._served: tuple[int, Answers] | None = None
         if online is not None:  # each label scores both models, and may be captured
             online.on_label = self._label
 
@@ -48,27 +54,41 @@ class Beside:
     def wanted(cls, config: DaemonConfig) -> bool:
         return config.shadow is not None or config.capture is not None
 
-    def served(self, tick: int, frames: Batch, P: npt.NDArray[Any]) -> None:
-        """The frames (n) a tick answered and the serving model's ``P`` (n, c), after its
-        ``pred`` went out."""
-        self._served = (tick, frames, P)
-        if self.shadows is not None:
-            self.shadows.served_frames(tick, frames, P)
+    def served(self, tick: int, answers: Answers) -> None:
+        """Tick ``tick``'s ``pred`` went out; ``answers()`` gives its frames (n) and the
+        serving model's probabilities (n, c), computed only when wanted. A tick still
+        waiting from before is captured now, without the shadow (its frames skipped)."""
+        if self._served is not None:
+            waiting, self._served = self._served, None
+            self._after(waiting, None)
+        self._served = (tick, answers)
 
-    def run(self, pub: zmq.Socket[bytes], serving: Model, version: str,
-            until_ns: int) -> None:
-        """After a tick: the shadow's pass where it fits before ``until_ns``, then the
+    @property
+    def waiting(self) -> bool:
+        """A tick's frames wait for :meth:`run`."""
+        return self._served is not None
+
+    def run(self, pub: zmq.Socket[bytes], until_ns: int) -> None:
+        """The waiting tick: the shadow's pass where it fits before ``until_ns``, then the
         capture's triggers (microseconds)."""
+        if self._served is not None:
+            waiting, self._served = self._served, None
+            self._after(waiting, (pub, until_ns))
+
+    def _after(self, waiting: tuple[int, Answers], shadow_slot: tuple[zmq.Socket[bytes], int]
+               | None) -> None:
+        tick, answers = waiting
+        frames, P, serving, version = answers()
         shadow = None
-        if self.shadows is not None and self.shadows.current is not None:
-            current = self.shadows.current
-            current.run(pub, serving, until_ns)
-            if current.last is not None:
-                shadow = (current.last, current.served.model.thresholds,
-                          current.served.version)
-        served, self._served = self._served, None
-        if self.capturer is not None and served is not None:
-            tick, frames, P = served
+        current = None if self.shadows is None else self.shadows.current
+        if current is not None:
+            if shadow_slot is None:
+                current.tally.skipped += len(frames)
+            else:
+                S = current.run(shadow_slot[0], serving, shadow_slot[1], tick, frames, P)
+                if S is not None:
+                    shadow = (S, current.served.model.thresholds, current.served.version)
+        if self.capturer is not None:
             self.capturer.tick(tick, frames, P, serving, version, shadow)
 
     def _label(self, label: wire.Label) -> None:
@@ -128,3 +148,17 @@ def _capturer(config: DaemonConfig, serving: Model, model: str) -> Capturer:
     meta = BagMeta(d=serving.d, c=serving.c, feature_names=list(serving.feature_names),
                    class_names=list(serving.class_names), extra={"model": model})
     return Capturer(capture, meta)
+
+
+def answers(first: early.Early | None, late: Batch, drop: int, model: Model, version: str,
+            done: tuple[Batch, npt.NDArray[Any]] | None) -> Answers:
+    """A tick's :data:`Answers`: ``done`` where the tick joined its frames and computed
+    their probabilities, else joined (``serve.early``) when asked, after the pred."""
+    def later() -> tuple[Batch, npt.NDArray[Any], Model, str]:
+        if done is not None:
+            return (*done, model, version)
+        joined = early.join(first, late, drop)  # the fast way packed rows, never joined
+        return (joined, early.probabilities(first, joined, drop, model, version), model,
+                version)
+    return later
+

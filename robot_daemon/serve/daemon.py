@@ -27,7 +27,7 @@ from robot_daemon.config import DaemonConfig, describe
 from robot_daemon.errors import ModelError
 from robot_daemon.learn.session import OnlineSession, resume
 from robot_daemon.ratelimit import REJECT_LOG_PERIOD_NS, RateLimiter
-from robot_daemon.serve import early, liveness, memory, report, signals, sockets
+from robot_daemon.serve import beside, early, liveness, memory, report, signals, sockets
 from robot_daemon.serve.batch import Batch, PendingFrames, encode_answers
 from robot_daemon.serve.beside import Beside
 from robot_daemon.serve.intake import Arrivals, FrameIntake
@@ -62,6 +62,9 @@ LATE_FRACTION: Final = 0.1
 #: each wake-up costs 0.1-0.2 ms of CPU cold, whatever it drains. Measured at 1,000
 #: frames/s, paired: 2.5 ms rests took 129 ms of CPU per 1,000 frames, 5 ms rests 117.
 DRAIN_GAP: Final = 4
+#: The shadow and the capture run this long after a tick, so that its pred leaves first
+#: (on 2 cores ZeroMQ's I/O thread waited for a core behind the shadow: p99 +0.5 ms).
+BESIDE_AFTER_NS: Final = 1_000_000
 
 
 class Daemon:
@@ -153,9 +156,11 @@ class Daemon:
             stack.callback(self._memory.close)
             self._frame_watches = watches
             sockets.open_sockets(cfg, subs, pub)
-            if cfg.metrics is not None:  # not waited for: serving first
+            if cfg.metrics is not None:  # not waited for: serving first; its module then only
+                from robot_daemon.serve.exporter_child import ExporterChild
+
                 self.metrics = stack.enter_context(
-                    _metrics_exporter(cfg.pred, cfg.metrics, cfg.allow_remote_bind))
+                    ExporterChild(cfg.pred, cfg.metrics, cfg.allow_remote_bind))
             poller = zmq.Poller()
             for sub in subs:
                 poller.register(sub, zmq.POLLIN)
@@ -233,9 +238,6 @@ class Daemon:
                 following = (time.monotonic_ns() - start) // interval + 1
                 self.counters.ticks_missed += max(0, following - tick - 1)
                 tick = max(tick + 1, following)
-                if self.beside is not None:  # the pred is out: the shadow, the capture
-                    self.beside.run(pub, self.served.model, self.version,
-                                    self._next_work_ns(start + tick * interval))
                 continue
             if now >= early_at and self._early_tick != tick:
                 self._early_tick = tick
@@ -254,6 +256,9 @@ class Daemon:
                     _spin_until(deadline)  # at most the catch-up lead: see serve.early
                     self._woke()
                     continue
+            beside_at = self._ticked_ns + BESIDE_AFTER_NS  # the shadow, the capture
+            if self.beside is not None and self.beside.waiting and now >= beside_at:
+                self.beside.run(pub, self._next_work_ns(deadline))
             self._watches.service(now)  # reconnect what libzmq gave up on, when due
             if self.metrics is not None:
                 self.metrics.service(now)  # restart an exporter that ended, when due
@@ -271,17 +276,18 @@ class Daemon:
                 next_watchdog = now + watchdog_period
             next_pass = (early_at if self._early_tick != tick
                          else catch_up_at if catching_up else deadline)
-            wake = min(next_pass, next_status, next_watchdog or deadline)
+            waiting = self.beside is not None and self.beside.waiting
+            wake = min(next_pass, next_status, next_watchdog or deadline,
+                       beside_at if waiting else deadline)
             self._wait(subs, poller, sigs, wake, deadline, self._early_tick == tick)
         return tick
 
     def _next_work_ns(self, deadline_ns: int) -> int:
         """When the work for the tick due at ``deadline_ns`` may begin: its early pass, or
         half an interval after the last tick where a locked tick may go out that early."""
-        begins = self.passes.early_at(deadline_ns)
-        if self.phase.locked:
-            begins = min(begins, self._ticked_ns + self.config.interval_ns // 2)
-        return begins
+        ready_at = self._ticked_ns + self.config.interval_ns // 2
+        return min(self.passes.early_at(deadline_ns), ready_at if self.phase.locked
+                   else deadline_ns)
 
     def _wait(
         self, subs: list[zmq.Socket[bytes]], poller: zmq.Poller, sigs: Signals, wake_ns: int,
@@ -485,10 +491,8 @@ class Daemon:
         pub.send(payload)
         self.counters.preds += 1
         if self.beside is not None:  # after the pred: the planner never waits for this
-            if frames is None:  # the fast way packed the rows without joining them
-                frames = early.join(first, late, drop)
-                P = early.probabilities(first, frames, drop, model, version)
-            self.beside.served(tick, frames, P)
+            self.beside.served(tick, beside.answers(
+                first, late, drop, model, version, None if frames is None else (frames, P)))
 
     # ---------------------------------------------------------------- reload, status
 
@@ -580,14 +584,6 @@ def _spin_until(deadline_ns: int) -> None:
     calls ran 1.5-2 times slower (the CPU's caches and predictors went to other work)."""
     while time.monotonic_ns() < deadline_ns:
         pass
-
-
-def _metrics_exporter(pred: str, address: str, remote: bool) -> ExporterChild:
-    """The Prometheus exporter, a child process reading ``status`` from ``pred``
-    (:mod:`robot_daemon.serve.exporter_child`); its module only when asked for."""
-    from robot_daemon.serve.exporter_child import ExporterChild
-
-    return ExporterChild(pred, address, remote)
 
 
 def run(config: DaemonConfig, notifier: Notifier | None = None) -> int:

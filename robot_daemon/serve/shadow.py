@@ -150,43 +150,32 @@ class Shadow:
         self.cost = (Cost.fitted(*shadow.pass_ns) if shadow.pass_ns is not None
                      else Cost.timed(shadow.model, rows))
         self.tally = Tally(shadow.model.c)
-        #: The last tick's frames, not shadowed yet, and the serving model's answers.
-        self._waiting: tuple[Batch, npt.NDArray[Any]] | None = None
-        self._tick = 0
         self._labels: deque[wire.Label] = deque(maxlen=MAX_LABELS)
-        #: The shadow's answers to the last frames it ran on (None: it skipped them), for
-        #: the capture's "the shadow disagrees" trigger.
-        self.last: npt.NDArray[Any] | None = None
-
-    def served_frames(self, tick: int, frames: Batch, P: npt.NDArray[Any]) -> None:
-        """The frames (n) a tick answered and the serving model's answers ``P`` (n, c),
-        after its ``pred`` went out; frames still waiting from a tick before are skipped."""
-        if self._waiting is not None:
-            self.tally.skipped += len(self._waiting[0])
-        self._waiting, self._tick = (frames, P), tick
-        self.last = None
 
     def label(self, label: wire.Label) -> None:
         """A labelled frame (online learning), to score both models on."""
         self._labels.append(label)
 
-    def run(self, pub: zmq.Socket[bytes], serving: Model, until_ns: int) -> None:
-        """Answer the waiting frames, then score the waiting labels, each only if it fits
-        before ``until_ns`` (the next tick's work); frames that do not fit are skipped."""
-        if self._waiting is not None:
-            (frames, P), self._waiting = self._waiting, None
-            if not self._fits(len(frames), until_ns):
-                self.tally.skipped += len(frames)
-            else:
-                self.last = self._answer(pub, frames, P, serving.thresholds)
+    def run(self, pub: zmq.Socket[bytes], serving: Model, until_ns: int, tick: int,
+            frames: Batch, P: npt.NDArray[Any]) -> npt.NDArray[Any] | None:
+        """Answer the frames (n) tick ``tick`` answered with the serving model's ``P``
+        (n, c), then score the waiting labels, each only if it fits before ``until_ns``
+        (the next tick's work); frames that do not fit are skipped. The shadow's answers
+        (n, c), or None where it skipped them."""
+        S = None
+        if not self._fits(len(frames), until_ns):
+            self.tally.skipped += len(frames)
+        else:
+            S = self._answer(pub, tick, frames, P, serving.thresholds)
         if self._labels and self._fits(2 * len(self._labels), until_ns):
             self._score(serving)
+        return S
 
     def _fits(self, rows: int, until_ns: int) -> bool:
         left = until_ns - time.monotonic_ns()
         return left > self.cost.expected_ns(rows) * SAFETY + MARGIN_NS
 
-    def _answer(self, pub: zmq.Socket[bytes], frames: Batch, P: npt.NDArray[Any],
+    def _answer(self, pub: zmq.Socket[bytes], tick: int, frames: Batch, P: npt.NDArray[Any],
                 thresholds: npt.NDArray[np.float64]) -> npt.NDArray[Any]:
         """The shadow's pass on ``frames`` (the serving model answered ``P``, deciding at
         ``thresholds``): published, compared, timed."""
@@ -196,7 +185,7 @@ class Shadow:
             S = model.predict_proba(frames.X)
         self.cost.add(len(frames), time.thread_time_ns() - start)
         self.tally.compare(P, S, (thresholds, model.thresholds))
-        payload, _ = encode_answers(self._tick, time.time(), frames, S, self.served.version)
+        payload, _ = encode_answers(tick, time.time(), frames, S, self.served.version)
         if payload is not None:
             pub.send(wire.TOPIC_SHADOW, zmq.SNDMORE)
             pub.send(payload)
@@ -251,14 +240,6 @@ class ShadowSlot:
                                config.interval_ns, shadow=True)
         # A storm of SIGHUPs with a bad file: one line per 10 s, not one per signal.
         self._refusals = RateLimiter(REJECT_LOG_PERIOD_NS)
-
-    def served_frames(self, tick: int, frames: Batch, P: npt.NDArray[Any]) -> None:
-        if self.current is not None:
-            self.current.served_frames(tick, frames, P)
-
-    def run(self, pub: zmq.Socket[bytes], serving: Model, until_ns: int) -> None:
-        if self.current is not None:
-            self.current.run(pub, serving, until_ns)
 
     def request(self) -> None:
         """SIGHUP: load the shadow's file again (in the reload thread)."""
