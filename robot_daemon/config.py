@@ -322,14 +322,15 @@ def _validate_online(config: DaemonConfig) -> None:
             "curve_secret_key and curve_allow go together: the daemon's key pair and the "
             "directory of the publishers it accepts (docs/security.md)"
         )
-    if not config.online:
-        return
-    if config.labels is None:
+    if config.online and config.labels is None:
         raise ConfigError("online learning needs a labels endpoint (--labels ENDPOINT)")
+    if config.labels is None or not (config.online or config.capture is not None):
+        return  # no label socket is opened
     if (config.curve_secret_key is None and not config.insecure_labels
             and not is_local_endpoint(config.labels)):
         raise ConfigError(
-            f"labels {config.labels!r} is not on this machine, and labels change the model: "
+            f"labels {config.labels!r} is not on this machine, and labels change the model"
+            " (online, or trained on from the capture): "
             "anyone who can reach it could retrain the robot's perception. Protect it with "
             "CURVE (curve_secret_key + curve_allow, see docs/security.md), or set "
             "insecure_labels = true if that network is trusted"

@@ -154,6 +154,7 @@ STATUS_PROPERTIES: Final[dict[str, Schema]] = {
     },
     # run --capture (robot_daemon.capture.writer.Capture.status)
     "capture_frames": _described(INTEGER, "captured frames written into capture bags"),
+    "capture_labels": _described(INTEGER, "labels of captured frames written as they came"),
     "capture_dropped": _map(INTEGER, "captured frames not written, per cause",
                             ("rate", "queue", "error")),
     "capture_bytes": _described(INTEGER, "bytes of the capture bags on disk"),

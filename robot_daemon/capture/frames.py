@@ -37,7 +37,7 @@ class CapturedFrame:
     model : its identity. shadow_p (c,) and shadow_model : the shadow's, or None.
     y (c,) : the label's targets (0 or 1) when known, else None. reasons : the triggers
     that picked it (``triggers.REASONS``), at least one. tick : the daemon's tick that
-    served it (the ``pred``'s ``tick``).
+    served it (the ``pred``'s ``tick``). label_only : see the field.
 
     ``eq=False``: the fields hold arrays, whose ``==`` is elementwise.
     """
@@ -54,6 +54,9 @@ class CapturedFrame:
     y: NDArray[np.uint8] | None
     reasons: tuple[str, ...]
     tick: int = 0
+    #: The label of a frame captured before (its ``y``), which came later: only its
+    #: ``label`` message is written (``reasons`` empty: not a capture of its own).
+    label_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +77,9 @@ def messages(frame: CapturedFrame) -> list[Message]:
     from robot_daemon.bag.format import seconds_to_ns
 
     sensor_ns = seconds_to_ns(frame.t)
+    if frame.label_only and frame.y is not None:
+        return [Message(TOPIC_LABEL, wire.encode_label(frame.seq, frame.t, frame.x, frame.y,
+                                                       frame.src), sensor_ns)]
     out = [Message(TOPIC_FRAME, wire.encode_frame(frame.seq, frame.t, frame.x, frame.src),
                    sensor_ns),
            Message(TOPIC_PRED, _one_row(frame, frame.p, frame.model), sensor_ns)]

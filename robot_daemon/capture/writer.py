@@ -154,6 +154,7 @@ class Capture:
         # Counters: the tick thread writes dropped_rate and dropped_queue, the writer
         # thread the others; status() reads them (an int is read whole).
         self.frames = 0
+        self.labels = 0  # labels of frames captured before, written as they came
         self.dropped_rate = 0
         self.dropped_queue = 0
         self.dropped_error = 0
@@ -177,11 +178,13 @@ class Capture:
 
     # ------------------------------------------------------------ the tick thread
 
-    def offer(self, frames: Sequence[CapturedFrame], now_ns: int) -> None:
+    def offer(self, frames: Sequence[CapturedFrame], now_ns: int, *,
+              rate_limited: bool = True) -> None:
         """Queue ``frames`` for writing; never blocks, never raises.
 
         Past the rate limit (``now_ns``: monotonic) or the queue's bound, the frames left
-        over are dropped and counted (``capture_dropped``), the first ones kept.
+        over are dropped and counted (``capture_dropped``), the first ones kept. The
+        labels of frames captured before are not held to the rate (``rate_limited``).
         """
         n = len(frames)
         if n == 0:
@@ -189,7 +192,7 @@ class Capture:
         if self._stopping:
             self.dropped_queue += n
             return
-        allowed = self._bucket.take(n, now_ns)
+        allowed = self._bucket.take(n, now_ns) if rate_limited else n
         self.dropped_rate += n - allowed
         # One producer (this thread): the queue cannot grow between the check and extend.
         queued = min(allowed, self.config.queue_frames - len(self._queue))
@@ -202,6 +205,7 @@ class Capture:
         """The ``capture_*`` keys of the daemon's ``status``."""
         return {
             "capture_frames": self.frames,
+            "capture_labels": self.labels,
             "capture_dropped": {"rate": self.dropped_rate,
                                 "queue": self.dropped_queue + self.dropped_closing,
                                 "error": self.dropped_error},
@@ -285,6 +289,10 @@ class Capture:
             self._store.abandon()
             if self._bad_frames.allow("bug", now_ns) is not None:
                 log.exception("capture: writing a frame failed unexpectedly; dropped")
+            return
+        if frame.label_only:
+            self.labels += 1
+            self._published()
             return
         self.frames += 1
         for reason in frame.reasons:

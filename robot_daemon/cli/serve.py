@@ -53,7 +53,8 @@ def _add_run(sub: Subparsers) -> None:
                    help="sensor publisher to connect to, repeatable "
                    "(default tcp://127.0.0.1:5556)")
     p.add_argument("--labels", metavar="ENDPOINT",
-                   help="labelled-frame publisher to connect to (used with --online)")
+                   help="labelled-frame publisher to connect to: learned from with"
+                   " --online, kept with the captured frames with --capture")
     p.add_argument("--pred", metavar="ENDPOINT",
                    help="endpoint to bind for pred and status (default tcp://127.0.0.1:5557)")
     p.add_argument("--interval-ms", type=positive_float, metavar="N",

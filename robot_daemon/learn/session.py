@@ -140,8 +140,12 @@ class OnlineSession:
     Build it with the served model (``resume``'s), then :meth:`open` the label socket.
     """
 
-    def __init__(self, config: DaemonConfig, model: Model, base: str, steps: int) -> None:
+    def __init__(self, config: DaemonConfig, model: Model, base: str, steps: int,
+                 learn: bool = True) -> None:
         self.config = config
+        #: False: the label channel only (``run --capture`` with ``labels`` and without
+        #: ``online``): labels are counted and handed on (:attr:`on_label`), never learned.
+        self.learn = learn
         self.counters = LabelCounters()
         self.store = (CheckpointStore(config.checkpoint_dir, keep=config.checkpoint_keep)
                       if config.checkpoint_dir is not None else None)
@@ -177,8 +181,9 @@ class OnlineSession:
 
     @property
     def version(self) -> str:
-        """What ``pred`` messages carry: ``<base>+<step number>``."""
-        return f"{self.base}+{self.learner.version}"
+        """What ``pred`` messages carry: ``<base>+<step number>`` (``<base>`` when the
+        session does not learn)."""
+        return f"{self.base}+{self.learner.version}" if self.learn else self.base
 
     # ---------------------------------------------------------------- the socket
 
@@ -215,7 +220,7 @@ class OnlineSession:
         The learner keeps only one batch waiting (it drops the oldest beyond that); the
         rest wait in ZeroMQ's queue (LABEL_RCVHWM), so a burst is trained on, not lost.
         """
-        return not self.learner.ready()
+        return not self.learn or not self.learner.ready()
 
     def drain(self, sock: zmq.Socket[bytes], until_ns: int) -> None:
         """Receive and stage labels until a batch is ready, the queue is empty or ``until_ns``."""
@@ -237,7 +242,8 @@ class OnlineSession:
             self._reject(exc.reason, str(exc))
             return
         self.counters.labels_accepted += 1
-        self.learner.add(label)
+        if self.learn:
+            self.learner.add(label)
         if self.on_label is not None:  # the shadow scores both models on it
             self.on_label(label)
 
@@ -255,6 +261,8 @@ class OnlineSession:
 
         Returns whether the weights changed (the served version then did too).
         """
+        if not self.learn:
+            return False
         stepped = False
         self._finish_write(wait=False)
         # A save that is due comes before any further step: otherwise, on a loaded
@@ -332,6 +340,8 @@ class OnlineSession:
         counted; serving goes on, and between ticks saves are retried with a backoff.
         """
         saved = self._finish_write(wait=True)
+        if not self.learn:
+            return saved
         if self.store is not None and self.learner.version != self._saved_version:
             self._start_write(self.store)  # the last chance: whatever the backoff says
             saved = self._finish_write(wait=True)

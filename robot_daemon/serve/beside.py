@@ -65,15 +65,20 @@ class Beside:
 
     @property
     def waiting(self) -> bool:
-        """A tick's frames wait for :meth:`run`."""
-        return self._served is not None
+        """A tick's frames, or labels for the capture, wait for :meth:`run`."""
+        return self._served is not None or (
+            self.capturer is not None and self.capturer.has_labels)
 
-    def run(self, pub: zmq.Socket[bytes], until_ns: int) -> None:
+    def run(self, pub: zmq.Socket[bytes], serving: Model, version: str,
+            until_ns: int) -> None:
         """The waiting tick: the shadow's pass where it fits before ``until_ns``, then the
-        capture's triggers (microseconds)."""
+        capture's triggers (microseconds); or the waiting labels alone (``serving`` at
+        ``version`` decides what they contradict)."""
         if self._served is not None:
             waiting, self._served = self._served, None
             self._after(waiting, (pub, until_ns))
+        elif self.capturer is not None:
+            self.capturer.check_labels(serving, version)
 
     def _after(self, waiting: tuple[int, Answers], shadow_slot: tuple[zmq.Socket[bytes], int]
                | None) -> None:

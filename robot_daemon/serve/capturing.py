@@ -14,7 +14,7 @@ Design: docs/daemon-reference.md, "Capture".
 from __future__ import annotations
 
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from typing import Any, Final
 
 import numpy as np
@@ -30,6 +30,9 @@ from robot_daemon.serve.batch import Batch
 
 #: Labels waiting to be checked against the serving model's decision; the oldest go first.
 MAX_LABELS: Final = 256
+#: Captured frames whose label is still written when it comes (about 17 minutes of the
+#: default rate of 10 a second).
+CAPTURED_KEYS: Final = 10_000
 
 #: The shadow's answers (n, c) to a tick's frames, its thresholds (c,) and its identity.
 Shadow = tuple[npt.NDArray[Any], npt.NDArray[np.float64], str]
@@ -47,6 +50,7 @@ class Capturer:
         self.recent: triggers.Recent[tuple[int, Batch, int, npt.NDArray[Any], str]] = (
             triggers.Recent(config.health_window_s))
         self._labels: deque[wire.Label] = deque(maxlen=MAX_LABELS)
+        self._captured: OrderedDict[tuple[str | None, int], None] = OrderedDict()
 
     def tick(self, tick: int, frames: Batch, P: npt.NDArray[Any], serving: Model,
              version: str, shadow: Shadow | None) -> None:
@@ -57,14 +61,15 @@ class Capturer:
         reasons = self._reasons(P, serving.thresholds, shadow)
         picked = [i for i, why in enumerate(reasons) if why]
         wall = _wall_offset_ns(now)
-        self.capture.offer([
-            _captured(tick, frames, i, P, version, shadow, reasons[i], wall) for i in picked
-        ], now)
+        captured = [_captured(tick, frames, i, P, version, shadow, reasons[i], wall)
+                    for i in picked]
+        self.capture.offer(captured, now)
+        self._remember(captured)
         if triggers.HEALTH in self.on:
             left = [i for i, why in enumerate(reasons) if not why]
             keep = left[-self.recent.max_frames:]  # a flood keeps only what the ring holds
             self.recent.add(((tick, frames, i, P, version) for i in keep), now)
-        self._check_labels(serving, version, now)
+        self.check_labels(serving, version)
 
     def _reasons(self, P: npt.NDArray[Any], thresholds: npt.NDArray[np.float64],
                  shadow: Shadow | None) -> list[tuple[str, ...]]:
@@ -92,21 +97,32 @@ class Capturer:
             return
         now = time.monotonic_ns()
         wall = _wall_offset_ns(now)
-        self.capture.offer([
-            _captured(tick, frames, i, P, version, None, (triggers.HEALTH,), wall)
-            for tick, frames, i, P, version in self.recent.health_changed(now)], now)
+        captured = [_captured(tick, frames, i, P, version, None, (triggers.HEALTH,), wall)
+                    for tick, frames, i, P, version in self.recent.health_changed(now)]
+        self.capture.offer(captured, now)
+        self._remember(captured)
 
     def label(self, label: wire.Label) -> None:
-        """A labelled frame (online learning): captured if it contradicts the serving
-        model's decision for its reading."""
-        if triggers.CONTRADICT in self.on:
-            self._labels.append(label)
+        """A labelled frame (the label channel): kept as the label of a frame captured
+        before, and captured if it contradicts the serving model's decision."""
+        self._labels.append(label)
 
-    def _check_labels(self, serving: Model, version: str, now: int) -> None:
+    @property
+    def has_labels(self) -> bool:
+        return bool(self._labels)
+
+    def check_labels(self, serving: Model, version: str) -> None:
+        """The waiting labels: those of frames captured before written, those that
+        contradict ``serving``'s decision (at ``version``) captured."""
         if not self._labels:
             return
+        now = time.monotonic_ns()
         labels = list(self._labels)
         self._labels.clear()
+        self._label_captured(labels, now)
+        labels = [label for label in labels if (label.src, label.seq) not in self._captured]
+        if triggers.CONTRADICT not in self.on or not labels:
+            return
         X = np.stack([label.x for label in labels]).astype(np.float32)
         Y = np.stack([label.y for label in labels])
         with np.errstate(all="ignore"):
@@ -118,6 +134,23 @@ class Capturer:
             model=version, shadow_p=None, shadow_model=None, y=np.asarray(Y[i], np.uint8),
             reasons=(triggers.CONTRADICT,)) for i, label in enumerate(labels) if wrong[i]],
             now)
+
+    def _label_captured(self, labels: list[wire.Label], now: int) -> None:
+        """The labels of frames captured before (a labeller answers after the frame)."""
+        wall = _wall_offset_ns(now)
+        self.capture.offer([CapturedFrame(
+            seq=label.seq, t=label.t, x=label.x, src=label.src, recv_ns=now + wall,
+            p=np.zeros(0, np.float32), model="", shadow_p=None, shadow_model=None,
+            y=np.asarray(label.y, np.uint8), reasons=(), label_only=True)
+            for label in labels if (label.src, label.seq) in self._captured], now,
+            rate_limited=False)
+
+    def _remember(self, frames: list[CapturedFrame]) -> None:
+        """The captured frames' (src, seq), for their labels: the newest CAPTURED_KEYS."""
+        for frame in frames:
+            self._captured[frame.src, frame.seq] = None
+        while len(self._captured) > CAPTURED_KEYS:
+            self._captured.popitem(last=False)
 
     def status(self) -> dict[str, Any]:
         return self.capture.status()

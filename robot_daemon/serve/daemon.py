@@ -62,8 +62,8 @@ LATE_FRACTION: Final = 0.1
 #: each wake-up costs 0.1-0.2 ms of CPU cold, whatever it drains. Measured at 1,000
 #: frames/s, paired: 2.5 ms rests took 129 ms of CPU per 1,000 frames, 5 ms rests 117.
 DRAIN_GAP: Final = 4
-#: The shadow and the capture run this long after a tick, so that its pred leaves first
-#: (on 2 cores ZeroMQ's I/O thread waited for a core behind the shadow: p99 +0.5 ms).
+#: The shadow and the capture run this long after a tick: its pred leaves first (docs:
+#: daemon-reference.md, "Shadow model"). On 2 cores run at once, they cost p99 0.5 ms.
 BESIDE_AFTER_NS: Final = 1_000_000
 
 
@@ -83,6 +83,10 @@ class Daemon:
         if slow is not None:  # nothing else to serve: a slow model sees, refusing is blind
             log.warning("%s; serving it all the same: there is no other model", slow)
         self.online: OnlineSession | None = None
+        if config.labels is not None and config.capture is not None and not config.online:
+            # The label channel for the capture only: a captured frame's label is kept.
+            self.online = OnlineSession(config, self.served.model, self.served.version, 0,
+                                        learn=False)
         if config.online:
             learned, steps = resume(config, self.served.model, self.served.version)
             self.served = ServedModel(learned, self.served.version, self.served.path)
@@ -172,11 +176,12 @@ class Daemon:
                 poller.register(self._labels, zmq.POLLIN)
                 if self.online.links is not None:
                     self._watches.add(self.online.links, poller)
-                log.info("online learning from %s; checkpoints in %s", cfg.labels,
-                         cfg.checkpoint_dir or "nowhere (learning is lost at exit)")
+                log.info("labels from %s: %s", cfg.labels, "kept with the captured frames"
+                         if not cfg.online else "online learning; checkpoints in "
+                         f"{cfg.checkpoint_dir or 'nowhere (learning is lost at exit)'}")
             elif cfg.labels is not None:
-                log.warning("labels %s ignored: start with --online to learn from them",
-                            cfg.labels)
+                log.warning("labels %s ignored: start with --online to learn from them, or"
+                            " --capture to keep them with the captured frames", cfg.labels)
             log.info("serving model %s (d=%d, c=%d) from %s; frames from %s; pred on %s",
                      self.version, self.served.model.d, self.served.model.c,
                      self.served.path, ", ".join(cfg.frames), cfg.pred)
@@ -258,7 +263,8 @@ class Daemon:
                     continue
             beside_at = self._ticked_ns + BESIDE_AFTER_NS  # the shadow, the capture
             if self.beside is not None and self.beside.waiting and now >= beside_at:
-                self.beside.run(pub, self._next_work_ns(deadline))
+                self.beside.run(pub, self.served.model, self.version,
+                                self._next_work_ns(deadline))
             self._watches.service(now)  # reconnect what libzmq gave up on, when due
             if self.metrics is not None:
                 self.metrics.service(now)  # restart an exporter that ended, when due
@@ -276,9 +282,8 @@ class Daemon:
                 next_watchdog = now + watchdog_period
             next_pass = (early_at if self._early_tick != tick
                          else catch_up_at if catching_up else deadline)
-            waiting = self.beside is not None and self.beside.waiting
-            wake = min(next_pass, next_status, next_watchdog or deadline,
-                       beside_at if waiting else deadline)
+            wake = min(next_pass, next_status, next_watchdog or deadline, beside_at
+                       if self.beside is not None and self.beside.waiting else deadline)
             self._wait(subs, poller, sigs, wake, deadline, self._early_tick == tick)
         return tick
 

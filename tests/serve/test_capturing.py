@@ -140,3 +140,69 @@ def test_nothing_is_captured_when_no_trigger_fires(tmp_path: Path, margin: float
     capturer.close()
     expected = int((np.abs(P - SERVING.thresholds) <= margin).any(axis=1).sum())
     assert capturer.status()["capture_frames"] == expected
+
+
+def test_a_label_that_comes_for_a_captured_frame_is_kept_with_it(tmp_path: Path) -> None:
+    capturer = _capturer(tmp_path, margin=0.5, triggers=frozenset({"uncertain"}))
+    X = _readings(10)
+    P = SERVING.predict_proba(X)
+    capturer.tick(1, _batch(X[:5]), P[:5], SERVING, "m", None)  # frames 0-4 captured
+    Y = (P >= SERVING.thresholds).astype(np.uint8)
+    for i in (2, 4, 7):  # the labeller answers later; frame 7 was never captured
+        capturer.label(wire.Label(i, i / 50, X[i], Y[i], "lidar"))
+    capturer.tick(2, _batch(X[:0]), np.zeros((0, SERVING.c)), SERVING, "m", None)
+    capturer.close()
+    status = capturer.status()
+    assert (status["capture_frames"], status["capture_labels"]) == (5, 2)
+    got = _messages(tmp_path)
+    assert [wire.decode_label(p).seq for p in got["label"]] == [2, 4]
+    assert len(got["frame"]) == len(got["capture"]) == 5
+
+
+def test_labels_without_online_learning_open_the_label_channel_for_the_capture_only(
+    workdir: Path,
+) -> None:
+    from robot_daemon import config
+
+    remote = {"capture": str(workdir), "labels": "tcp://10.0.0.9:5558"}
+    with pytest.raises(Exception, match="is not on this machine"):
+        config.load(None, remote)
+    config.load(None, {"labels": "tcp://10.0.0.9:5558"})  # no capture, no online: unused
+
+
+def test_the_daemon_keeps_the_labels_of_captured_frames_without_learning(
+    workdir: Path,
+) -> None:
+    import zmq
+
+    captures = workdir / "captures"
+    captures.mkdir()
+    labels_ep = f"ipc://{workdir}/labels"
+    h = Harness(workdir, DEFAULT_MODEL, args=(
+        "--labels", labels_ep, "--capture", str(captures), "--capture-margin", "0.5",
+        "--capture-rate", "1000", "--capture-triggers", "uncertain",
+        "--status-interval", "0.2"))
+    labeller = h.ctx.socket(zmq.XPUB)
+    labeller.setsockopt(zmq.LINGER, 0)
+    labeller.bind(labels_ep)
+    try:
+        h.start()
+        assert labeller.poll(10_000)  # the daemon's label SUB subscribed
+        labeller.recv()
+        X = _readings(10)
+        for i in range(10):
+            h.send(i, X[i], src="lidar")
+        h.preds(10)
+        Y = (SERVING.predict_proba(X) >= SERVING.thresholds).astype(np.uint8)
+        for i in range(10):
+            labeller.send_multipart([wire.TOPIC_LABEL,
+                                     wire.encode_label(i, i / 100, X[i], Y[i], "lidar")])
+        status = h.status(lambda s: s["capture_labels"] == 10)
+        assert status["model_version"] == model_file.identity(SERVING, DEFAULT_MODEL)
+        assert status["capture_frames"] == 10
+        assert h.stop()[0] == 0
+    finally:
+        labeller.close()
+        h.close()
+    got = _messages(captures)
+    assert [wire.decode_label(p).seq for p in got["label"]] == list(range(10))
