@@ -33,6 +33,8 @@ MAX_LABELS: Final = 256
 #: Captured frames whose label is still written when it comes (about 17 minutes of the
 #: default rate of 10 a second).
 CAPTURED_KEYS: Final = 10_000
+#: How long a label that came before its frame was captured waits for it.
+LABEL_WAIT_NS: Final = 1_000_000_000
 
 #: The shadow's answers (n, c) to a tick's frames, its thresholds (c,) and its identity.
 Shadow = tuple[npt.NDArray[Any], npt.NDArray[np.float64], str]
@@ -51,6 +53,9 @@ class Capturer:
             triggers.Recent(config.health_window_s))
         self._labels: deque[wire.Label] = deque(maxlen=MAX_LABELS)
         self._captured: OrderedDict[tuple[str | None, int], None] = OrderedDict()
+        #: Labels that came before their frame was captured: (when, label), the oldest
+        #: first, kept LABEL_WAIT_NS (at most MAX_LABELS x 4).
+        self._early: deque[tuple[int, wire.Label]] = deque(maxlen=4 * MAX_LABELS)
 
     def tick(self, tick: int, frames: Batch, P: npt.NDArray[Any], serving: Model,
              version: str, shadow: Shadow | None) -> None:
@@ -64,7 +69,7 @@ class Capturer:
         captured = [_captured(tick, frames, i, P, version, shadow, reasons[i], wall)
                     for i in picked]
         self.capture.offer(captured, now)
-        self._remember(captured)
+        self._remember(captured, now)
         if triggers.HEALTH in self.on:
             left = [i for i, why in enumerate(reasons) if not why]
             keep = left[-self.recent.max_frames:]  # a flood keeps only what the ring holds
@@ -100,7 +105,7 @@ class Capturer:
         captured = [_captured(tick, frames, i, P, version, None, (triggers.HEALTH,), wall)
                     for tick, frames, i, P, version in self.recent.health_changed(now)]
         self.capture.offer(captured, now)
-        self._remember(captured)
+        self._remember(captured, now)
 
     def label(self, label: wire.Label) -> None:
         """A labelled frame (the label channel): kept as the label of a frame captured
@@ -119,9 +124,14 @@ class Capturer:
         now = time.monotonic_ns()
         labels = list(self._labels)
         self._labels.clear()
+        # A label often comes before its frame's tick: it waits for it, a while.
+        self._early.extend((now, label) for label in labels
+                           if (label.src, label.seq) not in self._captured)
         self._label_captured(labels, now)
+        if triggers.CONTRADICT not in self.on:
+            return
         labels = [label for label in labels if (label.src, label.seq) not in self._captured]
-        if triggers.CONTRADICT not in self.on or not labels:
+        if not labels:
             return
         X = np.stack([label.x for label in labels]).astype(np.float32)
         Y = np.stack([label.y for label in labels])
@@ -145,12 +155,23 @@ class Capturer:
             for label in labels if (label.src, label.seq) in self._captured], now,
             rate_limited=False)
 
-    def _remember(self, frames: list[CapturedFrame]) -> None:
-        """The captured frames' (src, seq), for their labels: the newest CAPTURED_KEYS."""
+    def _remember(self, frames: list[CapturedFrame], now: int) -> None:
+        """The captured frames' (src, seq), for their labels: the newest CAPTURED_KEYS;
+        the labels that came before them written now."""
         for frame in frames:
             self._captured[frame.src, frame.seq] = None
         while len(self._captured) > CAPTURED_KEYS:
             self._captured.popitem(last=False)
+        while self._early and now - self._early[0][0] > LABEL_WAIT_NS:
+            self._early.popleft()  # its frame was not captured
+        if frames and self._early:
+            matched = [label for _, label in self._early
+                       if (label.src, label.seq) in self._captured]
+            if matched:
+                self._early = deque((item for item in self._early
+                                     if (item[1].src, item[1].seq) not in self._captured),
+                                    maxlen=self._early.maxlen)
+                self._label_captured(matched, now)
 
     def status(self) -> dict[str, Any]:
         return self.capture.status()

@@ -147,7 +147,7 @@ def test_a_label_that_comes_for_a_captured_frame_is_kept_with_it(tmp_path: Path)
     X = _readings(10)
     P = SERVING.predict_proba(X)
     capturer.tick(1, _batch(X[:5]), P[:5], SERVING, "m", None)  # frames 0-4 captured
-    Y = (P >= SERVING.thresholds).astype(np.uint8)
+    Y = np.greater_equal(P, SERVING.thresholds).astype(np.uint8)
     for i in (2, 4, 7):  # the labeller answers later; frame 7 was never captured
         capturer.label(wire.Label(i, i / 50, X[i], Y[i], "lidar"))
     capturer.tick(2, _batch(X[:0]), np.zeros((0, SERVING.c)), SERVING, "m", None)
@@ -193,7 +193,7 @@ def test_the_daemon_keeps_the_labels_of_captured_frames_without_learning(
         for i in range(10):
             h.send(i, X[i], src="lidar")
         h.preds(10)
-        Y = (SERVING.predict_proba(X) >= SERVING.thresholds).astype(np.uint8)
+        Y = np.greater_equal(SERVING.predict_proba(X), SERVING.thresholds).astype(np.uint8)
         for i in range(10):
             labeller.send_multipart([wire.TOPIC_LABEL,
                                      wire.encode_label(i, i / 100, X[i], Y[i], "lidar")])
@@ -206,3 +206,18 @@ def test_the_daemon_keeps_the_labels_of_captured_frames_without_learning(
         h.close()
     got = _messages(captures)
     assert [wire.decode_label(p).seq for p in got["label"]] == list(range(10))
+
+
+def test_a_label_that_comes_before_its_frame_is_captured_waits_for_it(
+    tmp_path: Path,
+) -> None:
+    capturer = _capturer(tmp_path, margin=0.5, triggers=frozenset({"uncertain"}))
+    X = _readings(3)
+    P = SERVING.predict_proba(X)
+    Y = np.greater_equal(P, SERVING.thresholds).astype(np.uint8)
+    for i in range(3):  # the labeller's answers, ahead of the tick that serves the frames
+        capturer.label(wire.Label(i, i / 50, X[i], Y[i], "lidar"))
+    capturer.check_labels(SERVING, "m")  # between ticks: nothing captured yet
+    capturer.tick(1, _batch(X), P, SERVING, "m", None)
+    capturer.close()
+    assert capturer.status()["capture_labels"] == 3
