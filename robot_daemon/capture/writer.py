@@ -179,8 +179,9 @@ class Capture:
     # ------------------------------------------------------------ the tick thread
 
     def offer(self, frames: Sequence[CapturedFrame], now_ns: int, *,
-              rate_limited: bool = True) -> None:
-        """Queue ``frames`` for writing; never blocks, never raises.
+              rate_limited: bool = True) -> int:
+        """Queue ``frames`` for writing; never blocks, never raises. Returns how many of
+        the first were queued.
 
         Past the rate limit (``now_ns``: monotonic) or the queue's bound, the frames left
         over are dropped and counted (``capture_dropped``), the first ones kept. The
@@ -188,10 +189,10 @@ class Capture:
         """
         n = len(frames)
         if n == 0:
-            return
+            return 0
         if self._stopping:
             self.dropped_queue += n
-            return
+            return 0
         allowed = self._bucket.take(n, now_ns) if rate_limited else n
         self.dropped_rate += n - allowed
         # One producer (this thread): the queue cannot grow between the check and extend.
@@ -200,6 +201,7 @@ class Capture:
         if queued > 0:
             self._queue.extend(islice(frames, queued))
             self._wake.set()
+        return max(0, queued)
 
     def status(self) -> dict[str, Any]:
         """The ``capture_*`` keys of the daemon's ``status``."""

@@ -48,6 +48,8 @@ TIMING_MEMORY_NS: Final = 10_000_000_000
 MARGIN_NS: Final = 1_000_000
 #: Steps (taken or refused) summed up by one INFO line: at 100 labels/s, one a minute.
 STEPS_PER_LOG_LINE: Final = 60
+#: Labels read a second when they only go to the capture (``learn=False``).
+CAPTURE_LABELS_PER_S: Final = 1000
 #: Labelled frames waiting in ZeroMQ before the publisher's excess is dropped.
 LABEL_RCVHWM: Final = 10_000
 #: A label is at most a frame plus c bytes: anything near this is not a label.
@@ -164,6 +166,8 @@ class OnlineSession:
         self._receiver: receive.Receiver | None = None  # reads the label socket
         self.links: monitor.ConnectionWatch | None = None  # the label socket's, once open
         self.last_label_ns = 0  # when the last label message came (monotonic), 0: none
+        self._second_ns = 0  # labels read in the second since then (capture only)
+        self._read_this_second = 0
         #: Told of each accepted label (the shadow scores both models on it), if set.
         self.on_label: Callable[[wire.Label], None] | None = None
         self.reset(model, base, steps)
@@ -220,7 +224,14 @@ class OnlineSession:
         The learner keeps only one batch waiting (it drops the oldest beyond that); the
         rest wait in ZeroMQ's queue (LABEL_RCVHWM), so a burst is trained on, not lost.
         """
-        return not self.learn or not self.learner.ready()
+        if self.learn:
+            return not self.learner.ready()
+        # For the capture only: at most CAPTURE_LABELS_PER_S a second are read (a flood of
+        # 59,000 a second took 1.6 cores); the rest wait in ZeroMQ's queue, then drop.
+        now = time.monotonic_ns()
+        if now - self._second_ns >= 1_000_000_000:
+            self._second_ns, self._read_this_second = now, 0
+        return self._read_this_second < CAPTURE_LABELS_PER_S
 
     def drain(self, sock: zmq.Socket[bytes], until_ns: int) -> None:
         """Receive and stage labels until a batch is ready, the queue is empty or ``until_ns``."""
@@ -231,6 +242,7 @@ class OnlineSession:
     def _on_label(self, parts: list[receive.Part], count: int) -> None:
         """One message of ``count`` parts, of which ``parts`` holds the first (at most 2)."""
         self.counters.labels_received += 1
+        self._read_this_second += 1
         self.last_label_ns = time.monotonic_ns()
         if count != 2 or parts[0] != wire.TOPIC_LABEL:
             self._reject("bad_envelope", f"expected [b'label', payload], got {count} part(s)")

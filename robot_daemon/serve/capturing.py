@@ -68,8 +68,8 @@ class Capturer:
         wall = _wall_offset_ns(now)
         captured = [_captured(tick, frames, i, P, version, shadow, reasons[i], wall)
                     for i in picked]
-        self.capture.offer(captured, now)
-        self._remember(captured, now)
+        queued = self.capture.offer(captured, now)
+        self._remember(captured[:queued], now)  # the others were not kept: nor their labels
         if triggers.HEALTH in self.on:
             left = [i for i, why in enumerate(reasons) if not why]
             keep = left[-self.recent.max_frames:]  # a flood keeps only what the ring holds
@@ -104,8 +104,8 @@ class Capturer:
         wall = _wall_offset_ns(now)
         captured = [_captured(tick, frames, i, P, version, None, (triggers.HEALTH,), wall)
                     for tick, frames, i, P, version in self.recent.health_changed(now)]
-        self.capture.offer(captured, now)
-        self._remember(captured, now)
+        queued = self.capture.offer(captured, now)
+        self._remember(captured[:queued], now)  # the others were not kept: nor their labels
 
     def label(self, label: wire.Label) -> None:
         """A labelled frame (the label channel): kept as the label of a frame captured
@@ -146,14 +146,18 @@ class Capturer:
             now)
 
     def _label_captured(self, labels: list[wire.Label], now: int) -> None:
-        """The labels of frames captured before (a labeller answers after the frame)."""
+        """The labels of frames captured before (a labeller answers after the frame): one
+        each, the first (a captured frame's key is forgotten once its label is kept, so a
+        flood of labels writes no more than the frames captured)."""
         wall = _wall_offset_ns(now)
-        self.capture.offer([CapturedFrame(
-            seq=label.seq, t=label.t, x=label.x, src=label.src, recv_ns=now + wall,
-            p=np.zeros(0, np.float32), model="", shadow_p=None, shadow_model=None,
-            y=np.asarray(label.y, np.uint8), reasons=(), label_only=True)
-            for label in labels if (label.src, label.seq) in self._captured], now,
-            rate_limited=False)
+        kept = []
+        for label in labels:
+            if self._captured.pop((label.src, label.seq), False) is None:
+                kept.append(CapturedFrame(
+                    seq=label.seq, t=label.t, x=label.x, src=label.src, recv_ns=now + wall,
+                    p=np.zeros(0, np.float32), model="", shadow_p=None, shadow_model=None,
+                    y=np.asarray(label.y, np.uint8), reasons=(), label_only=True))
+        self.capture.offer(kept, now, rate_limited=False)
 
     def _remember(self, frames: list[CapturedFrame], now: int) -> None:
         """The captured frames' (src, seq), for their labels: the newest CAPTURED_KEYS;

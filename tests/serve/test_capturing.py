@@ -221,3 +221,32 @@ def test_a_label_that_comes_before_its_frame_is_captured_waits_for_it(
     capturer.tick(1, _batch(X), P, SERVING, "m", None)
     capturer.close()
     assert capturer.status()["capture_labels"] == 3
+
+
+def test_a_flood_of_labels_for_a_captured_frame_writes_its_label_once(
+    tmp_path: Path,
+) -> None:
+    capturer = _capturer(tmp_path, margin=0.5, triggers=frozenset({"uncertain"}))
+    X = _readings(2)
+    P = SERVING.predict_proba(X)
+    capturer.tick(1, _batch(X), P, SERVING, "m", None)
+    Y = np.greater_equal(P, SERVING.thresholds).astype(np.uint8)
+    for _ in range(100):
+        capturer.label(wire.Label(1, 1 / 50, X[1], Y[1], "lidar"))
+    capturer.check_labels(SERVING, "m")
+    capturer.close()
+    assert capturer.status()["capture_labels"] == 1
+
+
+def test_the_label_channel_for_the_capture_reads_at_most_a_thousand_labels_a_second(
+) -> None:
+    from robot_daemon import config
+    from robot_daemon.learn.session import CAPTURE_LABELS_PER_S, OnlineSession
+
+    cfg = config.load(None, {"model": str(DEFAULT_MODEL), "capture": "/tmp",
+                             "labels": "ipc:///tmp/labels"})
+    session = OnlineSession(cfg, SERVING, "m", 0, learn=False)
+    assert session.wants_labels()
+    session._read_this_second = CAPTURE_LABELS_PER_S
+    assert not session.wants_labels()
+    assert session.version == "m"
