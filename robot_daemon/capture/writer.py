@@ -29,11 +29,10 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self
 
 from robot_daemon.capture import triggers
-from robot_daemon.capture.bucket import TokenBucket
 from robot_daemon.capture.frames import CapturedFrame, messages
 from robot_daemon.capture.store import CaptureStore
 from robot_daemon.errors import BagError, ConfigError, WireError
-from robot_daemon.ratelimit import RateLimiter
+from robot_daemon.ratelimit import RateLimiter, TokenBucket
 
 if TYPE_CHECKING:
     from robot_daemon.bag import BagMeta

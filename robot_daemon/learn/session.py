@@ -31,7 +31,7 @@ from robot_daemon.learn import keys
 from robot_daemon.learn.checkpoints import CheckpointStore
 from robot_daemon.learn.learner import OnlineConfig, OnlineLearner, StepResult
 from robot_daemon.model import Model
-from robot_daemon.ratelimit import REJECT_LOG_PERIOD_NS, RateLimiter
+from robot_daemon.ratelimit import REJECT_LOG_PERIOD_NS, RateLimiter, TokenBucket
 from robot_daemon.zmq_io import monitor, receive
 
 log = logging.getLogger("robot_daemon.learn.session")
@@ -166,8 +166,8 @@ class OnlineSession:
         self._receiver: receive.Receiver | None = None  # reads the label socket
         self.links: monitor.ConnectionWatch | None = None  # the label socket's, once open
         self.last_label_ns = 0  # when the last label message came (monotonic), 0: none
-        self._second_ns = 0  # labels read in the second since then (capture only)
-        self._read_this_second = 0
+        # What the capture alone may read: a second's worth at once, then the rate.
+        self._label_budget = TokenBucket(CAPTURE_LABELS_PER_S, CAPTURE_LABELS_PER_S)
         #: Told of each accepted label (the shadow scores both models on it), if set.
         self.on_label: Callable[[wire.Label], None] | None = None
         self.reset(model, base, steps)
@@ -228,10 +228,8 @@ class OnlineSession:
             return not self.learner.ready()
         # For the capture only: at most CAPTURE_LABELS_PER_S a second are read (a flood of
         # 59,000 a second took 1.6 cores); the rest wait in ZeroMQ's queue, then drop.
-        now = time.monotonic_ns()
-        if now - self._second_ns >= 1_000_000_000:
-            self._second_ns, self._read_this_second = now, 0
-        return self._read_this_second < CAPTURE_LABELS_PER_S
+        self._label_budget.take(0, time.monotonic_ns())  # refilled to now
+        return self._label_budget.tokens >= 1
 
     def drain(self, sock: zmq.Socket[bytes], until_ns: int) -> None:
         """Receive and stage labels until a batch is ready, the queue is empty or ``until_ns``."""
@@ -242,8 +240,9 @@ class OnlineSession:
     def _on_label(self, parts: list[receive.Part], count: int) -> None:
         """One message of ``count`` parts, of which ``parts`` holds the first (at most 2)."""
         self.counters.labels_received += 1
-        self._read_this_second += 1
         self.last_label_ns = time.monotonic_ns()
+        if not self.learn:
+            self._label_budget.take(1, self.last_label_ns)
         if count != 2 or parts[0] != wire.TOPIC_LABEL:
             self._reject("bad_envelope", f"expected [b'label', payload], got {count} part(s)")
             return

@@ -31,6 +31,7 @@ from robot_daemon import wire
 from robot_daemon.config import DaemonConfig
 from robot_daemon.errors import ModelError
 from robot_daemon.model import Model
+from robot_daemon.offline.metrics import scores_from_counts
 from robot_daemon.ratelimit import REJECT_LOG_PERIOD_NS, RateLimiter
 from robot_daemon.serve.batch import Batch, encode_answers
 from robot_daemon.serve.reload import Reloader, ServedModel, full_tick_ns
@@ -130,11 +131,7 @@ class Tally:
 
     def f1(self, which: int) -> npt.NDArray[np.float64]:
         """Per-class F1 of model ``which`` on the labelled frames (0 where undefined)."""
-        tp, fp, fn = self.tp[which], self.fp[which], self.fn[which]
-        denominator = 2 * tp + fp + fn
-        f1: npt.NDArray[np.float64] = np.divide(2 * tp, denominator, out=np.zeros(len(tp)),
-                                                where=denominator > 0)
-        return f1
+        return scores_from_counts(self.tp[which], self.fp[which], self.fn[which]).f1
 
 
 class Shadow:

@@ -247,6 +247,6 @@ def test_the_label_channel_for_the_capture_reads_at_most_a_thousand_labels_a_sec
                              "labels": "ipc:///tmp/labels"})
     session = OnlineSession(cfg, SERVING, "m", 0, learn=False)
     assert session.wants_labels()
-    session._read_this_second = CAPTURE_LABELS_PER_S
+    session._label_budget.take(CAPTURE_LABELS_PER_S, time.monotonic_ns())
     assert not session.wants_labels()
     assert session.version == "m"
