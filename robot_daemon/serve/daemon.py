@@ -27,7 +27,7 @@ from robot_daemon.config import DaemonConfig, describe
 from robot_daemon.errors import ModelError
 from robot_daemon.learn.session import OnlineSession, resume
 from robot_daemon.ratelimit import REJECT_LOG_PERIOD_NS, RateLimiter
-from robot_daemon.serve import beside, early, liveness, memory, report, signals, sockets
+from robot_daemon.serve import beside, early, liveness, memory, report, signals, sockets, stats
 from robot_daemon.serve.batch import Batch, PendingFrames, encode_answers
 from robot_daemon.serve.beside import Beside
 from robot_daemon.serve.intake import Arrivals, FrameIntake
@@ -62,8 +62,7 @@ LATE_FRACTION: Final = 0.1
 #: each wake-up costs 0.1-0.2 ms of CPU cold, whatever it drains. Measured at 1,000
 #: frames/s, paired: 2.5 ms rests took 129 ms of CPU per 1,000 frames, 5 ms rests 117.
 DRAIN_GAP: Final = 4
-#: The shadow and the capture run this long after a tick: its pred leaves first (docs:
-#: daemon-reference.md, "Shadow model"). On 2 cores run at once, they cost p99 0.5 ms.
+#: The shadow and capture wait this long after a tick, so its pred leaves first (docs).
 BESIDE_AFTER_NS: Final = 1_000_000
 
 
@@ -462,10 +461,11 @@ class Daemon:
                    else np.concatenate([first.batch.arrival_ns[drop:], late.arrival_ns]))
         self.windows.batch.add(len(arrival))
         src = late.src if first is None else [*first.batch.src[drop:], *late.src]
-        self.phase.observe(deadline_ns, arrival, src)
+        rows = stats.rows_by_source(src)  # once: the phase lock's and the latency's
+        self.phase.observe(deadline_ns, arrival, src, rows)
         latency_ns = np.subtract(done, arrival, dtype=np.float64)
         self.windows.latency_ns.extend(latency_ns)
-        self.windows.latency_by_src.add(src, latency_ns)
+        self.windows.latency_by_src.add(src, latency_ns, rows)
         self.windows.latency_ms.add_many(latency_ns * 1e-6)
 
     def _serve(

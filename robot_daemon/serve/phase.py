@@ -32,6 +32,8 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
+from robot_daemon.serve.stats import Rows, rows_by_source
+
 #: Ticks of waits a decision looks at (1 s at 20 ms), and the least a source needs in it.
 WINDOW_TICKS: Final = 50
 MIN_FRAMES: Final = 20
@@ -95,9 +97,9 @@ class PhaseLock:
         self._ticks = 0  # ticks recorded since the last move (or the start)
 
     def observe(self, deadline_ns: int, arrival_ns: npt.NDArray[np.int64],
-                src: Sequence[str | None]) -> None:
+                src: Sequence[str | None], rows: Rows | None = None) -> None:
         """The frames one tick served: ``arrival_ns`` (n,) when each arrived, ``src``
-        (n,) its source."""
+        (n,) its source (``rows``: their :func:`rows_by_source`, if at hand)."""
         if not self.enabled:
             return
         self._ticks += 1
@@ -106,14 +108,7 @@ class PhaseLock:
         if not len(arrival_ns):
             return
         waits = deadline_ns - arrival_ns
-        first = src[0]
-        if all(s == first for s in src):  # the usual tick: one source
-            self._record(first, waits)
-            return
-        rows: dict[str | None, list[int]] = {}  # one pass: a tick may hold many names
-        for i, key in enumerate(src):
-            rows.setdefault(key, []).append(i)
-        for key, at in rows.items():
+        for key, at in (rows_by_source(src) if rows is None else rows).items():
             self._record(key, waits[at])
 
     def _record(self, key: str | None, waits: npt.NDArray[np.int64]) -> None:

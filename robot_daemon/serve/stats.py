@@ -95,6 +95,24 @@ class Histogram:
 #: The name :class:`PerSource` gives the frames without a ``src``.
 NO_SRC = "(no src)"
 
+#: A tick's rows by source: each source's row indices, or ``slice(None)`` (every row)
+#: where the tick has one source.
+Rows = dict[str | None, "list[int] | slice"]
+
+
+def rows_by_source(src: Sequence[str | None]) -> Rows:
+    """The rows of each source of a tick whose frames came from ``src`` (n,), in one
+    pass: runs for every tick (the phase lock and the per-source latency share it)."""
+    if not len(src):
+        return {}
+    first = src[0]
+    if all(s == first for s in src):  # the usual tick: one source, no lists
+        return {first: slice(None)}
+    rows: dict[str | None, list[int]] = {}  # a tick may hold many names
+    for i, key in enumerate(src):
+        rows.setdefault(key, []).append(i)
+    return dict(rows)
+
 
 class PerSource:
     """Each source's samples of the current period (a :class:`Window` of ``capacity``
@@ -108,19 +126,13 @@ class PerSource:
         self._max_srcs = max_srcs
         self._windows: dict[str, Window] = {}
 
-    def add(self, srcs: Sequence[str | None], values: npt.NDArray[np.float64]) -> None:
-        """``values`` (n,) of the frames from ``srcs`` (n,)."""
-        if not len(srcs):
-            return
-        first = srcs[0]
-        if all(s == first for s in srcs):  # the usual tick: one source
-            if self._has_room(first):
-                self._window(first).extend(values)
-            return
-        keys = np.array([NO_SRC if s is None else s for s in srcs], dtype=object)
-        for src in dict.fromkeys(keys.tolist()):
+    def add(self, srcs: Sequence[str | None], values: npt.NDArray[np.float64],
+            rows: Rows | None = None) -> None:
+        """``values`` (n,) of the frames from ``srcs`` (n,), whose :func:`rows_by_source`
+        the caller may have at hand."""
+        for src, at in (rows_by_source(srcs) if rows is None else rows).items():
             if self._has_room(src):
-                self._window(src).extend(values[keys == src])
+                self._window(src).extend(values[at])
 
     def _has_room(self, src: str | None) -> bool:
         return (NO_SRC if src is None else src) in self._windows or (
