@@ -177,8 +177,8 @@ def _run_bag_record(args: argparse.Namespace) -> int:
 
     check_output(args.out, overwrite=args.overwrite, what="bag")
     where = ", ".join(args.connect)
-    print(f"recording {where} to {args.out} (Ctrl-C to stop)", file=sys.stderr)
-    with stop_on_signals() as stop:
+    with stop_on_signals() as stop:  # said once the handlers are set: a signal is safe
+        print(f"recording {where} to {args.out} (Ctrl-C to stop)", file=sys.stderr)
         summary = bagrecord.record(
             args.out,
             args.connect,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from robot_daemon.cli.args import Subparsers, positive_float, stop_on_signals
 from robot_daemon.config import DEFAULT_MODEL, DEFAULT_PRED
+from robot_daemon.printable import printable
 
 
 def add(sub: Subparsers) -> None:
@@ -45,5 +46,6 @@ def _run_watch(args: argparse.Namespace) -> int:
     options = watch.WatchOptions(pred=args.pred, labels=args.labels, class_names=names,
                                  thresholds=thresholds, live=not args.no_live,
                                  duration_s=args.duration)
-    with stop_on_signals() as stop:
+    with stop_on_signals() as stop:  # said once the handlers are set: a signal is safe
+        print(f"watching {printable(args.pred)} (Ctrl-C to stop)", file=sys.stderr)
         return watch.run(options, sys.stdout, stop)
