@@ -24,7 +24,6 @@ import zmq
 
 from robot_daemon import wire
 from robot_daemon.config import DaemonConfig, describe
-from robot_daemon.errors import ModelError
 from robot_daemon.learn.session import OnlineSession, resume
 from robot_daemon.ratelimit import REJECT_LOG_PERIOD_NS, RateLimiter
 from robot_daemon.serve import beside, early, liveness, memory, report, signals, sockets, stats
@@ -38,6 +37,7 @@ from robot_daemon.serve.reload import Reloader, ServedModel, load_model, too_slo
 from robot_daemon.serve.report import Counters, Windows
 from robot_daemon.serve.sequence import SeqTracker
 from robot_daemon.serve.signals import Signals
+from robot_daemon.serve.swap import Swaps
 from robot_daemon.zmq_io import monitor, receive
 
 if TYPE_CHECKING:
@@ -107,9 +107,12 @@ class Daemon:
                                    config.max_batch, self._serving, ahead=not config.online)
         self._early_tick = 0  # the last tick an early pass was considered for
         self._catch_up_tick = 0  # the last tick a catch-up pass was considered for
-        self._reloader = Reloader(config.model, self.served.model.d, self.served.model.c,
-                                  config.max_batch, config.interval_ns)
         self._reject_log = RateLimiter(REJECT_LOG_PERIOD_NS)
+        # SIGHUP: the model file loaded off the serving path, swapped in between ticks.
+        self._swaps = Swaps(
+            Reloader(config.model, self.served.model.d, self.served.model.c,
+                     config.max_batch, config.interval_ns),
+            self.notifier, self.counters, self._memory, self.beside, self.online)
         self._start_ns = time.monotonic_ns()
         self.liveness = liveness.Liveness(config.frames, config.stale_after_ns, self._start_ns)
         self._change_log = liveness.ChangeLog()  # liveness lines, at a bounded rate
@@ -153,7 +156,7 @@ class Daemon:
             watches = [stack.enter_context(monitor.watch(
                 sub, [endpoint], "frames publisher", monitor.FRAMES_RECONNECT_DELAY_NS))
                 for sub, endpoint in zip(subs, cfg.frames, strict=True)]
-            stack.callback(self._reloader.close)
+            stack.callback(self._swaps.reloader.close)
             if self.beside is not None:
                 stack.callback(self.beside.close)
             stack.callback(self._memory.close)
@@ -401,7 +404,7 @@ class Daemon:
     def _bound_memory(self) -> None:
         """After a tick: above the memory bound, drop the connections of the frames
         endpoints that went silent (:mod:`robot_daemon.serve.memory`)."""
-        if self._reloader.busy():  # a load holds up to three models for a moment
+        if self._swaps.reloader.busy():  # a load holds up to three models for a moment
             return
         now = time.monotonic_ns()
         rss = self._memory.over(now)
@@ -502,51 +505,9 @@ class Daemon:
     # ---------------------------------------------------------------- reload, status
 
     def _reload_between_ticks(self, sigs: Signals) -> None:
-        """On SIGHUP start loading the model file in the reload thread; swap in what it loaded.
-
-        Called between ticks, so a tick always serves one model from start to end.
-        """
-        if sigs.reload:
-            sigs.reload = False
-            self.notifier.reloading()
-            self._reloader.request()
-            if self.beside is not None:
-                self.beside.request_reload()
-        if self.beside is not None and self.beside.reloaded(self.served.model) is False:
-            self.counters.reload_failures += 1
-        outcome = self._reloader.done()
-        if outcome is None:
-            return
-        if isinstance(outcome, ModelError):
-            self.counters.reload_failures += 1
-            log.error("reload refused, still serving %s: %s", self.version, outcome)
-            self.notifier.ready(f"reload refused; serving model {self.version}")
-        else:
-            self._swap(outcome)
-        # What serving takes now: the new model, or what the load left in the allocator.
-        self._memory.rebase()
-
-    def _swap(self, candidate: ServedModel) -> None:
-        """Serve ``candidate`` (loaded and checked: same d and c) from the next tick on."""
-        old = self.served
-        if candidate.version == old.version:
-            # The same file: nothing to swap (online: going back to its weights would throw
-            # away what was learned). Told at most once per 10 s: a SIGHUP storm made a line
-            # each (1,851 in 8 s).
-            if self._reject_log.allow("unchanged model", time.monotonic_ns()) is not None:
-                log.info("reload: %s is unchanged; serving %s on", candidate.path,
-                         self.version)
-            self.notifier.ready(f"serving model {self.version}")
-            return
-        self.served = candidate
-        if self.beside is not None:
-            self.beside.serving_changed(candidate.model)
-        if self.online is not None:  # a new model file: learning starts again from it
-            self.online.reset(candidate.model, candidate.version, self.online.learner.version)
-        self.counters.reloads += 1
-        log.info("reloaded %s: serving %s (was %s)", candidate.path, candidate.version,
-                 old.version)
-        self.notifier.ready(f"serving model {self.version}")
+        """Start a reload on SIGHUP; serve what it loaded from the next tick on."""
+        requested, sigs.reload = sigs.reload, False
+        self.served = self._swaps.between_ticks(requested, self.served, lambda: self.version)
 
     def status(self) -> dict[str, Any]:
         """The ``status`` message's map; percentiles cover the period since the last one."""
