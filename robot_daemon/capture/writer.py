@@ -280,6 +280,10 @@ class Capture:
             return
         try:
             self._store.write(records, frame.recv_ns, now_ns)
+            if self._failures:
+                # A write lands in the chunk in memory, which a full disk takes without a
+                # word: only a chunk in the file says that writing works again.
+                self._store.flush()
         except (OSError, BagError) as exc:
             self.dropped_error += 1
             self._failed(exc, now_ns)

@@ -3,6 +3,7 @@ rate limit, the queue that never blocks, the checkpoint rule on a failing disk, 
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import os
@@ -194,6 +195,46 @@ def test_a_full_disk_backs_off_logs_one_error_and_serves_on(
     assert "writing again" in caplog.text
     assert "left open" not in caplog.text  # no trail of empty bags from the retries
     assert len(list(config.dir.iterdir())) == 1
+
+
+def test_a_disk_that_takes_writes_in_memory_but_not_chunks_is_one_episode(
+    config: CaptureConfig, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A full disk as a real one fails: a message goes into the chunk in memory, and only
+    the chunk's flush to the file fails. A write that reached memory is not the disk
+    working again: the attack on a full 2 MB tmpfs logged an ERROR and an INFO every
+    1.2 s (11 ERROR lines in 17 s), never backing off past 1 s."""
+    monkeypatch.setattr(writer, "BACKOFF_FIRST_NS", 20_000_000)  # 20, 40, 80, 80 ... ms
+    monkeypatch.setattr(writer, "BACKOFF_MAX_NS", 80_000_000)
+    caplog.set_level(logging.INFO, "robot_daemon.capture")
+    flushes: list[int] = []
+    frames = captured(400)
+    with monkeypatch.context() as disk:
+        real_close = BagWriter.close
+
+        def full(self: BagWriter) -> None:
+            flushes.append(1)
+            raise BagWriteError(f"cannot write bag {self.path}: No space left on device")
+
+        def close(self: BagWriter) -> None:
+            real_close(self)
+            full(self)
+
+        disk.setattr(BagWriter, "flush", full)
+        disk.setattr(BagWriter, "close", close)
+        capture = Capture(dataclasses.replace(config, flush_s=0.001), META)
+        for i in range(200):  # 0.4 s of frames, each chunk flushed after 1 ms
+            capture.offer(frames[i:i + 1], i)
+            time.sleep(0.002)
+        _until(lambda: sum(capture.status()["capture_dropped"].values()) >= 190)
+        time.sleep(0.05)
+    assert [r.levelname for r in caplog.records if r.levelno >= logging.INFO] == ["ERROR"]
+    assert 2 <= capture.status()["capture_errors"] <= 20  # a back-off, not per frame
+    time.sleep(0.1)  # past the back-off: the disk has room again
+    capture.offer(frames[200:], 1000 * S)
+    capture.close()
+    assert "writing again" in caplog.text
+    assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1
 
 
 def test_a_directory_replaced_by_a_file_is_an_episode_not_a_crash(
