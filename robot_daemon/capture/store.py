@@ -150,12 +150,11 @@ class CaptureStore:
         # Deleted under us: made again, but not its parents: a DIR on a mount that went
         # away must not quietly move to the root file system.
         self.directory.mkdir(exist_ok=True)
-        names = os.listdir(self.directory)
-        for name in names:
+        for name in _files(self.directory):
             match = _PARTIAL.match(name)
             if match and (self._open is None or name != self._open.partial.name):
                 self._recover(self.directory / name, self.directory / match.group(1))
-        bags = [self.directory / n for n in os.listdir(self.directory) if _NAME.match(n)]
+        bags = [self.directory / n for n in _files(self.directory) if _NAME.match(n)]
         self.bags = sorted(bags, key=sort_key)
         self._sizes = {path: _size(path) for path in self.bags}
         if self.bags:
@@ -299,6 +298,14 @@ class CaptureStore:
                 self._sizes[bag.final] = size
         except OSError as exc:  # the next scan finds it
             log.debug("capture: could not put %s away: %s", bag.partial.name, exc)
+
+
+def _files(directory: Path) -> list[str]:
+    """The names of the regular files in ``directory``: a directory or a symlink named like
+    a bag is someone else's, neither counted nor deleted (unlinking a directory failed
+    every rotation: the capture stopped for good)."""
+    with os.scandir(directory) as entries:
+        return [entry.name for entry in entries if entry.is_file(follow_symlinks=False)]
 
 
 def _size(path: Path) -> int:

@@ -90,3 +90,26 @@ def test_the_open_bag_is_hidden_readable_and_kept_after_a_kill(tmp_path: Path) -
     assert _seqs(kept) == list(range(50))  # a cut bag: read to its last chunk, counted
     assert again.bag_count == 1
     assert again.bytes_on_disk == kept.stat().st_size
+
+
+def test_a_directory_or_a_symlink_named_like_a_bag_is_not_a_bag(tmp_path: Path) -> None:
+    """Someone else's entries named like bags are neither counted nor deleted: a directory
+    named ``capture-....mcap`` (the oldest by its name) failed the unlink of every
+    rotation, and the capture stopped for good ('Is a directory', every retry)."""
+    directory = tmp_path / "capture"
+    directory.mkdir()
+    (directory / "capture-20000101T000000Z-0001.mcap").mkdir()
+    (directory / "capture-20000101T000000Z-0002.mcap").symlink_to("/dev/zero")
+    (directory / ".capture-20000101T000000Z-0003.mcap.partial").symlink_to("/dev/zero")
+    store = CaptureStore(directory, MB, META)
+    store.scan()
+    assert store.bag_count == 0
+    for i, frame in enumerate(captured(6000)):  # past the bound: rotations delete bags
+        store.write(messages(frame), frame.recv_ns, i)
+    store.close()
+    assert (directory / "capture-20000101T000000Z-0001.mcap").is_dir()
+    assert (directory / "capture-20000101T000000Z-0002.mcap").is_symlink()
+    assert (directory / ".capture-20000101T000000Z-0003.mcap.partial").is_symlink()
+    assert 3 <= store.bag_count <= 4
+    assert store.bytes_on_disk <= MB
+
