@@ -267,7 +267,16 @@ class CaptureStore:
             return
         bag.writer.close()  # on a failure the .partial stays, for the next scan
         size = _size(bag.partial)
-        os.rename(bag.partial, bag.final)
+        try:
+            os.rename(bag.partial, bag.final)
+        except FileNotFoundError:
+            if not self.directory.is_dir():
+                raise  # the directory went away: the checkpoint rule
+            # Another process deleted the bag being written: its frames are gone, the
+            # disk works. Not a failing disk (an ERROR and a second of frames dropped).
+            log.warning("capture: %s was deleted while it was written; its frames are lost",
+                        bag.partial.name)
+            return
         self.bags.append(bag.final)
         self._sizes[bag.final] = size
         self.largest_bag = max(self.largest_bag, size)

@@ -113,3 +113,23 @@ def test_a_directory_or_a_symlink_named_like_a_bag_is_not_a_bag(tmp_path: Path) 
     assert 3 <= store.bag_count <= 4
     assert store.bytes_on_disk <= MB
 
+
+def test_a_bag_deleted_while_it_is_written_is_lost_not_a_failing_disk(tmp_path: Path) -> None:
+    """Another process deletes the open ``.partial``: closing it lost its frames, but the
+    disk works: no exception for the writer's back-off (an ERROR and a second of frames
+    dropped at each rotation when a cleaner ran beside the daemon)."""
+    store = CaptureStore(tmp_path, MB, META)
+    store.scan()
+    frames = captured(20)
+    for i, frame in enumerate(frames[:10]):
+        store.write(messages(frame), frame.recv_ns, i)
+    (partial,) = tmp_path.iterdir()
+    partial.unlink()
+    store.close()  # no exception
+    assert store.bag_count == 0
+    for i, frame in enumerate(frames[10:]):
+        store.write(messages(frame), frame.recv_ns, i)
+    store.close()
+    (kept,) = tmp_path.iterdir()
+    assert _seqs(kept) == list(range(10, 20))
+    assert store.bytes_on_disk == kept.stat().st_size
