@@ -339,10 +339,14 @@ NOTHING_YET = "(is the daemon running, and fed?)"
 
 
 def progress_line(view: WatchView) -> str:
-    """The plain one-line report (no terminal, or ``--no-live``)."""
+    """The plain one-line report (no terminal, or ``--no-live``): one line per report, so
+    that a log keeps it whole; the tick, shadow and capture parts where the daemon has
+    them, after `` | ``."""
     state = health(view.status)
-    return (f"[{view.elapsed_s:6.1f} s] {_answers(view)}, {daemon_counts(view.status)}"
+    line = (f"[{view.elapsed_s:6.1f} s] {_answers(view)}, {daemon_counts(view.status)}"
             + (f", {state}" if state else "") + (f" {NOTHING_YET}" if not view.answered else ""))
+    extra = [part(view.status) for part in (tick_line, shadow_line, capture_line)]
+    return " | ".join([line, *(part for part in extra if part)])
 
 
 def _draw(view: WatchView, width: int, color: bool, unicode: bool) -> list[str]:

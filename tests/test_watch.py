@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 import os
@@ -350,6 +351,9 @@ def test_the_shadow_line_compares_the_candidate_with_the_serving_model() -> None
     assert shadow_line(status) == (
         "shadow cand-1: compared 90, skipped 2; decisions differ pedestrian 20.0%,"
         " dog 3.1%; macro F1 serving 0.610 shadow 0.660 (40 labels)")
+    # --no-live: on the one line of a report.
+    plain = progress_line(dataclasses.replace(Watch(OPTIONS).view(0.5, 0), status=status))
+    assert plain.endswith(" | " + shadow_line(status))
     hostile = shadow_line({"shadow": {"model": "\x1b[31m", "disagree": {"\x07": True}}})
     assert "\x1b" not in hostile
     assert "\x07" not in hostile
