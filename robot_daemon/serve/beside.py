@@ -9,8 +9,9 @@ change a ``pred``.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy.typing as npt
 import zmq
@@ -21,12 +22,15 @@ from robot_daemon.learn.session import OnlineSession
 from robot_daemon.model import Model
 from robot_daemon.serve import early
 from robot_daemon.serve.batch import Batch
+from robot_daemon.serve.labelled import Labelled
 from robot_daemon.serve.reload import ServedModel
 from robot_daemon.serve.shadow import ShadowSlot
 
 if TYPE_CHECKING:
     from robot_daemon.serve.capturing import Capturer
 
+#: Labels waiting for the shadow's scores and the capture; the oldest go first.
+MAX_LABELS: Final = 256
 #: A tick's frames (n), the serving model's probabilities (n, c), the model and its
 #: weights' version: computed after the pred, when the shadow or the capture runs.
 Answers = Callable[[], tuple[Batch, npt.NDArray[Any], Model, str]]
@@ -47,8 +51,9 @@ class Beside:
         self.capturer = None if config.capture is None else _capturer(config, serving,
                                                                        meta_model)
         self._served: tuple[int, Answers] | None = None
+        self._labels: deque[wire.Label] = deque(maxlen=MAX_LABELS)
         if online is not None:  # each label scores both models, and may be captured
-            online.on_label = self._label
+            online.on_label = self._labels.append
 
     @classmethod
     def wanted(cls, config: DaemonConfig) -> bool:
@@ -65,20 +70,31 @@ class Beside:
 
     @property
     def waiting(self) -> bool:
-        """A tick's frames, or labels for the capture, wait for :meth:`run`."""
-        return self._served is not None or (
-            self.capturer is not None and self.capturer.has_labels)
+        """A tick's frames, or labels, wait for :meth:`run`."""
+        return self._served is not None or bool(self._labels)
 
     def run(self, pub: zmq.Socket[bytes], serving: Model, version: str,
             until_ns: int) -> None:
         """The waiting tick: the shadow's pass where it fits before ``until_ns``, then the
-        capture's triggers (microseconds); or the waiting labels alone (``serving`` at
-        ``version`` decides what they contradict)."""
+        capture's triggers (microseconds); then the waiting labels, answered once by
+        ``serving`` (at ``version``) for the shadow's scores and the capture."""
         if self._served is not None:
             waiting, self._served = self._served, None
             self._after(waiting, (pub, until_ns))
-        elif self.capturer is not None:
-            self.capturer.check_labels(serving, version)
+        if self._labels:
+            self._check_labels(serving, version, until_ns)
+
+    def _check_labels(self, serving: Model, version: str, until_ns: int) -> None:
+        labels = list(self._labels)
+        self._labels.clear()
+        shadow = None if self.shadows is None else self.shadows.current
+        wanted = shadow is not None or (self.capturer is not None
+                                        and self.capturer.wants_answers)
+        labelled = Labelled.of(labels, serving if wanted else None)
+        if shadow is not None:
+            shadow.score(labelled, serving, until_ns)
+        if self.capturer is not None:
+            self.capturer.labels(labelled, version, serving.thresholds)
 
     def _after(self, waiting: tuple[int, Answers], shadow_slot: tuple[zmq.Socket[bytes], int]
                | None) -> None:
@@ -95,12 +111,6 @@ class Beside:
                     shadow = (S, current.served.model.thresholds, current.served.version)
         if self.capturer is not None:
             self.capturer.tick(tick, frames, P, serving, version, shadow)
-
-    def _label(self, label: wire.Label) -> None:
-        if self.shadows is not None and self.shadows.current is not None:
-            self.shadows.current.label(label)
-        if self.capturer is not None:
-            self.capturer.label(label)
 
     def health_changed(self) -> None:
         if self.capturer is not None:

@@ -27,14 +27,15 @@ from robot_daemon.capture.frames import CapturedFrame
 from robot_daemon.capture.writer import Capture, CaptureConfig
 from robot_daemon.model import Model
 from robot_daemon.serve.batch import Batch
+from robot_daemon.serve.labelled import Labelled
 
-#: Labels waiting to be checked against the serving model's decision; the oldest go first.
-MAX_LABELS: Final = 256
 #: Captured frames whose label is still written when it comes (about 17 minutes of the
 #: default rate of 10 a second).
 CAPTURED_KEYS: Final = 10_000
-#: How long a label that came before its frame was captured waits for it.
+#: How long a label that came before its frame was captured waits for it, and how many
+#: wait at most (a second of the capture-only label channel's 1,000 a second).
 LABEL_WAIT_NS: Final = 1_000_000_000
+EARLY_LABELS: Final = 1_024
 
 #: The shadow's answers (n, c) to a tick's frames, its thresholds (c,) and its identity.
 Shadow = tuple[npt.NDArray[Any], npt.NDArray[np.float64], str]
@@ -51,11 +52,10 @@ class Capturer:
         # frame is kept as the row of its tick it was (the tick's arrays are kept alive).
         self.recent: triggers.Recent[tuple[int, Batch, int, npt.NDArray[Any], str]] = (
             triggers.Recent(config.health_window_s))
-        self._labels: deque[wire.Label] = deque(maxlen=MAX_LABELS)
         self._captured: OrderedDict[tuple[str | None, int], None] = OrderedDict()
         #: Labels that came before their frame was captured: (when, label), the oldest
-        #: first, kept LABEL_WAIT_NS (at most MAX_LABELS x 4).
-        self._early: deque[tuple[int, wire.Label]] = deque(maxlen=4 * MAX_LABELS)
+        #: first, kept LABEL_WAIT_NS.
+        self._early: deque[tuple[int, wire.Label]] = deque(maxlen=EARLY_LABELS)
 
     def tick(self, tick: int, frames: Batch, P: npt.NDArray[Any], serving: Model,
              version: str, shadow: Shadow | None) -> None:
@@ -74,7 +74,6 @@ class Capturer:
             left = [i for i, why in enumerate(reasons) if not why]
             keep = left[-self.recent.max_frames:]  # a flood keeps only what the ring holds
             self.recent.add(((tick, frames, i, P, version) for i in keep), now)
-        self.check_labels(serving, version)
 
     def _reasons(self, P: npt.NDArray[Any], thresholds: npt.NDArray[np.float64],
                  shadow: Shadow | None) -> list[tuple[str, ...]]:
@@ -107,43 +106,35 @@ class Capturer:
         queued = self.capture.offer(captured, now)
         self._remember(captured[:queued], now)  # the others were not kept: nor their labels
 
-    def label(self, label: wire.Label) -> None:
-        """A labelled frame (the label channel): kept as the label of a frame captured
-        before, and captured if it contradicts the serving model's decision."""
-        self._labels.append(label)
-
     @property
-    def has_labels(self) -> bool:
-        return bool(self._labels)
+    def wants_answers(self) -> bool:
+        """Whether :meth:`labels` needs the serving model's answers to the labels."""
+        return triggers.CONTRADICT in self.on
 
-    def check_labels(self, serving: Model, version: str) -> None:
-        """The waiting labels: those of frames captured before written, those that
-        contradict ``serving``'s decision (at ``version``) captured."""
-        if not self._labels:
-            return
+    def labels(self, labelled: Labelled, version: str, thresholds: npt.NDArray[np.float64]
+               ) -> None:
+        """Labels from the label channel: those of frames captured before written, and
+        those that contradict the serving model's decision (``labelled.P``, at
+        ``thresholds``; model ``version``) captured."""
         now = time.monotonic_ns()
-        labels = list(self._labels)
-        self._labels.clear()
+        labels = labelled.labels
+        # Before the captured frames' labels are kept (and their keys forgotten): a frame
+        # captured once is not captured again for its label.
+        fresh = np.array([(label.src, label.seq) not in self._captured for label in labels])
         # A label often comes before its frame's tick: it waits for it, a while.
-        self._early.extend((now, label) for label in labels
-                           if (label.src, label.seq) not in self._captured)
+        self._early.extend((now, label) for label, new in zip(labels, fresh, strict=True)
+                           if new)
         self._label_captured(labels, now)
-        if triggers.CONTRADICT not in self.on:
+        if not self.wants_answers or labelled.P is None:
             return
-        labels = [label for label in labels if (label.src, label.seq) not in self._captured]
-        if not labels:
-            return
-        X = np.stack([label.x for label in labels]).astype(np.float32)
-        Y = np.stack([label.y for label in labels])
-        with np.errstate(all="ignore"):
-            P = serving.predict_proba(X).astype(np.float32)
-        wrong = triggers.contradicts(P, Y, serving.thresholds) & np.isfinite(P).all(axis=1)
+        P, Y = labelled.P, labelled.Y
+        wrong = (triggers.contradicts(P, Y, thresholds) & np.isfinite(P).all(axis=1)
+                 & fresh)
         wall = _wall_offset_ns(now)
         self.capture.offer([CapturedFrame(
-            seq=label.seq, t=label.t, x=X[i], src=label.src, recv_ns=now + wall, p=P[i],
-            model=version, shadow_p=None, shadow_model=None, y=np.asarray(Y[i], np.uint8),
-            reasons=(triggers.CONTRADICT,)) for i, label in enumerate(labels) if wrong[i]],
-            now)
+            seq=labels[i].seq, t=labels[i].t, x=labelled.X[i], src=labels[i].src,
+            recv_ns=now + wall, p=P[i], model=version, shadow_p=None, shadow_model=None,
+            y=Y[i], reasons=(triggers.CONTRADICT,)) for i in np.flatnonzero(wrong)], now)
 
     def _label_captured(self, labels: list[wire.Label], now: int) -> None:
         """The labels of frames captured before (a labeller answers after the frame): one

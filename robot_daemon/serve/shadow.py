@@ -34,6 +34,7 @@ from robot_daemon.model import Model
 from robot_daemon.offline.metrics import scores_from_counts
 from robot_daemon.ratelimit import REJECT_LOG_PERIOD_NS, RateLimiter
 from robot_daemon.serve.batch import Batch, encode_answers
+from robot_daemon.serve.labelled import Labelled
 from robot_daemon.serve.reload import Reloader, ServedModel, full_tick_ns
 
 log = logging.getLogger("robot_daemon.serve.shadow")
@@ -44,8 +45,6 @@ MARGIN_NS: Final = 1_000_000
 SAFETY: Final = 1.5
 #: Recent ratios of a pass's time to its estimate kept for the correction (median).
 RATIOS: Final = 9
-#: Labelled frames waiting to be scored by both models; the oldest go first.
-MAX_LABELS: Final = 256
 
 
 def check_matches(shadow: Model, serving: Model, path: object) -> None:
@@ -147,26 +146,30 @@ class Shadow:
         self.cost = (Cost.fitted(*shadow.pass_ns) if shadow.pass_ns is not None
                      else Cost.timed(shadow.model, rows))
         self.tally = Tally(shadow.model.c)
-        self._labels: deque[wire.Label] = deque(maxlen=MAX_LABELS)
-
-    def label(self, label: wire.Label) -> None:
-        """A labelled frame (online learning), to score both models on."""
-        self._labels.append(label)
 
     def run(self, pub: zmq.Socket[bytes], serving: Model, until_ns: int, tick: int,
             frames: Batch, P: npt.NDArray[Any]) -> npt.NDArray[Any] | None:
         """Answer the frames (n) tick ``tick`` answered with the serving model's ``P``
-        (n, c), then score the waiting labels, each only if it fits before ``until_ns``
-        (the next tick's work); frames that do not fit are skipped. The shadow's answers
-        (n, c), or None where it skipped them."""
-        S = None
+        (n, c) if it fits before ``until_ns`` (the next tick's work), else skip them. The
+        shadow's answers (n, c), or None where it skipped them."""
         if not self._fits(len(frames), until_ns):
             self.tally.skipped += len(frames)
-        else:
-            S = self._answer(pub, tick, frames, P, serving.thresholds)
-        if self._labels and self._fits(2 * len(self._labels), until_ns):
-            self._score(serving)
-        return S
+            return None
+        return self._answer(pub, tick, frames, P, serving.thresholds)
+
+    def score(self, labelled: Labelled, serving: Model, until_ns: int) -> None:
+        """Both models on labelled frames the serving model answered (``labelled.P``), if
+        the shadow's pass fits before ``until_ns``: scores are a sample, never a delay."""
+        if labelled.P is None or not self._fits(len(labelled.labels), until_ns):
+            return
+        with np.errstate(all="ignore"):
+            S = self.served.model.predict_proba(labelled.X)
+        for which, (P, thresholds) in enumerate(zip(
+                (labelled.P, S), (serving.thresholds, self.served.model.thresholds),
+                strict=True)):
+            ok = np.isfinite(P).all(axis=1)
+            self.tally.score(which, P[ok], labelled.Y[ok], thresholds)
+        self.tally.labelled += len(labelled.labels)
 
     def _fits(self, rows: int, until_ns: int) -> bool:
         left = until_ns - time.monotonic_ns()
@@ -187,20 +190,6 @@ class Shadow:
             pub.send(wire.TOPIC_SHADOW, zmq.SNDMORE)
             pub.send(payload)
         return S
-
-    def _score(self, serving: Model) -> None:
-        """Both models on the waiting labelled frames."""
-        labels = list(self._labels)
-        self._labels.clear()
-        X = np.stack([label.x for label in labels]).astype(np.float32)
-        Y = np.stack([label.y for label in labels])
-        with np.errstate(all="ignore"):
-            answers = (serving.predict_proba(X), self.served.model.predict_proba(X))
-        for which, (P, thresholds) in enumerate(zip(
-                answers, (serving.thresholds, self.served.model.thresholds), strict=True)):
-            ok = np.isfinite(P).all(axis=1)
-            self.tally.score(which, P[ok], Y[ok], thresholds)
-        self.tally.labelled += len(labels)
 
     def status(self) -> dict[str, Any]:
         """The ``shadow`` map of ``status`` (see docs/daemon-reference.md)."""

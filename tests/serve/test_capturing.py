@@ -18,6 +18,7 @@ from robot_daemon.capture.frames import decode_capture
 from robot_daemon.capture.writer import CaptureConfig
 from robot_daemon.serve.batch import Batch
 from robot_daemon.serve.capturing import Capturer
+from robot_daemon.serve.labelled import Labelled
 
 from .test_daemon import DEFAULT_MODEL, ROOT, Harness, _readings
 from .test_shadow import _model, _saved
@@ -122,13 +123,31 @@ def test_a_label_that_contradicts_the_served_decision_is_captured_with_it(
     decided = SERVING.predict_proba(X) >= SERVING.thresholds
     Y = decided.astype(np.uint8)
     Y[[3, 7], 0] ^= 1  # two labels say otherwise
-    for i in range(20):
-        capturer.label(wire.Label(i, i / 50, X[i], Y[i], "lidar"))
-    capturer.tick(1, _batch(X[:0]), np.zeros((0, SERVING.c)), SERVING, "m", None)
+    _labels(capturer, [wire.Label(i, i / 50, X[i], Y[i], "lidar") for i in range(20)])
     capturer.close()
     got = _messages(tmp_path)
     assert [wire.decode_label(p).seq for p in got["label"]] == [3, 7]
     assert [decode_capture(p)["reasons"] for p in got["capture"]] == [["contradict"]] * 2
+
+
+def test_a_captured_frame_whose_label_contradicts_it_is_not_captured_again(
+    tmp_path: Path,
+) -> None:
+    capturer = _capturer(tmp_path, margin=0.5, triggers=frozenset({"uncertain", "contradict"}))
+    X = _readings(2)
+    P = SERVING.predict_proba(X)
+    capturer.tick(1, _batch(X), P, SERVING, "m", None)  # both captured as uncertain
+    Y = 1 - np.greater_equal(P, SERVING.thresholds).astype(np.uint8)  # both decided wrong
+    _labels(capturer, [wire.Label(i, i / 50, X[i], Y[i], "lidar") for i in range(2)])
+    capturer.close()
+    status = capturer.status()
+    assert (status["capture_frames"], status["capture_labels"]) == (2, 2)
+    assert status["capture_by_reason"]["contradict"] == 0
+
+
+def _labels(capturer: Capturer, labels: list[wire.Label]) -> None:
+    """The label channel's ``labels``, as the daemon hands them over between ticks."""
+    capturer.labels(Labelled.of(labels, SERVING), "m", SERVING.thresholds)
 
 
 @pytest.mark.parametrize("margin", [0.0, 0.05])
@@ -148,9 +167,8 @@ def test_a_label_that_comes_for_a_captured_frame_is_kept_with_it(tmp_path: Path)
     P = SERVING.predict_proba(X)
     capturer.tick(1, _batch(X[:5]), P[:5], SERVING, "m", None)  # frames 0-4 captured
     Y = np.greater_equal(P, SERVING.thresholds).astype(np.uint8)
-    for i in (2, 4, 7):  # the labeller answers later; frame 7 was never captured
-        capturer.label(wire.Label(i, i / 50, X[i], Y[i], "lidar"))
-    capturer.tick(2, _batch(X[:0]), np.zeros((0, SERVING.c)), SERVING, "m", None)
+    # The labeller answers later; frame 7 was never captured.
+    _labels(capturer, [wire.Label(i, i / 50, X[i], Y[i], "lidar") for i in (2, 4, 7)])
     capturer.close()
     status = capturer.status()
     assert (status["capture_frames"], status["capture_labels"]) == (5, 2)
@@ -215,9 +233,8 @@ def test_a_label_that_comes_before_its_frame_is_captured_waits_for_it(
     X = _readings(3)
     P = SERVING.predict_proba(X)
     Y = np.greater_equal(P, SERVING.thresholds).astype(np.uint8)
-    for i in range(3):  # the labeller's answers, ahead of the tick that serves the frames
-        capturer.label(wire.Label(i, i / 50, X[i], Y[i], "lidar"))
-    capturer.check_labels(SERVING, "m")  # between ticks: nothing captured yet
+    # The labeller's answers, ahead of the tick that serves the frames: nothing captured yet.
+    _labels(capturer, [wire.Label(i, i / 50, X[i], Y[i], "lidar") for i in range(3)])
     capturer.tick(1, _batch(X), P, SERVING, "m", None)
     capturer.close()
     assert capturer.status()["capture_labels"] == 3
@@ -231,9 +248,7 @@ def test_a_flood_of_labels_for_a_captured_frame_writes_its_label_once(
     P = SERVING.predict_proba(X)
     capturer.tick(1, _batch(X), P, SERVING, "m", None)
     Y = np.greater_equal(P, SERVING.thresholds).astype(np.uint8)
-    for _ in range(100):
-        capturer.label(wire.Label(1, 1 / 50, X[1], Y[1], "lidar"))
-    capturer.check_labels(SERVING, "m")
+    _labels(capturer, [wire.Label(1, 1 / 50, X[1], Y[1], "lidar")] * 100)
     capturer.close()
     assert capturer.status()["capture_labels"] == 1
 

@@ -18,7 +18,9 @@ from robot_daemon import model as model_file
 from robot_daemon import wire
 from robot_daemon.errors import ModelError
 from robot_daemon.nn import MLP
-from robot_daemon.serve.shadow import Cost, Tally, check_matches
+from robot_daemon.serve.labelled import Labelled
+from robot_daemon.serve.reload import ServedModel
+from robot_daemon.serve.shadow import Cost, Shadow, Tally, check_matches
 
 from .test_daemon import DEFAULT_MODEL, ROOT, Harness, _in_process, _readings, _run_for
 
@@ -57,6 +59,28 @@ def test_the_tally_counts_differing_decisions_the_gap_and_each_models_f1() -> No
     tally.score(1, S[:2], Y, thresholds)  # shadow: a false positive on class 1
     assert tally.f1(0).tolist() == [1.0, 1.0]
     np.testing.assert_allclose(tally.f1(1), [1.0, 2 / 3])
+
+
+def test_labelled_frames_score_both_models_when_the_shadows_pass_fits(tmp_path: Path) -> None:
+    serving = model_file.load(DEFAULT_MODEL)
+    candidate = _model(3)
+    served = ServedModel(candidate, "cand-1", _saved(candidate, tmp_path / "c.npz"))
+    shadow = Shadow(served, serving, 32)
+    X = _readings(40)
+    Y = (serving.predict_proba(X) >= serving.thresholds).astype(np.uint8)  # serving right
+    labelled = Labelled.of([wire.Label(i, i / 50, X[i], Y[i], "lidar") for i in range(40)],
+                           serving)
+    shadow.score(labelled, serving, time.monotonic_ns())  # no time left: a sample missed
+    assert shadow.status()["labelled"] == 0
+    shadow.score(labelled, serving, time.monotonic_ns() + 10**9)
+    status = shadow.status()
+    assert status["labelled"] == 40
+    present = Y.any(axis=0)  # a class no label has scores 0 for both
+    assert np.allclose([status["f1_serving"][k] for k in NAMES], present)
+    S = candidate.predict_proba(X) >= candidate.thresholds
+    tp = (S & (Y == 1)).sum(axis=0)
+    f1 = 2 * tp / np.maximum(2 * tp + (S & (Y == 0)).sum(axis=0) + (~S & (Y == 1)).sum(axis=0), 1)
+    np.testing.assert_allclose([status["f1_shadow"][k] for k in NAMES], f1)
 
 
 def test_a_shadow_of_other_classes_is_refused_in_one_line() -> None:
