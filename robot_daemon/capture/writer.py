@@ -14,6 +14,7 @@ Design: docs/architecture.md, "Capture".
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -28,8 +29,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self
 
-from robot_daemon.capture import triggers
-from robot_daemon.capture.frames import CapturedFrame, messages
+from robot_daemon.capture import stream, triggers
+from robot_daemon.capture.frames import CapturedFrame, Message, messages
 from robot_daemon.capture.store import CaptureStore
 from robot_daemon.errors import BagError, ConfigError, WireError
 from robot_daemon.ratelimit import RateLimiter, TokenBucket
@@ -137,6 +138,8 @@ class Capture:
         except BagError:
             raise ConfigError(INSTALL_HINT) from None
         self.config = config
+        # Marked as a capture's: train then knows its frames were chosen, not drawn.
+        meta = dataclasses.replace(meta, extra={**meta.extra, "source": stream.CAPTURE_SOURCE})
         self._store = CaptureStore(Path(config.dir), config.max_bytes, meta)
         _check_directory(self._store.directory)
         try:
@@ -145,7 +148,7 @@ class Capture:
             raise ConfigError(f"cannot use the capture directory {config.dir}:"
                               f" {exc.strerror or exc}") from None
         self._bucket = TokenBucket(config.rate_per_s, config.rate_per_s * config.burst_s)
-        self._queue: deque[CapturedFrame] = deque()
+        self._queue: deque[CapturedFrame | stream.StreamRecord] = deque()
         self._wake = threading.Event()
         self._stopping = False
         self._stop_deadline_ns: int | None = None
@@ -154,6 +157,7 @@ class Capture:
         # thread the others; status() reads them (an int is read whole).
         self.frames = 0
         self.labels = 0  # labels of frames captured before, written as they came
+        self.stream_records = 0  # the served stream's statistics (capture.stream)
         self.dropped_rate = 0
         self.dropped_queue = 0
         self.dropped_error = 0
@@ -201,6 +205,17 @@ class Capture:
             self._queue.extend(islice(frames, queued))
             self._wake.set()
         return max(0, queued)
+
+    def offer_stream(self, record: stream.StreamRecord) -> bool:
+        """Queue the statistics of the frames served lately; never blocks. False when the
+        queue has no room (or the capture is closing): the caller keeps them for later."""
+        if self._stopping and self._stop_deadline_ns is not None:
+            return False
+        if len(self._queue) >= self.config.queue_frames:
+            return False
+        self._queue.append(record)
+        self._wake.set()
+        return True
 
     def status(self) -> dict[str, Any]:
         """The ``capture_*`` keys of the daemon's ``status``."""
@@ -264,11 +279,15 @@ class Capture:
                 return
             self._write(self._queue.popleft())
 
-    def _write(self, frame: CapturedFrame) -> None:
-        """Write one frame, or count why not; never raises."""
+    def _write(self, frame: CapturedFrame | stream.StreamRecord) -> None:
+        """Write one frame (or the stream's statistics), or count why not; never raises."""
         now_ns = time.monotonic_ns()
         if now_ns < self._retry_ns:  # backing off after a failure
-            self.dropped_error += 1
+            if isinstance(frame, CapturedFrame):
+                self.dropped_error += 1
+            return
+        if isinstance(frame, stream.StreamRecord):
+            self._write_stream(frame, now_ns)
             return
         try:
             records = messages(frame)
@@ -307,6 +326,17 @@ class Capture:
             log.info("capture: writing again into %s (after %d failed attempts)",
                      self._store.directory, self._failures)
             self._failures, self._retry_ns = 0, 0
+
+    def _write_stream(self, record: stream.StreamRecord, now_ns: int) -> None:
+        """One ``stream`` record; lost on a failing disk, as the frames are."""
+        message = Message(stream.TOPIC, stream.encode(record), None)
+        try:
+            self._store.write([message], round(record.t1 * 1e9), now_ns)
+        except (OSError, BagError) as exc:
+            self._failed(exc, now_ns)
+            return
+        self.stream_records += 1
+        self._published()
 
     def _failed(self, exc: Exception, now_ns: int) -> None:
         """Count a failure and back off; one ERROR when writing starts failing."""

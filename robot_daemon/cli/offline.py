@@ -24,6 +24,7 @@ from robot_daemon.fleet import sources
 from robot_daemon.paths import check_input, check_output, same_file
 
 if TYPE_CHECKING:
+    from robot_daemon.fleet.sources import Source
     from robot_daemon.offline.finetune import Init
     from robot_daemon.offline.train import TrainConfig
 
@@ -107,6 +108,8 @@ def _run_train(args: argparse.Namespace) -> int:
         for flag, out in (("--out", args.out), ("--plot", args.plot)):
             if out:
                 check_output(out, [args.init], overwrite=args.overwrite, atomic=True, what=flag)
+    if init is not None:
+        init = _with_served(init, found)
     if fleet.wanted(args, args.bags):
         model = fleet.run_train(args, config, found, init)
     else:
@@ -122,13 +125,15 @@ def _run_train(args: argparse.Namespace) -> int:
     model.save(args.out)
     best = model.training["best_epoch"]
     if best == 0:
+        tuned = "" if init is not None and init.keeps_thresholds else " (thresholds tuned anew)"
         print(f"kept the --init model's weights: none of {model.training['epochs_run']}"
-              " epochs beat them on validation (thresholds tuned anew)")
+              f" epochs beat them on validation{tuned}")
     elif best is not None:
         print(f"kept epoch {best} of {model.training['epochs_run']} (best validation macro-F1)")
     validation = model.training["validation"]
     if validation["n"]:
-        print(f"validation ({validation['n']} frames, tuned thresholds): macro-F1"
+        which = "kept" if init is not None and init.keeps_thresholds else "tuned"
+        print(f"validation ({validation['n']} frames, {which} thresholds): macro-F1"
               f" {validation['macro_f1']:.3f}")
         for name, f1 in validation["f1"].items():
             print(f"  {name:<16} F1 {f1:.3f}")
@@ -150,6 +155,28 @@ def _init(args: argparse.Namespace) -> Init | None:
                               " scratch always fits its normalisation on its data")
         return None
     return Init.load(args.init, renormalise=args.renormalise)
+
+
+def _with_served(init: Init, found: Sequence[Source]) -> Init:
+    """``init`` with what the capture bags among ``found`` recorded of the stream the robot
+    served (run --capture), said in a line where it changes the recipe."""
+    import dataclasses
+
+    from robot_daemon.capture import stream
+
+    bags = [source.path for source in found if source.kind == "bag"]
+    served = stream.of_bags(bags, init.model.d)
+    served = dataclasses.replace(served, others=served.others + len(found) - len(bags))
+    init = dataclasses.replace(init, served=served)
+    if served.refused:
+        print(f"warning: {served.refused} stream record(s) of the capture bags refused",
+              file=sys.stderr)
+    if init.renormalise:
+        print(f"normalisation {init.describe_normalisation()}", flush=True)
+    if init.keeps_thresholds:
+        print("thresholds kept from the --init model: capture bags hold the frames the"
+              " triggers chose, not frames as served", flush=True)
+    return init
 
 
 def _train_config(args: argparse.Namespace, init: Init | None) -> TrainConfig:

@@ -32,8 +32,8 @@ from robot_daemon.errors import ConfigError, RobotDaemonError
 from robot_daemon.fleet.cluster import Progress, Runner
 from robot_daemon.fleet.decode import BagRead, read_bag
 from robot_daemon.fleet.manifest import FORMAT, MANIFEST, META_KEY, TABLES, TOPICS
-from robot_daemon.fleet.moments import Moments
 from robot_daemon.fleet.sources import Source
+from robot_daemon.moments import Moments
 from robot_daemon.paths import same_file
 from robot_daemon.wire.batch import FrameBatch, LabelBatch
 

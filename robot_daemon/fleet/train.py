@@ -22,9 +22,9 @@ from robot_daemon import __version__
 from robot_daemon.errors import RobotDaemonError
 from robot_daemon.fleet.cluster import Progress, Runner
 from robot_daemon.fleet.decode import load_labels, names_of
-from robot_daemon.fleet.moments import Moments
 from robot_daemon.fleet.sources import Source
 from robot_daemon.model import Model
+from robot_daemon.moments import Moments, normalisation
 from robot_daemon.nn import MLP, log_loss
 from robot_daemon.offline import metrics
 from robot_daemon.offline.finetune import Init
@@ -90,13 +90,6 @@ def summarize_part(part: Source, val_fraction: float) -> _Summary:
                     loaded.warning, loaded.skipped)
 
 
-def normalization(moments: Moments) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Mean and scale as :func:`robot_daemon.model.fit_normalization` floors them."""
-    std = np.sqrt(moments.m2 / moments.n)
-    floor = 1e-6 * max(1.0, float(np.abs(moments.mean).max()))
-    return moments.mean, np.where(std > floor, std, 1.0)
-
-
 @dataclass
 class _Counts:
     """Per candidate threshold (k) and class (c): tp, fp, fn, int64 (k, c)."""
@@ -150,22 +143,22 @@ def train(
         raise RobotDaemonError("no training examples in any source")
     if init is not None:
         init.check_data(first.d, first.c, first.class_names)
-    if init is None or init.renormalise:
-        mean, scale = normalization(first.moments)
-    else:
-        mean, scale = init.normalisation()
+    chosen = None if init is None else init.normalisation()
+    mean, scale = normalisation(first.moments) if chosen is None else chosen
     dtype = np.dtype(config.dtype)
     if init is None:
         mlp = MLP(first.d, config.h, first.c, rng=config.seed, dtype=dtype)
     else:
         mlp = init.network(config.seed)
     order_rng = np.random.default_rng(config.seed)
+    # From capture bags only: the --init model's thresholds (Init.keeps_thresholds).
+    kept = init.thresholds() if init is not None and init.keeps_thresholds else None
     log = EpochLog(config, report)
     judged = _Judged(np.full(first.c, 0.5), {"n": 0})
     if init is not None:
         # Epoch 0, the starting model: what the fine-tune has to beat.
         judged = _tune(runner, parts, mlp, mean, scale, config, first.class_names, progress,
-                       train_loss=True)
+                       train_loss=True, kept=kept)
         log.close(EpochReport(epoch=0, epochs=config.epochs, train_loss=judged.train_loss,
                               val_macro_f1=judged.f1_at_half, examples_per_s=0.0,
                               val_macro_f1_tuned=judged.validation.get("macro_f1")),
@@ -176,7 +169,8 @@ def train(
                       progress)
         # Judged as one-process training judges an epoch: validation macro-F1 at
         # thresholds tuned on the validation tails (one more pass over them).
-        judged = _tune(runner, parts, mlp, mean, scale, config, first.class_names, progress)
+        judged = _tune(runner, parts, mlp, mean, scale, config, first.class_names, progress,
+                       kept=kept)
         if log.close(replace(done, val_macro_f1_tuned=judged.validation.get("macro_f1")),
                      mlp, (judged.thresholds, judged.validation)):
             break
@@ -306,11 +300,14 @@ def _tune(
     runner: Runner, parts: Sequence[Source], mlp: MLP, mean: NDArray[np.float64],
     scale: NDArray[np.float64], config: TrainConfig, class_names: list[str],
     progress: Progress | None, *, train_loss: bool = False,
+    kept: NDArray[np.float64] | None = None,
 ) -> _Judged:
-    """Thresholds tuned on the validation tails, and the validation summary; with
-    ``train_loss``, also the loss of the training heads (epoch 0 of a fine-tune, which
-    has no SGD pass to measure it on)."""
+    """Thresholds tuned on the validation tails (or ``kept`` (c,), as given), and the
+    validation summary at them; with ``train_loss``, also the loss of the training heads
+    (epoch 0 of a fine-tune, which has no SGD pass to measure it on)."""
     candidates = metrics.threshold_candidates()
+    if kept is not None:  # counted at exactly the kept thresholds too
+        candidates = np.unique(np.concatenate([candidates, kept]))
     dtype = np.dtype(config.dtype)
     total: _Counts | None = None
     n_val = 0
@@ -334,7 +331,7 @@ def _tune(
     if total is None:
         return _Judged(np.full(len(class_names), 0.5), {"n": 0}, train_loss=loss)
     f1 = total.f1()
-    thresholds = metrics.pick_thresholds(candidates, f1)
+    thresholds = metrics.pick_thresholds(candidates, f1) if kept is None else kept
     picked = [int(np.flatnonzero(candidates == t)[0]) for t in thresholds]
     chosen = f1[picked, np.arange(len(thresholds))]  # each class at its own threshold
     at_half = int(np.argmin(np.abs(candidates - 0.5)))

@@ -271,10 +271,8 @@ def train(
     if len(train_rows) == 0:
         raise RobotDaemonError("no training examples left after the validation split")
     X_raw, Y = data.subset(train_rows)
-    if init is None or init.renormalise:
-        mean, scale = fit_normalization(X_raw)
-    else:
-        mean, scale = init.normalisation()
+    chosen = None if init is None else init.normalisation()
+    mean, scale = fit_normalization(X_raw) if chosen is None else chosen
     dtype = np.dtype(config.dtype)
     X = ((X_raw - mean) / scale).astype(dtype)
     Yf = Y.astype(dtype)
@@ -308,7 +306,8 @@ def train(
         best.restore(mlp)
     if len(val_rows):
         P_val = mlp.predict_proba(X_val)
-        thresholds = metrics.tune_thresholds(Y_val, P_val)
+        thresholds = (init.thresholds() if init is not None and init.keeps_thresholds
+                      else metrics.tune_thresholds(Y_val, P_val))
         scores = metrics.per_class_scores(Y_val, P_val >= thresholds)
         validation = {
             "n": len(val_rows),

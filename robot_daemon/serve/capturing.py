@@ -22,10 +22,11 @@ import numpy.typing as npt
 
 from robot_daemon import wire
 from robot_daemon.bag.format import BagMeta
-from robot_daemon.capture import triggers
+from robot_daemon.capture import stream, triggers
 from robot_daemon.capture.frames import CapturedFrame
 from robot_daemon.capture.writer import Capture, CaptureConfig
 from robot_daemon.model import Model
+from robot_daemon.moments import Moments
 from robot_daemon.serve.batch import Batch
 from robot_daemon.serve.labelled import Labelled
 
@@ -56,6 +57,10 @@ class Capturer:
         #: Labels that came before their frame was captured: (when, label), the oldest
         #: first, kept LABEL_WAIT_NS.
         self._early: deque[tuple[int, wire.Label]] = deque(maxlen=EARLY_LABELS)
+        # Every served frame's statistics since the last stream record (capture.stream).
+        self._stream = Moments.empty()
+        self._stream_since = (time.monotonic_ns(), time.time())
+        self._version = meta.extra.get("model", "")  # the serving model's, as each tick says
 
     def tick(self, tick: int, frames: Batch, P: npt.NDArray[Any], serving: Model,
              version: str, shadow: Shadow | None) -> None:
@@ -63,6 +68,7 @@ class Capturer:
         ``version``), and the shadow's answers, thresholds and identity when it ran on
         them."""
         now = time.monotonic_ns()
+        self._count_served(frames, version, now)
         reasons = self._reasons(P, serving.thresholds, shadow)
         picked = [i for i, why in enumerate(reasons) if why]
         wall = _wall_offset_ns(now)
@@ -168,10 +174,29 @@ class Capturer:
                                     maxlen=self._early.maxlen)
                 self._label_captured(matched, now)
 
+    def _count_served(self, frames: Batch, version: str, now: int) -> None:
+        """Every served frame into the stream's statistics; a record every PERIOD_NS."""
+        self._version = version
+        if len(frames):
+            self._stream = self._stream.merge(stream.served(frames.X))
+        if now - self._stream_since[0] >= stream.PERIOD_NS:
+            self._record_stream(now)
+
+    def _record_stream(self, now: int) -> None:
+        """The statistics since the last record, to the writer; kept if it has no room."""
+        if self._stream.n == 0:
+            return
+        record = stream.StreamRecord(self._stream, self._stream_since[1], time.time(),
+                                     self._version)
+        if self.capture.offer_stream(record):
+            self._stream, self._stream_since = Moments.empty(), (now, record.t1)
+
     def status(self) -> dict[str, Any]:
         return self.capture.status()
 
     def close(self) -> None:
+        """The last stream record, then the writer's close."""
+        self._record_stream(time.monotonic_ns())
         self.capture.close()
 
 

@@ -45,6 +45,7 @@ from robot_daemon.wire.messages import (
     TOPIC_PRED,
     TOPIC_SHADOW,
     TOPIC_STATUS,
+    TOPIC_STREAM,
     TOPICS,
     Frame,
     Label,
@@ -55,8 +56,8 @@ from robot_daemon.wire.messages import (
 __all__ = [
     "MAX_C", "MAX_D", "MAX_FRAME_BYTES", "MAX_PRED_BYTES", "MAX_PRED_ROWS", "MAX_SRC_LEN",
     "MAX_STATUS_BYTES", "PROTOCOL_VERSION", "REASONS", "TOPICS", "TOPIC_CAPTURE", "TOPIC_FRAME",
-    "TOPIC_LABEL", "TOPIC_PRED", "TOPIC_SHADOW", "TOPIC_STATUS", "Frame", "Label", "Pred",
-    "PredRows", "RawFrame",
+    "TOPIC_LABEL", "TOPIC_PRED", "TOPIC_SHADOW", "TOPIC_STATUS", "TOPIC_STREAM", "Frame",
+    "Label", "Pred", "PredRows", "RawFrame",
     "decode_frame", "decode_frame_raw", "decode_label", "decode_pred", "decode_status",
     "encode_frame", "encode_label", "encode_pred", "encode_pred_rows", "encode_status",
     "pred_rows", "sensor_time",

@@ -19,8 +19,10 @@ TOPIC_STATUS: Final = b"status"
 TOPIC_SHADOW: Final = b"shadow"
 #: Why a frame was captured (``run --capture``): in capture bags only.
 TOPIC_CAPTURE: Final = b"capture"
+#: The statistics of every frame served, as a capture saw them: in capture bags only.
+TOPIC_STREAM: Final = b"stream"
 TOPICS: Final = (TOPIC_FRAME, TOPIC_LABEL, TOPIC_PRED, TOPIC_STATUS, TOPIC_SHADOW,
-                 TOPIC_CAPTURE)
+                 TOPIC_CAPTURE, TOPIC_STREAM)
 
 # Upper bounds that hold whatever the model: a decoder called without d or c still refuses
 # a frame of a million features. They are far above any real robot and far below what

@@ -4,6 +4,7 @@ open is read up to its last chunk."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -41,7 +42,8 @@ def test_a_capture_bag_holds_each_frame_with_its_answers_and_reasons(tmp_path: P
     path = _capture(tmp_path, 20)
     frames = captured(20)
     with BagReader(path) as bag:
-        assert bag.meta == META
+        # Marked as a capture's: train knows its frames were chosen, not drawn.
+        assert bag.meta == dataclasses.replace(META, extra={"source": "robot_daemon.capture"})
         by_topic: dict[str, list[bytes]] = {}
         for message in bag.messages():
             by_topic.setdefault(message.topic, []).append(message.payload)

@@ -127,10 +127,72 @@ def test_the_lineage_is_recorded_as_the_name_the_init_model_goes_by(
     parent = model.load(DEFAULT)
     # The daemon's model_version, replay's and eval --json's name of the parent.
     assert tuned.training["init"] == {"model": model.identity(parent, DEFAULT),
-                                      "path": str(DEFAULT), "normalisation": "kept"}
+                                      "path": str(DEFAULT), "normalisation": "kept",
+                                      "thresholds": "tuned"}
     assert (tuned.h, tuned.mlp.dtype) == (parent.h, parent.mlp.dtype)
     assert tuned.training["config"]["h"] == parent.h
     assert "init" not in parent.training
+
+
+def _capture_bag(path: Path, drive: sim.SimData, every: int = 10) -> Path:
+    """A capture bag of ``drive``: every ``every``-th frame's label (as if a trigger chose
+    them) and one ``stream`` record of all of its frames (what the robot served)."""
+    from robot_daemon.capture import stream
+    from robot_daemon.moments import Moments
+
+    meta = BagMeta(d=drive.X.shape[1], c=drive.Y.shape[1],
+                   feature_names=list(sim.FEATURE_NAMES), class_names=list(sim.CLASSES),
+                   extra={"source": stream.CAPTURE_SOURCE})
+    with BagWriter(path, meta=meta) as bag:
+        for seq in range(0, drive.n, every):
+            t_ns = round(float(drive.t[seq]) * 1e9)
+            bag.write("label", wire.encode_label(seq, float(drive.t[seq]), drive.X[seq],
+                                                 drive.Y[seq], "sim"), t_ns, t_ns)
+        record = stream.StreamRecord(Moments.of(drive.X), 0.0, float(drive.t[-1]), "m")
+        bag.write(stream.TOPIC, stream.encode(record), t_ns)
+    return path
+
+
+def test_renormalise_on_captures_fits_the_stream_the_robot_served_and_keeps_thresholds(
+    drifted: sim.SimData, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    (tmp_path / "captures").mkdir()
+    bag = _capture_bag(tmp_path / "captures" / "capture-1.mcap", drifted)
+    mean, scale = fit_normalization(drifted.X)  # every frame, not the 300 captured
+    parent = model.load(DEFAULT)
+    models = []
+    # One bag file: one-process training; its directory: the fleet's, in this process.
+    for i, source in enumerate((bag, tmp_path / "captures")):
+        out = tmp_path / f"m{i}.npz"
+        assert main(["train", str(source), "--init", str(DEFAULT), "--renormalise",
+                     "--out", str(out), "--epochs", "2"]) == 0
+        printed = capsys.readouterr().out
+        assert (f"normalisation refitted on the {drifted.n:,} frames the robot served"
+                in printed)
+        assert "thresholds kept from the --init model" in printed
+        models.append(model.load(out))
+    for tuned in models:
+        np.testing.assert_allclose(tuned.mean, mean, rtol=1e-9)
+        np.testing.assert_allclose(tuned.scale, scale, rtol=1e-9)
+        np.testing.assert_array_equal(tuned.thresholds, parent.thresholds)
+        assert tuned.training["init"]["thresholds"] == "kept"
+    assert models[0].training["validation"]["macro_f1"] == pytest.approx(
+        models[1].training["validation"]["macro_f1"], abs=1e-9)
+
+
+def test_captures_mixed_with_a_drive_tune_thresholds_on_the_rows_as_before(
+    drifted: sim.SimData, drifted_bag: Path, tmp_path: Path,
+) -> None:
+    bag = _capture_bag(tmp_path / "capture-1.mcap", drifted)
+    out = tmp_path / "m.npz"
+    assert main(["train", str(bag), str(drifted_bag), "--init", str(DEFAULT),
+                 "--renormalise", "--out", str(out), "--epochs", "1"]) == 0
+    tuned = model.load(out)
+    # The stream records stand for the capture only: fitted on the training rows.
+    assert tuned.training["init"] == {"model": model.identity(model.load(DEFAULT), DEFAULT),
+                                      "path": str(DEFAULT),
+                                      "normalisation": "refitted on the data",
+                                      "thresholds": "tuned"}
 
 
 def _refused(capsys: pytest.CaptureFixture[str], argv: list[str], says: str,

@@ -1,5 +1,6 @@
-"""Per-feature moments of rows, merged across partitions: what ``train``'s first pass
-needs for the input normalisation and ``dataset``'s manifest shows as statistics."""
+"""Per-feature moments of rows, merged across parts: what ``train``'s first pass needs for
+the input normalisation, ``dataset``'s manifest shows as statistics, and ``run --capture``
+records of every frame the robot served (the bags' ``stream`` records)."""
 
 from __future__ import annotations
 
@@ -52,3 +53,10 @@ class Moments:
         return {"count": self.n, "mean": self.mean.tolist(),
                 "std": np.sqrt(self.m2 / self.n).tolist(), "min": self.low.tolist(),
                 "max": self.high.tolist()}
+
+
+def normalisation(moments: Moments) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Mean and scale as :func:`robot_daemon.model.fit_normalization` floors them."""
+    std = np.sqrt(moments.m2 / moments.n)
+    floor = 1e-6 * max(1.0, float(np.abs(moments.mean).max()))
+    return moments.mean, np.where(std > floor, std, 1.0)

@@ -1,0 +1,146 @@
+"""What the robot served, in numbers: the ``stream`` records of a capture bag.
+
+The triggers keep a few frames in a hundred, chosen for being hard: their readings are
+not distributed as the robot's are. A drifted sensor shifts every reading, though, and
+the normalisation that undoes the shift needs the statistics of all of them. So the
+capture also counts every frame a tick served into per-feature moments
+(:class:`~robot_daemon.moments.Moments`: count, mean, squared deviations, min, max) and
+writes them every :data:`PERIOD_NS` as one small ``stream`` record (about 700 bytes at
+d = 16): the statistics of the frames served since the record before. The records of the
+bags a directory keeps add up to the stream those bags cover; ``train --init
+--renormalise`` fits the normalisation on them (docs/loop.md).
+
+Design: docs/architecture.md, "Capture".
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import msgpack
+import numpy as np
+import numpy.typing as npt
+
+from robot_daemon import wire
+from robot_daemon.errors import WireError
+from robot_daemon.moments import Moments
+
+TOPIC: Final = wire.TOPIC_STREAM.decode()
+#: A capture bag's ``source`` (its metadata's extra), as a simulator's is "robot_daemon.sim".
+CAPTURE_SOURCE: Final = "robot_daemon.capture"
+#: A record at most this often: 360 a hour, a few hundred kB a day at d = 16.
+PERIOD_NS: Final = 10_000_000_000
+_FIELDS: Final = ("mean", "m2", "min", "max")
+
+
+@dataclass(frozen=True, eq=False)
+class StreamRecord:
+    """The moments of the frames served between ``t0`` and ``t1`` (wall clock, s) by
+    model ``model``."""
+
+    moments: Moments
+    t0: float
+    t1: float
+    model: str
+
+
+def encode(record: StreamRecord) -> bytes:
+    """The ``stream`` payload: a msgpack map ``{n, mean, m2, min, max, t0, t1, model}``."""
+    m = record.moments
+    obj: dict[str, Any] = {"n": m.n, "mean": m.mean.tolist(), "m2": m.m2.tolist(),
+                           "min": m.low.tolist(), "max": m.high.tolist(), "t0": record.t0,
+                           "t1": record.t1, "model": record.model}
+    payload: bytes = msgpack.packb(obj, use_bin_type=True)
+    return payload
+
+
+def decode(payload: bytes, d: int | None = None) -> Moments:
+    """The moments a ``stream`` payload holds.
+
+    Raises:
+        WireError: not such a map, another ``d``, or values no stream could have (a count
+            below 1, a non-finite number, a negative squared deviation).
+    """
+    obj = wire.decode_status(payload)
+    n = obj.get("n")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise WireError("bad_stream", f"a stream record's n must be an integer >= 1, got {n!r}")
+    arrays = []
+    for name in _FIELDS:
+        values = obj.get(name)
+        if not isinstance(values, list) or not values or (d is not None and len(values) != d):
+            raise WireError("bad_stream", f"a stream record's {name} must be a list of d numbers")
+        try:
+            array = np.asarray(values, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise WireError("bad_stream", f"a stream record's {name} holds something else"
+                            " than numbers") from None
+        if array.ndim != 1 or not np.isfinite(array).all():
+            raise WireError("bad_stream", f"a stream record's {name} must be finite numbers")
+        arrays.append(array)
+    mean, m2, low, high = arrays
+    if len({len(a) for a in arrays}) != 1 or (m2 < 0).any():
+        raise WireError("bad_stream",
+                        "a stream record's lists differ in length or its m2 is negative")
+    return Moments(n, mean, m2, low, high)
+
+
+def served(X: npt.NDArray[Any]) -> Moments:
+    """The moments of the finite rows of a tick's readings ``X`` (n, d)."""
+    finite = np.isfinite(X).all(axis=1)
+    return Moments.of(X if finite.all() else X[finite])
+
+
+def total(payloads: Iterable[bytes], d: int | None = None) -> tuple[Moments, int]:
+    """The moments of every record in ``payloads`` merged, and how many were refused."""
+    moments, refused = Moments.empty(), 0
+    for payload in payloads:
+        try:
+            record = decode(payload, d)
+        except WireError:
+            refused += 1
+            continue
+        d = len(record.mean)  # the first record's d holds for the rest
+        moments = moments.merge(record)
+    return moments, refused
+
+
+@dataclass(frozen=True, eq=False)
+class Served:
+    """What training sources say of the stream the robot served: the moments of their
+    capture bags' ``stream`` records, how many of the sources are capture bags, how many
+    are not, and how many records were refused."""
+
+    moments: Moments
+    captures: int
+    others: int
+    refused: int = 0
+
+    @property
+    def captures_only(self) -> bool:
+        """Every source is a capture bag: its frames were chosen, not drawn as served."""
+        return self.captures > 0 and self.others == 0
+
+
+def of_bags(paths: Sequence[str | os.PathLike[str]], d: int | None = None) -> Served:
+    """The stream records of the capture bags among ``paths`` (bag files; the others, and
+    capture bags without records, count as ``others``).
+
+    Raises:
+        BagError: a bag cannot be read (as ``train`` would have said).
+    """
+    from robot_daemon.bag import BagReader  # needs the optional mcap package
+
+    moments, captures, others, refused = Moments.empty(), 0, 0, 0
+    for path in paths:
+        with BagReader(path) as reader:
+            if reader.meta.extra.get("source") != CAPTURE_SOURCE:
+                others += 1
+                continue
+            captures += 1
+            got, bad = total((m.payload for m in reader.messages([TOPIC])), d)
+            moments, refused = moments.merge(got), refused + bad
+    return Served(moments, captures, others, refused)
