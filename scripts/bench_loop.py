@@ -1,27 +1,35 @@
 """What one turn of the fleet learning loop buys (issue 30), on the simulator.
 
-    .venv/bin/python scripts/bench_loop.py [--minutes 10] [--rate 20] [--json F.json]
+    .venv/bin/python scripts/bench_loop.py [--minutes 10] [--drift 8] [--seeds 3] [--json F]
 
 A drifted robot (``sim --calibration-drift 8``, 10 Hz) drives ``--minutes``; its bag is
 played ``--rate`` times faster through three daemons in turn, each serving the default
 model: one capturing (``uncertain`` frames, at most 10 % of the frames: ``capture_rate``
 is a tenth of the played rate) with the labels kept, one learning online from every
-label, one doing neither. Then, all scored on 15 held-out drifted minutes:
+label. Then, all scored on 15 held-out drifted minutes (``train`` runs with ``--seeds``
+seeds: the mean, and the range):
 
-- the default model;
-- one turn of the loop: ``train --init`` on the captures (plus 5 calibrated minutes);
-- the same on every frame of the drive instead of the captures;
+- the default model, and the same with its normalisation fitted on every reading of the
+  drive (what the capture's ``stream`` records give, without a label);
+- one turn of the loop: ``train --init --renormalise`` on the captures (the stream
+  records' normalisation, the model's thresholds kept);
+- the same on a uniform sample of the drive as large as the captures, written as a
+  capture bag with the same stream record (which frames the triggers chose, against
+  frames taken blindly: nothing else differs);
+- ``train --init`` on every frame of the drive, with and without ``--renormalise``;
 - online learning on the same stream (its last checkpoint).
 
 And the capture's precision: the share of captured frames the serving model got wrong
-(any class's decision against the label) against its error rate on every frame. Goals:
-the loop reaches what training on every frame reaches, from captures of at most 10 % of
-the frames; precision at least 3 x the error rate.
+(any class's decision against the label) against its error rate on every frame, and the
+same per class (class k's decision wrong), averaged over the classes. Goals: the loop
+reaches what training on every frame reaches, from captures of at most 10 % of the
+frames; precision at least 3 x the error rate.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -39,7 +47,9 @@ from benchlib import Figure, write_json  # noqa: E402
 
 from robot_daemon import model as model_file  # noqa: E402
 from robot_daemon import wire  # noqa: E402
-from robot_daemon.bag import BagReader  # noqa: E402
+from robot_daemon.bag import BagReader, BagWriter  # noqa: E402
+from robot_daemon.capture import stream  # noqa: E402
+from robot_daemon.moments import Moments, normalisation  # noqa: E402
 
 MODEL = ROOT / "models" / "default.npz"
 CLI = [sys.executable, "-m", "robot_daemon"]
@@ -68,8 +78,9 @@ def macro_f1(model: Path, bag: str, work: Path) -> float:
     return float(json.loads(rd("eval", str(model), bag, "--json", cwd=work))["mlp"]["macro_f1"])
 
 
-def captured_wrong(directory: Path) -> tuple[int, int]:
-    """Captured frames with a label, and how many of them the served answer got wrong."""
+def captured_errors(directory: Path) -> tuple[int, np.ndarray]:
+    """Captured frames with a label, and per frame and class (n, c) whether the served
+    decision was wrong."""
     preds: dict[tuple[str | None, int], np.ndarray] = {}
     labels: dict[tuple[str | None, int], np.ndarray] = {}
     thresholds = model_file.load(MODEL).thresholds
@@ -85,72 +96,153 @@ def captured_wrong(directory: Path) -> tuple[int, int]:
                     label = wire.decode_label(m.payload)
                     labels[label.src, label.seq] = label.y.astype(bool)
     both = [k for k in labels if k in preds]
-    return len(both), sum(bool((preds[k] != labels[k]).any()) for k in both)
+    wrong = np.array([preds[k] != labels[k] for k in both], dtype=bool)
+    return len(both), wrong.reshape(len(both), len(thresholds))
 
 
-def error_rate(bag: str, work: Path) -> float:
-    """The default model's share of frames with any class decided wrongly."""
-    out = json.loads(rd("eval", str(MODEL), bag, "--json", cwd=work))
-    return 1.0 - float(out["mlp"]["subset_accuracy"])
+def drive_errors(bag: str, work: Path) -> np.ndarray:
+    """Per labelled frame of ``bag`` and class (n, c): the default model decided wrong."""
+    served = model_file.load(MODEL)
+    with BagReader(work / bag) as reader:
+        labels = [wire.decode_label(m.payload)
+                  for m in reader.messages([wire.TOPIC_LABEL.decode()])]
+    X = np.stack([label.x for label in labels])
+    Y = np.stack([label.y for label in labels]).astype(bool)
+    return np.asarray(served.predict_proba(X) >= served.thresholds) != Y
+
+
+def stream_normalised(bag: str, work: Path) -> Path:
+    """The default model with its normalisation fitted on every reading of ``bag`` and
+    nothing else changed: what the capture's stream records alone give, without a label."""
+    served = model_file.load(MODEL)
+    with BagReader(work / bag) as reader:
+        X = np.stack([wire.decode_label(m.payload).x
+                      for m in reader.messages([wire.TOPIC_LABEL.decode()])])
+    mean, scale = normalisation(Moments.of(X))
+    out = work / "stream_only.npz"
+    dataclasses.replace(served, mean=mean, scale=scale).save(out)
+    return out
+
+
+def uniform_sample(bag: str, out: str, n: int, work: Path) -> None:
+    """``n`` labelled frames of ``bag`` evenly spread over it, into the bag ``out``: a
+    capture bag with the stream record of every frame, as if a trigger had drawn them
+    blindly (so that only the frames differ from the loop's)."""
+    topic = wire.TOPIC_LABEL.decode()
+    with BagReader(work / bag) as reader:
+        meta, messages = reader.meta, list(reader.messages([topic]))
+    X = np.stack([wire.decode_label(m.payload).x for m in messages])
+    meta = dataclasses.replace(meta, extra={"source": stream.CAPTURE_SOURCE})
+    keep = np.linspace(0, len(messages) - 1, n).round().astype(int)
+    with BagWriter(work / out, meta=meta) as writer:
+        for i in keep:
+            m = messages[i]
+            writer.write(topic, m.payload, m.recv_ns, m.sensor_ns)
+        record = stream.StreamRecord(Moments.of(X), 0.0, 0.0, "default")
+        writer.write(stream.TOPIC, stream.encode(record), messages[-1].recv_ns)
+
+
+def trained_f1(out: str, sources: list[str], seeds: int, work: Path,
+               *extra: str) -> list[float]:
+    """Held-out macro F1 of ``train --init`` on ``sources``, one per seed."""
+    scores = []
+    for seed in range(seeds):
+        rd("train", *sources, "--init", str(MODEL), "--seed", str(seed), "--out", out,
+           "--overwrite", *extra, cwd=work)
+        scores.append(macro_f1(work / out, "heldout.mcap", work))
+    return scores
+
+
+def spread(scores: list[float]) -> str:
+    """The mean of ``scores`` and their range."""
+    return f"{np.mean(scores):.3f} ({min(scores):.3f}-{max(scores):.3f})"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--rate", type=float, default=20.0, help="playback speed-up")
+    parser.add_argument("--seeds", type=int, default=3, help="training seeds per figure")
+    parser.add_argument("--drift", type=float, default=8.0,
+                        help="sim --calibration-drift of the robot (default 8)")
+    parser.add_argument("--triggers", default="uncertain",
+                        help="the capture's triggers (capture_triggers)")
     parser.add_argument("--json", type=Path, help="also write the headline figures here")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="rd-loop-", dir="/tmp"))
     try:
         seconds = str(int(args.minutes * 60))
         rd("sim", "drifted.mcap", "--duration", seconds, "--rate", "10", "--seed", "61",
-           "--calibration-drift", "8", "--no-progress", cwd=work)
+           "--calibration-drift", str(args.drift), "--no-progress", cwd=work)
         rd("sim", "heldout.mcap", "--duration", "900", "--rate", "10", "--seed", "62",
-           "--calibration-drift", "8", "--no-progress", cwd=work)
-        rd("sim", "calibrated.mcap", "--duration", "300", "--rate", "10", "--seed", "63",
-           "--no-progress", cwd=work)
+           "--calibration-drift", str(args.drift), "--no-progress", cwd=work)
         frames = int(args.minutes * 60 * 10)
         (work / "captures").mkdir()
         played = 10 * args.rate  # frames a second through the daemon
-        print(f"serving {frames:,} drifted frames at {played:.0f} frames/s with capture",
-              flush=True)
+        print(f"serving {frames:,} drifted frames at {played:.0f} frames/s with capture"
+              f" ({args.triggers})", flush=True)
         serve(work, "drifted.mcap", args.rate, "--capture", "captures",
               "--capture-max-mb", "100", "--capture-rate", str(played / 10),
-              "--capture-triggers", "uncertain")
+              "--capture-triggers", args.triggers)
         (work / "checkpoints").mkdir()
         print("the same stream, learning online", flush=True)
         serve(work, "drifted.mcap", args.rate, "--online", "--checkpoint-dir", "checkpoints")
         online = max((work / "checkpoints").glob("*.npz"), key=lambda p: p.stat().st_mtime)
-        rd("train", "captures", "calibrated.mcap", "--init", str(MODEL), "--out",
-           "loop.npz", cwd=work)
-        rd("train", "drifted.mcap", "calibrated.mcap", "--init", str(MODEL), "--out",
-           "every.npz", cwd=work)
-        n, wrong = captured_wrong(work / "captures")
-        f1 = {name: macro_f1(path, "heldout.mcap", work) for name, path in (
-            ("default", MODEL), ("loop", work / "loop.npz"), ("every", work / "every.npz"),
-            ("online", online))}
-        errors = error_rate("drifted.mcap", work)
+        n, wrong = captured_errors(work / "captures")
+        uniform_sample("drifted.mcap", "sample.mcap", n, work)
+        print(f"training on the {n:,} captures, on as many frames sampled uniformly and on"
+              f" every frame, {args.seeds} seed(s) each", flush=True)
+        renormalise = ("--renormalise",)
+        f1 = {name: trained_f1(f"{name}.npz", sources, args.seeds, work, *extra)
+              for name, sources, extra in (
+                  ("loop", ["captures"], renormalise),
+                  ("sample", ["sample.mcap"], renormalise),
+                  ("every", ["drifted.mcap"], ()),
+                  ("every_renormalised", ["drifted.mcap"], renormalise))}
+        f1["default"] = [macro_f1(MODEL, "heldout.mcap", work)]
+        f1["stream_only"] = [macro_f1(stream_normalised("drifted.mcap", work), "heldout.mcap",
+                                      work)]
+        f1["online"] = [macro_f1(online, "heldout.mcap", work)]
+        errors = drive_errors("drifted.mcap", work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     share = n / frames
-    precision = wrong / n if n else 0.0
+    precision, error_rate = wrong.any(axis=1).mean(), errors.any(axis=1).mean()
+    per_class = float(np.mean(wrong.mean(axis=0) / errors.mean(axis=0)))
+    loop = float(np.mean(f1["loop"]))
+    every = max(float(np.mean(f1["every"])), float(np.mean(f1["every_renormalised"])))
     print(f"captured {n:,} labelled frames of {frames:,} ({share:.1%})")
-    print(f"held-out macro F1: default {f1['default']:.3f}, one turn of the loop"
-          f" {f1['loop']:.3f}, training on every frame {f1['every']:.3f}, online learning"
-          f" {f1['online']:.3f}")
+    print(f"held-out macro F1: default {f1['default'][0]:.3f}; normalised on the stream"
+          f" only (no label) {f1['stream_only'][0]:.3f}")
+    print(f"  train --init --renormalise on the captures (one turn of the loop)"
+          f" {spread(f1['loop'])}")
+    print(f"  the same on as many frames sampled uniformly {spread(f1['sample'])}")
+    print(f"  train --init on every frame {spread(f1['every'])}, with --renormalise"
+          f" {spread(f1['every_renormalised'])}")
+    print(f"  online learning on the same stream {f1['online'][0]:.3f}")
     print(f"capture precision: {precision:.1%} of captured frames wrong, against"
-          f" {errors:.1%} of all frames ({precision / errors:.1f} x)")
+          f" {error_rate:.1%} of all frames ({precision / error_rate:.1f} x, at most"
+          f" {1 / error_rate:.1f} x); per class {per_class:.1f} x on average")
     if args.json:
         write_json(args.json, "bench_loop", [
-            Figure.compare("held-out macro F1 after one turn of the loop (train --init on the"
-                           f" captures, {share:.1%} of the frames)", f1["loop"], "F1",
-                           "training on every frame the same way", f1["every"],
+            Figure.compare("held-out macro F1 after one turn of the loop (train --init"
+                           f" --renormalise on the captures, {share:.1%} of the frames; mean of"
+                           f" {args.seeds} seeds)", loop, "F1",
+                           "train --init on every frame (the better of with and without"
+                           " --renormalise)", every,
                            "goal: ratio >= 1 from at most 10 % of the frames"),
+            Figure.compare("held-out macro F1, train --init on a uniform sample as large as"
+                           " the captures", float(np.mean(f1["sample"])), "F1",
+                           "on the captures", loop),
+            Figure.compare("held-out macro F1, the default model renormalised on the capture's"
+                           " stream records, no label", f1["stream_only"][0], "F1",
+                           "the default model", f1["default"][0]),
             Figure.compare("held-out macro F1, online learning on the same stream",
-                           f1["online"], "F1", "the default model", f1["default"]),
+                           f1["online"][0], "F1", "the default model", f1["default"][0]),
             Figure.compare("capture precision: captured frames the serving model got wrong",
-                           precision, "share", "its error rate on every frame", errors,
-                           "goal: ratio >= 3"),
+                           float(precision), "share", "its error rate on every frame",
+                           float(error_rate), f"goal: ratio >= 3; at most {1 / error_rate:.1f}"
+                           f" here; per class {per_class:.1f} x"),
         ])
     return 0
 
