@@ -34,6 +34,8 @@ CAPTURE_SOURCE: Final = "robot_daemon.capture"
 #: A record at most this often: 360 a hour, a few hundred kB a day at d = 16.
 PERIOD_NS: Final = 10_000_000_000
 _FIELDS: Final = ("mean", "m2", "min", "max")
+#: Frames carry float32 readings: no honest stream's mean, min or max is beyond this.
+READING_MAX: Final = float(np.finfo(np.float32).max)
 
 
 @dataclass(frozen=True, eq=False)
@@ -82,6 +84,9 @@ def decode(payload: bytes, d: int | None = None) -> Moments:
             raise WireError("bad_stream", f"a stream record's {name} must be finite numbers")
         arrays.append(array)
     mean, m2, low, high = arrays
+    if any((np.abs(a) > READING_MAX).any() for a in (mean, low, high)):
+        raise WireError("bad_stream", "a stream record's readings are beyond float32's range,"
+                        " which frames carry")
     if len({len(a) for a in arrays}) != 1 or (m2 < 0).any():
         raise WireError("bad_stream",
                         "a stream record's lists differ in length or its m2 is negative")
@@ -104,7 +109,12 @@ def total(payloads: Iterable[bytes], d: int | None = None) -> tuple[Moments, int
             refused += 1
             continue
         d = len(record.mean)  # the first record's d holds for the rest
-        moments = moments.merge(record)
+        with np.errstate(over="ignore", invalid="ignore"):
+            merged = moments.merge(record)
+        if not all(np.isfinite(a).all() for a in (merged.mean, merged.m2)):
+            refused += 1  # each finite, their sum not (squared deviations near 1e308)
+            continue
+        moments = merged
     return moments, refused
 
 

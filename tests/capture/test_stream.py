@@ -57,6 +57,16 @@ def test_a_record_no_stream_could_have_is_refused(changes: dict[str, object]) ->
     assert (merged.n, refused) == (3, 2)  # the good one counted, the others refused
 
 
+def test_records_beyond_what_frames_carry_or_that_overflow_the_sum_are_refused() -> None:
+    beyond = _payload(mean=[1e300] * D)  # frames carry float32
+    huge = _payload(m2=[1e308] * D)
+    merged, refused = stream.total([beyond, huge, huge, _payload()], D)
+    assert refused == 2  # the first, and the second 1e308 (their sum is inf)
+    assert merged.n == 6
+    assert np.isfinite(merged.mean).all()
+    assert np.isfinite(merged.m2).all()
+
+
 def test_the_capture_records_every_frame_served_not_only_the_captured(tmp_path: Path) -> None:
     from robot_daemon.bag import BagReader
 
