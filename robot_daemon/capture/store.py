@@ -78,10 +78,12 @@ def zstd_bound(n: int) -> int:
     return n + (n >> 8) + 128
 
 
-def sort_key(path: Path) -> tuple[str, int]:
-    """A capture bag's time and number: the order the bags were opened in."""
+def sort_key(path: Path) -> tuple[int, str]:
+    """A capture bag's number and time: the order the bags were opened in. The number
+    first: it only grows (each run numbers on from the bags it finds), while the wall
+    clock may be set back, and the newest bags must not be deleted as the oldest."""
     match = _NAME.match(path.name)
-    return (match.group(1), int(match.group(2))) if match else ("", 0)
+    return (int(match.group(2)), match.group(1)) if match else (0, "")
 
 
 @dataclass
@@ -158,7 +160,7 @@ class CaptureStore:
         self.bags = sorted(bags, key=sort_key)
         self._sizes = {path: _size(path) for path in self.bags}
         if self.bags:
-            self._next = max(self._next, sort_key(self.bags[-1])[1] + 1)
+            self._next = max(self._next, sort_key(self.bags[-1])[0] + 1)
         self._make_room()
 
     def _recover(self, partial: Path, final: Path) -> None:

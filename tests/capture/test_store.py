@@ -40,7 +40,7 @@ def test_a_flood_never_passes_the_bound_and_deletes_the_oldest_first(tmp_path: P
     assert store.largest_bag > 0.7 * store.bag_bytes
     assert 3 <= len(bags) <= 4  # at the end, the open bag's room holds the last bag
     assert all(p.name.startswith("capture-") and p.suffix == ".mcap" for p in bags)
-    assert [sort_key(p)[1] for p in bags][-1] >= 7
+    assert [sort_key(p)[0] for p in bags][-1] >= 7
     seqs = [s for p in bags for s in _seqs(p)]  # whole bags gone, from the oldest
     assert seqs == list(range(seqs[0], n))
     assert seqs[0] > 0
@@ -61,8 +61,19 @@ def test_the_bags_of_earlier_runs_count_and_the_oldest_go(tmp_path: Path) -> Non
     store.write(messages(frame), frame.recv_ns, 0)
     store.close()
     newest = sorted(tmp_path.glob("capture-*.mcap"), key=sort_key)[-1]
-    assert sort_key(newest)[1] == 6  # numbered after the earlier runs' bags
+    assert sort_key(newest)[0] == 6  # numbered after the earlier runs' bags
     assert on_disk(tmp_path) - len("not a capture bag: never counted, never deleted") <= MB
+
+
+def test_a_clock_set_back_does_not_make_the_newest_bags_the_oldest(tmp_path: Path) -> None:
+    # Bag 2 was opened after the clock went back a day: by name's time it looks oldest.
+    for name in ("capture-20261208T010000Z-0001.mcap", "capture-20261207T010000Z-0002.mcap",
+                 "capture-20261207T020000Z-0003.mcap", "capture-20261207T030000Z-0004.mcap"):
+        (tmp_path / name).write_bytes(b"x" * 300_000)
+    store = CaptureStore(tmp_path, MB, META)
+    store.scan()  # room for a new bag: the two opened first go
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "capture-20261207T020000Z-0003.mcap", "capture-20261207T030000Z-0004.mcap"]
 
 
 def test_the_open_bag_is_hidden_readable_and_kept_after_a_kill(tmp_path: Path) -> None:
