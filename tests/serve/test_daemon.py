@@ -795,6 +795,19 @@ def test_the_loop_waits_again_after_each_sighup_and_a_storm_is_one_line(
     assert harness.log_text().count("is unchanged; serving") == 1
 
 
+def test_sigusr1_and_sigusr2_are_ignored_and_said_once(harness: Harness) -> None:
+    """Their default action ended the daemon: a log rotation tool's SIGUSR1 blinded it."""
+    assert harness.proc is not None
+    before = harness.status()
+    for signum in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGUSR1, signal.SIGUSR2):
+        harness.proc.send_signal(signum)
+        time.sleep(0.05)
+    harness.status(lambda s: s["ticks"] >= before["ticks"] + 20)
+    assert harness.proc.poll() is None
+    log = harness.log_text()
+    assert log.count("SIGUSR1 ignored") == log.count("SIGUSR2 ignored") == 1
+
+
 def _diverged_model_file(path: Path) -> Path:
     """Finite weights that overflow together: inf - inf in the last layer."""
     model = _other_model(3)
