@@ -287,16 +287,22 @@ class CaptureStore:
                         " the bound", bag.final.name, size, self.bag_bytes)
             self._make_room()
 
-    def abandon(self) -> None:
+    @property
+    def settled(self) -> bool:
+        """Nothing written waits in memory: every message so far is in a closed chunk."""
+        return self._open is None or self._open.pending_ns is None
+
+    def abandon(self) -> bool:
         """Let go of the open bag after a failure, never raising: finished if the disk
         lets it, else kept as a cut bag (its complete chunks), or deleted if it has none:
-        retries on a full disk must not leave a trail of empty bags."""
+        retries on a full disk must not leave a trail of empty bags. Whether it was
+        finished (else what waited in memory is lost)."""
         bag = self._open
         if bag is None:
-            return
+            return True
         try:
             self.close()
-            return
+            return True
         except (OSError, BagError) as exc:
             log.debug("capture: could not finish %s: %s", bag.final.name, exc)
         try:
@@ -309,6 +315,7 @@ class CaptureStore:
                 self._sizes[bag.final] = size
         except OSError as exc:  # the next scan finds it
             log.debug("capture: could not put %s away: %s", bag.partial.name, exc)
+        return False
 
 
 def _files(directory: Path) -> list[str]:

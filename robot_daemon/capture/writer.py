@@ -164,6 +164,9 @@ class Capture:
         self.dropped_closing = 0  # the writer's own: what close() had no time for
         self.errors = 0
         self.by_reason = dict.fromkeys(triggers.REASONS, 0)
+        # Written into the chunk in memory, counted once it is in the file: a full disk
+        # takes writes into memory without a word, and loses them at the flush.
+        self._held: list[CapturedFrame] = []
         self._bytes = self._store.bytes_on_disk
         self._bags = self._store.bag_count
         self._failures = 0  # writes failed in a row: an episode while > 0
@@ -310,18 +313,14 @@ class Capture:
         except Exception:  # a bug, not the disk: told with its traceback; serving goes on
             self.dropped_error += 1
             self.errors += 1
-            self._store.abandon()
+            self._abandon()
             if self._bad_frames.allow("bug", now_ns) is not None:
                 log.exception("capture: writing a frame failed unexpectedly; dropped")
             return
-        if frame.label_only:
-            self.labels += 1
-            self._published()
-            return
-        self.frames += 1
-        for reason in frame.reasons:
-            self.by_reason[reason] = self.by_reason.get(reason, 0) + 1
+        self._held.append(frame)
         self._published()
+        if frame.label_only:
+            return
         if self._failures:
             log.info("capture: writing again into %s (after %d failed attempts)",
                      self._store.directory, self._failures)
@@ -340,8 +339,7 @@ class Capture:
 
     def _failed(self, exc: Exception, now_ns: int) -> None:
         """Count a failure and back off; one ERROR when writing starts failing."""
-        self._store.abandon()
-        self._published()
+        self._abandon()
         self.errors += 1
         self._failures += 1
         backoff = min(BACKOFF_FIRST_NS << min(self._failures - 1, 16), BACKOFF_MAX_NS)
@@ -361,15 +359,33 @@ class Capture:
             self._store.close()
         except (OSError, BagError) as exc:
             self.errors += 1
-            self._store.abandon()
+            self._abandon()
             # One ERROR per episode: a disk already failing has had its line.
             (log.debug if self._failures else log.error)(
                 "capture: the last bag could not be finished: %s (its complete chunks are"
                 " kept as a cut bag)", exc)
         self._published()
 
+    def _abandon(self) -> None:
+        """Let go of the open bag after a failure; what only reached memory is dropped."""
+        if not self._store.abandon():
+            frames = sum(not frame.label_only for frame in self._held)
+            self.dropped_error += frames
+            self._held.clear()
+        self._published()
+
     def _published(self) -> None:
-        """What status() reports of the directory, updated from this thread."""
+        """What status() reports of the directory, updated from this thread: the frames
+        and labels counted once their chunk is in the file."""
+        if self._held and self._store.settled:
+            for frame in self._held:
+                if frame.label_only:
+                    self.labels += 1
+                    continue
+                self.frames += 1
+                for reason in frame.reasons:
+                    self.by_reason[reason] = self.by_reason.get(reason, 0) + 1
+            self._held.clear()
         self._bytes = self._store.bytes_on_disk
         self._bags = self._store.bag_count
 

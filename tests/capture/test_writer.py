@@ -229,11 +229,17 @@ def test_a_disk_that_takes_writes_in_memory_but_not_chunks_is_one_episode(
         _until(lambda: sum(capture.status()["capture_dropped"].values()) >= 190)
         time.sleep(0.05)
     assert [r.levelname for r in caplog.records if r.levelno >= logging.INFO] == ["ERROR"]
-    assert 2 <= capture.status()["capture_errors"] <= 20  # a back-off, not per frame
+    full_disk = capture.status()
+    assert 2 <= full_disk["capture_errors"] <= 20  # a back-off, not per frame
+    # Nothing reached the file: nothing counted as written (the attack's status said
+    # 193 frames written on a disk full from the start), everything counted as dropped.
+    assert full_disk["capture_frames"] == 0
+    assert sum(full_disk["capture_dropped"].values()) == 200
     time.sleep(0.1)  # past the back-off: the disk has room again
     capture.offer(frames[200:], 1000 * S)
     capture.close()
     assert "writing again" in caplog.text
+    assert capture.status()["capture_frames"] == 200
     assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1
 
 
