@@ -16,12 +16,11 @@ import difflib
 import errno
 import os
 import re
-import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from robot_daemon import __version__
+from robot_daemon import __version__, exits
 from robot_daemon.cli import args as arguments
 from robot_daemon.cli import bag, demo, fleet, flops, offline, serve, sim, watch
 from robot_daemon.errors import RobotDaemonError
@@ -84,18 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-#: Exit code when stdout is a pipe whose reader has gone (``robot-daemon ... | head``):
-#: 128 + SIGPIPE, what the shell reports for the Unix tools that SIGPIPE kills.
-EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` (default: ``sys.argv[1:]``), run the subcommand, return its exit code.
 
     Exit codes: the handler's (0 on success), 2 for a :class:`RobotDaemonError` (one line
     on stderr), 130 for Ctrl-C, 143 for a job that SIGTERM stopped (a command that
-    finishes cleanly on SIGTERM, such as ``run``, exits 0), :data:`EXIT_BROKEN_PIPE`
-    without a word when the reader of stdout has gone.
+    finishes cleanly on SIGTERM, such as ``run``, exits 0), 141
+    without a word when the reader of stdout has gone
+    (:mod:`robot_daemon.exits`).
     """
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -107,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except BrokenPipeError:
         _discard_stdout()
-        return EXIT_BROKEN_PIPE
+        return exits.EXIT_BROKEN_PIPE
     except RobotDaemonError as exc:
         # Messages name paths and members from outside (a file named with ESC in it).
         print(f"robot-daemon {_command_name(args)}: error: {printable_lines(str(exc))}",
@@ -124,9 +119,9 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        return arguments.EXIT_INTERRUPTED
+        return exits.EXIT_INTERRUPTED
     except arguments.Terminated:
-        return arguments.EXIT_TERMINATED
+        return exits.EXIT_TERMINATED
 
 
 #: The errnos of a file system that takes no more data.

@@ -10,6 +10,8 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import TypeAlias
 
+from robot_daemon import exits
+
 # A string: argparse's class is generic only to the type checker.
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
@@ -108,10 +110,6 @@ def fraction(text: str) -> float:
     return value
 
 
-#: SIGINT's exit code, as the shell reports a command that Ctrl-C killed: 128 + 2.
-EXIT_INTERRUPTED = 128 + signal.SIGINT
-#: A job (sim, train, eval, ...) stopped by SIGTERM before it was done: 128 + 15.
-EXIT_TERMINATED = 128 + signal.SIGTERM
 
 
 class Terminated(BaseException):
@@ -165,6 +163,6 @@ def stop_on_signals() -> Iterator[threading.Event]:
 
 
 def exit_code(code: int) -> int:
-    """``code``, or :data:`EXIT_INTERRUPTED` when SIGINT ended the command's last
+    """``code``, or 130 (:data:`~robot_daemon.exits.EXIT_INTERRUPTED`) when SIGINT ended the last
     :func:`stop_on_signals` block (the work was finished cleanly all the same)."""
-    return EXIT_INTERRUPTED if _Stopped.signum == signal.SIGINT else code
+    return exits.after_clean_stop(_Stopped.signum, code)

@@ -26,7 +26,7 @@ from typing import Any, Final
 import zmq
 import zmq.asyncio
 
-from robot_daemon import wire
+from robot_daemon import exits, wire
 from robot_daemon.config import check_endpoint
 from robot_daemon.errors import ConfigError, WireError
 from robot_daemon.printable import printable
@@ -406,7 +406,7 @@ async def _main(options: Options) -> int:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
     log.info("stopped")
-    return 128 + signal.SIGINT if stopped_by[:1] == [signal.SIGINT] else 0
+    return exits.after_clean_stop(stopped_by[0] if stopped_by else None)
 
 
 async def _listen(server: ScrapeServer, options: Options) -> None:

@@ -18,6 +18,8 @@ from typing import Any
 
 import zmq
 
+from robot_daemon import exits
+
 log = logging.getLogger("robot_daemon")
 
 #: Signals whose default action would end the daemon and that mean nothing to it.
@@ -71,7 +73,7 @@ class Signals:
     @property
     def exit_code(self) -> int:
         """0 after SIGTERM (systemd's stop), 130 after SIGINT (Ctrl-C), as every command."""
-        return 128 + signal.SIGINT if self.stopped_by == signal.SIGINT else 0
+        return exits.after_clean_stop(self.stopped_by)
 
     def woke(self, events: Mapping[Any, int]) -> None:
         """Read the wake-up bytes if a poll's ``events`` (socket or fd -> events) say
