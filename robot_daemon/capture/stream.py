@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from robot_daemon import wire
-from robot_daemon.errors import WireError
+from robot_daemon.errors import BagError, WireError
 from robot_daemon.moments import Moments
 
 TOPIC: Final = wire.TOPIC_STREAM.decode()
@@ -136,21 +136,23 @@ class Served:
 
 
 def of_bags(paths: Sequence[str | os.PathLike[str]], d: int | None = None) -> Served:
-    """The stream records of the capture bags among ``paths`` (bag files; the others, and
-    capture bags without records, count as ``others``).
-
-    Raises:
-        BagError: a bag cannot be read (as ``train`` would have said).
-    """
+    """The stream records of the capture bags among ``paths`` (bag files; the others
+    count as ``others``). A bag that cannot be read counts as another: ``train`` reads it
+    next and says what is wrong with it (a directory's damaged bag is skipped, with a
+    warning, as before)."""
     from robot_daemon.bag import BagReader  # needs the optional mcap package
 
     moments, captures, others, refused = Moments.empty(), 0, 0, 0
     for path in paths:
-        with BagReader(path) as reader:
-            if reader.meta.extra.get("source") != CAPTURE_SOURCE:
-                others += 1
-                continue
-            captures += 1
-            got, bad = total((m.payload for m in reader.messages([TOPIC])), d)
-            moments, refused = moments.merge(got), refused + bad
+        try:
+            with BagReader(path) as reader:
+                if reader.meta.extra.get("source") != CAPTURE_SOURCE:
+                    others += 1
+                    continue
+                got, bad = total((m.payload for m in reader.messages([TOPIC])), d)
+        except BagError:
+            others += 1
+            continue
+        captures += 1
+        moments, refused = moments.merge(got), refused + bad
     return Served(moments, captures, others, refused)

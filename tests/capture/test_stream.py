@@ -86,3 +86,10 @@ def test_the_capture_records_every_frame_served_not_only_the_captured(tmp_path: 
         merged, _ = stream.total(m.payload for m in reader.messages([stream.TOPIC]))
     assert merged.n == 60
     np.testing.assert_allclose(merged.mean, X.astype(np.float64).mean(axis=0), rtol=1e-9)
+
+
+def test_a_bag_that_cannot_be_read_is_left_to_train_to_report(tmp_path: Path) -> None:
+    broken = tmp_path / "capture-20261208T000000Z-0001.mcap"
+    broken.write_bytes(b"\x89MCAP0\r\n" + b"\0" * 100)  # cut right after the magic
+    served = stream.of_bags([broken, tmp_path / "gone.mcap"], D)
+    assert (served.captures, served.others, served.moments.n) == (0, 2, 0)
