@@ -279,13 +279,17 @@ def train(
     X_val_raw, Y_val = data.subset(val_rows)
     X_val = ((X_val_raw - mean) / scale).astype(dtype)
     log = EpochLog(config, progress)
+    # From capture bags only: the --init model's thresholds (Init.keeps_thresholds), which
+    # then also judge each epoch, as streamed (fleet) training judges them.
+    kept = init.thresholds() if init is not None and init.keeps_thresholds else None
 
     if init is None:
         mlp = MLP(data.X.shape[1], config.h, data.Y.shape[1], rng=config.seed, dtype=dtype)
     else:
         mlp = init.network(config.seed)
         # Epoch 0, the starting model: what the fine-tune has to beat.
-        log.close(_judged(0, config, mlp, _loss(mlp, X, Yf, 0), 0.0, X_val, Y_val), mlp)
+        log.close(_judged(0, config, mlp, _loss(mlp, X, Yf, 0), 0.0, X_val, Y_val, kept),
+                  mlp)
     for epoch in range(1, config.epochs + 1):
         start = time.perf_counter()
         try:
@@ -297,8 +301,8 @@ def train(
         except FloatingPointError as exc:
             raise _diverged(epoch, exc) from None
         speed = len(X) / max(time.perf_counter() - start, 1e-9)
-        if log.close(_judged(epoch, config, mlp, _loss(mlp, X, Yf, epoch), speed, X_val, Y_val),
-                     mlp):
+        if log.close(_judged(epoch, config, mlp, _loss(mlp, X, Yf, epoch), speed, X_val, Y_val,
+                             kept), mlp):
             break  # no better validation for `patience` epochs: more passes only fit
 
     best = log.best
@@ -306,8 +310,7 @@ def train(
         best.restore(mlp)
     if len(val_rows):
         P_val = mlp.predict_proba(X_val)
-        thresholds = (init.thresholds() if init is not None and init.keeps_thresholds
-                      else metrics.tune_thresholds(Y_val, P_val))
+        thresholds = kept if kept is not None else metrics.tune_thresholds(Y_val, P_val)
         scores = metrics.per_class_scores(Y_val, P_val >= thresholds)
         validation = {
             "n": len(val_rows),
@@ -364,14 +367,18 @@ def _diverged(epoch: int, exc: FloatingPointError) -> RobotDaemonError:
 def _judged(
     epoch: int, config: TrainConfig, mlp: MLP, loss: float, examples_per_s: float,
     X_val: npt.NDArray[Any], Y_val: npt.NDArray[np.uint8],
+    kept: npt.NDArray[np.float64] | None = None,
 ) -> EpochReport:
     """The report of ``epoch``, scored on the validation split (X_val (m, d) normalised,
-    Y_val (m, c)) at thresholds 0.5 and at thresholds tuned on it (none if m = 0)."""
+    Y_val (m, c)) at thresholds 0.5 and at thresholds tuned on it (none if m = 0), or at
+    ``kept`` (c,) where the model keeps those: the epoch is picked at the thresholds it
+    ships with."""
     f1_half = f1_tuned = None
     if len(Y_val):
         P_val = mlp.predict_proba(X_val)
         f1_half = metrics.macro_f1(Y_val, P_val >= 0.5)
-        f1_tuned = metrics.macro_f1(Y_val, P_val >= metrics.tune_thresholds(Y_val, P_val))
+        thresholds = metrics.tune_thresholds(Y_val, P_val) if kept is None else kept
+        f1_tuned = metrics.macro_f1(Y_val, P_val >= thresholds)
     return EpochReport(epoch=epoch, epochs=config.epochs, train_loss=loss,
                        val_macro_f1=f1_half, examples_per_s=examples_per_s,
                        val_macro_f1_tuned=f1_tuned)

@@ -3,6 +3,7 @@ normalisation, refuses what does not fit it and records where the new model came
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -178,6 +179,37 @@ def test_renormalise_on_captures_fits_the_stream_the_robot_served_and_keeps_thre
         assert tuned.training["init"]["thresholds"] == "kept"
     assert models[0].training["validation"]["macro_f1"] == pytest.approx(
         models[1].training["validation"]["macro_f1"], abs=1e-9)
+
+
+def test_kept_thresholds_also_judge_each_epoch_in_one_process_training(
+    drifted: sim.SimData, tmp_path: Path,
+) -> None:
+    """The epoch kept is the best at the thresholds the model ships with, as in the
+    fleet's training: one-process training judged each epoch at thresholds tuned on the
+    validation split, then shipped the kept ones (its validation line said 0.658 where
+    the epochs it picked from said 0.792, and it kept another epoch than the fleet)."""
+    from robot_daemon.capture import stream
+
+    bag = _capture_bag(tmp_path / "capture-1.mcap", drifted)
+    init = Init.load(DEFAULT, renormalise=True)
+    init = dataclasses.replace(init, served=stream.of_bags([bag], init.model.d))
+    assert init.keeps_thresholds
+    data = train.read_labelled([bag])
+    tuned = train.train(data, TrainConfig(epochs=3, patience=0), init=init)
+    history = tuned.training["history"]
+    # Epoch 0 is the --init model, scored at its own thresholds on the validation rows.
+    rows = split_tail(data.bag, 0.2)[1]
+    fitted = init.normalisation()
+    assert fitted is not None  # the stream's
+    mean, scale = fitted
+    X_val = ((data.X[rows] - mean) / scale).astype(init.model.mlp.dtype)
+    probs = init.model.mlp.predict_proba(X_val)
+    assert history[0]["val_macro_f1_tuned"] == pytest.approx(
+        metrics.macro_f1(data.Y[rows], probs >= init.model.thresholds), abs=1e-12)
+    best = tuned.training["best_epoch"]
+    np.testing.assert_array_equal(tuned.thresholds, init.model.thresholds)
+    assert tuned.training["validation"]["macro_f1"] == pytest.approx(
+        history[best]["val_macro_f1_tuned"], abs=1e-12)
 
 
 def test_captures_mixed_with_a_drive_tune_thresholds_on_the_rows_as_before(
