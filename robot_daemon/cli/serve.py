@@ -111,6 +111,13 @@ def _triggers(text: str) -> list[str]:
 
 
 def _run_daemon(args: argparse.Namespace) -> int:
+    import signal
+
+    # SIGUSR1 and SIGUSR2 ignored from the start (serve.signals says why), not only once
+    # the loop catches them: the imports, the model and the capture take half a second in
+    # which a log rotation tool's SIGUSR1 ended the daemon (exit 138).
+    for signum in (signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(signum, signal.SIG_IGN)
     from robot_daemon import config
     from robot_daemon.serve import daemon
 
