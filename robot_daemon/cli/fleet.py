@@ -25,11 +25,13 @@ from robot_daemon.paths import check_input
 from robot_daemon.printable import printable_lines
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from robot_daemon.fleet.sources import Source
     from robot_daemon.model import Model
     from robot_daemon.offline.compare import Comparison
     from robot_daemon.offline.finetune import Init
-    from robot_daemon.offline.train import TrainConfig
+    from robot_daemon.offline.train import EpochReport, TrainConfig
 
 WORKERS_HELP = ("Dask worker processes on this machine (default 1: one process, no Dask);"
                 " BLAS runs one thread per worker")
@@ -199,11 +201,12 @@ def run_compare(args: argparse.Namespace) -> Comparison:
 
 
 def run_train(args: argparse.Namespace, config: TrainConfig, sources: list[Source],
-              init: Init | None = None) -> Model:
+              init: Init | None = None, intro: Callable[[], None] | None = None) -> Model:
     """``train`` on many sources: decoded on the workers, SGD streamed in this process.
 
     ``sources`` are ``args.bags`` expanded (and checked against ``--out``) by the caller;
-    ``init`` the model a fine-tune starts from (``--init``).
+    ``init`` the model a fine-tune starts from (``--init``); ``intro`` is called once
+    before the first epoch's line (after the first pass has checked the data).
     Returns the trained model; the caller saves and reports it as for one process.
     """
     from robot_daemon.fleet import train as fleet_train
@@ -215,9 +218,15 @@ def run_train(args: argparse.Namespace, config: TrainConfig, sources: list[Sourc
     # statistics (and, in a fine-tune, one judging the starting model).
     passes = 2 * config.epochs + 1 + (init is not None)
     progress = Progress("train", len(parts) * passes)
+    before = [intro] if intro is not None else []
+
+    def report(epoch: EpochReport) -> None:
+        while before:
+            before.pop()()
+        print(epoch.describe(), flush=True)
+
     with open_runner(args.workers, args.scheduler, warn=warn) as runner:
-        return fleet_train.train(runner, parts, config, args.bags,
-                                 report=lambda r: print(r.describe(), flush=True),
+        return fleet_train.train(runner, parts, config, args.bags, report=report,
                                  progress=progress, warn=warn, init=init)
 
 

@@ -111,11 +111,14 @@ def _run_train(args: argparse.Namespace) -> int:
     if init is not None:
         init = _with_served(init, found)
     if fleet.wanted(args, args.bags):
-        model = fleet.run_train(args, config, found, init)
+        # Said with the first epoch's line: the first pass is what checks the data.
+        model = fleet.run_train(args, config, found, init,
+                                intro=None if init is None else lambda: _say_served(init))
     else:
         data = train.read_labelled(args.bags)
         if init is not None:  # refused before any line of output
             init.check_data(data.X.shape[1], data.Y.shape[1], data.class_names)
+            _say_served(init)
         print(f"{data.n} labelled frames from {len(args.bags)} bag(s), d={data.X.shape[1]},"
               f" c={data.Y.shape[1]}; {data.rejected} rejected", flush=True)
         for warning in data.warnings:
@@ -159,7 +162,7 @@ def _init(args: argparse.Namespace) -> Init | None:
 
 def _with_served(init: Init, found: Sequence[Source]) -> Init:
     """``init`` with what the capture bags among ``found`` recorded of the stream the robot
-    served (run --capture), said in a line where it changes the recipe."""
+    served (run --capture); :func:`_say_served` says it once the data is found fit."""
     import dataclasses
 
     from robot_daemon.capture import stream
@@ -167,8 +170,14 @@ def _with_served(init: Init, found: Sequence[Source]) -> Init:
     bags = [source.path for source in found if source.kind == "bag"]
     served = stream.of_bags(bags, init.model.d)
     served = dataclasses.replace(served, others=served.others + len(found) - len(bags))
-    init = dataclasses.replace(init, served=served)
-    if served.refused:
+    return dataclasses.replace(init, served=served)
+
+
+def _say_served(init: Init) -> None:
+    """What the capture bags change in the recipe, in a line each; after the data's checks,
+    since a refusal is one line with nothing before it."""
+    served = init.served
+    if served is not None and served.refused:
         print(f"warning: {served.refused} stream record(s) of the capture bags refused",
               file=sys.stderr)
     if init.renormalise:
@@ -176,7 +185,6 @@ def _with_served(init: Init, found: Sequence[Source]) -> Init:
     if init.keeps_thresholds:
         print("thresholds kept from the --init model: capture bags hold the frames the"
               " triggers chose, not frames as served", flush=True)
-    return init
 
 
 def _train_config(args: argparse.Namespace, init: Init | None) -> TrainConfig:
