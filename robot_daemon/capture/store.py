@@ -30,7 +30,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from robot_daemon.capture.frames import Message
 from robot_daemon.errors import BagError
@@ -119,6 +119,10 @@ class CaptureStore:
     captured frame's messages; :meth:`flush_due` closes a chunk that has waited long
     enough, :meth:`close` finishes the open bag, :meth:`abandon` lets go of it after a
     failure. Methods raise ``OSError`` or ``BagError`` on a disk that fails.
+
+    Each write's ``token`` moves to :attr:`landed` once its chunk is in the file (a flush,
+    the bag finished, also when a rotation finishes it), or to :attr:`lost` when the bag
+    it waited in could not be finished; the caller takes them from there.
     """
 
     def __init__(
@@ -142,6 +146,9 @@ class CaptureStore:
         self._open: _OpenBag | None = None
         self._next = 1
         self.largest_bag = 0  # the largest closed bag this run, for the tests and bench
+        self.landed: list[Any] = []  # tokens of writes now in the file
+        self.lost: list[Any] = []  # tokens of writes that only reached memory, lost
+        self._waiting: list[Any] = []  # tokens of writes in the chunk in memory
 
     # ------------------------------------------------------------------ the directory
 
@@ -197,10 +204,22 @@ class CaptureStore:
 
     # ------------------------------------------------------------------ writing
 
-    def write(self, messages: Sequence[Message], recv_ns: int, now_ns: int) -> None:
+    def write(self, messages: Sequence[Message], recv_ns: int, now_ns: int,
+              token: Any = None) -> None:
         """Append one captured frame's messages (log time ``recv_ns``, wall ns), rotating
         first if they would not fit in the open bag. ``now_ns``: monotonic, for
-        :meth:`flush_due`."""
+        :meth:`flush_due`; ``token`` ends in :attr:`landed` or :attr:`lost`, once (lost at
+        once if the messages did not reach the chunk in memory)."""
+        try:
+            bag = self._append(messages, recv_ns, now_ns)
+        except BaseException:
+            self.lost.append(token)
+            raise
+        self._waiting.append(token)
+        if bag.raw >= self.chunk_bytes:
+            self.flush()
+
+    def _append(self, messages: Sequence[Message], recv_ns: int, now_ns: int) -> _OpenBag:
         raw = sum(MESSAGE_OVERHEAD + len(m.payload) for m in messages)
         index = INDEX_ENTRY * len(messages)
         bag = self._open
@@ -223,8 +242,7 @@ class CaptureStore:
         bag.index += index
         if bag.pending_ns is None:
             bag.pending_ns = now_ns
-        if bag.raw >= self.chunk_bytes:
-            self.flush()
+        return bag
 
     def _open_bag(self) -> _OpenBag:
         from robot_daemon.bag import BagWriter
@@ -246,6 +264,7 @@ class CaptureStore:
         if bag is None or bag.pending_ns is None:
             return
         bag.writer.flush()
+        self._landed()
         bag.chunks += 1
         bag.raw = bag.index = 0
         bag.pending_ns = None
@@ -267,7 +286,14 @@ class CaptureStore:
         bag, self._open = self._open, None
         if bag is None:
             return
-        bag.writer.close()  # on a failure the .partial stays, for the next scan
+        try:
+            bag.writer.close()  # on a failure the .partial stays, for the next scan
+        except BaseException:
+            # Its complete chunks are kept (a cut bag); what waited in memory is gone.
+            self.lost += self._waiting
+            self._waiting = []
+            raise
+        self._landed()
         size = _size(bag.partial)
         try:
             os.rename(bag.partial, bag.final)
@@ -287,10 +313,9 @@ class CaptureStore:
                         " the bound", bag.final.name, size, self.bag_bytes)
             self._make_room()
 
-    @property
-    def settled(self) -> bool:
-        """Nothing written waits in memory: every message so far is in a closed chunk."""
-        return self._open is None or self._open.pending_ns is None
+    def _landed(self) -> None:
+        self.landed += self._waiting
+        self._waiting = []
 
     def abandon(self) -> bool:
         """Let go of the open bag after a failure, never raising: finished if the disk

@@ -164,9 +164,9 @@ class Capture:
         self.dropped_closing = 0  # the writer's own: what close() had no time for
         self.errors = 0
         self.by_reason = dict.fromkeys(triggers.REASONS, 0)
-        # Written into the chunk in memory, counted once it is in the file: a full disk
-        # takes writes into memory without a word, and loses them at the flush.
-        self._held: list[CapturedFrame] = []
+        # A frame written into the chunk in memory is counted once the store says it is in
+        # the file (store.landed), or dropped if it says it was lost (store.lost): a full
+        # disk takes writes into memory without a word, and loses them at the flush.
         self._bytes = self._store.bytes_on_disk
         self._bags = self._store.bag_count
         self._failures = 0  # writes failed in a row: an episode while > 0
@@ -301,23 +301,20 @@ class Capture:
                 log.warning("capture: a frame cannot be encoded (%s); dropped", exc)
             return
         try:
-            self._store.write(records, frame.recv_ns, now_ns)
+            self._store.write(records, frame.recv_ns, now_ns, frame)
             if self._failures:
                 # A write lands in the chunk in memory, which a full disk takes without a
                 # word: only a chunk in the file says that writing works again.
                 self._store.flush()
-        except (OSError, BagError) as exc:
-            self.dropped_error += 1
+        except (OSError, BagError) as exc:  # the frame is counted as the store lost it
             self._failed(exc, now_ns)
             return
         except Exception:  # a bug, not the disk: told with its traceback; serving goes on
-            self.dropped_error += 1
             self.errors += 1
             self._abandon()
             if self._bad_frames.allow("bug", now_ns) is not None:
                 log.exception("capture: writing a frame failed unexpectedly; dropped")
             return
-        self._held.append(frame)
         self._published()
         if frame.label_only:
             return
@@ -330,11 +327,10 @@ class Capture:
         """One ``stream`` record; lost on a failing disk, as the frames are."""
         message = Message(stream.TOPIC, stream.encode(record), None)
         try:
-            self._store.write([message], round(record.t1 * 1e9), now_ns)
+            self._store.write([message], round(record.t1 * 1e9), now_ns, record)
         except (OSError, BagError) as exc:
             self._failed(exc, now_ns)
             return
-        self.stream_records += 1
         self._published()
 
     def _failed(self, exc: Exception, now_ns: int) -> None:
@@ -368,24 +364,26 @@ class Capture:
 
     def _abandon(self) -> None:
         """Let go of the open bag after a failure; what only reached memory is dropped."""
-        if not self._store.abandon():
-            frames = sum(not frame.label_only for frame in self._held)
-            self.dropped_error += frames
-            self._held.clear()
+        self._store.abandon()
         self._published()
 
     def _published(self) -> None:
         """What status() reports of the directory, updated from this thread: the frames
-        and labels counted once their chunk is in the file."""
-        if self._held and self._store.settled:
-            for frame in self._held:
-                if frame.label_only:
-                    self.labels += 1
-                    continue
+        and labels counted once their chunk is in the file, dropped once it is lost."""
+        store = self._store
+        for written in store.landed:
+            if isinstance(written, stream.StreamRecord):
+                self.stream_records += 1
+            elif written.label_only:
+                self.labels += 1
+            else:
                 self.frames += 1
-                for reason in frame.reasons:
+                for reason in written.reasons:
                     self.by_reason[reason] = self.by_reason.get(reason, 0) + 1
-            self._held.clear()
+        self.dropped_error += sum(isinstance(lost, CapturedFrame) and not lost.label_only
+                                  for lost in store.lost)
+        store.landed.clear()
+        store.lost.clear()
         self._bytes = self._store.bytes_on_disk
         self._bags = self._store.bag_count
 

@@ -243,6 +243,54 @@ def test_a_disk_that_takes_writes_in_memory_but_not_chunks_is_one_episode(
     assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1
 
 
+def _frames_in_files(directory: Path) -> int:
+    from robot_daemon.bag import BagReader
+
+    total = 0
+    for path in directory.glob("capture-*.mcap"):
+        with BagReader(path) as bag:
+            total += sum(1 for _ in bag.messages(["capture"]))
+    return total
+
+
+@pytest.mark.parametrize("fails", ["at_close", "next_chunk"])
+def test_frames_are_counted_as_their_bag_ends_when_the_disk_fills_after_a_rotation(
+    config: CaptureConfig, monkeypatch: pytest.MonkeyPatch, fails: str,
+) -> None:
+    """The count of frames written is the frames in the files. The last chunk of a bag
+    finished by a rotation is in the file: dropped when the next bag's first chunk
+    failed (87 of them). A bag that could not be finished at close: its chunk in memory
+    was counted as written all the same."""
+    monkeypatch.setattr(writer, "BACKOFF_FIRST_NS", 1)
+    capture = Capture(dataclasses.replace(config, flush_s=60.0), META)
+    frames = captured(2000)
+    sent = 0
+    while capture.status()["capture_bags"] < 2:  # one at a time, up to the rotation
+        capture.offer(frames[sent:sent + 1], sent)
+        sent += 1
+        _until(lambda: not capture._queue and capture.status()["capture_bags"] > 0)
+    with monkeypatch.context() as disk:
+        def full(self: BagWriter) -> None:
+            raise BagWriteError(f"cannot write bag {self.path}: No space left on device")
+
+        def close(self: BagWriter) -> None:  # the complete chunks stay, nothing more
+            self._closed = True
+            self._file.close()
+            full(self)
+
+        disk.setattr(BagWriter, "flush", full)
+        disk.setattr(BagWriter, "close", close)
+        if fails == "next_chunk":  # enough for the new bag's first chunk, which fails
+            capture.offer(frames[sent:sent + 200], sent)
+            sent += 200
+            _until(lambda: capture.status()["capture_errors"] > 0 and not capture._queue)
+        capture.close()
+    status = capture.status()
+    assert status["capture_frames"] == _frames_in_files(config.dir)
+    assert status["capture_frames"] + status["capture_dropped"]["error"] == sent
+    assert status["capture_frames"] >= sent - 200 - 2  # the first bag, every frame of it
+
+
 def test_a_directory_replaced_by_a_file_is_an_episode_not_a_crash(
     config: CaptureConfig, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
