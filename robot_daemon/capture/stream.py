@@ -36,6 +36,8 @@ PERIOD_NS: Final = 10_000_000_000
 _FIELDS: Final = ("mean", "m2", "min", "max")
 #: Frames carry float32 readings: no honest stream's mean, min or max is beyond this.
 READING_MAX: Final = float(np.finfo(np.float32).max)
+#: More frames than a robot serves in a century at 1,000 a second.
+MAX_N: Final = 10**13
 
 
 @dataclass(frozen=True, eq=False)
@@ -64,33 +66,43 @@ def decode(payload: bytes, d: int | None = None) -> Moments:
 
     Raises:
         WireError: not such a map, another ``d``, or values no stream could have (a count
-            below 1, a non-finite number, a negative squared deviation).
+            out of range, a non-finite number, a mean outside min-max, a spread beyond
+            what min and max allow).
     """
     obj = wire.decode_status(payload)
     n = obj.get("n")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise WireError("bad_stream", f"a stream record's n must be an integer >= 1, got {n!r}")
-    arrays = []
-    for name in _FIELDS:
-        values = obj.get(name)
-        if not isinstance(values, list) or not values or (d is not None and len(values) != d):
-            raise WireError("bad_stream", f"a stream record's {name} must be a list of d numbers")
-        try:
-            array = np.asarray(values, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise WireError("bad_stream", f"a stream record's {name} holds something else"
-                            " than numbers") from None
-        if array.ndim != 1 or not np.isfinite(array).all():
-            raise WireError("bad_stream", f"a stream record's {name} must be finite numbers")
-        arrays.append(array)
-    mean, m2, low, high = arrays
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_N:
+        raise WireError("bad_stream", f"a stream record's n must be an integer from 1 to"
+                        f" {MAX_N:,}, got {n!r}")
+    mean, m2, low, high = (_numbers(obj, name, d) for name in _FIELDS)
+    if len({len(mean), len(m2), len(low), len(high)}) != 1:
+        raise WireError("bad_stream", "a stream record's lists differ in length")
     if any((np.abs(a) > READING_MAX).any() for a in (mean, low, high)):
         raise WireError("bad_stream", "a stream record's readings are beyond float32's range,"
                         " which frames carry")
-    if len({len(a) for a in arrays}) != 1 or (m2 < 0).any():
-        raise WireError("bad_stream",
-                        "a stream record's lists differ in length or its m2 is negative")
+    # What n readings between min and max can have: min <= mean <= max, and a variance
+    # of at most (max - min)^2 / 4 (Popoviciu); a little slack for rounding.
+    span = high - low
+    slack = 1e-6 * np.maximum(np.maximum(np.abs(low), np.abs(high)), 1.0)
+    if ((span < 0).any() or (mean < low - slack).any() or (mean > high + slack).any()
+            or (m2 < 0).any() or (m2 / n > (span + slack) ** 2 / 4 * (1 + 1e-6)).any()):
+        raise WireError("bad_stream", "a stream record's moments are not those of any"
+                        " readings (a mean outside min-max, or a spread beyond it)")
     return Moments(n, mean, m2, low, high)
+
+
+def _numbers(obj: dict[str, Any], name: str, d: int | None) -> npt.NDArray[np.float64]:
+    """The list ``obj[name]`` of d finite ints or floats (no bools, no strings), as float64."""
+    values = obj.get(name)
+    if not isinstance(values, list) or not values or (d is not None and len(values) != d):
+        raise WireError("bad_stream", f"a stream record's {name} must be a list of d numbers")
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        raise WireError("bad_stream", f"a stream record's {name} holds something else than"
+                        " numbers")
+    array = np.asarray(values, dtype=np.float64)
+    if not np.isfinite(array).all():
+        raise WireError("bad_stream", f"a stream record's {name} must be finite numbers")
+    return array
 
 
 def served(X: npt.NDArray[Any]) -> Moments:
@@ -137,7 +149,8 @@ class Served:
 
 def of_bags(paths: Sequence[str | os.PathLike[str]], d: int | None = None) -> Served:
     """The stream records of the capture bags among ``paths`` (bag files; the others
-    count as ``others``). A bag that cannot be read counts as another: ``train`` reads it
+    count as ``others``; a capture bag without records is a capture all the same, whose
+    frames were chosen). A bag that cannot be read counts as another: ``train`` reads it
     next and says what is wrong with it (a directory's damaged bag is skipped, with a
     warning, as before)."""
     from robot_daemon.bag import BagReader  # needs the optional mcap package

@@ -47,8 +47,12 @@ def _payload(**changes: object) -> bytes:
 
 
 @pytest.mark.parametrize("changes", [
-    {"n": 0}, {"n": True}, {"n": "3"}, {"mean": [0.0] * (D - 1)}, {"m2": [-1.0] * D},
-    {"max": [float("inf")] * D}, {"min": ["x"] * D}, {"mean": []}, {"m2": None},
+    {"n": 0}, {"n": True}, {"n": "3"}, {"n": 2**64 - 1}, {"mean": [0.0] * (D - 1)},
+    {"m2": [-1.0] * D}, {"max": [float("inf")] * D}, {"min": ["x"] * D}, {"mean": []},
+    {"m2": None}, {"mean": [True] * D}, {"mean": ["1"] * D},
+    {"mean": [2.0] * D},  # outside min-max
+    {"min": [1.0] * D, "max": [-1.0] * D},  # min above max
+    {"m2": [1e300] * D},  # a spread of 1e150 between -1 and 1: a model of all-zero inputs
 ])
 def test_a_record_no_stream_could_have_is_refused(changes: dict[str, object]) -> None:
     with pytest.raises(WireError, match="stream record"):
@@ -57,12 +61,14 @@ def test_a_record_no_stream_could_have_is_refused(changes: dict[str, object]) ->
     assert (merged.n, refused) == (3, 2)  # the good one counted, the others refused
 
 
-def test_records_beyond_what_frames_carry_or_that_overflow_the_sum_are_refused() -> None:
-    beyond = _payload(mean=[1e300] * D)  # frames carry float32
-    huge = _payload(m2=[1e308] * D)
-    merged, refused = stream.total([beyond, huge, huge, _payload()], D)
-    assert refused == 2  # the first, and the second 1e308 (their sum is inf)
-    assert merged.n == 6
+def test_records_beyond_what_frames_carry_are_refused_and_the_widest_merge_finitely() -> None:
+    beyond = _payload(mean=[1e300] * D, min=[-1e300] * D, max=[1e300] * D)  # frames: float32
+    wide = [-3e38] * D, [3e38] * D  # as wide as float32 goes: squared deviations near 1e77
+    huge = _payload(n=10**13, mean=[0.0] * D, m2=[2e89] * D, min=wide[0], max=wide[1])
+    far = _payload(n=10**13, mean=[3e38] * D, m2=[0.0] * D, min=wide[1], max=wide[1])
+    merged, refused = stream.total([beyond, huge, far, _payload()], D)
+    assert refused == 1  # beyond float32; the extreme but possible ones merge finitely
+    assert merged.n == 2 * 10**13 + 3
     assert np.isfinite(merged.mean).all()
     assert np.isfinite(merged.m2).all()
 
