@@ -108,15 +108,22 @@ def test_watch_a_real_daemon_from_the_command_line(workdir: Path) -> None:
         stderr=subprocess.DEVNULL, env=env, cwd=ROOT)
     ctx = zmq.Context()
     try:
-        frames, labels = ctx.socket(zmq.PUB), ctx.socket(zmq.PUB)
+        # XPUB: each sees the subscription of the process that connects to it, so the
+        # frames start once the daemon and watch listen, not after a guess.
+        frames, labels = ctx.socket(zmq.XPUB), ctx.socket(zmq.XPUB)
         frames.bind(frames_ep)
         labels.bind(labels_ep)
         watcher = subprocess.Popen(
             [sys.executable, "-m", "robot_daemon", "watch", "--pred", pred_ep,
              "--labels", labels_ep, "--model", str(DEFAULT_MODEL), "--no-live",
-             "--duration", "4"],
+             "--duration", "5"],
             stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
-        time.sleep(1.5)  # both subscribed
+        for sock in (frames, labels):  # the daemon's frames SUB, watch's labels SUB
+            assert sock.poll(30_000), "never subscribed"
+            sock.recv()
+        # watch connects its pred SUB just before its labels SUB: a moment for it to
+        # reach the daemon, which has been serving since it subscribed to the frames.
+        time.sleep(0.3)
         rng = np.random.default_rng(0)
         for seq in range(100):
             x = rng.normal(size=16).astype(np.float32)
