@@ -15,8 +15,10 @@ Design: docs/architecture.md, "Capture".
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -158,7 +160,8 @@ def of_bags(paths: Sequence[str | os.PathLike[str]], d: int | None = None) -> Se
     moments, captures, others, refused = Moments.empty(), 0, 0, 0
     for path in paths:
         try:
-            with BagReader(path) as reader:
+            # A cut bag's damage is train's to say, once, when it reads the labels.
+            with BagReader(path) as reader, _quiet(logging.getLogger(BagReader.__module__)):
                 if reader.meta.extra.get("source") != CAPTURE_SOURCE:
                     others += 1
                     continue
@@ -169,3 +172,14 @@ def of_bags(paths: Sequence[str | os.PathLike[str]], d: int | None = None) -> Se
         captures += 1
         moments, refused = moments.merge(got), refused + bad
     return Served(moments, captures, others, refused)
+
+
+@contextlib.contextmanager
+def _quiet(logger: logging.Logger) -> Iterator[None]:
+    """``logger``'s warnings left out for the block (restored after it)."""
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

@@ -99,3 +99,22 @@ def test_a_bag_that_cannot_be_read_is_left_to_train_to_report(tmp_path: Path) ->
     broken.write_bytes(b"\x89MCAP0\r\n" + b"\0" * 100)  # cut right after the magic
     served = stream.of_bags([broken, tmp_path / "gone.mcap"], D)
     assert (served.captures, served.others, served.moments.n) == (0, 2, 0)
+
+
+def test_a_cut_capture_bag_is_read_without_its_damage_said_twice(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    from robot_daemon.bag import BagMeta, BagWriter
+
+    whole = tmp_path / "whole.mcap"
+    with BagWriter(whole, meta=BagMeta(d=D, c=2, extra={"source": stream.CAPTURE_SOURCE}),
+                   chunk_size=256) as bag:
+        for i in range(20):
+            record = stream.StreamRecord(stream.served(_rows(10, seed=i)), 0.0, 1.0, "m")
+            bag.write(stream.TOPIC, stream.encode(record), 1_000 + i)
+    cut = tmp_path / "cut.mcap"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])  # as a kill -9 leaves
+    served = stream.of_bags([cut], D)
+    assert served.captures == 1
+    assert 0 < served.moments.n < 200
+    assert "damaged" not in caplog.text  # train says it, when it reads the labels
