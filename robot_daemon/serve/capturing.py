@@ -4,10 +4,12 @@ After a tick's ``pred`` (and the shadow's pass), :meth:`Capturer.tick` picks the
 worth keeping (:mod:`robot_daemon.capture.triggers`: a served probability near its
 threshold, the shadow deciding otherwise, the seconds around a health change) and hands
 them to :class:`robot_daemon.capture.writer.Capture`, which never blocks: the bags are
-written by a thread of their own, within a hard bound on disk. With online learning, a
-label that contradicts what the serving model decides for its reading is captured with
-the label. Everything here runs on the tick thread after the ``pred`` went out, and costs
-microseconds a frame.
+written by a thread of their own, within a hard bound on disk. Every served frame, picked
+or not, also goes into the statistics of the ``stream`` records
+(:mod:`robot_daemon.capture.stream`). With labels (:meth:`Capturer.labels`), a captured
+frame's label is kept, and a label that contradicts what the serving model decides for
+its reading is captured with it. Everything here runs on the tick thread after the
+``pred`` went out, and costs microseconds a frame.
 Design: docs/daemon-reference.md, "Capture".
 """
 
