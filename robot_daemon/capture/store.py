@@ -317,17 +317,17 @@ class CaptureStore:
         self.landed += self._waiting
         self._waiting = []
 
-    def abandon(self) -> bool:
+    def abandon(self) -> None:
         """Let go of the open bag after a failure, never raising: finished if the disk
         lets it, else kept as a cut bag (its complete chunks), or deleted if it has none:
-        retries on a full disk must not leave a trail of empty bags. Whether it was
-        finished (else what waited in memory is lost)."""
+        retries on a full disk must not leave a trail of empty bags. What waited in
+        memory goes to :attr:`landed` or :attr:`lost` as it went."""
         bag = self._open
         if bag is None:
-            return True
+            return
         try:
             self.close()
-            return True
+            return
         except (OSError, BagError) as exc:
             log.debug("capture: could not finish %s: %s", bag.final.name, exc)
         try:
@@ -340,7 +340,6 @@ class CaptureStore:
                 self._sizes[bag.final] = size
         except OSError as exc:  # the next scan finds it
             log.debug("capture: could not put %s away: %s", bag.partial.name, exc)
-        return False
 
 
 def _files(directory: Path) -> list[str]:

@@ -290,18 +290,19 @@ class Capture:
                 self.dropped_error += 1
             return
         if isinstance(frame, stream.StreamRecord):
-            self._write_stream(frame, now_ns)
-            return
+            records = [Message(stream.TOPIC, stream.encode(frame), None)]
+            recv_ns = round(frame.t1 * 1e9)
+        else:
+            try:
+                records, recv_ns = messages(frame), frame.recv_ns
+            except WireError as exc:  # the caller's bug: not the disk's
+                self.dropped_error += 1
+                self.errors += 1
+                if self._bad_frames.allow("bad", now_ns) is not None:
+                    log.warning("capture: a frame cannot be encoded (%s); dropped", exc)
+                return
         try:
-            records = messages(frame)
-        except WireError as exc:  # the caller's bug: not the disk's
-            self.dropped_error += 1
-            self.errors += 1
-            if self._bad_frames.allow("bad", now_ns) is not None:
-                log.warning("capture: a frame cannot be encoded (%s); dropped", exc)
-            return
-        try:
-            self._store.write(records, frame.recv_ns, now_ns, frame)
+            self._store.write(records, recv_ns, now_ns, frame)
             if self._failures:
                 # A write lands in the chunk in memory, which a full disk takes without a
                 # word: only a chunk in the file says that writing works again.
@@ -316,22 +317,12 @@ class Capture:
                 log.exception("capture: writing a frame failed unexpectedly; dropped")
             return
         self._published()
-        if frame.label_only:
-            return
+        if not isinstance(frame, CapturedFrame) or frame.label_only:
+            return  # only a captured frame written says the episode is over
         if self._failures:
             log.info("capture: writing again into %s (after %d failed attempts)",
                      self._store.directory, self._failures)
             self._failures, self._retry_ns = 0, 0
-
-    def _write_stream(self, record: stream.StreamRecord, now_ns: int) -> None:
-        """One ``stream`` record; lost on a failing disk, as the frames are."""
-        message = Message(stream.TOPIC, stream.encode(record), None)
-        try:
-            self._store.write([message], round(record.t1 * 1e9), now_ns, record)
-        except (OSError, BagError) as exc:
-            self._failed(exc, now_ns)
-            return
-        self._published()
 
     def _failed(self, exc: Exception, now_ns: int) -> None:
         """Count a failure and back off; one ERROR when writing starts failing."""
