@@ -29,6 +29,7 @@ import numpy.typing as npt
 
 from robot_daemon import nn, npz
 from robot_daemon.errors import ModelError
+from robot_daemon.moments import scale_of
 from robot_daemon.nn import MLP, Array
 from robot_daemon.printable import printable
 from robot_daemon.wire import messages as wire_messages
@@ -513,9 +514,7 @@ def fit_normalization(
         raise ModelError("need readings of shape (n >= 1, d) to fit a normalisation,"
             f" got {X.shape}")
     mean = X.mean(axis=0)
-    std = X.std(axis=0)
-    floor = 1e-6 * max(1.0, float(np.abs(mean).max()))
-    scale = np.where(std > floor, std, 1.0)
+    scale = scale_of(mean, X.std(axis=0))
     if not (np.isfinite(mean).all() and np.isfinite(scale).all()):
         raise ModelError("readings contain NaN or infinite values: cannot fit a normalisation")
     return mean, scale

@@ -56,7 +56,13 @@ class Moments:
 
 
 def normalisation(moments: Moments) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Mean and scale as :func:`robot_daemon.model.fit_normalization` floors them."""
-    std = np.sqrt(moments.m2 / moments.n)
-    floor = 1e-6 * max(1.0, float(np.abs(moments.mean).max()))
-    return moments.mean, np.where(std > floor, std, 1.0)
+    """Mean and scale (:func:`scale_of`) of the rows ``moments`` counted."""
+    return moments.mean, scale_of(moments.mean, np.sqrt(moments.m2 / moments.n))
+
+
+def scale_of(mean: NDArray[np.float64], std: NDArray[np.float64]) -> NDArray[np.float64]:
+    """The normalisation's scale (d,): the standard deviation, floored so that a constant
+    feature (a sensor stuck during the whole recording) maps to 0 instead of dividing by
+    zero; one rule for every way a normalisation is fitted."""
+    floor = 1e-6 * max(1.0, float(np.abs(mean).max()))
+    return np.where(std > floor, std, 1.0)
