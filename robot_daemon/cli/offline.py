@@ -127,17 +127,17 @@ def _run_train(args: argparse.Namespace) -> int:
                             init)
     model.save(args.out)
     best = model.training["best_epoch"]
+    kept = model.training.get("init", {}).get("thresholds") == "kept"  # as the model says
     if best == 0:
-        tuned = "" if init is not None and init.keeps_thresholds else " (thresholds tuned anew)"
+        tuned = "" if kept else " (thresholds tuned anew)"
         print(f"kept the --init model's weights: none of {model.training['epochs_run']}"
               f" epochs beat them on validation{tuned}")
     elif best is not None:
         print(f"kept epoch {best} of {model.training['epochs_run']} (best validation macro-F1)")
     validation = model.training["validation"]
     if validation["n"]:
-        which = "kept" if init is not None and init.keeps_thresholds else "tuned"
-        print(f"validation ({validation['n']} frames, {which} thresholds): macro-F1"
-              f" {validation['macro_f1']:.3f}")
+        print(f"validation ({validation['n']} frames, {'kept' if kept else 'tuned'}"
+              f" thresholds): macro-F1 {validation['macro_f1']:.3f}")
         for name, f1 in validation["f1"].items():
             print(f"  {name:<16} F1 {f1:.3f}")
     print(f"wrote {args.out}")

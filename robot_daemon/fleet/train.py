@@ -151,8 +151,8 @@ def train(
     else:
         mlp = init.network(config.seed)
     order_rng = np.random.default_rng(config.seed)
-    # From capture bags only: the --init model's thresholds (Init.keeps_thresholds).
-    kept = init.thresholds() if init is not None and init.keeps_thresholds else None
+    # From capture bags only: the --init model's thresholds.
+    kept = None if init is None else init.kept_thresholds()
     log = EpochLog(config, report)
     judged = _Judged(np.full(first.c, 0.5), {"n": 0})
     if init is not None:

@@ -111,6 +111,11 @@ class Init:
         params = [a for lin in self.model.mlp.linears for a in (lin.W, lin.b)]
         return MLP.from_params(*params, rng=seed)
 
+    def kept_thresholds(self) -> npt.NDArray[np.float64] | None:
+        """The thresholds (c,) a fine-tune keeps and judges its epochs at
+        (:attr:`keeps_thresholds`); None where it tunes its own."""
+        return self.thresholds() if self.keeps_thresholds else None
+
     def thresholds(self) -> npt.NDArray[np.float64]:
         """The model's thresholds (c,): kept where no validation split can tune new ones."""
         return self.model.thresholds.copy()

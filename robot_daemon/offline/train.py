@@ -279,9 +279,9 @@ def train(
     X_val_raw, Y_val = data.subset(val_rows)
     X_val = ((X_val_raw - mean) / scale).astype(dtype)
     log = EpochLog(config, progress)
-    # From capture bags only: the --init model's thresholds (Init.keeps_thresholds), which
-    # then also judge each epoch, as streamed (fleet) training judges them.
-    kept = init.thresholds() if init is not None and init.keeps_thresholds else None
+    # From capture bags only: the --init model's thresholds, which then also judge each
+    # epoch, as streamed (fleet) training judges them.
+    kept = None if init is None else init.kept_thresholds()
 
     if init is None:
         mlp = MLP(data.X.shape[1], config.h, data.Y.shape[1], rng=config.seed, dtype=dtype)
