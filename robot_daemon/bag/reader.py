@@ -298,6 +298,18 @@ class BagReader:
             self._meta = meta
         return self._meta
 
+    def leading_meta(self) -> BagMeta | None:
+        """The ``robot_daemon`` metadata record if it comes before the first chunk, as a
+        writer that knew d and c from the start puts it (a capture's always does); else
+        None. Reads no further than the first chunk, where :attr:`meta` reads the whole
+        file: a cheap look at what a bag is."""
+        for record in self._records(full=False):
+            if isinstance(record, Metadata) and record.name == META_RECORD:
+                return BagMeta.from_record(record.metadata)
+            if isinstance(record, Chunk):
+                return None
+        return None
+
     def records(self) -> Iterator[Any]:
         """Every record of the bag in file order, as :mod:`mcap.records` types (chunks
         opened and CRC-checked: ``Header``, ``Schema``, ``Channel``, ``Message``,

@@ -162,7 +162,10 @@ def of_bags(paths: Sequence[str | os.PathLike[str]], d: int | None = None) -> Se
         try:
             # A cut bag's damage is train's to say, once, when it reads the labels.
             with BagReader(path) as reader, _quiet(logging.getLogger(BagReader.__module__)):
-                if reader.meta.extra.get("source") != CAPTURE_SOURCE:
+                # The capture writes its metadata first: an archive's big bags are not
+                # read through to find out they are not captures.
+                meta = reader.leading_meta()
+                if meta is None or meta.extra.get("source") != CAPTURE_SOURCE:
                     others += 1
                     continue
                 got, bad = total((m.payload for m in reader.messages([TOPIC])), d)

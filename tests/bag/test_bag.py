@@ -364,3 +364,19 @@ def test_a_full_disk_is_one_bag_error_also_when_the_close_fails() -> None:
 
     with pytest.raises(BagWriteError, match="No space left on device"):
         _write(Path("/dev/full"), _messages(2000))
+
+
+def test_leading_meta_is_the_metadata_written_before_any_chunk(tmp_path: Path) -> None:
+    early, late = tmp_path / "early.mcap", tmp_path / "late.mcap"
+    with BagWriter(early, meta=BagMeta(d=4, c=2, extra={"source": "a"}), chunk_size=64) as bag:
+        for i in range(20):
+            bag.write("frame", wire.encode_frame(i, i / 10, np.zeros(4, np.float32)), i)
+    with BagWriter(late, chunk_size=64) as bag:  # d and c known only at the end
+        for i in range(20):
+            bag.write("frame", wire.encode_frame(i, i / 10, np.zeros(4, np.float32)), i)
+        bag.write_meta(BagMeta(d=4, c=2, extra={"source": "a"}))
+    with BagReader(early) as reader:
+        assert reader.leading_meta() == reader.meta
+    with BagReader(late) as reader:
+        assert reader.meta.extra == {"source": "a"}  # found by reading the whole file
+        assert reader.leading_meta() is None  # not before the first chunk
