@@ -48,7 +48,7 @@ from benchlib import Figure, write_json  # noqa: E402
 
 from robot_daemon import model as model_file  # noqa: E402
 from robot_daemon import wire  # noqa: E402
-from robot_daemon.bag import BagReader, BagWriter  # noqa: E402
+from robot_daemon.bag import BagMessage, BagMeta, BagReader, BagWriter  # noqa: E402
 from robot_daemon.capture import stream  # noqa: E402
 from robot_daemon.moments import Moments, normalisation  # noqa: E402
 
@@ -104,46 +104,53 @@ def captured_errors(directory: Path) -> tuple[int, np.ndarray, np.ndarray]:
     return len(both), (probs >= thresholds) != truth, np.abs(probs - thresholds) <= MARGIN
 
 
-def drive_errors(bag: str, work: Path) -> np.ndarray:
-    """Per labelled frame of ``bag`` and class (n, c): the default model decided wrong."""
+@dataclasses.dataclass
+class Drive:
+    """A drive's labelled frames, read once: its metadata, the ``label`` messages and
+    their readings X (n, d) and targets Y (n, c) bool."""
+
+    meta: BagMeta
+    messages: list[BagMessage]
+    X: np.ndarray
+    Y: np.ndarray
+
+    @classmethod
+    def read(cls, path: Path) -> Drive:
+        with BagReader(path) as reader:
+            meta, messages = reader.meta, list(reader.messages([wire.TOPIC_LABEL.decode()]))
+        labels = [wire.decode_label(m.payload) for m in messages]
+        return cls(meta, messages, np.stack([label.x for label in labels]),
+                   np.stack([label.y for label in labels]).astype(bool))
+
+
+def drive_errors(drive: Drive) -> np.ndarray:
+    """Per labelled frame of ``drive`` and class (n, c): the default model decided wrong."""
     served = model_file.load(MODEL)
-    with BagReader(work / bag) as reader:
-        labels = [wire.decode_label(m.payload)
-                  for m in reader.messages([wire.TOPIC_LABEL.decode()])]
-    X = np.stack([label.x for label in labels])
-    Y = np.stack([label.y for label in labels]).astype(bool)
-    return np.asarray(served.predict_proba(X) >= served.thresholds) != Y
+    decided = np.asarray(served.predict_proba(drive.X) >= served.thresholds)
+    return np.not_equal(decided, drive.Y)
 
 
-def stream_normalised(bag: str, work: Path) -> Path:
-    """The default model with its normalisation fitted on every reading of ``bag`` and
+def stream_normalised(drive: Drive, work: Path) -> Path:
+    """The default model with its normalisation fitted on every reading of ``drive`` and
     nothing else changed: what the capture's stream records alone give, without a label."""
-    served = model_file.load(MODEL)
-    with BagReader(work / bag) as reader:
-        X = np.stack([wire.decode_label(m.payload).x
-                      for m in reader.messages([wire.TOPIC_LABEL.decode()])])
-    mean, scale = normalisation(Moments.of(X))
+    mean, scale = normalisation(Moments.of(drive.X))
     out = work / "stream_only.npz"
-    dataclasses.replace(served, mean=mean, scale=scale).save(out)
+    dataclasses.replace(model_file.load(MODEL), mean=mean, scale=scale).save(out)
     return out
 
 
-def uniform_sample(bag: str, out: str, n: int, work: Path) -> None:
-    """``n`` labelled frames of ``bag`` evenly spread over it, into the bag ``out``: a
+def uniform_sample(drive: Drive, out: Path, n: int) -> None:
+    """``n`` labelled frames of ``drive`` evenly spread over it, into the bag ``out``: a
     capture bag with the stream record of every frame, as if a trigger had drawn them
     blindly (so that only the frames differ from the loop's)."""
-    topic = wire.TOPIC_LABEL.decode()
-    with BagReader(work / bag) as reader:
-        meta, messages = reader.meta, list(reader.messages([topic]))
-    X = np.stack([wire.decode_label(m.payload).x for m in messages])
-    meta = dataclasses.replace(meta, extra={"source": stream.CAPTURE_SOURCE})
-    keep = np.linspace(0, len(messages) - 1, n).round().astype(int)
-    with BagWriter(work / out, meta=meta) as writer:
+    meta = dataclasses.replace(drive.meta, extra={"source": stream.CAPTURE_SOURCE})
+    keep = np.linspace(0, len(drive.messages) - 1, n).round().astype(int)
+    with BagWriter(out, meta=meta) as writer:
         for i in keep:
-            m = messages[i]
-            writer.write(topic, m.payload, m.recv_ns, m.sensor_ns)
-        record = stream.StreamRecord(Moments.of(X), 0.0, 0.0, "default")
-        writer.write(stream.TOPIC, stream.encode(record), messages[-1].recv_ns)
+            m = drive.messages[i]
+            writer.write(m.topic, m.payload, m.recv_ns, m.sensor_ns)
+        record = stream.StreamRecord(Moments.of(drive.X), 0.0, 0.0, "default")
+        writer.write(stream.TOPIC, stream.encode(record), drive.messages[-1].recv_ns)
 
 
 def trained_f1(out: str, sources: list[str], seeds: int, work: Path,
@@ -193,7 +200,8 @@ def main() -> int:
         serve(work, "drifted.mcap", args.rate, "--online", "--checkpoint-dir", "checkpoints")
         online = max((work / "checkpoints").glob("*.npz"), key=lambda p: p.stat().st_mtime)
         n, wrong, near = captured_errors(work / "captures")
-        uniform_sample("drifted.mcap", "sample.mcap", n, work)
+        drive = Drive.read(work / "drifted.mcap")
+        uniform_sample(drive, work / "sample.mcap", n)
         print(f"training on the {n:,} captures, on as many frames sampled uniformly and on"
               f" every frame, {args.seeds} seed(s) each", flush=True)
         renormalise = ("--renormalise",)
@@ -204,10 +212,10 @@ def main() -> int:
                   ("every", ["drifted.mcap"], ()),
                   ("every_renormalised", ["drifted.mcap"], renormalise))}
         f1["default"] = [macro_f1(MODEL, "heldout.mcap", work)]
-        f1["stream_only"] = [macro_f1(stream_normalised("drifted.mcap", work), "heldout.mcap",
+        f1["stream_only"] = [macro_f1(stream_normalised(drive, work), "heldout.mcap",
                                       work)]
         f1["online"] = [macro_f1(online, "heldout.mcap", work)]
-        errors = drive_errors("drifted.mcap", work)
+        errors = drive_errors(drive)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     share = n / frames
