@@ -126,8 +126,8 @@ class Drive:
 def drive_errors(drive: Drive) -> np.ndarray:
     """Per labelled frame of ``drive`` and class (n, c): the default model decided wrong."""
     served = model_file.load(MODEL)
-    decided = np.asarray(served.predict_proba(drive.X) >= served.thresholds)
-    return np.not_equal(decided, drive.Y)
+    wrong: np.ndarray = np.asarray(served.predict_proba(drive.X) >= served.thresholds) != drive.Y
+    return wrong
 
 
 def stream_normalised(drive: Drive, work: Path) -> Path:
