@@ -165,7 +165,8 @@ class ScrapeServer:
         """Accept one connection at a time, at most ``limits.accept_rate`` a second (the
         others wait in the kernel's backlog, then the kernel refuses them: a flood costs
         us no CPU beyond the rate); one over ``limits.connections`` open is reset at
-        once, so that a flood holds no more than that many fds here."""
+        once, so that a flood holds no more than that many fds here, and the one being
+        reset (an accept comes before the reset)."""
         loop = asyncio.get_running_loop()
         while True:
             if wait_s := self._tokens.wait_s(time.monotonic_ns()):
